@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what chatd needs to build, run and test, and nothing already present.
+# Usage: scripts/install-deps.sh [build|test|bench]   (default: build)
+set -euo pipefail
+what=${1:-build}
+
+build_pkgs=(g++ cmake ninja-build pkg-config ccache
+            libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
+            libhiredis-dev librdkafka-dev libsqlite3-dev)
+test_pkgs=(libgtest-dev redis-server chromium nodejs npm default-jre-headless maven)
+bench_pkgs=(libbenchmark-dev rabbitmq-server linux-perf)
+
+pkgs=("${build_pkgs[@]}")
+case "$what" in
+  build) ;;
+  test)  pkgs+=("${test_pkgs[@]}") ;;
+  bench) pkgs+=("${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
+  *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${pkgs[@]}"; do
+  # node, npm, java and mvn may come from outside Debian on some machines: accept them if on PATH.
+  case "$p" in
+    nodejs) command -v node >/dev/null && continue ;;
+    npm) command -v npm >/dev/null && continue ;;
+    default-jre-headless) command -v java >/dev/null && continue ;;
+    maven) command -v mvn >/dev/null && continue ;;
+  esac
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

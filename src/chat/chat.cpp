@@ -1,0 +1,1 @@
+// Placeholder: chat core is being written.

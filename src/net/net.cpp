@@ -1,0 +1,1 @@
+// Placeholder: net is being written.

@@ -1,0 +1,2 @@
+// Placeholder: the codec is being written.
+#include "stomp/stomp.h"

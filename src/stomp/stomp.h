@@ -1,0 +1,137 @@
+// chatd::stomp — a pure STOMP 1.0/1.1/1.2 codec: bytes in, frames out.
+// No sockets, clocks, threads or logging: it can be unit-tested, fuzzed and benchmarked alone.
+// Errors are values (std::error_code in the "stomp" category), never exceptions.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+namespace chatd::stomp {
+
+enum class Command : std::uint8_t {
+  connect, stomp, connected, send, subscribe, unsubscribe, ack, nack,
+  begin, commit, abort, disconnect, message, receipt, error,
+};
+
+// Returns the wire name, e.g. "SEND".
+std::string_view to_string(Command c);
+
+enum class Version : std::uint8_t { v1_0, v1_1, v1_2 };
+
+// Returns "1.0", "1.1" or "1.2".
+std::string_view to_string(Version v);
+
+struct Header {
+  std::string name;
+  std::string value;
+};
+
+struct Frame {
+  Command command = Command::send;
+  std::vector<Header> headers;  // unescaped, in wire order, repeats kept
+  std::string body;
+
+  // Returns the value of the first header called `name` (STOMP 1.2: the first repeat wins),
+  // or nullptr when there is none.
+  const std::string* header(std::string_view name) const;
+};
+
+// Bounds on what the parser accepts; each default is the reason it is there.
+struct Limits {
+  std::size_t max_frame_bytes = 64 * 1024;  // whole frame, command to NUL: Spring's default
+  std::size_t max_headers = 32;             // CONNECT and SEND need fewer than ten
+  std::size_t max_header_line = 8 * 1024;   // one "name:value" line, before unescaping
+};
+
+enum class Error {
+  ok = 0,
+  unknown_command = 1,          // the first line is not a STOMP command
+  malformed_header,             // a header line without ':'
+  bad_escape,                   // an undefined escape sequence (\t, trailing '\') in 1.1/1.2
+  frame_too_large,              // more bytes than Limits::max_frame_bytes
+  too_many_headers,             // more headers than Limits::max_headers
+  header_too_long,              // a header line longer than Limits::max_header_line
+  bad_content_length,           // content-length is not a decimal number within bounds
+  missing_nul,                  // the byte after a content-length body is not NUL
+};
+
+const std::error_category& error_category() noexcept;
+std::error_code make_error_code(Error e) noexcept;
+
+// An incremental parser. Feed it whatever bytes arrived; it consumes at most one frame per
+// call. EOLs between frames (heart-beats) are skipped and counted in heartbeats().
+//
+//   for (auto rest = bytes; !rest.empty();) {
+//     auto r = parser.consume(rest);
+//     rest.remove_prefix(r.used);
+//     if (r.status == Status::frame) on_frame(parser.frame());
+//     else if (r.status == Status::error) { fail(parser.error()); break; }
+//     else break;  // need_more: every byte was used and kept
+//   }
+class Parser {
+ public:
+  enum class Status { need_more, frame, error };
+  struct Result {
+    std::size_t used;  // bytes of the input taken, whatever the status
+    Status status;
+  };
+
+  explicit Parser(Limits limits = {}) : limits_(limits) {}
+
+  // Header escaping follows the negotiated version; CONNECT, STOMP and CONNECTED frames are
+  // never unescaped (STOMP 1.2 §Value Encoding). Until set, frames are read as 1.2 would.
+  void set_version(Version v) { version_ = v; }
+
+  // Returns how much of `bytes` was used and whether a frame is ready. After Status::error
+  // the parser stays failed; the connection should be closed.
+  Result consume(std::string_view bytes);
+
+  // The frame completed by the last consume() that returned Status::frame.
+  Frame& frame() { return frame_; }
+  std::error_code error() const { return error_; }
+  std::uint64_t heartbeats() const { return heartbeats_; }
+
+ private:
+  Limits limits_;
+  Version version_ = Version::v1_2;
+  Frame frame_;
+  std::error_code error_;
+  std::uint64_t heartbeats_ = 0;
+  std::string pending_;  // bytes of an unfinished frame
+  // Implementation state is the codec's own business; it may grow.
+  std::size_t scan_from_ = 0;
+  std::size_t body_start_ = 0;
+  std::size_t content_length_ = 0;
+  bool headers_done_ = false;
+  bool has_length_ = false;
+};
+
+// Returns `value` escaped for a header of a frame of `command` under `v`.
+std::string escape_header(std::string_view value, Version v, Command command = Command::message);
+
+// Returns the complete wire form of `f` (headers escaped for `v`, then body, then NUL).
+// A content-length header is added when the body is not empty and the frame has none.
+std::string encode(const Frame& f, Version v);
+
+// A MESSAGE frame split around its subscription value so fan-out can share one encoding
+// across every subscriber: wire bytes = head + escaped subscription id + tail.
+struct SplitMessage {
+  std::string head;  // "MESSAGE\n...content-length:N\nsubscription:"
+  std::string tail;  // "\n\n" body "\0"
+};
+
+// Returns the split encoding. Header values must be plain (no ':', CR, LF or '\'); the
+// caller guarantees it (room ids are UUIDs, message ids are generated).
+SplitMessage encode_message(std::string_view destination, std::string_view message_id,
+                            std::string_view content_type, std::string_view body);
+
+}  // namespace chatd::stomp
+
+namespace std {
+template <>
+struct is_error_code_enum<chatd::stomp::Error> : true_type {};
+}  // namespace std

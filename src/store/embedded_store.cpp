@@ -1,0 +1,125 @@
+// The embedded store: rooms in an SQLite file in the data dir, so a restart keeps them, and
+// a copy in memory so reads never touch the disk. Writes are synchronous and small (a room is
+// created by a person clicking a button), so callers' threads may run them directly.
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <mutex>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "store/room_store.h"
+
+namespace chatd::store {
+namespace {
+
+class EmbeddedStore final : public RoomStore {
+ public:
+  explicit EmbeddedStore(const StoreConfig& cfg) : max_rooms_(cfg.max_rooms) {
+    std::error_code ec;
+    std::filesystem::create_directories(cfg.data_dir, ec);
+    if (ec) throw std::runtime_error("cannot create data dir '" + cfg.data_dir + "': " + ec.message());
+    path_ = (std::filesystem::path(cfg.data_dir) / "chatd.db").string();
+    if (sqlite3_open(path_.c_str(), &db_) != SQLITE_OK) {
+      std::string why = db_ ? sqlite3_errmsg(db_) : "out of memory";
+      sqlite3_close(db_);
+      throw std::runtime_error("cannot open " + path_ + ": " + why);
+    }
+    exec("PRAGMA journal_mode=WAL");
+    exec("PRAGMA synchronous=NORMAL");
+    exec("CREATE TABLE IF NOT EXISTS rooms (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+         " id TEXT UNIQUE NOT NULL, name TEXT NOT NULL)");
+    load();
+  }
+  ~EmbeddedStore() override { sqlite3_close(db_); }
+
+  void create(Room room, CreateFn done) override {
+    std::error_code ec;
+    {
+      std::lock_guard lock(mu_);
+      if (rooms_.size() >= max_rooms_) {
+        ec = Error::full;
+      } else if (!insert(room)) {
+        ec = Error::engine_down;
+      } else {
+        index_.emplace(room.id, rooms_.size());
+        rooms_.push_back(std::move(room));
+      }
+    }
+    done(ec);
+  }
+
+  void list(ListFn done) override {
+    std::vector<Room> copy;
+    {
+      std::lock_guard lock(mu_);
+      copy = rooms_;
+    }
+    done({}, std::move(copy));
+  }
+
+  void find(const std::string& room_id, FindFn done) override {
+    std::optional<Room> found;
+    {
+      std::lock_guard lock(mu_);
+      if (auto it = index_.find(room_id); it != index_.end()) found = rooms_[it->second];
+    }
+    done({}, std::move(found));
+  }
+
+  bool up() const override { return true; }
+  std::string describe() const override { return "embedded (" + path_ + ")"; }
+  void stop() override {}
+
+ private:
+  void exec(const char* sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string why = err ? err : "unknown";
+      sqlite3_free(err);
+      throw std::runtime_error(path_ + ": " + why);
+    }
+  }
+
+  void load() {
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db_, "SELECT id, name FROM rooms ORDER BY seq", -1, &st, nullptr) != SQLITE_OK)
+      throw std::runtime_error(path_ + ": " + sqlite3_errmsg(db_));
+    while (sqlite3_step(st) == SQLITE_ROW) {
+      auto text = [st](int col) {
+        auto p = sqlite3_column_text(st, col);
+        return std::string(p ? reinterpret_cast<const char*>(p) : "");
+      };
+      index_.emplace(text(0), rooms_.size());
+      rooms_.push_back(Room{text(0), text(1)});
+    }
+    sqlite3_finalize(st);
+  }
+
+  // Returns whether the room reached the file.
+  bool insert(const Room& room) {
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db_, "INSERT INTO rooms (id, name) VALUES (?, ?)", -1, &st, nullptr) != SQLITE_OK)
+      return false;
+    sqlite3_bind_text(st, 1, room.id.data(), static_cast<int>(room.id.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, room.name.data(), static_cast<int>(room.name.size()), SQLITE_TRANSIENT);
+    bool ok = sqlite3_step(st) == SQLITE_DONE;
+    sqlite3_finalize(st);
+    return ok;
+  }
+
+  std::size_t max_rooms_;
+  std::string path_;
+  sqlite3* db_ = nullptr;
+  std::mutex mu_;
+  std::vector<Room> rooms_;  // creation order, which GET /chat/rooms keeps
+  std::unordered_map<std::string, std::size_t> index_;
+};
+
+}  // namespace
+
+std::unique_ptr<RoomStore> make_embedded_store(const StoreConfig& cfg) {
+  return std::make_unique<EmbeddedStore>(cfg);
+}
+
+}  // namespace chatd::store

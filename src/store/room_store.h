@@ -1,0 +1,72 @@
+// chatd::store — where rooms live. One implementation per engine: embedded (SQLite file in
+// the data dir) or redis (hash CHAT_ROOM, field = roomId, value = room JSON).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace boost::asio { class io_context; }
+
+namespace chatd::store {
+
+enum class Error {
+  ok = 0,
+  engine_down = 1,  // the store is unreachable now
+  corrupt,          // a stored value could not be read back
+  full,             // the room limit is reached
+  stopped,          // the store is shutting down
+};
+const std::error_category& error_category() noexcept;
+std::error_code make_error_code(Error e) noexcept;
+
+struct Room {
+  std::string id;    // a UUID, lower case
+  std::string name;
+};
+
+// Returns the room's JSON, {"roomId":"…","name":"…"}: the value kept in CHAT_ROOM and the
+// REST answer, as in the Spring chat tutorials.
+std::string to_json(const Room& r);
+// Returns the room read from its JSON, or nullopt when it is not a room.
+std::optional<Room> room_from_json(std::string_view json);
+
+using CreateFn = std::function<void(std::error_code)>;
+using ListFn = std::function<void(std::error_code, std::vector<Room>)>;
+using FindFn = std::function<void(std::error_code, std::optional<Room>)>;
+
+// Callbacks run once each, on any thread (possibly inside the call itself); they must not block.
+class RoomStore {
+ public:
+  virtual ~RoomStore() = default;
+  virtual void create(Room room, CreateFn done) = 0;
+  virtual void list(ListFn done) = 0;
+  virtual void find(const std::string& room_id, FindFn done) = 0;
+  virtual bool up() const = 0;
+  virtual std::string describe() const = 0;
+  virtual void stop() = 0;
+};
+
+struct StoreConfig {
+  std::string kind = "embedded";  // embedded | redis
+  std::string data_dir = "./data";
+  std::string redis_url = "redis://127.0.0.1:6379";
+  std::size_t max_rooms = 100000;
+};
+
+// Returns the store named by cfg.kind. Throws std::runtime_error when it cannot start
+// (unwritable data dir, bad Redis URL or password) and std::invalid_argument for an unknown kind.
+std::unique_ptr<RoomStore> make_store(const StoreConfig& cfg, boost::asio::io_context& engine);
+std::unique_ptr<RoomStore> make_embedded_store(const StoreConfig& cfg);
+std::unique_ptr<RoomStore> make_redis_store(const StoreConfig& cfg, boost::asio::io_context& engine);
+
+}  // namespace chatd::store
+
+namespace std {
+template <>
+struct is_error_code_enum<chatd::store::Error> : true_type {};
+}  // namespace std

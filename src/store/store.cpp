@@ -1,0 +1,55 @@
+#include <boost/json.hpp>
+
+#include <stdexcept>
+
+#include "store/room_store.h"
+
+namespace chatd::store {
+namespace {
+
+class Category final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "chatd.store"; }
+  std::string message(int ev) const override {
+    switch (static_cast<Error>(ev)) {
+      case Error::ok: return "ok";
+      case Error::engine_down: return "room store unavailable";
+      case Error::corrupt: return "room store holds an unreadable room";
+      case Error::full: return "room limit reached";
+      case Error::stopped: return "room store stopped";
+    }
+    return "unknown store error";
+  }
+};
+
+}  // namespace
+
+const std::error_category& error_category() noexcept {
+  static const Category category;
+  return category;
+}
+
+std::error_code make_error_code(Error e) noexcept { return {static_cast<int>(e), error_category()}; }
+
+std::string to_json(const Room& r) {
+  return boost::json::serialize(boost::json::object{{"roomId", r.id}, {"name", r.name}});
+}
+
+std::optional<Room> room_from_json(std::string_view json) {
+  boost::system::error_code ec;
+  auto v = boost::json::parse(json, ec);
+  if (ec || !v.is_object()) return std::nullopt;
+  const auto& o = v.get_object();
+  auto id = o.if_contains("roomId");
+  auto name = o.if_contains("name");
+  if (!id || !name || !id->is_string() || !name->is_string()) return std::nullopt;
+  return Room{std::string(id->get_string()), std::string(name->get_string())};
+}
+
+std::unique_ptr<RoomStore> make_store(const StoreConfig& cfg, boost::asio::io_context& engine) {
+  if (cfg.kind == "embedded") return make_embedded_store(cfg);
+  if (cfg.kind == "redis") return make_redis_store(cfg, engine);
+  throw std::invalid_argument("unknown store '" + cfg.kind + "' (expected embedded or redis)");
+}
+
+}  // namespace chatd::store
