@@ -2,7 +2,9 @@
 # A real single-node Apache Kafka broker (KRaft, broker + controller in one JVM) for tests and CI.
 #
 #   scripts/kafka.sh fetch                     resolve the pinned jars from Maven Central (cached)
-#   scripts/kafka.sh start --port P --dir D    format D (first time only), start, wait, print the pid
+#   scripts/kafka.sh start --port P --dir D [--fresh]
+#                                              format D (first time only), start, wait, print the
+#                                              pid; --fresh first stops a broker left in D, wipes D
 #   scripts/kafka.sh stop --dir D              SIGTERM, then SIGKILL after a bound
 #
 # The jars live outside git in ${CHATD_CACHE:-$HOME/.cache/chatd}/kafka-<version>/libs.
@@ -84,17 +86,19 @@ PROPS
 }
 
 start() {
-  local port="" dir=""
+  local port="" dir="" fresh=0
   while (($#)); do
     case $1 in
       --port) port=$2; shift 2 ;;
       --dir) dir=$2; shift 2 ;;
+      --fresh) fresh=1; shift ;;
       *) die "start: unknown argument $1" ;;
     esac
   done
   [[ -n $port && -n $dir ]] || die "usage: kafka.sh start --port P --dir D"
   command -v java >/dev/null || die "java not found (Kafka $KAFKA_VERSION needs Java 17+)"
   fetch
+  if ((fresh)) && [[ -d $dir ]]; then stop --dir "$dir"; rm -rf "$dir"; fi
   mkdir -p "$dir/logs"
   dir=$(cd "$dir" && pwd)
   if alive "$dir"; then die "a broker already runs from $dir (pid $(cat "$dir/kafka.pid"))"; fi
