@@ -15,7 +15,7 @@ KAFKA_VERSION=${KAFKA_VERSION:-4.1.1}   # 4.x runs on Java 17 and still speaks l
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${CHATD_CACHE:-$HOME/.cache/chatd}/kafka-$KAFKA_VERSION
 libs=$cache/libs
-start_timeout=${KAFKA_START_TIMEOUT:-60}   # seconds until the broker must answer
+start_timeout=${KAFKA_START_TIMEOUT:-90}   # seconds until the broker must answer (a loaded 2-core CI box is slow)
 stop_timeout=${KAFKA_STOP_TIMEOUT:-20}     # seconds of SIGTERM grace before SIGKILL
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }
@@ -121,7 +121,7 @@ start() {
   fi
 
   local t0=$SECONDS
-  : >"$dir/logs/server.log"
+  [[ -f $dir/logs/server.log ]] && mv -f "$dir/logs/server.log" "$dir/logs/server.log.1"  # keep the last run's
   nohup "${jvm[@]}" kafka.Kafka "$dir/server.properties" >"$dir/logs/stdout.log" 2>&1 </dev/null &
   local pid=$!
   echo "$pid" >"$dir/kafka.pid"

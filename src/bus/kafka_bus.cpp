@@ -23,7 +23,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
@@ -159,11 +158,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
       std::lock_guard ready_lock(ready_mu_);
       stopped_ = true;  // no publish() or subscribe() gets past this point any more
     }
-    {
-      std::lock_guard lock(quit_mu_);
-      quit_.store(true, std::memory_order_release);
-    }
-    quit_cv_.notify_all();
+    quit_.store(true, std::memory_order_release);
     wake_consumer();
     if (consumer_thread_.joinable()) consumer_thread_.join();
     if (consumer_queue_) rd_kafka_queue_destroy(consumer_queue_);
@@ -178,8 +173,9 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     for (auto& fn : ready) fn(Error::stopped);
 
     if (producer_) {
-      // Give accepted messages a bounded chance to land, then fail the rest with `stopped`.
-      producer_->flush(kFlushOnStopMs);
+      // Give accepted messages a bounded chance to land (none if the broker is away: a node
+      // shutting down during an outage should not wait on it), then fail the rest with `stopped`.
+      producer_->flush(up() ? kFlushOnStopMs : 0);
       producer_->purge(RdKafka::Producer::PURGE_QUEUE | RdKafka::Producer::PURGE_INFLIGHT);
     }
     if (producer_thread_.joinable()) producer_thread_.join();
@@ -280,7 +276,11 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     rd_kafka_AdminOptions_set_operation_timeout(options, kSetupRequestTimeoutMs, why, sizeof why);
     rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);
     rd_kafka_CreateTopics(rk, &topic, 1, options, queue);
-    rd_kafka_event_t* ev = rd_kafka_queue_poll(queue, kSetupRequestTimeoutMs + 1000);
+    // Waits in slices so stop() need not sit out the request timeout.
+    rd_kafka_event_t* ev = nullptr;
+    auto deadline = Clock::now() + milliseconds(kSetupRequestTimeoutMs + 1000);
+    while (!ev && Clock::now() < deadline && !quit_.load(std::memory_order_acquire))
+      ev = rd_kafka_queue_poll(queue, 100);
 
     bool ok = false;
     std::string error = "no answer to CreateTopics";
@@ -394,8 +394,9 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
   void run_consumer_loop() {
     while (!quit_.load(std::memory_order_acquire) && assigned_partitions_.load() == 0) {
       if (set_up_consumer()) break;
-      std::unique_lock lock(quit_mu_);
-      quit_cv_.wait_for(lock, kSetupRetry, [this] { return quit_.load(); });
+      // Nothing is assigned, so this only serves the consumer's events (an outage's stale
+      // "all brokers down" must not land after set-up has said up); stop() wakes it.
+      std::unique_ptr<RdKafka::Message>(consumer_->consume(static_cast<int>(kSetupRetry.count())));
     }
     auto next_check = Clock::now() + kPartitionCheckInterval;
     while (!quit_.load(std::memory_order_acquire)) {
@@ -451,8 +452,6 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
   std::atomic<bool> up_{false};
   std::atomic<int> assigned_partitions_{0};
   std::atomic<bool> quit_{false};
-  std::mutex quit_mu_;
-  std::condition_variable quit_cv_;
 
   std::shared_mutex stop_mu_;  // publish() shares it; stop() takes it alone to flip stopped_
   bool stopped_ = false;       // under stop_mu_ (writes also under ready_mu_)

@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <future>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -352,6 +353,11 @@ TEST(KafkaBus, BrokerRestartMidStreamLosesAndDuplicatesNothing) {
   EXPECT_EQ(kafka_sh(stop_args), 0);  // SIGTERM lands while messages are in flight
   bool saw_down = eventually([&] { return !a.bus().up() && !b.bus().up(); }, 20s);
   std::string while_down = a.bus().describe();
+  // A node that starts during the outage sets itself up once the broker is back.
+  Node c(topic, "c");
+  auto c_ready = std::make_shared<std::promise<std::error_code>>();
+  auto c_ready_future = c_ready->get_future();
+  c.bus().subscribe(room, [c_ready](std::error_code ec) { c_ready->set_value(ec); });
   phase = 1;
   eventually([&] { return sent >= 200; }, 20s);
   phase = 2;
@@ -366,15 +372,55 @@ TEST(KafkaBus, BrokerRestartMidStreamLosesAndDuplicatesNothing) {
   EXPECT_EQ(acks.ok, kTotal) << acks.last_error.message();
   EXPECT_TRUE(eventually([&] { return a.bus().up() && b.bus().up(); }, 20s)) << "health never came back";
 
+  ASSERT_EQ(c_ready_future.wait_for(20s), std::future_status::ready) << c.bus().describe();
+  EXPECT_EQ(c_ready_future.get(), std::error_code{});
+  EXPECT_TRUE(eventually([&] { return c.bus().up(); }, 5s)) << c.bus().describe();
+  a.bus().publish(room, "tail", acks.done());
+  ASSERT_TRUE(acks.wait(kTotal + 1, 20s));
+  EXPECT_EQ(acks.ok, kTotal + 1);
+  ASSERT_TRUE(c.wait_count(1, 10s));
+  EXPECT_TRUE(eventually([&] { return payloads_of(c.got(), room).back() == "tail"; }, 10s));
+
   std::vector<std::string> expected;
   for (int i = 0; i < kTotal; ++i) expected.push_back("m" + std::to_string(i));
+  expected.push_back("tail");
   for (Node* n : {&a, &b}) {
-    EXPECT_TRUE(n->wait_count(kTotal, 30s)) << n->count();
+    EXPECT_TRUE(n->wait_count(kTotal + 1, 30s)) << n->count();
     std::this_thread::sleep_for(200ms);  // a duplicate would arrive right behind
     auto got = n->got();
     EXPECT_EQ(payloads_of(got, room), expected);
     expect_increasing_seq_per_room(got);
   }
+}
+
+// No broker at all: start-up is not fatal, health says down, and stop() answers what waits.
+TEST(KafkaBus, UnreachableBrokerIsReportedDownAndStopAnswersPending) {
+  BusConfig cfg = config(fresh_topic("nobroker"), "a");
+  cfg.kafka_brokers = "127.0.0.1:1";  // nothing listens on port 1
+  boost::asio::io_context io;
+  auto bus = make_kafka_bus(cfg, io);
+  auto t0 = Clock::now();
+  bus->start([](Delivery&&) {});
+  std::cerr << "start() without a broker took " << (Clock::now() - t0) / 1ms << " ms\n";
+  EXPECT_LT(Clock::now() - t0, 10s) << "start() waited too long for a broker that is not there";
+  EXPECT_FALSE(bus->up());
+  EXPECT_NE(bus->describe().find("down"), std::string::npos) << bus->describe();
+
+  Acks acks;
+  std::error_code ready = Error::ok;
+  std::atomic<bool> ready_called{false};
+  bus->publish("r", "queued", acks.done());
+  bus->subscribe("r", [&](std::error_code ec) { ready = ec; ready_called = true; });
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(acks.ok + acks.failed, 0) << "nothing can be confirmed without a broker";
+  EXPECT_FALSE(ready_called) << "ready before any partition was assigned";
+  t0 = Clock::now();
+  bus->stop();
+  EXPECT_LT(Clock::now() - t0, 5s) << "stop() waited on a broker that is not there";
+  EXPECT_EQ(acks.failed, 1);
+  EXPECT_EQ(acks.last_error, Error::stopped);
+  EXPECT_TRUE(ready_called);
+  EXPECT_EQ(ready, Error::stopped);
 }
 
 TEST(KafkaBus, StoppedBusRefusesPublishAndSubscribe) {
