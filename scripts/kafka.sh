@@ -27,9 +27,10 @@ fetch() {
   local tmp=$cache/libs.tmp.$$
   rm -rf "$tmp"; mkdir -p "$tmp"
   local t0=$SECONDS
-  if ! mvn -B -q -f "$here/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
-       dependency:copy-dependencies -DoutputDirectory="$tmp" >&2; then
-    rm -rf "$tmp"; die "maven could not resolve org.apache.kafka:kafka_2.13:$KAFKA_VERSION"
+  if ! mvn -B -f "$here/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
+       dependency:copy-dependencies -DoutputDirectory="$tmp" >"$cache/fetch.log" 2>&1; then
+    tail -n 40 "$cache/fetch.log" >&2
+    rm -rf "$tmp"; die "maven could not resolve org.apache.kafka:kafka_2.13:$KAFKA_VERSION (log: $cache/fetch.log)"
   fi
   touch "$tmp/.complete"
   rm -rf "$libs"; mv "$tmp" "$libs"

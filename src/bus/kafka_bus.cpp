@@ -23,6 +23,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
@@ -194,15 +195,27 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     if (done && *done) (*done)(final_error(msg.err(), up()));
   }
 
-  // RdKafka::EventCb, on the producer or consumer thread: errors and librdkafka's own log lines.
+  // RdKafka::EventCb, on the producer or consumer thread: errors and librdkafka's own log lines
+  // (which this callback replaces, so warnings are passed on to stderr here).
   void event_cb(RdKafka::Event& ev) override {
+    if (ev.type() == RdKafka::Event::EVENT_LOG && ev.severity() <= RdKafka::Event::EVENT_SEVERITY_WARNING) {
+      std::fprintf(stderr, "kafka bus %s: %s: %s\n", cfg_.node_id.c_str(), ev.fac().c_str(), ev.str().c_str());
+      return;
+    }
     if (ev.type() != RdKafka::Event::EVENT_ERROR) return;
-    note_error(RdKafka::err2str(ev.err()) + (ev.str().empty() ? "" : ": " + ev.str()));
-    if (ev.err() == RdKafka::ERR__ALL_BROKERS_DOWN || ev.fatal())
-      up_.store(false, std::memory_order_release);
+    std::string what = RdKafka::err2str(ev.err()) + (ev.str().empty() ? "" : ": " + ev.str());
+    if (ev.err() == RdKafka::ERR__ALL_BROKERS_DOWN || ev.fatal()) set_up(false, what);
+    note_error(std::move(what));
   }
 
-  void mark_up() { up_.store(true, std::memory_order_release); }
+  void mark_up() { set_up(true, "broker reachable"); }
+
+  // Records reachability; a change is worth a line in the node's log.
+  void set_up(bool now, const std::string& why) {
+    if (up_.exchange(now, std::memory_order_acq_rel) != now)
+      std::fprintf(stderr, "kafka bus %s: %s %s: %s\n", cfg_.node_id.c_str(),
+                   cfg_.kafka_brokers.c_str(), now ? "up" : "down", why.c_str());
+  }
 
   void note_error(std::string what) {
     std::lock_guard lock(state_mu_);
