@@ -8,7 +8,8 @@
 #   scripts/kafka.sh stop --dir D              SIGTERM, then SIGKILL after a bound
 #
 # The jars live outside git in ${CHATD_CACHE:-$HOME/.cache/chatd}/kafka-<version>/libs.
-# Restarting with the same --dir keeps the data (and the port), so a test can bounce the broker.
+# Restarting with the same --dir keeps the data and the controller port, so a test can bounce
+# the broker.
 set -euo pipefail
 
 KAFKA_VERSION=${KAFKA_VERSION:-4.1.1}   # 4.x runs on Java 17 and still speaks librdkafka 2.0's protocol versions
@@ -37,19 +38,24 @@ fetch() {
   echo "kafka.sh: fetched in $((SECONDS - t0)) s" >&2
 }
 
-# Prints a TCP port on 127.0.0.1 that nothing listens on now (there is a small race, as always).
+# Prints a TCP port on 127.0.0.1, other than $1, that nothing listens on now (a small race, as
+# always). Below Linux's ephemeral range (32768+), so no client socket holds it during a restart.
 free_port() {
   local p
   for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 20000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+    p=$((20000 + RANDOM % 12000))
+    if [[ $p != "$1" ]] && ! port_open "$p"; then echo "$p"; return 0; fi
   done
   die "no free port found"
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-alive() { [[ -f $1/kafka.pid ]] && kill -0 "$(cat "$1/kafka.pid")" 2>/dev/null; }
+# Whether the pid recorded in dir $1 is still our broker (not a recycled pid).
+alive() {
+  [[ -f $1/kafka.pid ]] || return 1
+  grep -qa kafka.Kafka "/proc/$(cat "$1/kafka.pid")/cmdline" 2>/dev/null
+}
 
 classpath() { local IFS=:; local jars=("$libs"/*.jar); echo "${jars[*]}"; }
 
@@ -112,7 +118,7 @@ start() {
   # A restart on the same dir keeps the controller port and the formatted storage.
   local cport
   if [[ -f $dir/controller.port ]]; then cport=$(cat "$dir/controller.port")
-  else cport=$(free_port); echo "$cport" >"$dir/controller.port"; fi
+  else cport=$(free_port "$port"); echo "$cport" >"$dir/controller.port"; fi
   write_config "$dir" "$port" "$cport"
   if [[ ! -f $dir/data/meta.properties ]]; then
     local cluster_id
@@ -154,7 +160,7 @@ stop() {
   [[ -n $dir ]] || die "usage: kafka.sh stop --dir D"
   [[ -f $dir/kafka.pid ]] || return 0
   local pid; pid=$(cat "$dir/kafka.pid")
-  if kill -TERM "$pid" 2>/dev/null; then
+  if alive "$dir" && kill -TERM "$pid" 2>/dev/null; then
     local deadline=$((SECONDS + stop_timeout))
     while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
     if kill -0 "$pid" 2>/dev/null; then

@@ -7,7 +7,8 @@ if(CHATD_TSAN)
   return()
 endif()
 
-set(CHATD_TEST_KAFKA_PORT 39092 CACHE STRING "127.0.0.1 port of the Kafka broker the tests start")
+# Below Linux's ephemeral port range, so no client socket can hold it while the broker restarts.
+set(CHATD_TEST_KAFKA_PORT 29092 CACHE STRING "127.0.0.1 port of the Kafka broker the tests start")
 set(chatd_kafka_sh ${PROJECT_SOURCE_DIR}/scripts/kafka.sh)
 set(chatd_kafka_dir ${CMAKE_BINARY_DIR}/test-kafka)
 
