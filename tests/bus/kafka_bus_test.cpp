@@ -5,6 +5,7 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -212,6 +213,28 @@ TEST(KafkaBus, ThreePublishersIntoOneRoomGiveOneOrderOnEveryNode) {
     std::string tag = p.substr(0, 1);
     EXPECT_EQ(p, tag + "-" + std::to_string(next[tag]++));
   }
+}
+
+// One message at a time from node a to node b: the latency settings (linger.ms=1,
+// fetch.wait.max.ms=10) keep a chat line's trip well under what a person notices.
+TEST(KafkaBus, OneLineTravelsBetweenNodesQuickly) {
+  const std::string topic = fresh_topic("latency");
+  Node a(topic, "a"), b(topic, "b");
+  ASSERT_EQ(b.subscribe("r"), std::error_code{});
+  Acks acks;
+  std::vector<double> ms;
+  for (int i = 0; i < 100; ++i) {
+    auto t0 = Clock::now();
+    a.bus().publish("r", "ping" + std::to_string(i), acks.done());
+    ASSERT_TRUE(b.wait_count(static_cast<std::size_t>(i) + 1, 5s)) << "message " << i;
+    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  double p50 = ms[ms.size() / 2], p99 = ms[ms.size() * 99 / 100];
+  std::cerr << "publish on a -> delivery on b: p50 " << p50 << " ms, p99 " << p99 << " ms\n";
+  EXPECT_LT(p50, 100.0);  // loose: a loaded 2-core CI box, but not a batching or polling delay
+  ASSERT_TRUE(acks.wait(100, 10s));
+  EXPECT_EQ(acks.ok, 100);
 }
 
 // The seed's bug: consumers sharing one group split the partitions, so each node sees only some
