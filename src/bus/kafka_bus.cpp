@@ -266,7 +266,6 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     set(*conf, "fetch.min.bytes", "1");     // ...or as soon as one message is there
     set(*conf, "fetch.error.backoff.ms", "50");
     set(*conf, "queued.min.messages", "10000");
-    set(*conf, "check.crcs", "false");
     std::string why;
     consumer_.reset(RdKafka::KafkaConsumer::create(conf.get(), why));
     if (!consumer_) throw std::runtime_error("kafka bus: consumer: " + why);
