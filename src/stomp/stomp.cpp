@@ -1,2 +1,373 @@
-// Placeholder: the codec is being written.
+// The STOMP codec. The parser is a byte-stream state machine: every input byte is looked at
+// once, lines are found with memchr, and only a line split across two consume() calls is
+// copied aside. Headers and body are written straight into frame_, whose buffers are reused.
 #include "stomp/stomp.h"
+
+#include <array>
+#include <charconv>
+#include <cstring>
+#include <utility>
+
+namespace chatd::stomp {
+
+namespace {
+
+constexpr std::array<std::string_view, 15> kCommandNames = {
+    "CONNECT", "STOMP",  "CONNECTED", "SEND",       "SUBSCRIBE", "UNSUBSCRIBE", "ACK",   "NACK",
+    "BEGIN",   "COMMIT", "ABORT",     "DISCONNECT", "MESSAGE",   "RECEIPT",     "ERROR",
+};
+
+// The longest command ("UNSUBSCRIBE", "DISCONNECT"...) plus a CR: a longer first line is not a
+// command, and saying so early keeps a garbage stream from filling the line buffer.
+constexpr std::size_t kMaxCommandLine = 12;
+
+// CONNECT, STOMP and CONNECTED headers are never escaped (STOMP 1.2 §Value Encoding), so that
+// a 1.0 peer can negotiate before anyone knows the version.
+bool is_handshake(Command c) {
+  return c == Command::connect || c == Command::stomp || c == Command::connected;
+}
+
+// Appends `in` decoded per `v` to `out`. Returns false on an undefined escape.
+bool unescape_into(std::string_view in, Version v, std::string& out) {
+  out.clear();
+  std::size_t from = 0;
+  while (true) {
+    const std::size_t bs = in.find('\\', from);
+    if (bs == std::string_view::npos) {
+      out.append(in.data() + from, in.size() - from);
+      return true;
+    }
+    out.append(in.data() + from, bs - from);
+    if (bs + 1 == in.size()) return false;  // a trailing '\'
+    switch (in[bs + 1]) {
+      case 'n': out.push_back('\n'); break;
+      case 'c': out.push_back(':'); break;
+      case '\\': out.push_back('\\'); break;
+      case 'r':
+        if (v != Version::v1_2) return false;  // \r is new in 1.2
+        out.push_back('\r');
+        break;
+      default: return false;
+    }
+    from = bs + 2;
+  }
+}
+
+// Appends `in` escaped per `v` to `out`; `escape` false appends it raw.
+void escape_into(std::string_view in, Version v, bool escape, std::string& out) {
+  if (!escape || v == Version::v1_0) {
+    out.append(in);
+    return;
+  }
+  for (const char c : in) {
+    switch (c) {
+      case '\n': out.append("\\n"); break;
+      case ':': out.append("\\c"); break;
+      case '\\': out.append("\\\\"); break;
+      case '\r':
+        // 1.1 has no escape for CR: it goes raw, as the 1.1 spec leaves it.
+        if (v == Version::v1_2) out.append("\\r");
+        else out.push_back(c);
+        break;
+      default: out.push_back(c);
+    }
+  }
+}
+
+// Returns the decimal value of `s`, or false when `s` is not all digits or exceeds `max`.
+bool parse_length(std::string_view s, std::size_t max, std::size_t& out) {
+  if (s.empty()) return false;
+  std::size_t n = 0;
+  for (const char c : s) {
+    if (c < '0' || c > '9') return false;
+    n = n * 10 + static_cast<std::size_t>(c - '0');
+    if (n > max) return false;  // also stops before n*10 could overflow
+  }
+  out = n;
+  return true;
+}
+
+class StompCategory final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "chatd.stomp"; }
+  std::string message(int ev) const override {
+    // These sentences end up in ERROR frames sent to clients.
+    switch (static_cast<Error>(ev)) {
+      case Error::ok: return "No error.";
+      case Error::unknown_command: return "The frame does not start with a known STOMP command.";
+      case Error::malformed_header:
+        return "A header line is not of the form name:value.";
+      case Error::bad_escape:
+        return "A header contains an escape sequence that this STOMP version does not define.";
+      case Error::frame_too_large: return "The frame is larger than this server accepts.";
+      case Error::too_many_headers: return "The frame has more headers than this server accepts.";
+      case Error::header_too_long: return "A header line is longer than this server accepts.";
+      case Error::bad_content_length:
+        return "The content-length header is not a decimal number within the frame size limit.";
+      case Error::missing_nul:
+        return "The body is not followed by a NUL byte where content-length says it ends.";
+    }
+    return "Unknown STOMP codec error.";
+  }
+};
+
+}  // namespace
+
+std::string_view to_string(Command c) {
+  const auto i = static_cast<std::size_t>(c);
+  return i < kCommandNames.size() ? kCommandNames[i] : std::string_view("?");
+}
+
+std::string_view to_string(Version v) {
+  switch (v) {
+    case Version::v1_0: return "1.0";
+    case Version::v1_1: return "1.1";
+    case Version::v1_2: return "1.2";
+  }
+  return "?";
+}
+
+const std::string* Frame::header(std::string_view name) const {
+  for (const Header& h : headers) {
+    if (h.name == name) return &h.value;
+  }
+  return nullptr;
+}
+
+const std::error_category& error_category() noexcept {
+  static const StompCategory category;
+  return category;
+}
+
+std::error_code make_error_code(Error e) noexcept {
+  return {static_cast<int>(e), error_category()};
+}
+
+// ---- Parser ---------------------------------------------------------------------------------
+
+Parser::Result Parser::fail(std::size_t used, Error e) {
+  state_ = State::failed;
+  error_ = make_error_code(e);
+  line_.clear();
+  return {used, Status::error};
+}
+
+void Parser::begin_frame() {
+  // Keep the header strings' buffers for the next frame instead of freeing them.
+  while (!frame_.headers.empty()) {
+    spare_.push_back(std::move(frame_.headers.back()));
+    frame_.headers.pop_back();
+  }
+  frame_.body.clear();
+  frame_bytes_ = 0;
+  body_left_ = 0;
+  line_.clear();
+}
+
+Error Parser::on_command_line(std::string_view line) {
+  for (std::size_t i = 0; i < kCommandNames.size(); ++i) {
+    if (line == kCommandNames[i]) {
+      frame_.command = static_cast<Command>(i);
+      unescape_ = version_ != Version::v1_0 && !is_handshake(frame_.command);
+      return Error::ok;
+    }
+  }
+  return Error::unknown_command;
+}
+
+Error Parser::on_header_line(std::string_view line) {
+  if (line.empty()) return on_head_end();
+  if (line.size() > limits_.max_header_line) return Error::header_too_long;
+  if (frame_.headers.size() >= limits_.max_headers) return Error::too_many_headers;
+  const std::size_t colon = line.find(':');
+  if (colon == std::string_view::npos || colon == 0) return Error::malformed_header;
+
+  Header h;
+  if (!spare_.empty()) {
+    h = std::move(spare_.back());
+    spare_.pop_back();
+  }
+  const std::string_view name = line.substr(0, colon);
+  const std::string_view value = line.substr(colon + 1);
+  if (unescape_) {
+    if (!unescape_into(name, version_, h.name) || !unescape_into(value, version_, h.value)) {
+      return Error::bad_escape;
+    }
+  } else {
+    h.name.assign(name);
+    h.value.assign(value);
+  }
+  frame_.headers.push_back(std::move(h));
+  return Error::ok;
+}
+
+Error Parser::on_head_end() {
+  const std::string* length = frame_.header("content-length");
+  if (length == nullptr) {
+    state_ = State::body_nul;
+    return Error::ok;
+  }
+  std::size_t n = 0;
+  if (!parse_length(*length, limits_.max_frame_bytes, n)) return Error::bad_content_length;
+  // The whole frame is now known; refuse it before reading a byte of its body.
+  if (frame_bytes_ + n + 1 > limits_.max_frame_bytes) return Error::frame_too_large;
+  frame_.body.reserve(n);
+  body_left_ = n;
+  state_ = n == 0 ? State::trailing_nul : State::body_length;
+  return Error::ok;
+}
+
+Parser::Result Parser::consume(std::string_view bytes) {
+  if (state_ == State::failed) return {0, Status::error};
+  const char* const data = bytes.data();
+  const std::size_t size = bytes.size();
+  std::size_t pos = 0;
+
+  while (pos < size) {
+    switch (state_) {
+      case State::idle:
+        if (data[pos] == '\n') {
+          ++heartbeats_;
+          ++pos;
+        } else if (data[pos] == '\r') {
+          state_ = State::idle_cr;
+          ++pos;
+        } else {
+          begin_frame();
+          state_ = State::command;
+        }
+        break;
+
+      case State::idle_cr:
+        if (data[pos] != '\n') return fail(pos, Error::unknown_command);
+        ++heartbeats_;
+        ++pos;
+        state_ = State::idle;
+        break;
+
+      case State::command:
+      case State::headers: {
+        const bool command = state_ == State::command;
+        const char* start = data + pos;
+        const auto* lf = static_cast<const char*>(std::memchr(start, '\n', size - pos));
+        const std::size_t text = lf ? static_cast<std::size_t>(lf - start) : size - pos;
+        // +1: the line may still end in a CR that is not part of it.
+        const std::size_t max_line = command ? kMaxCommandLine : limits_.max_header_line + 1;
+        if (line_.size() + text > max_line) {
+          return fail(pos, command ? Error::unknown_command : Error::header_too_long);
+        }
+        const std::size_t taken = text + (lf ? 1 : 0);
+        frame_bytes_ += taken;
+        if (frame_bytes_ > limits_.max_frame_bytes) return fail(pos, Error::frame_too_large);
+        pos += taken;
+        if (lf == nullptr) {
+          line_.append(start, text);
+          break;
+        }
+        std::string_view line(start, text);
+        if (!line_.empty()) {
+          line_.append(start, text);
+          line = line_;
+        }
+        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        const Error e = command ? on_command_line(line) : on_header_line(line);
+        line_.clear();
+        if (e != Error::ok) return fail(pos, e);
+        if (command) state_ = State::headers;
+        break;
+      }
+
+      case State::body_length: {
+        const std::size_t n = std::min(body_left_, size - pos);
+        frame_.body.append(data + pos, n);
+        frame_bytes_ += n;
+        body_left_ -= n;
+        pos += n;
+        if (body_left_ == 0) state_ = State::trailing_nul;
+        break;
+      }
+
+      case State::trailing_nul:
+        if (data[pos] != '\0') return fail(pos, Error::missing_nul);
+        ++frame_bytes_;
+        state_ = State::idle;
+        return {pos + 1, Status::frame};
+
+      case State::body_nul: {
+        const char* start = data + pos;
+        const auto* nul = static_cast<const char*>(std::memchr(start, '\0', size - pos));
+        const std::size_t n = nul ? static_cast<std::size_t>(nul - start) : size - pos;
+        frame_bytes_ += n + (nul ? 1 : 0);
+        if (frame_bytes_ > limits_.max_frame_bytes) return fail(pos, Error::frame_too_large);
+        frame_.body.append(start, n);
+        pos += n;
+        if (nul != nullptr) {
+          state_ = State::idle;
+          return {pos + 1, Status::frame};
+        }
+        break;
+      }
+
+      case State::failed:
+        return {pos, Status::error};
+    }
+  }
+  return {size, Status::need_more};
+}
+
+// ---- Encoding -------------------------------------------------------------------------------
+
+std::string escape_header(std::string_view value, Version v, Command command) {
+  std::string out;
+  out.reserve(value.size());
+  escape_into(value, v, !is_handshake(command), out);
+  return out;
+}
+
+std::string encode(const Frame& f, Version v) {
+  const bool escape = !is_handshake(f.command);
+  std::size_t estimate = 16 + 32 + f.body.size();
+  for (const Header& h : f.headers) estimate += h.name.size() + h.value.size() + 2;
+  std::string out;
+  out.reserve(estimate);
+
+  out.append(to_string(f.command));
+  out.push_back('\n');
+  for (const Header& h : f.headers) {
+    escape_into(h.name, v, escape, out);
+    out.push_back(':');
+    escape_into(h.value, v, escape, out);
+    out.push_back('\n');
+  }
+  if (!f.body.empty() && f.header("content-length") == nullptr) {
+    // Lets a body carry NUL bytes, and spares the reader a scan for the end.
+    out.append("content-length:");
+    out.append(std::to_string(f.body.size()));
+    out.push_back('\n');
+  }
+  out.push_back('\n');
+  out.append(f.body);
+  out.push_back('\0');
+  return out;
+}
+
+SplitMessage encode_message(std::string_view destination, std::string_view message_id,
+                            std::string_view content_type, std::string_view body) {
+  std::array<char, 24> length{};
+  const auto [end, ec] = std::to_chars(length.data(), length.data() + length.size(), body.size());
+  (void)ec;  // 24 digits hold any size_t
+  const std::string_view length_text(length.data(), static_cast<std::size_t>(end - length.data()));
+
+  SplitMessage m;
+  m.head.reserve(96 + destination.size() + message_id.size() + content_type.size());
+  m.head.append("MESSAGE\ndestination:").append(destination);
+  m.head.append("\nmessage-id:").append(message_id);
+  m.head.append("\ncontent-type:").append(content_type);
+  m.head.append("\ncontent-length:").append(length_text);
+  m.head.append("\nsubscription:");
+  m.tail.reserve(body.size() + 3);
+  m.tail.append("\n\n").append(body).push_back('\0');
+  return m;
+}
+
+}  // namespace chatd::stomp
