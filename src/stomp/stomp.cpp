@@ -253,12 +253,16 @@ Parser::Result Parser::consume(std::string_view bytes) {
         const std::size_t text = lf ? static_cast<std::size_t>(lf - start) : size - pos;
         // +1: the line may still end in a CR that is not part of it.
         const std::size_t max_line = command ? kMaxCommandLine : limits_.max_header_line + 1;
-        if (line_.size() + text > max_line) {
-          return fail(pos, command ? Error::unknown_command : Error::header_too_long);
-        }
         const std::size_t taken = text + (lf ? 1 : 0);
+        // The error is the limit crossed first in byte order, so it is the same however the
+        // input was split. Both rooms are >= 0: earlier chunks stayed within them.
+        const std::size_t line_room = max_line - line_.size();
+        const std::size_t frame_room = limits_.max_frame_bytes - frame_bytes_;
+        if (text > line_room && line_room <= frame_room) {
+          return fail(pos + line_room, command ? Error::unknown_command : Error::header_too_long);
+        }
+        if (taken > frame_room) return fail(pos + frame_room, Error::frame_too_large);
         frame_bytes_ += taken;
-        if (frame_bytes_ > limits_.max_frame_bytes) return fail(pos, Error::frame_too_large);
         pos += taken;
         if (lf == nullptr) {
           line_.append(start, text);
@@ -297,8 +301,9 @@ Parser::Result Parser::consume(std::string_view bytes) {
         const char* start = data + pos;
         const auto* nul = static_cast<const char*>(std::memchr(start, '\0', size - pos));
         const std::size_t n = nul ? static_cast<std::size_t>(nul - start) : size - pos;
+        const std::size_t frame_room = limits_.max_frame_bytes - frame_bytes_;
+        if (n + (nul ? 1 : 0) > frame_room) return fail(pos + frame_room, Error::frame_too_large);
         frame_bytes_ += n + (nul ? 1 : 0);
-        if (frame_bytes_ > limits_.max_frame_bytes) return fail(pos, Error::frame_too_large);
         frame_.body.append(start, n);
         pos += n;
         if (nul != nullptr) {
