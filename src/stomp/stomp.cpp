@@ -3,6 +3,7 @@
 // copied aside. Headers and body are written straight into frame_, whose buffers are reused.
 #include "stomp/stomp.h"
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <cstring>
@@ -318,6 +319,49 @@ Parser::Result Parser::consume(std::string_view bytes) {
     }
   }
   return {size, Status::need_more};
+}
+
+// ---- Negotiation ----------------------------------------------------------------------------
+
+std::optional<Version> negotiate_version(std::string_view accept_version) {
+  if (accept_version.empty()) return Version::v1_0;
+  std::optional<Version> best;
+  while (true) {
+    const std::size_t comma = accept_version.find(',');
+    const std::string_view item = accept_version.substr(0, comma);
+    for (const Version v : {Version::v1_0, Version::v1_1, Version::v1_2}) {
+      if (item == to_string(v) && (!best || *best < v)) best = v;
+    }
+    if (comma == std::string_view::npos) return best;
+    accept_version.remove_prefix(comma + 1);
+  }
+}
+
+std::optional<HeartBeat> parse_heart_beat(std::string_view value) {
+  const std::size_t comma = value.find(',');
+  if (comma == std::string_view::npos) return std::nullopt;
+  HeartBeat hb;
+  const auto number = [](std::string_view s, std::uint32_t& out) {
+    if (s.empty()) return false;
+    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+    return ec == std::errc() && end == s.data() + s.size();
+  };
+  if (!number(value.substr(0, comma), hb.send_ms) ||
+      !number(value.substr(comma + 1), hb.receive_ms)) {
+    return std::nullopt;
+  }
+  return hb;
+}
+
+HeartBeat negotiate_heart_beat(HeartBeat client, HeartBeat server) {
+  HeartBeat out;
+  if (server.send_ms != 0 && client.receive_ms != 0) {
+    out.send_ms = std::max(server.send_ms, client.receive_ms);
+  }
+  if (client.send_ms != 0 && server.receive_ms != 0) {
+    out.receive_ms = std::max(client.send_ms, server.receive_ms);
+  }
+  return out;
 }
 
 // ---- Encoding -------------------------------------------------------------------------------

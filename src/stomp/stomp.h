@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -126,6 +127,26 @@ class Parser {
   std::size_t body_left_ = 0;   // content-length bytes still to come
   std::vector<Header> spare_;   // header strings kept from earlier frames to reuse their buffers
 };
+
+// ---- Negotiation (STOMP 1.2 §Protocol Negotiation, §Heart-beating) ----
+
+// Returns the highest version in a CONNECT's accept-version value (e.g. "1.0,1.1,1.2"), 1.0 for
+// an empty value (the header is absent: a 1.0 client), or nullopt when none is supported.
+std::optional<Version> negotiate_version(std::string_view accept_version);
+
+// A heart-beat header "cx,cy" in milliseconds; 0 means "cannot send" / "do not want any".
+struct HeartBeat {
+  std::uint32_t send_ms = 0;     // the smallest interval at which the sender can send beats
+  std::uint32_t receive_ms = 0;  // the interval at which the sender wants to receive them
+};
+
+// Returns the parsed "cx,cy" value, or nullopt unless it is two decimals joined by a comma.
+std::optional<HeartBeat> parse_heart_beat(std::string_view value);
+
+// Returns, from the server's side, how often it must send beats and how often it should
+// expect them (0 = not at all), given the client's CONNECT value and the server's CONNECTED
+// value: each direction beats at the larger of the two wishes, or not at all if either is 0.
+HeartBeat negotiate_heart_beat(HeartBeat client, HeartBeat server);
 
 // Returns `value` escaped for a header of a frame of `command` under `v`.
 std::string escape_header(std::string_view value, Version v, Command command = Command::message);

@@ -588,5 +588,42 @@ TEST(StompErrors, CategoryAndMessages) {
   EXPECT_FALSE(make_error_code(Error::ok));
 }
 
+// ---- negotiation ----------------------------------------------------------------------------
+
+TEST(StompNegotiate, Version) {
+  EXPECT_EQ(negotiate_version("1.0,1.1,1.2"), Version::v1_2);
+  EXPECT_EQ(negotiate_version("1.2,1.0"), Version::v1_2);
+  EXPECT_EQ(negotiate_version("1.1"), Version::v1_1);
+  EXPECT_EQ(negotiate_version("1.0,1.1,2.0"), Version::v1_1);
+  EXPECT_EQ(negotiate_version(""), Version::v1_0);  // no accept-version: a 1.0 client
+  EXPECT_EQ(negotiate_version("2.0"), std::nullopt);
+  EXPECT_EQ(negotiate_version("1.2 "), std::nullopt);
+}
+
+TEST(StompNegotiate, ParseHeartBeat) {
+  const auto hb = parse_heart_beat("10000,5000");
+  ASSERT_TRUE(hb.has_value());
+  EXPECT_EQ(hb->send_ms, 10000u);
+  EXPECT_EQ(hb->receive_ms, 5000u);
+  EXPECT_TRUE(parse_heart_beat("0,0").has_value());
+  for (const char* bad : {"", "1", ",", "1,", ",1", "a,1", "1,b", "-1,0", "+1,0", "1, 2",
+                          "1,2,3", "99999999999,0"}) {
+    EXPECT_FALSE(parse_heart_beat(bad).has_value()) << bad;
+  }
+}
+
+TEST(StompNegotiate, HeartBeatTakesTheLargerWishOrNone) {
+  // Client can send every 10 s and wants beats every 5 s; server offers 4 s and wants 20 s.
+  auto hb = negotiate_heart_beat({10000, 5000}, {4000, 20000});
+  EXPECT_EQ(hb.send_ms, 5000u);      // server to client: max(4000, 5000)
+  EXPECT_EQ(hb.receive_ms, 20000u);  // client to server: max(10000, 20000)
+  hb = negotiate_heart_beat({0, 5000}, {4000, 20000});
+  EXPECT_EQ(hb.send_ms, 5000u);
+  EXPECT_EQ(hb.receive_ms, 0u);  // the client cannot send
+  hb = negotiate_heart_beat({10000, 0}, {4000, 0});
+  EXPECT_EQ(hb.send_ms, 0u);
+  EXPECT_EQ(hb.receive_ms, 0u);
+}
+
 }  // namespace
 }  // namespace chatd::stomp
