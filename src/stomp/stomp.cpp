@@ -22,6 +22,10 @@ constexpr std::array<std::string_view, 15> kCommandNames = {
 // command, and saying so early keeps a garbage stream from filling the line buffer.
 constexpr std::size_t kMaxCommandLine = 12;
 
+// Buffers kept between frames: chat headers are short and chat bodies a few hundred bytes.
+constexpr std::size_t kKeepCapacity = 256;
+constexpr std::size_t kKeepBodyCapacity = 8 * 1024;
+
 // CONNECT, STOMP and CONNECTED headers are never escaped (STOMP 1.2 §Value Encoding), so that
 // a 1.0 peer can negotiate before anyone knows the version.
 bool is_handshake(Command c) {
@@ -154,11 +158,18 @@ Parser::Result Parser::fail(std::size_t used, Error e) {
 }
 
 void Parser::begin_frame() {
-  // Keep the header strings' buffers for the next frame instead of freeing them.
+  // Keep the buffers of ordinary-sized headers and bodies for the next frame, so a steady
+  // stream of chat frames allocates nothing; free big ones, so that one large frame does not
+  // pin its memory on an idle connection for its whole life.
   while (!frame_.headers.empty()) {
-    spare_.push_back(std::move(frame_.headers.back()));
+    Header& h = frame_.headers.back();
+    if (h.name.capacity() <= kKeepCapacity && h.value.capacity() <= kKeepCapacity) {
+      spare_.push_back(std::move(h));
+    }
     frame_.headers.pop_back();
   }
+  if (frame_.body.capacity() > kKeepBodyCapacity) std::string().swap(frame_.body);
+  if (line_.capacity() > kKeepCapacity) std::string().swap(line_);
   frame_.body.clear();
   frame_bytes_ = 0;
   body_left_ = 0;
@@ -252,8 +263,9 @@ Parser::Result Parser::consume(std::string_view bytes) {
         const char* start = data + pos;
         const auto* lf = static_cast<const char*>(std::memchr(start, '\n', size - pos));
         const std::size_t text = lf ? static_cast<std::size_t>(lf - start) : size - pos;
-        // +1: the line may still end in a CR that is not part of it.
-        const std::size_t max_line = command ? kMaxCommandLine : limits_.max_header_line + 1;
+        // +1: the line may still end in a CR that is not part of it (saturating, for "no limit").
+        const std::size_t max_header = std::max(limits_.max_header_line, limits_.max_header_line + 1);
+        const std::size_t max_line = command ? kMaxCommandLine : max_header;
         const std::size_t taken = text + (lf ? 1 : 0);
         // The error is the limit crossed first in byte order, so it is the same however the
         // input was split. Both rooms are >= 0: earlier chunks stayed within them.
