@@ -85,8 +85,9 @@ bool parse_length(std::string_view s, std::size_t max, std::size_t& out) {
   std::size_t n = 0;
   for (const char c : s) {
     if (c < '0' || c > '9') return false;
-    n = n * 10 + static_cast<std::size_t>(c - '0');
-    if (n > max) return false;  // also stops before n*10 could overflow
+    const auto digit = static_cast<std::size_t>(c - '0');
+    if (n > (max - digit) / 10) return false;  // n * 10 + digit > max, without overflowing
+    n = n * 10 + digit;
   }
   out = n;
   return true;
@@ -222,7 +223,7 @@ Error Parser::on_head_end() {
   std::size_t n = 0;
   if (!parse_length(*length, limits_.max_frame_bytes, n)) return Error::bad_content_length;
   // The whole frame is now known; refuse it before reading a byte of its body.
-  if (frame_bytes_ + n + 1 > limits_.max_frame_bytes) return Error::frame_too_large;
+  if (n >= limits_.max_frame_bytes - frame_bytes_) return Error::frame_too_large;  // n + NUL
   frame_.body.reserve(n);
   body_left_ = n;
   state_ = n == 0 ? State::trailing_nul : State::body_length;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cctype>
+#include <cstdint>
 #include <ostream>
 #include <set>
 #include <string>
@@ -550,6 +551,21 @@ TEST(StompBounds, BadContentLength) {
   }
   // Leading zeros are still a plain decimal.
   EXPECT_EQ(feed_all("SEND\ncontent-length:003\n\nabc\0"s, Version::v1_2, limits).frames.size(), 1u);
+}
+
+TEST(StompBounds, UnlimitedLimitsDoNotOverflow) {
+  Limits none;
+  none.max_frame_bytes = SIZE_MAX;
+  none.max_headers = SIZE_MAX;
+  none.max_header_line = SIZE_MAX;
+  for (const std::string& s : kSamples) {
+    EXPECT_FALSE(feed_all(s, Version::v1_2, none).error) << s;
+  }
+  // 2^64 + 3 would wrap to 3 with unchecked arithmetic.
+  EXPECT_EQ(feed_all("SEND\ncontent-length:18446744073709551619\n\nabc\0"s, Version::v1_2, none).error,
+            Error::bad_content_length);
+  EXPECT_EQ(feed_all("SEND\ncontent-length:18446744073709551615\n\n"s, Version::v1_2, none).error,
+            Error::frame_too_large);
 }
 
 TEST(StompErrors, MalformedHeader) {
