@@ -147,8 +147,10 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     s += up() ? "up" : "down";
     int parts = assigned_partitions_.load(std::memory_order_acquire);
     s += parts > 0 ? ", " + std::to_string(parts) + " partitions assigned" : ", not assigned yet";
-    std::lock_guard lock(state_mu_);
-    if (!last_error_.empty()) s += " (last error: " + last_error_ + ")";
+    if (!up()) {
+      std::lock_guard lock(state_mu_);
+      if (!last_error_.empty()) s += " (last error: " + last_error_ + ")";
+    }
     return s;
   }
 
@@ -371,7 +373,12 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
   // Creates the topic if needed and assigns every partition at its end. Returns true once done.
   bool set_up_consumer() {
     if (!create_topic()) return false;
+    // A topic created a moment ago may not be in the metadata yet: ask again briefly.
     int n = partition_count();
+    for (int i = 0; i < 20 && n <= 0 && !quit_.load(std::memory_order_acquire); ++i) {
+      std::this_thread::sleep_for(milliseconds(100));
+      n = partition_count();
+    }
     if (n <= 0 || !assign_at_end(0, n)) return false;
     assigned_partitions_.store(n, std::memory_order_release);
     mark_up();
