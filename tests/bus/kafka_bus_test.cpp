@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <condition_variable>
 #include <cstdlib>
 #include <future>
 #include <iostream>
@@ -74,6 +75,7 @@ class Node {
     bus_->start([this](Delivery&& d) {
       std::lock_guard lock(mu_);
       got_.push_back(std::move(d));
+      arrived_.notify_all();
     });
   }
   ~Node() { bus_->stop(); }
@@ -89,7 +91,8 @@ class Node {
     return got_.size();
   }
   bool wait_count(std::size_t n, std::chrono::milliseconds limit) {
-    return eventually([&] { return count() >= n; }, limit);
+    std::unique_lock lock(mu_);
+    return arrived_.wait_for(lock, limit, [&] { return got_.size() >= n; });
   }
 
   // subscribe() and wait for `ready`; returns its code (timed_out if it never came).
@@ -105,6 +108,7 @@ class Node {
   boost::asio::io_context io_;  // the Kafka bus runs its own threads and never uses it
   std::unique_ptr<MessageBus> bus_;
   std::mutex mu_;
+  std::condition_variable arrived_;
   std::vector<Delivery> got_;
 };
 
