@@ -229,6 +229,7 @@ void StompSession::on_send(stomp::Frame& f) {
   std::optional<std::string> receipt;
   if (auto r = f.header("receipt")) receipt = *r;
   hub_.publish(*m, [weak = weak_from_this(), receipt = std::move(receipt)](std::error_code pec) mutable {
+    if (!pec && !receipt) return;  // nothing to tell the sender: skip the hop back
     auto self = weak.lock();
     if (!self) return;
     self->post_back([pec, receipt = std::move(receipt)](StompSession& s) {
