@@ -5,6 +5,8 @@
 # Set CHATD_SKIP_SANITIZERS=1 to skip the second build while iterating.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# ccache hits across clones: paths under the repository are hashed relative to it.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
 
 scripts/install-deps.sh test
 if [ -x scripts/kafka.sh ]; then scripts/kafka.sh fetch; fi
