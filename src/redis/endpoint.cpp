@@ -30,8 +30,13 @@ Endpoint parse_url(std::string_view url) {
   Endpoint ep;
   ep.host = u.host_address();
   if (u.has_port()) {
-    if (u.port_number() == 0) throw bad("port must be 1-65535");
-    ep.port = u.port_number();
+    // port_number() wraps large numbers silently; read the text.
+    const std::string_view text = u.port();
+    unsigned long port = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), port);
+    if (ec != std::errc{} || end != text.data() + text.size() || port == 0 || port > 65535)
+      throw bad("port must be 1-65535");
+    ep.port = static_cast<std::uint16_t>(port);
   }
   if (u.has_userinfo()) {
     ep.user = u.user();
