@@ -197,6 +197,42 @@ TEST(RedisBus, SurvivesRedisKilledAndRestarted) {
   }, 5s));
 }
 
+TEST(RedisBus, FrozenRedisFailsPublishesWithinSeconds) {
+  RedisServer redis;
+  Node a(redis.url());
+  ASSERT_TRUE(test::eventually([&] { return a.bus->up(); }));
+  redis.signal(SIGSTOP);  // sockets stay open: only the health ping can tell
+  const auto t0 = std::chrono::steady_clock::now();
+  auto p = std::make_shared<std::promise<std::error_code>>();
+  a.bus->publish("r", "stuck", [p](std::error_code ec) { p->set_value(ec); });
+  auto f = p->get_future();
+  ASSERT_EQ(f.wait_for(8s), std::future_status::ready) << "a publish must not hang on a frozen Redis";
+  EXPECT_EQ(f.get(), Error::engine_down);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 6s);
+  EXPECT_FALSE(a.bus->up());
+  EXPECT_NE(a.bus->describe().find("PING"), std::string::npos) << a.bus->describe();
+  redis.signal(SIGCONT);
+  EXPECT_TRUE(test::eventually([&] { return a.bus->up(); }, 5s)) << a.bus->describe();
+  EXPECT_FALSE(a.publish("r", "thawed"));
+}
+
+TEST(RedisBus, PasswordChangedWhileRunningIsReportedAndRetried) {
+  RedisServer redis("one");
+  Node a(redis.url());
+  ASSERT_TRUE(test::eventually([&] { return a.bus->up(); }));
+  redis.command({"CONFIG", "SET", "requirepass", "two"});
+  redis.use_password("two");
+  redis.command({"CLIENT", "KILL", "TYPE", "normal"});  // our publish connection among them
+  ASSERT_TRUE(test::eventually([&] { return a.bus->describe().find("refused AUTH") != std::string::npos; }, 5s))
+      << a.bus->describe();
+  EXPECT_FALSE(a.bus->up());
+  EXPECT_EQ(a.publish("r", "x"), Error::engine_down);
+  redis.command({"CONFIG", "SET", "requirepass", "one"});
+  redis.use_password("one");
+  EXPECT_TRUE(test::eventually([&] { return a.bus->up(); }, 5s)) << a.bus->describe();
+  EXPECT_FALSE(a.publish("r", "y"));
+}
+
 TEST(RedisBus, StopAnswersEveryPendingPublish) {
   RedisServer redis;
   Node a(redis.url());

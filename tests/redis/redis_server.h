@@ -140,6 +140,13 @@ class RedisServer {
 
   bool ping() const { return command({"PING"}) == "PONG"; }
 
+  // SIGSTOP freezes the server with its sockets open: no reply, no EOF. SIGCONT thaws it.
+  void signal(int sig) {
+    if (pid_ > 0) ::kill(pid_, sig);
+  }
+  // What command() logs in with, after the test changed the server's password.
+  void use_password(std::string pw) { password_ = std::move(pw); }
+
  private:
   int port_;
   std::string password_;
