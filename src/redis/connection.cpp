@@ -145,7 +145,13 @@ void Connection::connect_in_loop() {
     return;
   }
   ac->data = this;
-  watch_ = std::make_shared<Watch>(io_, ac->c.fd);
+  try {
+    watch_ = std::make_shared<Watch>(io_, ac->c.fd);
+  } catch (const std::exception& e) {  // the reactor refused the fd (e.g. out of memory)
+    redisAsyncFree(ac);
+    lost_in_loop(std::string("cannot watch the socket: ") + e.what());
+    return;
+  }
   watch_->self = watch_;
   watch_->ac = ac;
   ac->ev.data = watch_.get();

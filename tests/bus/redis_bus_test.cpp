@@ -116,6 +116,20 @@ TEST(RedisBus, RoomsKeepTheirOwnSequence) {
   EXPECT_EQ(redis.command({"GET", "chatd:seq:r1"}), "2");
 }
 
+TEST(RedisBus, LostScriptCacheIsReloaded) {
+  RedisServer redis;
+  Node a(redis.url());
+  ASSERT_TRUE(test::eventually([&] { return a.bus->up(); }));
+  ASSERT_FALSE(a.subscribe("r"));
+  ASSERT_FALSE(a.publish("r", "1"));
+  redis.command({"SCRIPT", "FLUSH"});  // EVALSHA now gets NOSCRIPT: the bus falls back to EVAL
+  ASSERT_FALSE(a.publish("r", "2"));
+  ASSERT_FALSE(a.publish("r", "3"));
+  ASSERT_TRUE(test::eventually([&] { return a.count("r") == 3; }));
+  EXPECT_EQ(a.deliveries("r")[2].seq, 3u);
+  EXPECT_EQ(a.deliveries("r")[2].payload, "3");
+}
+
 TEST(RedisBus, PayloadBytesArriveUnchanged) {
   RedisServer redis;
   Node a(redis.url());
