@@ -6,6 +6,7 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 
 #include <algorithm>
+#include <iostream>
 
 namespace chatd::redis {
 
@@ -86,7 +87,7 @@ Connection::Connection(boost::asio::io_context& io, Endpoint ep, ConnectionOptio
       ping_timer_(io),
       backoff_(opts_.backoff_min) {
   if (ep_.address.empty()) ep_.address = ep_.host;
-  set_describe(opts_.name + " not started");
+  set_describe(opts_.name + " connecting");
 }
 
 Connection::~Connection() {
@@ -210,6 +211,8 @@ void Connection::setup_done_in_loop() {
   if (ac_) redisEnableKeepAlive(&ac_->c);  // notices a vanished host even when idle
   up_.store(true, std::memory_order_release);
   set_describe(opts_.name + " up");
+  if (std::exchange(announced_down_, false))
+    std::cerr << "chatd: redis " + opts_.name + " connection to " + ep_.display() + " is back up\n";
   ping_outstanding_ = false;
   if (opts_.health_ping) schedule_ping_in_loop();
   if (hooks_.on_up) hooks_.on_up();
@@ -224,6 +227,10 @@ void Connection::lost_in_loop(const std::string& why) {
   const auto delay = backoff_;
   backoff_ = std::min(backoff_ * 2, opts_.backoff_max);
   set_describe(opts_.name + " down: " + why + "; retrying in " + std::to_string(delay.count()) + " ms");
+  // One line per outage, not per retry.
+  if (ever_up_ && !std::exchange(announced_down_, true))
+    std::cerr << "chatd: redis " + opts_.name + " connection to " + ep_.display() + " lost: " + why +
+                     "; reconnecting (every <= " + std::to_string(opts_.backoff_max.count()) + " ms)\n";
   const unsigned attempt = ++attempt_;
   retry_timer_.expires_after(delay);
   retry_timer_.async_wait([weak = weak_from_this(), attempt](const boost::system::error_code& ec) {

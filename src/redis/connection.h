@@ -112,6 +112,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   State state_ = State::idle;
   bool ever_up_ = false;
+  bool announced_down_ = false;  // the outage was logged; log the recovery too
   redisAsyncContext* ac_ = nullptr;  // null while not connected
   std::shared_ptr<Watch> watch_;
   boost::asio::steady_timer retry_timer_;  // connect timeout, then backoff
