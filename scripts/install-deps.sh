@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Installs what chatd needs to build, run and test, and nothing already present.
-# Usage: scripts/install-deps.sh [build|test|bench]   (default: build)
+# Usage: scripts/install-deps.sh [build|test|bench|fuzz]   (default: build)
 set -euo pipefail
 what=${1:-build}
 
 build_pkgs=(g++ cmake ninja-build pkg-config ccache
             libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
             libhiredis-dev librdkafka-dev libsqlite3-dev)
-test_pkgs=(libgtest-dev redis-server chromium nodejs npm default-jre-headless maven)
+test_pkgs=(libgtest-dev redis-server chromium nodejs npm default-jre-headless maven
+           fonts-nanum fonts-noto-color-emoji)  # Korean and emoji glyphs for browser screenshots
 bench_pkgs=(libbenchmark-dev rabbitmq-server linux-perf)
+# libFuzzer ships with clang's compiler-rt (CHATD_FUZZ=ON).
+fuzz_pkgs=(clang libclang-rt-14-dev)
 
 pkgs=("${build_pkgs[@]}")
 case "$what" in
   build) ;;
   test)  pkgs+=("${test_pkgs[@]}") ;;
   bench) pkgs+=("${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
-  *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
+  fuzz)  pkgs+=("${fuzz_pkgs[@]}") ;;
+  *) echo "usage: $0 [build|test|bench|fuzz]" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -1,1 +1,135 @@
-int main() { return 0; }
+// chatd's start-up and shutdown. Configuration errors are exceptions here and nowhere else:
+// they print one line and exit non-zero. SIGTERM/SIGINT stop accepting, tell every client,
+// drain for at most --drain-timeout-ms, stop the engines and exit 0.
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "app/options.h"
+#include "chat/rules.h"
+#include "net/static_files.h"
+
+extern char** environ;
+
+namespace {
+
+namespace asio = boost::asio;
+
+// Returns the node id kept in the data dir for this port, creating it on first start, so a
+// restarted node keeps its name and two nodes sharing a folder still differ.
+std::string node_id_for(const std::string& data_dir, std::uint16_t port) {
+  std::filesystem::create_directories(data_dir);
+  auto path = std::filesystem::path(data_dir) / ("node-" + std::to_string(port) + ".id");
+  std::string id;
+  if (std::ifstream in(path); in) std::getline(in, id);
+  if (id.empty()) {
+    id = "node-" + chatd::chat::new_room_id().substr(0, 8);
+    std::ofstream(path) << id << '\n';
+  }
+  return id;
+}
+
+// Raises the open-file limit to the hard limit: every connection is a file.
+void raise_file_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace chatd;
+  app::Options opt;
+  try {
+    std::vector<std::string> args(argv + 1, argv + argc), env;
+    for (char** e = environ; *e; ++e) env.emplace_back(*e);
+    opt = app::parse_options(args, env);
+  } catch (const std::exception& e) {
+    std::cerr << "chatd: " << e.what() << '\n';
+    return 2;
+  }
+  if (opt.help) {
+    std::cout << app::help_text();
+    return 0;
+  }
+  raise_file_limit();
+
+  asio::io_context engine(1);  // bus and store I/O
+  auto engine_guard = asio::make_work_guard(engine);
+  std::thread engine_thread([&] { engine.run(); });
+
+  unsigned n = opt.threads ? opt.threads : std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::unique_ptr<asio::io_context>> loops;
+  std::vector<asio::io_context*> workers;
+  for (unsigned i = 0; i < n; ++i) {
+    loops.push_back(std::make_unique<asio::io_context>(1));
+    workers.push_back(loops.back().get());
+  }
+
+  std::unique_ptr<store::RoomStore> rooms;
+  std::unique_ptr<bus::MessageBus> messages;
+  std::unique_ptr<chat::Hub> hub;
+  std::unique_ptr<net::Server> server;
+  auto fail = [&](const std::string& why) {
+    std::cerr << "chatd: cannot start: " << why << '\n';
+    if (messages) messages->stop();
+    if (rooms) rooms->stop();
+    engine_guard.reset();
+    engine.stop();
+    engine_thread.join();
+    return 1;
+  };
+  try {
+    if (opt.bus.node_id.empty()) opt.bus.node_id = node_id_for(opt.data_dir, opt.server.port);
+    opt.hub.node_id = opt.bus.node_id;
+    rooms = store::make_store(opt.store, engine);
+    messages = bus::make_bus(opt.bus, engine);
+    hub = std::make_unique<chat::Hub>(opt.hub, *rooms, *messages, workers);
+    server = std::make_unique<net::Server>(opt.server, *hub, workers);
+    server->start();
+    hub->start();
+  } catch (const std::exception& e) {
+    return fail(e.what());
+  }
+
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
+  for (auto* w : workers) guards.push_back(asio::make_work_guard(*w));
+
+  asio::signal_set signals(engine, SIGINT, SIGTERM);
+  signals.async_wait([&](boost::system::error_code ec, int sig) {
+    if (ec) return;
+    std::cerr << "chatd: signal " << sig << ", draining\n";
+    server->shutdown([&] {
+      messages->stop();
+      rooms->stop();
+      for (auto& g : guards) g.reset();
+      for (auto* w : workers) w->stop();
+      engine_guard.reset();
+      engine.stop();
+    });
+  });
+
+  std::cerr << "chatd: listening on http://" << opt.server.address << ':' << server->port() << " node="
+            << opt.bus.node_id << " bus=" << messages->describe() << " store=" << rooms->describe()
+            << " workers=" << n << " web-root=" << (server->files().size() ? opt.server.web_root : "(none)")
+            << std::endl;
+
+  std::vector<std::thread> threads;
+  for (unsigned i = 1; i < n; ++i) threads.emplace_back([w = workers[i]] { w->run(); });
+  workers[0]->run();
+  for (auto& t : threads) t.join();
+  engine_thread.join();
+  std::cerr << "chatd: stopped\n";
+  return 0;
+}

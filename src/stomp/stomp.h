@@ -1,10 +1,11 @@
 // chatd::stomp — a pure STOMP 1.0/1.1/1.2 codec: bytes in, frames out.
 // No sockets, clocks, threads or logging: it can be unit-tested, fuzzed and benchmarked alone.
-// Errors are values (std::error_code in the "stomp" category), never exceptions.
+// Errors are values (std::error_code in the "chatd.stomp" category), never exceptions.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -50,7 +51,7 @@ struct Limits {
 enum class Error {
   ok = 0,
   unknown_command = 1,          // the first line is not a STOMP command
-  malformed_header,             // a header line without ':'
+  malformed_header,             // a header line without ':' or with an empty name
   bad_escape,                   // an undefined escape sequence (\t, trailing '\') in 1.1/1.2
   frame_too_large,              // more bytes than Limits::max_frame_bytes
   too_many_headers,             // more headers than Limits::max_headers
@@ -96,19 +97,56 @@ class Parser {
   std::uint64_t heartbeats() const { return heartbeats_; }
 
  private:
+  // Where the parser is inside the byte stream.
+  enum class State : std::uint8_t {
+    idle,          // between frames: EOLs here are heart-beats
+    idle_cr,       // saw a CR between frames, expecting its LF
+    command,       // inside the command line
+    headers,       // inside the header lines, up to the blank line
+    body_length,   // reading a body of known content-length
+    trailing_nul,  // a content-length body is done; the next byte must be NUL
+    body_nul,      // reading a body that ends at the first NUL
+    failed,        // an error was reported; nothing more is parsed
+  };
+
+  Result fail(std::size_t used, Error e);
+  void begin_frame();
+  Error on_command_line(std::string_view line);
+  Error on_header_line(std::string_view line);
+  Error on_head_end();
+
   Limits limits_;
   Version version_ = Version::v1_2;
+  State state_ = State::idle;
+  bool unescape_ = true;        // this frame's headers are decoded (not CONNECT & co., not 1.0)
   Frame frame_;
   std::error_code error_;
   std::uint64_t heartbeats_ = 0;
-  std::string pending_;  // bytes of an unfinished frame
-  // Implementation state is the codec's own business; it may grow.
-  std::size_t scan_from_ = 0;
-  std::size_t body_start_ = 0;
-  std::size_t content_length_ = 0;
-  bool headers_done_ = false;
-  bool has_length_ = false;
+  std::string line_;            // a command or header line split across consume() calls
+  std::size_t frame_bytes_ = 0; // bytes of the current frame so far, command to NUL
+  std::size_t body_left_ = 0;   // content-length bytes still to come
+  std::vector<Header> spare_;   // header strings kept from earlier frames to reuse their buffers
 };
+
+// ---- Negotiation (STOMP 1.2 §Protocol Negotiation, §Heart-beating) ----
+
+// Returns the highest version in a CONNECT's accept-version value (e.g. "1.0,1.1,1.2"), 1.0 for
+// an empty value (the header is absent: a 1.0 client), or nullopt when none is supported.
+std::optional<Version> negotiate_version(std::string_view accept_version);
+
+// A heart-beat header "cx,cy" in milliseconds; 0 means "cannot send" / "do not want any".
+struct HeartBeat {
+  std::uint32_t send_ms = 0;     // the smallest interval at which the sender can send beats
+  std::uint32_t receive_ms = 0;  // the interval at which the sender wants to receive them
+};
+
+// Returns the parsed "cx,cy" value, or nullopt unless it is two decimals joined by a comma.
+std::optional<HeartBeat> parse_heart_beat(std::string_view value);
+
+// Returns, from the server's side, how often it must send beats and how often it should
+// expect them (0 = not at all), given the client's CONNECT value and the server's CONNECTED
+// value: each direction beats at the larger of the two wishes, or not at all if either is 0.
+HeartBeat negotiate_heart_beat(HeartBeat client, HeartBeat server);
 
 // Returns `value` escaped for a header of a frame of `command` under `v`.
 std::string escape_header(std::string_view value, Version v, Command command = Command::message);

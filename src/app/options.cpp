@@ -1,0 +1,176 @@
+#include "app/options.h"
+
+#include <charconv>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+
+namespace chatd::app {
+namespace {
+
+struct Spec {
+  std::string name;
+  std::string help;
+  std::function<std::string(const Options&)> show;            // the default, for --help
+  std::function<void(Options&, const std::string&)> set;      // throws on a bad value
+};
+
+template <class T>
+T parse_number(const std::string& name, const std::string& v, T min, T max) {
+  T out{};
+  auto r = std::from_chars(v.data(), v.data() + v.size(), out);
+  if (v.empty() || r.ec != std::errc() || r.ptr != v.data() + v.size() || out < min || out > max)
+    throw std::invalid_argument("--" + name + ": '" + v + "' is not a number between " + std::to_string(min) +
+                                " and " + std::to_string(max));
+  return out;
+}
+
+Spec size_opt(std::string name, std::string help, std::size_t chat::Limits::*field, std::size_t min, std::size_t max) {
+  return {name, std::move(help), [field](const Options& o) { return std::to_string(o.hub.limits.*field); },
+          [name, field, min, max](Options& o, const std::string& v) { o.hub.limits.*field = parse_number(name, v, min, max); }};
+}
+
+Spec ms_opt(std::string name, std::string help, std::chrono::milliseconds chat::Limits::*field, std::int64_t min) {
+  return {name, std::move(help), [field](const Options& o) { return std::to_string((o.hub.limits.*field).count()); },
+          [name, field, min](Options& o, const std::string& v) {
+            o.hub.limits.*field = std::chrono::milliseconds(parse_number<std::int64_t>(name, v, min, 86'400'000));
+          }};
+}
+
+Spec string_opt(std::string name, std::string help, std::string Options::*field) {
+  return {name, std::move(help), [field](const Options& o) { return o.*field; },
+          [field](Options& o, const std::string& v) { o.*field = v; }};
+}
+
+const std::vector<Spec>& specs() {
+  using L = chat::Limits;
+  static const std::vector<Spec> all = {
+      {"port", "TCP port for HTTP, WebSocket and SockJS", [](const Options& o) { return std::to_string(o.server.port); },
+       [](Options& o, const std::string& v) { o.server.port = parse_number<std::uint16_t>("port", v, 0, 65535); }},
+      {"address", "address to listen on", [](const Options& o) { return o.server.address; },
+       [](Options& o, const std::string& v) { o.server.address = v; }},
+      string_opt("data-dir", "folder for the embedded room store and the node id", &Options::data_dir),
+      {"web-root", "folder of the browser pages", [](const Options& o) { return o.server.web_root; },
+       [](Options& o, const std::string& v) { o.server.web_root = v; }},
+      {"threads", "worker threads (0: one per core)", [](const Options& o) { return std::to_string(o.threads); },
+       [](Options& o, const std::string& v) { o.threads = parse_number<unsigned>("threads", v, 0, 256); }},
+      {"node-id", "this node's name; names its Kafka consumer group (default: generated, kept in the data dir)",
+       [](const Options& o) { return o.bus.node_id.empty() ? std::string("(generated)") : o.bus.node_id; },
+       [](Options& o, const std::string& v) { o.bus.node_id = v; }},
+      {"bus", "message bus: local | redis | kafka", [](const Options& o) { return o.bus.kind; },
+       [](Options& o, const std::string& v) {
+         if (v != "local" && v != "redis" && v != "kafka") throw std::invalid_argument("--bus must be local, redis or kafka");
+         o.bus.kind = v;
+       }},
+      {"store", "room store: embedded | redis", [](const Options& o) { return o.store.kind; },
+       [](Options& o, const std::string& v) {
+         if (v != "embedded" && v != "redis") throw std::invalid_argument("--store must be embedded or redis");
+         o.store.kind = v;
+       }},
+      {"redis", "Redis URL redis://[:password@]host:port[/db]", [](const Options& o) { return o.bus.redis_url; },
+       [](Options& o, const std::string& v) { o.bus.redis_url = o.store.redis_url = v; }},
+      {"kafka", "Kafka bootstrap servers host:port[,host:port]", [](const Options& o) { return o.bus.kafka_brokers; },
+       [](Options& o, const std::string& v) { o.bus.kafka_brokers = v; }},
+      {"kafka-topic", "Kafka topic for chat messages", [](const Options& o) { return o.bus.kafka_topic; },
+       [](Options& o, const std::string& v) { o.bus.kafka_topic = v; }},
+      {"kafka-partitions", "partitions when chatd creates the topic", [](const Options& o) { return std::to_string(o.bus.kafka_partitions); },
+       [](Options& o, const std::string& v) { o.bus.kafka_partitions = parse_number("kafka-partitions", v, 1, 1000); }},
+      {"kafka-replication", "replication factor when chatd creates the topic",
+       [](const Options& o) { return std::to_string(o.bus.kafka_replication); },
+       [](Options& o, const std::string& v) { o.bus.kafka_replication = parse_number("kafka-replication", v, 1, 16); }},
+      {"enter-text", "announcement replacing an ENTER message's text", [](const Options& o) { return o.hub.texts.enter; },
+       [](Options& o, const std::string& v) { o.hub.texts.enter = v; }},
+      {"quit-text", "announcement replacing a QUIT message's text", [](const Options& o) { return o.hub.texts.quit; },
+       [](Options& o, const std::string& v) { o.hub.texts.quit = v; }},
+      size_opt("max-frame-bytes", "largest STOMP frame, like Spring's message size limit", &L::max_frame_bytes, 1024, 16 << 20),
+      size_opt("max-headers", "most headers in one STOMP frame", &L::max_headers, 4, 1024),
+      size_opt("max-header-line", "longest STOMP header line in bytes", &L::max_header_line, 64, 1 << 20),
+      size_opt("max-subscriptions", "subscriptions per connection", &L::max_subscriptions, 1, 100000),
+      size_opt("max-message-bytes", "longest chat message text in bytes", &L::max_message_bytes, 1, 16 << 20),
+      size_opt("max-sender-bytes", "longest sender nickname in bytes", &L::max_sender_bytes, 1, 4096),
+      size_opt("max-room-name-bytes", "longest room name in bytes", &L::max_room_name_bytes, 1, 4096),
+      size_opt("max-rooms", "rooms the store accepts", &L::max_rooms, 1, 100000000),
+      size_opt("max-connections", "open connections per node (a process may hold 20,000 files here)", &L::max_connections, 1, 10000000),
+      size_opt("max-outbound-bytes", "bytes queued to one slow reader before it is disconnected", &L::max_outbound_bytes, 4096, 1 << 30),
+      size_opt("max-http-body", "largest HTTP request body", &L::max_http_body, 256, 16 << 20),
+      ms_opt("heartbeat-send-ms", "heart-beat the server offers to send (0: none)", &L::heartbeat_send, 0),
+      ms_opt("heartbeat-receive-ms", "heart-beat the server asks of clients (0: none)", &L::heartbeat_receive, 0),
+      ms_opt("connect-timeout-ms", "time from WebSocket upgrade to CONNECT", &L::connect_timeout, 100),
+      ms_opt("drain-timeout-ms", "time SIGTERM waits for connections to close", &L::drain_timeout, 0),
+  };
+  return all;
+}
+
+const Spec* find_spec(const std::string& name) {
+  for (auto& s : specs())
+    if (s.name == name) return &s;
+  return nullptr;
+}
+
+std::string env_name(const std::string& opt) {
+  std::string e = "CHATD_";
+  for (char c : opt) e.push_back(c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+  return e;
+}
+
+}  // namespace
+
+Options parse_options(const std::vector<std::string>& args, const std::vector<std::string>& env) {
+  Options o;
+  o.server.web_root = CHATD_DEFAULT_WEB_ROOT;
+  std::map<std::string, std::string> from_env;
+  for (auto& kv : env) {
+    auto eq = kv.find('=');
+    if (eq != std::string::npos && kv.rfind("CHATD_", 0) == 0) from_env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  for (auto& s : specs())
+    if (auto it = from_env.find(env_name(s.name)); it != from_env.end()) s.set(o, it->second);
+
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const auto& a = args[i];
+    if (a == "-h" || a == "--help") {
+      o.help = true;
+      continue;
+    }
+    if (a.rfind("--", 0) != 0) throw std::invalid_argument("unexpected argument '" + a + "' (try --help)");
+    auto eq = a.find('=');
+    std::string name = a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+    auto* spec = find_spec(name);
+    if (!spec) throw std::invalid_argument("unknown option --" + name + " (try --help)");
+    std::string value;
+    if (eq != std::string::npos) {
+      value = a.substr(eq + 1);
+    } else {
+      if (i + 1 >= args.size()) throw std::invalid_argument("--" + name + " needs a value");
+      value = args[++i];
+    }
+    spec->set(o, value);
+  }
+  auto& l = o.hub.limits;
+  if (l.heartbeat_send.count() && l.heartbeat_send < std::chrono::milliseconds(1000))
+    throw std::invalid_argument("--heartbeat-send-ms must be 0 or at least 1000");
+  if (l.max_message_bytes + 1024 > l.max_frame_bytes)
+    throw std::invalid_argument("--max-frame-bytes must exceed --max-message-bytes by at least 1024");
+  o.store.data_dir = o.data_dir;
+  o.store.max_rooms = l.max_rooms;
+  return o;
+}
+
+std::string help_text() {
+  std::ostringstream out;
+  Options defaults;
+  defaults.server.web_root = CHATD_DEFAULT_WEB_ROOT;
+  out << "usage: chatd [--option value]...\n\n"
+         "A STOMP-over-WebSocket chat server. With no options it serves http://0.0.0.0:8080 with\n"
+         "the in-process bus and rooms kept in ./data. Every option can also be set as an\n"
+         "environment variable: --max-frame-bytes is CHATD_MAX_FRAME_BYTES.\n\n";
+  for (auto& s : specs()) {
+    std::string left = "  --" + s.name + " <v>";
+    out << left << std::string(left.size() < 28 ? 28 - left.size() : 1, ' ') << s.help << " [" << s.show(defaults) << "]\n";
+  }
+  out << "  -h, --help                 this text\n";
+  return out.str();
+}
+
+}  // namespace chatd::app

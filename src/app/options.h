@@ -1,0 +1,33 @@
+// Command line and CHATD_* environment: every setting with its default and why.
+// Exceptions are how configuration fails; the caller prints them and exits non-zero.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "bus/message_bus.h"
+#include "chat/hub.h"
+#include "net/server.h"
+#include "store/room_store.h"
+
+namespace chatd::app {
+
+struct Options {
+  net::ServerConfig server;
+  chat::HubConfig hub;
+  bus::BusConfig bus;
+  store::StoreConfig store;
+  std::string data_dir = "./data";
+  unsigned threads = 0;  // 0: one worker per core
+  bool help = false;
+};
+
+// Returns the options from `args` (argv without the program name) over `environ`-style
+// CHATD_* variables over the defaults. Throws std::invalid_argument with a readable message.
+Options parse_options(const std::vector<std::string>& args, const std::vector<std::string>& env);
+
+// Returns the --help text, each option with its default.
+std::string help_text();
+
+}  // namespace chatd::app

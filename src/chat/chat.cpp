@@ -1,1 +1,0 @@
-// Placeholder: chat core is being written.

@@ -1,0 +1,193 @@
+#include "chat/hub.h"
+
+#include <boost/asio/post.hpp>
+
+#include <algorithm>
+
+#include "chat/session.h"
+
+namespace chatd::chat {
+
+// ---- Shard ----------------------------------------------------------------------------
+
+Shard::Shard(Hub& hub, boost::asio::io_context& loop, std::size_t index)
+    : hub_(hub), loop_(loop), index_(index), timer_(loop) {}
+
+void Shard::add_session_in_loop(StompSession* s) {
+  sessions_.insert(s);
+  session_count_.store(sessions_.size(), std::memory_order_relaxed);
+}
+
+void Shard::remove_session_in_loop(StompSession* s) {
+  sessions_.erase(s);
+  session_count_.store(sessions_.size(), std::memory_order_relaxed);
+}
+
+void Shard::subscribe_in_loop(const std::string& room_id, StompSession* s, const std::string& sub) {
+  rooms_[room_id].push_back(Subscriber{s, sub});
+}
+
+void Shard::unsubscribe_in_loop(const std::string& room_id, StompSession* s, const std::string& sub) {
+  auto it = rooms_.find(room_id);
+  if (it == rooms_.end()) return;
+  auto& v = it->second;
+  auto hit = std::find_if(v.begin(), v.end(), [&](const Subscriber& x) { return x.session == s && x.sub == sub; });
+  if (hit != v.end()) {
+    // Order among subscribers does not matter; swap-and-pop keeps removal O(1).
+    *hit = std::move(v.back());
+    v.pop_back();
+  }
+  if (v.empty()) rooms_.erase(it);
+}
+
+void Shard::deliver_local_in_loop(const SharedMessagePtr& m) {
+  auto it = rooms_.find(m->room_id);
+  if (it == rooms_.end()) return;
+  // Sessions never leave the index synchronously inside deliver, so the vector is stable.
+  const auto& subs = it->second;
+  for (const auto& s : subs) s.session->deliver_in_loop(m, s.sub);
+  deliveries_.fetch_add(subs.size(), std::memory_order_relaxed);
+}
+
+void Shard::start_sweeps() {
+  sweeping_ = true;
+  sweep();
+}
+
+void Shard::stop_sweeps() {
+  boost::asio::post(loop_, [this] {
+    sweeping_ = false;
+    timer_.cancel();
+  });
+}
+
+void Shard::sweep() {
+  if (!sweeping_) return;
+  timer_.expires_after(std::chrono::seconds(1));
+  timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec || !sweeping_) return;
+    auto now = StompSession::Clock::now();
+    // A tick may close a session; closing is asynchronous, but copy to be safe.
+    std::vector<StompSession*> all(sessions_.begin(), sessions_.end());
+    for (auto* s : all) s->tick_in_loop(now);
+    sweep();
+  });
+}
+
+void Shard::close_all_in_loop(std::string_view reason) {
+  std::vector<StompSession*> all(sessions_.begin(), sessions_.end());
+  for (auto* s : all) s->fail_in_loop("server shutting down", reason);
+}
+
+// ---- Hub ------------------------------------------------------------------------------
+
+Hub::Hub(HubConfig cfg, store::RoomStore& store, bus::MessageBus& bus,
+         const std::vector<boost::asio::io_context*>& workers)
+    : cfg_(std::move(cfg)), store_(store), bus_(bus) {
+  for (std::size_t i = 0; i < workers.size(); ++i)
+    shards_.push_back(std::make_unique<Shard>(*this, *workers[i], i));
+}
+
+void Hub::start() {
+  bus_.start([this](bus::Delivery&& d) { on_delivery(std::move(d)); });
+  for (auto& s : shards_) boost::asio::post(s->loop(), [sh = s.get()] { sh->start_sweeps(); });
+}
+
+void Hub::join(const std::string& room_id, bus::DoneFn ready) {
+  std::unique_lock lock(interest_mu_);
+  auto& in = interest_[room_id];
+  ++in.count;
+  if (in.ready) {
+    lock.unlock();
+    ready({});
+    return;
+  }
+  in.waiters.push_back(std::move(ready));
+  if (in.pending) return;
+  in.pending = true;
+  auto gen = in.generation = ++generations_;
+  lock.unlock();
+  bus_.subscribe(room_id, [this, room_id, gen](std::error_code ec) {
+    std::vector<bus::DoneFn> waiters;
+    {
+      std::lock_guard relock(interest_mu_);
+      auto it = interest_.find(room_id);
+      if (it == interest_.end() || it->second.generation != gen) return;
+      it->second.pending = false;
+      it->second.ready = !ec;
+      waiters.swap(it->second.waiters);
+    }
+    for (auto& w : waiters) w(ec);
+  });
+}
+
+void Hub::leave(const std::string& room_id) {
+  std::unique_lock lock(interest_mu_);
+  auto it = interest_.find(room_id);
+  if (it == interest_.end() || --it->second.count > 0) return;
+  auto waiters = std::move(it->second.waiters);
+  interest_.erase(it);
+  lock.unlock();
+  bus_.unsubscribe(room_id);
+  for (auto& w : waiters) w(bus::Error::stopped);
+}
+
+bool Hub::known_room(const std::string& id) {
+  std::shared_lock lock(rooms_mu_);
+  return known_rooms_.count(id) != 0;
+}
+
+void Hub::remember_room(const std::string& id) {
+  std::unique_lock lock(rooms_mu_);
+  known_rooms_.insert(id);
+}
+
+void Hub::publish(const ChatMessage& m, bus::DoneFn done) {
+  if (known_room(m.room_id)) {
+    publish_known(m, std::move(done));
+    return;
+  }
+  store_.find(m.room_id, [this, m, done = std::move(done)](std::error_code ec, std::optional<store::Room> room) mutable {
+    if (ec) return done(Error::store_unavailable);
+    if (!room) return done(Error::unknown_room);
+    remember_room(m.room_id);
+    publish_known(m, std::move(done));
+  });
+}
+
+void Hub::publish_known(const ChatMessage& m, bus::DoneFn done) {
+  auto n = next_id_.fetch_add(1, std::memory_order_relaxed);
+  auto id = cfg_.node_id + "-" + std::to_string(n);
+  auto ts = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::system_clock::now().time_since_epoch()).count();
+  published_.fetch_add(1, std::memory_order_relaxed);
+  bus_.publish(m.room_id, stamp(m, id, ts, cfg_.texts), [done = std::move(done)](std::error_code ec) {
+    done(ec ? make_error_code(Error::publish_failed) : ec);
+  });
+}
+
+void Hub::create_room(std::string name, std::function<void(std::error_code, store::Room)> done) {
+  store::Room room{new_room_id(), std::move(name)};
+  store_.create(room, [this, room, done = std::move(done)](std::error_code ec) {
+    if (!ec) remember_room(room.id);
+    done(ec, room);
+  });
+}
+
+void Hub::on_delivery(bus::Delivery&& d) {
+  from_bus_.fetch_add(1, std::memory_order_relaxed);
+  {
+    std::lock_guard lock(interest_mu_);
+    if (!interest_.count(d.room_id)) return;  // no local subscriber: nothing to encode
+  }
+  auto body = with_seq(d.payload, d.seq);
+  auto destination = std::string(kRoomPrefix) + d.room_id;
+  auto message_id = d.room_id + "-" + std::to_string(d.seq);
+  auto m = std::make_shared<SharedMessage>();
+  m->frame = stomp::encode_message(destination, message_id, "application/json", body);
+  m->room_id = std::move(d.room_id);
+  SharedMessagePtr shared = std::move(m);
+  for (auto& s : shards_) boost::asio::post(s->loop(), [sh = s.get(), shared] { sh->deliver_local_in_loop(shared); });
+}
+
+}  // namespace chatd::chat

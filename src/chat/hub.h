@@ -1,0 +1,183 @@
+// The node's chat core. The Hub is shared by every worker thread; each worker owns a Shard
+// (its sessions and their room subscriptions), touched only on that worker's loop.
+//
+// One message's way: a session's SEND -> Hub::publish (checks the room, stamps id/ts) ->
+// bus -> Hub::on_delivery on the bus thread (adds seq, encodes the MESSAGE frame once) ->
+// each Shard::deliver_local_in_loop -> every local subscriber's write queue.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "bus/message_bus.h"
+#include "chat/limits.h"
+#include "chat/rules.h"
+#include "stomp/stomp.h"
+#include "store/room_store.h"
+
+namespace chatd::chat {
+
+inline constexpr std::string_view kRoomPrefix = "/sub/chat/room/";
+inline constexpr std::string_view kSendDestination = "/pub/chat/message";
+inline constexpr std::string_view kErrorQueue = "/user/queue/errors";
+
+// A MESSAGE frame encoded once per node and shared by every local subscriber.
+struct SharedMessage {
+  std::string room_id;
+  stomp::SplitMessage frame;
+};
+using SharedMessagePtr = std::shared_ptr<const SharedMessage>;
+
+// What a session writes: a shared MESSAGE with the subscriber's (escaped) subscription id
+// spliced in, or, when `shared` is null, bytes of its own in `own`.
+struct Outbound {
+  SharedMessagePtr shared;
+  std::string own;
+  std::size_t size() const {
+    return shared ? shared->frame.head.size() + own.size() + shared->frame.tail.size() : own.size();
+  }
+};
+
+// The byte pipe under a StompSession (raw WebSocket or SockJS). Called on the session's
+// worker loop only. Neither call may call back into the session synchronously.
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  // Queues `out` behind what is already queued; never blocks.
+  virtual void send(Outbound&& out) = 0;
+  // Writes what is queued, then closes; `reason` goes into the close frame.
+  virtual void close(std::string_view reason) = 0;
+  // Returns the bytes queued and not yet written.
+  virtual std::size_t queued_bytes() const = 0;
+};
+
+class StompSession;
+class Hub;
+
+struct HubConfig {
+  Limits limits;
+  Texts texts;
+  std::string node_id = "chatd";
+  std::string server_name = "chatd/0.1.0";
+};
+
+// A worker's share of the node. Every *_in_loop member runs on the worker's loop only.
+class Shard {
+ public:
+  Shard(Hub& hub, boost::asio::io_context& loop, std::size_t index);
+
+  boost::asio::io_context& loop() { return loop_; }
+  Hub& hub() { return hub_; }
+  std::size_t index() const { return index_; }
+
+  void add_session_in_loop(StompSession* s);
+  void remove_session_in_loop(StompSession* s);
+  void subscribe_in_loop(const std::string& room_id, StompSession* s, const std::string& sub);
+  void unsubscribe_in_loop(const std::string& room_id, StompSession* s, const std::string& sub);
+  // Queues `m` to every local subscriber of its room, in arrival order.
+  void deliver_local_in_loop(const SharedMessagePtr& m);
+
+  // Starts the once-a-second sweep that sends and checks heart-beats.
+  void start_sweeps();
+  void stop_sweeps();
+  // Asks every session to close; used at shutdown.
+  void close_all_in_loop(std::string_view reason);
+
+  std::size_t sessions() const { return session_count_.load(std::memory_order_relaxed); }
+  std::uint64_t deliveries() const { return deliveries_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Subscriber {
+    StompSession* session;
+    std::string sub;  // escaped for the session's version
+  };
+  void sweep();
+
+  Hub& hub_;
+  boost::asio::io_context& loop_;
+  std::size_t index_;
+  boost::asio::steady_timer timer_;
+  bool sweeping_ = false;
+  std::unordered_set<StompSession*> sessions_;
+  std::unordered_map<std::string, std::vector<Subscriber>> rooms_;
+  std::atomic<std::size_t> session_count_{0};
+  std::atomic<std::uint64_t> deliveries_{0};
+};
+
+class Hub {
+ public:
+  Hub(HubConfig cfg, store::RoomStore& store, bus::MessageBus& bus,
+      const std::vector<boost::asio::io_context*>& workers);
+  Hub(const Hub&) = delete;
+  Hub& operator=(const Hub&) = delete;
+
+  // Starts bus delivery and the shards' sweeps.
+  void start();
+
+  const HubConfig& config() const { return cfg_; }
+  const Limits& limits() const { return cfg_.limits; }
+  store::RoomStore& store() { return store_; }
+  bus::MessageBus& bus() { return bus_; }
+  Shard& shard(std::size_t i) { return *shards_[i]; }
+  std::size_t shard_count() const { return shards_.size(); }
+
+  // Node-wide interest in a room, counted per subscription, from any thread. `ready` gets an
+  // empty code once messages published afterwards are sure to reach this node.
+  void join(const std::string& room_id, bus::DoneFn ready);
+  void leave(const std::string& room_id);
+
+  // Checks that the room exists, stamps id and ts, publishes. `done` runs on any thread.
+  void publish(const ChatMessage& m, bus::DoneFn done);
+
+  // Creates a room (REST). `done` runs on any thread.
+  void create_room(std::string name, std::function<void(std::error_code, store::Room)> done);
+
+  // Counters for /healthz and /metrics.
+  std::uint64_t published() const { return published_.load(std::memory_order_relaxed); }
+  std::uint64_t delivered_from_bus() const { return from_bus_.load(std::memory_order_relaxed); }
+  std::atomic<std::uint64_t> slow_consumers{0};
+  std::atomic<std::uint64_t> protocol_errors{0};
+  std::atomic<std::uint64_t> chat_rejections{0};
+
+ private:
+  struct Interest {
+    std::size_t count = 0;
+    bool ready = false;
+    bool pending = false;
+    std::uint64_t generation = 0;
+    std::vector<bus::DoneFn> waiters;
+  };
+  void on_delivery(bus::Delivery&& d);  // bus thread
+  void publish_known(const ChatMessage& m, bus::DoneFn done);
+  bool known_room(const std::string& id);
+  void remember_room(const std::string& id);
+
+  HubConfig cfg_;
+  store::RoomStore& store_;
+  bus::MessageBus& bus_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+
+  std::mutex interest_mu_;
+  std::unordered_map<std::string, Interest> interest_;
+  std::uint64_t generations_ = 0;
+
+  std::shared_mutex rooms_mu_;
+  std::unordered_set<std::string> known_rooms_;  // rooms are never deleted, so a hit stays true
+
+  std::atomic<std::uint64_t> next_id_{0};
+  std::atomic<std::uint64_t> published_{0};
+  std::atomic<std::uint64_t> from_bus_{0};
+};
+
+}  // namespace chatd::chat

@@ -1,0 +1,44 @@
+// Every bound chatd enforces, in one place. Each default says why it is what it is; all of
+// them are settable from the command line and CHATD_* variables (app/options.cpp).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+
+namespace chatd::chat {
+
+struct Limits {
+  // STOMP input
+  std::size_t max_frame_bytes = 64 * 1024;  // Spring's default message size limit
+  std::size_t max_headers = 32;             // real clients send fewer than ten
+  std::size_t max_header_line = 8 * 1024;   // a token header fits with room to spare
+  std::size_t max_subscriptions = 64;       // per connection: a person is in a few rooms
+
+  // Chat messages
+  std::size_t max_message_bytes = 4000;  // ~1000 Korean characters in UTF-8
+  std::size_t max_sender_bytes = 64;     // a nickname, not an essay
+  std::size_t max_room_name_bytes = 100;
+  std::size_t max_rooms = 100000;        // per store; 100k rooms are ~10 MiB of JSON
+
+  // Connections and memory
+  std::size_t max_connections = 18000;  // a process may hold 20,000 files; keep headroom
+  std::size_t max_outbound_bytes = 1024 * 1024;  // per session; past it the reader is too slow
+  std::size_t max_http_body = 16 * 1024;         // POST /chat/room carries one name
+  std::size_t max_http_header = 8 * 1024;        // Beast's default; cookies fit
+  std::size_t max_http_target = 2 * 1024;        // longer URLs get 414
+
+  // Time
+  std::chrono::milliseconds heartbeat_send{10000};     // what the server offers to send
+  std::chrono::milliseconds heartbeat_receive{10000};  // what the server asks the client for
+  std::chrono::milliseconds connect_timeout{10000};    // upgrade to CONNECT
+  std::chrono::milliseconds drain_timeout{5000};       // SIGTERM to exit
+};
+
+// Chat wording that an operator may localize.
+struct Texts {
+  std::string enter = "{sender}님 등장!";  // "{sender} has entered"
+  std::string quit = "{sender}님 퇴장!";   // "{sender} has left"
+};
+
+}  // namespace chatd::chat

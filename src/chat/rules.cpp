@@ -1,0 +1,207 @@
+#include "chat/rules.h"
+
+#include <boost/json.hpp>
+
+#include <array>
+#include <random>
+
+namespace chatd::chat {
+namespace {
+
+class Category final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "chatd.chat"; }
+  std::string message(int ev) const override {
+    switch (static_cast<Error>(ev)) {
+      case Error::ok: return "ok";
+      case Error::bad_json: return "the message body is not a JSON object";
+      case Error::unknown_type: return "type must be ENTER, TALK or QUIT";
+      case Error::bad_room_id: return "roomId must be a room's UUID";
+      case Error::unknown_room: return "no such room";
+      case Error::bad_sender: return "sender must be a non-empty nickname of at most 64 bytes";
+      case Error::empty_message: return "a TALK message needs text";
+      case Error::message_too_long: return "the message text is too long";
+      case Error::bad_utf8: return "text must be valid UTF-8";
+      case Error::unknown_destination: return "messages are sent to /pub/chat/message";
+      case Error::publish_failed: return "the message could not be delivered; try again";
+      case Error::store_unavailable: return "the room store is unavailable; try again";
+    }
+    return "unknown chat error";
+  }
+};
+
+// Returns the string member `key` of `o`, nullptr when absent, and sets `wrong` when present
+// but not a string (null counts as absent).
+const boost::json::string* string_member(const boost::json::object& o, std::string_view key, bool& wrong) {
+  auto v = o.if_contains(key);
+  if (!v || v->is_null()) return nullptr;
+  if (!v->is_string()) {
+    wrong = true;
+    return nullptr;
+  }
+  return &v->get_string();
+}
+
+std::string replace_all(std::string_view text, std::string_view what, std::string_view with) {
+  std::string out;
+  out.reserve(text.size() + with.size());
+  for (std::size_t pos = 0;;) {
+    auto hit = text.find(what, pos);
+    if (hit == std::string_view::npos) {
+      out.append(text.substr(pos));
+      return out;
+    }
+    out.append(text.substr(pos, hit - pos)).append(with);
+    pos = hit + what.size();
+  }
+}
+
+}  // namespace
+
+const std::error_category& error_category() noexcept {
+  static const Category category;
+  return category;
+}
+
+std::error_code make_error_code(Error e) noexcept { return {static_cast<int>(e), error_category()}; }
+
+std::string_view to_string(MessageType t) {
+  switch (t) {
+    case MessageType::enter: return "ENTER";
+    case MessageType::talk: return "TALK";
+    case MessageType::quit: return "QUIT";
+  }
+  return "TALK";
+}
+
+bool is_utf8(std::string_view s) {
+  auto b = reinterpret_cast<const unsigned char*>(s.data());
+  std::size_t i = 0, n = s.size();
+  while (i < n) {
+    unsigned c = b[i];
+    if (c < 0x80) { ++i; continue; }
+    std::size_t len;
+    unsigned min;
+    if ((c & 0xE0) == 0xC0) { len = 2; min = 0x80; c &= 0x1F; }
+    else if ((c & 0xF0) == 0xE0) { len = 3; min = 0x800; c &= 0x0F; }
+    else if ((c & 0xF8) == 0xF0) { len = 4; min = 0x10000; c &= 0x07; }
+    else return false;
+    if (i + len > n) return false;
+    for (std::size_t k = 1; k < len; ++k) {
+      if ((b[i + k] & 0xC0) != 0x80) return false;
+      c = (c << 6) | (b[i + k] & 0x3F);
+    }
+    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return false;
+    i += len;
+  }
+  return true;
+}
+
+bool is_room_id(std::string_view id) {
+  if (id.size() != 36) return false;
+  for (std::size_t i = 0; i < id.size(); ++i) {
+    char c = id[i];
+    bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+      return false;
+  }
+  return true;
+}
+
+std::string new_room_id() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::array<unsigned char, 16> b;
+  for (std::size_t i = 0; i < 16; i += 8) {
+    auto r = rng();
+    for (std::size_t k = 0; k < 8; ++k) b[i + k] = static_cast<unsigned char>(r >> (8 * k));
+  }
+  b[6] = static_cast<unsigned char>((b[6] & 0x0F) | 0x40);  // version 4
+  b[8] = static_cast<unsigned char>((b[8] & 0x3F) | 0x80);  // RFC 4122 variant
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(36);
+  for (std::size_t i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) out.push_back('-');
+    out.push_back(hex[b[i] >> 4]);
+    out.push_back(hex[b[i] & 0x0F]);
+  }
+  return out;
+}
+
+std::optional<ChatMessage> parse_chat_message(std::string_view body, const Limits& limits,
+                                              std::error_code& ec) {
+  ec = {};
+  boost::system::error_code jec;
+  auto v = boost::json::parse(body, jec);
+  if (jec || !v.is_object()) {
+    ec = Error::bad_json;
+    return std::nullopt;
+  }
+  const auto& o = v.get_object();
+  bool wrong = false;
+  auto type = string_member(o, "type", wrong);
+  auto room = string_member(o, "roomId", wrong);
+  auto sender = string_member(o, "sender", wrong);
+  auto text = string_member(o, "message", wrong);
+  if (wrong) {
+    ec = Error::bad_json;
+    return std::nullopt;
+  }
+
+  ChatMessage m;
+  if (!type) ec = Error::unknown_type;
+  else if (*type == "ENTER") m.type = MessageType::enter;
+  else if (*type == "TALK") m.type = MessageType::talk;
+  else if (*type == "QUIT") m.type = MessageType::quit;
+  else ec = Error::unknown_type;
+  if (ec) return std::nullopt;
+
+  if (!room || !is_room_id(*room)) ec = Error::bad_room_id;
+  else if (!sender || sender->empty() || sender->size() > limits.max_sender_bytes) ec = Error::bad_sender;
+  else if (m.type == MessageType::talk && (!text || text->empty())) ec = Error::empty_message;
+  else if (text && text->size() > limits.max_message_bytes) ec = Error::message_too_long;
+  if (ec) return std::nullopt;
+
+  // Boost.JSON already rejects invalid UTF-8 in strings, so the fields are valid here.
+  m.room_id.assign(room->data(), room->size());
+  for (auto& c : m.room_id) c = static_cast<char>(c >= 'A' && c <= 'F' ? c - 'A' + 'a' : c);
+  m.sender.assign(sender->data(), sender->size());
+  if (text) m.message.assign(text->data(), text->size());
+  return m;
+}
+
+std::string stamp(const ChatMessage& m, std::string_view id, std::int64_t ts_ms, const Texts& texts) {
+  std::string text;
+  switch (m.type) {
+    case MessageType::enter: text = replace_all(texts.enter, "{sender}", m.sender); break;
+    case MessageType::quit: text = replace_all(texts.quit, "{sender}", m.sender); break;
+    case MessageType::talk: text = m.message; break;
+  }
+  boost::json::object o;
+  o.reserve(6);
+  o.emplace("type", to_string(m.type));
+  o.emplace("roomId", m.room_id);
+  o.emplace("sender", m.sender);
+  o.emplace("message", text);
+  o.emplace("id", id);
+  o.emplace("ts", ts_ms);
+  return boost::json::serialize(o);
+}
+
+std::string with_seq(std::string_view payload, std::uint64_t seq) {
+  std::string out;
+  out.reserve(payload.size() + 28);
+  auto end = payload.rfind('}');
+  if (end == std::string_view::npos) end = payload.size();
+  out.append(payload.substr(0, end));
+  out.append(end > 1 ? ",\"seq\":" : "\"seq\":");
+  out.append(std::to_string(seq));
+  out.push_back('}');
+  return out;
+}
+
+std::string error_json(int status, std::string_view error) {
+  return boost::json::serialize(boost::json::object{{"status", status}, {"error", error}});
+}
+
+}  // namespace chatd::chat

@@ -1,0 +1,72 @@
+// The chat rules, with no sockets and no engines: what a SEND to /pub/chat/message must hold,
+// and what the server adds before the message travels.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "chat/limits.h"
+
+namespace chatd::chat {
+
+// Chat-level rejections. They reach the sender on /user/queue/errors and never close the
+// connection; protocol violations are stomp:: errors and do.
+enum class Error {
+  ok = 0,
+  bad_json = 1,        // the body is not a JSON object
+  unknown_type,        // type is not ENTER, TALK or QUIT
+  bad_room_id,         // roomId missing or not a UUID
+  unknown_room,        // roomId names no room
+  bad_sender,          // sender missing, empty or longer than Limits::max_sender_bytes
+  empty_message,       // a TALK without text
+  message_too_long,    // message longer than Limits::max_message_bytes
+  bad_utf8,            // a text field is not valid UTF-8
+  unknown_destination, // SEND to something other than /pub/chat/message
+  publish_failed,      // the message engine did not take the message
+  store_unavailable,   // the room store could not be asked
+};
+const std::error_category& error_category() noexcept;
+std::error_code make_error_code(Error e) noexcept;
+
+enum class MessageType { enter, talk, quit };
+std::string_view to_string(MessageType t);
+
+struct ChatMessage {
+  MessageType type = MessageType::talk;
+  std::string room_id;
+  std::string sender;
+  std::string message;
+};
+
+// Returns the message read from a SEND body, or the rule it breaks in `ec`.
+std::optional<ChatMessage> parse_chat_message(std::string_view body, const Limits& limits,
+                                              std::error_code& ec);
+
+// Returns whether `id` is a UUID in its canonical 8-4-4-4-12 hex form.
+bool is_room_id(std::string_view id);
+
+// Returns a new random (v4) UUID in lower case.
+std::string new_room_id();
+
+// Returns the JSON that travels on the bus: the message with ENTER/QUIT text replaced by the
+// announcement, plus the server's `id` and `ts` (ms since the epoch). The bus adds `seq`.
+std::string stamp(const ChatMessage& m, std::string_view id, std::int64_t ts_ms, const Texts& texts);
+
+// Returns `payload` (a JSON object) with "seq":seq appended: the body subscribers receive.
+std::string with_seq(std::string_view payload, std::uint64_t seq);
+
+// Returns the JSON error body {"status":status,"error":"…"} used by REST and /user/queue/errors.
+std::string error_json(int status, std::string_view error);
+
+// Returns whether `s` is valid UTF-8 (no overlongs, no surrogates).
+bool is_utf8(std::string_view s);
+
+}  // namespace chatd::chat
+
+namespace std {
+template <>
+struct is_error_code_enum<chatd::chat::Error> : true_type {};
+}  // namespace std

@@ -1,0 +1,85 @@
+// One STOMP conversation, whatever carries it. Reads frames from the codec, applies the
+// protocol (CONNECT, SUBSCRIBE, SEND, receipts, heart-beats) and the chat rules, and writes
+// through its Transport. Every *_in_loop member runs on its shard's loop; callbacks from the
+// bus or store come back to that loop through a weak pointer.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "chat/hub.h"
+#include "stomp/stomp.h"
+
+namespace chatd::chat {
+
+class StompSession : public std::enable_shared_from_this<StompSession> {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  // `hint` is the version the WebSocket subprotocol named, if any; CONNECT's accept-version
+  // decides.
+  StompSession(Shard& shard, Transport& transport, std::string id);
+  ~StompSession();
+
+  // Registers with the shard. Call once, on the shard's loop, before any bytes.
+  void start_in_loop();
+  // Feeds bytes read from the client; may queue writes and close the transport.
+  void on_bytes_in_loop(std::string_view bytes);
+  // Sends and checks heart-beats, enforces the CONNECT deadline. Called about once a second.
+  void tick_in_loop(Clock::time_point now);
+  // Queues a room message for subscription `sub`; a reader too slow to keep up is closed.
+  void deliver_in_loop(const SharedMessagePtr& m, const std::string& sub);
+  // The transport is gone: leave every room, unregister, never write again.
+  void on_closed_in_loop();
+  // Ends the conversation with an ERROR frame (message header + body), then closes.
+  void fail_in_loop(std::string_view message, std::string_view detail);
+
+  const std::string& id() const { return id_; }
+  bool connected() const { return state_ == State::connected; }
+  bool closed() const { return state_ == State::closed; }
+
+ private:
+  enum class State { awaiting_connect, connected, closing, closed };
+  struct Subscription {
+    std::string room_id;  // empty for /user/queue/errors
+    std::string escaped;  // the id as it goes into MESSAGE frames
+  };
+
+  void on_frame(stomp::Frame& f);
+  void on_connect(stomp::Frame& f);
+  void on_subscribe(stomp::Frame& f);
+  void on_unsubscribe(stomp::Frame& f);
+  void on_send(stomp::Frame& f);
+  void on_disconnect(stomp::Frame& f);
+
+  void send_bytes(std::string bytes);
+  void send_receipt(const std::string& receipt_id);
+  // Reports a chat-level rejection on /user/queue/errors (if subscribed); keeps the session.
+  void reject(int status, std::string_view error);
+  void leave_all_rooms();
+  // Runs `fn` on this session's loop if the session still lives.
+  template <class Fn>
+  void post_back(Fn fn);
+
+  Shard& shard_;
+  Hub& hub_;
+  Transport* transport_;  // null once closed
+  std::string id_;
+  State state_ = State::awaiting_connect;
+  stomp::Parser parser_;
+  stomp::Version version_ = stomp::Version::v1_2;
+  std::chrono::milliseconds send_every_{0};
+  std::chrono::milliseconds expect_every_{0};
+  Clock::time_point started_;
+  Clock::time_point last_read_;
+  Clock::time_point last_write_;
+  std::unordered_map<std::string, Subscription> subs_;
+  std::optional<std::string> errors_sub_;  // escaped id of the /user/queue/errors subscription
+  std::uint64_t next_error_id_ = 0;
+};
+
+}  // namespace chatd::chat

@@ -1,1 +1,0 @@
-// Placeholder: net is being written.

@@ -1,0 +1,149 @@
+#include "net/server.h"
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/json.hpp>
+
+#include <sstream>
+#include <stdexcept>
+
+#include "net/sessions.h"
+#include "net/static_files.h"
+
+namespace chatd::net {
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+Server::Server(ServerConfig cfg, chat::Hub& hub, std::vector<asio::io_context*> workers)
+    : cfg_(std::move(cfg)),
+      hub_(hub),
+      workers_(std::move(workers)),
+      files_(std::make_unique<StaticFiles>(cfg_.web_root)),
+      acceptor_(*workers_.at(0)) {}
+
+Server::~Server() = default;
+
+void Server::start() {
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(cfg_.address, ec);
+  if (ec) throw std::runtime_error("bad listen address '" + cfg_.address + "': " + ec.message());
+  tcp::endpoint ep(addr, cfg_.port);
+  acceptor_.open(ep.protocol(), ec);
+  if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(ep, ec);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec)
+    throw std::runtime_error("cannot listen on " + cfg_.address + ":" + std::to_string(cfg_.port) + ": " + ec.message());
+  bound_port_ = acceptor_.local_endpoint().port();
+  asio::post(acceptor_.get_executor(), [this] { do_accept(); });
+}
+
+asio::io_context& Server::next_worker() {
+  auto& w = *workers_[next_];
+  next_ = (next_ + 1) % workers_.size();
+  return w;
+}
+
+void Server::do_accept() {
+  acceptor_.async_accept(next_worker(), [this](boost::system::error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
+    if (!ec) {
+      accepted.fetch_add(1, std::memory_order_relaxed);
+      socket.set_option(tcp::no_delay(true), ec);
+      if (connections.load(std::memory_order_relaxed) >= hub_.limits().max_connections) {
+        // Over the bound: answer plainly and hang up, without starting a session.
+        refused.fetch_add(1, std::memory_order_relaxed);
+        auto s = std::make_shared<tcp::socket>(std::move(socket));
+        static const std::string busy =
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            "Content-Length: 51\r\n\r\n{\"status\":503,\"error\":\"too many connections\"}     ";
+        asio::async_write(*s, asio::buffer(busy), [s](boost::system::error_code, std::size_t) {
+          boost::system::error_code ignored;
+          s->shutdown(tcp::socket::shutdown_both, ignored);
+        });
+      } else {
+        connections.fetch_add(1, std::memory_order_relaxed);
+        auto* loop = &static_cast<asio::io_context&>(socket.get_executor().context());
+        asio::post(*loop, [this, s = std::make_shared<tcp::socket>(std::move(socket))]() mutable {
+          run_http(*this, std::move(*s));
+        });
+      }
+    }
+    // EMFILE and friends: keep accepting; the next attempt may succeed once a file is freed.
+    do_accept();
+  });
+}
+
+void Server::shutdown(std::function<void()> done) {
+  shutting_down_ = true;
+  asio::post(acceptor_.get_executor(), [this] {
+    boost::system::error_code ignored;
+    acceptor_.close(ignored);
+  });
+  for (std::size_t i = 0; i < hub_.shard_count(); ++i) {
+    auto& shard = hub_.shard(i);
+    asio::post(shard.loop(), [&shard] { shard.close_all_in_loop("the server is shutting down; reconnect to another node"); });
+  }
+  // Poll until every connection is gone or the drain bound passes.
+  auto deadline = std::chrono::steady_clock::now() + hub_.limits().drain_timeout;
+  auto timer = std::make_shared<asio::steady_timer>(*workers_[0]);
+  auto poll = std::make_shared<std::function<void()>>();
+  *poll = [this, timer, deadline, done = std::move(done), poll]() {
+    if (connections.load() == 0 || std::chrono::steady_clock::now() >= deadline) {
+      done();
+      *poll = nullptr;  // break the self-reference
+      return;
+    }
+    timer->expires_after(std::chrono::milliseconds(50));
+    timer->async_wait([poll](boost::system::error_code) {
+      if (*poll) (*poll)();
+    });
+  };
+  asio::post(*workers_[0], [poll] { (*poll)(); });
+}
+
+std::string Server::health_json(bool& up) const {
+  bool bus_up = hub_.bus().up(), store_up = hub_.store().up();
+  up = bus_up && store_up && !shutting_down();
+  std::size_t sessions = 0;
+  for (std::size_t i = 0; i < hub_.shard_count(); ++i) sessions += hub_.shard(i).sessions();
+  boost::json::object o{
+      {"status", up ? "UP" : "DOWN"},
+      {"node", hub_.config().node_id},
+      {"bus", {{"up", bus_up}, {"detail", hub_.bus().describe()}}},
+      {"store", {{"up", store_up}, {"detail", hub_.store().describe()}}},
+      {"connections", connections.load()},
+      {"sessions", sessions},
+  };
+  if (shutting_down()) o["detail"] = "shutting down";
+  return boost::json::serialize(o);
+}
+
+std::string Server::metrics_text() const {
+  std::ostringstream out;
+  std::size_t sessions = 0;
+  std::uint64_t deliveries = 0;
+  for (std::size_t i = 0; i < hub_.shard_count(); ++i) {
+    sessions += hub_.shard(i).sessions();
+    deliveries += hub_.shard(i).deliveries();
+  }
+  auto gauge = [&](const char* name, const char* help, auto v, const char* type = "gauge") {
+    out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n' << name << ' ' << v << '\n';
+  };
+  gauge("chatd_connections", "Open TCP connections.", connections.load());
+  gauge("chatd_stomp_sessions", "Open STOMP sessions.", sessions);
+  gauge("chatd_bus_up", "1 when the message engine is reachable.", hub_.bus().up() ? 1 : 0);
+  gauge("chatd_store_up", "1 when the room store is reachable.", hub_.store().up() ? 1 : 0);
+  gauge("chatd_connections_accepted_total", "Connections accepted.", accepted.load(), "counter");
+  gauge("chatd_connections_refused_total", "Connections refused over max-connections.", refused.load(), "counter");
+  gauge("chatd_messages_published_total", "Chat messages this node published.", hub_.published(), "counter");
+  gauge("chatd_messages_received_total", "Messages this node received from the bus.", hub_.delivered_from_bus(), "counter");
+  gauge("chatd_deliveries_total", "MESSAGE frames queued to local subscribers.", deliveries, "counter");
+  gauge("chatd_slow_consumers_total", "Sessions closed for not reading fast enough.", hub_.slow_consumers.load(), "counter");
+  gauge("chatd_protocol_errors_total", "Sessions closed for STOMP protocol errors.", hub_.protocol_errors.load(), "counter");
+  gauge("chatd_chat_rejections_total", "Chat messages rejected by the chat rules.", hub_.chat_rejections.load(), "counter");
+  return out.str();
+}
+
+}  // namespace chatd::net

@@ -1,0 +1,72 @@
+// chatd::net — the node's front door: HTTP routes, WebSocket and SockJS transports, and the
+// worker threads' loops. Accepted connections are spread over the workers round-robin and
+// stay on their worker for life, so a session's state needs no locks.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "chat/hub.h"
+
+namespace chatd::net {
+
+struct ServerConfig {
+  std::string address = "0.0.0.0";
+  std::uint16_t port = 8080;
+  std::string web_root;  // folder of the browser pages; empty: pages answer 404
+};
+
+class StaticFiles;
+
+class Server {
+ public:
+  // `workers` are the loops sessions run on (one thread each); the acceptor runs on the first.
+  Server(ServerConfig cfg, chat::Hub& hub, std::vector<boost::asio::io_context*> workers);
+  ~Server();
+
+  // Binds and listens. Throws std::runtime_error when the port cannot be had.
+  void start();
+  // Stops accepting and asks every session to close; `done` runs (on a worker) once every
+  // connection has gone or `limits().drain_timeout` passed.
+  void shutdown(std::function<void()> done);
+
+  std::uint16_t port() const { return bound_port_; }
+  chat::Hub& hub() { return hub_; }
+  const ServerConfig& config() const { return cfg_; }
+  const StaticFiles& files() const { return *files_; }
+
+  // Live TCP connections (HTTP, WebSocket and SockJS alike), bounded by Limits::max_connections.
+  std::atomic<std::size_t> connections{0};
+  std::atomic<std::uint64_t> accepted{0};
+  std::atomic<std::uint64_t> refused{0};
+  bool shutting_down() const { return shutting_down_.load(std::memory_order_relaxed); }
+
+  // Returns the loop the next accepted connection goes to.
+  boost::asio::io_context& next_worker();
+
+  // Returns /healthz's JSON and whether the node is fully up.
+  std::string health_json(bool& up) const;
+  // Returns /metrics in the Prometheus text format.
+  std::string metrics_text() const;
+
+ private:
+  void do_accept();
+
+  ServerConfig cfg_;
+  chat::Hub& hub_;
+  std::vector<boost::asio::io_context*> workers_;
+  std::unique_ptr<StaticFiles> files_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  std::uint16_t bound_port_ = 0;
+  std::size_t next_ = 0;
+  std::atomic<bool> shutting_down_{false};
+};
+
+}  // namespace chatd::net

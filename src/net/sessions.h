@@ -1,0 +1,28 @@
+// Entry points of the connection types; each runs on the loop its socket belongs to.
+#pragma once
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+namespace chatd::net {
+
+class Server;
+using Request = boost::beast::http::request<boost::beast::http::string_body>;
+
+// Serves HTTP requests on `socket` until it closes or upgrades.
+void run_http(Server& server, boost::asio::ip::tcp::socket socket);
+
+// Completes the WebSocket handshake of `req` and runs a STOMP session over it. `buffer` holds
+// any bytes read past the request.
+void run_websocket(Server& server, boost::asio::ip::tcp::socket socket, Request req,
+                   boost::beast::flat_buffer buffer);
+
+// Returns the STOMP subprotocol to answer for a Sec-WebSocket-Protocol offer, or "".
+std::string_view choose_subprotocol(std::string_view offered);
+
+// Returns a session id that is unique enough for logs and CONNECTED frames.
+std::string new_session_id();
+
+}  // namespace chatd::net

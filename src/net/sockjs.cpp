@@ -1,0 +1,281 @@
+#include "net/sockjs.h"
+
+#include <array>
+
+#include <boost/json/monotonic_resource.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/value.hpp>
+
+namespace chatd::sockjs {
+namespace {
+
+class Category final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "sockjs"; }
+  std::string message(int ev) const override {
+    switch (static_cast<Error>(ev)) {
+      case Error::ok: return "ok";
+      case Error::not_sockjs: return "not a SockJS path";
+      case Error::not_found: return "no such SockJS resource";
+      case Error::bad_session_path: return "bad SockJS server or session id";
+      case Error::unknown_transport: return "unknown SockJS transport";
+      // These two are the protocol's own texts: servers send them as the 500 body.
+      case Error::payload_expected: return "Payload expected.";
+      case Error::broken_json: return "Broken JSON encoding.";
+    }
+    return "unknown sockjs error";
+  }
+};
+
+constexpr char hex_digits[] = "0123456789abcdef";
+
+void append_u_escape(std::string& out, std::uint32_t unit) {
+  out += "\\u";
+  out += hex_digits[(unit >> 12) & 0xF];
+  out += hex_digits[(unit >> 8) & 0xF];
+  out += hex_digits[(unit >> 4) & 0xF];
+  out += hex_digits[unit & 0xF];
+}
+
+// Code points SockJS clients need escaped: browsers mangle or drop them in raw form.
+constexpr bool sockjs_escapes(std::uint32_t cp) {
+  return cp <= 0x1F || (cp >= 0x200C && cp <= 0x200F) || (cp >= 0x2028 && cp <= 0x202F) ||
+         (cp >= 0x2060 && cp <= 0x206F) || (cp >= 0xFFF0 && cp <= 0xFFFF);
+}
+
+constexpr bool is_continuation(unsigned char b) { return (b & 0xC0) == 0x80; }
+
+// Returns the length of the well-formed UTF-8 sequence at the start of `s` (2-4) and its code
+// point, or 0 when the lead byte or its continuation bytes are not well-formed (RFC 3629:
+// no overlongs, no surrogates, nothing above U+10FFFF).
+std::size_t decode_multibyte(std::string_view s, std::uint32_t& cp) {
+  const auto b0 = static_cast<unsigned char>(s[0]);
+  std::size_t len = 0;
+  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    len = 2;
+  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+    len = 3;
+    if (b0 == 0xE0) lo = 0xA0;
+    if (b0 == 0xED) hi = 0x9F;
+  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+    len = 4;
+    if (b0 == 0xF0) lo = 0x90;
+    if (b0 == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (s.size() < len) return 0;
+  const auto b1 = static_cast<unsigned char>(s[1]);
+  if (b1 < lo || b1 > hi) return 0;
+  for (std::size_t i = 2; i < len; ++i) {
+    if (!is_continuation(static_cast<unsigned char>(s[i]))) return 0;
+  }
+  cp = b0 & (0xFFu >> (len + 1));
+  for (std::size_t i = 1; i < len; ++i) cp = (cp << 6) | (static_cast<unsigned char>(s[i]) & 0x3Fu);
+  return len;
+}
+
+void append_json_string(std::string& out, std::string_view utf8) {
+  out += '"';
+  append_escaped(out, utf8);
+  out += '"';
+}
+
+bool has_dot(std::string_view s) { return s.find('.') != std::string_view::npos; }
+
+}  // namespace
+
+const std::error_category& error_category() noexcept {
+  static const Category category;
+  return category;
+}
+
+std::error_code make_error_code(Error e) noexcept {
+  return {static_cast<int>(e), error_category()};
+}
+
+std::string_view to_string(Transport t) {
+  switch (t) {
+    case Transport::websocket: return "websocket";
+    case Transport::xhr: return "xhr";
+    case Transport::xhr_send: return "xhr_send";
+    case Transport::xhr_streaming: return "xhr_streaming";
+  }
+  return "?";
+}
+
+std::error_code parse_path(std::string_view target, std::string_view base, Route& out) {
+  std::string_view path = target.substr(0, target.find('?'));
+  if (!base.empty() && base.back() == '/') base.remove_suffix(1);
+  if (path.substr(0, base.size()) != base) return Error::not_sockjs;
+  path.remove_prefix(base.size());
+  if (path.empty() || path == "/") {
+    out = Route{};
+    return {};
+  }
+  // "/ws-stompx" shares the prefix but is another resource.
+  if (path.front() != '/') return Error::not_sockjs;
+  path.remove_prefix(1);
+
+  std::array<std::string_view, 3> parts;
+  std::size_t n = 0;
+  while (n < parts.size()) {
+    const auto slash = path.find('/');
+    parts[n++] = path.substr(0, slash);
+    if (slash == std::string_view::npos) {
+      path = {};
+      break;
+    }
+    path.remove_prefix(slash + 1);
+    if (n == parts.size()) return Error::not_found;  // a fourth segment (even an empty one)
+  }
+
+  if (n == 1) {
+    if (parts[0] == "info") {
+      out = Route{};
+      out.kind = Route::Kind::info;
+      return {};
+    }
+    if (parts[0] == "websocket") {
+      out = Route{};
+      out.kind = Route::Kind::raw_websocket;
+      return {};
+    }
+    return Error::not_found;
+  }
+  if (n != 3) return Error::not_found;
+
+  const auto server = parts[0], session = parts[1], transport = parts[2];
+  if (server.empty() || session.empty() || has_dot(server) || has_dot(session) ||
+      server.size() > max_id_bytes || session.size() > max_id_bytes) {
+    return Error::bad_session_path;
+  }
+  Route r{.kind = Route::Kind::session, .server = server, .session = session};
+  if (transport == "websocket") r.transport = Transport::websocket;
+  else if (transport == "xhr") r.transport = Transport::xhr;
+  else if (transport == "xhr_send") r.transport = Transport::xhr_send;
+  else if (transport == "xhr_streaming") r.transport = Transport::xhr_streaming;
+  else return Error::unknown_transport;
+  out = r;
+  return {};
+}
+
+void append_open(std::string& out) { out += 'o'; }
+
+void append_heartbeat(std::string& out) { out += 'h'; }
+
+void append_close(std::string& out, Close c) {
+  out += "c[";
+  out += std::to_string(c.code);
+  out += ',';
+  append_json_string(out, c.reason);
+  out += ']';
+}
+
+void append_messages(std::string& out, std::span<const std::string_view> messages) {
+  out += "a[";
+  bool first = true;
+  for (const auto m : messages) {
+    if (!first) out += ',';
+    first = false;
+    append_json_string(out, m);
+  }
+  out += ']';
+}
+
+void append_message(std::string& out, std::string_view message) {
+  append_messages(out, std::span<const std::string_view>(&message, 1));
+}
+
+void append_escaped(std::string& out, std::string_view utf8) {
+  out.reserve(out.size() + utf8.size() + 8);
+  std::size_t i = 0;
+  while (i < utf8.size()) {
+    // Copy the longest run that needs no escaping in one append.
+    std::size_t j = i;
+    while (j < utf8.size()) {
+      const auto b = static_cast<unsigned char>(utf8[j]);
+      if (b < 0x20 || b == '"' || b == '\\' || b >= 0x80) break;
+      ++j;
+    }
+    out.append(utf8.data() + i, j - i);
+    i = j;
+    if (i == utf8.size()) break;
+
+    const auto b = static_cast<unsigned char>(utf8[i]);
+    if (b < 0x80) {
+      switch (b) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        default: append_u_escape(out, b); break;
+      }
+      ++i;
+      continue;
+    }
+    std::uint32_t cp = 0;
+    const std::size_t len = decode_multibyte(utf8.substr(i), cp);
+    if (len == 0) {
+      append_u_escape(out, 0xFFFD);
+      ++i;
+    } else if (sockjs_escapes(cp)) {
+      append_u_escape(out, cp);  // every escaped range lies in the BMP
+      i += len;
+    } else {
+      out.append(utf8.data() + i, len);
+      i += len;
+    }
+  }
+}
+
+std::error_code decode_messages(std::string_view payload, Source source,
+                                std::vector<std::string>& out) {
+  if (payload.empty()) {
+    if (source == Source::websocket) return {};
+    return Error::payload_expected;
+  }
+  // Small payloads parse without touching the heap for the DOM.
+  unsigned char scratch[4096];
+  boost::json::monotonic_resource mr(scratch, sizeof scratch);
+  boost::json::parse_options opts;
+  opts.max_depth = 2;  // an array of strings needs no more
+  boost::system::error_code ec;
+  const boost::json::value v = boost::json::parse(payload, ec, &mr, opts);
+  if (ec) return Error::broken_json;
+
+  if (const auto* s = v.if_string()) {
+    if (source != Source::websocket) return Error::broken_json;
+    out.emplace_back(s->data(), s->size());
+    return {};
+  }
+  const auto* a = v.if_array();
+  if (a == nullptr) return Error::broken_json;
+  for (const auto& e : *a) {
+    if (!e.is_string()) return Error::broken_json;
+  }
+  out.reserve(out.size() + a->size());
+  for (const auto& e : *a) {
+    const auto& s = e.get_string();
+    out.emplace_back(s.data(), s.size());
+  }
+  return {};
+}
+
+std::string info_json(std::uint32_t entropy, bool websocket) {
+  std::string out = "{\"websocket\":";
+  out += websocket ? "true" : "false";
+  out += ",\"cookie_needed\":false,\"origins\":[\"*:*\"],\"entropy\":";
+  out += std::to_string(entropy);
+  out += '}';
+  return out;
+}
+
+std::string_view xhr_streaming_prelude() {
+  static const std::string prelude = std::string(2048, 'h') + '\n';
+  return prelude;
+}
+
+}  // namespace chatd::sockjs

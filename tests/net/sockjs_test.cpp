@@ -1,0 +1,331 @@
+#include "net/sockjs.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include <string>
+#include <vector>
+
+namespace sj = chatd::sockjs;
+using sj::Error;
+using sj::Route;
+using sj::Transport;
+
+namespace {
+
+std::string utf8(std::uint32_t cp) {
+  std::string s;
+  if (cp < 0x80) {
+    s += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    s += static_cast<char>(0xC0 | (cp >> 6));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    s += static_cast<char>(0xE0 | (cp >> 12));
+    s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    s += static_cast<char>(0xF0 | (cp >> 18));
+    s += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+  return s;
+}
+
+std::string escaped(std::string_view s) {
+  std::string out;
+  sj::append_escaped(out, s);
+  return out;
+}
+
+// Returns the string a JSON parser reads back from a SockJS-escaped string.
+std::string json_unquote(const std::string& escaped_body) {
+  return std::string(boost::json::parse("\"" + escaped_body + "\"").as_string());
+}
+
+Route parse_ok(std::string_view target) {
+  Route r;
+  const auto ec = sj::parse_path(target, "/ws-stomp", r);
+  EXPECT_FALSE(ec) << target << ": " << ec.message();
+  return r;
+}
+
+std::error_code parse_err(std::string_view target) {
+  Route r;
+  return sj::parse_path(target, "/ws-stomp", r);
+}
+
+}  // namespace
+
+// ---- routing ----
+
+TEST(SockJsPath, InfoGreetingAndRawWebSocket) {
+  EXPECT_EQ(parse_ok("/ws-stomp/info").kind, Route::Kind::info);
+  EXPECT_EQ(parse_ok("/ws-stomp/info?t=1700000000000").kind, Route::Kind::info);
+  EXPECT_EQ(parse_ok("/ws-stomp").kind, Route::Kind::greeting);
+  EXPECT_EQ(parse_ok("/ws-stomp/").kind, Route::Kind::greeting);
+  EXPECT_EQ(parse_ok("/ws-stomp/websocket").kind, Route::Kind::raw_websocket);
+}
+
+TEST(SockJsPath, SessionTransports) {
+  const Route r = parse_ok("/ws-stomp/123/abcdefgh/xhr_streaming?t=1");
+  EXPECT_EQ(r.kind, Route::Kind::session);
+  EXPECT_EQ(r.server, "123");
+  EXPECT_EQ(r.session, "abcdefgh");
+  EXPECT_EQ(r.transport, Transport::xhr_streaming);
+  for (auto t : {Transport::websocket, Transport::xhr, Transport::xhr_send, Transport::xhr_streaming}) {
+    const std::string target = "/ws-stomp/000/s1/" + std::string(sj::to_string(t));
+    EXPECT_EQ(parse_ok(target).transport, t) << target;
+  }
+}
+
+TEST(SockJsPath, BaseWithTrailingSlashMatchesTheSame) {
+  Route r;
+  EXPECT_FALSE(sj::parse_path("/ws-stomp/1/2/xhr", "/ws-stomp/", r));
+  EXPECT_EQ(r.transport, Transport::xhr);
+}
+
+TEST(SockJsPath, OtherPathsAreNotSockJs) {
+  EXPECT_EQ(parse_err("/chat/rooms"), Error::not_sockjs);
+  EXPECT_EQ(parse_err("/ws-stompx/info"), Error::not_sockjs);
+  EXPECT_EQ(parse_err("/ws-stom"), Error::not_sockjs);
+  EXPECT_EQ(parse_err(""), Error::not_sockjs);
+}
+
+TEST(SockJsPath, ShapesThatAreNotFound) {
+  EXPECT_EQ(parse_err("/ws-stomp/nope"), Error::not_found);
+  EXPECT_EQ(parse_err("/ws-stomp/iframe.html"), Error::not_found);
+  EXPECT_EQ(parse_err("/ws-stomp/info/"), Error::not_found);
+  EXPECT_EQ(parse_err("/ws-stomp/1/2"), Error::not_found);
+  EXPECT_EQ(parse_err("/ws-stomp/1/2/xhr/"), Error::not_found);
+  EXPECT_EQ(parse_err("/ws-stomp/1/2/xhr/extra"), Error::not_found);
+}
+
+TEST(SockJsPath, ServerAndSessionMustBeNonEmptyWithoutDots) {
+  EXPECT_EQ(parse_err("/ws-stomp//abc/xhr"), Error::bad_session_path);
+  EXPECT_EQ(parse_err("/ws-stomp/000//xhr"), Error::bad_session_path);
+  EXPECT_EQ(parse_err("/ws-stomp/a.b/abc/xhr"), Error::bad_session_path);
+  EXPECT_EQ(parse_err("/ws-stomp/000/ab.c/xhr"), Error::bad_session_path);
+  const std::string long_id(sj::max_id_bytes + 1, 's');
+  EXPECT_EQ(parse_err("/ws-stomp/000/" + long_id + "/xhr"), Error::bad_session_path);
+  EXPECT_FALSE(parse_err("/ws-stomp/000/" + std::string(sj::max_id_bytes, 's') + "/xhr"));
+}
+
+TEST(SockJsPath, UnknownTransports) {
+  for (const char* t : {"jsonp", "jsonp_send", "eventsource", "htmlfile", "XHR", ""}) {
+    EXPECT_EQ(parse_err(std::string("/ws-stomp/000/abc/") + t), Error::unknown_transport) << t;
+  }
+}
+
+TEST(SockJsPath, RouteOnErrorIsUntouched) {
+  Route r = parse_ok("/ws-stomp/1/keep/xhr");
+  EXPECT_TRUE(sj::parse_path("/ws-stomp/1/2/nope", "/ws-stomp", r));
+  EXPECT_EQ(r.session, "keep");
+}
+
+// ---- frames ----
+
+TEST(SockJsFrames, OpenHeartbeatClose) {
+  std::string out;
+  sj::append_open(out);
+  EXPECT_EQ(out, "o");
+  out.clear();
+  sj::append_heartbeat(out);
+  EXPECT_EQ(out, "h");
+  out.clear();
+  sj::append_close(out, sj::go_away);
+  EXPECT_EQ(out, "c[3000,\"Go away!\"]");
+  out.clear();
+  sj::append_close(out, sj::another_connection_open);
+  EXPECT_EQ(out, "c[2010,\"Another connection still open\"]");
+  out.clear();
+  sj::append_close(out, {4000, "say \"bye\""});
+  EXPECT_EQ(out, R"(c[4000,"say \"bye\""])");
+}
+
+TEST(SockJsFrames, MessageArrays) {
+  std::string out;
+  sj::append_message(out, "hello");
+  EXPECT_EQ(out, R"(a["hello"])");
+  out.clear();
+  const std::vector<std::string_view> ms{"a", "b\"c", "d\\e"};
+  sj::append_messages(out, ms);
+  EXPECT_EQ(out, R"(a["a","b\"c","d\\e"])");
+  out.clear();
+  sj::append_messages(out, {});
+  EXPECT_EQ(out, "a[]");
+}
+
+TEST(SockJsFrames, StompFrameWithNulRoundTrips) {
+  const std::string frame = std::string("MESSAGE\ndestination:/sub/chat/room/1\n\n{\"message\":\"안녕 😀\"}") + '\0';
+  std::string out;
+  sj::append_message(out, frame);
+  EXPECT_EQ(out.find('\0'), std::string::npos);
+  EXPECT_NE(out.find("\\u0000"), std::string::npos);
+  EXPECT_NE(out.find("\\n"), std::string::npos);
+  // Korean and emoji pass through as UTF-8.
+  EXPECT_NE(out.find("안녕 😀"), std::string::npos);
+  const auto v = boost::json::parse(out.substr(1));
+  ASSERT_EQ(v.as_array().size(), 1u);
+  EXPECT_EQ(std::string(v.as_array()[0].as_string()), frame);
+}
+
+TEST(SockJsEscape, JsonEscapes) {
+  EXPECT_EQ(escaped("plain text"), "plain text");
+  EXPECT_EQ(escaped("\"\\"), "\\\"\\\\");
+  EXPECT_EQ(escaped("\n\r\t"), "\\n\\r\\t");
+  EXPECT_EQ(escaped(std::string("\0\x01\x1f", 3)), "\\u0000\\u0001\\u001f");
+  EXPECT_EQ(escaped("\x7f"), "\x7f");
+  EXPECT_EQ(escaped("/"), "/");
+}
+
+TEST(SockJsEscape, EscapesTheRangesSockJsRequires) {
+  EXPECT_EQ(escaped(utf8(0x200C)), "\\u200c");
+  EXPECT_EQ(escaped(utf8(0x200F)), "\\u200f");
+  EXPECT_EQ(escaped(utf8(0x2028)), "\\u2028");
+  EXPECT_EQ(escaped(utf8(0x2029)), "\\u2029");
+  EXPECT_EQ(escaped(utf8(0x202F)), "\\u202f");
+  EXPECT_EQ(escaped(utf8(0x2060)), "\\u2060");
+  EXPECT_EQ(escaped(utf8(0x206F)), "\\u206f");
+  EXPECT_EQ(escaped(utf8(0xFFF0)), "\\ufff0");
+  EXPECT_EQ(escaped(utf8(0xFFFF)), "\\uffff");
+  // Just outside the ranges: left as UTF-8.
+  for (std::uint32_t cp : {0x200Bu, 0x2010u, 0x2027u, 0x2030u, 0x205Fu, 0x2070u, 0xFFEFu, 0x10000u}) {
+    EXPECT_EQ(escaped(utf8(cp)), utf8(cp)) << std::hex << cp;
+  }
+}
+
+TEST(SockJsEscape, InvalidUtf8BecomesReplacementCharacters) {
+  EXPECT_EQ(escaped("a\xff" "b"), "a\\ufffdb");
+  EXPECT_EQ(escaped("\xc0\xaf"), "\\ufffd\\ufffd");          // overlong '/'
+  EXPECT_EQ(escaped("\xed\xa0\x80"), "\\ufffd\\ufffd\\ufffd");  // UTF-8-encoded surrogate
+  EXPECT_EQ(escaped("\xf4\x90\x80\x80"), "\\ufffd\\ufffd\\ufffd\\ufffd");  // above U+10FFFF
+  EXPECT_EQ(escaped("ok\xe2\x82"), "ok\\ufffd\\ufffd");       // truncated at the end
+  EXPECT_EQ(escaped("\x80"), "\\ufffd");                      // lone continuation
+}
+
+// Every scalar value survives escape + JSON parse, and nothing SockJS must escape is left raw.
+TEST(SockJsEscape, EveryCodePointRoundTrips) {
+  std::string batch;
+  std::uint32_t first = 0;
+  auto check = [&](std::uint32_t last) {
+    const std::string e = escaped(batch);
+    ASSERT_EQ(json_unquote(e), batch) << "code points " << std::hex << first << ".." << last;
+    for (std::uint32_t raw : {0x2028u, 0x200Cu, 0x2060u, 0xFFF0u, 0xFFFFu}) {
+      ASSERT_EQ(e.find(utf8(raw)), std::string::npos) << std::hex << raw;
+    }
+    for (unsigned char c : e) ASSERT_GE(c, 0x20);
+    batch.clear();
+  };
+  for (std::uint32_t cp = 0; cp <= 0x10FFFF; ++cp) {
+    if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+    if (batch.empty()) first = cp;
+    batch += utf8(cp);
+    if (batch.size() >= 16 * 1024) check(cp);
+  }
+  check(0x10FFFF);
+}
+
+TEST(SockJsEscape, ConcatenatesAtCodePointBoundaries) {
+  const std::string a = "MESSAGE\nsubscription:", b = "sub-0", c = "\n\n{\"m\":\"가\u2028😀\"}" + std::string(1, '\0');
+  EXPECT_EQ(escaped(a) + escaped(b) + escaped(c), escaped(a + b + c));
+}
+
+// ---- client payloads ----
+
+TEST(SockJsDecode, XhrSendArray) {
+  std::vector<std::string> out;
+  ASSERT_FALSE(sj::decode_messages(R"(["a","b\u0000c","\ud55c\uae00 😀"])", sj::Source::xhr_send, out));
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0], "a");
+  EXPECT_EQ(out[1], std::string("b\0c", 3));
+  EXPECT_EQ(out[2], "한글 😀");
+}
+
+TEST(SockJsDecode, EmptyArrayIsNoMessages) {
+  std::vector<std::string> out;
+  EXPECT_FALSE(sj::decode_messages("[]", sj::Source::xhr_send, out));
+  EXPECT_FALSE(sj::decode_messages(" [ ] ", sj::Source::websocket, out));
+  EXPECT_TRUE(out.empty());
+}
+
+TEST(SockJsDecode, EmptyPayload) {
+  std::vector<std::string> out;
+  const auto ec = sj::decode_messages("", sj::Source::xhr_send, out);
+  EXPECT_EQ(ec, Error::payload_expected);
+  EXPECT_EQ(ec.message(), "Payload expected.");
+  // The websocket transport ignores empty messages.
+  EXPECT_FALSE(sj::decode_messages("", sj::Source::websocket, out));
+  EXPECT_TRUE(out.empty());
+}
+
+TEST(SockJsDecode, WebSocketAcceptsASingleString) {
+  std::vector<std::string> out;
+  ASSERT_FALSE(sj::decode_messages(R"("one")", sj::Source::websocket, out));
+  ASSERT_FALSE(sj::decode_messages(R"(["two","three"])", sj::Source::websocket, out));
+  EXPECT_EQ(out, (std::vector<std::string>{"one", "two", "three"}));
+  EXPECT_EQ(sj::decode_messages(R"("one")", sj::Source::xhr_send, out), Error::broken_json);
+}
+
+TEST(SockJsDecode, BrokenJsonLeavesOutputUnchanged) {
+  for (const char* bad : {"[\"a\"", "[\"a\",1]", "{\"a\":1}", "[[\"a\"]]", "null", "1", "x",
+                          "[\"a\"] [\"b\"]", "[\"\xff\"]", "[\"a\",]",
+                          // A lone surrogate (JS strings allow it) has no UTF-8 form.
+                          "[\"\\ud800x\"]"}) {
+    std::vector<std::string> out{"kept"};
+    const auto ec = sj::decode_messages(bad, sj::Source::xhr_send, out);
+    EXPECT_EQ(ec, Error::broken_json) << bad;
+    EXPECT_EQ(ec.message(), "Broken JSON encoding.");
+    EXPECT_EQ(out, std::vector<std::string>{"kept"}) << bad;
+  }
+}
+
+TEST(SockJsDecode, LargePayloadBeyondTheScratchBuffer) {
+  std::string payload = "[";
+  for (int i = 0; i < 500; ++i) payload += (i ? ",\"" : "\"") + std::string(100, 'x') + "\"";
+  payload += "]";
+  std::vector<std::string> out;
+  ASSERT_FALSE(sj::decode_messages(payload, sj::Source::xhr_send, out));
+  EXPECT_EQ(out.size(), 500u);
+  EXPECT_EQ(out.back(), std::string(100, 'x'));
+}
+
+TEST(SockJsDecode, WhatTheEncoderWritesDecodes) {
+  using namespace std::string_view_literals;
+  const std::vector<std::string_view> ms{"SEND\ndestination:/pub/chat/message\n\n{}\0"sv, "\u2028", "é"};
+  std::string frame;
+  sj::append_messages(frame, ms);
+  std::vector<std::string> out;
+  ASSERT_FALSE(sj::decode_messages(frame.substr(1), sj::Source::xhr_send, out));
+  ASSERT_EQ(out.size(), ms.size());
+  for (std::size_t i = 0; i < ms.size(); ++i) EXPECT_EQ(out[i], ms[i]);
+}
+
+// ---- info, prelude, misc ----
+
+TEST(SockJsInfo, Body) {
+  const auto v = boost::json::parse(sj::info_json(123456789u));
+  const auto& o = v.as_object();
+  EXPECT_EQ(o.at("websocket"), true);
+  EXPECT_EQ(o.at("cookie_needed"), false);
+  EXPECT_EQ(o.at("origins"), boost::json::parse(R"(["*:*"])"));
+  EXPECT_EQ(o.at("entropy").to_number<std::uint32_t>(), 123456789u);
+  EXPECT_EQ(boost::json::parse(sj::info_json(0, false)).as_object().at("websocket"), false);
+}
+
+TEST(SockJsPrelude, TwoKilobytesOfHThenNewline) {
+  const auto p = sj::xhr_streaming_prelude();
+  ASSERT_EQ(p.size(), 2049u);
+  EXPECT_EQ(p.find_first_not_of('h'), 2048u);
+  EXPECT_EQ(p.back(), '\n');
+}
+
+TEST(SockJsMisc, NewlineFramingAndNames) {
+  EXPECT_FALSE(sj::frames_end_with_newline(Transport::websocket));
+  EXPECT_TRUE(sj::frames_end_with_newline(Transport::xhr));
+  EXPECT_TRUE(sj::frames_end_with_newline(Transport::xhr_streaming));
+  EXPECT_EQ(sj::greeting_body, "Welcome to SockJS!\n");
+  EXPECT_STREQ(sj::error_category().name(), "sockjs");
+}

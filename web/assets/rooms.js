@@ -1,0 +1,110 @@
+// Room list page (GET /chat/room): list rooms, create one, keep a nickname, enter a room.
+// Everything from the server is rendered with textContent: names are never parsed as HTML.
+'use strict';
+
+(() => {
+  const NICK_KEY = 'chatd.nickname';
+  const $ = (id) => document.getElementById(id);
+  const nickname = $('nickname');
+  const list = $('room-list');
+  const empty = $('empty');
+  const status = $('status');
+
+  function say(text, isError = false) {
+    status.textContent = text;
+    status.classList.toggle('error', isError);
+  }
+
+  function readNick() {
+    try { return localStorage.getItem(NICK_KEY) || ''; } catch { return ''; }
+  }
+  function saveNick(v) {
+    try { localStorage.setItem(NICK_KEY, v); } catch { /* private mode: still works per page */ }
+  }
+
+  nickname.value = readNick();
+  nickname.addEventListener('input', () => saveNick(nickname.value.trim()));
+
+  // Keeps ?transport= and ?raw= so a forced transport follows the user into the room.
+  function enterHref(roomId) {
+    return '/chat/room/enter/' + encodeURIComponent(roomId) + location.search;
+  }
+
+  function render(rooms) {
+    list.replaceChildren();
+    for (const room of rooms) {
+      const li = document.createElement('li');
+      const a = document.createElement('a');
+      a.href = enterHref(room.roomId);
+      a.dataset.roomId = room.roomId;
+      const name = document.createElement('span');
+      name.className = 'room-name';
+      name.textContent = room.name;
+      const enter = document.createElement('span');
+      enter.className = 'enter';
+      enter.textContent = '입장 →';
+      a.append(name, enter);
+      li.append(a);
+      list.append(li);
+    }
+    empty.hidden = rooms.length > 0;
+  }
+
+  async function errorText(res) {
+    try {
+      const body = await res.json();
+      if (body && body.error) return `${res.status} ${body.error}`;
+    } catch { /* not JSON */ }
+    return `${res.status} ${res.statusText}`;
+  }
+
+  async function load() {
+    try {
+      const res = await fetch('/chat/rooms', { headers: { Accept: 'application/json' }, cache: 'no-store' });
+      if (!res.ok) throw new Error(await errorText(res));
+      const rooms = await res.json();
+      render(Array.isArray(rooms) ? rooms : []);
+      if (!status.classList.contains('error')) say('');
+    } catch (e) {
+      say(`채팅방 목록을 불러오지 못했습니다: ${e.message}`, true);
+    }
+  }
+
+  $('create-room').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const input = $('room-name');
+    const name = input.value.trim();
+    if (!name) { input.focus(); return; }
+    try {
+      const res = await fetch('/chat/room', {
+        method: 'POST',
+        headers: { Accept: 'application/json' },
+        body: new URLSearchParams({ name }), // form-encoded, as the Spring tutorials post it
+      });
+      if (!res.ok) throw new Error(await errorText(res));
+      const room = await res.json();
+      input.value = '';
+      say(`"${room.name}" 방을 만들었습니다.`);
+      await load();
+    } catch (e) {
+      say(`방을 만들지 못했습니다: ${e.message}`, true);
+    }
+  });
+
+  // Entering needs a nickname: ask for it instead of navigating without one.
+  list.addEventListener('click', (ev) => {
+    const a = ev.target.closest('a[data-room-id]');
+    if (!a) return;
+    const nick = nickname.value.trim();
+    if (!nick) {
+      ev.preventDefault();
+      say('입장하기 전에 닉네임을 입력하세요.', true);
+      nickname.focus();
+      return;
+    }
+    saveNick(nick);
+  });
+
+  $('refresh').addEventListener('click', load);
+  load();
+})();
