@@ -59,7 +59,7 @@ std::int64_t now_ns() {
 
 struct Options {
   std::string host = "127.0.0.1";
-  int port = 8080;
+  std::vector<int> ports = {8080};  // several: a room's members alternate between them
   std::string path = "/ws-stomp";
   std::string mode = "fanout";  // idle | fanout | rooms
   int conns = 100;
@@ -71,7 +71,7 @@ struct Options {
   int window = 16;  // max mode: messages in flight per sender
   double duration = 10;
   double warmup = 2;
-  double drain = 2;
+  double drain = 5;  // at most; ends as soon as every message has arrived
   int size = 100;  // bytes of message text
   std::string sub_prefix = "/sub/chat/room/";
   std::string send_dest = "/pub/chat/message";  // "{room}" is replaced by the room id
@@ -80,7 +80,7 @@ struct Options {
   std::string room_source = "rest";  // rest: POST /chat/room; names: bench-0..bench-R-1
   std::string login, passcode;
   std::string vhost = "/";
-  int server_pid = 0;
+  std::vector<int> server_pids;  // CPU and RSS are summed over these
   bool sub_receipt = true;  // ready only once the SUBSCRIBE's RECEIPT arrives
   int connect_concurrency = 200;  // handshakes in progress per worker
   double connect_timeout = 120;
@@ -92,13 +92,13 @@ struct Options {
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "chatd_loadgen: %s\n"
-               "usage: chatd_loadgen --port P [--host 127.0.0.1] [--path /ws-stomp]\n"
+               "usage: chatd_loadgen --port P|--ports P1,P2 [--host 127.0.0.1] [--path /ws-stomp]\n"
                "  --mode idle|fanout|rooms --conns N --threads T --procs P\n"
                "  --rooms R --senders-per-room S --rate MSGS_PER_S(0=max) --window W\n"
                "  --duration S --warmup S --drain S --size BYTES\n"
                "  --sub-prefix /sub/chat/room/ --send-dest /pub/chat/message (or /topic/{room})\n"
                "  --body-format chatd|raw --room-ids a,b --room-source rest|names\n"
-               "  --login U --passcode P --vhost / --server-pid PID --label TEXT --sub-receipt yes|no\n"
+               "  --login U --passcode P --vhost / --server-pids PID[,PID] --label TEXT --sub-receipt yes|no\n"
                "  --connect-concurrency N --connect-timeout S --addr-span N --fd-budget N\n",
                why);
   std::exit(2);
@@ -119,8 +119,14 @@ Options parse_options(int argc, char** argv) {
     }
     auto num = [&] { return std::stod(val); };
     auto integer = [&] { return std::stoi(val); };
+    auto integers = [&] {
+      std::vector<int> v;
+      std::stringstream ss(val);
+      for (std::string x; std::getline(ss, x, ',');) v.push_back(std::stoi(x));
+      return v;
+    };
     if (key == "--host") o.host = val;
-    else if (key == "--port") o.port = integer();
+    else if (key == "--port" || key == "--ports") o.ports = integers();
     else if (key == "--path") o.path = val;
     else if (key == "--mode") o.mode = val;
     else if (key == "--conns") o.conns = integer();
@@ -142,7 +148,7 @@ Options parse_options(int argc, char** argv) {
     else if (key == "--login") o.login = val;
     else if (key == "--passcode") o.passcode = val;
     else if (key == "--vhost") o.vhost = val;
-    else if (key == "--server-pid") o.server_pid = integer();
+    else if (key == "--server-pid" || key == "--server-pids") o.server_pids = integers();
     else if (key == "--sub-receipt") o.sub_receipt = val == "yes" || val == "1" || val == "true";
     else if (key == "--connect-concurrency") o.connect_concurrency = integer();
     else if (key == "--connect-timeout") o.connect_timeout = num();
@@ -155,6 +161,7 @@ Options parse_options(int argc, char** argv) {
   if (o.body_format != "chatd" && o.body_format != "raw") usage("bad --body-format");
   if (o.rooms < 0) o.rooms = o.mode == "idle" ? 0 : o.mode == "fanout" ? 1 : std::max(1, o.conns / 10);
   if (o.mode != "idle" && o.rooms == 0) usage("fanout/rooms need --rooms >= 1");
+  if (o.ports.empty()) usage("need --port");
   if (o.conns < 1 || o.threads < 1 || o.size < 24 || o.window < 1) usage("bad numbers");
   if (o.mode != "idle" && o.senders_per_room * o.rooms > o.conns) usage("more senders than conns");
   if (o.procs == 0) o.procs = (o.conns + o.fd_budget - 1) / o.fd_budget;
@@ -165,7 +172,7 @@ Options parse_options(int argc, char** argv) {
 // ---- Server sampling through /proc ----
 
 // Returns utime+stime of pid in seconds, or -1 when unreadable.
-double proc_cpu_seconds(int pid) {
+double proc_cpu_seconds_one(int pid) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
   std::string s((std::istreambuf_iterator<char>(f)), {});
   auto rp = s.rfind(')');
@@ -181,12 +188,33 @@ double proc_cpu_seconds(int pid) {
 }
 
 // Returns VmRSS of pid in KiB, or -1.
-long proc_rss_kb(int pid) {
+long proc_rss_kb_one(int pid) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/status");
   std::string line;
   while (std::getline(f, line))
     if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
   return -1;
+}
+
+// Sums over pids; -1 when there are none or one is unreadable.
+double proc_cpu_seconds(const std::vector<int>& pids) {
+  double sum = pids.empty() ? -1 : 0;
+  for (int p : pids) {
+    const double v = proc_cpu_seconds_one(p);
+    if (v < 0) return -1;
+    sum += v;
+  }
+  return sum;
+}
+
+double proc_rss_kb(const std::vector<int>& pids) {
+  double sum = pids.empty() ? -1 : 0;
+  for (int p : pids) {
+    const long v = proc_rss_kb_one(p);
+    if (v < 0) return -1;
+    sum += double(v);
+  }
+  return sum;
 }
 
 // ---- Rooms ----
@@ -207,12 +235,12 @@ std::vector<std::string> resolve_rooms(const Options& o) {
   }
   asio::io_context ioc;
   tcp::socket sock(ioc);
-  const tcp::endpoint ep(asio::ip::make_address(o.host), static_cast<unsigned short>(o.port));
+  const tcp::endpoint ep(asio::ip::make_address(o.host), static_cast<unsigned short>(o.ports[0]));
   sock.connect(ep);
   beast::flat_buffer buf;
   for (int i = 0; i < o.rooms; ++i) {
     http::request<http::empty_body> req{http::verb::post, "/chat/room?name=bench-" + std::to_string(i), 11};
-    req.set(http::field::host, o.host + ":" + std::to_string(o.port));
+    req.set(http::field::host, o.host + ":" + std::to_string(o.ports[0]));
     req.keep_alive(true);
     req.prepare_payload();
     http::write(sock, req);
@@ -311,6 +339,7 @@ struct Run {
   std::int64_t connect_deadline = 0;
 };
 
+constexpr std::uint64_t kFinal = std::uint64_t{1} << 63;  // sender_totals: count is final
 constexpr std::size_t kMaxBacklog = 4 << 20;  // bytes waiting per socket before sends are skipped
 constexpr std::size_t kMaxReadBuf = 8 << 20;
 
@@ -359,7 +388,10 @@ struct Worker {
     }
     if (ec) return fail(k, "open", ec);
     k.state = Conn::State::connecting;
-    const tcp::endpoint ep(asio::ip::make_address(run.o.host), static_cast<unsigned short>(run.o.port));
+    // Members of a room alternate between the given ports (nodes).
+    const std::size_t member = run.rooms.empty() ? std::size_t(k.gidx) : std::size_t(k.gidx) / run.rooms.size();
+    const int port = run.o.ports[member % run.o.ports.size()];
+    const tcp::endpoint ep(asio::ip::make_address(run.o.host), static_cast<unsigned short>(port));
     k.sock.async_connect(ep, [this, &k](boost::system::error_code e) {
       if (e) return fail(k, "connect", e);
       k.sock.set_option(tcp::no_delay(true), e);
@@ -649,19 +681,36 @@ struct Worker {
         } else {
           if (k->inflight >= std::uint64_t(run.o.window) && now - k->last_progress > 1'000'000'000) {
             k->inflight = 0;  // a lost reply must not stall the sender for the whole run
+            k->last_progress = now;
             ++c.window_resets;
           }
           if (k->last_progress == 0) k->last_progress = now;
           top_up(*k, now);
         }
       }
-      if (now >= tl.window_end)
-        for (Conn* k : senders) run.sender_totals[k->sid].store(k->seq);
+      if (now >= tl.window_end) {
+        for (Conn* k : senders) run.sender_totals[k->sid].store(k->seq | kFinal);
+        if (all_delivered()) return finish();
+      }
     }
     timer.expires_after(std::chrono::milliseconds(1));
     timer.async_wait([this](boost::system::error_code ec) {
       if (!ec) tick();
     });
+  }
+
+  // True once every live receiver here has seen every sender's last message, so the drain
+  // can end early; under overload the drain deadline ends it and the rest counts as lost.
+  bool all_delivered() const {
+    const auto nrooms = std::uint64_t(run.rooms.size());
+    for (const auto& k : conns) {
+      if (k->room < 0 || k->state != Conn::State::ready) continue;
+      for (std::size_t slot = 0; slot < k->next_seq.size(); ++slot) {
+        const std::uint64_t t = run.sender_totals[slot * nrooms + std::uint64_t(k->room)].load();
+        if (!(t & kFinal) || k->next_seq[slot] <= (t & ~kFinal)) return false;
+      }
+    }
+    return true;
   }
 
   void finish() {
@@ -672,7 +721,7 @@ struct Worker {
       const auto nrooms = std::uint64_t(run.rooms.size());
       for (std::size_t slot = 0; slot < k->next_seq.size(); ++slot) {
         const std::uint64_t sid = slot * nrooms + std::uint64_t(k->room);
-        const std::uint64_t total = run.sender_totals[sid].load();
+        const std::uint64_t total = run.sender_totals[sid].load() & ~kFinal;
         if (total + 1 > k->next_seq[slot]) c.lost += total + 1 - k->next_seq[slot];
       }
     }
@@ -755,7 +804,7 @@ int main(int argc, char** argv) {
   const int nrooms = int(run->rooms.size());
   run->total_senders = o.mode == "idle" ? 0 : std::uint64_t(o.senders_per_room) * std::uint64_t(nrooms);
   if (o.rate > 0 && run->total_senders > 0) run->interval_ns = 1e9 * double(run->total_senders) / o.rate;
-  run->upgrade_request = "GET " + o.path + " HTTP/1.1\r\nHost: " + o.host + ":" + std::to_string(o.port) +
+  run->upgrade_request = "GET " + o.path + " HTTP/1.1\r\nHost: " + o.host + ":" + std::to_string(o.ports[0]) +
                          "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
                          "Sec-WebSocket-Protocol: v12.stomp\r\n\r\n";
@@ -780,8 +829,8 @@ int main(int argc, char** argv) {
   run->shared = shared;
   run->sender_totals = totals;
 
-  const double rss_before = o.server_pid ? double(proc_rss_kb(o.server_pid)) : -1;
-  const double cpu_before_connect = o.server_pid ? proc_cpu_seconds(o.server_pid) : -1;
+  const double rss_before = proc_rss_kb(o.server_pids);
+  const double cpu_before_connect = proc_cpu_seconds(o.server_pids);
   std::fprintf(stderr, "loadgen: %s%s mode=%s conns=%d rooms=%d senders=%llu rate=%g procs=%d threads=%d\n",
                o.label.c_str(), o.label.empty() ? "" : ":", o.mode.c_str(), o.conns, nrooms,
                (unsigned long long)run->total_senders, o.rate, o.procs, o.threads);
@@ -816,10 +865,10 @@ int main(int argc, char** argv) {
   const std::int64_t wb = start + std::int64_t(o.warmup * 1e9);
   const std::int64_t we = wb + std::int64_t(o.duration * 1e9);
   sleep_until_ns(wb);
-  const double cpu0 = o.server_pid ? proc_cpu_seconds(o.server_pid) : -1;
+  const double cpu0 = proc_cpu_seconds(o.server_pids);
   sleep_until_ns(we);
-  const double cpu1 = o.server_pid ? proc_cpu_seconds(o.server_pid) : -1;
-  const double rss_held = o.server_pid ? double(proc_rss_kb(o.server_pid)) : -1;
+  const double cpu1 = proc_cpu_seconds(o.server_pids);
+  const double rss_held = proc_rss_kb(o.server_pids);
 
   // Bounded wait for the children; stragglers are killed.
   const std::int64_t hard = we + std::int64_t((o.drain + 30) * 1e9);
@@ -910,7 +959,7 @@ int main(int argc, char** argv) {
                (unsigned long long)c.lost, (unsigned long long)c.reordered, (unsigned long long)c.errors,
                us(h.quantile(0.5)), us(h.quantile(0.9)), us(h.quantile(0.99)), us(h.quantile(0.999)),
                us(h.max()), (unsigned long long)h.count());
-  if (o.server_pid)
+  if (!o.server_pids.empty())
     std::fprintf(stderr, "loadgen: server cpu %.2f s in window (%.0f deliveries/cpu-s), rss %.0f -> %.0f KiB (%.2f KiB/conn)\n",
                  cpu, cpu > 0 ? double(c.delivered) / cpu : -1.0, rss_before, rss_held, rss_per_conn);
   return children_ok == o.procs ? 0 : 1;
