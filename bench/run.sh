@@ -163,7 +163,7 @@ run_lg() {
            --server-pids "${SRV_PIDS:-$SRV_PID}" --label "$target/$scen" --warmup "$WARMUP" \
            --duration "$DURATION" --connect-timeout "$CONNECT_TIMEOUT" "$@" 2> "$WORK/lg.err")
   local rc=$?
-  grep -E 'loadgen: (conns|sent|latency|server)' "$WORK/lg.err" | sed "s|^|  $target/$scen#$rep |" >&2
+  grep -E 'loadgen: (conns|sent|latency|server|generator)' "$WORK/lg.err" | sed "s|^|  $target/$scen#$rep |" >&2
   if [[ -z $json ]]; then
     log "$target/$scen#$rep: generator failed (rc $rc): $(tail -n 2 "$WORK/lg.err" | tr '\n' ' ')"
     skip "$target" "$scen" "generator failed (rc $rc)"

@@ -864,10 +864,14 @@ int main(int argc, char** argv) {
   shared->start_ns = start;
   const std::int64_t wb = start + std::int64_t(o.warmup * 1e9);
   const std::int64_t we = wb + std::int64_t(o.duration * 1e9);
+  // The generator's own CPU over the window shows whether it, not the server, was the limit.
+  const std::vector<int> kid_pids(kids.begin(), kids.end());
   sleep_until_ns(wb);
   const double cpu0 = proc_cpu_seconds(o.server_pids);
+  const double gen0 = proc_cpu_seconds(kid_pids);
   sleep_until_ns(we);
   const double cpu1 = proc_cpu_seconds(o.server_pids);
+  const double gen1 = proc_cpu_seconds(kid_pids);
   const double rss_held = proc_rss_kb(o.server_pids);
 
   // Bounded wait for the children; stragglers are killed.
@@ -940,6 +944,7 @@ int main(int argc, char** argv) {
   j["max_us"] = us(h.max());
   j["server_cpu_s"] = cpu;
   j["deliveries_per_cpu_s"] = cpu > 0 ? double(c.delivered) / cpu : -1.0;
+  j["loadgen_cpu_s"] = (gen0 >= 0 && gen1 >= 0) ? gen1 - gen0 : -1.0;
   j["server_rss_before_kb"] = rss_before;
   j["server_rss_held_kb"] = rss_held;
   j["server_rss_per_conn_kb"] = rss_per_conn;
@@ -959,6 +964,7 @@ int main(int argc, char** argv) {
                (unsigned long long)c.lost, (unsigned long long)c.reordered, (unsigned long long)c.errors,
                us(h.quantile(0.5)), us(h.quantile(0.9)), us(h.quantile(0.99)), us(h.quantile(0.999)),
                us(h.max()), (unsigned long long)h.count());
+  std::fprintf(stderr, "loadgen: generator cpu %.2f s in window\n", (gen0 >= 0 && gen1 >= 0) ? gen1 - gen0 : -1.0);
   if (!o.server_pids.empty())
     std::fprintf(stderr, "loadgen: server cpu %.2f s in window (%.0f deliveries/cpu-s), rss %.0f -> %.0f KiB (%.2f KiB/conn)\n",
                  cpu, cpu > 0 ? double(c.delivered) / cpu : -1.0, rss_before, rss_held, rss_per_conn);
