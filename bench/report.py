@@ -86,7 +86,8 @@ def main():
             runs.setdefault((r["target"], r["scenario"]), []).append(r["r"])
 
     def med(t, s, f):
-        v = [x[f] for x in runs.get((t, s), []) if x.get(f) is not None and x[f] != -1]
+        v = [x[f] for x in runs.get((t, s), []) if x.get(f) is not None and x[f] != -1
+             and not (f.endswith("_us") and x.get("lat_count", 0) == 0)]
         return statistics.median(v) if v else None
 
     small, big = ("1k", "2k") if a.quick else ("10k", "18k")
@@ -137,7 +138,8 @@ Written by `bench/run.sh` on {now}{' (**--quick smoke run: short, 1 repetition, 
 - Command: `{a.command}`
 - Method: each server pinned with `taskset` to core 0 (chatd with `--threads 1`), the generator
   (`bench/loadgen`, one thread) to core 1; every figure is the median of {a.reps} run(s). Servers are
-  restarted per scenario (per run for the idle ones). Latency is end to end, from the message's
+  restarted per scenario (per run for the idle ones) and given an untimed warm-up load before
+  the traffic scenarios (the JVM peer needs it for its JIT). Latency is end to end, from the message's
   intended send time (open-loop schedule, so no coordinated omission) to its arrival at each
   subscriber; percentiles come from a log-linear histogram with < 1 % bucket error. Deliveries
   are counted at the subscribers inside the measured window; server CPU is utime+stime from

@@ -43,10 +43,10 @@ PIDS=()
 
 if ((QUICK)); then
   IDLE_SMALL=1000 IDLE_BIG=2000 HOLD=2
-  FANOUT_SUBS=200 ROOMS=100 MEMBERS=10 WARMUP=1 DURATION=3 CONNECT_TIMEOUT=60
+  FANOUT_SUBS=200 ROOMS=100 MEMBERS=10 WARMUP=1 DURATION=3 CONNECT_TIMEOUT=60 WARM_SERVER=5
 else
   IDLE_SMALL=10000 IDLE_BIG=18000 HOLD=5
-  FANOUT_SUBS=1000 ROOMS=1000 MEMBERS=10 WARMUP=3 DURATION=10 CONNECT_TIMEOUT=240
+  FANOUT_SUBS=1000 ROOMS=1000 MEMBERS=10 WARMUP=3 DURATION=10 CONNECT_TIMEOUT=240 WARM_SERVER=20
 fi
 LG_TIMEOUT=$((CONNECT_TIMEOUT + WARMUP + DURATION + 60))  # connect + run + drain (<=5 s) + margin
 
@@ -55,6 +55,7 @@ log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
   for d in "$WORK"/rabbit-*; do [[ -d $d ]] && bench/peers/rabbitmq/rabbit.sh stop "$d" >/dev/null 2>&1; done
+  [[ -d $WORK/kafka ]] && timeout 60 scripts/kafka.sh stop --dir "$WORK/kafka" >/dev/null 2>&1
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -173,6 +174,15 @@ run_lg() {
   sleep 1  # let the server settle (close sockets, drain queues) before the next run
 }
 
+# An untimed load before a traffic scenario: the JVM peer runs interpreted code for its first
+# seconds, and every target gets the same treatment.
+warm_server() {
+  timeout $((WARM_SERVER + 90)) taskset -c $GEN_CPU "$LOADGEN" "${LG_ARGS[@]}" --mode rooms --conns 200 \
+    --rooms 20 --rate 0 --window 4 --warmup 0 --duration "$WARM_SERVER" --drain 2 --connect-timeout 60 \
+    >/dev/null 2>&1
+  sleep 1
+}
+
 skip() {
   log "SKIP $1/$2: $3"
   printf '{"target":"%s","scenario":"%s","skipped":%s}\n' "$1" "$2" \
@@ -203,6 +213,7 @@ scenario_idle() {
 scenario_fanout() {
   local target=$1 scen=fanout
   start_target "$target" || { skip "$target" "$scen" "$SKIP_REASON"; return; }
+  warm_server
   for rep in $(seq "$REPS"); do
     run_lg "$target" "$scen" "$rep" --mode fanout --conns "$FANOUT_SUBS" --rooms 1 --size 100 --window 32
   done
@@ -213,6 +224,7 @@ scenario_fanout() {
 scenario_rooms() {
   local target=$1
   start_target "$target" || { skip "$target" rooms-max "$SKIP_REASON"; return; }
+  warm_server
   local conns=$((ROOMS * MEMBERS))
   for rep in $(seq "$REPS"); do
     run_lg "$target" rooms-max "$rep" --mode rooms --conns $conns --rooms $ROOMS --size 100 --rate 0 --window 4
@@ -233,46 +245,51 @@ scenario_rooms() {
   stop_target
 }
 
-# Two chatd nodes sharing rooms through an engine; members of each room alternate nodes.
+# Two chatd nodes sharing rooms through an engine; members of each room alternate nodes. Rooms
+# live in Redis in both cases (created on node A, node B must find them); messages go through
+# Redis pub/sub or Kafka.
 scenario_two_nodes() {
   local engine=$1 scen="2nodes-$1"
   [[ -x $CHATD ]] || { skip chatd "$scen" "no chatd binary"; return; }
-  local flags=() engine_pid=""
-  case $engine in
-    redis)
-      command -v redis-server >/dev/null || { skip chatd "$scen" "redis-server not installed"; return; }
-      next_port
-      local rport=$PORT
-      taskset -c $SERVER_CPU redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no \
-        > "$WORK/redis.log" 2>&1 &
-      engine_pid=$!
-      PIDS+=("$engine_pid")
-      wait_port "$rport" "$engine_pid" 10 || { skip chatd "$scen" "redis-server did not start"; return; }
-      flags=(--bus redis --redis "redis://127.0.0.1:$rport" --store redis)
-      ;;
-    kafka)
-      [[ -x scripts/kafka.sh ]] || { skip chatd "$scen" "scripts/kafka.sh not on this branch yet"; return; }
-      next_port
-      local kport=$PORT
-      timeout 180 taskset -c $SERVER_CPU scripts/kafka.sh start "$WORK/kafka" "$kport" > "$WORK/kafka.log" 2>&1 ||
-        { skip chatd "$scen" "Kafka did not start: $(tail -n 1 "$WORK/kafka.log")"; return; }
-      flags=(--bus kafka --kafka "127.0.0.1:$kport")
-      ;;
-  esac
-  local pa pb porta portb
+  command -v redis-server >/dev/null || { skip chatd "$scen" "redis-server not installed"; return; }
+  if [[ $engine == kafka ]]; then
+    [[ -x scripts/kafka.sh ]] || { skip chatd "$scen" "scripts/kafka.sh not on this branch yet"; return; }
+    timeout 900 scripts/kafka.sh fetch > "$WORK/kafka.log" 2>&1 ||
+      { skip chatd "$scen" "could not fetch the Kafka jars: $(tail -n 1 "$WORK/kafka.log")"; return; }
+  fi
+  next_port
+  local rport=$PORT engine_pid
+  taskset -c $SERVER_CPU redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no \
+    > "$WORK/redis.log" 2>&1 &
+  engine_pid=$!
+  PIDS+=("$engine_pid")
+  wait_port "$rport" "$engine_pid" 10 || { skip chatd "$scen" "redis-server did not start"; return; }
+  local flags=(--store redis --redis "redis://127.0.0.1:$rport")
+  if [[ $engine == redis ]]; then
+    flags+=(--bus redis)
+  else
+    next_port
+    local kport=$PORT
+    if ! timeout 180 taskset -c $SERVER_CPU scripts/kafka.sh start --port "$kport" --dir "$WORK/kafka" --fresh \
+         >> "$WORK/kafka.log" 2>&1; then
+      skip chatd "$scen" "Kafka did not start: $(tail -n 1 "$WORK/kafka.log")"
+      kill "$engine_pid" 2>/dev/null; wait "$engine_pid" 2>/dev/null
+      return
+    fi
+    flags+=(--bus kafka --kafka "127.0.0.1:$kport")
+  fi
+  local pa porta
   if start_target chatd "${flags[@]}"; then
     pa=$SRV_PID porta=$SRV_PORT
     SRV_NAME=""  # keep node A running while B starts
     if start_target chatd "${flags[@]}"; then
-      pb=$SRV_PID portb=$SRV_PORT
-      LG_ARGS=(--ports "$porta,$portb")
-      SRV_PIDS="$pa,$pb"
-      local conns=$((ROOMS * MEMBERS))
+      LG_ARGS=(--ports "$porta,$SRV_PORT")
+      SRV_PIDS="$pa,$SRV_PID"
+      warm_server
+      local conns=$((ROOMS * MEMBERS)) max rate
       for rep in $(seq "$REPS"); do
-        # Rooms are created on node A; node B must see them through the shared store.
         run_lg chatd "$scen-max" "$rep" --mode rooms --conns $conns --rooms $ROOMS --size 100 --rate 0 --window 4
       done
-      local max rate
       max=$(median_of chatd "$scen-max" sent_per_s)
       rate=$(python3 -c "print(max(1, round($max * 0.5)))")
       for rep in $(seq "$REPS"); do
@@ -288,10 +305,9 @@ scenario_two_nodes() {
   else
     skip chatd "$scen" "$SKIP_REASON"
   fi
-  case $engine in
-    redis) kill "$engine_pid" 2>/dev/null; wait "$engine_pid" 2>/dev/null ;;
-    kafka) timeout 120 scripts/kafka.sh stop "$WORK/kafka" >/dev/null 2>&1 ;;
-  esac
+  [[ $engine == kafka ]] && timeout 120 scripts/kafka.sh stop --dir "$WORK/kafka" >/dev/null 2>&1
+  kill "$engine_pid" 2>/dev/null
+  wait "$engine_pid" 2>/dev/null
 }
 
 # ---- main ----
