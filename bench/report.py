@@ -53,7 +53,10 @@ def machine():
     model = next((l.split(":", 1)[1].strip() for l in sh("lscpu").splitlines()
                   if l.startswith("Model name")), platform.processor())
     mem_kb = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
-    return f"{model}, {os.cpu_count()} cores, {mem_kb / 1048576:.1f} GiB RAM, Linux {platform.release()}"
+    load = open("/proc/loadavg").read().split()[:3]
+    # Other work on the machine shows in every figure; the load average says how much there was.
+    return (f"{model}, {os.cpu_count()} cores, {mem_kb / 1048576:.1f} GiB RAM, Linux {platform.release()}; "
+            f"load average {' '.join(load)} when written")
 
 
 def fmt(v, unit):
