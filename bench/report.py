@@ -31,15 +31,21 @@ for pct in (25, 50, 75):
         (f"rooms-{pct}", "p50_us", f"rooms {{rooms}}×10 @{pct}%: latency p50", "ms", "lower"),
         (f"rooms-{pct}", "p99_us", f"rooms {{rooms}}×10 @{pct}%: latency p99", "ms", "lower"),
     ]
+ROWS += [
+    ("rooms-common", "rate_target", "rooms {rooms}×10 @ same rate for all: rate", "/s", "info"),
+    ("rooms-common", "p50_us", "rooms {rooms}×10 @ same rate: latency p50", "ms", "lower"),
+    ("rooms-common", "p99_us", "rooms {rooms}×10 @ same rate: latency p99", "ms", "lower"),
+    ("rooms-common", "p999_us", "rooms {rooms}×10 @ same rate: latency p99.9", "ms", "lower"),
+]
 for eng in ("redis", "kafka"):
     ROWS += [
         (f"2nodes-{eng}-max", "deliveries_per_s", f"2 nodes via {eng}, rooms max: deliveries/s", "/s", "higher"),
-        (f"2nodes-{eng}-max", "lost", f"2 nodes via {eng}, rooms max: lost", "", "lower"),
+        (f"2nodes-{eng}-max", "lost", f"2 nodes via {eng}, rooms max: lost (seq gaps)", "", "lower"),
         (f"2nodes-{eng}-50", "p50_us", f"2 nodes via {eng} @50%: latency p50", "ms", "lower"),
         (f"2nodes-{eng}-50", "p99_us", f"2 nodes via {eng} @50%: latency p99", "ms", "lower"),
     ]
 # Quality columns: any non-zero value makes a run's figures suspect, so they are shown too.
-CHECKS = ["lost", "reordered", "errors", "conns_failed", "conns_dropped", "send_skipped"]
+CHECKS = ["lost", "undelivered", "reordered", "errors", "conns_failed", "conns_dropped", "send_skipped"]
 
 
 def sh(*cmd):
@@ -148,7 +154,9 @@ Written by `bench/run.sh` on {now}{' (**--quick smoke run: short, 1 repetition, 
   are counted at the subscribers inside the measured window; server CPU is utime+stime from
   `/proc/<pid>/stat` over the same window; RSS per connection is the VmRSS growth while the
   connections are held, divided by their number. "@N%" runs each server at N % of its own
-  measured maximum (the rate is shown), so latencies there compare equal relative load.
+  measured maximum (the rate is shown), so latencies there compare equal relative load; "same
+  rate" runs every server at one fixed rate. Ratios are chatd ÷ peer: above 1 is better for
+  chatd in throughput rows, below 1 in latency and memory rows.
 - Peers: Spring Boot 3.2 `@EnableWebSocketMessageBroker` simple broker with ordering preserved
   (`bench/peers/spring`), RabbitMQ 3.10 Web-STOMP with `/topic/<room>` (`bench/peers/rabbitmq`).
 

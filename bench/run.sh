@@ -7,7 +7,7 @@
 # Every server runs pinned to core 0 and the generator to core 1; each server is started fresh
 # for each scenario (for the idle ones, for each repetition, so RSS starts from a clean process).
 # Every step is bounded by `timeout`. Environment: CHATD_BIN (default: a Release build in
-# build-bench/chatd), BENCH_PORT_BASE (default 21000), BENCH_OUT (default build-bench/results).
+# build-bench/chatd), BENCH_COMMON_RATE (msgs/s for the same-rate run), BENCH_PORT_BASE (default 21000), BENCH_OUT (default build-bench/results).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -43,11 +43,12 @@ PIDS=()
 
 if ((QUICK)); then
   IDLE_SMALL=1000 IDLE_BIG=2000 HOLD=2
-  FANOUT_SUBS=200 ROOMS=100 MEMBERS=10 WARMUP=1 DURATION=3 CONNECT_TIMEOUT=60 WARM_SERVER=5
+  FANOUT_SUBS=200 ROOMS=100 MEMBERS=10 WARMUP=1 DURATION=3 CONNECT_TIMEOUT=60 WARM_SERVER=5 COMMON_RATE=100
 else
   IDLE_SMALL=10000 IDLE_BIG=18000 HOLD=5
-  FANOUT_SUBS=1000 ROOMS=1000 MEMBERS=10 WARMUP=3 DURATION=10 CONNECT_TIMEOUT=240 WARM_SERVER=20
+  FANOUT_SUBS=1000 ROOMS=1000 MEMBERS=10 WARMUP=3 DURATION=10 CONNECT_TIMEOUT=240 WARM_SERVER=20 COMMON_RATE=1000
 fi
+COMMON_RATE=${BENCH_COMMON_RATE:-$COMMON_RATE}
 LG_TIMEOUT=$((CONNECT_TIMEOUT + WARMUP + DURATION + 60))  # connect + run + drain (<=5 s) + margin
 
 log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -242,6 +243,10 @@ scenario_rooms() {
       done
     done
   fi
+  # One rate for every target, so latencies compare at equal absolute load.
+  for rep in $(seq "$REPS"); do
+    run_lg "$target" rooms-common "$rep" --mode rooms --conns $conns --rooms $ROOMS --size 100 --rate "$COMMON_RATE"
+  done
   stop_target
 }
 

@@ -69,6 +69,7 @@ struct Options {
   int senders_per_room = 1;
   double rate = 0;  // total messages/s; 0 = as fast as the window allows
   int window = 16;  // max mode: messages in flight per sender
+  double window_timeout = 10;  // max mode: s without an own message back before the window reopens
   double duration = 10;
   double warmup = 2;
   double drain = 5;  // at most; ends as soon as every message has arrived
@@ -94,7 +95,7 @@ struct Options {
                "chatd_loadgen: %s\n"
                "usage: chatd_loadgen --port P|--ports P1,P2 [--host 127.0.0.1] [--path /ws-stomp]\n"
                "  --mode idle|fanout|rooms --conns N --threads T --procs P\n"
-               "  --rooms R --senders-per-room S --rate MSGS_PER_S(0=max) --window W\n"
+               "  --rooms R --senders-per-room S --rate MSGS_PER_S(0=max) --window W --window-timeout S\n"
                "  --duration S --warmup S --drain S --size BYTES\n"
                "  --sub-prefix /sub/chat/room/ --send-dest /pub/chat/message (or /topic/{room})\n"
                "  --body-format chatd|raw --room-ids a,b --room-source rest|names\n"
@@ -136,6 +137,7 @@ Options parse_options(int argc, char** argv) {
     else if (key == "--senders-per-room") o.senders_per_room = integer();
     else if (key == "--rate") o.rate = num();
     else if (key == "--window") o.window = integer();
+    else if (key == "--window-timeout") o.window_timeout = num();
     else if (key == "--duration") o.duration = num();
     else if (key == "--warmup") o.warmup = num();
     else if (key == "--drain") o.drain = num();
@@ -265,14 +267,17 @@ std::vector<std::string> resolve_rooms(const Options& o) {
 struct Counters {
   std::uint64_t conns_ok = 0, conns_failed = 0, conns_dropped = 0, conns_held = 0;
   std::uint64_t sent = 0, sent_total = 0, send_skipped = 0, window_resets = 0;
-  std::uint64_t delivered = 0, delivered_total = 0, lost = 0, reordered = 0;
+  // lost: gaps in a sender's sequence; undelivered: never arrived by the end of the drain
+  // (a server still working through a backlog, or loss at the tail).
+  std::uint64_t delivered = 0, delivered_total = 0, lost = 0, undelivered = 0, reordered = 0;
   std::uint64_t errors = 0, unparsed = 0, misrouted = 0;
 
   void add(const Counters& c) {
     conns_ok += c.conns_ok; conns_failed += c.conns_failed; conns_dropped += c.conns_dropped;
     conns_held += c.conns_held; sent += c.sent; sent_total += c.sent_total;
     send_skipped += c.send_skipped; window_resets += c.window_resets; delivered += c.delivered;
-    delivered_total += c.delivered_total; lost += c.lost; reordered += c.reordered;
+    delivered_total += c.delivered_total; lost += c.lost; undelivered += c.undelivered;
+    reordered += c.reordered;
     errors += c.errors; unparsed += c.unparsed; misrouted += c.misrouted;
   }
 };
@@ -679,7 +684,8 @@ struct Worker {
             send_chat(*k, ts);
           }
         } else {
-          if (k->inflight >= std::uint64_t(run.o.window) && now - k->last_progress > 1'000'000'000) {
+          if (k->inflight >= std::uint64_t(run.o.window) &&
+              now - k->last_progress > std::int64_t(run.o.window_timeout * 1e9)) {
             k->inflight = 0;  // a lost reply must not stall the sender for the whole run
             k->last_progress = now;
             ++c.window_resets;
@@ -716,13 +722,13 @@ struct Worker {
   void finish() {
     for (auto& k : conns) {
       if (k->state == Conn::State::ready) ++c.conns_held;
-      // Tail loss: what each sender sent after the last message this receiver saw.
+      // What each sender sent after the last message this receiver saw.
       if (k->room < 0) continue;
       const auto nrooms = std::uint64_t(run.rooms.size());
       for (std::size_t slot = 0; slot < k->next_seq.size(); ++slot) {
         const std::uint64_t sid = slot * nrooms + std::uint64_t(k->room);
         const std::uint64_t total = run.sender_totals[sid].load() & ~kFinal;
-        if (total + 1 > k->next_seq[slot]) c.lost += total + 1 - k->next_seq[slot];
+        if (total + 1 > k->next_seq[slot]) c.undelivered += total + 1 - k->next_seq[slot];
       }
     }
     ioc.stop();
@@ -931,6 +937,7 @@ int main(int argc, char** argv) {
   j["deliveries_per_s"] = deliv_rate;
   j["expected_fanout"] = nrooms ? double(o.conns) / nrooms : 0.0;
   j["lost"] = c.lost;
+  j["undelivered"] = c.undelivered;
   j["reordered"] = c.reordered;
   j["errors"] = c.errors;
   j["unparsed"] = c.unparsed;
@@ -956,12 +963,13 @@ int main(int argc, char** argv) {
   std::fprintf(stderr,
                "loadgen: conns held %llu/%d (failed %llu, dropped %llu), connect %.2f s\n"
                "loadgen: sent %llu (%.0f/s, skipped %llu), delivered %llu (%.0f/s), lost %llu, "
-               "reordered %llu, errors %llu\n"
+               "undelivered %llu, reordered %llu, errors %llu\n"
                "loadgen: latency us p50 %.0f p90 %.0f p99 %.0f p99.9 %.0f max %.0f (n=%llu)\n",
                (unsigned long long)c.conns_held, o.conns, (unsigned long long)c.conns_failed,
                (unsigned long long)c.conns_dropped, connect_s, (unsigned long long)c.sent, sent_rate,
                (unsigned long long)c.send_skipped, (unsigned long long)c.delivered, deliv_rate,
-               (unsigned long long)c.lost, (unsigned long long)c.reordered, (unsigned long long)c.errors,
+               (unsigned long long)c.lost, (unsigned long long)c.undelivered, (unsigned long long)c.reordered,
+               (unsigned long long)c.errors,
                us(h.quantile(0.5)), us(h.quantile(0.9)), us(h.quantile(0.99)), us(h.quantile(0.999)),
                us(h.max()), (unsigned long long)h.count());
   std::fprintf(stderr, "loadgen: generator cpu %.2f s in window\n", (gen0 >= 0 && gen1 >= 0) ? gen1 - gen0 : -1.0);
