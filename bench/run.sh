@@ -145,6 +145,7 @@ start_target() {
 stop_target() {
   if [[ ${SRV_NAME:-} == rabbitmq ]]; then
     timeout 90 bench/peers/rabbitmq/rabbit.sh stop "$RABBIT_DIR" >/dev/null 2>&1
+    rm -rf "$RABBIT_DIR"
   else
     kill "$SRV_PID" 2>/dev/null
     for _ in $(seq 100); do kill -0 "$SRV_PID" 2>/dev/null || break; sleep 0.1; done

@@ -34,6 +34,10 @@ web_stomp.tcp.port = $port
 web_stomp.tcp.ip = 127.0.0.1
 stomp.listeners.tcp.1 = 127.0.0.1:$((port + 3))
 loopback_users.guest = true
+# The generator holds idle connections without heart-beats (like chatd's idle scenario); Cowboy
+# would close them after its 60 s default idle timeout.
+web_stomp.ws_opts.idle_timeout = 3600000
+web_stomp.cowboy_opts.idle_timeout = 3600000
 log.console = false
 log.file.level = warning
 CONF
