@@ -6,7 +6,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
 
-#include <deque>
+#include <iterator>
 #include <memory>
 #include <random>
 
@@ -35,6 +35,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     // Twice the frame bound: a whole message over it is refused by Beast (close 1009), while a
     // single oversized STOMP frame inside reaches the codec and gets a readable ERROR.
     ws_.read_message_max(2 * lim.max_frame_bytes + 1024);
+    ws_.auto_fragment(false);  // one WebSocket frame per batch: no split at 4 KiB
     websocket::stream_base::timeout t{};
     t.handshake_timeout = std::chrono::seconds(30);
     t.idle_timeout = websocket::stream_base::none();  // STOMP heart-beats watch idleness
@@ -46,21 +47,22 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
       if (!protocol.empty()) res.set(beast::http::field::sec_websocket_protocol, protocol);
     }));
     buffer_ = std::move(buffer);
-    ws_.async_accept(req, [self = shared_from_this()](beast::error_code ec) { self->on_accept(ec); });
+    req_ = std::move(req);  // kept until the handshake completes
+    ws_.async_accept(req_, [self = shared_from_this()](beast::error_code ec) { self->on_accept(ec); });
   }
 
   // chat::Transport
   void send(chat::Outbound&& out) override {
     queued_bytes_ += out.size();
     queue_.push_back(std::move(out));
-    if (!writing_) do_write();
+    if (!writing_) schedule_flush();
   }
 
   void close(std::string_view reason) override {
     if (close_requested_) return;
     close_requested_ = true;
     close_reason_.assign(reason.substr(0, 120));  // a close frame's reason fits in 123 bytes
-    if (!writing_) do_close();
+    if (!writing_) schedule_flush();
   }
 
   std::size_t queued_bytes() const override { return queued_bytes_; }
@@ -68,7 +70,8 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
  private:
   void on_accept(beast::error_code ec) {
     if (ec) return;  // handshake failed: Beast has answered with the HTTP error
-    buffer_.clear();
+    req_ = {};
+    buffer_ = beast::flat_buffer();  // drop the HTTP read's capacity: idle sessions hold no buffer
     stomp_ = std::make_shared<chat::StompSession>(pick_shard(), *this, new_session_id());
     stomp_->start_in_loop();
     do_read();
@@ -91,19 +94,46 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     auto data = buffer_.cdata();
     stomp_->on_bytes_in_loop(std::string_view(static_cast<const char*>(data.data()), data.size()));
     buffer_.consume(buffer_.size());
+    // Beast copies payload into this buffer only once bytes arrive, so a waiting read needs no
+    // capacity: release it and an idle connection costs only Beast's own state.
+    buffer_.shrink_to_fit();
     do_read();
+  }
+
+  // Writes start from the loop's flush list, after the handler that queued them, so a burst of
+  // deliveries to the same socket leaves in one write instead of one syscall per frame.
+  void schedule_flush() {
+    if (flush_scheduled_ || gone_) return;
+    flush_scheduled_ = true;
+    auto& list = flush_list;
+    list.dirty.push_back(shared_from_this());
+    if (list.posted) return;
+    list.posted = true;
+    asio::post(ws_.get_executor(), [] {
+      auto& l = flush_list;
+      auto dirty = std::move(l.dirty);
+      l.dirty.clear();
+      l.posted = false;
+      for (auto& s : dirty) {
+        s->flush_scheduled_ = false;
+        if (s->writing_) continue;
+        if (!s->queue_.empty()) s->do_write();
+        else if (s->close_requested_) s->do_close();
+      }
+    });
   }
 
   void do_write() {
     if (queue_.empty() || gone_) return;
     writing_ = true;
     buffers_.clear();
-    std::size_t batch = 0;
-    while (!queue_.empty() && (inflight_.empty() || batch + queue_.front().size() <= kMaxBatch)) {
-      auto& o = queue_.front();
-      batch += o.size();
-      inflight_.push_back(std::move(o));
-      queue_.pop_front();
+    std::size_t batch = 0, take = 0;
+    while (take < queue_.size() && (take == 0 || batch + queue_[take].size() <= kMaxBatch)) batch += queue_[take++].size();
+    if (take == queue_.size()) {
+      inflight_.swap(queue_);
+    } else {
+      std::move(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(take), std::back_inserter(inflight_));
+      queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(take));
     }
     for (auto& o : inflight_) {
       if (o.shared) {
@@ -136,7 +166,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
                     [self = shared_from_this()](beast::error_code) {
                       // The pending read ends with `closed`, which finishes the session.
                       beast::error_code ignored;
-                      self->ws_.next_layer().socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+                      self->ws_.next_layer().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
                     });
   }
 
@@ -148,14 +178,15 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     queue_.clear();
     queued_bytes_ = 0;
     beast::error_code ignored;
-    ws_.next_layer().socket().close(ignored);
+    ws_.next_layer().close(ignored);
   }
 
   Server& server_;
-  websocket::stream<beast::tcp_stream> ws_;
+  websocket::stream<asio::ip::tcp::socket> ws_;  // no tcp_stream: heart-beats, not timers, watch idleness
   beast::flat_buffer buffer_;
+  Request req_;
   std::shared_ptr<chat::StompSession> stomp_;
-  std::deque<chat::Outbound> queue_;
+  std::vector<chat::Outbound> queue_;  // vectors, not a deque: an idle session allocates nothing
   std::vector<chat::Outbound> inflight_;
   std::vector<asio::const_buffer> buffers_;
   std::size_t queued_bytes_ = 0;
@@ -164,8 +195,19 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   bool close_requested_ = false;
   bool closing_ = false;
   bool gone_ = false;
+  bool flush_scheduled_ = false;
   std::string close_reason_;
+
+  // Sessions of this loop with queued bytes and no write in flight. Each worker thread runs
+  // exactly one loop, so thread_local is per loop.
+  struct FlushList {
+    std::vector<std::shared_ptr<WsSession>> dirty;
+    bool posted = false;
+  };
+  static thread_local FlushList flush_list;
 };
+
+thread_local WsSession::FlushList WsSession::flush_list;
 
 }  // namespace
 
