@@ -251,9 +251,10 @@ scenario_rooms() {
   stop_target
 }
 
-# Two chatd nodes sharing rooms through an engine; members of each room alternate nodes. Rooms
-# live in Redis in both cases (created on node A, node B must find them); messages go through
-# Redis pub/sub or Kafka.
+# Two chatd nodes sharing rooms through an engine; members of each room alternate nodes.
+# Redis: rooms in Redis (created on node A, found by node B), messages over Redis pub/sub.
+# Kafka: messages over Kafka; rooms in one embedded store file both nodes open, created on A
+# before B starts (the embedded store reads its file at start-up).
 scenario_two_nodes() {
   local engine=$1 scen="2nodes-$1"
   [[ -x $CHATD ]] || { skip chatd "$scen" "no chatd binary"; return; }
@@ -270,9 +271,9 @@ scenario_two_nodes() {
   engine_pid=$!
   PIDS+=("$engine_pid")
   wait_port "$rport" "$engine_pid" 10 || { skip chatd "$scen" "redis-server did not start"; return; }
-  local flags=(--store redis --redis "redis://127.0.0.1:$rport")
+  local flags=()
   if [[ $engine == redis ]]; then
-    flags+=(--bus redis)
+    flags+=(--store redis --redis "redis://127.0.0.1:$rport" --bus redis)
   else
     next_port
     local kport=$PORT
@@ -282,14 +283,21 @@ scenario_two_nodes() {
       kill "$engine_pid" 2>/dev/null; wait "$engine_pid" 2>/dev/null
       return
     fi
-    flags+=(--bus kafka --kafka "127.0.0.1:$kport")
+    flags+=(--bus kafka --kafka "127.0.0.1:$kport" --data-dir "$WORK/shared-$kport")
   fi
   local pa porta
   if start_target chatd "${flags[@]}"; then
     pa=$SRV_PID porta=$SRV_PORT
     SRV_NAME=""  # keep node A running while B starts
+    local ids=""
+    if [[ $engine == kafka ]]; then
+      ids=$(for i in $(seq 0 $((ROOMS - 1))); do
+              curl -s -m 5 -X POST "http://127.0.0.1:$porta/chat/room?name=bench-$i"; echo
+            done | python3 -c 'import json,sys; print(",".join(json.loads(l)["roomId"] for l in sys.stdin if l.strip()))')
+    fi
     if start_target chatd "${flags[@]}"; then
       LG_ARGS=(--ports "$porta,$SRV_PORT")
+      [[ -n $ids ]] && LG_ARGS+=(--room-ids "$ids")
       SRV_PIDS="$pa,$SRV_PID"
       warm_server
       local conns=$((ROOMS * MEMBERS)) max rate
