@@ -2,26 +2,29 @@
 # Benchmarks chatd against its peers (a Spring Boot STOMP chat server and RabbitMQ Web-STOMP)
 # with bench/loadgen, and writes the medians as a table to BENCHMARKS.md (issue 6).
 #
-#   bench/run.sh [--quick] [--reps N] [--targets chatd,spring,rabbitmq] [--no-two-node] [--no-write]
+#   bench/run.sh [--quick] [--reps N] [--targets chatd,spring,rabbitmq] [--no-two-node]
+#                [--two-node-only] [--no-write]
 #
 # Every server runs pinned to core 0 and the generator to core 1; each server is started fresh
 # for each scenario (for the idle ones, for each repetition, so RSS starts from a clean process).
 # Every step is bounded by `timeout`. Environment: CHATD_BIN (default: a Release build in
-# build-bench/chatd), BENCH_COMMON_RATE (msgs/s for the same-rate run), BENCH_PORT_BASE (default 21000), BENCH_OUT (default build-bench/results).
+# build-bench/chatd), BENCH_COMMON_RATE (msgs/s of the same-rate run), BENCH_PORT_BASE
+# (default 21000), BENCH_OUT (default build-bench/results).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 CMDLINE="bench/run.sh $*"
-QUICK=0 REPS=3 TARGETS="chatd,spring,rabbitmq" TWO_NODE=1 WRITE=1
+QUICK=0 REPS=3 TARGETS="chatd,spring,rabbitmq" TWO_NODE=1 SINGLE=1 WRITE=1
 while (($#)); do
   case $1 in
     --quick) QUICK=1; REPS=1 ;;
     --reps) REPS=$2; shift ;;
     --targets) TARGETS=$2; shift ;;
     --no-two-node) TWO_NODE=0 ;;
+    --two-node-only) SINGLE=0 TARGETS=chatd ;;
     --no-write) WRITE=0 ;;
-    -h|--help) sed -n 2,11p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -328,7 +331,7 @@ scenario_two_nodes() {
 
 build
 log "results: $RESULTS (server core $SERVER_CPU, generator core $GEN_CPU, $REPS repetition(s))"
-for target in ${TARGETS//,/ }; do
+((SINGLE)) && for target in ${TARGETS//,/ }; do
   log "== $target"
   scenario_idle "$target" "$IDLE_SMALL"
   scenario_idle "$target" "$IDLE_BIG"
