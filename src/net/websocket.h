@@ -73,8 +73,17 @@ class Decoder {
   bool frame_fin_ = false;
   bool in_frame_ = false;
   std::uint8_t mask_[4] = {};
-  std::size_t mask_pos_ = 0;
-  std::size_t utf8_checked_ = 0;  // bytes of message_ already validated
+  std::size_t mask_pos_ = 0;  // payload bytes of this frame unmasked so far, mod 4
+  // UTF-8 state of the text message so far, so each fragment is scanned once: the continuation
+  // bytes still owed by a code point split across fragments, and the range the next must be in.
+  std::uint8_t utf8_need_ = 0;
+  std::uint8_t utf8_lo_ = 0x80;
+  std::uint8_t utf8_hi_ = 0xBF;
+
+  Result fail(std::size_t used, std::error_code e);
+  std::error_code check_header(const unsigned char* p, std::size_t have, std::size_t& need) const;
+  void start_frame(const unsigned char* p, std::size_t size);
+  Result finish_frame(std::size_t used);
 };
 
 // Appends a server frame header (FIN set, unmasked) for a payload of `length` bytes.
