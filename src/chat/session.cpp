@@ -112,7 +112,7 @@ void StompSession::on_frame(stomp::Frame& f) {
     case Command::commit:
     case Command::abort:
       // Accepted and ignored: subscriptions are auto-ack and chat has no transactions.
-      if (auto r = f.header("receipt")) send_receipt(*r);
+      if (auto r = f.header("receipt")) settle(open_answer(), {0, {}, *r});
       return;
     default:
       hub_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
@@ -177,7 +177,7 @@ void StompSession::on_subscribe(stomp::Frame& f) {
   if (*dest == kErrorQueue) {
     subs_.emplace(sub_id, Subscription{{}, escaped});
     errors_sub_ = sub_id;
-    if (receipt) send_receipt(*receipt);
+    if (receipt) settle(open_answer(), {0, {}, *receipt});
     return;
   }
   std::string_view d = *dest;
@@ -191,14 +191,14 @@ void StompSession::on_subscribe(stomp::Frame& f) {
 
   subs_.emplace(sub_id, Subscription{room, escaped});
   shard_.subscribe_in_loop(room, this, escaped);
-  std::optional<std::string> want_receipt;
-  if (receipt) want_receipt = *receipt;
-  auto confirmed = back_in_loop([sub_id, receipt = std::move(want_receipt)](StompSession& s, std::error_code ec) {
+  std::optional<std::uint64_t> slot;
+  if (receipt) slot = open_answer();
+  auto confirmed = back_in_loop([sub_id, slot, receipt = receipt ? *receipt : std::string()](StompSession& s, std::error_code ec) {
     if (!s.subs_.count(sub_id) || s.state_ != State::connected) return;
     if (ec)
       return s.fail_in_loop("message engine unavailable",
                             "The subscription could not be confirmed: " + ec.message() + ". Reconnect later.");
-    if (receipt) s.send_receipt(*receipt);
+    if (slot) s.settle(*slot, {0, {}, receipt});
   });
   hub_.join(room, [confirmed = std::move(confirmed)](std::error_code ec) mutable {
     if (ec != bus::Error::stopped) confirmed(ec);
@@ -218,33 +218,53 @@ void StompSession::on_unsubscribe(stomp::Frame& f) {
     }
     subs_.erase(it);
   }
-  if (auto r = f.header("receipt")) send_receipt(*r);
+  if (auto r = f.header("receipt")) settle(open_answer(), {0, {}, *r});
 }
 
 void StompSession::on_send(stomp::Frame& f) {
   auto dest = f.header("destination");
   if (!dest) return fail_in_loop("SEND needs a destination", "Send chat messages to /pub/chat/message.");
-  if (*dest != kSendDestination) return reject(404, make_error_code(Error::unknown_destination).message());
-  std::error_code ec;
-  auto m = parse_chat_message(f.body, hub_.limits(), ec);
-  if (!m) return reject(status_for(ec), ec.message());
   std::optional<std::string> receipt;
   if (auto r = f.header("receipt")) receipt = *r;
-  bool want_receipt = receipt.has_value();
-  auto answered = back_in_loop([receipt = std::move(receipt)](StompSession& s, std::error_code pec) {
+  auto slot = open_answer();
+  if (*dest != kSendDestination) return settle(slot, {404, make_error_code(Error::unknown_destination).message(), {}});
+  std::error_code ec;
+  auto m = parse_chat_message(f.body, hub_.limits(), ec);
+  if (!m) return settle(slot, {status_for(ec), ec.message(), {}});
+  auto answered = back_in_loop([slot, receipt = std::move(receipt)](StompSession& s, std::error_code pec) mutable {
     if (s.state_ != State::connected) return;
-    if (pec) return s.reject(status_for(pec), pec.message());
-    if (receipt) s.send_receipt(*receipt);
+    if (pec) return s.settle(slot, {status_for(pec), pec.message(), {}});
+    s.settle(slot, {0, {}, std::move(receipt)});
   });
-  hub_.publish(*m, [want_receipt, answered = std::move(answered)](std::error_code pec) mutable {
-    if (pec || want_receipt) answered(pec);  // nothing to tell the sender: skip the hop back
-  });
+  hub_.publish(*m, std::move(answered));
 }
 
 void StompSession::on_disconnect(stomp::Frame& f) {
-  if (auto r = f.header("receipt")) send_receipt(*r);
-  state_ = State::closing;
-  transport_->close("client disconnected");
+  std::optional<std::string> receipt;
+  if (auto r = f.header("receipt")) receipt = *r;
+  settle(open_answer(), {0, {}, std::move(receipt), true});
+}
+
+std::uint64_t StompSession::open_answer() {
+  answers_.emplace_back();
+  return answers_base_ + answers_.size() - 1;
+}
+
+void StompSession::settle(std::uint64_t slot, Answer a) {
+  a.ready = true;
+  answers_[slot - answers_base_] = std::move(a);
+  std::size_t done = 0;
+  while (done < answers_.size() && answers_[done].ready && state_ == State::connected) {
+    auto& x = answers_[done++];
+    if (!x.error.empty()) reject(x.status, x.error);
+    else if (x.receipt) send_receipt(*x.receipt);
+    if (x.close_after) {
+      state_ = State::closing;
+      transport_->close("client disconnected");
+    }
+  }
+  answers_.erase(answers_.begin(), answers_.begin() + static_cast<std::ptrdiff_t>(done));
+  answers_base_ += done;
 }
 
 void StompSession::send_bytes(std::string bytes) {

@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "chat/hub.h"
 #include "stomp/stomp.h"
@@ -56,6 +57,18 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   void on_send(stomp::Frame& f);
   void on_disconnect(stomp::Frame& f);
 
+  // Answers (receipts and SEND rejections) leave in the order their frames came, whatever
+  // order the bus or store finishes in: each frame that will be answered opens a slot.
+  struct Answer {
+    int status = 0;
+    std::string error;                   // non-empty: a rejection for /user/queue/errors
+    std::optional<std::string> receipt;  // else: a RECEIPT, if the frame asked for one
+    bool close_after = false;            // DISCONNECT: close once answered
+    bool ready = false;
+  };
+  std::uint64_t open_answer();
+  void settle(std::uint64_t slot, Answer a);
+
   void send_bytes(std::string bytes);
   void send_receipt(const std::string& receipt_id);
   // Reports a chat-level rejection on /user/queue/errors (if subscribed); keeps the session.
@@ -81,6 +94,8 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   std::unordered_map<std::string, Subscription> subs_;
   std::optional<std::string> errors_sub_;  // escaped id of the /user/queue/errors subscription
   std::uint64_t next_error_id_ = 0;
+  std::vector<Answer> answers_;  // answers_[0] is slot answers_base_
+  std::uint64_t answers_base_ = 0;
 };
 
 }  // namespace chatd::chat

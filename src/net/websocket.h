@@ -56,6 +56,10 @@ class Decoder {
 
   // Releases buffers kept from earlier messages; an idle connection then holds nothing.
   void shrink();
+  // shrink(), but only when no message or frame header is half-read.
+  void shrink_if_idle() {
+    if (!in_message_ && !in_frame_ && header_.empty()) shrink();
+  }
 
  private:
   std::size_t max_message_;

@@ -1,11 +1,15 @@
-// A STOMP session over a raw WebSocket (Beast). One read loop, one write in flight; writes
-// gather every queued STOMP frame (up to kMaxBatch bytes) into one WebSocket message, which
-// STOMP over WebSocket allows and which saves a syscall per frame under fan-out.
-#include <boost/asio/bind_executor.hpp>
+// A STOMP session over a raw WebSocket, framed by net/websocket.h. The socket is read only
+// when it is readable, into the loop's one shared buffer, so an idle connection owns no read
+// buffer; every complete message of a read goes to STOMP before anything is written. Writes
+// start from the loop's flush list after the handler that queued them: one write in flight,
+// and everything queued behind it leaves as one WebSocket message (STOMP allows several
+// frames in one message), which under fan-out saves a syscall per frame.
 #include <boost/asio/post.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/websocket.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http.hpp>
 
+#include <array>
 #include <iterator>
 #include <memory>
 #include <random>
@@ -13,46 +17,51 @@
 #include "chat/session.h"
 #include "net/server.h"
 #include "net/sessions.h"
+#include "net/websocket.h"
 
 namespace chatd::net {
-namespace beast = boost::beast;
-namespace websocket = beast::websocket;
 namespace asio = boost::asio;
+namespace http = boost::beast::http;
+using asio::ip::tcp;
 
 namespace {
 
-constexpr std::size_t kMaxBatch = 64 * 1024;
+constexpr std::size_t kMaxBatch = 64 * 1024;        // bytes of STOMP frames in one message
+constexpr std::size_t kReadChunk = 64 * 1024;       // the loop's shared read buffer
+constexpr std::size_t kReadsPerWakeup = 4;          // then let other sockets have the loop
+constexpr auto kCloseLinger = std::chrono::seconds(5);  // wait for the client's close, then drop
+
+// Returns the reason, trimmed to what a close frame holds.
+std::string_view reason_of(std::string_view r) { return r.substr(0, 120); }
 
 class WsSession final : public chat::Transport, public std::enable_shared_from_this<WsSession> {
  public:
-  WsSession(Server& server, asio::ip::tcp::socket socket)
-      : server_(server), ws_(std::move(socket)) {}
+  WsSession(Server& server, tcp::socket socket)
+      : server_(server),
+        socket_(std::move(socket)),
+        decoder_(2 * server.hub().limits().max_frame_bytes + 1024) {}
 
   ~WsSession() override { server_.connections.fetch_sub(1, std::memory_order_relaxed); }
 
-  void start(Request req, beast::flat_buffer buffer) {
-    auto& lim = server_.hub().limits();
-    // Twice the frame bound: a whole message over it is refused by Beast (close 1009), while a
-    // single oversized STOMP frame inside reaches the codec and gets a readable ERROR.
-    ws_.read_message_max(2 * lim.max_frame_bytes + 1024);
-    ws_.auto_fragment(false);  // one WebSocket frame per batch: no split at 4 KiB
-    websocket::stream_base::timeout t{};
-    t.handshake_timeout = std::chrono::seconds(30);
-    t.idle_timeout = websocket::stream_base::none();  // STOMP heart-beats watch idleness
-    t.keep_alive_pings = false;
-    ws_.set_option(t);
-    std::string protocol(choose_subprotocol(req[beast::http::field::sec_websocket_protocol]));
-    ws_.set_option(websocket::stream_base::decorator([protocol](websocket::response_type& res) {
-      res.set(beast::http::field::server, "chatd");
-      if (!protocol.empty()) res.set(beast::http::field::sec_websocket_protocol, protocol);
-    }));
-    buffer_ = std::move(buffer);
-    req_ = std::move(req);  // kept until the handshake completes
-    ws_.async_accept(req_, [self = shared_from_this()](beast::error_code ec) { self->on_accept(ec); });
+  // Writes the 101 answer, then reads. `early` holds bytes the client sent past the request.
+  void start(std::string handshake, std::string early) {
+    boost::system::error_code ec;
+    socket_.non_blocking(true, ec);
+    handshake_ = std::move(handshake);
+    asio::async_write(socket_, asio::buffer(handshake_),
+                      [self = shared_from_this(), early = std::move(early)](boost::system::error_code wec, std::size_t) {
+                        self->handshake_ = {};
+                        if (wec) return self->on_gone();
+                        self->stomp_ = std::make_shared<chat::StompSession>(self->pick_shard(), *self, new_session_id());
+                        self->stomp_->start_in_loop();
+                        if (!early.empty() && !self->on_bytes(early)) return;
+                        self->wait_readable();
+                      });
   }
 
   // chat::Transport
   void send(chat::Outbound&& out) override {
+    if (gone_ || close_sent_) return;
     queued_bytes_ += out.size();
     queue_.push_back(std::move(out));
     if (!writing_) schedule_flush();
@@ -61,47 +70,90 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   void close(std::string_view reason) override {
     if (close_requested_) return;
     close_requested_ = true;
-    close_reason_.assign(reason.substr(0, 120));  // a close frame's reason fits in 123 bytes
+    close_code_ = 1000;
+    close_reason_.assign(reason_of(reason));
     if (!writing_) schedule_flush();
   }
 
   std::size_t queued_bytes() const override { return queued_bytes_; }
 
  private:
-  void on_accept(beast::error_code ec) {
-    if (ec) return;  // handshake failed: Beast has answered with the HTTP error
-    req_ = {};
-    buffer_ = beast::flat_buffer();  // drop the HTTP read's capacity: idle sessions hold no buffer
-    stomp_ = std::make_shared<chat::StompSession>(pick_shard(), *this, new_session_id());
-    stomp_->start_in_loop();
-    do_read();
-  }
-
   chat::Shard& pick_shard() {
     auto& hub = server_.hub();
-    auto* mine = &ws_.get_executor().context();
+    auto* mine = &socket_.get_executor().context();
     for (std::size_t i = 0; i < hub.shard_count(); ++i)
       if (&hub.shard(i).loop() == mine) return hub.shard(i);
     return hub.shard(0);
   }
 
-  void do_read() {
-    ws_.async_read(buffer_, [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+  // ---- reading ----
+
+  void wait_readable() {
+    socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](boost::system::error_code ec) {
+      if (ec) return self->on_gone();
+      self->on_readable();
+    });
   }
 
-  void on_read(beast::error_code ec) {
-    if (ec) return on_gone();
-    auto data = buffer_.cdata();
-    stomp_->on_bytes_in_loop(std::string_view(static_cast<const char*>(data.data()), data.size()));
-    buffer_.consume(buffer_.size());
-    // Beast copies payload into this buffer only once bytes arrive, so a waiting read needs no
-    // capacity: release it and an idle connection costs only Beast's own state.
-    buffer_.shrink_to_fit();
-    do_read();
+  void on_readable() {
+    static thread_local std::unique_ptr<std::array<char, kReadChunk>> chunk;
+    if (!chunk) chunk = std::make_unique<std::array<char, kReadChunk>>();
+    for (std::size_t i = 0; i < kReadsPerWakeup && !gone_; ++i) {
+      boost::system::error_code ec;
+      auto n = socket_.read_some(asio::buffer(*chunk), ec);
+      if (ec == asio::error::would_block) break;
+      if (ec) return on_gone();  // EOF or reset: the client is gone
+      if (!on_bytes(std::string_view(chunk->data(), n))) return;
+      if (n < chunk->size()) break;  // drained
+    }
+    decoder_.shrink_if_idle();
+    if (!gone_) wait_readable();
   }
 
-  // Writes start from the loop's flush list, after the handler that queued them, so a burst of
-  // deliveries to the same socket leaves in one write instead of one syscall per frame.
+  // Returns false once the connection is finished with.
+  bool on_bytes(std::string_view bytes) {
+    while (!bytes.empty()) {
+      if (close_received_) return true;  // ignore anything after the client's close
+      auto r = decoder_.consume(bytes);
+      bytes.remove_prefix(r.used);
+      switch (r.status) {
+        case ws::Decoder::Status::need_more: return true;
+        case ws::Decoder::Status::message:
+          if (stomp_ && !close_requested_) stomp_->on_bytes_in_loop(decoder_.payload());
+          break;
+        case ws::Decoder::Status::ping:
+          control_ += ws::pong_frame(decoder_.payload());
+          schedule_flush();
+          break;
+        case ws::Decoder::Status::pong: break;
+        case ws::Decoder::Status::close:
+          // Answer the close handshake with the client's code; STOMP is over.
+          close_received_ = true;
+          if (!close_requested_) {
+            close_requested_ = true;
+            close_code_ = decoder_.close_code() == 1005 ? 1000 : decoder_.close_code();
+            close_reason_.clear();
+          }
+          schedule_flush();
+          return true;
+        case ws::Decoder::Status::error: {
+          auto ec = decoder_.error();
+          // Protocol errors close only this connection, with RFC 6455's code and a reason.
+          queue_.clear();
+          queued_bytes_ = 0;
+          close_requested_ = true;
+          close_code_ = ws::close_code_for(ec);
+          close_reason_.assign(reason_of(ec.message()));
+          schedule_flush();
+          return false;
+        }
+      }
+    }
+    return true;
+  }
+
+  // ---- writing ----
+
   void schedule_flush() {
     if (flush_scheduled_ || gone_) return;
     flush_scheduled_ = true;
@@ -109,24 +161,22 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     list.dirty.push_back(shared_from_this());
     if (list.posted) return;
     list.posted = true;
-    asio::post(ws_.get_executor(), [] {
+    asio::post(socket_.get_executor(), [] {
       auto& l = flush_list;
       auto dirty = std::move(l.dirty);
       l.dirty.clear();
       l.posted = false;
       for (auto& s : dirty) {
         s->flush_scheduled_ = false;
-        if (s->writing_) continue;
-        if (!s->queue_.empty()) s->do_write();
-        else if (s->close_requested_) s->do_close();
+        if (!s->writing_) s->do_write();
       }
     });
   }
 
   void do_write() {
-    if (queue_.empty() || gone_) return;
-    writing_ = true;
+    if (gone_ || close_sent_) return;
     buffers_.clear();
+    frame_header_.clear();
     std::size_t batch = 0, take = 0;
     while (take < queue_.size() && (take == 0 || batch + queue_[take].size() <= kMaxBatch)) batch += queue_[take++].size();
     if (take == queue_.size()) {
@@ -135,39 +185,57 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
       std::move(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(take), std::back_inserter(inflight_));
       queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(take));
     }
-    for (auto& o : inflight_) {
-      if (o.shared) {
-        buffers_.emplace_back(o.shared->frame.head.data(), o.shared->frame.head.size());
-        buffers_.emplace_back(o.own.data(), o.own.size());
-        buffers_.emplace_back(o.shared->frame.tail.data(), o.shared->frame.tail.size());
-      } else {
-        buffers_.emplace_back(o.own.data(), o.own.size());
+    inflight_bytes_ = batch;
+    if (!control_.empty()) {
+      control_inflight_.swap(control_);
+      buffers_.emplace_back(control_inflight_.data(), control_inflight_.size());
+    }
+    if (!inflight_.empty()) {
+      ws::append_header(frame_header_, ws::Opcode::text, batch);
+      buffers_.emplace_back(frame_header_.data(), frame_header_.size());
+      for (auto& o : inflight_) {
+        if (o.shared) {
+          buffers_.emplace_back(o.shared->frame.head.data(), o.shared->frame.head.size());
+          buffers_.emplace_back(o.own.data(), o.own.size());
+          buffers_.emplace_back(o.shared->frame.tail.data(), o.shared->frame.tail.size());
+        } else {
+          buffers_.emplace_back(o.own.data(), o.own.size());
+        }
       }
     }
-    inflight_bytes_ = batch;
-    ws_.text(true);
-    ws_.async_write(buffers_, [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_write(ec); });
+    bool closing_now = close_requested_ && queue_.empty();
+    if (closing_now) {
+      close_frame_ = ws::close_frame(close_code_, close_reason_);
+      buffers_.emplace_back(close_frame_.data(), close_frame_.size());
+      close_sent_ = true;
+    }
+    if (buffers_.empty()) return;
+    writing_ = true;
+    asio::async_write(socket_, buffers_, [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
+      self->on_write(ec);
+    });
   }
 
-  void on_write(beast::error_code ec) {
+  void on_write(boost::system::error_code ec) {
     writing_ = false;
     queued_bytes_ -= inflight_bytes_;
     inflight_bytes_ = 0;
     inflight_.clear();
+    control_inflight_.clear();
     if (ec) return on_gone();
-    if (!queue_.empty()) return do_write();
-    if (close_requested_) do_close();
+    if (close_sent_) return after_close_sent();
+    if (!queue_.empty() || !control_.empty() || close_requested_) do_write();
   }
 
-  void do_close() {
-    if (closing_ || gone_) return;
-    closing_ = true;
-    ws_.async_close(websocket::close_reason(websocket::close_code::normal, close_reason_),
-                    [self = shared_from_this()](beast::error_code) {
-                      // The pending read ends with `closed`, which finishes the session.
-                      beast::error_code ignored;
-                      self->ws_.next_layer().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-                    });
+  // Our close frame is out: half-close, and give the client a bounded time to finish.
+  void after_close_sent() {
+    boost::system::error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_send, ignored);
+    if (close_received_) return on_gone();
+    linger_ = std::make_unique<asio::steady_timer>(socket_.get_executor(), kCloseLinger);
+    linger_->async_wait([self = shared_from_this()](boost::system::error_code ec) {
+      if (!ec) self->on_gone();
+    });
   }
 
   // Runs once, when the connection can no longer be used.
@@ -177,29 +245,37 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     if (stomp_) stomp_->on_closed_in_loop();
     queue_.clear();
     queued_bytes_ = 0;
-    beast::error_code ignored;
-    ws_.next_layer().close(ignored);
+    if (linger_) linger_->cancel();
+    boost::system::error_code ignored;
+    socket_.close(ignored);
   }
 
   Server& server_;
-  websocket::stream<asio::ip::tcp::socket> ws_;  // no tcp_stream: heart-beats, not timers, watch idleness
-  beast::flat_buffer buffer_;
-  Request req_;
+  tcp::socket socket_;
+  ws::Decoder decoder_;
   std::shared_ptr<chat::StompSession> stomp_;
+  std::string handshake_;
   std::vector<chat::Outbound> queue_;  // vectors, not a deque: an idle session allocates nothing
   std::vector<chat::Outbound> inflight_;
   std::vector<asio::const_buffer> buffers_;
+  std::string frame_header_;
+  std::string control_;           // pongs waiting for the next write
+  std::string control_inflight_;
+  std::string close_frame_;
+  std::unique_ptr<asio::steady_timer> linger_;
   std::size_t queued_bytes_ = 0;
   std::size_t inflight_bytes_ = 0;
+  std::uint16_t close_code_ = 1000;
   bool writing_ = false;
-  bool close_requested_ = false;
-  bool closing_ = false;
-  bool gone_ = false;
   bool flush_scheduled_ = false;
+  bool close_requested_ = false;
+  bool close_sent_ = false;
+  bool close_received_ = false;
+  bool gone_ = false;
   std::string close_reason_;
 
-  // Sessions of this loop with queued bytes and no write in flight. Each worker thread runs
-  // exactly one loop, so thread_local is per loop.
+  // Sessions of this loop with something to write and no write in flight. Each worker thread
+  // runs exactly one loop, so thread_local is per loop.
   struct FlushList {
     std::vector<std::shared_ptr<WsSession>> dirty;
     bool posted = false;
@@ -208,6 +284,22 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
 };
 
 thread_local WsSession::FlushList WsSession::flush_list;
+
+// Writes a plain HTTP refusal of an upgrade, then closes.
+void refuse(tcp::socket socket, unsigned version, http::status status, std::string_view why, bool tell_version) {
+  auto res = std::make_shared<http::response<http::string_body>>(status, version);
+  res->set(http::field::server, "chatd");
+  res->set(http::field::content_type, "application/json;charset=UTF-8");
+  if (tell_version) res->set(http::field::sec_websocket_version, "13");
+  res->keep_alive(false);
+  res->body() = chat::error_json(static_cast<int>(status), why);
+  res->prepare_payload();
+  auto s = std::make_shared<tcp::socket>(std::move(socket));
+  http::async_write(*s, *res, [s, res](boost::system::error_code, std::size_t) {
+    boost::system::error_code ignored;
+    s->shutdown(tcp::socket::shutdown_both, ignored);
+  });
+}
 
 }  // namespace
 
@@ -239,8 +331,32 @@ std::string new_session_id() {
   return id;
 }
 
-void run_websocket(Server& server, asio::ip::tcp::socket socket, Request req, beast::flat_buffer buffer) {
-  std::make_shared<WsSession>(server, std::move(socket))->start(std::move(req), std::move(buffer));
+void run_websocket(Server& server, tcp::socket socket, Request req, boost::beast::flat_buffer buffer) {
+  // The connection counts against max-connections from accept on; WsSession's destructor (or
+  // this refusal's) gives the slot back.
+  auto give_back = [&server] { server.connections.fetch_sub(1, std::memory_order_relaxed); };
+  if (req.method() != http::verb::get) {
+    give_back();
+    return refuse(std::move(socket), req.version(), http::status::method_not_allowed, "WebSocket upgrades use GET", false);
+  }
+  if (req[http::field::sec_websocket_version] != "13") {
+    give_back();
+    return refuse(std::move(socket), req.version(), http::status::upgrade_required, "only WebSocket version 13 is spoken here", true);
+  }
+  auto key = req[http::field::sec_websocket_key];
+  if (key.size() != 24) {
+    give_back();
+    return refuse(std::move(socket), req.version(), http::status::bad_request, "missing or malformed Sec-WebSocket-Key", false);
+  }
+  std::string handshake =
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nServer: chatd\r\n"
+      "Sec-WebSocket-Accept: " + ws::accept_key(key) + "\r\n";
+  if (auto p = choose_subprotocol(req[http::field::sec_websocket_protocol]); !p.empty())
+    handshake.append("Sec-WebSocket-Protocol: ").append(p).append("\r\n");
+  handshake.append("\r\n");
+  auto data = buffer.cdata();
+  std::string early(static_cast<const char*>(data.data()), data.size());
+  std::make_shared<WsSession>(server, std::move(socket))->start(std::move(handshake), std::move(early));
 }
 
 }  // namespace chatd::net
