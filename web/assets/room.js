@@ -8,6 +8,10 @@
   const NICK_KEY = 'chatd.nickname';
   const ENDPOINT = '/ws-stomp';
   const SOCKJS_TRANSPORTS = ['websocket', 'xhr-streaming', 'xhr-polling'];
+  // chatd's default limits, in UTF-8 bytes (a Korean syllable takes 3).
+  const MAX_NICK_BYTES = 64;
+  const MAX_MESSAGE_BYTES = 4000;
+  const bytes = (s) => new TextEncoder().encode(s).length;
   const $ = (id) => document.getElementById(id);
   const log = $('log');
   const messages = $('messages');
@@ -187,6 +191,10 @@
       ev.preventDefault();
       const body = text.value.trim();
       if (!body || !client.connected) return;
+      if (bytes(body) > MAX_MESSAGE_BYTES) {
+        notice(`메시지가 너무 깁니다 (UTF-8 ${MAX_MESSAGE_BYTES}바이트까지).`, 'error');
+        return;
+      }
       publish('TALK', body);
       text.value = '';
       text.style.height = '';
@@ -239,6 +247,7 @@
     return new Promise((resolve) => {
       const form = $('nick-form');
       const input = $('nick-input');
+      input.addEventListener('input', () => input.setCustomValidity(''));
       form.hidden = false;
       composer.hidden = true;
       input.focus();
@@ -246,6 +255,11 @@
         ev.preventDefault();
         const nick = input.value.trim();
         if (!nick) return;
+        if (bytes(nick) > MAX_NICK_BYTES) {
+          input.setCustomValidity(`UTF-8 ${MAX_NICK_BYTES}바이트까지`);
+          input.reportValidity();
+          return;
+        }
         saveNick(nick);
         form.hidden = true;
         composer.hidden = false;
