@@ -64,14 +64,26 @@ std::optional<std::string> check_room_name(std::string_view raw, std::size_t max
   return std::string(raw);
 }
 
-class HttpSession final : public std::enable_shared_from_this<HttpSession> {
+class HttpSession final : public Closable, public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(Server& server, asio::ip::tcp::socket socket) : server_(server), stream_(std::move(socket)) {}
-  ~HttpSession() {
-    if (!handed_over_) server_.connections.fetch_sub(1, std::memory_order_relaxed);
+  ~HttpSession() override {
+    if (!handed_over_) {
+      server_.untrack(this);
+      server_.connections.fetch_sub(1, std::memory_order_relaxed);
+    }
   }
 
-  void start() { do_read(); }
+  void start() {
+    server_.track(this, weak_from_this());
+    do_read();
+  }
+
+  // An idle keep-alive connection is closed at once; a request in progress gets its answer
+  // with "Connection: close".
+  void close_for_shutdown() override {
+    asio::post(stream_.get_executor(), [self = shared_from_this()] { self->stream_.cancel(); });
+  }
 
  private:
   void do_read() {
@@ -85,7 +97,8 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
   }
 
   void on_read(beast::error_code ec) {
-    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::connection_reset)
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::connection_reset ||
+        ec == asio::error::operation_aborted)
       return close();
     if (ec) {
       Request req;
@@ -115,6 +128,7 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
 
     if (path == "/ws-stomp" && beast::websocket::is_upgrade(req)) {
       handed_over_ = true;
+      server_.untrack(this);
       stream_.expires_never();
       return run_websocket(server_, stream_.release_socket(), std::move(req_), std::move(buffer_));
     }

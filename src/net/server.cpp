@@ -55,9 +55,11 @@ void Server::do_accept() {
         // Over the bound: answer plainly and hang up, without starting a session.
         refused.fetch_add(1, std::memory_order_relaxed);
         auto s = std::make_shared<tcp::socket>(std::move(socket));
-        static const std::string busy =
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
-            "Content-Length: 51\r\n\r\n{\"status\":503,\"error\":\"too many connections\"}     ";
+        static const std::string busy = [] {
+          std::string body = R"({"status":503,"error":"too many connections"})";
+          return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                 "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+        }();
         asio::async_write(*s, asio::buffer(busy), [s](boost::system::error_code, std::size_t) {
           boost::system::error_code ignored;
           s->shutdown(tcp::socket::shutdown_both, ignored);
@@ -75,8 +77,25 @@ void Server::do_accept() {
   });
 }
 
+void Server::track(Closable* c, std::weak_ptr<Closable> handle) {
+  std::lock_guard lock(closables_mu_);
+  closables_.emplace(c, std::move(handle));
+}
+
+void Server::untrack(Closable* c) {
+  std::lock_guard lock(closables_mu_);
+  closables_.erase(c);
+}
+
 void Server::shutdown(std::function<void()> done) {
   shutting_down_ = true;
+  std::vector<std::shared_ptr<Closable>> open;
+  {
+    std::lock_guard lock(closables_mu_);
+    for (auto& [c, weak] : closables_)
+      if (auto strong = weak.lock()) open.push_back(std::move(strong));
+  }
+  for (auto& c : open) c->close_for_shutdown();
   asio::post(acceptor_.get_executor(), [this] {
     boost::system::error_code ignored;
     acceptor_.close(ignored);

@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <unordered_map>
 #include <string>
 #include <vector>
 
@@ -24,6 +26,14 @@ struct ServerConfig {
 };
 
 class StaticFiles;
+
+// A connection that is not a STOMP session (an idle HTTP keep-alive, a SockJS stream) and
+// must be told to close at shutdown. close_for_shutdown() may be called from any thread.
+class Closable {
+ public:
+  virtual ~Closable() = default;
+  virtual void close_for_shutdown() = 0;
+};
 
 class Server {
  public:
@@ -51,6 +61,10 @@ class Server {
   // Returns the loop the next accepted connection goes to.
   boost::asio::io_context& next_worker();
 
+  // Closables register while they live so shutdown can reach them.
+  void track(Closable* c, std::weak_ptr<Closable> handle);
+  void untrack(Closable* c);
+
   // Returns /healthz's JSON and whether the node is fully up.
   std::string health_json(bool& up) const;
   // Returns /metrics in the Prometheus text format.
@@ -67,6 +81,8 @@ class Server {
   std::uint16_t bound_port_ = 0;
   std::size_t next_ = 0;
   std::atomic<bool> shutting_down_{false};
+  std::mutex closables_mu_;
+  std::unordered_map<Closable*, std::weak_ptr<Closable>> closables_;
 };
 
 }  // namespace chatd::net
