@@ -103,6 +103,10 @@ test('two people create a room, talk both ways, and see the same conversation', 
     await enter(b, `Bob ${XSS}`, roomName);
     assert.equal(await a.page.textContent('#room-name'), roomName);
     assert.equal(await b.page.textContent('#room-name'), roomName);
+    if (!query) {
+      // By default the page goes through SockJS, which settles on its WebSocket transport.
+      assert.equal(await a.page.evaluate(() => window.chatdRoom.client.webSocket.transport), 'websocket');
+    }
 
     // Both see B's arrival announced.
     const bobEnter = `Bob ${XSS}님 등장!`;

@@ -114,11 +114,12 @@
       return () => new WebSocket(`${scheme}//${location.host}${ENDPOINT}`,
                                  ['v12.stomp', 'v11.stomp', 'v10.stomp']);
     }
+    // Only the transports chatd serves, so SockJS never waits on eventsource, iframe or jsonp.
     const forced = params.get('transport');
-    const options = {};
+    const options = { transports: SOCKJS_TRANSPORTS };
     if (forced) {
       if (SOCKJS_TRANSPORTS.includes(forced)) options.transports = [forced];
-      else console.warn(`chatd: unknown transport "${forced}", letting SockJS choose`);
+      else console.warn(`chatd: unknown transport "${forced}", using ${SOCKJS_TRANSPORTS.join(', ')}`);
     }
     return () => new SockJS(ENDPOINT, null, options);
   }
