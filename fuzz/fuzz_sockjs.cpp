@@ -6,7 +6,9 @@
 //   - append_escaped output always parses as a JSON string, and escaping what it parses to
 //     gives the same bytes (invalid UTF-8 became U+FFFD, everything else round-trips);
 //   - decode_messages either fails leaving its output alone, or returns messages that
-//     append_messages encodes to a frame that decodes back to the same messages.
+//     append_messages encodes to a frame that decodes back to the same messages;
+//   - the input read as operations on a Session: pending bytes stay within the bound, a
+//     finished write detaches the receiver (except c[2010] to a second one), "o" is sent once, nothing follows a close frame.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -68,6 +70,39 @@ void fuzz_decode(std::string_view payload, sj::Source source) {
   for (std::size_t i = 0; i < back.size(); ++i) check(back[i] == views[i], "same messages");
 }
 
+void fuzz_session(std::string_view ops) {
+  sj::Session s({.max_pending_bytes = 64, .streaming_bytes_limit = 2200});
+  std::size_t opens = 0;
+  bool closed_sent = false;
+  auto saw = [&](const sj::Session::Write& w) {
+    // c[2010] finishes the newcomer only; the attached receiver stays.
+    const bool turned_away = w.bytes.rfind("c[2010", 0) == 0;
+    if (w.finish && !turned_away) check(!s.has_receiver(), "a finished write detaches");
+    if (turned_away) check(s.has_receiver(), "a newcomer is turned away only while a receiver is attached");
+    if (w.bytes.empty()) return;
+    check(!closed_sent || w.bytes.find("c[") != std::string::npos, "after a close frame only close frames");
+    for (std::size_t at = 0; (at = w.bytes.find("o\n", at)) != std::string::npos; at += 2) {
+      if (at == 0 || w.bytes[at - 1] == '\n') ++opens;
+    }
+    if (w.bytes.find("c[3000") != std::string::npos) closed_sent = true;
+  };
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    const auto op = static_cast<unsigned char>(ops[i]);
+    switch (op % 8) {
+      case 0: saw(s.attach(sj::Transport::xhr)); break;
+      case 1: saw(s.attach(sj::Transport::xhr_streaming)); break;
+      case 2: s.detach(); break;
+      case 3: s.push(std::string(op / 8, 'm')); break;
+      case 4: saw(s.flush()); break;
+      case 5: saw(s.heartbeat()); break;
+      case 6: if (op > 200) saw(s.close(sj::go_away)); break;
+      default: break;
+    }
+    check(s.pending_bytes() <= 64, "pending bytes bounded");
+    check(opens <= 1, "\"o\" sent at most once");
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -76,5 +111,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   fuzz_escape(in);
   fuzz_decode(in, sj::Source::xhr_send);
   fuzz_decode(in, sj::Source::websocket);
+  fuzz_session(in);
   return 0;
 }
