@@ -1,14 +1,15 @@
 // libFuzzer target for the SockJS codec.
 //
-// The input is used three ways; invariants checked, each by abort():
+// The input is used four ways; invariants checked, each by abort():
 //   - parse_path never fails on any target, and a session route's ids are non-empty, dot-free
 //     views into the target;
 //   - append_escaped output always parses as a JSON string, and escaping what it parses to
 //     gives the same bytes (invalid UTF-8 became U+FFFD, everything else round-trips);
 //   - decode_messages either fails leaving its output alone, or returns messages that
 //     append_messages encodes to a frame that decodes back to the same messages;
-//   - the input read as operations on a Session: pending bytes stay within the bound, a
-//     finished write detaches the receiver (except c[2010] to a second one), "o" is sent once, nothing follows a close frame.
+//   - read as operations on a Session: pending bytes stay within the bound, a finished write
+//     detaches the receiver (except c[2010] to a second one), "o" is sent at most once, and
+//     after the close frame only close frames follow.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
