@@ -18,7 +18,7 @@ class Category final : public std::error_category {
       case Error::unknown_type: return "type must be ENTER, TALK or QUIT";
       case Error::bad_room_id: return "roomId must be a room's UUID";
       case Error::unknown_room: return "no such room";
-      case Error::bad_sender: return "sender must be a non-empty nickname of at most 64 bytes";
+      case Error::bad_sender: return "sender must be a non-empty nickname no longer than --max-sender-bytes";
       case Error::empty_message: return "a TALK message needs text";
       case Error::message_too_long: return "the message text is too long";
       case Error::bad_utf8: return "text must be valid UTF-8";

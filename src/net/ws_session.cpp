@@ -6,7 +6,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
 
-#include <deque>
+#include <iterator>
 #include <memory>
 #include <random>
 
@@ -46,7 +46,8 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
       if (!protocol.empty()) res.set(beast::http::field::sec_websocket_protocol, protocol);
     }));
     buffer_ = std::move(buffer);
-    ws_.async_accept(req, [self = shared_from_this()](beast::error_code ec) { self->on_accept(ec); });
+    req_ = std::move(req);  // kept until the handshake completes
+    ws_.async_accept(req_, [self = shared_from_this()](beast::error_code ec) { self->on_accept(ec); });
   }
 
   // chat::Transport
@@ -68,7 +69,8 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
  private:
   void on_accept(beast::error_code ec) {
     if (ec) return;  // handshake failed: Beast has answered with the HTTP error
-    buffer_.clear();
+    req_ = {};
+    buffer_ = beast::flat_buffer();  // drop the HTTP read's capacity: idle sessions hold no buffer
     stomp_ = std::make_shared<chat::StompSession>(pick_shard(), *this, new_session_id());
     stomp_->start_in_loop();
     do_read();
@@ -91,6 +93,9 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     auto data = buffer_.cdata();
     stomp_->on_bytes_in_loop(std::string_view(static_cast<const char*>(data.data()), data.size()));
     buffer_.consume(buffer_.size());
+    // Beast copies payload into this buffer only once bytes arrive, so a waiting read needs no
+    // capacity: release it and an idle connection costs only Beast's own state.
+    buffer_.shrink_to_fit();
     do_read();
   }
 
@@ -98,12 +103,13 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     if (queue_.empty() || gone_) return;
     writing_ = true;
     buffers_.clear();
-    std::size_t batch = 0;
-    while (!queue_.empty() && (inflight_.empty() || batch + queue_.front().size() <= kMaxBatch)) {
-      auto& o = queue_.front();
-      batch += o.size();
-      inflight_.push_back(std::move(o));
-      queue_.pop_front();
+    std::size_t batch = 0, take = 0;
+    while (take < queue_.size() && (take == 0 || batch + queue_[take].size() <= kMaxBatch)) batch += queue_[take++].size();
+    if (take == queue_.size()) {
+      inflight_.swap(queue_);
+    } else {
+      std::move(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(take), std::back_inserter(inflight_));
+      queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(take));
     }
     for (auto& o : inflight_) {
       if (o.shared) {
@@ -136,7 +142,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
                     [self = shared_from_this()](beast::error_code) {
                       // The pending read ends with `closed`, which finishes the session.
                       beast::error_code ignored;
-                      self->ws_.next_layer().socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+                      self->ws_.next_layer().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
                     });
   }
 
@@ -148,14 +154,15 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     queue_.clear();
     queued_bytes_ = 0;
     beast::error_code ignored;
-    ws_.next_layer().socket().close(ignored);
+    ws_.next_layer().close(ignored);
   }
 
   Server& server_;
-  websocket::stream<beast::tcp_stream> ws_;
+  websocket::stream<asio::ip::tcp::socket> ws_;  // no tcp_stream: heart-beats, not timers, watch idleness
   beast::flat_buffer buffer_;
+  Request req_;
   std::shared_ptr<chat::StompSession> stomp_;
-  std::deque<chat::Outbound> queue_;
+  std::vector<chat::Outbound> queue_;  // vectors, not a deque: an idle session allocates nothing
   std::vector<chat::Outbound> inflight_;
   std::vector<asio::const_buffer> buffers_;
   std::size_t queued_bytes_ = 0;

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The second README command: install what is missing, build, and run every test: unit tests,
+# integration tests on real chatd processes with real redis-server, Kafka and Chromium, then
+# the unit tests and the core integration test again under ASan + UBSan.
+# Set CHATD_SKIP_SANITIZERS=1 to skip the second build while iterating.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh test
+if [ -x scripts/kafka.sh ]; then scripts/kafka.sh fetch; fi
+scripts/build.sh
+
+echo "== tests (RelWithDebInfo build)"
+(cd build && ctest --output-on-failure -j2 --timeout 900)
+
+if [ "${CHATD_SKIP_SANITIZERS:-0}" != 1 ]; then
+  echo "== tests under ASan + UBSan"
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCHATD_SANITIZE=ON >/dev/null
+  ninja -C build-asan
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+  export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+  (cd build-asan && ctest --output-on-failure -j2 --timeout 900 -L unit)
+  (cd build-asan && ctest --output-on-failure --timeout 900 -R '^integration_core$')
+fi

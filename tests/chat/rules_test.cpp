@@ -1,0 +1,121 @@
+// The chat rules without sockets or engines.
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include <set>
+
+#include "chat/rules.h"
+
+using namespace chatd::chat;
+
+namespace {
+
+const char* kRoom = "0b7a4c2e-1f3d-4e5a-8b9c-0d1e2f3a4b5c";
+
+std::string body(std::string_view type, std::string_view sender, std::string_view message) {
+  return boost::json::serialize(boost::json::object{{"type", type}, {"roomId", kRoom}, {"sender", sender}, {"message", message}});
+}
+
+std::error_code rejection(const std::string& b, Limits lim = {}) {
+  std::error_code ec;
+  auto m = parse_chat_message(b, lim, ec);
+  EXPECT_EQ(m.has_value(), !ec);
+  return ec;
+}
+
+}  // namespace
+
+TEST(ChatRules, AcceptsTheThreeTypes) {
+  for (auto [type, want] : {std::pair{"ENTER", MessageType::enter}, {"TALK", MessageType::talk}, {"QUIT", MessageType::quit}}) {
+    std::error_code ec;
+    auto m = parse_chat_message(body(type, "짱구", "hi"), {}, ec);
+    ASSERT_TRUE(m) << type << ": " << ec.message();
+    EXPECT_EQ(m->type, want);
+    EXPECT_EQ(m->room_id, kRoom);
+    EXPECT_EQ(m->sender, "짱구");
+    EXPECT_EQ(m->message, "hi");
+  }
+}
+
+TEST(ChatRules, EnterNeedsNoText) {
+  EXPECT_FALSE(rejection(R"({"type":"ENTER","roomId":")" + std::string(kRoom) + R"(","sender":"a"})"));
+}
+
+TEST(ChatRules, RejectsWhatBreaksARule) {
+  EXPECT_EQ(rejection("{not json"), Error::bad_json);
+  EXPECT_EQ(rejection("[1,2]"), Error::bad_json);
+  EXPECT_EQ(rejection(R"({"type":7,"roomId":"x","sender":"a"})"), Error::bad_json);
+  EXPECT_EQ(rejection(body("SHOUT", "a", "b")), Error::unknown_type);
+  EXPECT_EQ(rejection(R"({"roomId":")" + std::string(kRoom) + R"(","sender":"a","message":"b"})"), Error::unknown_type);
+  EXPECT_EQ(rejection(R"({"type":"TALK","roomId":"room-1","sender":"a","message":"b"})"), Error::bad_room_id);
+  EXPECT_EQ(rejection(body("TALK", "", "b")), Error::bad_sender);
+  EXPECT_EQ(rejection(body("TALK", std::string(65, 'a'), "b")), Error::bad_sender);
+  EXPECT_EQ(rejection(body("TALK", "a", "")), Error::empty_message);
+  EXPECT_EQ(rejection(body("TALK", "a", std::string(4001, 'x'))), Error::message_too_long);
+  Limits small;
+  small.max_message_bytes = 3;
+  EXPECT_FALSE(rejection(body("TALK", "a", "한"), small));  // 3 bytes
+  EXPECT_EQ(rejection(body("TALK", "a", "한a"), small), Error::message_too_long);
+  EXPECT_EQ(rejection("{\"type\":\"TALK\",\"roomId\":\"" + std::string(kRoom) + "\",\"sender\":\"\xff\",\"message\":\"b\"}"),
+            Error::bad_json);  // invalid UTF-8 never parses
+}
+
+TEST(ChatRules, RoomIdsAreCanonicalUuidsAndLowerCased) {
+  EXPECT_TRUE(is_room_id(kRoom));
+  EXPECT_FALSE(is_room_id("0b7a4c2e1f3d4e5a8b9c0d1e2f3a4b5c"));
+  EXPECT_FALSE(is_room_id("0b7a4c2e-1f3d-4e5a-8b9c-0d1e2f3a4b5g"));
+  std::error_code ec;
+  auto m = parse_chat_message(R"({"type":"TALK","roomId":"0B7A4C2E-1F3D-4E5A-8B9C-0D1E2F3A4B5C","sender":"a","message":"b"})", {}, ec);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->room_id, kRoom);
+}
+
+TEST(ChatRules, NewRoomIdsAreUniqueV4) {
+  std::set<std::string> seen;
+  for (int i = 0; i < 1000; ++i) {
+    auto id = new_room_id();
+    ASSERT_TRUE(is_room_id(id)) << id;
+    EXPECT_EQ(id[14], '4');
+    EXPECT_NE(std::string("89ab").find(id[19]), std::string::npos);
+    seen.insert(id);
+  }
+  EXPECT_EQ(seen.size(), 1000u);
+}
+
+TEST(ChatRules, StampReplacesEnterAndQuitTextAndAddsIdAndTs) {
+  ChatMessage m{MessageType::enter, kRoom, "짱구", "ignored"};
+  Texts texts;
+  auto v = boost::json::parse(stamp(m, "n1-7", 1700000000000, texts)).as_object();
+  EXPECT_EQ(v["type"], "ENTER");
+  EXPECT_EQ(v["message"], "짱구님 등장!");
+  EXPECT_EQ(v["id"], "n1-7");
+  EXPECT_EQ(v["ts"], 1700000000000);
+  EXPECT_EQ(v["roomId"], kRoom);
+  texts.quit = "{sender} left ({sender})";
+  m.type = MessageType::quit;
+  EXPECT_EQ(boost::json::parse(stamp(m, "x", 1, texts)).as_object()["message"], "짱구 left (짱구)");
+  m.type = MessageType::talk;
+  m.message = "<b>\"quoted\"</b>";
+  EXPECT_EQ(boost::json::parse(stamp(m, "x", 1, texts)).as_object()["message"], "<b>\"quoted\"</b>");
+}
+
+TEST(ChatRules, WithSeqAppendsAField) {
+  auto out = with_seq(R"({"a":1})", 42);
+  EXPECT_EQ(out, R"({"a":1,"seq":42})");
+  EXPECT_EQ(with_seq("{}", 1), R"({"seq":1})");
+}
+
+TEST(ChatRules, ErrorJson) {
+  auto v = boost::json::parse(error_json(404, "no such \"room\"")).as_object();
+  EXPECT_EQ(v["status"], 404);
+  EXPECT_EQ(v["error"], "no such \"room\"");
+}
+
+TEST(ChatRules, Utf8) {
+  EXPECT_TRUE(is_utf8("plain 한글 😀"));
+  EXPECT_FALSE(is_utf8("\xc0\xaf"));          // overlong
+  EXPECT_FALSE(is_utf8("\xed\xa0\x80"));      // surrogate
+  EXPECT_FALSE(is_utf8("\xf4\x90\x80\x80"));  // past U+10FFFF
+  EXPECT_FALSE(is_utf8("\xe2\x82"));          // truncated
+}
