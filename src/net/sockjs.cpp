@@ -188,6 +188,12 @@ void append_message(std::string& out, std::string_view message) {
   append_messages(out, std::span<const std::string_view>(&message, 1));
 }
 
+void append_message_parts(std::string& out, std::span<const std::string_view> parts) {
+  out += "a[\"";
+  for (const auto p : parts) append_escaped(out, p);
+  out += "\"]";
+}
+
 void append_escaped(std::string& out, std::string_view utf8) {
   out.reserve(out.size() + utf8.size() + 8);
   std::size_t i = 0;

@@ -89,6 +89,9 @@ void append_close(std::string& out, Close c);
 // "a[\"m1\",\"m2\"]": each message is UTF-8 text, escaped by append_escaped().
 void append_messages(std::string& out, std::span<const std::string_view> messages);
 void append_message(std::string& out, std::string_view message);
+// "a[\"...\"]" with one message made of `parts` joined, each split at code point boundaries:
+// a MESSAGE frame as stomp::SplitMessage gives it, {head, subscription id, tail}.
+void append_message_parts(std::string& out, std::span<const std::string_view> parts);
 
 // Appends `utf8` JSON-escaped without the quotes, also escaping what SockJS requires
 // (U+0000–U+001F, U+200C–U+200F, U+2028–U+202F, U+2060–U+206F, U+FFF0–U+FFFF) as \uXXXX.

@@ -233,6 +233,17 @@ TEST(SockJsEscape, ConcatenatesAtCodePointBoundaries) {
   EXPECT_EQ(escaped(a) + escaped(b) + escaped(c), escaped(a + b + c));
 }
 
+TEST(SockJsFrames, MessageFromPartsEqualsTheWholeMessage) {
+  const std::string head = "MESSAGE\ndestination:/sub/chat/room/1\nsubscription:";
+  const std::string sub = "sub-0";
+  const std::string tail = "\n\n{\"message\":\"점심 🍜\"}" + std::string(1, '\0');
+  const std::vector<std::string_view> parts{head, sub, tail};
+  std::string from_parts, whole;
+  sj::append_message_parts(from_parts, parts);
+  sj::append_message(whole, head + sub + tail);
+  EXPECT_EQ(from_parts, whole);
+}
+
 // ---- client payloads ----
 
 TEST(SockJsDecode, XhrSendArray) {
