@@ -1,9 +1,8 @@
-// The in-process bus: one node, no engine. Publishing hops onto the engine thread, which
-// numbers the message and delivers it, so concurrent publishers get one order per room.
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
-
+// The in-process bus: one node, no engine. A mutex makes "number the message, hand it to the
+// shards' queues" one step, so concurrent publishers on different workers still give every
+// shard one order per room; delivery runs on the publisher's thread with no extra hop.
 #include <atomic>
+#include <mutex>
 #include <unordered_map>
 
 #include "bus/message_bus.h"
@@ -13,26 +12,25 @@ namespace {
 
 class LocalBus final : public MessageBus {
  public:
-  explicit LocalBus(boost::asio::io_context& engine) : engine_(engine) {}
-
-  void start(DeliverFn on_deliver) override { deliver_ = std::move(on_deliver); }
+  void start(DeliverFn on_deliver) override {
+    std::lock_guard lock(mu_);
+    deliver_ = std::move(on_deliver);
+  }
 
   void publish(std::string room_id, std::string payload, DoneFn done) override {
     if (stopped_.load(std::memory_order_relaxed)) {
       done(Error::stopped);
       return;
     }
-    boost::asio::post(engine_, [this, room = std::move(room_id), body = std::move(payload),
-                                done = std::move(done)]() mutable {
-      Delivery d{room, ++seq_[room], std::move(body)};
-      if (deliver_) deliver_(std::move(d));
-      done({});
-    });
+    {
+      std::lock_guard lock(mu_);
+      auto seq = ++seq_[room_id];
+      if (deliver_) deliver_(Delivery{std::move(room_id), seq, std::move(payload)});
+    }
+    done({});
   }
 
-  void subscribe(const std::string&, DoneFn ready) override {
-    boost::asio::post(engine_, [ready = std::move(ready)] { ready({}); });
-  }
+  void subscribe(const std::string&, DoneFn ready) override { ready({}); }
   void unsubscribe(const std::string&) override {}
 
   bool up() const override { return true; }
@@ -40,16 +38,14 @@ class LocalBus final : public MessageBus {
   void stop() override { stopped_ = true; }
 
  private:
-  boost::asio::io_context& engine_;
+  std::mutex mu_;
   DeliverFn deliver_;
-  std::unordered_map<std::string, std::uint64_t> seq_;  // engine thread only
+  std::unordered_map<std::string, std::uint64_t> seq_;
   std::atomic<bool> stopped_{false};
 };
 
 }  // namespace
 
-std::unique_ptr<MessageBus> make_local_bus(boost::asio::io_context& engine) {
-  return std::make_unique<LocalBus>(engine);
-}
+std::unique_ptr<MessageBus> make_local_bus(boost::asio::io_context&) { return std::make_unique<LocalBus>(); }
 
 }  // namespace chatd::bus

@@ -62,10 +62,14 @@ StompSession::StompSession(Shard& shard, Transport& transport, std::string id)
 StompSession::~StompSession() = default;
 
 template <class Fn>
-void StompSession::post_back(Fn fn) {
-  boost::asio::post(shard_.loop(), [weak = weak_from_this(), fn = std::move(fn)]() mutable {
-    if (auto self = weak.lock(); self && self->transport_) fn(*self);
-  });
+auto StompSession::back_in_loop(Fn fn) {
+  // Callbacks from the bus or store hold only a weak pointer and never lock it off the loop,
+  // so a session is always destroyed on its own loop.
+  return [loop = &shard_.loop(), weak = weak_from_this(), fn = std::move(fn)](auto&&... args) mutable {
+    boost::asio::post(*loop, [weak, fn, args...]() mutable {
+      if (auto self = weak.lock(); self && self->transport_) fn(*self, args...);
+    });
+  };
 }
 
 void StompSession::start_in_loop() {
@@ -189,17 +193,15 @@ void StompSession::on_subscribe(stomp::Frame& f) {
   shard_.subscribe_in_loop(room, this, escaped);
   std::optional<std::string> want_receipt;
   if (receipt) want_receipt = *receipt;
-  hub_.join(room, [weak = weak_from_this(), sub_id, receipt = std::move(want_receipt)](std::error_code ec) {
-    if (ec == bus::Error::stopped) return;
-    auto self = weak.lock();
-    if (!self) return;
-    self->post_back([sub_id, receipt, ec](StompSession& s) {
-      if (!s.subs_.count(sub_id) || s.state_ != State::connected) return;
-      if (ec)
-        return s.fail_in_loop("message engine unavailable",
-                              "The subscription could not be confirmed: " + ec.message() + ". Reconnect later.");
-      if (receipt) s.send_receipt(*receipt);
-    });
+  auto confirmed = back_in_loop([sub_id, receipt = std::move(want_receipt)](StompSession& s, std::error_code ec) {
+    if (!s.subs_.count(sub_id) || s.state_ != State::connected) return;
+    if (ec)
+      return s.fail_in_loop("message engine unavailable",
+                            "The subscription could not be confirmed: " + ec.message() + ". Reconnect later.");
+    if (receipt) s.send_receipt(*receipt);
+  });
+  hub_.join(room, [confirmed = std::move(confirmed)](std::error_code ec) mutable {
+    if (ec != bus::Error::stopped) confirmed(ec);
   });
 }
 
@@ -228,14 +230,14 @@ void StompSession::on_send(stomp::Frame& f) {
   if (!m) return reject(status_for(ec), ec.message());
   std::optional<std::string> receipt;
   if (auto r = f.header("receipt")) receipt = *r;
-  hub_.publish(*m, [weak = weak_from_this(), receipt = std::move(receipt)](std::error_code pec) mutable {
-    auto self = weak.lock();
-    if (!self) return;
-    self->post_back([pec, receipt = std::move(receipt)](StompSession& s) {
-      if (s.state_ != State::connected) return;
-      if (pec) return s.reject(status_for(pec), pec.message());
-      if (receipt) s.send_receipt(*receipt);
-    });
+  bool want_receipt = receipt.has_value();
+  auto answered = back_in_loop([receipt = std::move(receipt)](StompSession& s, std::error_code pec) {
+    if (s.state_ != State::connected) return;
+    if (pec) return s.reject(status_for(pec), pec.message());
+    if (receipt) s.send_receipt(*receipt);
+  });
+  hub_.publish(*m, [want_receipt, answered = std::move(answered)](std::error_code pec) mutable {
+    if (pec || want_receipt) answered(pec);  // nothing to tell the sender: skip the hop back
   });
 }
 

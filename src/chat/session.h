@@ -61,9 +61,10 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   // Reports a chat-level rejection on /user/queue/errors (if subscribed); keeps the session.
   void reject(int status, std::string_view error);
   void leave_all_rooms();
-  // Runs `fn` on this session's loop if the session still lives.
+  // Returns a callable for other threads that runs fn(*this, args...) on this session's loop
+  // if the session is still open by then.
   template <class Fn>
-  void post_back(Fn fn);
+  auto back_in_loop(Fn fn);
 
   Shard& shard_;
   Hub& hub_;

@@ -35,6 +35,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     // Twice the frame bound: a whole message over it is refused by Beast (close 1009), while a
     // single oversized STOMP frame inside reaches the codec and gets a readable ERROR.
     ws_.read_message_max(2 * lim.max_frame_bytes + 1024);
+    ws_.auto_fragment(false);  // one WebSocket frame per batch: no split at 4 KiB
     websocket::stream_base::timeout t{};
     t.handshake_timeout = std::chrono::seconds(30);
     t.idle_timeout = websocket::stream_base::none();  // STOMP heart-beats watch idleness
@@ -54,14 +55,14 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   void send(chat::Outbound&& out) override {
     queued_bytes_ += out.size();
     queue_.push_back(std::move(out));
-    if (!writing_) do_write();
+    if (!writing_) schedule_flush();
   }
 
   void close(std::string_view reason) override {
     if (close_requested_) return;
     close_requested_ = true;
     close_reason_.assign(reason.substr(0, 120));  // a close frame's reason fits in 123 bytes
-    if (!writing_) do_close();
+    if (!writing_) schedule_flush();
   }
 
   std::size_t queued_bytes() const override { return queued_bytes_; }
@@ -97,6 +98,29 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     // capacity: release it and an idle connection costs only Beast's own state.
     buffer_.shrink_to_fit();
     do_read();
+  }
+
+  // Writes start from the loop's flush list, after the handler that queued them, so a burst of
+  // deliveries to the same socket leaves in one write instead of one syscall per frame.
+  void schedule_flush() {
+    if (flush_scheduled_ || gone_) return;
+    flush_scheduled_ = true;
+    auto& list = flush_list;
+    list.dirty.push_back(shared_from_this());
+    if (list.posted) return;
+    list.posted = true;
+    asio::post(ws_.get_executor(), [] {
+      auto& l = flush_list;
+      auto dirty = std::move(l.dirty);
+      l.dirty.clear();
+      l.posted = false;
+      for (auto& s : dirty) {
+        s->flush_scheduled_ = false;
+        if (s->writing_) continue;
+        if (!s->queue_.empty()) s->do_write();
+        else if (s->close_requested_) s->do_close();
+      }
+    });
   }
 
   void do_write() {
@@ -171,8 +195,19 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   bool close_requested_ = false;
   bool closing_ = false;
   bool gone_ = false;
+  bool flush_scheduled_ = false;
   std::string close_reason_;
+
+  // Sessions of this loop with queued bytes and no write in flight. Each worker thread runs
+  // exactly one loop, so thread_local is per loop.
+  struct FlushList {
+    std::vector<std::shared_ptr<WsSession>> dirty;
+    bool posted = false;
+  };
+  static thread_local FlushList flush_list;
 };
+
+thread_local WsSession::FlushList WsSession::flush_list;
 
 }  // namespace
 
