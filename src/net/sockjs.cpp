@@ -188,6 +188,12 @@ void append_message(std::string& out, std::string_view message) {
   append_messages(out, std::span<const std::string_view>(&message, 1));
 }
 
+void append_message_parts(std::string& out, std::span<const std::string_view> parts) {
+  out += "a[\"";
+  for (const auto p : parts) append_escaped(out, p);
+  out += "\"]";
+}
+
 void append_escaped(std::string& out, std::string_view utf8) {
   out.reserve(out.size() + utf8.size() + 8);
   std::size_t i = 0;
@@ -276,6 +282,92 @@ std::string info_json(std::uint32_t entropy, bool websocket) {
 std::string_view xhr_streaming_prelude() {
   static const std::string prelude = std::string(2048, 'h') + '\n';
   return prelude;
+}
+
+Session::Write Session::attach(Transport t) {
+  if (receiver_ != Receiver::none) {
+    std::string out;
+    append_close(out, another_connection_open);
+    out += '\n';
+    return {std::move(out), true};  // answers the newcomer only
+  }
+  receiver_ = t == Transport::xhr_streaming ? Receiver::streaming : Receiver::polling;
+  streamed_ = 0;
+  std::string out;
+  if (receiver_ == Receiver::streaming) out += xhr_streaming_prelude();
+  if (!opened_) {
+    opened_ = true;
+    append_open(out);
+    out += '\n';
+    // A polling receiver takes one frame per request.
+    if (receiver_ == Receiver::polling) return emit(std::move(out));
+  }
+  append_pending(out);
+  if (closed_) {
+    append_close(out, close_);
+    out += '\n';
+    receiver_ = Receiver::none;
+    return {std::move(out), true};
+  }
+  // A polling receiver with nothing to send waits for a message or a heart-beat.
+  if (receiver_ == Receiver::polling && pending_.empty() && out.empty()) return {};
+  return emit(std::move(out));
+}
+
+bool Session::push(std::string message) {
+  if (closed_) return false;
+  if (pending_bytes_ + message.size() > limits_.max_pending_bytes) return false;
+  pending_bytes_ += message.size();
+  pending_.push_back(std::move(message));
+  return true;
+}
+
+Session::Write Session::flush() {
+  if (receiver_ == Receiver::none || pending_.empty()) return {};
+  std::string out;
+  append_pending(out);
+  return emit(std::move(out));
+}
+
+Session::Write Session::heartbeat() {
+  if (receiver_ == Receiver::none) return {};
+  std::string out;
+  append_heartbeat(out);
+  out += '\n';
+  return emit(std::move(out));
+}
+
+Session::Write Session::close(Close c) {
+  if (!closed_) {
+    closed_ = true;
+    close_ = c;
+  }
+  if (receiver_ == Receiver::none) return {};
+  std::string out;
+  append_pending(out);
+  append_close(out, close_);
+  out += '\n';
+  receiver_ = Receiver::none;
+  return {std::move(out), true};
+}
+
+Session::Write Session::emit(std::string bytes) {
+  bool finish = receiver_ == Receiver::polling && !bytes.empty();
+  if (receiver_ == Receiver::streaming) {
+    streamed_ += bytes.size();
+    finish = streamed_ >= limits_.streaming_bytes_limit;
+  }
+  if (finish) receiver_ = Receiver::none;
+  return {std::move(bytes), finish};
+}
+
+void Session::append_pending(std::string& out) {
+  if (pending_.empty()) return;
+  std::vector<std::string_view> views(pending_.begin(), pending_.end());
+  append_messages(out, views);
+  out += '\n';
+  pending_.clear();
+  pending_bytes_ = 0;
 }
 
 }  // namespace chatd::sockjs

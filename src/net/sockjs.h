@@ -10,7 +10,7 @@
 //   POST {base}/{server}/{session}/xhr       -> one frame + '\n' per request (long polling)
 //   POST {base}/{server}/{session}/xhr_send  -> body decoded by decode_messages(); 204
 // A session's first frame is "o"; then "a[...]" message arrays and "h" heart-beats; it ends
-// with "c[code,\"reason\"]".
+// with "c[code,\"reason\"]". sockjs::Session below keeps those rules for the xhr transports.
 #pragma once
 
 #include <cstddef>
@@ -89,6 +89,9 @@ void append_close(std::string& out, Close c);
 // "a[\"m1\",\"m2\"]": each message is UTF-8 text, escaped by append_escaped().
 void append_messages(std::string& out, std::span<const std::string_view> messages);
 void append_message(std::string& out, std::string_view message);
+// "a[\"...\"]" with one message made of `parts` joined, each split at code point boundaries:
+// a MESSAGE frame as stomp::SplitMessage gives it, {head, subscription id, tail}.
+void append_message_parts(std::string& out, std::span<const std::string_view> parts);
 
 // Appends `utf8` JSON-escaped without the quotes, also escaping what SockJS requires
 // (U+0000–U+001F, U+200C–U+200F, U+2028–U+202F, U+2060–U+206F, U+FFF0–U+FFFF) as \uXXXX.
@@ -124,6 +127,71 @@ struct Timing {
   std::uint32_t disconnect_delay_ms = 5'000;   // a session with no receiving request ends after this
   std::size_t streaming_bytes_limit = 128 * 1024;  // end an xhr_streaming response after this,
                                                    // so the browser frees what it buffered
+};
+
+// The outbound half of one SockJS session on the xhr transports, as a pure state machine:
+// what each receiving request (xhr or xhr_streaming) is sent, when its response must end, and
+// what waits in between. The websocket transport needs none of this: it writes "o", then each
+// frame as one text message. Not thread-safe: use it from the session's own executor. The
+// caller owns the clocks: it calls heartbeat() after Timing::heartbeat_ms of silence on an
+// attached receiver, and ends the session after Timing::disconnect_delay_ms without one.
+class Session {
+ public:
+  struct Limits {
+    std::size_t max_pending_bytes = 1024 * 1024;     // messages waiting for a receiver
+    std::size_t streaming_bytes_limit = 128 * 1024;  // Timing::streaming_bytes_limit
+  };
+
+  // What to do to the attached (or just-arrived) receiving response.
+  struct Write {
+    std::string bytes;    // write these (frames, each ending in '\n'); may be empty
+    bool finish = false;  // then end the response; the receiver is detached
+  };
+
+  Session() = default;
+  explicit Session(Limits limits) : limits_(limits) {}
+
+  // A receiving request arrived on `t` (xhr or xhr_streaming). A second receiver while one is
+  // attached is sent c[2010] and finished; the first stays. After close() every receiver is
+  // sent the close frame and finished.
+  Write attach(Transport t);
+
+  // The attached receiver went away (its connection closed). Returns nothing to write.
+  void detach() { receiver_ = Receiver::none; }
+  bool has_receiver() const { return receiver_ != Receiver::none; }
+
+  // Queues one message (a whole STOMP frame). Returns false, queueing nothing, when that would
+  // pass Limits::max_pending_bytes: the reader cannot keep up and the session should close.
+  bool push(std::string message);
+
+  // Returns what the attached receiver should be sent now: the queued messages as one
+  // "a[...]" frame. Nothing when no receiver is attached or nothing waits.
+  Write flush();
+
+  // Returns "h" for the attached receiver (nothing without one).
+  Write heartbeat();
+
+  // Ends the session: what waits is flushed, then the close frame; an attached receiver gets
+  // both now, otherwise the next one does.
+  Write close(Close c);
+
+  bool opened() const { return opened_; }
+  bool closed() const { return closed_; }
+  std::size_t pending_bytes() const { return pending_bytes_; }
+
+ private:
+  enum class Receiver : std::uint8_t { none, polling, streaming };
+  Write emit(std::string bytes);  // counts streamed bytes, decides finish
+  void append_pending(std::string& out);
+
+  Limits limits_;
+  Receiver receiver_ = Receiver::none;
+  bool opened_ = false;
+  bool closed_ = false;
+  Close close_{go_away};
+  std::vector<std::string> pending_;
+  std::size_t pending_bytes_ = 0;
+  std::size_t streamed_ = 0;  // bytes sent on the current streaming response
 };
 
 }  // namespace chatd::sockjs

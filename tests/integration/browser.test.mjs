@@ -103,6 +103,10 @@ test('two people create a room, talk both ways, and see the same conversation', 
     await enter(b, `Bob ${XSS}`, roomName);
     assert.equal(await a.page.textContent('#room-name'), roomName);
     assert.equal(await b.page.textContent('#room-name'), roomName);
+    if (!query) {
+      // By default the page goes through SockJS, which settles on its WebSocket transport.
+      assert.equal(await a.page.evaluate(() => window.chatdRoom.client.webSocket.transport), 'websocket');
+    }
 
     // Both see B's arrival announced.
     const bobEnter = `Bob ${XSS}님 등장!`;
@@ -203,5 +207,50 @@ test('a forced SockJS transport carries the page conversation', async (t) => {
     } finally {
       await p.context.close();
     }
+  }
+});
+
+test('a direct link asks for a nickname first; nicknames over the byte limit are refused', async () => {
+  const res = await fetch(`${node.base}/chat/room`, { method: 'POST', body: new URLSearchParams({ name: '바로 입장' }) });
+  const room = await res.json();
+  const p = await openPerson('direct', { width: 390, height: 700 });
+  try {
+    // The list page refuses a nickname of 30 Korean syllables (90 UTF-8 bytes > 64).
+    await p.page.goto(`${node.base}/chat/room${query}`);
+    await p.page.fill('#nickname', '가'.repeat(30));
+    await p.page.locator('#room-list a', { hasText: '바로 입장' }).click();
+    assert.match(p.page.url(), /\/chat\/room(\?|$)/);
+    assert.match(await p.page.textContent('#status'), /너무 깁니다/);
+    await p.page.fill('#nickname', '');
+
+    await p.page.goto(`${node.base}/chat/room/enter/${room.roomId}${query}`);
+    await p.page.waitForSelector('#nick-form:not([hidden])');
+    assert.equal(await p.page.isVisible('#composer'), false);
+    assert.equal(await p.page.getAttribute('#conn', 'data-state'), 'idle');
+    await p.page.fill('#nick-input', '바로왔어요');
+    await p.page.press('#nick-input', 'Enter');
+    await p.page.waitForSelector('#conn[data-state="connected"]', { timeout: 10_000 });
+    await p.page.locator('#messages li.notice', { hasText: '바로왔어요님 등장!' }).waitFor({ timeout: 5_000 });
+    assert.equal(await p.page.evaluate(() => localStorage.getItem('chatd.nickname')), '바로왔어요');
+    assert.deepEqual(p.errors, []);
+  } finally {
+    await p.context.close();
+  }
+});
+
+test('an unknown room id says so', async () => {
+  const p = await openPerson('unknown', { width: 800, height: 600 });
+  try {
+    // A well-formed id that no room has: the page (or chatd) answers that it does not exist.
+    const res = await p.page.goto(`${node.base}/chat/room/enter/00000000-0000-4000-8000-000000000000${query}`);
+    if (res.status() === 200) {
+      await p.page.locator('#messages li.notice.error').waitFor({ timeout: 5_000 });
+      assert.equal(await p.page.textContent('#room-name'), '없는 채팅방');
+      assert.equal(await p.page.getAttribute('#conn', 'data-state'), 'idle');
+    } else {
+      assert.equal(res.status(), 404);
+    }
+  } finally {
+    await p.context.close();
   }
 });

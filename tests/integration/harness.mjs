@@ -101,10 +101,10 @@ export async function startChatd({ args = [], env = {}, name = 'chatd', port, da
   port ??= await freePort();
   const ownData = !dataDir;
   dataDir ??= mkdtempSync(join(tmpdir(), 'chatd-it-'));
-  const proc = startProcess(`${name}-${port}`, bin, ['--port', String(port), ...args], {
-    cwd: repoRoot, // chatd serves web/ relative to the repository
-    env: { CHATD_DATA_DIR: dataDir, ...env },
-  });
+  const proc = startProcess(`${name}-${port}`, bin, [
+    '--port', String(port), '--address', '127.0.0.1', '--data-dir', dataDir,
+    '--web-root', join(repoRoot, 'web'), ...args,
+  ], { cwd: dataDir, env });
   const base = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + timeoutMs;
   for (;;) {

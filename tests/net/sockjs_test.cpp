@@ -233,6 +233,17 @@ TEST(SockJsEscape, ConcatenatesAtCodePointBoundaries) {
   EXPECT_EQ(escaped(a) + escaped(b) + escaped(c), escaped(a + b + c));
 }
 
+TEST(SockJsFrames, MessageFromPartsEqualsTheWholeMessage) {
+  const std::string head = "MESSAGE\ndestination:/sub/chat/room/1\nsubscription:";
+  const std::string sub = "sub-0";
+  const std::string tail = "\n\n{\"message\":\"점심 🍜\"}" + std::string(1, '\0');
+  const std::vector<std::string_view> parts{head, sub, tail};
+  std::string from_parts, whole;
+  sj::append_message_parts(from_parts, parts);
+  sj::append_message(whole, head + sub + tail);
+  EXPECT_EQ(from_parts, whole);
+}
+
 // ---- client payloads ----
 
 TEST(SockJsDecode, XhrSendArray) {
@@ -328,4 +339,133 @@ TEST(SockJsMisc, NewlineFramingAndNames) {
   EXPECT_TRUE(sj::frames_end_with_newline(Transport::xhr_streaming));
   EXPECT_EQ(sj::greeting_body, "Welcome to SockJS!\n");
   EXPECT_STREQ(sj::error_category().name(), "sockjs");
+}
+
+// ---- the xhr session state machine ----
+
+namespace {
+const std::string prelude(sj::xhr_streaming_prelude());
+}  // namespace
+
+TEST(SockJsSession, PollingOpensThenWaitsThenTakesOneFramePerRequest) {
+  sj::Session s;
+  auto w = s.attach(Transport::xhr);
+  EXPECT_EQ(w.bytes, "o\n");
+  EXPECT_TRUE(w.finish);
+  EXPECT_FALSE(s.has_receiver());
+  EXPECT_TRUE(s.opened());
+
+  w = s.attach(Transport::xhr);  // nothing waits: the request is held open
+  EXPECT_EQ(w.bytes, "");
+  EXPECT_FALSE(w.finish);
+  EXPECT_TRUE(s.has_receiver());
+
+  ASSERT_TRUE(s.push("MESSAGE\n\n안녕 😀" + std::string(1, '\0')));
+  w = s.flush();
+  EXPECT_EQ(w.bytes, "a[\"MESSAGE\\n\\n안녕 😀\\u0000\"]\n");
+  EXPECT_TRUE(w.finish);
+  EXPECT_FALSE(s.has_receiver());
+  EXPECT_EQ(s.pending_bytes(), 0u);
+}
+
+TEST(SockJsSession, MessagesWaitForTheNextPoll) {
+  sj::Session s;
+  s.attach(Transport::xhr);
+  ASSERT_TRUE(s.push("m1"));
+  ASSERT_TRUE(s.push("m2"));
+  EXPECT_EQ(s.flush().bytes, "");  // no receiver: they wait
+  EXPECT_EQ(s.pending_bytes(), 4u);
+  const auto w = s.attach(Transport::xhr);
+  EXPECT_EQ(w.bytes, "a[\"m1\",\"m2\"]\n");
+  EXPECT_TRUE(w.finish);
+}
+
+TEST(SockJsSession, StreamingKeepsTheResponseOpen) {
+  sj::Session s;
+  auto w = s.attach(Transport::xhr_streaming);
+  EXPECT_EQ(w.bytes, prelude + "o\n");
+  EXPECT_FALSE(w.finish);
+  ASSERT_TRUE(s.push("x"));
+  w = s.flush();
+  EXPECT_EQ(w.bytes, "a[\"x\"]\n");
+  EXPECT_FALSE(w.finish);
+  w = s.heartbeat();
+  EXPECT_EQ(w.bytes, "h\n");
+  EXPECT_FALSE(w.finish);
+  EXPECT_TRUE(s.has_receiver());
+
+  // A new streaming response after the first went away gets no second "o".
+  s.detach();
+  ASSERT_TRUE(s.push("y"));
+  w = s.attach(Transport::xhr_streaming);
+  EXPECT_EQ(w.bytes, prelude + "a[\"y\"]\n");
+  EXPECT_FALSE(w.finish);
+}
+
+TEST(SockJsSession, StreamingResponseEndsAfterItsByteLimit) {
+  sj::Session s({.max_pending_bytes = 1 << 20, .streaming_bytes_limit = 2100});
+  ASSERT_FALSE(s.attach(Transport::xhr_streaming).finish);  // 2051 bytes so far
+  ASSERT_TRUE(s.push(std::string(20, 'a')));
+  EXPECT_FALSE(s.flush().finish);  // 2077
+  ASSERT_TRUE(s.push(std::string(30, 'b')));
+  const auto w = s.flush();  // 2112 >= 2100
+  EXPECT_TRUE(w.finish);
+  EXPECT_FALSE(s.has_receiver());
+  EXPECT_EQ(s.heartbeat().bytes, "");
+}
+
+TEST(SockJsSession, ASecondReceiverIsTurnedAway) {
+  sj::Session s;
+  s.attach(Transport::xhr_streaming);
+  const auto w = s.attach(Transport::xhr);
+  EXPECT_EQ(w.bytes, "c[2010,\"Another connection still open\"]\n");
+  EXPECT_TRUE(w.finish);
+  EXPECT_TRUE(s.has_receiver());  // the first one stays
+  ASSERT_TRUE(s.push("still here"));
+  EXPECT_EQ(s.flush().bytes, "a[\"still here\"]\n");
+}
+
+TEST(SockJsSession, CloseFlushesThenSendsTheCloseFrameToEveryLaterReceiver) {
+  sj::Session s;
+  s.attach(Transport::xhr_streaming);
+  ASSERT_TRUE(s.push("last words"));
+  auto w = s.close(sj::go_away);
+  EXPECT_EQ(w.bytes, "a[\"last words\"]\nc[3000,\"Go away!\"]\n");
+  EXPECT_TRUE(w.finish);
+  EXPECT_TRUE(s.closed());
+  EXPECT_FALSE(s.push("too late"));
+  w = s.attach(Transport::xhr);
+  EXPECT_EQ(w.bytes, "c[3000,\"Go away!\"]\n");
+  EXPECT_TRUE(w.finish);
+  // A later close() keeps the first reason.
+  s.close(sj::connection_interrupted);
+  EXPECT_EQ(s.attach(Transport::xhr).bytes, "c[3000,\"Go away!\"]\n");
+}
+
+TEST(SockJsSession, CloseWithoutAReceiverWaitsForTheNextOne) {
+  sj::Session s;
+  s.attach(Transport::xhr);  // "o"
+  ASSERT_TRUE(s.push("m"));
+  EXPECT_EQ(s.close({3000, "Go away!"}).bytes, "");
+  const auto w = s.attach(Transport::xhr_streaming);
+  EXPECT_EQ(w.bytes, prelude + "a[\"m\"]\nc[3000,\"Go away!\"]\n");
+  EXPECT_TRUE(w.finish);
+}
+
+TEST(SockJsSession, PendingBytesAreBounded) {
+  sj::Session s({.max_pending_bytes = 10, .streaming_bytes_limit = 128 * 1024});
+  EXPECT_TRUE(s.push("12345"));
+  EXPECT_TRUE(s.push("67890"));
+  EXPECT_FALSE(s.push("x"));
+  EXPECT_EQ(s.pending_bytes(), 10u);
+  s.attach(Transport::xhr);  // "o" first
+  EXPECT_EQ(s.attach(Transport::xhr).bytes, "a[\"12345\",\"67890\"]\n");
+  EXPECT_TRUE(s.push("x"));  // room again once delivered
+}
+
+TEST(SockJsSession, NothingToWriteWithoutAReceiver) {
+  sj::Session s;
+  EXPECT_EQ(s.heartbeat().bytes, "");
+  EXPECT_EQ(s.flush().bytes, "");
+  EXPECT_FALSE(s.opened());
 }

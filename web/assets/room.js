@@ -8,6 +8,10 @@
   const NICK_KEY = 'chatd.nickname';
   const ENDPOINT = '/ws-stomp';
   const SOCKJS_TRANSPORTS = ['websocket', 'xhr-streaming', 'xhr-polling'];
+  // chatd's default limits, in UTF-8 bytes (a Korean syllable takes 3).
+  const MAX_NICK_BYTES = 64;
+  const MAX_MESSAGE_BYTES = 4000;
+  const bytes = (s) => new TextEncoder().encode(s).length;
   const $ = (id) => document.getElementById(id);
   const log = $('log');
   const messages = $('messages');
@@ -110,11 +114,12 @@
       return () => new WebSocket(`${scheme}//${location.host}${ENDPOINT}`,
                                  ['v12.stomp', 'v11.stomp', 'v10.stomp']);
     }
+    // Only the transports chatd serves, so SockJS never waits on eventsource, iframe or jsonp.
     const forced = params.get('transport');
-    const options = {};
+    const options = { transports: SOCKJS_TRANSPORTS };
     if (forced) {
       if (SOCKJS_TRANSPORTS.includes(forced)) options.transports = [forced];
-      else console.warn(`chatd: unknown transport "${forced}", letting SockJS choose`);
+      else console.warn(`chatd: unknown transport "${forced}", using ${SOCKJS_TRANSPORTS.join(', ')}`);
     }
     return () => new SockJS(ENDPOINT, null, options);
   }
@@ -187,6 +192,10 @@
       ev.preventDefault();
       const body = text.value.trim();
       if (!body || !client.connected) return;
+      if (bytes(body) > MAX_MESSAGE_BYTES) {
+        notice(`메시지가 너무 깁니다 (UTF-8 ${MAX_MESSAGE_BYTES}바이트까지).`, 'error');
+        return;
+      }
       publish('TALK', body);
       text.value = '';
       text.style.height = '';
@@ -239,6 +248,7 @@
     return new Promise((resolve) => {
       const form = $('nick-form');
       const input = $('nick-input');
+      input.addEventListener('input', () => input.setCustomValidity(''));
       form.hidden = false;
       composer.hidden = true;
       input.focus();
@@ -246,6 +256,11 @@
         ev.preventDefault();
         const nick = input.value.trim();
         if (!nick) return;
+        if (bytes(nick) > MAX_NICK_BYTES) {
+          input.setCustomValidity(`UTF-8 ${MAX_NICK_BYTES}바이트까지`);
+          input.reportValidity();
+          return;
+        }
         saveNick(nick);
         form.hidden = true;
         composer.hidden = false;

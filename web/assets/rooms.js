@@ -4,6 +4,10 @@
 
 (() => {
   const NICK_KEY = 'chatd.nickname';
+  // chatd's default limits, in UTF-8 bytes (a Korean syllable takes 3).
+  const MAX_NICK_BYTES = 64;
+  const MAX_ROOM_NAME_BYTES = 100;
+  const bytes = (s) => new TextEncoder().encode(s).length;
   const $ = (id) => document.getElementById(id);
   const nickname = $('nickname');
   const list = $('room-list');
@@ -75,6 +79,11 @@
     const input = $('room-name');
     const name = input.value.trim();
     if (!name) { input.focus(); return; }
+    if (bytes(name) > MAX_ROOM_NAME_BYTES) {
+      say(`방 이름이 너무 깁니다 (UTF-8 ${MAX_ROOM_NAME_BYTES}바이트까지).`, true);
+      input.focus();
+      return;
+    }
     try {
       const res = await fetch('/chat/room', {
         method: 'POST',
@@ -99,6 +108,12 @@
     if (!nick) {
       ev.preventDefault();
       say('입장하기 전에 닉네임을 입력하세요.', true);
+      nickname.focus();
+      return;
+    }
+    if (bytes(nick) > MAX_NICK_BYTES) {
+      ev.preventDefault();
+      say(`닉네임이 너무 깁니다 (UTF-8 ${MAX_NICK_BYTES}바이트까지).`, true);
       nickname.focus();
       return;
     }
