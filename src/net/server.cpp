@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "net/sessions.h"
+#include "net/sockjs_session.h"
 #include "net/static_files.h"
 
 namespace chatd::net {
@@ -20,6 +21,7 @@ Server::Server(ServerConfig cfg, chat::Hub& hub, std::vector<asio::io_context*> 
       hub_(hub),
       workers_(std::move(workers)),
       files_(std::make_unique<StaticFiles>(cfg_.web_root)),
+      sockjs_(std::make_unique<SockJsRegistry>(*this)),
       acceptor_(*workers_.at(0)) {}
 
 Server::~Server() = default;

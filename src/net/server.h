@@ -26,6 +26,7 @@ struct ServerConfig {
 };
 
 class StaticFiles;
+class SockJsRegistry;
 
 // A connection that is not a STOMP session (an idle HTTP keep-alive, a SockJS stream) and
 // must be told to close at shutdown. close_for_shutdown() may be called from any thread.
@@ -51,6 +52,8 @@ class Server {
   chat::Hub& hub() { return hub_; }
   const ServerConfig& config() const { return cfg_; }
   const StaticFiles& files() const { return *files_; }
+  // The node's SockJS sessions on the xhr transports.
+  SockJsRegistry& sockjs() { return *sockjs_; }
 
   // Live TCP connections (HTTP, WebSocket and SockJS alike), bounded by Limits::max_connections.
   std::atomic<std::size_t> connections{0};
@@ -77,6 +80,7 @@ class Server {
   chat::Hub& hub_;
   std::vector<boost::asio::io_context*> workers_;
   std::unique_ptr<StaticFiles> files_;
+  std::unique_ptr<SockJsRegistry> sockjs_;
   boost::asio::ip::tcp::acceptor acceptor_;
   std::uint16_t bound_port_ = 0;
   std::size_t next_ = 0;

@@ -1,6 +1,8 @@
 // Entry points of the connection types; each runs on the loop its socket belongs to.
 #pragma once
 
+#include <cstdint>
+
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/message.hpp>
@@ -14,10 +16,14 @@ using Request = boost::beast::http::request<boost::beast::http::string_body>;
 // Serves HTTP requests on `socket` until it closes or upgrades.
 void run_http(Server& server, boost::asio::ip::tcp::socket socket);
 
+// How STOMP frames ride in WebSocket messages: raw (GET /ws-stomp), or SockJS's framing
+// ("o", a["frame",...], "h", c[code,"reason"]) on /ws-stomp/{server}/{session}/websocket.
+enum class WsFraming : std::uint8_t { raw, sockjs };
+
 // Completes the WebSocket handshake of `req` and runs a STOMP session over it. `buffer` holds
 // any bytes read past the request.
 void run_websocket(Server& server, boost::asio::ip::tcp::socket socket, Request req,
-                   boost::beast::flat_buffer buffer);
+                   boost::beast::flat_buffer buffer, WsFraming framing = WsFraming::raw);
 
 // Returns the STOMP subprotocol to answer for a Sec-WebSocket-Protocol offer, or "".
 std::string_view choose_subprotocol(std::string_view offered);

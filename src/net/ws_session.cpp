@@ -17,6 +17,7 @@
 #include "chat/session.h"
 #include "net/server.h"
 #include "net/sessions.h"
+#include "net/sockjs.h"
 #include "net/websocket.h"
 
 namespace chatd::net {
@@ -34,12 +35,17 @@ constexpr auto kCloseLinger = std::chrono::seconds(5);  // wait for the client's
 // Returns the reason, trimmed to what a close frame holds.
 std::string_view reason_of(std::string_view r) { return r.substr(0, 120); }
 
+// "h" as one WebSocket text message: SockJS's keep-alive when nothing else was sent.
+constexpr std::string_view kSockJsHeartbeat{"\x81\x01h", 3};
+
 class WsSession final : public chat::Transport, public std::enable_shared_from_this<WsSession> {
  public:
-  WsSession(Server& server, tcp::socket socket)
+  WsSession(Server& server, tcp::socket socket, WsFraming framing)
       : server_(server),
         socket_(std::move(socket)),
-        decoder_(2 * server.hub().limits().max_frame_bytes + 1024) {}
+        // SockJS messages are JSON-escaped STOMP frames: allow for the escapes.
+        decoder_((framing == WsFraming::sockjs ? 6 : 2) * server.hub().limits().max_frame_bytes + 1024),
+        framing_(framing) {}
 
   ~WsSession() override { server_.connections.fetch_sub(1, std::memory_order_relaxed); }
 
@@ -54,6 +60,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
                         if (wec) return self->on_gone();
                         self->stomp_ = std::make_shared<chat::StompSession>(self->pick_shard(), *self, new_session_id());
                         self->stomp_->start_in_loop();
+                        if (self->framing_ == WsFraming::sockjs) self->arm_sockjs_heartbeat();
                         if (!early.empty() && !self->on_bytes(early)) return;
                         self->wait_readable();
                       });
@@ -70,6 +77,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   void close(std::string_view reason) override {
     if (close_requested_) return;
     close_requested_ = true;
+    sockjs_close_ = framing_ == WsFraming::sockjs;
     close_code_ = 1000;
     close_reason_.assign(reason_of(reason));
     if (!writing_) schedule_flush();
@@ -119,7 +127,9 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
       switch (r.status) {
         case ws::Decoder::Status::need_more: return true;
         case ws::Decoder::Status::message:
-          if (stomp_ && !close_requested_) stomp_->on_bytes_in_loop(decoder_.payload());
+          if (!stomp_ || close_requested_) break;
+          if (framing_ == WsFraming::raw) stomp_->on_bytes_in_loop(decoder_.payload());
+          else on_sockjs_message(decoder_.payload());
           break;
         case ws::Decoder::Status::ping:
           control_ += ws::pong_frame(decoder_.payload());
@@ -190,7 +200,9 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
       control_inflight_.swap(control_);
       buffers_.emplace_back(control_inflight_.data(), control_inflight_.size());
     }
-    if (!inflight_.empty()) {
+    if (!inflight_.empty() && framing_ == WsFraming::sockjs) {
+      append_sockjs_batch();
+    } else if (!inflight_.empty()) {
       ws::append_header(frame_header_, ws::Opcode::text, batch);
       buffers_.emplace_back(frame_header_.data(), frame_header_.size());
       for (auto& o : inflight_) {
@@ -205,12 +217,21 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     }
     bool closing_now = close_requested_ && queue_.empty();
     if (closing_now) {
-      close_frame_ = ws::close_frame(close_code_, close_reason_);
+      close_frame_.clear();
+      if (sockjs_close_) {
+        // SockJS says why in its own frame first: c[3000,"reason"].
+        std::string c;
+        sockjs::append_close(c, {3000, close_reason_.empty() ? sockjs::go_away.reason : std::string_view(close_reason_)});
+        ws::append_header(close_frame_, ws::Opcode::text, c.size());
+        close_frame_ += c;
+      }
+      close_frame_ += ws::close_frame(close_code_, close_reason_);
       buffers_.emplace_back(close_frame_.data(), close_frame_.size());
       close_sent_ = true;
     }
     if (buffers_.empty()) return;
     writing_ = true;
+    wrote_since_heartbeat_ = true;
     asio::async_write(socket_, buffers_, [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
       self->on_write(ec);
     });
@@ -225,6 +246,56 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     if (ec) return on_gone();
     if (close_sent_) return after_close_sent();
     if (!queue_.empty() || !control_.empty() || close_requested_) do_write();
+  }
+
+  // ---- SockJS framing (WsFraming::sockjs) ----
+
+  // Each string of a SockJS message is fed to STOMP; broken JSON ends the session.
+  void on_sockjs_message(std::string_view payload) {
+    sockjs_in_.clear();
+    if (auto ec = sockjs::decode_messages(payload, sockjs::Source::websocket, sockjs_in_)) {
+      close("Broken framing.");
+      return;
+    }
+    for (auto& m : sockjs_in_) {
+      if (close_requested_ || !stomp_) break;
+      stomp_->on_bytes_in_loop(m);
+    }
+  }
+
+  // Encodes inflight_ as one a["frame",...] text message: a frame per JSON string, a shared
+  // MESSAGE escaped piecewise so its head and tail are not copied first.
+  void append_sockjs_batch() {
+    sockjs_out_.clear();
+    sockjs_out_ += "a[";
+    bool first = true;
+    for (auto& o : inflight_) {
+      sockjs_out_ += first ? "\"" : ",\"";
+      first = false;
+      if (o.shared) sockjs::append_escaped(sockjs_out_, o.shared->frame.head);
+      sockjs::append_escaped(sockjs_out_, o.own);
+      if (o.shared) sockjs::append_escaped(sockjs_out_, o.shared->frame.tail);
+      sockjs_out_ += '"';
+    }
+    sockjs_out_ += ']';
+    ws::append_header(frame_header_, ws::Opcode::text, sockjs_out_.size());
+    buffers_.emplace_back(frame_header_.data(), frame_header_.size());
+    buffers_.emplace_back(sockjs_out_.data(), sockjs_out_.size());
+  }
+
+  // Sends "h" when a heart-beat period passed without any write.
+  void arm_sockjs_heartbeat() {
+    if (!heartbeat_) heartbeat_ = std::make_unique<asio::steady_timer>(socket_.get_executor());
+    heartbeat_->expires_after(std::chrono::milliseconds(sockjs::Timing{}.heartbeat_ms));
+    heartbeat_->async_wait([self = shared_from_this()](boost::system::error_code ec) {
+      if (ec || self->gone_ || self->close_sent_) return;
+      if (!self->wrote_since_heartbeat_) {
+        self->control_ += kSockJsHeartbeat;
+        self->schedule_flush();
+      }
+      self->wrote_since_heartbeat_ = false;
+      self->arm_sockjs_heartbeat();
+    });
   }
 
   // Our close frame is out: half-close, and give the client a bounded time to finish.
@@ -246,6 +317,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     queue_.clear();
     queued_bytes_ = 0;
     if (linger_) linger_->cancel();
+    if (heartbeat_) heartbeat_->cancel();
     boost::system::error_code ignored;
     socket_.close(ignored);
   }
@@ -263,6 +335,12 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   std::string control_inflight_;
   std::string close_frame_;
   std::unique_ptr<asio::steady_timer> linger_;
+  WsFraming framing_;
+  bool sockjs_close_ = false;          // send c[3000,reason] before the close frame
+  bool wrote_since_heartbeat_ = false;
+  std::unique_ptr<asio::steady_timer> heartbeat_;  // SockJS only
+  std::vector<std::string> sockjs_in_;
+  std::string sockjs_out_;
   std::size_t queued_bytes_ = 0;
   std::size_t inflight_bytes_ = 0;
   std::uint16_t close_code_ = 1000;
@@ -331,7 +409,8 @@ std::string new_session_id() {
   return id;
 }
 
-void run_websocket(Server& server, tcp::socket socket, Request req, boost::beast::flat_buffer buffer) {
+void run_websocket(Server& server, tcp::socket socket, Request req, boost::beast::flat_buffer buffer,
+                   WsFraming framing) {
   // The connection counts against max-connections from accept on; WsSession's destructor (or
   // this refusal's) gives the slot back.
   auto give_back = [&server] { server.connections.fetch_sub(1, std::memory_order_relaxed); };
@@ -354,9 +433,14 @@ void run_websocket(Server& server, tcp::socket socket, Request req, boost::beast
   if (auto p = choose_subprotocol(req[http::field::sec_websocket_protocol]); !p.empty())
     handshake.append("Sec-WebSocket-Protocol: ").append(p).append("\r\n");
   handshake.append("\r\n");
+  if (framing == WsFraming::sockjs) {
+    // SockJS's open frame "o" leaves with the 101.
+    ws::append_header(handshake, ws::Opcode::text, 1);
+    handshake += 'o';
+  }
   auto data = buffer.cdata();
   std::string early(static_cast<const char*>(data.data()), data.size());
-  std::make_shared<WsSession>(server, std::move(socket))->start(std::move(handshake), std::move(early));
+  std::make_shared<WsSession>(server, std::move(socket), framing)->start(std::move(handshake), std::move(early));
 }
 
 }  // namespace chatd::net

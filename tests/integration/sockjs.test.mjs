@@ -10,7 +10,9 @@ let node;
 let skipReason = '';
 
 before(async () => {
-  node = await startChatd({ name: 'chatd-sockjs' });
+  // The long message below is 9000 bytes of UTF-8, over the default 4000-byte text limit:
+  // raise it so a big frame crosses every transport.
+  node = await startChatd({ name: 'chatd-sockjs', args: ['--max-message-bytes', '10000'] });
   const status = await sockjsInfoStatus(node.base);
   if (status !== 200) {
     skipReason = `chatd does not serve SockJS yet (GET /ws-stomp/info -> ${status}); ` +

@@ -1,0 +1,258 @@
+#include "net/sockjs_session.h"
+
+#include <boost/asio/post.hpp>
+
+#include "net/server.h"
+#include "net/sessions.h"
+
+namespace chatd::net {
+namespace asio = boost::asio;
+
+namespace {
+
+sockjs::Session::Limits model_limits(const chat::Limits& lim) {
+  sockjs::Session::Limits l;
+  // StompSession refuses deliveries past max_outbound_bytes (slow consumer); leave room
+  // above it for the ERROR frame that says so.
+  l.max_pending_bytes = lim.max_outbound_bytes + 2 * lim.max_frame_bytes + 64 * 1024;
+  return l;
+}
+
+constexpr auto kHeartbeat = std::chrono::milliseconds(sockjs::Timing{}.heartbeat_ms);
+constexpr auto kDisconnectDelay = std::chrono::milliseconds(sockjs::Timing{}.disconnect_delay_ms);
+
+}  // namespace
+
+XhrSession::XhrSession(Server& server, asio::io_context& loop, std::string id)
+    : server_(server),
+      loop_(loop),
+      id_(std::move(id)),
+      model_(model_limits(server.hub().limits())),
+      timer_(loop) {}
+
+XhrSession::~XhrSession() { server_.connections.fetch_sub(1, std::memory_order_relaxed); }
+
+chat::Shard& XhrSession::shard_for_loop() {
+  auto& hub = server_.hub();
+  for (std::size_t i = 0; i < hub.shard_count(); ++i)
+    if (&hub.shard(i).loop() == &loop_) return hub.shard(i);
+  return hub.shard(0);
+}
+
+void XhrSession::start_in_loop() {
+  stomp_ = std::make_shared<chat::StompSession>(shard_for_loop(), *this, new_session_id());
+  stomp_->start_in_loop();
+  detached_at_ = last_sent_ = Clock::now();
+  arm_timer_in_loop();
+}
+
+void XhrSession::receive(std::weak_ptr<SockJsReceiver> r, SockJsReceiver* key, asio::io_context& rloop,
+                         sockjs::Transport t) {
+  asio::post(loop_, [self = shared_from_this(), rec = Receiver{std::move(r), key, &rloop}, t]() mutable {
+    self->receive_in_loop(std::move(rec), t);
+  });
+}
+
+void XhrSession::receiver_wrote(SockJsReceiver* key) {
+  asio::post(loop_, [self = shared_from_this(), key] {
+    if (self->current_.key != key) return;
+    self->busy_ = false;
+    self->inflight_bytes_ = 0;
+    self->pump_in_loop();
+  });
+}
+
+void XhrSession::receiver_gone(SockJsReceiver* key) {
+  asio::post(loop_, [self = shared_from_this(), key] {
+    if (self->current_.key != key) return;
+    self->model_.detach();
+    self->current_ = {};
+    self->busy_ = false;
+    self->inflight_bytes_ = 0;
+    self->detached_at_ = Clock::now();
+    self->arm_timer_in_loop();
+  });
+}
+
+void XhrSession::messages(std::vector<std::string> m) {
+  asio::post(loop_, [self = shared_from_this(), m = std::move(m)] {
+    for (auto& s : m) {
+      if (self->ended_ || self->close_requested_ || !self->stomp_) return;
+      self->stomp_->on_bytes_in_loop(s);
+    }
+  });
+}
+
+void XhrSession::receive_in_loop(Receiver r, sockjs::Transport t) {
+  if (ended_) {
+    // Gone meanwhile: tell this receiver the session is over.
+    std::string c;
+    sockjs::append_close(c, sockjs::go_away);
+    c += '\n';
+    return deliver_in_loop(r, {std::move(c), true});
+  }
+  const bool newcomer_only = model_.has_receiver();
+  auto w = model_.attach(t);
+  if (newcomer_only) return deliver_in_loop(r, std::move(w));  // c[2010]; the first one stays
+  current_ = std::move(r);
+  busy_ = false;
+  if (!w.bytes.empty() || w.finish) {
+    deliver_in_loop(current_, std::move(w));
+  } else {
+    last_sent_ = Clock::now();  // a poll waits up to a heart-beat period
+    arm_timer_in_loop();
+  }
+}
+
+// Hands `w` to receiver `r`; a finished response detaches it from the session.
+void XhrSession::deliver_in_loop(const Receiver& r, sockjs::Session::Write w) {
+  const bool is_current = r.key == current_.key && r.key != nullptr;
+  asio::post(*r.loop, [h = r.handle, bytes = std::move(w.bytes), finish = w.finish]() mutable {
+    if (auto rec = h.lock()) rec->deliver_in_loop(std::move(bytes), finish);
+  });
+  if (!is_current) return;
+  last_sent_ = Clock::now();
+  if (w.finish) {
+    current_ = {};
+    busy_ = false;
+    inflight_bytes_ = 0;
+    detached_at_ = last_sent_;
+    if (model_.closed()) return end_in_loop();  // the close frame is on its way
+  } else {
+    busy_ = true;
+  }
+  arm_timer_in_loop();
+}
+
+void XhrSession::send(chat::Outbound&& out) {
+  if (ended_ || model_.closed()) return;
+  std::string frame;
+  if (out.shared) {
+    frame.reserve(out.size());
+    frame += out.shared->frame.head;
+    frame += out.own;
+    frame += out.shared->frame.tail;
+  } else {
+    frame = std::move(out.own);
+  }
+  if (!model_.push(std::move(frame))) {
+    // StompSession stops at max_outbound_bytes first; this is the hard stop behind it.
+    server_.hub().slow_consumers.fetch_add(1, std::memory_order_relaxed);
+    return close("slow consumer");
+  }
+  schedule_pump();
+}
+
+void XhrSession::close(std::string_view reason) {
+  if (close_requested_ || ended_) return;
+  close_requested_ = true;
+  close_reason_.assign(reason.substr(0, 120));
+  schedule_pump();
+}
+
+std::size_t XhrSession::queued_bytes() const { return model_.pending_bytes() + inflight_bytes_; }
+
+// Everything one handler queued leaves as one a[...] frame.
+void XhrSession::schedule_pump() {
+  if (pump_posted_) return;
+  pump_posted_ = true;
+  asio::post(loop_, [self = shared_from_this()] {
+    self->pump_posted_ = false;
+    self->pump_in_loop();
+  });
+}
+
+void XhrSession::pump_in_loop() {
+  if (ended_ || busy_) return;
+  if (close_requested_) {
+    sockjs::Close c{sockjs::go_away.code, close_reason_.empty() ? sockjs::go_away.reason : std::string_view(close_reason_)};
+    auto w = model_.close(c);
+    if (current_.key) return deliver_in_loop(current_, std::move(w));
+    // No receiver: the next one gets the close frame; at shutdown nobody is coming.
+    if (server_.shutting_down()) return end_in_loop();
+    return;
+  }
+  if (!current_.key) return;
+  auto w = model_.flush();
+  if (!w.bytes.empty()) {
+    inflight_bytes_ = w.bytes.size();
+    deliver_in_loop(current_, std::move(w));
+  }
+}
+
+// One timer per session, due at the next heart-beat (with a receiver) or at the disconnect
+// delay (without). It only moves earlier by re-arming; a late wake-up re-checks and re-arms.
+void XhrSession::arm_timer_in_loop() {
+  if (ended_) return;
+  auto due = current_.key ? last_sent_ + kHeartbeat : detached_at_ + kDisconnectDelay;
+  if (timer_armed_ && timer_at_ <= due) return;
+  timer_armed_ = true;
+  timer_at_ = due;
+  timer_.expires_at(due);
+  timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (ec == asio::error::operation_aborted) return;  // re-armed earlier, or ended
+    self->timer_armed_ = false;
+    self->on_timer_in_loop();
+  });
+}
+
+void XhrSession::on_timer_in_loop() {
+  if (ended_) return;
+  auto now = Clock::now();
+  if (!current_.key) {
+    if (now - detached_at_ >= kDisconnectDelay) return end_in_loop();
+  } else if (!busy_ && now - last_sent_ >= kHeartbeat) {
+    deliver_in_loop(current_, model_.heartbeat());
+  }
+  arm_timer_in_loop();
+}
+
+// The session is over: STOMP leaves its rooms and the id is free again.
+void XhrSession::end_in_loop() {
+  if (ended_) return;
+  ended_ = true;
+  timer_.cancel();
+  if (stomp_) stomp_->on_closed_in_loop();
+  if (current_.key) {
+    std::string c;
+    sockjs::append_close(c, sockjs::go_away);
+    c += '\n';
+    auto r = current_;
+    current_ = {};
+    deliver_in_loop(r, {std::move(c), true});
+  }
+  server_.sockjs().erase(id_, this);
+}
+
+std::shared_ptr<XhrSession> SockJsRegistry::find(const std::string& id) {
+  std::lock_guard lock(mu_);
+  auto it = sessions_.find(id);
+  return it == sessions_.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<XhrSession> SockJsRegistry::find_or_create(const std::string& id, asio::io_context& loop, bool& full) {
+  full = false;
+  std::shared_ptr<XhrSession> s;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = sessions_.find(id); it != sessions_.end()) return it->second;
+    if (server_.shutting_down() ||
+        server_.connections.load(std::memory_order_relaxed) >= server_.hub().limits().max_connections) {
+      full = true;
+      return nullptr;
+    }
+    server_.connections.fetch_add(1, std::memory_order_relaxed);
+    s = std::make_shared<XhrSession>(server_, loop, id);
+    sessions_.emplace(id, s);
+  }
+  // Created on the caller's loop, which is `loop`: start before any post can reach it.
+  s->start_in_loop();
+  return s;
+}
+
+void SockJsRegistry::erase(const std::string& id, const XhrSession* s) {
+  std::lock_guard lock(mu_);
+  if (auto it = sessions_.find(id); it != sessions_.end() && it->second.get() == s) sessions_.erase(it);
+}
+
+}  // namespace chatd::net
