@@ -101,6 +101,26 @@ describe('SockJS protocol answers', () => {
   });
 });
 
+// Reads an xhr_streaming response until `until` matches what arrived (or it ends / times out).
+async function readStream(res, until, timeoutMs = 5_000) {
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let text = '';
+  let ended = false;
+  const deadline = Date.now() + timeoutMs;
+  while (!until.test(text) && Date.now() < deadline) {
+    const next = await Promise.race([reader.read(), new Promise((ok) => setTimeout(() => ok(null), deadline - Date.now()))]);
+    if (next === null) break;
+    if (next.done) { ended = true; break; }
+    text += decoder.decode(next.value, { stream: true });
+  }
+  if (!ended) await reader.cancel().catch(() => {});
+  return { text, ended };
+}
+
+const post = (url, body) => fetch(url, { method: 'POST', body });
+const stompConnect = JSON.stringify(['CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0']);
+
 describe('STOMP over sockjs-client', () => {
   for (const transport of ['websocket', 'xhr-streaming', 'xhr-polling']) {
     sockjsTest(`a conversation over ${transport}`, async () => {
@@ -179,4 +199,90 @@ describe('STOMP over sockjs-client', () => {
       }
     });
   }
+});
+
+describe('SockJS sessions', () => {
+  sockjsTest('a second receiver gets c[2010] and the first one keeps the session', async () => {
+    const url = `${node.base}/ws-stomp/000/${sessionId()}`;
+    assert.equal(await (await post(`${url}/xhr`)).text(), 'o\n');
+    const first = post(`${url}/xhr`); // waits: nothing is queued
+    await new Promise((ok) => setTimeout(ok, 200));
+    const second = await post(`${url}/xhr`);
+    assert.equal(second.status, 200);
+    assert.equal(await second.text(), 'c[2010,"Another connection still open"]\n');
+    assert.equal((await post(`${url}/xhr_send`, stompConnect)).status, 204);
+    const text = await (await first).text();
+    assert.match(text, /^a\["CONNECTED\\nversion:1\.2\\n/);
+    assert.ok(text.endsWith('"]\n'), text);
+  });
+
+  sockjsTest('DISCONNECT over xhr: RECEIPT, then c[3000] and the session is gone', async () => {
+    const url = `${node.base}/ws-stomp/000/${sessionId()}`;
+    assert.equal(await (await post(`${url}/xhr`)).text(), 'o\n');
+    await post(`${url}/xhr_send`, stompConnect);
+    assert.match(await (await post(`${url}/xhr`)).text(), /^a\["CONNECTED/);
+    await post(`${url}/xhr_send`, JSON.stringify(['DISCONNECT\nreceipt:bye\n\n\0']));
+    let all = '';
+    for (let i = 0; i < 3 && !all.includes('c['); i++) all += await (await post(`${url}/xhr`)).text();
+    assert.match(all, /RECEIPT\\nreceipt-id:bye/);
+    assert.match(all, /c\[3000,"[^"]+"\]\n$/);
+    const after = await post(`${url}/xhr_send`, '["x"]');
+    assert.equal(after.status, 404);
+  });
+
+  sockjsTest('an xhr session without a receiver ends after the 5 s disconnect delay', async () => {
+    const url = `${node.base}/ws-stomp/000/${sessionId()}`;
+    assert.equal(await (await post(`${url}/xhr`)).text(), 'o\n');
+    assert.equal((await post(`${url}/xhr_send`, stompConnect)).status, 204);
+    await new Promise((ok) => setTimeout(ok, 6_500));
+    assert.equal((await post(`${url}/xhr_send`, '["\\n"]')).status, 404);
+  });
+
+  sockjsTest('the websocket transport speaks SockJS frames; broken JSON closes it', async () => {
+    const ws = new WebSocket(`${node.base.replace(/^http/, 'ws')}/ws-stomp/000/${sessionId()}/websocket`);
+    const inbox = [];
+    const waiters = [];
+    ws.onmessage = (e) => { inbox.push(String(e.data)); waiters.splice(0).forEach((w) => w()); };
+    const closed = new Promise((ok) => { ws.onclose = (e) => ok(e); });
+    const next = async (n) => {
+      const deadline = Date.now() + 5_000;
+      while (inbox.length < n && Date.now() < deadline) await new Promise((ok) => { waiters.push(ok); setTimeout(ok, 100); });
+      assert.ok(inbox.length >= n, `got ${JSON.stringify(inbox)}`);
+      return inbox[n - 1];
+    };
+    assert.equal(await next(1), 'o');
+    ws.send(stompConnect);
+    assert.match(await next(2), /^a\["CONNECTED\\nversion:1\.2\\n/);
+    ws.send('["not closed');
+    assert.match(await next(3), /^c\[3000,"[^"]*"\]$/);
+    const e = await closed;
+    assert.equal(e.code, 1000);
+  });
+
+  sockjsTest('/ws-stomp/websocket is a raw WebSocket', async () => {
+    const s = await stompOverWebSocket(node.base, { path: '/ws-stomp/websocket' });
+    await s.close();
+  });
+
+  sockjsTest('SIGTERM ends open xhr_streaming responses with c[3000] and exits in bounded time', async () => {
+    const own = await startChatd({ name: 'chatd-sockjs-term', args: ['--drain-timeout-ms', '3000'] });
+    try {
+      const url = `${own.base}/ws-stomp/000/${sessionId()}`;
+      const res = await post(`${url}/xhr_streaming`);
+      const reading = readStream(res, /c\[3000,[^\n]*\n/, 8_000);
+      await new Promise((ok) => setTimeout(ok, 100));
+      await post(`${url}/xhr_send`, stompConnect);
+      await new Promise((ok) => setTimeout(ok, 200));
+      const t0 = Date.now();
+      const exit = await own.stop();
+      assert.equal(exit.code, 0);
+      assert.ok(Date.now() - t0 < 4_500, 'exits within the drain bound');
+      const { text } = await reading;
+      assert.match(text, /a\["CONNECTED/);
+      assert.match(text, /shutting down/);
+      assert.match(text, /c\[3000,"[^"]*"\]\n/);
+    } finally {
+      await own.stop();
+    }
+  });
 });
