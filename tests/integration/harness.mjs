@@ -148,10 +148,10 @@ export function redisCommand(port, command, { timeoutMs = 2_000 } = {}) {
   });
 }
 
-// Starts a private redis-server (no persistence) on a free loopback port. Returns
-// { port, url, stop(), tail() }.
-export async function startRedis({ name = 'redis', timeoutMs = 10_000 } = {}) {
-  const port = await freePort();
+// Starts a private redis-server (no persistence) on a free loopback port, or on `port` (to
+// restart one on the same address). Returns { port, url, stop(), tail() }.
+export async function startRedis({ name = 'redis', timeoutMs = 10_000, port } = {}) {
+  port ??= await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'chatd-redis-'));
   const proc = startProcess(`${name}-${port}`, process.env.REDIS_SERVER || 'redis-server', [
     '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',

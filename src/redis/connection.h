@@ -1,0 +1,131 @@
+// chatd::redis — one Redis connection on the engine io_context: hiredis's async context with
+// an Asio adapter, a setup step (AUTH, SELECT, SCRIPT LOAD), a health ping, and reconnect
+// with backoff (100 ms doubling to 2 s, forever). Methods named ..._in_loop must run on the
+// engine thread; up() and describe() may be called from any thread.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "redis/endpoint.h"
+
+struct redisAsyncContext;
+struct redisReply;
+
+namespace chatd::redis {
+
+// How a command ended: answered (the reply may still be a Redis error), lost with the
+// connection, or dropped because the connection is stopping.
+enum class Status { ok, down, stopped };
+// Runs once per command on the engine thread; `reply` is non-null exactly when Status::ok.
+using ReplyFn = std::function<void(Status, const redisReply* reply)>;
+
+struct ConnectionOptions {
+  std::string name;                 // "publish", "subscribe", "store": for describe()
+  bool health_ping = true;          // off for subscriber connections (PING is odd there)
+  std::chrono::milliseconds connect_timeout{3000};  // connect + setup, per attempt
+  std::chrono::milliseconds ping_every{1000};
+  std::chrono::milliseconds ping_timeout{3000};     // a silent server this long is dropped
+  std::chrono::milliseconds backoff_min{100};
+  std::chrono::milliseconds backoff_max{2000};
+};
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  struct Hooks {
+    std::function<void()> on_up;                          // setup done; commands flow
+    std::function<void(const std::string& why)> on_down;  // lost; a retry is scheduled
+    std::function<void(const redisReply&)> on_push;       // pub/sub: subscribe, message, ...
+  };
+
+  static std::shared_ptr<Connection> create(boost::asio::io_context& io, Endpoint ep,
+                                            ConnectionOptions opts, Hooks hooks);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Registers a Lua script, loaded on every (re)connect; returns its handle for eval_in_loop.
+  // Call before start_in_loop.
+  std::size_t add_script(std::string body);
+
+  void start_in_loop();
+  // Closes for good: pending commands get Status::stopped and no hook runs afterwards.
+  void stop_in_loop();
+  // Drops the current connection (e.g. a reply made no sense); a reconnect follows.
+  void drop_in_loop(const std::string& why);
+
+  bool up() const { return up_.load(std::memory_order_acquire); }
+  std::string describe() const;
+
+  // Sends argv; `done` runs once with its reply. While down it runs at once with
+  // Status::down (fail fast); during the very first connect commands wait behind the setup.
+  void command_in_loop(std::vector<std::string> argv, ReplyFn done);
+  // EVALSHA of a registered script (EVAL when the server lost it): keys then args.
+  void eval_in_loop(std::size_t script, std::vector<std::string> keys,
+                    std::vector<std::string> args, ReplyFn done);
+  // Subscriber connections: (UN)SUBSCRIBE one channel; replies and messages go to on_push.
+  // Returns false while down (nothing sent).
+  bool subscribe_in_loop(std::string_view channel);
+  bool unsubscribe_in_loop(std::string_view channel);
+
+  struct Watch;  // the Asio side of one hiredis context (public for the C callbacks)
+  struct Pending;
+
+ private:
+  Connection(boost::asio::io_context& io, Endpoint ep, ConnectionOptions opts, Hooks hooks);
+
+  void connect_in_loop();
+  void send_setup_in_loop();
+  void setup_done_in_loop();
+  void lost_in_loop(const std::string& why);
+  void schedule_ping_in_loop();
+  bool accepting() const;
+  void send_in_loop(std::vector<std::string> argv, ReplyFn done, std::size_t script = npos);
+  void set_describe(std::string s);
+
+  static void on_connect(const redisAsyncContext* ac, int status);
+  static void on_disconnect(const redisAsyncContext* ac, int status);
+  static void on_reply(redisAsyncContext* ac, void* reply, void* privdata);
+  static void on_push_reply(redisAsyncContext* ac, void* reply, void* privdata);
+
+  static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+  enum class State { idle, connecting, up, waiting, stopped };
+
+  boost::asio::io_context& io_;
+  Endpoint ep_;
+  ConnectionOptions opts_;
+  Hooks hooks_;
+  struct Script {
+    std::string body;
+    std::string sha;  // empty until SCRIPT LOAD answered on this server
+  };
+  std::vector<Script> scripts_;
+
+  State state_ = State::idle;
+  bool ever_up_ = false;
+  bool announced_down_ = false;  // the outage was logged; log the recovery too
+  redisAsyncContext* ac_ = nullptr;  // null while not connected
+  std::shared_ptr<Watch> watch_;
+  boost::asio::steady_timer retry_timer_;  // connect timeout, then backoff
+  boost::asio::steady_timer ping_timer_;
+  bool ping_outstanding_ = false;
+  std::chrono::steady_clock::time_point ping_sent_;
+  std::chrono::milliseconds backoff_;
+  bool setup_failed_ = false;
+  unsigned attempt_ = 0;  // bumped per connect and per loss; stale timers compare it
+
+  std::atomic<bool> up_{false};
+  mutable std::mutex describe_mu_;
+  std::string describe_;
+};
+
+}  // namespace chatd::redis

@@ -1,0 +1,178 @@
+// The redis store against a real redis-server: two stores are two chatd nodes.
+#include <gtest/gtest.h>
+
+#include <future>
+
+#include "redis/redis_server.h"
+#include "store/room_store.h"
+
+namespace chatd::store {
+namespace {
+
+using namespace std::chrono_literals;
+using test::Engine;
+using test::RedisServer;
+
+struct Node {
+  Node(const std::string& url, std::size_t max_rooms = 100) {
+    StoreConfig cfg;
+    cfg.kind = "redis";
+    cfg.redis_url = url;
+    cfg.max_rooms = max_rooms;
+    store = make_store(cfg, engine.io());
+  }
+  ~Node() { store->stop(); }
+
+  // Each call waits at most 3 s for its callback.
+  std::error_code create(Room r) {
+    std::promise<std::error_code> p;
+    store->create(std::move(r), [&](std::error_code ec) { p.set_value(ec); });
+    auto f = p.get_future();
+    EXPECT_EQ(f.wait_for(3s), std::future_status::ready);
+    return f.get();
+  }
+  std::pair<std::error_code, std::vector<Room>> list() {
+    std::promise<std::pair<std::error_code, std::vector<Room>>> p;
+    store->list([&](std::error_code ec, std::vector<Room> rooms) { p.set_value({ec, std::move(rooms)}); });
+    auto f = p.get_future();
+    EXPECT_EQ(f.wait_for(3s), std::future_status::ready);
+    return f.get();
+  }
+  std::pair<std::error_code, std::optional<Room>> find(const std::string& id) {
+    std::promise<std::pair<std::error_code, std::optional<Room>>> p;
+    store->find(id, [&](std::error_code ec, std::optional<Room> r) { p.set_value({ec, std::move(r)}); });
+    auto f = p.get_future();
+    EXPECT_EQ(f.wait_for(3s), std::future_status::ready);
+    return f.get();
+  }
+
+  Engine engine;
+  std::unique_ptr<RoomStore> store;
+};
+
+TEST(RedisStore, RoomsCreatedOnOneNodeAreSeenByAnother) {
+  RedisServer redis;
+  Node a(redis.url()), b(redis.url());
+  ASSERT_TRUE(test::eventually([&] { return a.store->up() && b.store->up(); }));
+
+  EXPECT_FALSE(a.create({"id-2", "점심 메뉴"}));
+  EXPECT_FALSE(a.create({"id-1", "Lunch"}));
+  EXPECT_FALSE(b.create({"id-3", "Lunch"}));
+
+  auto [ec, rooms] = b.list();
+  EXPECT_FALSE(ec);
+  ASSERT_EQ(rooms.size(), 3u);  // sorted by name, then id
+  EXPECT_EQ(rooms[0].id, "id-1");
+  EXPECT_EQ(rooms[1].id, "id-3");
+  EXPECT_EQ(rooms[2].id, "id-2");
+  EXPECT_EQ(rooms[2].name, "점심 메뉴");
+  EXPECT_EQ(a.list().second.size(), 3u);
+
+  auto [fec, found] = a.find("id-3");
+  EXPECT_FALSE(fec);
+  ASSERT_TRUE(found);
+  EXPECT_EQ(found->name, "Lunch");
+  auto [nec, none] = b.find("no-such-room");
+  EXPECT_FALSE(nec);
+  EXPECT_FALSE(none);
+
+  // The hash holds exactly the Spring-compatible JSON, so other tools can read it.
+  EXPECT_EQ(redis.command({"HGET", "CHAT_ROOM", "id-2"}), to_json(Room{"id-2", "점심 메뉴"}));
+  EXPECT_EQ(redis.command({"HLEN", "CHAT_ROOM"}), "3");
+}
+
+TEST(RedisStore, RoomLimitHoldsAcrossNodes) {
+  RedisServer redis;
+  Node a(redis.url(), 2), b(redis.url(), 2);
+  ASSERT_TRUE(test::eventually([&] { return a.store->up() && b.store->up(); }));
+  EXPECT_FALSE(a.create({"r1", "one"}));
+  EXPECT_FALSE(b.create({"r2", "two"}));
+  EXPECT_EQ(a.create({"r3", "three"}), Error::full);
+  EXPECT_EQ(b.create({"r4", "four"}), Error::full);
+  EXPECT_EQ(a.list().second.size(), 2u);
+}
+
+TEST(RedisStore, UnreadableValueIsCorruptAndSkippedInLists) {
+  RedisServer redis;
+  Node a(redis.url());
+  ASSERT_TRUE(test::eventually([&] { return a.store->up(); }));
+  EXPECT_FALSE(a.create({"good", "fine"}));
+  redis.command({"HSET", "CHAT_ROOM", "bad", "not json"});
+  EXPECT_EQ(a.find("bad").first, Error::corrupt);
+  auto [ec, rooms] = a.list();
+  EXPECT_FALSE(ec);
+  ASSERT_EQ(rooms.size(), 1u);
+  EXPECT_EQ(rooms[0].id, "good");
+}
+
+TEST(RedisStore, FailsFastWhileRedisIsDownAndRecovers) {
+  RedisServer redis;
+  Node a(redis.url());
+  ASSERT_TRUE(test::eventually([&] { return a.store->up(); }));
+  EXPECT_FALSE(a.create({"before", "kept?"}));
+
+  redis.kill9();
+  ASSERT_TRUE(test::eventually([&] { return !a.store->up(); }, 3s));
+  EXPECT_NE(a.store->describe().find("down"), std::string::npos) << a.store->describe();
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(a.create({"during", "x"}), Error::engine_down);
+  EXPECT_EQ(a.list().first, Error::engine_down);
+  EXPECT_EQ(a.find("before").first, Error::engine_down);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 500ms);  // promptly, not after a hang
+
+  redis.start();
+  ASSERT_TRUE(test::eventually([&] { return a.store->up(); }, 5s)) << a.store->describe();
+  EXPECT_FALSE(a.create({"after", "y"}));
+  auto [fec, found] = a.find("after");
+  EXPECT_FALSE(fec);
+  EXPECT_TRUE(found);
+}
+
+TEST(RedisStore, StopAnswersPendingAndLaterCallsWithStopped) {
+  RedisServer redis;
+  Node a(redis.url());
+  ASSERT_TRUE(test::eventually([&] { return a.store->up(); }));
+  std::atomic<int> answered{0};
+  for (int i = 0; i < 200; ++i)
+    a.store->find("x", [&](std::error_code ec, std::optional<Room>) {
+      EXPECT_TRUE(!ec || ec == Error::stopped) << ec.message();
+      ++answered;
+    });
+  a.store->stop();
+  EXPECT_TRUE(test::eventually([&] { return answered == 200; }, 3s));
+  std::error_code late;
+  a.store->create({"z", "z"}, [&](std::error_code ec) { late = ec; });
+  EXPECT_EQ(late, Error::stopped);
+  EXPECT_FALSE(a.store->up());
+}
+
+TEST(RedisStore, BadConfigurationFailsAtStartWithinSeconds) {
+  RedisServer redis("right-password");
+  Engine engine;
+  StoreConfig cfg;
+  cfg.kind = "redis";
+  auto start_fails = [&](const std::string& url, const std::string& says) {
+    cfg.redis_url = url;
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+      make_store(cfg, engine.io());
+      ADD_FAILURE() << url << " started";
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 4s) << url;
+  };
+  start_fails("redis:/nohost", "bad Redis URL");
+  start_fails("mysql://127.0.0.1:3306", "bad Redis URL");
+  start_fails(redis.url("wrong-password"), "refused");
+  start_fails(redis.url(""), "NOAUTH");
+  start_fails("redis://127.0.0.1:" + std::to_string(test::free_port()), "cannot reach");
+
+  cfg.redis_url = redis.url();
+  auto ok = make_store(cfg, engine.io());
+  EXPECT_TRUE(test::eventually([&] { return ok->up(); })) << ok->describe();
+  ok->stop();
+}
+
+}  // namespace
+}  // namespace chatd::store
