@@ -210,6 +210,9 @@ describe('two nodes started with the SAME --node-id (the seed used one consumer 
   }, { timeout: 90_000 });
   after(async () => { await stopAll([redis, twin1, twin2]); }, { timeout: 30_000 });
 
+  // What both nodes received, per room: the todo test below looks at its ids.
+  let seen = [];
+
   test('both still get every message of every room', { timeout: 90_000 }, async () => {
     // Enough rooms that they land on every partition (3): a split group would starve one node.
     const rooms = [];
@@ -223,25 +226,47 @@ describe('two nodes started with the SAME --node-id (the seed used one consumer 
         in1.push(await c1.subscribeConfirmed(dest(r)));
         in2.push(await c2.subscribeConfirmed(dest(r)));
       }
-      const perRoom = 10;
+      // Each client enters every room first (confirmed), so both nodes know the rooms before the
+      // burst: see the todo test 'a burst into a room this node has not seen yet keeps its order'.
+      const enters = [];
+      for (const r of rooms) enters.push(chatWithReceipt(c1, 'ENTER', r.roomId, 'twin1'), chatWithReceipt(c2, 'ENTER', r.roomId, 'twin2'));
+      assert.equal(await settleWithin(enters, 30_000), enters.length, 'every ENTER got its RECEIPT');
+      const perSender = 5;
       const receipts = [];
-      for (let i = 0; i < perRoom; i++) {
-        for (const r of rooms) receipts.push(chatWithReceipt(i % 2 ? c1 : c2, 'TALK', r.roomId, `twin${i % 2 ? 1 : 2}`, `${r.name} #${i}`));
+      for (let i = 0; i < perSender; i++) {
+        for (const r of rooms) {
+          receipts.push(chatWithReceipt(c1, 'TALK', r.roomId, 'twin1', `${r.name} t1-${i}`));
+          receipts.push(chatWithReceipt(c2, 'TALK', r.roomId, 'twin2', `${r.name} t2-${i}`));
+        }
       }
       assert.equal(await settleWithin(receipts, 30_000), receipts.length, 'every SEND got its RECEIPT');
+      const perRoom = 2 + 2 * perSender;
+      seen = [];
       for (let k = 0; k < rooms.length; k++) {
         const got1 = await in1[k].waitForMessages(perRoom, 20_000);
         const got2 = await in2[k].waitForMessages(perRoom, 20_000);
-        const expected = Array.from({ length: perRoom }, (_, i) => `${rooms[k].name} #${i}`);
-        assert.deepEqual(got1.map((m) => m.message), expected, `twin1, ${rooms[k].name}`);
-        assert.deepEqual(got2.map((m) => m.message), expected, `twin2, ${rooms[k].name}`);
-        assert.deepEqual(got1.map((m) => m.seq), got2.map((m) => m.seq));
+        assert.deepEqual(got1, got2, `${rooms[k].name}: the same messages in the same order on both nodes`);
+        for (const who of ['t1', 't2']) {
+          const own = got1.filter((m) => m.type === 'TALK' && m.message.startsWith(`${rooms[k].name} ${who}-`)).map((m) => m.message);
+          assert.deepEqual(own, Array.from({ length: perSender }, (_, i) => `${rooms[k].name} ${who}-${i}`), `${rooms[k].name}: ${who}'s messages`);
+        }
+        assertIncreasingSeq(got1, rooms[k].name);
+        seen.push(...got1);
       }
       await sleep(300);  // a duplicate would arrive right behind
       for (const c of [...in1, ...in2]) assert.equal(c.frames.length, perRoom, `${c.destination}: no duplicates`);
     } finally {
       await stopAll([c1, c2]);
     }
+  });
+
+  // chat::Hub::publish_known stamps id = node_id + "-" + a per-process counter, so two nodes
+  // with one --node-id hand out the same ids. Delivery is right (above); the ids are not unique.
+  test('message ids stay unique when two nodes share a --node-id', { todo: 'ids are node_id-counter: twins collide (src/chat/hub.cpp)' }, () => {
+    assert.ok(seen.length > 0);
+    const ids = seen.map((m) => m.id);
+    const dup = ids.filter((id, i) => ids.indexOf(id) !== i);
+    assert.equal(dup.length, 0, `duplicate ids: ${dup.slice(0, 5)}`);
   });
 });
 
@@ -267,14 +292,17 @@ describe('three nodes, three senders x 200 messages into one room', () => {
         watchers.push(w);
         inboxes.push(await s.subscribeConfirmed(dest(room)), await w.subscribeConfirmed(dest(room)));
       }
+      // Each sender enters first, as the room page does (and so its node knows the room: see the
+      // todo test below).
+      for (let k = 0; k < senders.length; k++) await chatWithReceipt(senders[k], 'ENTER', room.roomId, `s${k}`);
       const perSender = 200;
-      const total = perSender * senders.length;
+      const total = senders.length + perSender * senders.length;
       const receipts = [];
       // Interleaved, as fast as the sockets take them.
       for (let i = 0; i < perSender; i++) {
         senders.forEach((s, k) => receipts.push(chatWithReceipt(s, 'TALK', room.roomId, `s${k}`, `s${k}-${i}`)));
       }
-      assert.equal(await settleWithin(receipts, 60_000), total, 'every SEND got its RECEIPT');
+      assert.equal(await settleWithin(receipts, 60_000), receipts.length, 'every SEND got its RECEIPT');
       const lists = [];
       for (const inbox of inboxes) lists.push(await inbox.waitForMessages(total, 60_000));
       await sleep(300);
@@ -284,13 +312,35 @@ describe('three nodes, three senders x 200 messages into one room', () => {
       assert.equal(new Set(first.map((m) => m.id)).size, total, 'ids are unique');
       assertIncreasingSeq(first, '600');
       for (let k = 0; k < senders.length; k++) {
-        const own = first.filter((m) => m.sender === `s${k}`).map((m) => m.message);
+        const own = first.filter((m) => m.type === 'TALK' && m.sender === `s${k}`).map((m) => m.message);
         assert.deepEqual(own, Array.from({ length: perSender }, (_, i) => `s${k}-${i}`), `sender ${k} keeps its order`);
       }
     } finally {
       await stopAll([...senders, ...watchers]);
     }
   });
+
+  // chat::Hub::publish looks a room up in the store (async with redis) until the node knows it;
+  // SENDs that arrive once the first lookup has finished skip the lookup and overtake the ones
+  // still waiting for theirs, so one client's first messages can be published out of order.
+  test('a burst into a room this node has not seen yet keeps its order',
+    { timeout: 60_000, todo: 'reorders: Hub::publish lets known-room SENDs overtake pending store lookups (src/chat/hub.cpp)' },
+    async () => {
+      const room = await createRoom(nodes[0].base, 'burst');
+      const sender = await stompOverWebSocket(nodes[1].base);  // node 1 has never seen this room
+      const watcher = await stompOverWebSocket(nodes[2].base);
+      try {
+        const inbox = await watcher.subscribeConfirmed(dest(room));
+        const n = 100;
+        const receipts = [];
+        for (let i = 0; i < n; i++) receipts.push(chatWithReceipt(sender, 'TALK', room.roomId, 'burst', `b${i}`));
+        assert.equal(await settleWithin(receipts, 30_000), n, 'every SEND got its RECEIPT');
+        const got = await inbox.waitForMessages(n, 30_000);
+        assert.deepEqual(got.map((m) => m.message), Array.from({ length: n }, (_, i) => `b${i}`));
+      } finally {
+        await stopAll([sender, watcher]);
+      }
+    });
 });
 
 describe('broker restart mid-chat', () => {
