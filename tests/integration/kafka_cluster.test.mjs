@@ -445,4 +445,38 @@ describe('broker restart mid-chat', () => {
         await stopAll([sender, onA, onB]);
       }
     });
+  // Past librdkafka's message.timeout.ms (30 s) a waiting message fails: the sender must hear it.
+  test('an outage longer than message.timeout.ms answers each waiting SEND with an error, never silence',
+    { timeout: 240_000 }, async (t) => {
+      const room = await createRoom(nodeA.base, 'long outage');
+      const sender = await stompOverWebSocket(nodeA.base);
+      const onB = await stompOverWebSocket(nodeB.base);
+      try {
+        const errors = await sender.subscribeConfirmed('/user/queue/errors');
+        const inB = await onB.subscribeConfirmed(dest(room));
+        await chatWithReceipt(sender, 'ENTER', room.roomId, 'patient');  // the node knows the room
+        await inB.waitFor(1, 20_000);
+        await broker.stopBroker();
+        await waitForHealth(nodeA.base, busDown, 'bus down', 60_000);
+        const n = 10;
+        const receipted = [];
+        for (let i = 0; i < n; i++) chatWithReceipt(sender, 'TALK', room.roomId, 'patient', `lost ${i}`).then((r) => receipted.push(r));
+        const t0 = Date.now();
+        const allFailed = await eventually(() => errors.frames.length >= n, 45_000, 200);
+        t.diagnostic(`${errors.frames.length} errors after ${Date.now() - t0} ms: ${errors.frames[0]?.body}`);
+        assert.ok(allFailed, `only ${errors.frames.length} of ${n} waiting SENDs were answered with an error`);
+        assert.equal(receipted.length, 0, 'no RECEIPT for a message that was never written');
+        for (const f of errors.frames) assert.equal(JSON.parse(f.body).status, 503);
+        assert.ok(nodeA.isAlive() && nodeB.isAlive(), 'no node crashed');
+
+        await broker.startBroker();
+        await Promise.all([nodeA, nodeB].map((nd) => waitForHealth(nd.base, busUp, 'bus up again', 60_000)));
+        await chatWithReceipt(sender, 'TALK', room.roomId, 'patient', 'back');
+        const got = (await inB.waitForMessages(2, 20_000)).map((m) => m.message);
+        await sleep(500);  // a failed message showing up late would be a lie told to the sender
+        assert.deepEqual(inB.messages.map((m) => m.message), [got[0], 'back']);
+      } finally {
+        await stopAll([sender, onB]);
+      }
+    });
 });
