@@ -40,8 +40,9 @@ class MessageBus {
   virtual ~MessageBus() = default;
 
   // Connects to the engine and begins delivering to `on_deliver`. Throws std::runtime_error
-  // for configuration that can never work (bad URL, auth refused); a merely unreachable
-  // engine is not fatal: the bus reports down and keeps retrying.
+  // for configuration that can never work (bad URL, auth refused). An engine lost later is
+  // never fatal: the bus reports down and keeps retrying. (Redis is also checked once at
+  // start-up and refuses to start unreachable; Kafka starts and retries.)
   virtual void start(DeliverFn on_deliver) = 0;
 
   // Sends `payload` to every node's subscribers of `room_id`. `done` gets an empty code once

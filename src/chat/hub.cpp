@@ -99,7 +99,9 @@ void Hub::join(const std::string& room_id, bus::DoneFn ready) {
   ++in.count;
   if (in.ready) {
     lock.unlock();
-    ready({});
+    // Ready once, but the engine is away now: say so rather than promise delivery. The bus
+    // keeps the room and subscribes it again when the engine returns.
+    ready(bus_.up() ? std::error_code{} : make_error_code(bus::Error::engine_down));
     return;
   }
   in.waiters.push_back(std::move(ready));
@@ -147,11 +149,31 @@ void Hub::publish(const ChatMessage& m, bus::DoneFn done) {
     publish_known(m, std::move(done));
     return;
   }
-  store_.find(m.room_id, [this, m, done = std::move(done)](std::error_code ec, std::optional<store::Room> room) mutable {
-    if (ec) return done(Error::store_unavailable);
-    if (!room) return done(Error::unknown_room);
-    remember_room(m.room_id);
-    publish_known(m, std::move(done));
+  {
+    // While a room's first lookup is in flight, later messages for it wait behind it, so a
+    // sender's messages leave in the order they came.
+    std::lock_guard lock(lookups_mu_);
+    if (known_room(m.room_id)) {
+      publish_known(m, std::move(done));
+      return;
+    }
+    auto [it, first] = lookups_.try_emplace(m.room_id);
+    it->second.push_back({m, std::move(done)});
+    if (!first) return;
+  }
+  store_.find(m.room_id, [this, room_id = m.room_id](std::error_code ec, std::optional<store::Room> room) {
+    std::vector<PendingPublish> waiting;
+    {
+      std::lock_guard lock(lookups_mu_);
+      if (!ec && room) remember_room(room_id);
+      waiting.swap(lookups_[room_id]);
+      lookups_.erase(room_id);
+      // Publishing under the lock keeps these ahead of any message that finds the room known.
+      if (!ec && room)
+        for (auto& p : waiting) publish_known(p.message, std::move(p.done));
+    }
+    if (ec || !room)
+      for (auto& p : waiting) p.done(ec ? Error::store_unavailable : Error::unknown_room);
   });
 }
 

@@ -172,6 +172,13 @@ class Hub {
   std::unordered_map<std::string, Interest> interest_;
   std::uint64_t generations_ = 0;
 
+  struct PendingPublish {
+    ChatMessage message;
+    bus::DoneFn done;
+  };
+  std::mutex lookups_mu_;
+  std::unordered_map<std::string, std::vector<PendingPublish>> lookups_;  // rooms being looked up
+
   std::shared_mutex rooms_mu_;
   std::unordered_set<std::string> known_rooms_;  // rooms are never deleted, so a hit stays true
 

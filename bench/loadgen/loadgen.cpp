@@ -1,0 +1,980 @@
+// chatd_loadgen: a STOMP-over-WebSocket load generator for chatd and its peers.
+//
+// Shape: the parent resolves rooms, maps shared memory, forks --procs children (each under the
+// 20,000-fd limit), tells them when to start, samples the server's /proc while they run, then
+// merges their counters and histograms and prints one JSON line (stdout) and a summary (stderr).
+// Each child runs --threads workers, one io_context each; a connection lives on one worker.
+//
+// Timeline (same in every process, CLOCK_MONOTONIC): start .. +warmup .. +duration .. +drain.
+// Senders send from start to the end of the window; latency is recorded for messages whose
+// intended send time falls in the window, deliveries are counted by receive time in the window.
+// With --rate R the schedule is open loop: message k of a sender is due at a fixed time and
+// carries that time, so a stalled server shows up as latency instead of a lower send rate.
+
+#include "frames.h"
+#include "histogram.h"
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/json.hpp>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using loadgen::Histogram;
+
+namespace {
+
+std::int64_t now_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return std::int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+struct Options {
+  std::string host = "127.0.0.1";
+  std::vector<int> ports = {8080};  // several: a room's members alternate between them
+  std::string path = "/ws-stomp";
+  std::string mode = "fanout";  // idle | fanout | rooms
+  int conns = 100;
+  int threads = 1;
+  int procs = 0;  // 0: as few as keep every process under fd_budget connections
+  int rooms = -1;  // -1: 0 for idle, 1 for fanout, conns/10 for rooms
+  int senders_per_room = 1;
+  double rate = 0;  // total messages/s; 0 = as fast as the window allows
+  int window = 16;  // max mode: messages in flight per sender
+  double window_timeout = 10;  // max mode: s without an own message back before the window reopens
+  double duration = 10;
+  double warmup = 2;
+  double drain = 5;  // at most; ends as soon as every message has arrived
+  int size = 100;  // bytes of message text
+  std::string sub_prefix = "/sub/chat/room/";
+  std::string send_dest = "/pub/chat/message";  // "{room}" is replaced by the room id
+  std::string body_format = "chatd";  // chatd (JSON chat message) | raw (text only)
+  std::string room_ids;  // comma-separated; overrides room creation
+  std::string room_source = "rest";  // rest: POST /chat/room; names: bench-0..bench-R-1
+  std::string login, passcode;
+  std::string vhost = "/";
+  std::vector<int> server_pids;  // CPU and RSS are summed over these
+  bool sub_receipt = true;  // ready only once the SUBSCRIBE's RECEIPT arrives
+  int connect_concurrency = 200;  // handshakes in progress per worker
+  double connect_timeout = 120;
+  int addr_span = 25000;  // connections per loopback source address (ephemeral ports ~28k)
+  int fd_budget = 19000;  // connections per process, under the 20,000-fd limit
+  std::string label;
+};
+
+[[noreturn]] void usage(const char* why) {
+  std::fprintf(stderr,
+               "chatd_loadgen: %s\n"
+               "usage: chatd_loadgen --port P|--ports P1,P2 [--host 127.0.0.1] [--path /ws-stomp]\n"
+               "  --mode idle|fanout|rooms --conns N --threads T --procs P\n"
+               "  --rooms R --senders-per-room S --rate MSGS_PER_S(0=max) --window W --window-timeout S\n"
+               "  --duration S --warmup S --drain S --size BYTES\n"
+               "  --sub-prefix /sub/chat/room/ --send-dest /pub/chat/message (or /topic/{room})\n"
+               "  --body-format chatd|raw --room-ids a,b --room-source rest|names\n"
+               "  --login U --passcode P --vhost / --server-pids PID[,PID] --label TEXT --sub-receipt yes|no\n"
+               "  --connect-concurrency N --connect-timeout S --addr-span N --fd-budget N\n",
+               why);
+  std::exit(2);
+}
+
+Options parse_options(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string key = argv[i];
+    std::string val;
+    if (key.rfind("--", 0) != 0) usage(("unexpected argument " + key).c_str());
+    if (auto eq = key.find('='); eq != std::string::npos) {
+      val = key.substr(eq + 1);
+      key = key.substr(0, eq);
+    } else {
+      if (i + 1 >= argc) usage(("missing value for " + key).c_str());
+      val = argv[++i];
+    }
+    auto num = [&] { return std::stod(val); };
+    auto integer = [&] { return std::stoi(val); };
+    auto integers = [&] {
+      std::vector<int> v;
+      std::stringstream ss(val);
+      for (std::string x; std::getline(ss, x, ',');) v.push_back(std::stoi(x));
+      return v;
+    };
+    if (key == "--host") o.host = val;
+    else if (key == "--port" || key == "--ports") o.ports = integers();
+    else if (key == "--path") o.path = val;
+    else if (key == "--mode") o.mode = val;
+    else if (key == "--conns") o.conns = integer();
+    else if (key == "--threads") o.threads = integer();
+    else if (key == "--procs") o.procs = integer();
+    else if (key == "--rooms") o.rooms = integer();
+    else if (key == "--senders-per-room") o.senders_per_room = integer();
+    else if (key == "--rate") o.rate = num();
+    else if (key == "--window") o.window = integer();
+    else if (key == "--window-timeout") o.window_timeout = num();
+    else if (key == "--duration") o.duration = num();
+    else if (key == "--warmup") o.warmup = num();
+    else if (key == "--drain") o.drain = num();
+    else if (key == "--size") o.size = integer();
+    else if (key == "--sub-prefix") o.sub_prefix = val;
+    else if (key == "--send-dest") o.send_dest = val;
+    else if (key == "--body-format") o.body_format = val;
+    else if (key == "--room-ids") o.room_ids = val;
+    else if (key == "--room-source") o.room_source = val;
+    else if (key == "--login") o.login = val;
+    else if (key == "--passcode") o.passcode = val;
+    else if (key == "--vhost") o.vhost = val;
+    else if (key == "--server-pid" || key == "--server-pids") o.server_pids = integers();
+    else if (key == "--sub-receipt") o.sub_receipt = val == "yes" || val == "1" || val == "true";
+    else if (key == "--connect-concurrency") o.connect_concurrency = integer();
+    else if (key == "--connect-timeout") o.connect_timeout = num();
+    else if (key == "--addr-span") o.addr_span = integer();
+    else if (key == "--fd-budget") o.fd_budget = integer();
+    else if (key == "--label") o.label = val;
+    else usage(("unknown option " + key).c_str());
+  }
+  if (o.mode != "idle" && o.mode != "fanout" && o.mode != "rooms") usage("bad --mode");
+  if (o.body_format != "chatd" && o.body_format != "raw") usage("bad --body-format");
+  if (o.rooms < 0) o.rooms = o.mode == "idle" ? 0 : o.mode == "fanout" ? 1 : std::max(1, o.conns / 10);
+  if (o.mode != "idle" && o.rooms == 0) usage("fanout/rooms need --rooms >= 1");
+  if (o.ports.empty()) usage("need --port");
+  if (o.conns < 1 || o.threads < 1 || o.size < 24 || o.window < 1) usage("bad numbers");
+  if (o.mode != "idle" && o.senders_per_room * o.rooms > o.conns) usage("more senders than conns");
+  if (o.procs == 0) o.procs = (o.conns + o.fd_budget - 1) / o.fd_budget;
+  if (o.conns / o.procs > o.fd_budget) usage("too many conns per process for the fd limit");
+  return o;
+}
+
+// ---- Server sampling through /proc ----
+
+// Returns utime+stime of pid in seconds, or -1 when unreadable.
+double proc_cpu_seconds_one(int pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string s((std::istreambuf_iterator<char>(f)), {});
+  auto rp = s.rfind(')');
+  if (rp == std::string::npos) return -1;
+  std::istringstream in(s.substr(rp + 2));
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && in >> field; ++i) {
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return double(utime + stime) / double(sysconf(_SC_CLK_TCK));
+}
+
+// Returns VmRSS of pid in KiB, or -1.
+long proc_rss_kb_one(int pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  return -1;
+}
+
+// Sums over pids; -1 when there are none or one is unreadable.
+double proc_cpu_seconds(const std::vector<int>& pids) {
+  double sum = pids.empty() ? -1 : 0;
+  for (int p : pids) {
+    const double v = proc_cpu_seconds_one(p);
+    if (v < 0) return -1;
+    sum += v;
+  }
+  return sum;
+}
+
+double proc_rss_kb(const std::vector<int>& pids) {
+  double sum = pids.empty() ? -1 : 0;
+  for (int p : pids) {
+    const long v = proc_rss_kb_one(p);
+    if (v < 0) return -1;
+    sum += double(v);
+  }
+  return sum;
+}
+
+// ---- Rooms ----
+
+std::vector<std::string> resolve_rooms(const Options& o) {
+  std::vector<std::string> rooms;
+  if (!o.room_ids.empty()) {
+    std::stringstream ss(o.room_ids);
+    for (std::string r; std::getline(ss, r, ',');)
+      if (!r.empty()) rooms.push_back(r);
+    if (int(rooms.size()) < o.rooms) throw std::runtime_error("--room-ids has fewer ids than --rooms");
+    rooms.resize(std::size_t(o.rooms));
+    return rooms;
+  }
+  if (o.room_source == "names") {
+    for (int i = 0; i < o.rooms; ++i) rooms.push_back("bench-" + std::to_string(i));
+    return rooms;
+  }
+  asio::io_context ioc;
+  tcp::socket sock(ioc);
+  const tcp::endpoint ep(asio::ip::make_address(o.host), static_cast<unsigned short>(o.ports[0]));
+  sock.connect(ep);
+  beast::flat_buffer buf;
+  for (int i = 0; i < o.rooms; ++i) {
+    http::request<http::empty_body> req{http::verb::post, "/chat/room?name=bench-" + std::to_string(i), 11};
+    req.set(http::field::host, o.host + ":" + std::to_string(o.ports[0]));
+    req.keep_alive(true);
+    req.prepare_payload();
+    http::write(sock, req);
+    http::response<http::string_body> res;
+    http::read(sock, buf, res);
+    if (res.result_int() / 100 != 2)
+      throw std::runtime_error("POST /chat/room: HTTP " + std::to_string(res.result_int()));
+    auto v = boost::json::parse(res.body());
+    rooms.emplace_back(v.at("roomId").as_string());
+    if (!res.keep_alive()) {
+      sock.close();
+      sock = tcp::socket(ioc);
+      sock.connect(ep);
+      buf.clear();
+    }
+  }
+  return rooms;
+}
+
+// ---- Results shared between processes ----
+
+struct Counters {
+  std::uint64_t conns_ok = 0, conns_failed = 0, conns_dropped = 0, conns_held = 0;
+  std::uint64_t sent = 0, sent_total = 0, send_skipped = 0, window_resets = 0;
+  // lost: gaps in a sender's sequence; undelivered: never arrived by the end of the drain
+  // (a server still working through a backlog, or loss at the tail).
+  std::uint64_t delivered = 0, delivered_total = 0, lost = 0, undelivered = 0, reordered = 0;
+  std::uint64_t errors = 0, unparsed = 0, misrouted = 0;
+
+  void add(const Counters& c) {
+    conns_ok += c.conns_ok; conns_failed += c.conns_failed; conns_dropped += c.conns_dropped;
+    conns_held += c.conns_held; sent += c.sent; sent_total += c.sent_total;
+    send_skipped += c.send_skipped; window_resets += c.window_resets; delivered += c.delivered;
+    delivered_total += c.delivered_total; lost += c.lost; undelivered += c.undelivered;
+    reordered += c.reordered;
+    errors += c.errors; unparsed += c.unparsed; misrouted += c.misrouted;
+  }
+};
+
+struct ChildResult {
+  Counters c;
+  Histogram hist;
+  std::int64_t connected_at_ns = 0;
+  int done = 0;
+};
+
+struct Shared {
+  std::atomic<int> ready{0};
+  std::atomic<std::int64_t> start_ns{0};
+  std::atomic<int> abort{0};
+};
+
+struct Timeline {
+  std::int64_t start = 0, window_begin = 0, window_end = 0, finish = 0;
+};
+
+// ---- One child: workers and connections ----
+
+struct Run;
+struct Worker;
+
+struct Conn {
+  enum class State { idle, connecting, upgrading, connected_ws, subscribing, ready, closed };
+
+  Worker* w = nullptr;
+  tcp::socket sock;
+  int gidx = 0;
+  int room = -1;  // -1 in idle mode without rooms
+  bool sender = false;
+  std::uint64_t sid = 0;
+  State state = State::idle;
+  std::vector<char> rbuf = std::vector<char>(4096);
+  std::size_t rlen = 0;
+  std::string sbuf;  // STOMP byte stream reassembled from WebSocket payloads
+  std::string out_pending, out_writing;
+  bool writing = false;
+  std::uint32_t rng = 0;
+  // Sender side.
+  std::uint64_t scheduled = 0, seq = 0, inflight = 0;
+  std::int64_t phase_ns = 0, last_progress = 0;
+  // Receiver side: next expected seq per sender slot of this room (senders start at 1, and
+  // start only after every connection has subscribed, so a missing first message is a loss).
+  std::vector<std::uint64_t> next_seq;
+
+  explicit Conn(asio::io_context& ioc) : sock(ioc) {}
+};
+
+struct Run {
+  Options o;
+  std::vector<std::string> rooms;
+  Shared* shared = nullptr;
+  std::atomic<std::uint64_t>* sender_totals = nullptr;
+  std::string upgrade_request;
+  std::string connect_frame;
+  std::uint64_t total_senders = 0;
+  double interval_ns = 0;  // per sender, rate mode
+  std::atomic<int> workers_connected{0};
+  int workers = 0;
+  std::int64_t connect_deadline = 0;
+};
+
+constexpr std::uint64_t kFinal = std::uint64_t{1} << 63;  // sender_totals: count is final
+constexpr std::size_t kMaxBacklog = 4 << 20;  // bytes waiting per socket before sends are skipped
+constexpr std::size_t kMaxReadBuf = 8 << 20;
+
+struct Worker {
+  Run& run;
+  asio::io_context ioc{1};
+  asio::steady_timer timer{ioc};
+  std::vector<std::unique_ptr<Conn>> conns;
+  std::vector<Conn*> senders;
+  std::size_t next_to_open = 0;
+  int opening = 0;
+  bool reported_connected = false;
+  Timeline tl;
+  Counters c;
+  Histogram hist;
+  std::string scratch;
+  int error_logs = 0;
+
+  explicit Worker(Run& r) : run(r) {}
+
+  // Opens connections until connect_concurrency handshakes are in flight.
+  void open_more() {
+    while (opening < run.o.connect_concurrency && next_to_open < conns.size()) {
+      open(*conns[next_to_open++]);
+      ++opening;
+    }
+    maybe_connected();
+  }
+
+  void maybe_connected() {
+    if (reported_connected || c.conns_ok + c.conns_failed < conns.size()) return;
+    reported_connected = true;
+    if (run.workers_connected.fetch_add(1) + 1 == run.workers) run.shared->ready.fetch_add(1);
+  }
+
+  void open(Conn& k) {
+    boost::system::error_code ec;
+    k.sock.open(tcp::v4(), ec);
+    if (!ec && run.o.conns > run.o.addr_span) {
+      // Spread over 127.0.0.x source addresses: each has its own ~28k ephemeral ports.
+      // IP_BIND_ADDRESS_NO_PORT lets connect() pick the port per destination.
+      int one = 1;
+      ::setsockopt(k.sock.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+      const auto last = static_cast<unsigned>(1 + k.gidx / run.o.addr_span);
+      k.sock.bind(tcp::endpoint(asio::ip::make_address_v4((127u << 24) | last), 0), ec);
+    }
+    if (ec) return fail(k, "open", ec);
+    k.state = Conn::State::connecting;
+    // Members of a room alternate between the given ports (nodes).
+    const std::size_t member = run.rooms.empty() ? std::size_t(k.gidx) : std::size_t(k.gidx) / run.rooms.size();
+    const int port = run.o.ports[member % run.o.ports.size()];
+    const tcp::endpoint ep(asio::ip::make_address(run.o.host), static_cast<unsigned short>(port));
+    k.sock.async_connect(ep, [this, &k](boost::system::error_code e) {
+      if (e) return fail(k, "connect", e);
+      k.sock.set_option(tcp::no_delay(true), e);
+      k.state = Conn::State::upgrading;
+      asio::async_write(k.sock, asio::buffer(run.upgrade_request),
+                        [this, &k](boost::system::error_code e2, std::size_t) {
+                          if (e2) fail(k, "upgrade write", e2);
+                        });
+      do_read(k);
+    });
+  }
+
+  // A connection failed before it was ready, or dropped after.
+  void fail(Conn& k, const char* what, boost::system::error_code ec) {
+    if (k.state == Conn::State::closed) return;
+    const bool was_ready = k.state == Conn::State::ready;
+    k.state = Conn::State::closed;
+    boost::system::error_code ignored;
+    k.sock.close(ignored);
+    if (error_logs++ < 5)
+      std::fprintf(stderr, "loadgen: conn %d %s: %s\n", k.gidx, what, ec.message().c_str());
+    if (was_ready) {
+      ++c.conns_dropped;
+    } else {
+      ++c.conns_failed;
+      --opening;
+      open_more();
+    }
+  }
+
+  void do_read(Conn& k) {
+    if (k.rlen == k.rbuf.size()) {
+      if (k.rbuf.size() >= kMaxReadBuf) return fail(k, "read", asio::error::message_size);
+      k.rbuf.resize(k.rbuf.size() * 2);
+    }
+    k.sock.async_read_some(asio::buffer(k.rbuf.data() + k.rlen, k.rbuf.size() - k.rlen),
+                           [this, &k](boost::system::error_code ec, std::size_t n) {
+                             if (ec) return fail(k, "read", ec);
+                             k.rlen += n;
+                             on_read(k);
+                             if (k.state != Conn::State::closed) do_read(k);
+                           });
+  }
+
+  void on_read(Conn& k) {
+    std::size_t off = 0;
+    if (k.state == Conn::State::upgrading) {
+      std::string_view s(k.rbuf.data(), k.rlen);
+      auto end = s.find("\r\n\r\n");
+      if (end == std::string_view::npos) return;
+      if (s.substr(0, 12) != "HTTP/1.1 101") {
+        std::string line(s.substr(0, s.find('\r')));
+        if (error_logs++ < 5) std::fprintf(stderr, "loadgen: upgrade refused: %s\n", line.c_str());
+        return fail(k, "upgrade", asio::error::connection_refused);
+      }
+      off = end + 4;
+      k.state = Conn::State::connected_ws;
+      send_ws(k, 1, run.connect_frame);
+    }
+    bool stomp_data = false;
+    while (k.state != Conn::State::closed) {
+      loadgen::WsFrame f;
+      bool too_big = false;
+      const std::size_t used =
+          loadgen::parse_ws_frame(k.rbuf.data() + off, k.rlen - off, f, kMaxReadBuf / 2, too_big);
+      if (too_big) return fail(k, "frame", asio::error::message_size);
+      if (used == 0) break;
+      off += used;
+      switch (f.opcode) {
+        case 0: case 1: case 2:
+          k.sbuf.append(f.payload);
+          stomp_data = true;
+          break;
+        case 8:
+          return fail(k, "server close", asio::error::eof);
+        case 9:
+          send_ws(k, 10, f.payload);
+          break;
+        default:
+          break;
+      }
+    }
+    if (k.state == Conn::State::closed) return;
+    if (off > 0) {
+      std::memmove(k.rbuf.data(), k.rbuf.data() + off, k.rlen - off);
+      k.rlen -= off;
+    }
+    if (stomp_data) on_stomp_bytes(k);
+  }
+
+  void on_stomp_bytes(Conn& k) {
+    const std::int64_t now = now_ns();
+    std::size_t pos = 0;
+    while (k.state != Conn::State::closed) {
+      loadgen::StompFrame f;
+      const std::size_t next = loadgen::parse_stomp_frame(k.sbuf, pos, f);
+      if (next == 0) break;
+      pos = next;
+      if (f.command == "MESSAGE") {
+        on_message(k, f.body, now);
+      } else if (f.command == "CONNECTED") {
+        on_connected(k);
+      } else if (f.command == "RECEIPT") {
+        if (k.state == Conn::State::subscribing) become_ready(k);
+      } else if (f.command == "ERROR") {
+        ++c.errors;
+        if (error_logs++ < 5)
+          std::fprintf(stderr, "loadgen: conn %d STOMP ERROR: %.*s %.*s\n", k.gidx,
+                       int(loadgen::stomp_header(f.headers, "message").size()),
+                       loadgen::stomp_header(f.headers, "message").data(),
+                       int(std::min<std::size_t>(f.body.size(), 200)), f.body.data());
+        return fail(k, "stomp", asio::error::connection_reset);
+      }
+    }
+    if (k.state != Conn::State::closed) k.sbuf.erase(0, pos);
+  }
+
+  void on_connected(Conn& k) {
+    if (k.state != Conn::State::connected_ws) return;
+    if (k.room < 0) return become_ready(k);
+    scratch.clear();
+    scratch += "SUBSCRIBE\nid:sub-0\ndestination:";
+    scratch += run.o.sub_prefix;
+    scratch += run.rooms[std::size_t(k.room)];
+    scratch += "\nack:auto\n";
+    if (run.o.sub_receipt) scratch += "receipt:sub\n";
+    scratch += "\n";
+    scratch.push_back('\0');
+    send_ws(k, 1, scratch);
+    if (!run.o.sub_receipt) return become_ready(k);
+    k.state = Conn::State::subscribing;
+  }
+
+  void become_ready(Conn& k) {
+    k.state = Conn::State::ready;
+    ++c.conns_ok;
+    --opening;
+    open_more();
+  }
+
+  // Parses "<sid> <seq> <ts_ns>" from the message text and accounts for it.
+  void on_message(Conn& k, std::string_view body, std::int64_t now) {
+    std::string_view text = body;
+    if (run.o.body_format == "chatd") {
+      auto p = body.find("\"message\"");
+      if (p == std::string_view::npos) return void(++c.unparsed);
+      p += 9;
+      while (p < body.size() && (body[p] == ' ' || body[p] == ':')) ++p;
+      if (p >= body.size() || body[p] != '"') return void(++c.unparsed);
+      text = body.substr(p + 1);
+    }
+    std::uint64_t v[3] = {0, 0, 0};
+    const char* s = text.data();
+    const char* e = text.data() + text.size();
+    for (int i = 0; i < 3; ++i) {
+      auto r = std::from_chars(s, e, v[i]);
+      if (r.ec != std::errc{}) return void(++c.unparsed);
+      s = r.ptr + 1;
+      if (s > e) s = e;
+    }
+    const std::uint64_t sid = v[0], seq = v[1];
+    const auto ts = static_cast<std::int64_t>(v[2]);
+    const auto nrooms = std::uint64_t(run.rooms.size());
+    if (k.room < 0 || sid % nrooms != std::uint64_t(k.room) || sid >= run.total_senders)
+      return void(++c.misrouted);
+    ++c.delivered_total;
+    if (now >= tl.window_begin && now < tl.window_end) ++c.delivered;
+    if (ts >= tl.window_begin && ts < tl.window_end) hist.record(std::uint64_t(std::max<std::int64_t>(0, now - ts)));
+    auto& next = k.next_seq[sid / nrooms];
+    if (seq == next) {
+      next = seq + 1;
+    } else if (seq > next) {
+      c.lost += seq - next;
+      next = seq + 1;
+    } else {
+      ++c.reordered;  // late: it was counted lost when the gap opened
+      if (c.lost > 0) --c.lost;
+    }
+    if (k.sender && sid == k.sid && run.o.rate <= 0) {
+      if (k.inflight > 0) --k.inflight;
+      k.last_progress = now;
+      top_up(k, now);
+    }
+  }
+
+  // Appends one SEND for sender k, stamped with ts (the intended send time).
+  void send_chat(Conn& k, std::int64_t ts) {
+    ++k.seq;
+    const std::string& room = run.rooms[std::size_t(k.room)];
+    char head[64];
+    int n = std::snprintf(head, sizeof head, "%llu %llu %lld ", (unsigned long long)k.sid,
+                          (unsigned long long)k.seq, (long long)ts);
+    std::string text(head, std::size_t(n));
+    if (text.size() < std::size_t(run.o.size)) text.append(std::size_t(run.o.size) - text.size(), 'x');
+    std::string body;
+    if (run.o.body_format == "chatd") {
+      body.reserve(text.size() + room.size() + 80);
+      body += R"({"type":"TALK","roomId":")";
+      body += room;
+      body += R"(","sender":"lg)";
+      body += std::to_string(k.sid);
+      body += R"(","message":")";
+      body += text;
+      body += "\"}";
+    } else {
+      body = std::move(text);
+    }
+    scratch.clear();
+    scratch += "SEND\ndestination:";
+    const std::string& d = run.o.send_dest;
+    if (auto p = d.find("{room}"); p != std::string::npos) {
+      scratch.append(d, 0, p);
+      scratch += room;
+      scratch.append(d, p + 6);
+    } else {
+      scratch += d;
+    }
+    scratch += run.o.body_format == "chatd" ? "\ncontent-type:application/json" : "\ncontent-type:text/plain";
+    scratch += "\ncontent-length:";
+    scratch += std::to_string(body.size());
+    scratch += "\n\n";
+    scratch += body;
+    scratch.push_back('\0');
+    send_ws(k, 1, scratch);
+    ++c.sent_total;
+    if (ts >= tl.window_begin && ts < tl.window_end) ++c.sent;
+  }
+
+  // Max mode: keeps `window` messages of sender k in flight.
+  void top_up(Conn& k, std::int64_t now) {
+    if (k.state != Conn::State::ready || now < tl.start || now >= tl.window_end) return;
+    while (k.inflight < std::uint64_t(run.o.window) && k.out_pending.size() < kMaxBacklog) {
+      send_chat(k, now_ns());
+      ++k.inflight;
+    }
+  }
+
+  void send_ws(Conn& k, std::uint8_t opcode, std::string_view payload) {
+    loadgen::append_ws_frame(k.out_pending, opcode, payload, k.rng);
+    flush(k);
+  }
+
+  // One write in flight per socket; whatever queues meanwhile goes out in the next write.
+  void flush(Conn& k) {
+    if (k.writing || k.out_pending.empty() || k.state == Conn::State::closed) return;
+    k.writing = true;
+    std::swap(k.out_pending, k.out_writing);
+    asio::async_write(k.sock, asio::buffer(k.out_writing),
+                      [this, &k](boost::system::error_code ec, std::size_t) {
+                        k.writing = false;
+                        k.out_writing.clear();
+                        if (ec) return fail(k, "write", ec);
+                        flush(k);
+                      });
+  }
+
+  // Every millisecond: wait for the start signal, send what the schedule says is due, finish.
+  void tick() {
+    const std::int64_t now = now_ns();
+    if (tl.start == 0) {
+      const std::int64_t s = run.shared->start_ns.load();
+      if (s != 0) {
+        tl.start = s;
+        tl.window_begin = s + std::int64_t(run.o.warmup * 1e9);
+        tl.window_end = tl.window_begin + std::int64_t(run.o.duration * 1e9);
+        tl.finish = tl.window_end + std::int64_t(run.o.drain * 1e9);
+      }
+    }
+    if (run.shared->abort.load()) return finish();
+    if (tl.start != 0 && now >= tl.start) {
+      if (now >= tl.finish) return finish();
+      for (Conn* k : senders) {
+        if (k->state != Conn::State::ready) continue;
+        if (run.o.rate > 0) {
+          const std::int64_t until = std::min(now, tl.window_end - 1) - tl.start - k->phase_ns;
+          if (until < 0) continue;
+          const auto due = std::uint64_t(double(until) / run.interval_ns) + 1;
+          while (k->scheduled < due) {
+            const auto ts = tl.start + k->phase_ns + std::int64_t(double(k->scheduled) * run.interval_ns);
+            ++k->scheduled;
+            if (k->out_pending.size() >= kMaxBacklog) {
+              ++c.send_skipped;  // the server is not reading: the rate is above its capacity
+              continue;
+            }
+            send_chat(*k, ts);
+          }
+        } else {
+          if (k->inflight >= std::uint64_t(run.o.window) &&
+              now - k->last_progress > std::int64_t(run.o.window_timeout * 1e9)) {
+            k->inflight = 0;  // a lost reply must not stall the sender for the whole run
+            k->last_progress = now;
+            ++c.window_resets;
+          }
+          if (k->last_progress == 0) k->last_progress = now;
+          top_up(*k, now);
+        }
+      }
+      if (now >= tl.window_end) {
+        for (Conn* k : senders) run.sender_totals[k->sid].store(k->seq | kFinal);
+        if (all_delivered()) return finish();
+      }
+    }
+    timer.expires_after(std::chrono::milliseconds(1));
+    timer.async_wait([this](boost::system::error_code ec) {
+      if (!ec) tick();
+    });
+  }
+
+  // True once every live receiver here has seen every sender's last message, so the drain
+  // can end early; under overload the drain deadline ends it and the rest counts as lost.
+  bool all_delivered() const {
+    const auto nrooms = std::uint64_t(run.rooms.size());
+    for (const auto& k : conns) {
+      if (k->room < 0 || k->state != Conn::State::ready) continue;
+      for (std::size_t slot = 0; slot < k->next_seq.size(); ++slot) {
+        const std::uint64_t t = run.sender_totals[slot * nrooms + std::uint64_t(k->room)].load();
+        if (!(t & kFinal) || k->next_seq[slot] <= (t & ~kFinal)) return false;
+      }
+    }
+    return true;
+  }
+
+  void finish() {
+    for (auto& k : conns) {
+      if (k->state == Conn::State::ready) ++c.conns_held;
+      // What each sender sent after the last message this receiver saw.
+      if (k->room < 0) continue;
+      const auto nrooms = std::uint64_t(run.rooms.size());
+      for (std::size_t slot = 0; slot < k->next_seq.size(); ++slot) {
+        const std::uint64_t sid = slot * nrooms + std::uint64_t(k->room);
+        const std::uint64_t total = run.sender_totals[sid].load() & ~kFinal;
+        if (total + 1 > k->next_seq[slot]) c.undelivered += total + 1 - k->next_seq[slot];
+      }
+    }
+    ioc.stop();
+  }
+};
+
+// Runs this process's share [first, last) of the global connections; returns its result.
+void run_child(Run& run, int first, int last, ChildResult& out) {
+  const Options& o = run.o;
+  std::vector<std::unique_ptr<Worker>> workers;
+  for (int t = 0; t < o.threads; ++t) workers.push_back(std::make_unique<Worker>(run));
+  run.workers = o.threads;
+  const int nrooms = int(run.rooms.size());
+  for (int g = first; g < last; ++g) {
+    Worker& w = *workers[std::size_t(g - first) % workers.size()];
+    auto k = std::make_unique<Conn>(w.ioc);
+    k->w = &w;
+    k->gidx = g;
+    k->rng = 0x9e3779b9u ^ std::uint32_t(g * 2654435761u);
+    if (k->rng == 0) k->rng = 1;
+    if (nrooms > 0) {
+      k->room = g % nrooms;
+      const int member = g / nrooms;
+      k->next_seq.assign(std::size_t(o.senders_per_room), 1);
+      if (o.mode != "idle" && member < o.senders_per_room) {
+        k->sender = true;
+        k->sid = std::uint64_t(g);
+        // Spread senders' schedules over one interval so they do not fire in lockstep.
+        if (o.rate > 0)
+          k->phase_ns = std::int64_t(run.interval_ns * double(g) / double(run.total_senders));
+        w.senders.push_back(k.get());
+      }
+    }
+    w.conns.push_back(std::move(k));
+  }
+  std::vector<std::thread> threads;
+  for (auto& w : workers) {
+    Worker* wp = w.get();
+    threads.emplace_back([wp] {
+      asio::post(wp->ioc, [wp] {
+        wp->open_more();
+        wp->tick();
+      });
+      wp->ioc.run();
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& w : workers) {
+    out.c.add(w->c);
+    out.hist.merge(w->hist);
+  }
+  out.done = 1;
+}
+
+void sleep_until_ns(std::int64_t t) {
+  const std::int64_t d = t - now_ns();
+  if (d > 0) std::this_thread::sleep_for(std::chrono::nanoseconds(d));
+}
+
+double us(std::uint64_t ns) { return double(ns) / 1000.0; }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options o = parse_options(argc, argv);
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  auto run = std::make_unique<Run>();
+  run->o = o;
+  try {
+    run->rooms = resolve_rooms(o);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "chatd_loadgen: rooms: %s\n", e.what());
+    return 1;
+  }
+  const int nrooms = int(run->rooms.size());
+  run->total_senders = o.mode == "idle" ? 0 : std::uint64_t(o.senders_per_room) * std::uint64_t(nrooms);
+  if (o.rate > 0 && run->total_senders > 0) run->interval_ns = 1e9 * double(run->total_senders) / o.rate;
+  run->upgrade_request = "GET " + o.path + " HTTP/1.1\r\nHost: " + o.host + ":" + std::to_string(o.ports[0]) +
+                         "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                         "Sec-WebSocket-Protocol: v12.stomp\r\n\r\n";
+  run->connect_frame = "CONNECT\naccept-version:1.2\nhost:" + o.vhost + "\nheart-beat:0,0\n";
+  if (!o.login.empty()) run->connect_frame += "login:" + o.login + "\npasscode:" + o.passcode + "\n";
+  run->connect_frame += "\n";
+  run->connect_frame.push_back('\0');
+
+  // Shared memory: flags, one result per child, and every sender's final count.
+  const std::size_t bytes = sizeof(Shared) + sizeof(ChildResult) * std::size_t(o.procs) +
+                            sizeof(std::atomic<std::uint64_t>) * (run->total_senders + 1);
+  void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) {
+    std::perror("mmap");
+    return 1;
+  }
+  auto* shared = new (mem) Shared();
+  auto* results = reinterpret_cast<ChildResult*>(static_cast<char*>(mem) + sizeof(Shared));
+  for (int i = 0; i < o.procs; ++i) new (&results[i]) ChildResult();
+  auto* totals = reinterpret_cast<std::atomic<std::uint64_t>*>(results + o.procs);
+  for (std::uint64_t i = 0; i <= run->total_senders; ++i) new (&totals[i]) std::atomic<std::uint64_t>(0);
+  run->shared = shared;
+  run->sender_totals = totals;
+
+  const double rss_before = proc_rss_kb(o.server_pids);
+  const double cpu_before_connect = proc_cpu_seconds(o.server_pids);
+  std::fprintf(stderr, "loadgen: %s%s mode=%s conns=%d rooms=%d senders=%llu rate=%g procs=%d threads=%d\n",
+               o.label.c_str(), o.label.empty() ? "" : ":", o.mode.c_str(), o.conns, nrooms,
+               (unsigned long long)run->total_senders, o.rate, o.procs, o.threads);
+  const std::int64_t t0 = now_ns();
+  std::vector<pid_t> kids;
+  for (int p = 0; p < o.procs; ++p) {
+    const int first = int(std::int64_t(o.conns) * p / o.procs);
+    const int last = int(std::int64_t(o.conns) * (p + 1) / o.procs);
+    const pid_t pid = fork();
+    if (pid < 0) {
+      std::perror("fork");
+      shared->abort = 1;
+      break;
+    }
+    if (pid == 0) {
+      alarm(static_cast<unsigned>(o.connect_timeout + o.warmup + o.duration + o.drain + 60));
+      run_child(*run, first, last, results[p]);
+      _exit(0);
+    }
+    kids.push_back(pid);
+  }
+
+  // Wait until every child has finished opening its connections (or the timeout).
+  const std::int64_t connect_deadline = t0 + std::int64_t(o.connect_timeout * 1e9);
+  while (shared->ready.load() < int(kids.size()) && now_ns() < connect_deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  const double connect_s = double(now_ns() - t0) / 1e9;
+  const bool connect_timed_out = shared->ready.load() < int(kids.size());
+  std::fprintf(stderr, "loadgen: connected in %.2f s%s\n", connect_s, connect_timed_out ? " (timeout)" : "");
+  const std::int64_t start = now_ns() + 100'000'000;
+  shared->start_ns = start;
+  const std::int64_t wb = start + std::int64_t(o.warmup * 1e9);
+  const std::int64_t we = wb + std::int64_t(o.duration * 1e9);
+  // The generator's own CPU over the window shows whether it, not the server, was the limit.
+  const std::vector<int> kid_pids(kids.begin(), kids.end());
+  sleep_until_ns(wb);
+  const double cpu0 = proc_cpu_seconds(o.server_pids);
+  const double gen0 = proc_cpu_seconds(kid_pids);
+  sleep_until_ns(we);
+  const double cpu1 = proc_cpu_seconds(o.server_pids);
+  const double gen1 = proc_cpu_seconds(kid_pids);
+  const double rss_held = proc_rss_kb(o.server_pids);
+
+  // Bounded wait for the children; stragglers are killed.
+  const std::int64_t hard = we + std::int64_t((o.drain + 30) * 1e9);
+  std::size_t alive = kids.size();
+  while (alive > 0) {
+    int status = 0;
+    const pid_t r = waitpid(-1, &status, WNOHANG);
+    if (r > 0) {
+      --alive;
+      continue;
+    }
+    if (now_ns() > hard) {
+      std::fprintf(stderr, "loadgen: children overran, killing them\n");
+      for (pid_t k : kids) kill(k, SIGKILL);
+      while (waitpid(-1, &status, 0) > 0) {
+      }
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+
+  Counters c;
+  Histogram h;
+  int children_ok = 0;
+  for (int i = 0; i < o.procs; ++i) {
+    if (!results[i].done) continue;
+    ++children_ok;
+    c.add(results[i].c);
+    h.merge(results[i].hist);
+  }
+  const double sent_rate = double(c.sent) / o.duration;
+  const double deliv_rate = double(c.delivered) / o.duration;
+  const double cpu = (cpu0 >= 0 && cpu1 >= 0) ? cpu1 - cpu0 : -1;
+  const double rss_per_conn = (rss_before >= 0 && rss_held >= 0 && c.conns_held > 0)
+                                  ? (rss_held - rss_before) / double(c.conns_held)
+                                  : -1;
+  boost::json::object j;
+  j["label"] = o.label;
+  j["mode"] = o.mode;
+  j["conns"] = o.conns;
+  j["conns_ok"] = c.conns_ok;
+  j["conns_failed"] = c.conns_failed;
+  j["conns_held"] = c.conns_held;
+  j["conns_dropped"] = c.conns_dropped;
+  j["connect_s"] = connect_s;
+  j["rooms"] = nrooms;
+  j["senders"] = run->total_senders;
+  j["rate_target"] = o.rate;
+  j["duration_s"] = o.duration;
+  j["sent"] = c.sent;
+  j["sent_per_s"] = sent_rate;
+  j["send_skipped"] = c.send_skipped;
+  j["sent_total"] = c.sent_total;
+  j["delivered_total"] = c.delivered_total;
+  j["delivered"] = c.delivered;
+  j["deliveries_per_s"] = deliv_rate;
+  j["expected_fanout"] = nrooms ? double(o.conns) / nrooms : 0.0;
+  j["lost"] = c.lost;
+  j["undelivered"] = c.undelivered;
+  j["reordered"] = c.reordered;
+  j["errors"] = c.errors;
+  j["unparsed"] = c.unparsed;
+  j["misrouted"] = c.misrouted;
+  j["window_resets"] = c.window_resets;
+  j["lat_count"] = h.count();
+  j["p50_us"] = us(h.quantile(0.50));
+  j["p90_us"] = us(h.quantile(0.90));
+  j["p99_us"] = us(h.quantile(0.99));
+  j["p999_us"] = us(h.quantile(0.999));
+  j["max_us"] = us(h.max());
+  j["server_cpu_s"] = cpu;
+  j["deliveries_per_cpu_s"] = cpu > 0 ? double(c.delivered) / cpu : -1.0;
+  j["loadgen_cpu_s"] = (gen0 >= 0 && gen1 >= 0) ? gen1 - gen0 : -1.0;
+  j["server_rss_before_kb"] = rss_before;
+  j["server_rss_held_kb"] = rss_held;
+  j["server_rss_per_conn_kb"] = rss_per_conn;
+  j["server_cpu_connect_s"] = (cpu_before_connect >= 0 && cpu0 >= 0) ? cpu0 - cpu_before_connect : -1.0;
+  j["procs"] = o.procs;
+  j["children_ok"] = children_ok;
+  std::cout << boost::json::serialize(j) << std::endl;
+
+  std::fprintf(stderr,
+               "loadgen: conns held %llu/%d (failed %llu, dropped %llu), connect %.2f s\n"
+               "loadgen: sent %llu (%.0f/s, skipped %llu), delivered %llu (%.0f/s), lost %llu, "
+               "undelivered %llu, reordered %llu, errors %llu\n"
+               "loadgen: latency us p50 %.0f p90 %.0f p99 %.0f p99.9 %.0f max %.0f (n=%llu)\n",
+               (unsigned long long)c.conns_held, o.conns, (unsigned long long)c.conns_failed,
+               (unsigned long long)c.conns_dropped, connect_s, (unsigned long long)c.sent, sent_rate,
+               (unsigned long long)c.send_skipped, (unsigned long long)c.delivered, deliv_rate,
+               (unsigned long long)c.lost, (unsigned long long)c.undelivered, (unsigned long long)c.reordered,
+               (unsigned long long)c.errors,
+               us(h.quantile(0.5)), us(h.quantile(0.9)), us(h.quantile(0.99)), us(h.quantile(0.999)),
+               us(h.max()), (unsigned long long)h.count());
+  std::fprintf(stderr, "loadgen: generator cpu %.2f s in window\n", (gen0 >= 0 && gen1 >= 0) ? gen1 - gen0 : -1.0);
+  if (!o.server_pids.empty())
+    std::fprintf(stderr, "loadgen: server cpu %.2f s in window (%.0f deliveries/cpu-s), rss %.0f -> %.0f KiB (%.2f KiB/conn)\n",
+                 cpu, cpu > 0 ? double(c.delivered) / cpu : -1.0, rss_before, rss_held, rss_per_conn);
+  return children_ok == o.procs ? 0 : 1;
+}
