@@ -82,7 +82,8 @@ describe('one node on Kafka with the embedded store', () => {
     try {
       const inA = await a.subscribeConfirmed(dest(room));
       const inB = await b.subscribeConfirmed(dest(room));
-      const receipts = [chatWithReceipt(a, 'ENTER', room.roomId, '철수')];
+      await chatWithReceipt(a, 'ENTER', room.roomId, '철수');  // first, before b's TALKs race it
+      const receipts = [];
       for (let i = 0; i < 20; i++) receipts.push(chatWithReceipt(i % 2 ? a : b, 'TALK', room.roomId, i % 2 ? '철수' : '영희', `m${i}`));
       assert.equal(await settleWithin(receipts, 20_000), receipts.length, 'every SEND got its RECEIPT');
       const gotA = await inA.waitForMessages(21, 20_000);
@@ -227,7 +228,7 @@ describe('two nodes started with the SAME --node-id (the seed used one consumer 
         in2.push(await c2.subscribeConfirmed(dest(r)));
       }
       // Each client enters every room first (confirmed), so both nodes know the rooms before the
-      // burst: see the todo test 'a burst into a room this node has not seen yet keeps its order'.
+      // burst (the first-lookup ordering has its own test: 'a burst into a room this node has not seen yet').
       const enters = [];
       for (const r of rooms) enters.push(chatWithReceipt(c1, 'ENTER', r.roomId, 'twin1'), chatWithReceipt(c2, 'ENTER', r.roomId, 'twin2'));
       assert.equal(await settleWithin(enters, 30_000), enters.length, 'every ENTER got its RECEIPT');
@@ -293,7 +294,7 @@ describe('three nodes, three senders x 200 messages into one room', () => {
         inboxes.push(await s.subscribeConfirmed(dest(room)), await w.subscribeConfirmed(dest(room)));
       }
       // Each sender enters first, as the room page does (and so its node knows the room: see the
-      // todo test below).
+      // burst test below).
       for (let k = 0; k < senders.length; k++) await chatWithReceipt(senders[k], 'ENTER', room.roomId, `s${k}`);
       const perSender = 200;
       const total = senders.length + perSender * senders.length;
@@ -321,11 +322,12 @@ describe('three nodes, three senders x 200 messages into one room', () => {
   });
 
   // chat::Hub::publish looks a room up in the store (async with redis) until the node knows it;
-  // a SEND that arrives once the first lookup has finished skips the lookup and overtakes the
-  // ones still waiting for theirs, so a client's first messages can go out of order. SENDs spaced
-  // about one store round trip apart show it (here: in about half the rounds).
+  // SENDs arriving meanwhile must wait behind that lookup, not overtake it. SENDs spaced about one
+  // store round trip apart show the race (about half the rounds reorder). Since 6a0aa00 they queue
+  // behind the lookup, but its callback marks the room known BEFORE it publishes the queue, so a
+  // SEND taking the lock-free known_room() fast path meanwhile still overtakes the queued ones.
   test('a burst into a room this node has not seen yet keeps its order',
-    { timeout: 120_000, todo: 'reorders: Hub::publish lets known-room SENDs overtake pending store lookups (src/chat/hub.cpp)' },
+    { timeout: 120_000, todo: 'Hub::publish: remember_room() before publishing the queued lookups lets fast-path SENDs overtake them (src/chat/hub.cpp)' },
     async () => {
       const reordered = [];
       for (let round = 0; round < 10; round++) {
