@@ -263,7 +263,7 @@ describe('two nodes started with the SAME --node-id (the seed used one consumer 
 
   // chat::Hub::publish_known stamps id = node_id + "-" + a per-process counter, so two nodes
   // with one --node-id hand out the same ids. Delivery is right (above); the ids are not unique.
-  test('message ids stay unique when two nodes share a --node-id', { todo: 'ids are node_id-counter: twins collide (src/chat/hub.cpp)' }, () => {
+  test('message ids stay unique when two nodes share a --node-id', () => {
     assert.ok(seen.length > 0);
     const ids = seen.map((m) => m.id);
     const dup = ids.filter((id, i) => ids.indexOf(id) !== i);
@@ -327,7 +327,7 @@ describe('three nodes, three senders x 200 messages into one room', () => {
   // behind the lookup, but its callback marks the room known BEFORE it publishes the queue, so a
   // SEND taking the lock-free known_room() fast path meanwhile still overtakes the queued ones.
   test('a burst into a room this node has not seen yet keeps its order',
-    { timeout: 120_000, todo: 'Hub::publish: remember_room() before publishing the queued lookups lets fast-path SENDs overtake them (src/chat/hub.cpp)' },
+    { timeout: 120_000 },
     async () => {
       const reordered = [];
       for (let round = 0; round < 10; round++) {
