@@ -40,6 +40,26 @@ void Shard::unsubscribe_in_loop(const std::string& room_id, StompSession* s, con
   if (v.empty()) rooms_.erase(it);
 }
 
+void Shard::enqueue(SharedMessagePtr m) {
+  bool post;
+  {
+    std::lock_guard lock(inbox_mu_);
+    inbox_.push_back(std::move(m));
+    post = !drain_posted_;
+    drain_posted_ = true;
+  }
+  if (!post) return;
+  boost::asio::post(loop_, [this] {
+    std::vector<SharedMessagePtr> batch;
+    {
+      std::lock_guard lock(inbox_mu_);
+      batch.swap(inbox_);
+      drain_posted_ = false;
+    }
+    for (auto& msg : batch) deliver_local_in_loop(msg);
+  });
+}
+
 void Shard::deliver_local_in_loop(const SharedMessagePtr& m) {
   auto it = rooms_.find(m->room_id);
   if (it == rooms_.end()) return;
@@ -83,7 +103,12 @@ void Shard::close_all_in_loop(std::string_view reason) {
 
 Hub::Hub(HubConfig cfg, store::RoomStore& store, bus::MessageBus& bus,
          const std::vector<boost::asio::io_context*>& workers)
-    : cfg_(std::move(cfg)), store_(store), bus_(bus) {
+    : cfg_(std::move(cfg)),
+      // Node id plus a per-process nonce: ids stay unique across restarts and even when two
+      // nodes are given the same --node-id.
+      id_prefix_(cfg_.node_id + "-" + new_room_id().substr(0, 8) + "-"),
+      store_(store),
+      bus_(bus) {
   for (std::size_t i = 0; i < workers.size(); ++i)
     shards_.push_back(std::make_unique<Shard>(*this, *workers[i], i));
 }
@@ -165,12 +190,14 @@ void Hub::publish(const ChatMessage& m, bus::DoneFn done) {
     std::vector<PendingPublish> waiting;
     {
       std::lock_guard lock(lookups_mu_);
-      if (!ec && room) remember_room(room_id);
       waiting.swap(lookups_[room_id]);
       lookups_.erase(room_id);
-      // Publishing under the lock keeps these ahead of any message that finds the room known.
-      if (!ec && room)
+      // Publish the waiting ones first and only then mark the room known, all under the lock:
+      // a SEND that finds the room unknown waits here and so goes out after them.
+      if (!ec && room) {
         for (auto& p : waiting) publish_known(p.message, std::move(p.done));
+        remember_room(room_id);
+      }
     }
     if (ec || !room)
       for (auto& p : waiting) p.done(ec ? Error::store_unavailable : Error::unknown_room);
@@ -179,7 +206,7 @@ void Hub::publish(const ChatMessage& m, bus::DoneFn done) {
 
 void Hub::publish_known(const ChatMessage& m, bus::DoneFn done) {
   auto n = next_id_.fetch_add(1, std::memory_order_relaxed);
-  auto id = cfg_.node_id + "-" + std::to_string(n);
+  auto id = id_prefix_ + std::to_string(n);
   auto ts = std::chrono::duration_cast<std::chrono::milliseconds>(
                 std::chrono::system_clock::now().time_since_epoch()).count();
   published_.fetch_add(1, std::memory_order_relaxed);
@@ -209,7 +236,7 @@ void Hub::on_delivery(bus::Delivery&& d) {
   m->frame = stomp::encode_message(destination, message_id, "application/json", body);
   m->room_id = std::move(d.room_id);
   SharedMessagePtr shared = std::move(m);
-  for (auto& s : shards_) boost::asio::post(s->loop(), [sh = s.get(), shared] { sh->deliver_local_in_loop(shared); });
+  for (auto& s : shards_) s->enqueue(shared);
 }
 
 }  // namespace chatd::chat

@@ -85,7 +85,11 @@ class Shard {
   void remove_session_in_loop(StompSession* s);
   void subscribe_in_loop(const std::string& room_id, StompSession* s, const std::string& sub);
   void unsubscribe_in_loop(const std::string& room_id, StompSession* s, const std::string& sub);
-  // Queues `m` to every local subscriber of its room, in arrival order.
+  // From any thread: hands `m` to this shard. Messages are delivered in the order they were
+  // enqueued, whichever threads enqueued them. (Posting each one would not do: Asio runs a
+  // loop's posts to itself after foreign posts that arrive while its handler runs.)
+  void enqueue(SharedMessagePtr m);
+  // Queues `m` to every local subscriber of its room.
   void deliver_local_in_loop(const SharedMessagePtr& m);
 
   // Starts the once-a-second sweep that sends and checks heart-beats.
@@ -111,6 +115,9 @@ class Shard {
   bool sweeping_ = false;
   std::unordered_set<StompSession*> sessions_;
   std::unordered_map<std::string, std::vector<Subscriber>> rooms_;
+  std::mutex inbox_mu_;
+  std::vector<SharedMessagePtr> inbox_;  // enqueued, not yet delivered
+  bool drain_posted_ = false;
   std::atomic<std::size_t> session_count_{0};
   std::atomic<std::uint64_t> deliveries_{0};
 };
@@ -164,6 +171,7 @@ class Hub {
   void remember_room(const std::string& id);
 
   HubConfig cfg_;
+  std::string id_prefix_;  // "<node>-<nonce>-": message ids are this plus a counter
   store::RoomStore& store_;
   bus::MessageBus& bus_;
   std::vector<std::unique_ptr<Shard>> shards_;

@@ -200,6 +200,14 @@ std::string with_seq(std::string_view payload, std::uint64_t seq) {
   return out;
 }
 
+std::string with_field(std::string_view object_json, std::string_view name, std::string_view value) {
+  boost::system::error_code ec;
+  auto v = boost::json::parse(object_json, ec);
+  if (ec || !v.is_object()) return std::string(object_json);
+  v.get_object()[name] = value;
+  return boost::json::serialize(v);
+}
+
 std::string error_json(int status, std::string_view error) {
   return boost::json::serialize(boost::json::object{{"status", status}, {"error", error}});
 }

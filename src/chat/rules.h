@@ -58,6 +58,9 @@ std::string stamp(const ChatMessage& m, std::string_view id, std::int64_t ts_ms,
 // Returns `payload` (a JSON object) with "seq":seq appended: the body subscribers receive.
 std::string with_seq(std::string_view payload, std::uint64_t seq);
 
+// Returns `object_json` (a JSON object) with the string field `name` appended.
+std::string with_field(std::string_view object_json, std::string_view name, std::string_view value);
+
 // Returns the JSON error body {"status":status,"error":"…"} used by REST and /user/queue/errors.
 std::string error_json(int status, std::string_view error);
 

@@ -227,13 +227,14 @@ void StompSession::on_send(stomp::Frame& f) {
   std::optional<std::string> receipt;
   if (auto r = f.header("receipt")) receipt = *r;
   auto slot = open_answer();
-  if (*dest != kSendDestination) return settle(slot, {404, make_error_code(Error::unknown_destination).message(), {}});
+  if (*dest != kSendDestination)
+    return settle(slot, {404, make_error_code(Error::unknown_destination).message(), std::move(receipt)});
   std::error_code ec;
   auto m = parse_chat_message(f.body, hub_.limits(), ec);
-  if (!m) return settle(slot, {status_for(ec), ec.message(), {}});
+  if (!m) return settle(slot, {status_for(ec), ec.message(), std::move(receipt)});
   auto answered = back_in_loop([slot, receipt = std::move(receipt)](StompSession& s, std::error_code pec) mutable {
     if (s.state_ != State::connected) return;
-    if (pec) return s.settle(slot, {status_for(pec), pec.message(), {}});
+    if (pec) return s.settle(slot, {status_for(pec), pec.message(), std::move(receipt)});
     s.settle(slot, {0, {}, std::move(receipt)});
   });
   hub_.publish(*m, std::move(answered));
@@ -256,7 +257,7 @@ void StompSession::settle(std::uint64_t slot, Answer a) {
   std::size_t done = 0;
   while (done < answers_.size() && answers_[done].ready && state_ == State::connected) {
     auto& x = answers_[done++];
-    if (!x.error.empty()) reject(x.status, x.error);
+    if (!x.error.empty()) reject(x.status, x.error, x.receipt ? &*x.receipt : nullptr);
     else if (x.receipt) send_receipt(*x.receipt);
     if (x.close_after) {
       state_ = State::closing;
@@ -277,7 +278,7 @@ void StompSession::send_receipt(const std::string& receipt_id) {
   send_bytes(stomp::encode(stomp::Frame{Command::receipt, {{"receipt-id", receipt_id}}, {}}, version_));
 }
 
-void StompSession::reject(int status, std::string_view error) {
+void StompSession::reject(int status, std::string_view error, const std::string* receipt) {
   hub_.chat_rejections.fetch_add(1, std::memory_order_relaxed);
   if (!errors_sub_) return;  // like Spring: a user destination nobody subscribed to drops the message
   stomp::Frame m{Command::message,
@@ -286,6 +287,11 @@ void StompSession::reject(int status, std::string_view error) {
                   {"subscription", *errors_sub_},
                   {"content-type", "application/json"}},
                  error_json(status, error)};
+  // The rejected SEND's receipt id, so a client can tell which message failed.
+  if (receipt) {
+    m.headers.push_back({"receipt-id", *receipt});
+    m.body = with_field(m.body, "receipt", *receipt);
+  }
   send_bytes(stomp::encode(m, version_));
 }
 

@@ -72,7 +72,7 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   void send_bytes(std::string bytes);
   void send_receipt(const std::string& receipt_id);
   // Reports a chat-level rejection on /user/queue/errors (if subscribed); keeps the session.
-  void reject(int status, std::string_view error);
+  void reject(int status, std::string_view error, const std::string* receipt = nullptr);
   void leave_all_rooms();
   // Returns a callable for other threads that runs fn(*this, args...) on this session's loop
   // if the session is still open by then.

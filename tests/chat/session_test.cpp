@@ -149,9 +149,12 @@ TEST_F(SessionTest, RejectionsGoToTheErrorQueueAndKeepTheSession) {
   feed(s, talk("x").replace(talk("x").find(room), room.size(), "0b7a4c2e-1f3d-4e5a-8b9c-0d1e2f3a4b5c") + '\0');
   feed(s, std::string("SEND\ndestination:/app/elsewhere\n\n{}") + '\0');
   EXPECT_EQ(count(t.written, "destination:/user/queue/errors"), 3u) << t.written;
-  EXPECT_NE(t.written.find(R"({"status":400,"error":"the message body is not a JSON object"})"), std::string::npos);
+  EXPECT_NE(t.written.find(R"({"status":400,"error":"the message body is not a JSON object","receipt":"r"})"),
+            std::string::npos)
+      << "the rejection names the SEND's receipt";
+  EXPECT_NE(t.written.find("receipt-id:r\n"), std::string::npos);
   EXPECT_NE(t.written.find(R"({"status":404,"error":"no such room"})"), std::string::npos);
-  EXPECT_EQ(t.written.find("RECEIPT"), std::string::npos) << "a rejected SEND gets no receipt";
+  EXPECT_EQ(t.written.find("RECEIPT\n"), std::string::npos) << "a rejected SEND gets no receipt";
   EXPECT_FALSE(t.closed);
   EXPECT_TRUE(s.connected());
 }
