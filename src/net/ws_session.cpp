@@ -45,7 +45,9 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
         socket_(std::move(socket)),
         // SockJS messages are JSON-escaped STOMP frames: allow for the escapes.
         decoder_((framing == WsFraming::sockjs ? 6 : 2) * server.hub().limits().max_frame_bytes + 1024),
-        framing_(framing) {}
+        framing_(framing) {
+    if (framing == WsFraming::sockjs) sj_ = std::make_unique<SockJsState>(socket_.get_executor());
+  }
 
   ~WsSession() override { server_.connections.fetch_sub(1, std::memory_order_relaxed); }
 
@@ -231,7 +233,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     }
     if (buffers_.empty()) return;
     writing_ = true;
-    wrote_since_heartbeat_ = true;
+    if (sj_) sj_->last_write = std::chrono::steady_clock::now();
     asio::async_write(socket_, buffers_, [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
       self->on_write(ec);
     });
@@ -252,12 +254,12 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
 
   // Each string of a SockJS message is fed to STOMP; broken JSON ends the session.
   void on_sockjs_message(std::string_view payload) {
-    sockjs_in_.clear();
-    if (auto ec = sockjs::decode_messages(payload, sockjs::Source::websocket, sockjs_in_)) {
+    sj_->in.clear();
+    if (auto ec = sockjs::decode_messages(payload, sockjs::Source::websocket, sj_->in)) {
       close("Broken framing.");
       return;
     }
-    for (auto& m : sockjs_in_) {
+    for (auto& m : sj_->in) {
       if (close_requested_ || !stomp_) break;
       stomp_->on_bytes_in_loop(m);
     }
@@ -266,34 +268,36 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   // Encodes inflight_ as one a["frame",...] text message: a frame per JSON string, a shared
   // MESSAGE escaped piecewise so its head and tail are not copied first.
   void append_sockjs_batch() {
-    sockjs_out_.clear();
-    sockjs_out_ += "a[";
+    sj_->out.clear();
+    sj_->out += "a[";
     bool first = true;
     for (auto& o : inflight_) {
-      sockjs_out_ += first ? "\"" : ",\"";
+      sj_->out += first ? "\"" : ",\"";
       first = false;
-      if (o.shared) sockjs::append_escaped(sockjs_out_, o.shared->frame.head);
-      sockjs::append_escaped(sockjs_out_, o.own);
-      if (o.shared) sockjs::append_escaped(sockjs_out_, o.shared->frame.tail);
-      sockjs_out_ += '"';
+      if (o.shared) sockjs::append_escaped(sj_->out, o.shared->frame.head);
+      sockjs::append_escaped(sj_->out, o.own);
+      if (o.shared) sockjs::append_escaped(sj_->out, o.shared->frame.tail);
+      sj_->out += '"';
     }
-    sockjs_out_ += ']';
-    ws::append_header(frame_header_, ws::Opcode::text, sockjs_out_.size());
+    sj_->out += ']';
+    ws::append_header(frame_header_, ws::Opcode::text, sj_->out.size());
     buffers_.emplace_back(frame_header_.data(), frame_header_.size());
-    buffers_.emplace_back(sockjs_out_.data(), sockjs_out_.size());
+    buffers_.emplace_back(sj_->out.data(), sj_->out.size());
   }
 
-  // Sends "h" when a heart-beat period passed without any write.
+  // Sends "h" once a heart-beat period passed without any write; wakes when that period
+  // since the last write ends.
   void arm_sockjs_heartbeat() {
-    if (!heartbeat_) heartbeat_ = std::make_unique<asio::steady_timer>(socket_.get_executor());
-    heartbeat_->expires_after(std::chrono::milliseconds(sockjs::Timing{}.heartbeat_ms));
-    heartbeat_->async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    constexpr auto period = std::chrono::milliseconds(sockjs::Timing{}.heartbeat_ms);
+    sj_->heartbeat.expires_at(sj_->last_write + period);
+    sj_->heartbeat.async_wait([self = shared_from_this(), period](boost::system::error_code ec) {
       if (ec || self->gone_ || self->close_sent_) return;
-      if (!self->wrote_since_heartbeat_) {
+      auto now = std::chrono::steady_clock::now();
+      if (now - self->sj_->last_write >= period) {
         self->control_ += kSockJsHeartbeat;
+        self->sj_->last_write = now;  // the flush below writes it
         self->schedule_flush();
       }
-      self->wrote_since_heartbeat_ = false;
       self->arm_sockjs_heartbeat();
     });
   }
@@ -317,7 +321,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     queue_.clear();
     queued_bytes_ = 0;
     if (linger_) linger_->cancel();
-    if (heartbeat_) heartbeat_->cancel();
+    if (sj_) sj_->heartbeat.cancel();
     boost::system::error_code ignored;
     socket_.close(ignored);
   }
@@ -337,10 +341,15 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   std::unique_ptr<asio::steady_timer> linger_;
   WsFraming framing_;
   bool sockjs_close_ = false;          // send c[3000,reason] before the close frame
-  bool wrote_since_heartbeat_ = false;
-  std::unique_ptr<asio::steady_timer> heartbeat_;  // SockJS only
-  std::vector<std::string> sockjs_in_;
-  std::string sockjs_out_;
+  // What only WsFraming::sockjs needs; a raw session carries one null pointer.
+  struct SockJsState {
+    explicit SockJsState(const tcp::socket::executor_type& ex) : heartbeat(ex) {}
+    asio::steady_timer heartbeat;
+    std::vector<std::string> in;  // one message's decoded strings
+    std::string out;              // the a[...] being written
+    std::chrono::steady_clock::time_point last_write = std::chrono::steady_clock::now();
+  };
+  std::unique_ptr<SockJsState> sj_;
   std::size_t queued_bytes_ = 0;
   std::size_t inflight_bytes_ = 0;
   std::uint16_t close_code_ = 1000;
