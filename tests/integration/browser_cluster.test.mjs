@@ -79,10 +79,15 @@ test('a room made on node 1 is found and shared from node 2', async (t) => {
     await a.page.waitForSelector('#conn[data-state="connected"]', { timeout: 10_000 });
 
     // Node 2 lists the room from the shared store.
-    await b.page.goto(`${n2.base}/chat/room${query}`);
+    // Person b goes through SockJS's xhr-streaming fallback, as a browser without WebSocket would.
+    const bQuery = query === '?raw=1' ? query : '?transport=xhr-streaming';
+    await b.page.goto(`${n2.base}/chat/room${bQuery}`);
     await b.page.fill('#nickname', '이번노드');
     await b.page.locator('#room-list a', { hasText: roomName }).click({ timeout: 5_000 });
     await b.page.waitForSelector('#conn[data-state="connected"]', { timeout: 10_000 });
+    if (bQuery !== '?raw=1') {
+      assert.equal(await b.page.evaluate(() => window.chatdRoom.client.webSocket.transport), 'xhr-streaming');
+    }
     // B's arrival crosses the bus to A.
     await a.page.locator('#messages li.notice', { hasText: '이번노드님 등장!' }).waitFor({ timeout: 5_000 });
 
