@@ -112,8 +112,9 @@ TEST(RedisStore, FailsFastWhileRedisIsDownAndRecovers) {
   EXPECT_FALSE(a.create({"before", "kept?"}));
 
   redis.kill9();
-  ASSERT_TRUE(test::eventually([&] { return !a.store->up(); }, 3s));
-  EXPECT_NE(a.store->describe().find("down"), std::string::npos) << a.store->describe();
+  // up() turns false a moment before describe() gets the reason: wait for both.
+  ASSERT_TRUE(test::eventually([&] { return !a.store->up() && a.store->describe().find("down") != std::string::npos; }, 3s))
+      << a.store->describe();
   const auto t0 = std::chrono::steady_clock::now();
   EXPECT_EQ(a.create({"during", "x"}), Error::engine_down);
   EXPECT_EQ(a.list().first, Error::engine_down);
