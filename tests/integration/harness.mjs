@@ -207,6 +207,16 @@ export async function sockjsInfoStatus(base) {
   }
 }
 
+// Resolves once `check()` is truthy; rejects after `timeoutMs` naming `what`.
+export async function eventually(what, check, timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await sleep(50);
+  }
+}
+
 // ---- STOMP clients ----
 
 // Messages arriving on one subscription, with a bounded wait for the n-th.

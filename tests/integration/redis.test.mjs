@@ -5,20 +5,11 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { createRoom, listRooms, redisCommand, startChatd, startRedis, stompOverWebSocket } from './harness.mjs';
+import { createRoom, eventually, listRooms, redisCommand, startChatd, startRedis, stompOverWebSocket } from './harness.mjs';
 
 const redisArgs = (url) => ['--bus', 'redis', '--store', 'redis', '--redis', url];
 const range = (n, f) => Array.from({ length: n }, (_, i) => f(i));
 
-// Resolves once `check()` is truthy; rejects after `timeoutMs` naming `what`.
-async function eventually(what, check, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await sleep(50);
-  }
-}
 
 const healthStatus = async (node) => (await fetch(`${node.base}/healthz`, { signal: AbortSignal.timeout(2_000) })).status;
 

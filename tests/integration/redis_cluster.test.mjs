@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { createRoom, freePort, listRooms, redisCommand, startChatd, stompOverWebSocket } from './harness.mjs';
+import { createRoom, eventually, freePort, listRooms, redisCommand, startChatd, stompOverWebSocket } from './harness.mjs';
 
 // A redis-server with AOF (appendfsync always) in `dir`, so kill -9 loses no acknowledged write.
 async function startPersistentRedis(port, dir) {
@@ -24,14 +24,6 @@ async function startPersistentRedis(port, dir) {
   throw new Error('redis-server did not start');
 }
 
-async function eventually(what, check, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await sleep(50);
-  }
-}
 
 const health = async (node) => (await fetch(`${node.base}/healthz`, { signal: AbortSignal.timeout(2_000) })).status;
 const percentile = (xs, p) => xs.slice().sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))];
