@@ -3,7 +3,7 @@
 // and PUBLISHes "<seq> <payload>" in one step; Redis runs scripts one at a time, so sequence
 // order is delivery order on every node.
 //
-// Two connections on the engine thread: "publish" (pipelined EVALSHA, never waits for one reply
+// Two connections on the engine thread: "publish" (pipelined EVAL, never waits for one reply
 // before sending the next) and "subscribe" (pub/sub mode). Redis pub/sub keeps nothing: a node
 // that is not subscribed, or not connected, when a message is published never sees it.
 #include <boost/asio/post.hpp>
@@ -200,6 +200,11 @@ class RedisBus final : public MessageBus {
 
   void publish(std::string room_id, std::string payload, DoneFn done) override {
     if (core_->stopped_) return done(Error::stopped);
+    // On the engine thread, run now: a one-thread io_context holds posts made from its own
+    // thread until the running handler returns, so a post from a worker could overtake them
+    // and reorder one sender's messages (the hub publishes from here after a room lookup).
+    if (core_->io_.get_executor().running_in_this_thread())
+      return core_->publish_in_loop(std::move(room_id), std::move(payload), std::move(done));
     boost::asio::post(core_->io_, [c = core_, room = std::move(room_id), body = std::move(payload),
                                    done = std::move(done)]() mutable {
       c->publish_in_loop(std::move(room), std::move(body), std::move(done));

@@ -69,8 +69,6 @@ struct Connection::Watch {
 struct Connection::Pending {
   Connection* conn;
   ReplyFn done;
-  std::size_t script;             // npos unless EVALSHA, which may need a resend as EVAL
-  std::vector<std::string> argv;  // kept only for that resend
 };
 
 std::shared_ptr<Connection> Connection::create(boost::asio::io_context& io, Endpoint ep,
@@ -96,7 +94,7 @@ Connection::~Connection() {
 }
 
 std::size_t Connection::add_script(std::string body) {
-  scripts_.push_back(Script{std::move(body), {}});
+  scripts_.push_back(std::move(body));
   return scripts_.size() - 1;
 }
 
@@ -174,7 +172,7 @@ void Connection::connect_in_loop() {
   });
 }
 
-// AUTH, SELECT and SCRIPT LOAD go out before the connect completes; hiredis buffers them.
+// AUTH and SELECT go out before the connect completes; hiredis buffers them.
 // The PING behind them marks the connection usable.
 void Connection::send_setup_in_loop() {
   auto check = [this](const char* step) {
@@ -191,12 +189,6 @@ void Connection::send_setup_in_loop() {
     else send_in_loop({"AUTH", ep_.user, ep_.password}, check("AUTH"));
   }
   if (ep_.db != 0) send_in_loop({"SELECT", std::to_string(ep_.db)}, check("SELECT"));
-  for (std::size_t i = 0; i < scripts_.size(); ++i) {
-    send_in_loop({"SCRIPT", "LOAD", scripts_[i].body}, [this, i, check = check("SCRIPT LOAD")](Status st, const redisReply* r) {
-      check(st, r);
-      if (st == Status::ok && r->type == REDIS_REPLY_STRING) scripts_[i].sha.assign(r->str, r->len);
-    });
-  }
   send_in_loop({"PING"}, [this, check = check("PING")](Status st, const redisReply* r) {
     check(st, r);
     if (st == Status::ok && !setup_failed_ && state_ == State::connecting) setup_done_in_loop();
@@ -282,18 +274,20 @@ void Connection::eval_in_loop(std::size_t script, std::vector<std::string> keys,
     done(state_ == State::stopped ? Status::stopped : Status::down, nullptr);
     return;
   }
-  const Script& s = scripts_.at(script);
+  // EVAL, not EVALSHA: a NOSCRIPT answer (SCRIPT FLUSH, failover) would force a resend that
+  // lands behind commands sent since, reordering a room. Redis caches the body by its SHA.
+  const std::string& body = scripts_.at(script);
   std::vector<std::string> argv;
   argv.reserve(3 + keys.size() + args.size());
-  argv.emplace_back(s.sha.empty() ? "EVAL" : "EVALSHA");
-  argv.push_back(s.sha.empty() ? s.body : s.sha);
+  argv.emplace_back("EVAL");
+  argv.push_back(body);
   argv.push_back(std::to_string(keys.size()));
   for (auto& k : keys) argv.push_back(std::move(k));
   for (auto& a : args) argv.push_back(std::move(a));
-  send_in_loop(std::move(argv), std::move(done), s.sha.empty() ? npos : script);
+  send_in_loop(std::move(argv), std::move(done));
 }
 
-void Connection::send_in_loop(std::vector<std::string> argv, ReplyFn done, std::size_t script) {
+void Connection::send_in_loop(std::vector<std::string> argv, ReplyFn done) {
   if (!ac_) {
     done(state_ == State::stopped ? Status::stopped : Status::down, nullptr);
     return;
@@ -304,7 +298,7 @@ void Connection::send_in_loop(std::vector<std::string> argv, ReplyFn done, std::
     ptrs[i] = argv[i].data();
     lens[i] = argv[i].size();
   }
-  auto* p = new Pending{this, std::move(done), script, {}};
+  auto* p = new Pending{this, std::move(done)};
   const int rc = redisAsyncCommandArgv(ac_, &Connection::on_reply, p, static_cast<int>(argv.size()),
                                        ptrs.data(), lens.data());
   if (rc != REDIS_OK) {  // the context is being torn down
@@ -312,7 +306,6 @@ void Connection::send_in_loop(std::vector<std::string> argv, ReplyFn done, std::
     own->done(state_ == State::stopped ? Status::stopped : Status::down, nullptr);
     return;
   }
-  if (script != npos) p->argv = std::move(argv);
 }
 
 bool Connection::subscribe_in_loop(std::string_view channel) {
@@ -352,15 +345,6 @@ void Connection::on_reply(redisAsyncContext*, void* reply, void* privdata) {
   auto* r = static_cast<const redisReply*>(reply);
   if (!r) {
     p->done(self->state_ == State::stopped ? Status::stopped : Status::down, nullptr);
-    return;
-  }
-  // The server lost its script cache (restart, SCRIPT FLUSH): send the body once more.
-  if (p->script != npos && r->type == REDIS_REPLY_ERROR &&
-      std::string_view(r->str, r->len).starts_with("NOSCRIPT")) {
-    self->scripts_[p->script].sha.clear();
-    p->argv[0] = "EVAL";
-    p->argv[1] = self->scripts_[p->script].body;
-    self->send_in_loop(std::move(p->argv), std::move(p->done));
     return;
   }
   p->done(Status::ok, r);

@@ -1,5 +1,5 @@
 // chatd::redis — one Redis connection on the engine io_context: hiredis's async context with
-// an Asio adapter, a setup step (AUTH, SELECT, SCRIPT LOAD), a health ping, and reconnect
+// an Asio adapter, a setup step (AUTH, SELECT), a health ping, and reconnect
 // with backoff (100 ms doubling to 2 s, forever). Methods named ..._in_loop must run on the
 // engine thread; up() and describe() may be called from any thread.
 #pragma once
@@ -53,7 +53,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  // Registers a Lua script, loaded on every (re)connect; returns its handle for eval_in_loop.
+  // Registers a Lua script; returns its handle for eval_in_loop.
   // Call before start_in_loop.
   std::size_t add_script(std::string body);
 
@@ -69,7 +69,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Sends argv; `done` runs once with its reply. While down it runs at once with
   // Status::down (fail fast); during the very first connect commands wait behind the setup.
   void command_in_loop(std::vector<std::string> argv, ReplyFn done);
-  // EVALSHA of a registered script (EVAL when the server lost it): keys then args.
+  // EVAL of a registered script: keys then args.
   void eval_in_loop(std::size_t script, std::vector<std::string> keys,
                     std::vector<std::string> args, ReplyFn done);
   // Subscriber connections: (UN)SUBSCRIBE one channel; replies and messages go to on_push.
@@ -89,7 +89,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void lost_in_loop(const std::string& why);
   void schedule_ping_in_loop();
   bool accepting() const;
-  void send_in_loop(std::vector<std::string> argv, ReplyFn done, std::size_t script = npos);
+  void send_in_loop(std::vector<std::string> argv, ReplyFn done);
   void set_describe(std::string s);
 
   static void on_connect(const redisAsyncContext* ac, int status);
@@ -97,18 +97,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   static void on_reply(redisAsyncContext* ac, void* reply, void* privdata);
   static void on_push_reply(redisAsyncContext* ac, void* reply, void* privdata);
 
-  static constexpr std::size_t npos = static_cast<std::size_t>(-1);
   enum class State { idle, connecting, up, waiting, stopped };
 
   boost::asio::io_context& io_;
   Endpoint ep_;
   ConnectionOptions opts_;
   Hooks hooks_;
-  struct Script {
-    std::string body;
-    std::string sha;  // empty until SCRIPT LOAD answered on this server
-  };
-  std::vector<Script> scripts_;
+  std::vector<std::string> scripts_;
 
   State state_ = State::idle;
   bool ever_up_ = false;

@@ -166,7 +166,7 @@ class Engine {
   boost::asio::io_context& io() { return io_; }
 
  private:
-  boost::asio::io_context io_;
+  boost::asio::io_context io_{1};  // the concurrency hint chatd's engine uses
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> guard_;
   std::thread thread_;
 };
