@@ -57,8 +57,13 @@ stop)
   [[ -f $dir/port ]] || exit 0
   env_for "$(cat "$dir/port")"
   timeout 60 "$BIN/rabbitmqctl" -n "$RABBITMQ_NODENAME" stop >/dev/null 2>&1 || true
-  if [[ -f $dir/beam.pid ]] && kill -0 "$(cat "$dir/beam.pid")" 2>/dev/null; then
-    kill "$(cat "$dir/beam.pid")" 2>/dev/null || true
+  # A node that held 18k connections can take a while to let go; the next scenario's node must
+  # not start beside a dying one, so wait for the VM to exit (SIGKILL after 30 s).
+  if [[ -f $dir/beam.pid ]]; then
+    pid=$(cat "$dir/beam.pid")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null || true
   fi
   echo "rabbitmq: node $RABBITMQ_NODENAME stopped"
   ;;
