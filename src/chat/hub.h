@@ -59,7 +59,9 @@ class Transport {
   virtual void send(Outbound&& out) = 0;
   // Writes what is queued, then closes; `reason` goes into the close frame.
   virtual void close(std::string_view reason) = 0;
-  // Returns the bytes queued and not yet written.
+  // Returns the bytes waiting for the client: queued behind a write it has not taken yet, or
+  // held for a client that is not connected right now. What leaves in this turn of the loop
+  // does not count, so a burst to a fast reader is not mistaken for a slow one.
   virtual std::size_t queued_bytes() const = 0;
 };
 
