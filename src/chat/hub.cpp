@@ -133,8 +133,9 @@ void Hub::join(const std::string& room_id, bus::DoneFn ready) {
   if (in.pending) return;
   in.pending = true;
   auto gen = in.generation = ++generations_;
+  const auto ticket = bus_tickets_++;
   lock.unlock();
-  bus_.subscribe(room_id, [this, room_id, gen](std::error_code ec) {
+  auto on_ready = [this, room_id, gen](std::error_code ec) {
     std::vector<bus::DoneFn> waiters;
     {
       std::lock_guard relock(interest_mu_);
@@ -145,7 +146,8 @@ void Hub::join(const std::string& room_id, bus::DoneFn ready) {
       waiters.swap(it->second.waiters);
     }
     for (auto& w : waiters) w(ec);
-  });
+  };
+  in_bus_order(ticket, [&] { bus_.subscribe(room_id, std::move(on_ready)); });
 }
 
 void Hub::leave(const std::string& room_id) {
@@ -154,9 +156,25 @@ void Hub::leave(const std::string& room_id) {
   if (it == interest_.end() || --it->second.count > 0) return;
   auto waiters = std::move(it->second.waiters);
   interest_.erase(it);
+  const auto ticket = bus_tickets_++;
   lock.unlock();
-  bus_.unsubscribe(room_id);
+  in_bus_order(ticket, [&] { bus_.unsubscribe(room_id); });
   for (auto& w : waiters) w(bus::Error::stopped);
+}
+
+// Waits outside interest_mu_, so a bus that answers subscribe() inline (its callback takes
+// interest_mu_) cannot deadlock; the calls only post, so the wait is short.
+void Hub::in_bus_order(std::uint64_t ticket, const std::function<void()>& call) {
+  {
+    std::unique_lock lock(bus_order_mu_);
+    bus_order_cv_.wait(lock, [&] { return bus_turn_ == ticket; });
+  }
+  call();
+  {
+    std::lock_guard lock(bus_order_mu_);
+    ++bus_turn_;
+  }
+  bus_order_cv_.notify_all();
 }
 
 bool Hub::known_room(const std::string& id) {

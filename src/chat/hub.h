@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -58,7 +59,9 @@ class Transport {
   virtual void send(Outbound&& out) = 0;
   // Writes what is queued, then closes; `reason` goes into the close frame.
   virtual void close(std::string_view reason) = 0;
-  // Returns the bytes queued and not yet written.
+  // Returns the bytes waiting for the client: queued behind a write it has not taken yet, or
+  // held for a client that is not connected right now. What leaves in this turn of the loop
+  // does not count, so a burst to a fast reader is not mistaken for a slow one.
   virtual std::size_t queued_bytes() const = 0;
 };
 
@@ -166,6 +169,7 @@ class Hub {
     std::vector<bus::DoneFn> waiters;
   };
   void on_delivery(bus::Delivery&& d);  // bus thread
+  void in_bus_order(std::uint64_t ticket, const std::function<void()>& call);
   void publish_known(const ChatMessage& m, bus::DoneFn done);
   bool known_room(const std::string& id);
   void remember_room(const std::string& id);
@@ -179,6 +183,13 @@ class Hub {
   std::mutex interest_mu_;
   std::unordered_map<std::string, Interest> interest_;
   std::uint64_t generations_ = 0;
+  std::uint64_t bus_tickets_ = 0;  // under interest_mu_: the order interest changed in
+
+  // bus_.subscribe/unsubscribe run in ticket order. Otherwise a leave on one worker and a join
+  // on another could reach the engine swapped and leave a wanted room unsubscribed.
+  std::mutex bus_order_mu_;
+  std::condition_variable bus_order_cv_;
+  std::uint64_t bus_turn_ = 0;
 
   struct PendingPublish {
     ChatMessage message;

@@ -57,7 +57,6 @@ void XhrSession::receiver_wrote(SockJsReceiver* key) {
   asio::post(loop_, [self = shared_from_this(), key] {
     if (self->current_.key != key) return;
     self->busy_ = false;
-    self->inflight_bytes_ = 0;
     self->pump_in_loop();
   });
 }
@@ -68,7 +67,6 @@ void XhrSession::receiver_gone(SockJsReceiver* key) {
     self->model_.detach();
     self->current_ = {};
     self->busy_ = false;
-    self->inflight_bytes_ = 0;
     self->detached_at_ = Clock::now();
     self->arm_timer_in_loop();
   });
@@ -115,7 +113,6 @@ void XhrSession::deliver_in_loop(const Receiver& r, sockjs::Session::Write w) {
   if (w.finish) {
     current_ = {};
     busy_ = false;
-    inflight_bytes_ = 0;
     detached_at_ = last_sent_;
     if (model_.closed()) return end_in_loop();  // the close frame is on its way
   } else {
@@ -150,7 +147,8 @@ void XhrSession::close(std::string_view reason) {
   schedule_pump();
 }
 
-std::size_t XhrSession::queued_bytes() const { return model_.pending_bytes() + inflight_bytes_; }
+// With an idle receiver attached, what is pending goes out in this turn of the loop.
+std::size_t XhrSession::queued_bytes() const { return current_.key && !busy_ ? 0 : model_.pending_bytes(); }
 
 // Everything one handler queued leaves as one a[...] frame.
 void XhrSession::schedule_pump() {
@@ -174,10 +172,7 @@ void XhrSession::pump_in_loop() {
   }
   if (!current_.key) return;
   auto w = model_.flush();
-  if (!w.bytes.empty()) {
-    inflight_bytes_ = w.bytes.size();
-    deliver_in_loop(current_, std::move(w));
-  }
+  if (!w.bytes.empty()) deliver_in_loop(current_, std::move(w));
 }
 
 // One timer per session, due at the next heart-beat (with a receiver) or at the disconnect

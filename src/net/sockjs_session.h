@@ -85,7 +85,6 @@ class XhrSession final : public chat::Transport, public std::enable_shared_from_
   std::shared_ptr<chat::StompSession> stomp_;
   Receiver current_;             // key null: no receiver
   bool busy_ = false;            // a part is being written to current_
-  std::size_t inflight_bytes_ = 0;
   bool pump_posted_ = false;
   bool close_requested_ = false;
   bool ended_ = false;

@@ -85,7 +85,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     if (!writing_) schedule_flush();
   }
 
-  std::size_t queued_bytes() const override { return queued_bytes_; }
+  std::size_t queued_bytes() const override { return writing_ ? queued_bytes_ - inflight_bytes_ : 0; }
 
  private:
   chat::Shard& pick_shard() {

@@ -4,7 +4,11 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <chrono>
 #include <filesystem>
+#include <future>
+#include <mutex>
+#include <thread>
 
 #include "chat/session.h"
 
@@ -271,3 +275,63 @@ TEST_F(SessionTest, ClosedSessionsLeaveTheirRooms) {
   EXPECT_EQ(count(b.written, "MESSAGE\n"), 1u);
   EXPECT_EQ(hub->shard(0).sessions(), 1u);
 }
+
+namespace {
+
+// A bus that records the order of subscribe/unsubscribe calls; subscribe() can be held open
+// to widen the window between the hub deciding and the bus hearing about it.
+class OrderBus final : public bus::MessageBus {
+ public:
+  void start(bus::DeliverFn) override {}
+  void publish(std::string, std::string, bus::DoneFn done) override { done({}); }
+  void subscribe(const std::string& room, bus::DoneFn ready) override {
+    entered.set_value();
+    release.wait();
+    record("subscribe " + room);
+    ready({});
+  }
+  void unsubscribe(const std::string& room) override { record("unsubscribe " + room); }
+  bool up() const override { return true; }
+  std::string describe() const override { return "order"; }
+  void stop() override {}
+
+  void record(std::string what) {
+    std::lock_guard lock(mu);
+    calls.push_back(std::move(what));
+  }
+  std::promise<void> entered;
+  std::shared_future<void> release;
+  std::mutex mu;
+  std::vector<std::string> calls;
+};
+
+// The last subscriber leaves on one worker while the first joins on another: the engine must
+// hear subscribe then unsubscribe, the order the interest changed in, never the reverse (that
+// would leave the room unsubscribed while a subscriber waits for it).
+TEST(HubInterest, BusHearsSubscribeAndUnsubscribeInTheOrderInterestChanged) {
+  auto dir = std::filesystem::temp_directory_path() / ("chatd-hub-order-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  store::StoreConfig sc;
+  sc.data_dir = dir.string();
+  auto rooms = store::make_embedded_store(sc);
+  boost::asio::io_context loop;
+  OrderBus order;
+  std::promise<void> go;
+  order.release = go.get_future().share();
+  chat::HubConfig hc;
+  hc.node_id = "test";
+  chat::Hub hub(hc, *rooms, order, std::vector<boost::asio::io_context*>{&loop});
+
+  auto joined = std::async(std::launch::async, [&] { hub.join("r", [](std::error_code) {}); });
+  order.entered.get_future().wait();  // the join is inside bus.subscribe()
+  auto left = std::async(std::launch::async, [&] { hub.leave("r"); });
+  EXPECT_EQ(left.wait_for(std::chrono::milliseconds(100)), std::future_status::timeout)
+      << "leave() must wait for the subscribe it follows to reach the bus";
+  go.set_value();
+  joined.get();
+  left.get();
+  EXPECT_EQ(order.calls, (std::vector<std::string>{"subscribe r", "unsubscribe r"}));
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace

@@ -4,7 +4,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { createRoom, sockjsInfoStatus, startChatd, stompOverSockJS, stompOverWebSocket } from './harness.mjs';
+import { createRoom, eventually, sockjsInfoStatus, startChatd, stompOverSockJS, stompOverWebSocket } from './harness.mjs';
 
 let node;
 let skipReason = '';
@@ -119,6 +119,26 @@ async function readStream(res, until, timeoutMs = 5_000) {
 }
 
 const post = (url, body) => fetch(url, { method: 'POST', body });
+
+// Collects an xhr_streaming response as it arrives; `done` settles when the server ends it.
+function collectStream(res) {
+  const s = { text: '', bytes: 0, ended: false };
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  s.done = (async () => {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) { s.ended = true; return; }
+      s.bytes += value.length;
+      s.text += decoder.decode(value, { stream: true });
+    }
+  })();
+  s.cancel = () => reader.cancel().catch(() => {});
+  return s;
+}
+
+// The leading numbers of chat messages `"<n> ..."` inside SockJS a[...] frames, in order.
+const numbered = (text) => [...text.matchAll(/\\"message\\":\\"(\d+) /g)].map((m) => Number(m[1]));
 const stompConnect = JSON.stringify(['CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0']);
 
 describe('STOMP over sockjs-client', () => {
@@ -228,6 +248,85 @@ describe('SockJS sessions', () => {
     assert.match(all, /c\[3000,"[^"]+"\]\n$/);
     const after = await post(`${url}/xhr_send`, '["x"]');
     assert.equal(after.status, 404);
+  });
+
+  sockjsTest('xhr_streaming ends a response after 128 KiB; the next request carries on with nothing lost', async () => {
+    const room = await createRoom(node.base, 'rollover');
+    const url = `${node.base}/ws-stomp/000/${sessionId()}`;
+    const first = collectStream(await post(`${url}/xhr_streaming`));
+    const speaker = await stompOverWebSocket(node.base);
+    try {
+      await eventually('the session opens', () => first.text.includes('o\n'), 5_000);
+      assert.equal((await post(`${url}/xhr_send`, stompConnect)).status, 204);
+      const subscribe = `SUBSCRIBE\nid:0\ndestination:/sub/chat/room/${room.roomId}\nreceipt:sub\n\n\0`;
+      assert.equal((await post(`${url}/xhr_send`, JSON.stringify([subscribe]))).status, 204);
+      await eventually('the RECEIPT', () => first.text.includes('receipt-id:sub'), 5_000);
+
+      // 40 messages of about 9 KB each, about 360 KB: well past one response's 128 KiB.
+      const total = 40;
+      for (let i = 0; i < total; i++) speaker.chat('TALK', room.roomId, 'big', `${i} ${'가'.repeat(3000)}`);
+      await Promise.race([first.done, new Promise((_, no) => setTimeout(() => no(new Error('first response never ended')), 10_000))]);
+      assert.ok(first.bytes >= 128 * 1024, `ended after ${first.bytes} bytes`);
+      assert.ok(first.text.endsWith('\n'), 'ends on a frame boundary');
+      assert.doesNotMatch(first.text, /c\[/, 'a rollover is not a close');
+
+      const seen = numbered(first.text);
+      let requests = 1;
+      while (seen.length < total && requests < 20) {
+        const next = collectStream(await post(`${url}/xhr_streaming`));
+        requests++;
+        await Promise.race([next.done, eventually('more messages', () => numbered(next.text).length + seen.length >= total, 10_000)]);
+        next.cancel();
+        await next.done.catch(() => {});
+        assert.doesNotMatch(next.text, /^h{2048}\no\n/, 'the same session continues: no second "o"');
+        seen.push(...numbered(next.text));
+      }
+      // What waited between responses leaves in one frame when the next one attaches.
+      assert.ok(requests >= 2, `${requests} responses carried ${total} messages`);
+      assert.deepEqual(seen, Array.from({ length: total }, (_, i) => i), 'every message once, in order');
+    } finally {
+      first.cancel();
+      await speaker.close();
+    }
+  });
+
+  sockjsTest('an xhr session that stops polling is closed as a slow consumer; the room goes on', async () => {
+    const own = await startChatd({ name: 'chatd-sockjs-slow', args: ['--max-outbound-bytes', '65536', '--max-message-bytes', '10000'] });
+    const speaker = await stompOverWebSocket(own.base);
+    try {
+      const room = await createRoom(own.base, 'slow');
+      const dest = `/sub/chat/room/${room.roomId}`;
+      const url = `${own.base}/ws-stomp/000/${sessionId()}`;
+      assert.equal(await (await post(`${url}/xhr`)).text(), 'o\n');
+      await post(`${url}/xhr_send`, stompConnect);
+      await post(`${url}/xhr_send`, JSON.stringify([`SUBSCRIBE\nid:0\ndestination:${dest}\nreceipt:sub\n\n\0`]));
+      let opening = '';
+      for (let i = 0; i < 3 && !opening.includes('receipt-id:sub'); i++) opening += await (await post(`${url}/xhr`)).text();
+      assert.match(opening, /receipt-id:sub/);
+
+      // No poll from here on: about 180 KB for a reader allowed 64 KiB.
+      const watcher = await speaker.subscribeConfirmed(dest);
+      const total = 20;
+      for (let i = 0; i < total; i++) speaker.chat('TALK', room.roomId, 'big', `${i} ${'가'.repeat(3000)}`);
+      const got = await watcher.waitForMessages(total, 10_000);
+      assert.deepEqual(got.map((m) => Number(m.message.split(' ')[0])), Array.from({ length: total }, (_, i) => i),
+        'the other subscriber gets everything');
+
+      let rest = '';
+      for (let i = 0; i < 5 && !/c\[\d+,"[^"]*"\]\n$/.test(rest); i++) rest += await (await post(`${url}/xhr`)).text();
+      assert.match(rest, /ERROR\\nmessage:slow consumer/, 'the slow session is told why');
+      assert.match(rest, /c\[\d+,"[^"]*"\]\n$/, 'then closed');
+      assert.ok(numbered(rest).length < total, 'it was cut off before everything was queued for it');
+      assert.equal((await post(`${url}/xhr_send`, '["\\n"]')).status, 404, 'the session is gone');
+
+      speaker.chat('TALK', room.roomId, 'big', `${total} still here`);
+      await watcher.waitForMessages(total + 1, 5_000);
+      const metrics = await (await fetch(`${own.base}/metrics`)).text();
+      assert.match(metrics, /chatd_slow_consumers_total 1\b/);
+    } finally {
+      await speaker.close();
+      await own.stop();
+    }
   });
 
   sockjsTest('an xhr session without a receiver ends after the 5 s disconnect delay', async () => {
