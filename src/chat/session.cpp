@@ -84,6 +84,9 @@ void StompSession::on_bytes_in_loop(std::string_view bytes) {
     bytes.remove_prefix(r.used);
     if (r.status == stomp::Parser::Status::frame) {
       on_frame(parser_.frame());
+      // Senders keep the parser's buffers for their next SEND; everyone else is likely to
+      // sit idle now, and thousands of idle sessions should not each hold a frame's worth.
+      if (parser_.frame().command != Command::send) parser_.release_buffers();
     } else if (r.status == stomp::Parser::Status::error) {
       hub_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
       fail_in_loop(parser_.error().message(), "The frame could not be read: " + parser_.error().message());

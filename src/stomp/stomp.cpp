@@ -177,6 +177,13 @@ void Parser::begin_frame() {
   line_.clear();
 }
 
+void Parser::release_buffers() {
+  std::vector<Header>().swap(frame_.headers);
+  std::vector<Header>().swap(spare_);
+  std::string().swap(frame_.body);
+  if (state_ == State::idle) std::string().swap(line_);
+}
+
 Error Parser::on_command_line(std::string_view line) {
   for (std::size_t i = 0; i < kCommandNames.size(); ++i) {
     if (line == kCommandNames[i]) {

@@ -93,6 +93,9 @@ class Parser {
 
   // The frame completed by the last consume() that returned Status::frame.
   Frame& frame() { return frame_; }
+  // Frees the buffers kept for the next frame, once frame() is no longer needed. For a
+  // connection expected to go quiet (after CONNECT or SUBSCRIBE): an idle one then holds none.
+  void release_buffers();
   std::error_code error() const { return error_; }
   std::uint64_t heartbeats() const { return heartbeats_; }
 

@@ -641,5 +641,30 @@ TEST(StompNegotiate, HeartBeatTakesTheLargerWishOrNone) {
   EXPECT_EQ(hb.receive_ms, 0u);
 }
 
+
+// ---- idle memory ----------------------------------------------------------------------------
+
+TEST(StompParse, ReleasingBuffersBetweenFramesKeepsParsing) {
+  Parser p;
+  std::string_view connect = "CONNECT\naccept-version:1.2\nhost:chatd\n\n";
+  auto r = p.consume(std::string_view(connect.data(), connect.size() + 1));  // with the NUL
+  ASSERT_EQ(r.status, Status::frame);
+  p.release_buffers();
+  EXPECT_EQ(p.frame().headers.capacity(), 0u) << "an idle connection keeps no header buffers";
+  EXPECT_EQ(p.frame().body.capacity(), std::string().capacity());
+
+  // The next frame arrives in two pieces, split inside a header.
+  std::string send("SEND\ndestination:/pub/chat/message\ncontent-length:2\n\nhi");
+  send += '\0';
+  r = p.consume(std::string_view(send).substr(0, 20));
+  ASSERT_EQ(r.status, Status::need_more);
+  r = p.consume(std::string_view(send).substr(20));
+  ASSERT_EQ(r.status, Status::frame);
+  EXPECT_EQ(p.frame().command, Command::send);
+  ASSERT_NE(p.frame().header("destination"), nullptr);
+  EXPECT_EQ(*p.frame().header("destination"), "/pub/chat/message");
+  EXPECT_EQ(p.frame().body, "hi");
+}
+
 }  // namespace
 }  // namespace chatd::stomp
