@@ -101,41 +101,53 @@ describe('SockJS protocol answers', () => {
   });
 });
 
-// Reads an xhr_streaming response until `until` matches what arrived (or it ends / times out).
-async function readStream(res, until, timeoutMs = 5_000) {
-  const reader = res.body.getReader();
-  const decoder = new TextDecoder();
-  let text = '';
-  let ended = false;
-  const deadline = Date.now() + timeoutMs;
-  while (!until.test(text) && Date.now() < deadline) {
-    const next = await Promise.race([reader.read(), new Promise((ok) => setTimeout(() => ok(null), deadline - Date.now()))]);
-    if (next === null) break;
-    if (next.done) { ended = true; break; }
-    text += decoder.decode(next.value, { stream: true });
-  }
-  if (!ended) await reader.cancel().catch(() => {});
-  return { text, ended };
-}
-
 const post = (url, body) => fetch(url, { method: 'POST', body });
 
-// Collects an xhr_streaming response as it arrives; `done` settles when the server ends it.
+// Collects an xhr_streaming response as it arrives; `done` settles when the server ends it
+// (or the connection fails), and `until(re, ms)` when `re` matches, the response ends or ms pass.
 function collectStream(res) {
   const s = { text: '', bytes: 0, ended: false };
+  const waiters = new Set();
+  const wake = () => waiters.forEach((w) => w());
   const reader = res.body.getReader();
   const decoder = new TextDecoder();
   s.done = (async () => {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) { s.ended = true; return; }
-      s.bytes += value.length;
-      s.text += decoder.decode(value, { stream: true });
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        s.bytes += value.length;
+        s.text += decoder.decode(value, { stream: true });
+        wake();
+      }
+    } catch (e) {
+      s.error = e;
     }
+    s.ended = true;
+    wake();
   })();
+  s.until = (re, timeoutMs) => new Promise((ok) => {
+    const finish = () => { clearTimeout(timer); waiters.delete(check); ok(); };
+    const check = () => { if (s.ended || re.test(s.text)) finish(); };
+    const timer = setTimeout(finish, timeoutMs);
+    waiters.add(check);
+    check();
+  });
   s.cancel = () => reader.cancel().catch(() => {});
   return s;
 }
+
+// Reads an xhr_streaming response until `until` matches what arrived (or it ends / times out).
+async function readStream(res, until, timeoutMs = 5_000) {
+  const s = collectStream(res);
+  await s.until(until, timeoutMs);
+  const { text, ended } = s;
+  if (!ended) await s.cancel();
+  return { text, ended };
+}
+
+const subscribeReceipted = (dest) => JSON.stringify([`SUBSCRIBE\nid:0\ndestination:${dest}\nreceipt:sub\n\n\0`]);
+const bigText = (i) => `${i} ${'가'.repeat(3000)}`;  // about 9 KB of UTF-8
 
 // The leading numbers of chat messages `"<n> ..."` inside SockJS a[...] frames, in order.
 const numbered = (text) => [...text.matchAll(/\\"message\\":\\"(\d+) /g)].map((m) => Number(m[1]));
@@ -258,13 +270,12 @@ describe('SockJS sessions', () => {
     try {
       await eventually('the session opens', () => first.text.includes('o\n'), 5_000);
       assert.equal((await post(`${url}/xhr_send`, stompConnect)).status, 204);
-      const subscribe = `SUBSCRIBE\nid:0\ndestination:/sub/chat/room/${room.roomId}\nreceipt:sub\n\n\0`;
-      assert.equal((await post(`${url}/xhr_send`, JSON.stringify([subscribe]))).status, 204);
+      assert.equal((await post(`${url}/xhr_send`, subscribeReceipted(`/sub/chat/room/${room.roomId}`))).status, 204);
       await eventually('the RECEIPT', () => first.text.includes('receipt-id:sub'), 5_000);
 
       // 40 messages of about 9 KB each, about 360 KB: well past one response's 128 KiB.
       const total = 40;
-      for (let i = 0; i < total; i++) speaker.chat('TALK', room.roomId, 'big', `${i} ${'가'.repeat(3000)}`);
+      for (let i = 0; i < total; i++) speaker.chat('TALK', room.roomId, 'big', bigText(i));
       await Promise.race([first.done, new Promise((_, no) => setTimeout(() => no(new Error('first response never ended')), 10_000))]);
       assert.ok(first.bytes >= 128 * 1024, `ended after ${first.bytes} bytes`);
       assert.ok(first.text.endsWith('\n'), 'ends on a frame boundary');
@@ -299,7 +310,7 @@ describe('SockJS sessions', () => {
       const url = `${own.base}/ws-stomp/000/${sessionId()}`;
       assert.equal(await (await post(`${url}/xhr`)).text(), 'o\n');
       await post(`${url}/xhr_send`, stompConnect);
-      await post(`${url}/xhr_send`, JSON.stringify([`SUBSCRIBE\nid:0\ndestination:${dest}\nreceipt:sub\n\n\0`]));
+      await post(`${url}/xhr_send`, subscribeReceipted(dest));
       let opening = '';
       for (let i = 0; i < 3 && !opening.includes('receipt-id:sub'); i++) opening += await (await post(`${url}/xhr`)).text();
       assert.match(opening, /receipt-id:sub/);
@@ -310,7 +321,7 @@ describe('SockJS sessions', () => {
       // a loaded machine; the xhr session piles them up.
       const total = 20;
       for (let i = 0; i < total; i++) {
-        speaker.chat('TALK', room.roomId, 'big', `${i} ${'가'.repeat(3000)}`);
+        speaker.chat('TALK', room.roomId, 'big', bigText(i));
         await watcher.waitForMessages(i + 1, 5_000);
       }
       const got = watcher.messages;
