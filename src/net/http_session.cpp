@@ -1,6 +1,7 @@
 // HTTP/1.1 with keep-alive: the REST routes of DESIGN §1, the pages, /healthz, /metrics, and
 // the upgrade to WebSocket (raw or SockJS). Store answers may arrive on another thread; they
 // are posted back to this connection's loop before anything is written.
+#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
@@ -27,6 +28,19 @@ namespace http = beast::http;
 namespace asio = boost::asio;
 
 namespace {
+
+// An allocator Asio does not recognise as the default, so it allocates exactly instead of
+// recycling through its per-thread cache.
+template <class T>
+struct PlainAllocator {
+  using value_type = T;
+  PlainAllocator() = default;
+  template <class U>
+  PlainAllocator(const PlainAllocator<U>&) noexcept {}
+  T* allocate(std::size_t n) { return std::allocator<T>().allocate(n); }
+  void deallocate(T* p, std::size_t n) noexcept { std::allocator<T>().deallocate(p, n); }
+  friend bool operator==(const PlainAllocator&, const PlainAllocator&) noexcept { return true; }
+};
 
 using Response = http::response<http::string_body>;
 constexpr std::string_view kJson = "application/json;charset=UTF-8";
@@ -105,8 +119,14 @@ class HttpSession final : public Closable, public SockJsReceiver, public std::en
     parser_->header_limit(static_cast<std::uint32_t>(lim.max_http_header));
     parser_->body_limit(std::max(lim.max_http_body, sockjs_send_limit(lim)));
     stream_.expires_after(std::chrono::seconds(30));
+    // Asio keeps freed operation blocks per thread for the next operation of any kind. This
+    // read's block is large, and the WebSocket session's wait-for-readable, which every idle
+    // connection keeps pending, would inherit one each (~0.5 KiB). Plain allocation keeps it
+    // out of that cache; the small blocks there then serve the hot path.
     http::async_read(stream_, buffer_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+                     asio::bind_allocator(PlainAllocator<void>(), [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                       self->on_read(ec);
+                     }));
   }
 
   void on_read(beast::error_code ec) {

@@ -4,7 +4,6 @@
 // start from the loop's flush list after the handler that queued them: one write in flight,
 // and everything queued behind it leaves as one WebSocket message (STOMP allows several
 // frames in one message), which under fan-out saves a syscall per frame.
-#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
@@ -38,20 +37,6 @@ std::string_view reason_of(std::string_view r) { return r.substr(0, 120); }
 
 // "h" as one WebSocket text message: SockJS's keep-alive when nothing else was sent.
 constexpr std::string_view kSockJsHeartbeat{"\x81\x01h", 3};
-
-// For the one operation every idle connection keeps pending (the wait for readable). With
-// std::allocator Asio would hand it a block recycled from the much larger HTTP read op, and
-// each idle connection would pin ~0.5 KiB; an allocator of our own gets an exact-size block.
-template <class T>
-struct ExactAllocator {
-  using value_type = T;
-  ExactAllocator() = default;
-  template <class U>
-  ExactAllocator(const ExactAllocator<U>&) noexcept {}
-  T* allocate(std::size_t n) { return std::allocator<T>().allocate(n); }
-  void deallocate(T* p, std::size_t n) noexcept { std::allocator<T>().deallocate(p, n); }
-  friend bool operator==(const ExactAllocator&, const ExactAllocator&) noexcept { return true; }
-};
 
 class WsSession final : public chat::Transport, public std::enable_shared_from_this<WsSession> {
  public:
@@ -114,11 +99,10 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   // ---- reading ----
 
   void wait_readable() {
-    socket_.async_wait(tcp::socket::wait_read,
-                       asio::bind_allocator(ExactAllocator<void>(), [self = shared_from_this()](boost::system::error_code ec) {
-                         if (ec) return self->on_gone();
-                         self->on_readable();
-                       }));
+    socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](boost::system::error_code ec) {
+      if (ec) return self->on_gone();
+      self->on_readable();
+    });
   }
 
   void on_readable() {
