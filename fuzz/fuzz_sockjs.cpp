@@ -20,7 +20,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
 
-#include "net/sockjs.h"
+#include "sockjs/sockjs.h"
 
 namespace {
 

@@ -15,11 +15,11 @@
 #include <string_view>
 #include <vector>
 
-#include "net/websocket.h"
+#include "ws/websocket.h"
 
 namespace {
 
-namespace ws = chatd::net::ws;
+namespace ws = chatd::ws;
 using Status = ws::Decoder::Status;
 
 void check(bool ok, const char* what) {

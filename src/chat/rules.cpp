@@ -5,6 +5,8 @@
 #include <array>
 #include <random>
 
+#include "utf8/utf8.h"
+
 namespace chatd::chat {
 namespace {
 
@@ -74,27 +76,28 @@ std::string_view to_string(MessageType t) {
   return "TALK";
 }
 
-bool is_utf8(std::string_view s) {
-  auto b = reinterpret_cast<const unsigned char*>(s.data());
-  std::size_t i = 0, n = s.size();
-  while (i < n) {
-    unsigned c = b[i];
-    if (c < 0x80) { ++i; continue; }
-    std::size_t len;
-    unsigned min;
-    if ((c & 0xE0) == 0xC0) { len = 2; min = 0x80; c &= 0x1F; }
-    else if ((c & 0xF0) == 0xE0) { len = 3; min = 0x800; c &= 0x0F; }
-    else if ((c & 0xF8) == 0xF0) { len = 4; min = 0x10000; c &= 0x07; }
-    else return false;
-    if (i + len > n) return false;
-    for (std::size_t k = 1; k < len; ++k) {
-      if ((b[i + k] & 0xC0) != 0x80) return false;
-      c = (c << 6) | (b[i + k] & 0x3F);
-    }
-    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return false;
-    i += len;
+std::optional<std::string> check_room_name(std::string_view raw, std::size_t max_bytes, std::string& why) {
+  while (!raw.empty() && (raw.front() == ' ' || raw.front() == '\t')) raw.remove_prefix(1);
+  while (!raw.empty() && (raw.back() == ' ' || raw.back() == '\t')) raw.remove_suffix(1);
+  if (raw.empty()) {
+    why = "name is required";
+    return std::nullopt;
   }
-  return true;
+  if (raw.size() > max_bytes) {
+    why = "name is longer than " + std::to_string(max_bytes) + " bytes";
+    return std::nullopt;
+  }
+  if (!utf8::valid(raw)) {
+    why = "name must be valid UTF-8";
+    return std::nullopt;
+  }
+  for (unsigned char c : raw) {
+    if (c < 0x20 || c == 0x7F) {
+      why = "name must not contain control characters";
+      return std::nullopt;
+    }
+  }
+  return std::string(raw);
 }
 
 bool is_room_id(std::string_view id) {

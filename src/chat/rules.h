@@ -64,8 +64,9 @@ std::string with_field(std::string_view object_json, std::string_view name, std:
 // Returns the JSON error body {"status":status,"error":"…"} used by REST and /user/queue/errors.
 std::string error_json(int status, std::string_view error);
 
-// Returns whether `s` is valid UTF-8 (no overlongs, no surrogates).
-bool is_utf8(std::string_view s);
+// Returns the room name `raw` with surrounding blanks trimmed when it is acceptable (non-empty,
+// at most `max_bytes`, UTF-8, no control characters); otherwise nothing, with the reason in `why`.
+std::optional<std::string> check_room_name(std::string_view raw, std::size_t max_bytes, std::string& why);
 
 }  // namespace chatd::chat
 

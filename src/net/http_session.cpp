@@ -18,7 +18,7 @@
 
 #include "net/server.h"
 #include "net/sessions.h"
-#include "net/sockjs.h"
+#include "sockjs/sockjs.h"
 #include "net/sockjs_session.h"
 #include "net/static_files.h"
 
@@ -57,32 +57,6 @@ Response make_response(const Request& req, http::status status, std::string body
 
 Response json_error(const Request& req, http::status status, std::string_view message) {
   return make_response(req, status, chat::error_json(static_cast<int>(status), message), kJson);
-}
-
-// Returns whether a room name is acceptable: non-empty after trimming, bounded, UTF-8, no
-// control characters.
-std::optional<std::string> check_room_name(std::string_view raw, std::size_t max_bytes, std::string& why) {
-  while (!raw.empty() && (raw.front() == ' ' || raw.front() == '\t')) raw.remove_prefix(1);
-  while (!raw.empty() && (raw.back() == ' ' || raw.back() == '\t')) raw.remove_suffix(1);
-  if (raw.empty()) {
-    why = "name is required";
-    return std::nullopt;
-  }
-  if (raw.size() > max_bytes) {
-    why = "name is longer than " + std::to_string(max_bytes) + " bytes";
-    return std::nullopt;
-  }
-  if (!chat::is_utf8(raw)) {
-    why = "name must be valid UTF-8";
-    return std::nullopt;
-  }
-  for (unsigned char c : raw) {
-    if (c < 0x20 || c == 0x7F) {
-      why = "name must not contain control characters";
-      return std::nullopt;
-    }
-  }
-  return std::string(raw);
 }
 
 // xhr_send bodies carry JSON-escaped STOMP frames, possibly several: allow a few frames.
@@ -298,7 +272,7 @@ class HttpSession final : public Closable, public SockJsReceiver, public std::en
     }
     if (!name) return write(json_error(req_, http::status::bad_request, "name is required (query parameter or form field)"));
     std::string why;
-    auto ok = check_room_name(*name, server_.hub().limits().max_room_name_bytes, why);
+    auto ok = chat::check_room_name(*name, server_.hub().limits().max_room_name_bytes, why);
     if (!ok) return write(json_error(req_, http::status::bad_request, why));
     server_.hub().create_room(std::move(*ok), [self = shared_from_this()](std::error_code ec, store::Room room) {
       self->post_reply([self, ec, room = std::move(room)] {

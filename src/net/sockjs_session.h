@@ -18,7 +18,7 @@
 
 #include "chat/hub.h"
 #include "chat/session.h"
-#include "net/sockjs.h"
+#include "sockjs/sockjs.h"
 
 namespace chatd::net {
 

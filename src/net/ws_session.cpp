@@ -1,4 +1,4 @@
-// A STOMP session over a raw WebSocket, framed by net/websocket.h. The socket is read only
+// A STOMP session over a raw WebSocket, framed by ws/websocket.h. The socket is read only
 // when it is readable, into the loop's one shared buffer, so an idle connection owns no read
 // buffer; every complete message of a read goes to STOMP before anything is written. Writes
 // start from the loop's flush list after the handler that queued them: one write in flight,
@@ -17,8 +17,8 @@
 #include "chat/session.h"
 #include "net/server.h"
 #include "net/sessions.h"
-#include "net/sockjs.h"
-#include "net/websocket.h"
+#include "sockjs/sockjs.h"
+#include "ws/websocket.h"
 
 namespace chatd::net {
 namespace asio = boost::asio;

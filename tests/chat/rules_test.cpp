@@ -112,10 +112,16 @@ TEST(ChatRules, ErrorJson) {
   EXPECT_EQ(v["error"], "no such \"room\"");
 }
 
-TEST(ChatRules, Utf8) {
-  EXPECT_TRUE(is_utf8("plain 한글 😀"));
-  EXPECT_FALSE(is_utf8("\xc0\xaf"));          // overlong
-  EXPECT_FALSE(is_utf8("\xed\xa0\x80"));      // surrogate
-  EXPECT_FALSE(is_utf8("\xf4\x90\x80\x80"));  // past U+10FFFF
-  EXPECT_FALSE(is_utf8("\xe2\x82"));          // truncated
+TEST(ChatRules, RoomName) {
+  std::string why;
+  EXPECT_EQ(check_room_name("  lobby\t", 100, why), "lobby");
+  EXPECT_FALSE(check_room_name(" \t ", 100, why));
+  EXPECT_EQ(why, "name is required");
+  EXPECT_FALSE(check_room_name("abcd", 3, why));
+  EXPECT_EQ(why, "name is longer than 3 bytes");
+  EXPECT_FALSE(check_room_name("\xc0\xaf", 100, why));
+  EXPECT_EQ(why, "name must be valid UTF-8");
+  EXPECT_FALSE(check_room_name("a\x01b", 100, why));
+  EXPECT_EQ(why, "name must not contain control characters");
+  EXPECT_EQ(check_room_name("한글 😀", 100, why), "한글 😀");
 }

@@ -1,4 +1,4 @@
-#include "net/sockjs.h"
+#include "sockjs/sockjs.h"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // The RFC 6455 codec: every input is decoded whole, split at every byte offset, byte by byte and
 // glued three times, and must give the same events each way.
-#include "net/websocket.h"
+#include "ws/websocket.h"
 
 #include <gtest/gtest.h>
 
@@ -10,7 +10,7 @@
 
 namespace {
 
-using namespace chatd::net::ws;
+using namespace chatd::ws;
 using Status = Decoder::Status;
 
 constexpr std::uint8_t kMask[4] = {0x37, 0xFA, 0x21, 0x3D};

@@ -1,10 +1,12 @@
-#include "net/sockjs.h"
+#include "sockjs/sockjs.h"
 
 #include <array>
 
 #include <boost/json/monotonic_resource.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
+
+#include "utf8/utf8.h"
 
 namespace chatd::sockjs {
 namespace {
@@ -43,42 +45,9 @@ constexpr bool sockjs_escapes(std::uint32_t cp) {
          (cp >= 0x2060 && cp <= 0x206F) || (cp >= 0xFFF0 && cp <= 0xFFFF);
 }
 
-constexpr bool is_continuation(unsigned char b) { return (b & 0xC0) == 0x80; }
-
-// Returns the length of the well-formed UTF-8 sequence at the start of `s` (2-4) and its code
-// point, or 0 when the lead byte or its continuation bytes are not well-formed (RFC 3629:
-// no overlongs, no surrogates, nothing above U+10FFFF).
-std::size_t decode_multibyte(std::string_view s, std::uint32_t& cp) {
-  const auto b0 = static_cast<unsigned char>(s[0]);
-  std::size_t len = 0;
-  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    len = 2;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    len = 3;
-    if (b0 == 0xE0) lo = 0xA0;
-    if (b0 == 0xED) hi = 0x9F;
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    len = 4;
-    if (b0 == 0xF0) lo = 0x90;
-    if (b0 == 0xF4) hi = 0x8F;
-  } else {
-    return 0;
-  }
-  if (s.size() < len) return 0;
-  const auto b1 = static_cast<unsigned char>(s[1]);
-  if (b1 < lo || b1 > hi) return 0;
-  for (std::size_t i = 2; i < len; ++i) {
-    if (!is_continuation(static_cast<unsigned char>(s[i]))) return 0;
-  }
-  cp = b0 & (0xFFu >> (len + 1));
-  for (std::size_t i = 1; i < len; ++i) cp = (cp << 6) | (static_cast<unsigned char>(s[i]) & 0x3Fu);
-  return len;
-}
-
-void append_json_string(std::string& out, std::string_view utf8) {
+void append_json_string(std::string& out, std::string_view text) {
   out += '"';
-  append_escaped(out, utf8);
+  append_escaped(out, text);
   out += '"';
 }
 
@@ -194,22 +163,22 @@ void append_message_parts(std::string& out, std::span<const std::string_view> pa
   out += "\"]";
 }
 
-void append_escaped(std::string& out, std::string_view utf8) {
-  out.reserve(out.size() + utf8.size() + 8);
+void append_escaped(std::string& out, std::string_view text) {
+  out.reserve(out.size() + text.size() + 8);
   std::size_t i = 0;
-  while (i < utf8.size()) {
+  while (i < text.size()) {
     // Copy the longest run that needs no escaping in one append.
     std::size_t j = i;
-    while (j < utf8.size()) {
-      const auto b = static_cast<unsigned char>(utf8[j]);
+    while (j < text.size()) {
+      const auto b = static_cast<unsigned char>(text[j]);
       if (b < 0x20 || b == '"' || b == '\\' || b >= 0x80) break;
       ++j;
     }
-    out.append(utf8.data() + i, j - i);
+    out.append(text.data() + i, j - i);
     i = j;
-    if (i == utf8.size()) break;
+    if (i == text.size()) break;
 
-    const auto b = static_cast<unsigned char>(utf8[i]);
+    const auto b = static_cast<unsigned char>(text[i]);
     if (b < 0x80) {
       switch (b) {
         case '"': out += "\\\""; break;
@@ -223,7 +192,7 @@ void append_escaped(std::string& out, std::string_view utf8) {
       continue;
     }
     std::uint32_t cp = 0;
-    const std::size_t len = decode_multibyte(utf8.substr(i), cp);
+    const std::size_t len = utf8::decode_multibyte(text.substr(i), cp);
     if (len == 0) {
       append_u_escape(out, 0xFFFD);
       ++i;
@@ -231,7 +200,7 @@ void append_escaped(std::string& out, std::string_view utf8) {
       append_u_escape(out, cp);  // every escaped range lies in the BMP
       i += len;
     } else {
-      out.append(utf8.data() + i, len);
+      out.append(text.data() + i, len);
       i += len;
     }
   }

@@ -1,4 +1,4 @@
-// chatd::net::ws — the server side of RFC 6455 framing as a pure codec: bytes in, messages out,
+// chatd::ws — the server side of RFC 6455 framing as a pure codec: bytes in, messages out,
 // no sockets. Beast does the HTTP upgrade; this replaces Beast's WebSocket stream on the hot
 // path so one read can hand every complete message to STOMP before anything is written (the
 // writes of a whole batch then leave together), and so an idle connection owns no buffers.
@@ -10,7 +10,9 @@
 #include <string_view>
 #include <system_error>
 
-namespace chatd::net::ws {
+#include "utf8/utf8.h"
+
+namespace chatd::ws {
 
 enum class Opcode : std::uint8_t { continuation = 0, text = 1, binary = 2, close = 8, ping = 9, pong = 10 };
 
@@ -78,11 +80,8 @@ class Decoder {
   bool in_frame_ = false;
   std::uint8_t mask_[4] = {};
   std::size_t mask_pos_ = 0;  // payload bytes of this frame unmasked so far, mod 4
-  // UTF-8 state of the text message so far, so each fragment is scanned once: the continuation
-  // bytes still owed by a code point split across fragments, and the range the next must be in.
-  std::uint8_t utf8_need_ = 0;
-  std::uint8_t utf8_lo_ = 0x80;
-  std::uint8_t utf8_hi_ = 0xBF;
+  // UTF-8 state of the text message so far, so each fragment is scanned once.
+  utf8::Validator utf8_;
 
   Result fail(std::size_t used, std::error_code e);
   std::error_code check_header(const unsigned char* p, std::size_t have, std::size_t& need) const;
@@ -102,9 +101,9 @@ std::string pong_frame(std::string_view payload);
 // Returns the Sec-WebSocket-Accept value for a client's Sec-WebSocket-Key.
 std::string accept_key(std::string_view client_key);
 
-}  // namespace chatd::net::ws
+}  // namespace chatd::ws
 
 namespace std {
 template <>
-struct is_error_code_enum<chatd::net::ws::Error> : true_type {};
+struct is_error_code_enum<chatd::ws::Error> : true_type {};
 }  // namespace std

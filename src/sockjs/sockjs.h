@@ -93,13 +93,13 @@ void append_message(std::string& out, std::string_view message);
 // a MESSAGE frame as stomp::SplitMessage gives it, {head, subscription id, tail}.
 void append_message_parts(std::string& out, std::span<const std::string_view> parts);
 
-// Appends `utf8` JSON-escaped without the quotes, also escaping what SockJS requires
+// Appends `text` JSON-escaped without the quotes, also escaping what SockJS requires
 // (U+0000–U+001F, U+200C–U+200F, U+2028–U+202F, U+2060–U+206F, U+FFF0–U+FFFF) as \uXXXX.
 // Invalid UTF-8 bytes become \ufffd, one per byte. Escaping is concatenative at code point
 // boundaries, so fan-out can escape a MESSAGE frame's shared head and tail once and only the
 // per-subscriber part each time:
 //   frame = "a[\"" + escaped(head) + escaped(subscription) + escaped(tail) + "\"]"
-void append_escaped(std::string& out, std::string_view utf8);
+void append_escaped(std::string& out, std::string_view text);
 
 // Where a client payload came from: xhr_send bodies must be a JSON array of strings; a
 // websocket message may also be a single JSON string, and an empty one is ignored (decodes

@@ -1,4 +1,4 @@
-#include "net/websocket.h"
+#include "ws/websocket.h"
 
 #include <algorithm>
 #include <cstring>
@@ -6,7 +6,9 @@
 #include <boost/beast/core/detail/base64.hpp>
 #include <boost/beast/core/detail/sha1.hpp>
 
-namespace chatd::net::ws {
+#include "utf8/utf8.h"
+
+namespace chatd::ws {
 namespace {
 
 class Category final : public std::error_category {
@@ -60,56 +62,6 @@ void unmask_copy(char* dst, const char* src, std::size_t n, const std::uint8_t (
     std::memcpy(dst + i, &w, 8);
   }
   for (; i < n; ++i) dst[i] = static_cast<char>(src[i] ^ static_cast<char>(rotated[i & 7]));
-}
-
-// Scans `s` continuing the UTF-8 state (need, lo, hi); returns false at the first byte that
-// cannot be part of well-formed UTF-8 (Unicode Table 3-7: no overlongs, surrogates or
-// code points past U+10FFFF). A code point may stay open at the end.
-bool utf8_scan(std::string_view s, std::uint8_t& need, std::uint8_t& lo, std::uint8_t& hi) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const std::size_t n = s.size();
-  std::size_t i = 0;
-  while (i < n) {
-    if (need == 0) {
-      // ASCII runs are most chat traffic: skip them eight bytes at a time.
-      while (i + 8 <= n) {
-        std::uint64_t w;
-        std::memcpy(&w, p + i, 8);
-        if ((w & 0x8080808080808080ull) != 0) break;
-        i += 8;
-      }
-      if (i >= n) break;
-      const unsigned char b = p[i++];
-      if (b < 0x80) continue;
-      lo = 0x80;
-      hi = 0xBF;
-      if (b >= 0xC2 && b <= 0xDF) {
-        need = 1;
-      } else if (b >= 0xE0 && b <= 0xEF) {
-        need = 2;
-        if (b == 0xE0) lo = 0xA0;
-        if (b == 0xED) hi = 0x9F;
-      } else if (b >= 0xF0 && b <= 0xF4) {
-        need = 3;
-        if (b == 0xF0) lo = 0x90;
-        if (b == 0xF4) hi = 0x8F;
-      } else {
-        return false;
-      }
-    } else {
-      const unsigned char b = p[i++];
-      if (b < lo || b > hi) return false;
-      --need;
-      lo = 0x80;
-      hi = 0xBF;
-    }
-  }
-  return true;
-}
-
-bool utf8_complete(std::string_view s) {
-  std::uint8_t need = 0, lo = 0x80, hi = 0xBF;
-  return utf8_scan(s, need, lo, hi) && need == 0;
 }
 
 bool valid_close_code(std::uint16_t c) {
@@ -206,9 +158,7 @@ void Decoder::start_frame(const unsigned char* p, std::size_t size) {
     in_message_ = true;
     text_ = frame_opcode_ == static_cast<std::uint8_t>(Opcode::text);
     message_.clear();
-    utf8_need_ = 0;
-    utf8_lo_ = 0x80;
-    utf8_hi_ = 0xBF;
+    utf8_.reset();
   }
 }
 
@@ -227,7 +177,7 @@ Decoder::Result Decoder::finish_frame(std::size_t used) {
       if (control_.size() < 2) return fail(used, Error::bad_close);
       const auto* p = reinterpret_cast<const unsigned char*>(control_.data());
       const auto code = static_cast<std::uint16_t>((p[0] << 8) | p[1]);
-      if (!valid_close_code(code) || !utf8_complete(std::string_view(control_).substr(2))) {
+      if (!valid_close_code(code) || !utf8::valid(std::string_view(control_).substr(2))) {
         return fail(used, Error::bad_close);
       }
       close_code_ = code;
@@ -236,7 +186,7 @@ Decoder::Result Decoder::finish_frame(std::size_t used) {
     default: break;
   }
   if (!frame_fin_) return {used, Status::need_more};
-  if (text_ && utf8_need_ != 0) return fail(used, Error::bad_utf8);
+  if (text_ && !utf8_.complete()) return fail(used, Error::bad_utf8);
   in_message_ = false;
   message_ready_ = true;
   return {used, Status::message};
@@ -287,7 +237,7 @@ Decoder::Result Decoder::consume(std::string_view bytes) {
       frame_left_ -= take;
       used += take;
       if (!control && text_ &&
-          !utf8_scan(std::string_view(dest).substr(old), utf8_need_, utf8_lo_, utf8_hi_)) {
+          !utf8_.feed(std::string_view(dest).substr(old))) {
         return fail(used, Error::bad_utf8);
       }
     }
@@ -354,4 +304,4 @@ std::string accept_key(std::string_view client_key) {
   return out;
 }
 
-}  // namespace chatd::net::ws
+}  // namespace chatd::ws
