@@ -2,10 +2,6 @@
 
 #include <array>
 
-#include <boost/json/monotonic_resource.hpp>
-#include <boost/json/parse.hpp>
-#include <boost/json/value.hpp>
-
 #include "utf8/utf8.h"
 
 namespace chatd::sockjs {
@@ -50,6 +46,105 @@ void append_json_string(std::string& out, std::string_view text) {
   append_escaped(out, text);
   out += '"';
 }
+
+// Reads the JSON that SockJS clients send (RFC 8259 strings, arrays of them, whitespace):
+// enough to decode payloads without a JSON library.
+class JsonReader {
+ public:
+  explicit JsonReader(std::string_view s) : s_(s) {}
+
+  void skip_space() {
+    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' || s_[i_] == '\r')) ++i_;
+  }
+  char peek() const { return i_ < s_.size() ? s_[i_] : '\0'; }
+  bool at_end() const { return i_ == s_.size(); }
+  bool take(char c) {
+    if (peek() != c || at_end()) return false;
+    ++i_;
+    return true;
+  }
+
+  // Reads the string literal at the cursor into `out` (appending); returns false when it is not
+  // one: unterminated, a raw control character, a bad escape, a lone surrogate, or bytes that
+  // are not UTF-8.
+  bool read_string(std::string& out) {
+    if (!take('"')) return false;
+    while (true) {
+      std::size_t j = i_;
+      while (j < s_.size()) {
+        const auto b = static_cast<unsigned char>(s_[j]);
+        if (b == '"' || b == '\\' || b < 0x20) break;
+        ++j;
+      }
+      const std::string_view run = s_.substr(i_, j - i_);
+      if (!utf8::valid(run)) return false;
+      out.append(run);
+      i_ = j;
+      if (at_end()) return false;
+      const char c = s_[i_++];
+      if (c == '"') return true;
+      if (c != '\\' || at_end()) return false;  // a raw control character, or a dangling '\\'
+      switch (s_[i_++]) {
+        case '"': out += '"'; break;
+        case '\\': out += '\\'; break;
+        case '/': out += '/'; break;
+        case 'b': out += '\b'; break;
+        case 'f': out += '\f'; break;
+        case 'n': out += '\n'; break;
+        case 'r': out += '\r'; break;
+        case 't': out += '\t'; break;
+        case 'u': {
+          std::uint32_t cp = 0;
+          if (!read_hex4(cp) || (cp >= 0xDC00 && cp <= 0xDFFF)) return false;
+          if (cp >= 0xD800 && cp <= 0xDBFF) {  // a surrogate pair: the low half must follow
+            std::uint32_t low = 0;
+            if (!take('\\') || !take('u') || !read_hex4(low) || low < 0xDC00 || low > 0xDFFF) return false;
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+          }
+          append_utf8(out, cp);
+          break;
+        }
+        default: return false;
+      }
+    }
+  }
+
+ private:
+  bool read_hex4(std::uint32_t& v) {
+    if (s_.size() - i_ < 4) return false;
+    for (std::size_t k = 0; k < 4; ++k) {
+      const char c = s_[i_++];
+      std::uint32_t d;
+      if (c >= '0' && c <= '9') d = static_cast<std::uint32_t>(c - '0');
+      else if (c >= 'a' && c <= 'f') d = static_cast<std::uint32_t>(c - 'a' + 10);
+      else if (c >= 'A' && c <= 'F') d = static_cast<std::uint32_t>(c - 'A' + 10);
+      else return false;
+      v = (v << 4) | d;
+    }
+    return true;
+  }
+
+  static void append_utf8(std::string& out, std::uint32_t cp) {
+    if (cp < 0x80) {
+      out += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+      out += static_cast<char>(0xC0 | (cp >> 6));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      out += static_cast<char>(0xE0 | (cp >> 12));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else {
+      out += static_cast<char>(0xF0 | (cp >> 18));
+      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+  }
+
+  std::string_view s_;
+  std::size_t i_ = 0;
+};
 
 bool has_dot(std::string_view s) { return s.find('.') != std::string_view::npos; }
 
@@ -212,29 +307,30 @@ std::error_code decode_messages(std::string_view payload, Source source,
     if (source == Source::websocket) return {};
     return Error::payload_expected;
   }
-  // Small payloads parse without touching the heap for the DOM.
-  unsigned char scratch[4096];
-  boost::json::monotonic_resource mr(scratch, sizeof scratch);
-  boost::json::parse_options opts;
-  opts.max_depth = 2;  // an array of strings needs no more
-  boost::system::error_code ec;
-  const boost::json::value v = boost::json::parse(payload, ec, &mr, opts);
-  if (ec) return Error::broken_json;
-
-  if (const auto* s = v.if_string()) {
-    if (source != Source::websocket) return Error::broken_json;
-    out.emplace_back(s->data(), s->size());
-    return {};
+  const std::size_t kept = out.size();
+  JsonReader in{payload};
+  bool ok = false;
+  in.skip_space();
+  if (in.peek() == '"') {
+    ok = source == Source::websocket && in.read_string(out.emplace_back());
+  } else if (in.take('[')) {
+    in.skip_space();
+    ok = in.take(']');
+    while (!ok) {
+      if (in.peek() != '"' || !in.read_string(out.emplace_back())) break;
+      in.skip_space();
+      if (in.take(']')) {
+        ok = true;
+      } else if (!in.take(',')) {
+        break;
+      }
+      in.skip_space();
+    }
   }
-  const auto* a = v.if_array();
-  if (a == nullptr) return Error::broken_json;
-  for (const auto& e : *a) {
-    if (!e.is_string()) return Error::broken_json;
-  }
-  out.reserve(out.size() + a->size());
-  for (const auto& e : *a) {
-    const auto& s = e.get_string();
-    out.emplace_back(s.data(), s.size());
+  in.skip_space();
+  if (!ok || !in.at_end()) {
+    out.resize(kept);
+    return Error::broken_json;
   }
   return {};
 }

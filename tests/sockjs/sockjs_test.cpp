@@ -314,6 +314,55 @@ TEST(SockJsDecode, WhatTheEncoderWritesDecodes) {
   for (std::size_t i = 0; i < ms.size(); ++i) EXPECT_EQ(out[i], ms[i]);
 }
 
+// The hand-written decoder accepts and yields exactly what a JSON library does, for payloads
+// glued from the pieces where decoders differ (escapes, surrogates, UTF-8, whitespace, nesting).
+TEST(SockJsDecode, AgreesWithBoostJson) {
+  const std::vector<std::string> pieces{
+      "[", "]", ",", "\"", " ", "\n\t", "a", "\\n", "\\u00e9", "\\ud83d\\ude00", "\\ud800",
+      "\\udc00", "\\u12", "\\x", "\\/", "\\\"", "\xc3\xa9", "\xc3", "\xed\xa0\x80", "\x01",
+      "\xf0\x9f\x98\x80", "1", "null", "{", "}", ":", "\\", "\x7f", "\\uD83D\\uDE00", "\0"};
+  const auto reference = [](std::string_view payload, sj::Source source, std::vector<std::string>& out) {
+    boost::json::parse_options opts;
+    opts.max_depth = 2;
+    boost::system::error_code ec;
+    const auto v = boost::json::parse(payload, ec, {}, opts);
+    if (ec) return false;
+    if (const auto* str = v.if_string()) {
+      if (source != sj::Source::websocket) return false;
+      out.emplace_back(*str);
+      return true;
+    }
+    const auto* a = v.if_array();
+    if (a == nullptr) return false;
+    for (const auto& e : *a) {
+      if (!e.is_string()) return false;
+    }
+    for (const auto& e : *a) out.emplace_back(e.get_string());
+    return true;
+  };
+  std::size_t accepted = 0, rejected = 0;
+  std::uint32_t seed = 12345;
+  const auto next = [&seed] { return seed = seed * 1664525u + 1013904223u, seed >> 8; };
+  for (int round = 0; round < 200'000; ++round) {
+    std::string payload = round % 2 ? "[\"" : "\"";
+    const std::size_t n = next() % 8;
+    for (std::size_t k = 0; k < n; ++k) payload += pieces[next() % pieces.size()];
+    if (next() % 4 != 0) payload += round % 2 ? "\"]" : "\"";
+    for (const auto source : {sj::Source::xhr_send, sj::Source::websocket}) {
+      std::vector<std::string> want, got;
+      const bool ok = reference(payload, source, want);
+      const auto ec = sj::decode_messages(payload, source, got);
+      ASSERT_EQ(ok, !ec) << payload;
+      ++(ok ? accepted : rejected);
+      if (ok) ASSERT_EQ(got, want) << payload;
+      else ASSERT_TRUE(got.empty()) << payload;
+    }
+  }
+  // Both answers were exercised often.
+  EXPECT_GT(accepted, 20'000u);
+  EXPECT_GT(rejected, 20'000u);
+}
+
 // ---- info, prelude, misc ----
 
 TEST(SockJsInfo, Body) {
