@@ -38,6 +38,36 @@ Spec ms_opt(std::string name, std::string help, std::chrono::milliseconds chat::
           }};
 }
 
+// Parses a duration: seconds, or a number with a unit s, m, h or d ("7d").
+std::chrono::seconds parse_duration(const std::string& name, const std::string& v, std::int64_t min_s, std::int64_t max_s) {
+  std::int64_t unit = 1;
+  std::string digits = v;
+  if (!v.empty()) {
+    switch (v.back()) {
+      case 's': unit = 1; break;
+      case 'm': unit = 60; break;
+      case 'h': unit = 3600; break;
+      case 'd': unit = 86400; break;
+      default: unit = 0;
+    }
+    if (unit) digits.pop_back();
+    else unit = 1;
+  }
+  std::int64_t n = 0;
+  auto r = std::from_chars(digits.data(), digits.data() + digits.size(), n);
+  if (digits.empty() || r.ec != std::errc() || r.ptr != digits.data() + digits.size() || n < 0 ||
+      n > max_s / unit || n * unit < min_s)
+    throw std::invalid_argument("--" + name + ": '" + v + "' is not a duration between " + std::to_string(min_s) +
+                                " s and " + std::to_string(max_s / 86400) + " d (e.g. 300, 5m, 7d)");
+  return std::chrono::seconds(n * unit);
+}
+
+Spec duration_opt(std::string name, std::string help, std::chrono::seconds bus::BusConfig::*field, std::int64_t min_s,
+                  std::int64_t max_s) {
+  return {name, std::move(help), [field](const Options& o) { return std::to_string((o.bus.*field).count()) + "s"; },
+          [name, field, min_s, max_s](Options& o, const std::string& v) { o.bus.*field = parse_duration(name, v, min_s, max_s); }};
+}
+
 Spec string_opt(std::string name, std::string help, std::string Options::*field) {
   return {name, std::move(help), [field](const Options& o) { return o.*field; },
           [field](Options& o, const std::string& v) { o.*field = v; }};
@@ -50,7 +80,7 @@ const std::vector<Spec>& specs() {
        [](Options& o, const std::string& v) { o.server.port = parse_number<std::uint16_t>("port", v, 0, 65535); }},
       {"address", "address to listen on", [](const Options& o) { return o.server.address; },
        [](Options& o, const std::string& v) { o.server.address = v; }},
-      string_opt("data-dir", "folder for the embedded room store and the node id", &Options::data_dir),
+      string_opt("data-dir", "folder for the embedded room store, the embedded history and the node id", &Options::data_dir),
       {"web-root", "folder of the browser pages", [](const Options& o) { return o.server.web_root; },
        [](Options& o, const std::string& v) { o.server.web_root = v; }},
       {"threads", "worker threads (0: one per core)", [](const Options& o) { return std::to_string(o.threads); },
@@ -79,6 +109,16 @@ const std::vector<Spec>& specs() {
       {"kafka-replication", "replication factor when chatd creates the topic",
        [](const Options& o) { return std::to_string(o.bus.kafka_replication); },
        [](Options& o, const std::string& v) { o.bus.kafka_replication = parse_number("kafka-replication", v, 1, 16); }},
+      {"history-size", "messages kept per room for x-history, resume and paging",
+       [](const Options& o) { return std::to_string(o.bus.history_size); },
+       [](Options& o, const std::string& v) { o.bus.history_size = parse_number<std::size_t>("history-size", v, 1, 10'000'000); }},
+      duration_opt("history-ttl", "how long a message is kept (seconds, or 30m, 12h, 7d)", &bus::BusConfig::history_ttl, 1,
+                   3650LL * 86400),
+      duration_opt("dedupe-window", "how long a SEND's x-client-id is remembered (seconds, or 5m)",
+                   &bus::BusConfig::dedupe_window, 1, 86400),
+      {"dedupe-max-ids", "x-client-ids remembered per node (local, kafka); past it the oldest are forgotten early",
+       [](const Options& o) { return std::to_string(o.bus.dedupe_max_ids); },
+       [](Options& o, const std::string& v) { o.bus.dedupe_max_ids = parse_number<std::size_t>("dedupe-max-ids", v, 1, 100'000'000); }},
       {"enter-text", "announcement replacing an ENTER message's text", [](const Options& o) { return o.hub.texts.enter; },
        [](Options& o, const std::string& v) { o.hub.texts.enter = v; }},
       {"quit-text", "announcement replacing a QUIT message's text", [](const Options& o) { return o.hub.texts.quit; },
@@ -153,6 +193,7 @@ Options parse_options(const std::vector<std::string>& args, const std::vector<st
   if (l.max_message_bytes + 1024 > l.max_frame_bytes)
     throw std::invalid_argument("--max-frame-bytes must exceed --max-message-bytes by at least 1024");
   o.store.data_dir = o.data_dir;
+  o.bus.data_dir = o.data_dir;
   o.store.max_rooms = l.max_rooms;
   return o;
 }

@@ -30,7 +30,7 @@ const std::error_category& error_category() noexcept {
 std::error_code make_error_code(Error e) noexcept { return {static_cast<int>(e), error_category()}; }
 
 std::unique_ptr<MessageBus> make_bus(const BusConfig& cfg, boost::asio::io_context& engine) {
-  if (cfg.kind == "local") return make_local_bus(engine);
+  if (cfg.kind == "local") return make_local_bus(cfg, engine);
   if (cfg.kind == "redis") return make_redis_bus(cfg, engine);
   if (cfg.kind == "kafka") return make_kafka_bus(cfg, engine);
   throw std::invalid_argument("unknown bus '" + cfg.kind + "' (expected local, redis or kafka)");

@@ -51,6 +51,8 @@ constexpr int kSetupRequestTimeoutMs = 3000;
 constexpr milliseconds kProbeInterval{1000};
 // How often the consumer looks for partitions added to the topic after start.
 constexpr milliseconds kPartitionCheckInterval{30000};
+// Until Kafka history exists (issue 9, history-engines): one fixed epoch.
+constexpr const char* kEpoch = "0";
 // stop() waits this long for accepted messages to reach the broker before purging them.
 constexpr int kFlushOnStopMs = 5000;
 
@@ -106,24 +108,28 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     consumer_thread_ = std::thread([this] { run_consumer_loop(); });
   }
 
-  void publish(std::string room_id, std::string payload, DoneFn done) override {
+  // x-client-id de-duplication is not done here yet (history-engines).
+  void publish(std::string room_id, std::string payload, PublishOptions, PublishedFn done) override {
     std::shared_lock lock(stop_mu_);
     if (stopped_ || !producer_) {
       lock.unlock();
-      done(Error::stopped);
+      done(Error::stopped, 0);
       return;
     }
-    auto* opaque = new DoneFn(std::move(done));
+    auto* opaque = new PublishedFn(std::move(done));
     // RK_MSG_COPY: librdkafka keeps its own copy, so publish() owns nothing past this call.
     RdKafka::ErrorCode err = producer_->produce(
         cfg_.kafka_topic, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY,
         payload.data(), payload.size(), room_id.data(), room_id.size(), 0, opaque);
     if (err == RdKafka::ERR_NO_ERROR) return;
     lock.unlock();
-    std::unique_ptr<DoneFn> failed(opaque);
+    std::unique_ptr<PublishedFn> failed(opaque);
     // A full local queue means the broker has been away for a while: refuse rather than block.
-    (*failed)(err == RdKafka::ERR__QUEUE_FULL ? Error::rejected : final_error(err, up()));
+    (*failed)(err == RdKafka::ERR__QUEUE_FULL ? Error::rejected : final_error(err, up()), 0);
   }
+
+  // Nothing is kept yet (history-engines): the epoch and no messages.
+  void history(HistoryRequest, HistoryFn done) override { done({}, History{std::string(kEpoch), 0, 0, {}}); }
 
   void subscribe(const std::string&, DoneFn ready) override {
     {
@@ -191,10 +197,12 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
  private:
   // RdKafka::DeliveryReportCb, on the producer thread (or stop()'s): the final word on a message.
   void dr_cb(RdKafka::Message& msg) override {
-    std::unique_ptr<DoneFn> done(static_cast<DoneFn*>(msg.msg_opaque()));
+    std::unique_ptr<PublishedFn> done(static_cast<PublishedFn*>(msg.msg_opaque()));
     if (msg.err() == RdKafka::ERR_NO_ERROR) mark_up();
     else note_error("delivery: " + msg.errstr());
-    if (done && *done) (*done)(final_error(msg.err(), up()));
+    // seq = offset + 1, as deliver() numbers it.
+    auto seq = msg.err() == RdKafka::ERR_NO_ERROR && msg.offset() >= 0 ? static_cast<std::uint64_t>(msg.offset()) + 1 : 0;
+    if (done && *done) (*done)(final_error(msg.err(), up()), seq);
   }
 
   // RdKafka::EventCb, on the producer or consumer thread: errors and librdkafka's own log lines
@@ -442,6 +450,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     // The offset: strictly increasing per room (one room, one partition), identical on every
     // node, but not contiguous (other rooms share the partition). +1 so that 0 means "none".
     d.seq = static_cast<std::uint64_t>(msg.offset()) + 1;
+    d.epoch = kEpoch;
     d.payload.assign(static_cast<const char*>(msg.payload()), msg.len());
     deliver_(std::move(d));
   }

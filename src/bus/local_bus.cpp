@@ -1,51 +1,287 @@
-// The in-process bus: one node, no engine. A mutex makes "number the message, hand it to the
-// shards' queues" one step, so concurrent publishers on different workers still give every
-// shard one order per room; delivery runs on the publisher's thread with no extra hop.
+// The in-process bus: one node, no engine, history in <data-dir>/history.db.
+//
+// publish() numbers the message under a mutex and queues it; it never touches the disk. The
+// writer thread takes whatever has queued, writes it in one transaction (no fsync per message:
+// WAL with synchronous=NORMAL), and only then delivers and answers those messages, in order.
+// So what a client saw or got a RECEIPT for is in the file even if the process is killed, a
+// room's seq never goes back after a restart, and a burst shares one commit. The reader
+// thread answers history() on its own connection, so a long read never delays live messages.
 #include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <iostream>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 
+#include "bus/history_file.h"
 #include "bus/message_bus.h"
 
 namespace chatd::bus {
 namespace {
 
+using Clock = std::chrono::system_clock;
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count();
+}
+
+// How often the writer drops rows older than --history-ttl, and how many per transaction, so
+// a large expiry never holds the writer for long.
+constexpr std::chrono::seconds kPruneEvery{60};
+constexpr std::size_t kPruneChunk = 5000;
+
 class LocalBus final : public MessageBus {
  public:
+  explicit LocalBus(const BusConfig& cfg) : cfg_(cfg) {
+    std::error_code ec;
+    std::filesystem::create_directories(cfg.data_dir, ec);
+    if (ec) throw std::runtime_error("cannot create data dir '" + cfg.data_dir + "': " + ec.message());
+    auto path = (std::filesystem::path(cfg.data_dir) / "history.db").string();
+    writer_file_ = std::make_unique<HistoryFile>(path);
+    reader_file_ = std::make_unique<HistoryFile>(path);
+    epoch_ = writer_file_->epoch();
+    seqs_ = writer_file_->load_seqs();
+    // Ids seen within the window before a restart still de-duplicate after it.
+    for (auto& c : writer_file_->load_client_ids(now_ms() - window_ms()))
+      remember_locked(key_of(c.room_id, c.client_id), c.seq, c.ts_ms, true);
+    writer_ = std::thread([this] { run_writer(); });
+    reader_ = std::thread([this] { run_reader(); });
+  }
+  ~LocalBus() override { stop(); }
+
   void start(DeliverFn on_deliver) override {
     std::lock_guard lock(mu_);
     deliver_ = std::move(on_deliver);
   }
 
-  void publish(std::string room_id, std::string payload, DoneFn done) override {
-    if (stopped_.load(std::memory_order_relaxed)) {
-      done(Error::stopped);
-      return;
+  void publish(std::string room_id, std::string payload, PublishOptions opts, PublishedFn done) override {
+    std::unique_lock lock(mu_);
+    if (stopping_) {
+      lock.unlock();
+      return done(Error::stopped, 0);
     }
+    auto ts = now_ms();
+    std::string key;
+    if (!opts.client_id.empty()) {
+      expire_ids_locked(ts);
+      key = key_of(room_id, opts.client_id);
+      if (auto it = ids_.find(key); it != ids_.end()) {
+        // A retry: the first one's answer, now or once its write settles.
+        auto& e = it->second;
+        if (!e.settled) return e.waiters.push_back(std::move(done));
+        auto seq = e.seq;
+        lock.unlock();
+        return done({}, seq);
+      }
+    }
+    auto seq = ++seqs_[room_id];
+    if (!key.empty()) remember_locked(key, seq, ts, false);
+    queue_.push_back({{std::move(room_id), seq, ts, std::move(payload), std::move(opts.client_id)}, std::move(done)});
+    if (queue_.size() == 1) wake_writer_.notify_one();
+  }
+
+  void history(HistoryRequest req, HistoryFn done) override {
     {
-      std::lock_guard lock(mu_);
-      auto seq = ++seq_[room_id];
-      if (deliver_) deliver_(Delivery{std::move(room_id), seq, std::move(payload)});
+      std::lock_guard lock(read_mu_);
+      if (!stopping_reads_) {
+        reads_.push_back({std::move(req), std::move(done)});
+        wake_reader_.notify_one();
+        return;
+      }
     }
-    done({});
+    done(Error::stopped, {});
   }
 
   void subscribe(const std::string&, DoneFn ready) override { ready({}); }
   void unsubscribe(const std::string&) override {}
 
-  bool up() const override { return true; }
-  std::string describe() const override { return "local (in-process)"; }
-  void stop() override { stopped_ = true; }
+  bool up() const override { return !write_failing_.load(std::memory_order_relaxed); }
+  std::string describe() const override {
+    return "local (in-process), history " + writer_file_->path() + " epoch " + epoch_ +
+           (up() ? "" : " (writes failing)");
+  }
+
+  // Writes and answers what was accepted, then stops both threads.
+  void stop() override {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+      stopping_ = true;
+    }
+    wake_writer_.notify_one();
+    if (writer_.joinable()) writer_.join();
+    {
+      std::lock_guard lock(read_mu_);
+      stopping_reads_ = true;
+    }
+    wake_reader_.notify_one();
+    if (reader_.joinable()) reader_.join();
+  }
 
  private:
+  struct Queued {
+    HistoryFile::Row row;
+    PublishedFn done;
+  };
+  // A client id seen in a room: its seq, and whether its write has settled (else the retries
+  // that came meanwhile wait in `waiters`).
+  struct Seen {
+    std::uint64_t seq = 0;
+    std::int64_t ts_ms = 0;
+    bool settled = false;
+    std::vector<PublishedFn> waiters;
+  };
+  struct Read {
+    HistoryRequest req;
+    HistoryFn done;
+  };
+
+  std::int64_t window_ms() const {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(cfg_.dedupe_window).count();
+  }
+  std::int64_t ttl_ms() const {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(cfg_.history_ttl).count();
+  }
+  static std::string key_of(const std::string& room, const std::string& client_id) { return room + '\n' + client_id; }
+
+  void remember_locked(const std::string& key, std::uint64_t seq, std::int64_t ts, bool settled) {
+    auto [it, fresh] = ids_.try_emplace(key);
+    it->second.seq = seq;
+    it->second.ts_ms = ts;
+    it->second.settled = settled;
+    if (fresh) id_order_.push_back({ts, key});
+    expire_ids_locked(ts);
+  }
+
+  // Forgets ids older than the window, and the oldest past dedupe_max_ids; never one whose
+  // write is still in flight (its retries wait on it).
+  void expire_ids_locked(std::int64_t now) {
+    while (!id_order_.empty()) {
+      auto& [ts, key] = id_order_.front();
+      auto it = ids_.find(key);
+      if (it != ids_.end() && it->second.ts_ms == ts) {
+        bool old = ts < now - window_ms() || ids_.size() > cfg_.dedupe_max_ids;
+        if (!old || !it->second.settled) break;
+        ids_.erase(it);
+      }
+      id_order_.pop_front();
+    }
+  }
+
+  void run_writer() {
+    auto next_prune = std::chrono::steady_clock::now();
+    std::vector<Queued> batch;
+    std::vector<HistoryFile::Row> rows;
+    for (;;) {
+      DeliverFn deliver;
+      {
+        std::unique_lock lock(mu_);
+        wake_writer_.wait_for(lock, kPruneEvery, [&] { return !queue_.empty() || stopping_; });
+        if (queue_.empty() && stopping_) break;
+        batch.swap(queue_);
+        deliver = deliver_;
+      }
+      if (std::chrono::steady_clock::now() >= next_prune) {
+        prune();
+        next_prune = std::chrono::steady_clock::now() + kPruneEvery;
+      }
+      if (batch.empty()) continue;
+      rows.clear();
+      for (auto& q : batch) rows.push_back(q.row);
+      const bool ok = writer_file_->append(rows, cfg_.history_size);
+      if (ok != !write_failing_.exchange(!ok))
+        std::cerr << "chatd: history " << (ok ? "writes again" : "write failed: " + writer_file_->last_error()) << std::endl;
+      settle(batch, ok);
+      for (auto& q : batch) {
+        if (ok && deliver) deliver(Delivery{q.row.room_id, q.row.seq, epoch_, std::move(q.row.payload)});
+        // A message the file refused is neither delivered nor kept: the sender hears why.
+        q.done(ok ? std::error_code{} : make_error_code(Error::engine_down), ok ? q.row.seq : 0);
+      }
+      batch.clear();
+    }
+  }
+
+  // Marks the batch's client ids settled and answers the retries that waited on them; a
+  // failed write forgets them, so a retry publishes anew.
+  void settle(std::vector<Queued>& batch, bool ok) {
+    std::vector<std::pair<PublishedFn, std::uint64_t>> answers;
+    {
+      std::lock_guard lock(mu_);
+      for (auto& q : batch) {
+        if (q.row.client_id.empty()) continue;
+        auto it = ids_.find(key_of(q.row.room_id, q.row.client_id));
+        if (it == ids_.end() || it->second.seq != q.row.seq) continue;
+        for (auto& w : it->second.waiters) answers.emplace_back(std::move(w), q.row.seq);
+        if (ok) {
+          it->second.settled = true;
+          it->second.waiters.clear();
+        } else {
+          ids_.erase(it);
+        }
+      }
+    }
+    for (auto& [fn, seq] : answers) fn(ok ? std::error_code{} : make_error_code(Error::engine_down), ok ? seq : 0);
+  }
+
+  void prune() {
+    auto cutoff = now_ms() - ttl_ms();
+    while (writer_file_->prune_before(cutoff, kPruneChunk) == kPruneChunk) {
+    }
+  }
+
+  void run_reader() {
+    for (;;) {
+      Read r;
+      {
+        std::unique_lock lock(read_mu_);
+        wake_reader_.wait(lock, [&] { return !reads_.empty() || stopping_reads_; });
+        if (reads_.empty()) break;
+        r = std::move(reads_.front());
+        reads_.pop_front();
+      }
+      History h;
+      bool ok = reader_file_->read(r.req, now_ms() - ttl_ms(), h);
+      h.epoch = epoch_;
+      {
+        std::lock_guard lock(mu_);
+        auto it = seqs_.find(r.req.room_id);
+        h.last_seq = it == seqs_.end() ? 0 : it->second;
+      }
+      if (!ok) r.done(Error::engine_down, {});
+      else r.done({}, std::move(h));
+    }
+  }
+
+  BusConfig cfg_;
+  std::unique_ptr<HistoryFile> writer_file_;  // writer thread only (and the constructor)
+  std::unique_ptr<HistoryFile> reader_file_;  // reader thread only
+  std::string epoch_;
+  std::atomic<bool> write_failing_{false};
+
   std::mutex mu_;
+  std::condition_variable wake_writer_;
   DeliverFn deliver_;
-  std::unordered_map<std::string, std::uint64_t> seq_;
-  std::atomic<bool> stopped_{false};
+  bool stopping_ = false;
+  std::unordered_map<std::string, std::uint64_t> seqs_;  // every room's last assigned seq
+  std::vector<Queued> queue_;                            // numbered, not yet written
+  std::unordered_map<std::string, Seen> ids_;            // "room\nclient id" -> its publish
+  std::deque<std::pair<std::int64_t, std::string>> id_order_;  // ids_ in arrival order
+
+  std::mutex read_mu_;
+  std::condition_variable wake_reader_;
+  bool stopping_reads_ = false;
+  std::deque<Read> reads_;
+
+  std::thread writer_;
+  std::thread reader_;
 };
 
 }  // namespace
 
-std::unique_ptr<MessageBus> make_local_bus(boost::asio::io_context&) { return std::make_unique<LocalBus>(); }
+std::unique_ptr<MessageBus> make_local_bus(const BusConfig& cfg, boost::asio::io_context&) {
+  return std::make_unique<LocalBus>(cfg);
+}
 
 }  // namespace chatd::bus

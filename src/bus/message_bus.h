@@ -1,13 +1,18 @@
 // chatd::bus — how chat messages travel between nodes. One implementation per engine
 // (local, redis, kafka), chosen at start-up. The bus also stamps each message with its
-// per-room sequence number, because only the engine sees every node's messages in order.
+// per-room sequence number, because only the engine sees every node's messages in order, and
+// keeps each room's recent history (bounded by count and age) so clients can join with the
+// last messages and resume after a drop without a gap.
 #pragma once
 
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
 #include <system_error>
+#include <vector>
 
 namespace boost::asio { class io_context; }
 
@@ -26,6 +31,9 @@ std::error_code make_error_code(Error e) noexcept;
 struct Delivery {
   std::string room_id;
   std::uint64_t seq = 0;  // strictly increasing per room, identical on every node
+  std::string epoch;      // the room's history epoch: a short opaque token of [A-Za-z0-9_.-],
+                          // the same on every node; it changes only when the room's history was
+                          // lost (engine wiped, topic recreated), so seqs of two epochs never compare
   std::string payload;    // exactly the bytes given to publish()
 };
 
@@ -34,6 +42,32 @@ struct Delivery {
 using DeliverFn = std::function<void(Delivery&&)>;
 // Called once, from any thread.
 using DoneFn = std::function<void(std::error_code)>;
+
+struct PublishOptions {
+  // SEND header x-client-id; empty: no de-duplication. A publish whose client_id was already
+  // used in this room within BusConfig::dedupe_window is not published again; its `done` gets
+  // the first publish's seq.
+  std::string client_id;
+};
+// Called once, from any thread: an empty code once the engine accepted the message, with the
+// seq it was given (or had, for a de-duplicated retry); else the reason it never will be.
+using PublishedFn = std::function<void(std::error_code, std::uint64_t seq)>;
+
+struct HistoryRequest {
+  std::string room_id;
+  std::uint64_t after_seq = 0;   // exclusive lower bound (resume: x-since-seq); 0: none
+  std::uint64_t before_seq = 0;  // exclusive upper bound (REST paging); 0: none
+  std::size_t limit = 0;         // at most this many: the OLDEST `limit` above after_seq when
+                                 // after_seq != 0, else the NEWEST `limit` below before_seq
+};
+struct History {
+  std::string epoch;              // the room's current epoch (assigned on first use if new)
+  std::uint64_t first_seq = 0;    // oldest seq still retained (0: nothing retained)
+  std::uint64_t last_seq = 0;     // newest seq assigned so far (0: none yet)
+  std::vector<Delivery> messages; // ascending seq, each with the room's epoch
+};
+// Called once, from any thread.
+using HistoryFn = std::function<void(std::error_code, History)>;
 
 class MessageBus {
  public:
@@ -45,9 +79,14 @@ class MessageBus {
   // start-up and refuses to start unreachable; Kafka starts and retries.)
   virtual void start(DeliverFn on_deliver) = 0;
 
-  // Sends `payload` to every node's subscribers of `room_id`. `done` gets an empty code once
-  // the engine has accepted it, or the reason it never will.
-  virtual void publish(std::string room_id, std::string payload, DoneFn done) = 0;
+  // Sends `payload` to every node's subscribers of `room_id` and keeps it in the room's
+  // history. `done` gets an empty code and the message's seq once the engine has accepted it,
+  // or the reason it never will. Never blocks (no fsync, no round trip waited for).
+  virtual void publish(std::string room_id, std::string payload, PublishOptions opts, PublishedFn done) = 0;
+
+  // Reads retained history. Everything delivered on this node before the call is in the
+  // answer (if still retained). Never blocks the caller; `done` runs on any thread.
+  virtual void history(HistoryRequest req, HistoryFn done) = 0;
 
   // Declares that this node has local subscribers of `room_id`. `ready` is called once every
   // message published afterwards is sure to be delivered here. Called on 0 -> 1 local
@@ -71,13 +110,19 @@ struct BusConfig {
   int kafka_partitions = 3;
   int kafka_replication = 1;
   std::string node_id;                   // unique per node; names its Kafka consumer group
+  std::string data_dir = "./data";       // the embedded history file (local bus)
+  std::size_t history_size = 10000;      // messages kept per room
+  std::chrono::seconds history_ttl{7 * 24 * 3600};  // and for at most this long
+  std::chrono::seconds dedupe_window{300};          // how long an x-client-id is remembered
+  std::size_t dedupe_max_ids = 262144;   // per node (local, kafka): past it the oldest go early
 };
 
 // Returns the bus named by cfg.kind. Engines that need an event loop use `engine`, which the
 // caller runs on its own thread. Throws std::invalid_argument for an unknown kind.
 std::unique_ptr<MessageBus> make_bus(const BusConfig& cfg, boost::asio::io_context& engine);
 
-std::unique_ptr<MessageBus> make_local_bus(boost::asio::io_context& engine);
+// Throws std::runtime_error when the history file in cfg.data_dir cannot be opened.
+std::unique_ptr<MessageBus> make_local_bus(const BusConfig& cfg, boost::asio::io_context& engine);
 std::unique_ptr<MessageBus> make_redis_bus(const BusConfig& cfg, boost::asio::io_context& engine);
 std::unique_ptr<MessageBus> make_kafka_bus(const BusConfig& cfg, boost::asio::io_context& engine);
 

@@ -23,6 +23,8 @@ namespace {
 
 constexpr std::string_view kChannelPrefix = "chatd:room:";
 constexpr std::string_view kSeqPrefix = "chatd:seq:";
+// Until Redis keeps history (issue 9, history-engines): one fixed epoch, no history.
+constexpr std::string_view kEpoch = "0";
 
 // KEYS[1] = the room's seq key, ARGV[1] = its channel, ARGV[2] = the payload.
 // Returns the message's seq.
@@ -68,13 +70,14 @@ class Core : public std::enable_shared_from_this<Core> {
     sub_->start_in_loop();
   }
 
-  void publish_in_loop(std::string room, std::string payload, DoneFn done) {
+  void publish_in_loop(std::string room, std::string payload, PublishedFn done) {
     std::string key = std::string(kSeqPrefix) + room;
     pub_->eval_in_loop(script_, {std::move(key)}, {channel_of(room), std::move(payload)},
                        [done = std::move(done)](redis::Status st, const redisReply* r) {
-                         if (st == redis::Status::stopped) return done(Error::stopped);
-                         if (st == redis::Status::down) return done(Error::engine_down);
-                         done(r->type == REDIS_REPLY_INTEGER ? std::error_code{} : Error::rejected);
+                         if (st == redis::Status::stopped) return done(Error::stopped, 0);
+                         if (st == redis::Status::down) return done(Error::engine_down, 0);
+                         if (r->type != REDIS_REPLY_INTEGER) return done(Error::rejected, 0);
+                         done({}, static_cast<std::uint64_t>(r->integer));
                        });
   }
 
@@ -155,7 +158,7 @@ class Core : public std::enable_shared_from_this<Core> {
       if (!rs.wanted || !deliver_) return;
       const std::string_view data = str(r.element[2]);
       const auto space = data.find(' ');
-      Delivery d{room, 0, {}};
+      Delivery d{room, 0, std::string(kEpoch), {}};
       if (space == std::string_view::npos) return;
       auto [end, ec] = std::from_chars(data.data(), data.data() + space, d.seq);
       if (ec != std::errc{} || end != data.data() + space) return;  // not ours
@@ -198,8 +201,9 @@ class RedisBus final : public MessageBus {
     });
   }
 
-  void publish(std::string room_id, std::string payload, DoneFn done) override {
-    if (core_->stopped_) return done(Error::stopped);
+  // x-client-id de-duplication is not done here yet (history-engines).
+  void publish(std::string room_id, std::string payload, PublishOptions, PublishedFn done) override {
+    if (core_->stopped_) return done(Error::stopped, 0);
     // On the engine thread, run now: a one-thread io_context holds posts made from its own
     // thread until the running handler returns, so a post from a worker could overtake them
     // and reorder one sender's messages (the hub publishes from here after a room lookup).
@@ -209,6 +213,12 @@ class RedisBus final : public MessageBus {
                                    done = std::move(done)]() mutable {
       c->publish_in_loop(std::move(room), std::move(body), std::move(done));
     });
+  }
+
+  // Nothing is kept yet (history-engines): the epoch and no messages.
+  void history(HistoryRequest, HistoryFn done) override {
+    if (core_->stopped_) return done(Error::stopped, {});
+    done({}, History{std::string(kEpoch), 0, 0, {}});
   }
 
   void subscribe(const std::string& room_id, DoneFn ready) override {

@@ -187,9 +187,9 @@ void Hub::remember_room(const std::string& id) {
   known_rooms_.insert(id);
 }
 
-void Hub::publish(const ChatMessage& m, bus::DoneFn done) {
+void Hub::publish(const ChatMessage& m, std::string client_id, bus::PublishedFn done) {
   if (known_room(m.room_id)) {
-    publish_known(m, std::move(done));
+    publish_known(m, std::move(client_id), std::move(done));
     return;
   }
   {
@@ -197,11 +197,11 @@ void Hub::publish(const ChatMessage& m, bus::DoneFn done) {
     // sender's messages leave in the order they came.
     std::lock_guard lock(lookups_mu_);
     if (known_room(m.room_id)) {
-      publish_known(m, std::move(done));
+      publish_known(m, std::move(client_id), std::move(done));
       return;
     }
     auto [it, first] = lookups_.try_emplace(m.room_id);
-    it->second.push_back({m, std::move(done)});
+    it->second.push_back({m, std::move(client_id), std::move(done)});
     if (!first) return;
   }
   store_.find(m.room_id, [this, room_id = m.room_id](std::error_code ec, std::optional<store::Room> room) {
@@ -213,24 +213,25 @@ void Hub::publish(const ChatMessage& m, bus::DoneFn done) {
       // Publish the waiting ones first and only then mark the room known, all under the lock:
       // a SEND that finds the room unknown waits here and so goes out after them.
       if (!ec && room) {
-        for (auto& p : waiting) publish_known(p.message, std::move(p.done));
+        for (auto& p : waiting) publish_known(p.message, std::move(p.client_id), std::move(p.done));
         remember_room(room_id);
       }
     }
     if (ec || !room)
-      for (auto& p : waiting) p.done(ec ? Error::store_unavailable : Error::unknown_room);
+      for (auto& p : waiting) p.done(ec ? Error::store_unavailable : Error::unknown_room, 0);
   });
 }
 
-void Hub::publish_known(const ChatMessage& m, bus::DoneFn done) {
+void Hub::publish_known(const ChatMessage& m, std::string client_id, bus::PublishedFn done) {
   auto n = next_id_.fetch_add(1, std::memory_order_relaxed);
   auto id = id_prefix_ + std::to_string(n);
   auto ts = std::chrono::duration_cast<std::chrono::milliseconds>(
                 std::chrono::system_clock::now().time_since_epoch()).count();
   published_.fetch_add(1, std::memory_order_relaxed);
-  bus_.publish(m.room_id, stamp(m, id, ts, cfg_.texts), [done = std::move(done)](std::error_code ec) {
-    done(ec ? make_error_code(Error::publish_failed) : ec);
-  });
+  bus_.publish(m.room_id, stamp(m, id, ts, cfg_.texts), bus::PublishOptions{std::move(client_id)},
+               [done = std::move(done)](std::error_code ec, std::uint64_t seq) {
+                 done(ec ? make_error_code(Error::publish_failed) : ec, seq);
+               });
 }
 
 void Hub::create_room(std::string name, std::function<void(std::error_code, store::Room)> done) {
@@ -247,7 +248,7 @@ void Hub::on_delivery(bus::Delivery&& d) {
     std::lock_guard lock(interest_mu_);
     if (!interest_.count(d.room_id)) return;  // no local subscriber: nothing to encode
   }
-  auto body = with_seq(d.payload, d.seq);
+  auto body = with_seq(d.payload, d.seq, d.epoch);
   auto destination = std::string(kRoomPrefix) + d.room_id;
   auto message_id = d.room_id + "-" + std::to_string(d.seq);
   auto m = std::make_shared<SharedMessage>();

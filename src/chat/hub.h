@@ -147,8 +147,10 @@ class Hub {
   void join(const std::string& room_id, bus::DoneFn ready);
   void leave(const std::string& room_id);
 
-  // Checks that the room exists, stamps id and ts, publishes. `done` runs on any thread.
-  void publish(const ChatMessage& m, bus::DoneFn done);
+  // Checks that the room exists, stamps id and ts, publishes. `done` runs on any thread with
+  // the message's seq. A non-empty `client_id` (x-client-id) already used in the room within
+  // the bus's window is not published again: `done` gets the first one's seq.
+  void publish(const ChatMessage& m, std::string client_id, bus::PublishedFn done);
 
   // Creates a room (REST). `done` runs on any thread.
   void create_room(std::string name, std::function<void(std::error_code, store::Room)> done);
@@ -170,7 +172,7 @@ class Hub {
   };
   void on_delivery(bus::Delivery&& d);  // bus thread
   void in_bus_order(std::uint64_t ticket, const std::function<void()>& call);
-  void publish_known(const ChatMessage& m, bus::DoneFn done);
+  void publish_known(const ChatMessage& m, std::string client_id, bus::PublishedFn done);
   bool known_room(const std::string& id);
   void remember_room(const std::string& id);
 
@@ -193,7 +195,8 @@ class Hub {
 
   struct PendingPublish {
     ChatMessage message;
-    bus::DoneFn done;
+    std::string client_id;
+    bus::PublishedFn done;
   };
   std::mutex lookups_mu_;
   std::unordered_map<std::string, std::vector<PendingPublish>> lookups_;  // rooms being looked up

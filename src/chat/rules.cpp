@@ -191,15 +191,17 @@ std::string stamp(const ChatMessage& m, std::string_view id, std::int64_t ts_ms,
   return boost::json::serialize(o);
 }
 
-std::string with_seq(std::string_view payload, std::uint64_t seq) {
+std::string with_seq(std::string_view payload, std::uint64_t seq, std::string_view epoch) {
   std::string out;
-  out.reserve(payload.size() + 28);
+  out.reserve(payload.size() + 40 + epoch.size());
   auto end = payload.rfind('}');
   if (end == std::string_view::npos) end = payload.size();
   out.append(payload.substr(0, end));
   out.append(end > 1 ? ",\"seq\":" : "\"seq\":");
   out.append(std::to_string(seq));
-  out.push_back('}');
+  out.append(",\"epoch\":\"");
+  out.append(epoch);
+  out.append("\"}");
   return out;
 }
 

@@ -55,8 +55,9 @@ std::string new_room_id();
 // announcement, plus the server's `id` and `ts` (ms since the epoch). The bus adds `seq`.
 std::string stamp(const ChatMessage& m, std::string_view id, std::int64_t ts_ms, const Texts& texts);
 
-// Returns `payload` (a JSON object) with "seq":seq appended: the body subscribers receive.
-std::string with_seq(std::string_view payload, std::uint64_t seq);
+// Returns `payload` (a JSON object) with "seq":seq and "epoch":"epoch" appended: the body
+// subscribers receive. `epoch` is a bus token ([A-Za-z0-9_.-]) and needs no escaping.
+std::string with_seq(std::string_view payload, std::uint64_t seq, std::string_view epoch);
 
 // Returns `object_json` (a JSON object) with the string field `name` appended.
 std::string with_field(std::string_view object_json, std::string_view name, std::string_view value);

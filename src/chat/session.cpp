@@ -235,12 +235,12 @@ void StompSession::on_send(stomp::Frame& f) {
   std::error_code ec;
   auto m = parse_chat_message(f.body, hub_.limits(), ec);
   if (!m) return settle(slot, {status_for(ec), ec.message(), std::move(receipt)});
-  auto answered = back_in_loop([slot, receipt = std::move(receipt)](StompSession& s, std::error_code pec) mutable {
+  auto answered = back_in_loop([slot, receipt = std::move(receipt)](StompSession& s, std::error_code pec, std::uint64_t) mutable {
     if (s.state_ != State::connected) return;
     if (pec) return s.settle(slot, {status_for(pec), pec.message(), std::move(receipt)});
     s.settle(slot, {0, {}, std::move(receipt)});
   });
-  hub_.publish(*m, std::move(answered));
+  hub_.publish(*m, {}, std::move(answered));
 }
 
 void StompSession::on_disconnect(stomp::Frame& f) {

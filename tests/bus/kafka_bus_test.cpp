@@ -119,8 +119,8 @@ struct Acks {
   std::mutex mu;
   std::error_code last_error;
 
-  DoneFn done() {
-    return [this](std::error_code ec) {
+  PublishedFn done() {
+    return [this](std::error_code ec, std::uint64_t) {
       if (!ec) {
         ++ok;
         return;
@@ -163,8 +163,8 @@ TEST(KafkaBus, EveryNodeSeesEveryMessageOfEveryRoom) {
 
   Acks acks;
   for (int i = 0; i < 50; ++i) {
-    a.bus().publish(rooms[i % 5], "a" + std::to_string(i), acks.done());
-    b.bus().publish(rooms[i % 5], "b" + std::to_string(i), acks.done());
+    a.bus().publish(rooms[i % 5], "a" + std::to_string(i), {}, acks.done());
+    b.bus().publish(rooms[i % 5], "b" + std::to_string(i), {}, acks.done());
   }
   ASSERT_TRUE(acks.wait(100, 30s));
   EXPECT_EQ(acks.ok, 100) << acks.last_error.message();
@@ -198,7 +198,7 @@ TEST(KafkaBus, ThreePublishersIntoOneRoomGiveOneOrderOnEveryNode) {
   for (Node* n : {&a, &b, &c}) {
     const std::string tag = n == &a ? "a" : n == &b ? "b" : "c";
     publishers.emplace_back([n, tag, &room, &acks] {
-      for (int i = 0; i < kEach; ++i) n->bus().publish(room, tag + "-" + std::to_string(i), acks.done());
+      for (int i = 0; i < kEach; ++i) n->bus().publish(room, tag + "-" + std::to_string(i), {}, acks.done());
     });
   }
   for (auto& t : publishers) t.join();
@@ -229,7 +229,7 @@ TEST(KafkaBus, OneLineTravelsBetweenNodesQuickly) {
   std::vector<double> ms;
   for (int i = 0; i < 100; ++i) {
     auto t0 = Clock::now();
-    a.bus().publish("r", "ping" + std::to_string(i), acks.done());
+    a.bus().publish("r", "ping" + std::to_string(i), {}, acks.done());
     ASSERT_TRUE(b.wait_count(static_cast<std::size_t>(i) + 1, 5s)) << "message " << i;
     ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
   }
@@ -282,7 +282,7 @@ TEST(KafkaBus, SameGroupConsumersSplitMessagesButBusesDoNot) {
   constexpr int kMessages = 60;
   Acks acks;
   for (int i = 0; i < kMessages; ++i)
-    a.bus().publish("room-" + std::to_string(i % 30), "m" + std::to_string(i), acks.done());
+    a.bus().publish("room-" + std::to_string(i % 30), "m" + std::to_string(i), {}, acks.done());
   ASSERT_TRUE(acks.wait(kMessages, 30s));
   ASSERT_EQ(acks.ok, kMessages) << acks.last_error.message();
   ASSERT_TRUE(eventually([&] { poll_raw(); return seen[0].size() + seen[1].size() >= kMessages; }, 20s));
@@ -309,7 +309,7 @@ TEST(KafkaBus, PublishAfterReadyIsNeverMissedAndNewNodesStartAtTheEnd) {
   int published = 0;
   for (int round = 0; round < 5; ++round) {
     // History the new node must not replay.
-    for (int i = 0; i < 10; ++i) a.bus().publish(room, "old", acks.done());
+    for (int i = 0; i < 10; ++i) a.bus().publish(room, "old", {}, acks.done());
     published += 10;
     ASSERT_TRUE(acks.wait(published, 20s));
 
@@ -319,7 +319,7 @@ TEST(KafkaBus, PublishAfterReadyIsNeverMissedAndNewNodesStartAtTheEnd) {
     auto ready_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
     EXPECT_LT(ready_ms, 5s) << "ready took " << ready_ms.count() << " ms";
     const std::string fresh = "after-ready-" + std::to_string(round);
-    a.bus().publish(room, fresh, acks.done());
+    a.bus().publish(room, fresh, {}, acks.done());
     ++published;
     ASSERT_TRUE(late.wait_count(1, 10s)) << "round " << round << ": the message after ready never came";
     std::this_thread::sleep_for(100ms);  // room for a wrongly replayed backlog to show up
@@ -370,9 +370,9 @@ TEST(KafkaBus, BrokerRestartMidStreamLosesAndDuplicatesNothing) {
     for (int i = 0; i < kTotal; ++i) {
       if (i == 100) eventually([&] { return phase >= 1; }, 30s);  // 100..199 while down
       if (i == 200) eventually([&] { return phase >= 2; }, 30s);  // 200..299 during restart
-      a.bus().publish(room, "m" + std::to_string(i), [&, i, count = acks.done()](std::error_code ec) {
+      a.bus().publish(room, "m" + std::to_string(i), {}, [&, i, count = acks.done()](std::error_code ec, std::uint64_t) {
         status[i] = ec ? 2 : 1;
-        count(ec);
+        count(ec, 0);
       });
       sent = i + 1;
       if (i < 100 || i >= 200) std::this_thread::sleep_for(10ms);
@@ -414,7 +414,7 @@ TEST(KafkaBus, BrokerRestartMidStreamLosesAndDuplicatesNothing) {
   EXPECT_EQ(c_ready_future.get(), std::error_code{});
   EXPECT_TRUE(eventually([&] { return c.bus().up(); }, 5s)) << c.bus().describe();
   int confirmed = acks.ok;
-  a.bus().publish(room, "tail", acks.done());
+  a.bus().publish(room, "tail", {}, acks.done());
   ASSERT_TRUE(acks.wait(kTotal + 1, 20s));
   EXPECT_EQ(acks.ok, confirmed + 1);
   ASSERT_TRUE(c.wait_count(1, 10s));
@@ -450,7 +450,7 @@ TEST(KafkaBus, UnreachableBrokerIsReportedDownAndStopAnswersPending) {
   Acks acks;
   std::error_code ready = Error::ok;
   std::atomic<bool> ready_called{false};
-  bus->publish("r", "queued", acks.done());
+  bus->publish("r", "queued", {}, acks.done());
   bus->subscribe("r", [&](std::error_code ec) { ready = ec; ready_called = true; });
   std::this_thread::sleep_for(300ms);
   EXPECT_EQ(acks.ok + acks.failed, 0) << "nothing can be confirmed without a broker";
@@ -468,7 +468,7 @@ TEST(KafkaBus, StoppedBusRefusesPublishAndSubscribe) {
   Node a(fresh_topic("stopped"), "a");
   a.bus().stop();
   std::error_code published = Error::timed_out, subscribed = Error::timed_out;
-  a.bus().publish("r", "x", [&](std::error_code ec) { published = ec; });
+  a.bus().publish("r", "x", {}, [&](std::error_code ec, std::uint64_t) { published = ec; });
   a.bus().subscribe("r", [&](std::error_code ec) { subscribed = ec; });
   EXPECT_EQ(published, Error::stopped);
   EXPECT_EQ(subscribed, Error::stopped);

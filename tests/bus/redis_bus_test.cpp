@@ -41,7 +41,7 @@ struct Node {
   }
   std::error_code publish(const std::string& room, std::string payload) {
     auto p = std::make_shared<std::promise<std::error_code>>();
-    bus->publish(room, std::move(payload), [p](std::error_code ec) { p->set_value(ec); });
+    bus->publish(room, std::move(payload), {}, [p](std::error_code ec, std::uint64_t) { p->set_value(ec); });
     auto f = p->get_future();
     if (f.wait_for(3s) != std::future_status::ready) return make_error_code(Error::timed_out);
     return f.get();
@@ -85,7 +85,7 @@ TEST(RedisBus, TwoNodesSeeOneOrderWithContiguousSeq) {
         body += std::to_string(p);
         body += " #";
         body += std::to_string(i);
-        nodes[p]->bus->publish("lunch", std::move(body), [&](std::error_code ec) { ++(ec ? failed : ok); });
+        nodes[p]->bus->publish("lunch", std::move(body), {}, [&](std::error_code ec, std::uint64_t) { ++(ec ? failed : ok); });
       }
     });
   for (auto& t : publishers) t.join();
@@ -117,10 +117,10 @@ TEST(RedisBus, PublishesFromTheEngineThreadKeepOrderWithOtherThreads) {
   ASSERT_FALSE(a.subscribe("order"));
   std::promise<void> worker_done;
   boost::asio::post(a.engine.io(), [&] {
-    for (int i = 0; i < 50; ++i) a.bus->publish("order", std::to_string(i), [](std::error_code) {});
+    for (int i = 0; i < 50; ++i) a.bus->publish("order", std::to_string(i), {}, [](std::error_code, std::uint64_t) {});
     // The next message comes from another thread while this handler still runs.
     std::thread([&] {
-      a.bus->publish("order", "50", [](std::error_code) {});
+      a.bus->publish("order", "50", {}, [](std::error_code, std::uint64_t) {});
       worker_done.set_value();
     }).join();
   });
@@ -158,7 +158,7 @@ TEST(RedisBus, ScriptCacheFlushedMidStreamKeepsEveryMessageInOrder) {
   std::atomic<bool> publishing{true};
   std::thread publisher([&] {
     for (int i = 0; i < kCount; ++i) {
-      a.bus->publish("r", std::to_string(i), [&](std::error_code ec) { ++(ec ? failed : ok); });
+      a.bus->publish("r", std::to_string(i), {}, [&](std::error_code ec, std::uint64_t) { ++(ec ? failed : ok); });
       if (i % 500 == 499) std::this_thread::sleep_for(1ms);  // bursts, so a flush lands mid-pipeline
     }
     publishing = false;
@@ -266,7 +266,7 @@ TEST(RedisBus, FrozenRedisFailsPublishesWithinSeconds) {
   redis.signal(SIGSTOP);  // sockets stay open: only the health ping can tell
   const auto t0 = std::chrono::steady_clock::now();
   auto p = std::make_shared<std::promise<std::error_code>>();
-  a.bus->publish("r", "stuck", [p](std::error_code ec) { p->set_value(ec); });
+  a.bus->publish("r", "stuck", {}, [p](std::error_code ec, std::uint64_t) { p->set_value(ec); });
   auto f = p->get_future();
   ASSERT_EQ(f.wait_for(8s), std::future_status::ready) << "a publish must not hang on a frozen Redis";
   EXPECT_EQ(f.get(), Error::engine_down);
@@ -302,7 +302,7 @@ TEST(RedisBus, StopAnswersEveryPendingPublish) {
   std::atomic<int> answered{0}, bad{0};
   constexpr int kCount = 2000;
   for (int i = 0; i < kCount; ++i)
-    a.bus->publish("r", "m", [&](std::error_code ec) {
+    a.bus->publish("r", "m", {}, [&](std::error_code ec, std::uint64_t) {
       if (ec && ec != Error::stopped) ++bad;
       ++answered;
     });
@@ -324,7 +324,7 @@ TEST(RedisBus, DISABLED_PipelinedThroughput) {
   const std::string payload(200, 'x');
   std::atomic<int> done{0};
   const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < kCount; ++i) a.bus->publish("t", payload, [&](std::error_code) { ++done; });
+  for (int i = 0; i < kCount; ++i) a.bus->publish("t", payload, {}, [&](std::error_code, std::uint64_t) { ++done; });
   ASSERT_TRUE(test::eventually([&] { return b.count("t") == kCount; }, 60s)) << b.count("t");
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_EQ(done, kCount);

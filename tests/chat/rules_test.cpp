@@ -100,10 +100,10 @@ TEST(ChatRules, StampReplacesEnterAndQuitTextAndAddsIdAndTs) {
   EXPECT_EQ(boost::json::parse(stamp(m, "x", 1, texts)).as_object()["message"], "<b>\"quoted\"</b>");
 }
 
-TEST(ChatRules, WithSeqAppendsAField) {
-  auto out = with_seq(R"({"a":1})", 42);
-  EXPECT_EQ(out, R"({"a":1,"seq":42})");
-  EXPECT_EQ(with_seq("{}", 1), R"({"seq":1})");
+TEST(ChatRules, WithSeqAppendsSeqAndEpoch) {
+  auto out = with_seq(R"({"a":1})", 42, "e1");
+  EXPECT_EQ(out, R"({"a":1,"seq":42,"epoch":"e1"})");
+  EXPECT_EQ(with_seq("{}", 1, "x"), R"({"seq":1,"epoch":"x"})");
 }
 
 TEST(ChatRules, ErrorJson) {

@@ -36,6 +36,38 @@ class RecordingTransport final : public chat::Transport {
   std::string close_reason;
 };
 
+// The real local bus, counting publishes not yet answered: the local bus delivers and answers
+// from its writer thread, so a test waits for that before it looks.
+class CountingBus final : public bus::MessageBus {
+ public:
+  explicit CountingBus(std::unique_ptr<bus::MessageBus> inner) : inner_(std::move(inner)) {}
+  void start(bus::DeliverFn d) override { inner_->start(std::move(d)); }
+  void publish(std::string room, std::string payload, bus::PublishOptions o, bus::PublishedFn done) override {
+    ++pending;
+    inner_->publish(std::move(room), std::move(payload), std::move(o), [this, done = std::move(done)](std::error_code ec, std::uint64_t seq) {
+      done(ec, seq);
+      --pending;
+    });
+  }
+  void history(bus::HistoryRequest r, bus::HistoryFn done) override {
+    ++pending;
+    inner_->history(std::move(r), [this, done = std::move(done)](std::error_code ec, bus::History h) {
+      done(ec, std::move(h));
+      --pending;
+    });
+  }
+  void subscribe(const std::string& room, bus::DoneFn ready) override { inner_->subscribe(room, std::move(ready)); }
+  void unsubscribe(const std::string& room) override { inner_->unsubscribe(room); }
+  bool up() const override { return inner_->up(); }
+  std::string describe() const override { return inner_->describe(); }
+  void stop() override { inner_->stop(); }
+
+  std::atomic<int> pending{0};
+
+ private:
+  std::unique_ptr<bus::MessageBus> inner_;
+};
+
 class SessionTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -45,7 +77,9 @@ class SessionTest : public ::testing::Test {
     store::StoreConfig sc;
     sc.data_dir = dir.string();
     rooms = store::make_embedded_store(sc);
-    bus = bus::make_local_bus(loop);
+    bus::BusConfig bc;
+    bc.data_dir = dir.string();
+    bus = std::make_unique<CountingBus>(bus::make_local_bus(bc, loop));
     chat::HubConfig hc;
     hc.node_id = "test";
     hc.limits.max_outbound_bytes = 8192;
@@ -60,6 +94,7 @@ class SessionTest : public ::testing::Test {
   void TearDown() override {
     sessions.clear();
     hub.reset();
+    bus->stop();
     std::filesystem::remove_all(dir);
   }
 
@@ -73,7 +108,14 @@ class SessionTest : public ::testing::Test {
     s.on_bytes_in_loop(bytes);
     settle();
   }
+  // Runs the loop until every publish and history read has been answered and its answer run.
   void settle() {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    do {
+      loop.restart();
+      loop.poll();
+      if (bus->pending.load() > 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+    } while (bus->pending.load() > 0 && std::chrono::steady_clock::now() < deadline);
     loop.restart();
     loop.poll();
   }
@@ -85,7 +127,7 @@ class SessionTest : public ::testing::Test {
   std::filesystem::path dir;
   boost::asio::io_context loop;
   std::unique_ptr<store::RoomStore> rooms;
-  std::unique_ptr<bus::MessageBus> bus;
+  std::unique_ptr<CountingBus> bus;
   std::unique_ptr<chat::Hub> hub;
   std::vector<std::shared_ptr<chat::StompSession>> sessions;
   std::string room;
@@ -140,7 +182,7 @@ TEST_F(SessionTest, SubscribeGetsItsReceiptAndMessagesCarryTheSubscription) {
   EXPECT_EQ(count(a.written, "MESSAGE\n"), 1u) << a.written;
   EXPECT_NE(a.written.find("subscription:sub-a\n"), std::string::npos);
   EXPECT_NE(b.written.find("subscription:x\\cy\n"), std::string::npos) << "1.2 escapes ':' in the echoed id";
-  EXPECT_NE(a.written.find("\"seq\":1}"), std::string::npos);
+  EXPECT_NE(a.written.find("\"seq\":1,\"epoch\":\""), std::string::npos);
   EXPECT_NE(a.written.find("destination:/sub/chat/room/" + room + "\n"), std::string::npos);
 }
 
@@ -283,7 +325,8 @@ namespace {
 class OrderBus final : public bus::MessageBus {
  public:
   void start(bus::DeliverFn) override {}
-  void publish(std::string, std::string, bus::DoneFn done) override { done({}); }
+  void publish(std::string, std::string, bus::PublishOptions, bus::PublishedFn done) override { done({}, 1); }
+  void history(bus::HistoryRequest, bus::HistoryFn done) override { done({}, {}); }
   void subscribe(const std::string& room, bus::DoneFn ready) override {
     entered.set_value();
     release.wait();

@@ -1,0 +1,289 @@
+// The local bus with its embedded history (SQLite in a temp data dir): order, seq, epoch,
+// the history queries, bounds by size and age, x-client-id de-duplication, and a restart.
+#include <gtest/gtest.h>
+
+#include <boost/asio/io_context.hpp>
+
+#include <chrono>
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <future>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <unistd.h>
+
+#include "bus/message_bus.h"
+
+using namespace chatd::bus;
+using namespace std::chrono_literals;
+
+namespace {
+
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
+class LocalBusTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir = std::filesystem::temp_directory_path() / ("chatd-localbus-" + std::to_string(::getpid()) + "-" +
+                                                    ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir);
+    cfg.data_dir = dir.string();
+  }
+  void TearDown() override {
+    if (bus) bus->stop();
+    bus.reset();
+    std::filesystem::remove_all(dir);
+  }
+
+  // (Re)starts the bus on the data dir, recording every delivery.
+  void open() {
+    if (bus) bus->stop();
+    bus = make_local_bus(cfg, io);
+    bus->start([this](Delivery&& d) {
+      std::lock_guard lock(mu);
+      got.push_back(std::move(d));
+    });
+  }
+
+  // Publishes and returns {error, seq} once answered.
+  std::pair<std::error_code, std::uint64_t> publish(const std::string& room, std::string payload, std::string client_id = {}) {
+    std::promise<std::pair<std::error_code, std::uint64_t>> p;
+    bus->publish(room, std::move(payload), PublishOptions{std::move(client_id)},
+                 [&](std::error_code ec, std::uint64_t seq) { p.set_value({ec, seq}); });
+    return p.get_future().get();
+  }
+
+  History history(HistoryRequest req) {
+    std::promise<History> p;
+    bus->history(std::move(req), [&](std::error_code ec, History h) {
+      EXPECT_FALSE(ec) << ec.message();
+      p.set_value(std::move(h));
+    });
+    return p.get_future().get();
+  }
+
+  std::vector<Delivery> delivered() {
+    std::lock_guard lock(mu);
+    return got;
+  }
+
+  static std::vector<std::uint64_t> seqs(const History& h) {
+    std::vector<std::uint64_t> out;
+    for (auto& m : h.messages) out.push_back(m.seq);
+    return out;
+  }
+
+  std::filesystem::path dir;
+  BusConfig cfg;
+  boost::asio::io_context io;
+  std::unique_ptr<MessageBus> bus;
+  std::mutex mu;
+  std::vector<Delivery> got;
+};
+
+}  // namespace
+
+TEST_F(LocalBusTest, NumbersDeliversAndAnswersInOrder) {
+  open();
+  std::vector<std::uint64_t> answered(200);
+  std::atomic<int> done{0};
+  // From two threads at once: each room still gets 1..n in delivery order.
+  auto send = [&](int from) {
+    for (int i = from; i < 200; i += 2)
+      bus->publish(i % 2 ? "odd" : "even", "m" + std::to_string(i), {}, [&, i](std::error_code ec, std::uint64_t seq) {
+        EXPECT_FALSE(ec);
+        answered[static_cast<std::size_t>(i)] = seq;
+        ++done;
+      });
+  };
+  std::thread t1(send, 0), t2(send, 1);
+  t1.join();
+  t2.join();
+  ASSERT_TRUE(eventually([&] { return done == 200; }, 10s));
+  auto d = delivered();
+  ASSERT_EQ(d.size(), 200u);
+  std::map<std::string, std::uint64_t> last;
+  for (auto& m : d) {
+    EXPECT_EQ(m.seq, last[m.room_id] + 1) << m.room_id;
+    last[m.room_id] = m.seq;
+    EXPECT_FALSE(m.epoch.empty());
+    EXPECT_EQ(m.epoch, d[0].epoch);
+    auto i = std::stoul(m.payload.substr(1));
+    EXPECT_EQ(answered[i], m.seq) << "done() gets the seq the message was delivered with";
+  }
+  EXPECT_EQ(last["odd"], 100u);
+  EXPECT_EQ(last["even"], 100u);
+}
+
+TEST_F(LocalBusTest, HistoryNewestOldestAndPages) {
+  open();
+  for (int i = 1; i <= 30; ++i) ASSERT_EQ(publish("r", "m" + std::to_string(i)).second, static_cast<std::uint64_t>(i));
+  publish("other", "x");
+
+  auto last5 = history({"r", 0, 0, 5});  // x-history: 5
+  EXPECT_EQ(seqs(last5), (std::vector<std::uint64_t>{26, 27, 28, 29, 30}));
+  EXPECT_EQ(last5.messages.back().payload, "m30");
+  EXPECT_EQ(last5.first_seq, 1u);
+  EXPECT_EQ(last5.last_seq, 30u);
+  EXPECT_EQ(last5.epoch, delivered()[0].epoch);
+
+  auto resume = history({"r", 27, 0, 100});  // x-since-seq: 27
+  EXPECT_EQ(seqs(resume), (std::vector<std::uint64_t>{28, 29, 30}));
+  auto capped = history({"r", 10, 0, 3});  // the OLDEST 3 above 10
+  EXPECT_EQ(seqs(capped), (std::vector<std::uint64_t>{11, 12, 13}));
+  auto page = history({"r", 0, 11, 4});  // REST before=11&limit=4
+  EXPECT_EQ(seqs(page), (std::vector<std::uint64_t>{7, 8, 9, 10}));
+  EXPECT_EQ(page.messages.front().payload, "m7");
+  auto head = history({"r", 0, 3, 10});
+  EXPECT_EQ(seqs(head), (std::vector<std::uint64_t>{1, 2}));
+
+  auto none = history({"never-used", 0, 0, 10});
+  EXPECT_TRUE(none.messages.empty());
+  EXPECT_EQ(none.first_seq, 0u);
+  EXPECT_EQ(none.last_seq, 0u);
+  EXPECT_EQ(none.epoch, last5.epoch) << "one epoch per history file";
+  EXPECT_TRUE(history({"r", 0, 0, 0}).messages.empty()) << "limit 0: only the numbers";
+}
+
+TEST_F(LocalBusTest, HistoryHoldsEverythingDeliveredBeforeTheCall) {
+  open();
+  // Publishes keep coming while we read: every read holds every message delivered before it.
+  std::atomic<bool> stop{false};
+  std::thread sender([&] {
+    for (int i = 0; i < 2000 && !stop; ++i) bus->publish("busy", "m", {}, [](std::error_code, std::uint64_t) {});
+  });
+  for (int i = 0; i < 50; ++i) {
+    std::uint64_t seen = 0;
+    {
+      std::lock_guard lock(mu);
+      if (!got.empty()) seen = got.back().seq;
+    }
+    auto h = history({"busy", 0, 0, 1});
+    std::uint64_t newest = h.messages.empty() ? 0 : h.messages.back().seq;
+    EXPECT_GE(newest, seen);
+    EXPECT_GE(h.last_seq, newest);
+  }
+  stop = true;
+  sender.join();
+}
+
+TEST_F(LocalBusTest, SeqEpochAndHistorySurviveARestart) {
+  open();
+  for (int i = 1; i <= 5; ++i) publish("r", "before" + std::to_string(i));
+  auto epoch = delivered().back().epoch;
+  open();  // stop, then a new bus on the same file
+  auto h = history({"r", 0, 0, 10});
+  EXPECT_EQ(seqs(h), (std::vector<std::uint64_t>{1, 2, 3, 4, 5}));
+  EXPECT_EQ(h.epoch, epoch);
+  EXPECT_EQ(h.last_seq, 5u);
+  auto [ec, seq] = publish("r", "after");
+  EXPECT_FALSE(ec);
+  EXPECT_EQ(seq, 6u) << "a room's seq continues after a restart";
+  EXPECT_EQ(delivered().back().epoch, epoch);
+
+  // A lost history file is a new epoch.
+  bus->stop();
+  bus.reset();
+  std::filesystem::remove_all(dir);
+  open();
+  auto fresh = history({"r", 0, 0, 10});
+  EXPECT_NE(fresh.epoch, epoch);
+  EXPECT_EQ(fresh.last_seq, 0u);
+  EXPECT_EQ(publish("r", "anew").second, 1u);
+}
+
+TEST_F(LocalBusTest, HistoryIsBoundedBySize) {
+  cfg.history_size = 10;
+  open();
+  for (int i = 0; i < 25; ++i) publish("r", "m");
+  auto h = history({"r", 0, 0, 100});
+  EXPECT_EQ(h.messages.size(), 10u);
+  EXPECT_EQ(h.first_seq, 16u);
+  EXPECT_EQ(h.last_seq, 25u);
+  auto from_old = history({"r", 3, 0, 100});
+  EXPECT_EQ(seqs(from_old).front(), 16u) << "a resume from before the window starts at the oldest kept";
+}
+
+TEST_F(LocalBusTest, HistoryIsBoundedByAge) {
+  cfg.history_ttl = 1s;
+  open();
+  for (int i = 0; i < 3; ++i) publish("r", "old");
+  EXPECT_EQ(history({"r", 0, 0, 10}).messages.size(), 3u);
+  ASSERT_TRUE(eventually([&] { return history({"r", 0, 0, 10}).messages.empty(); }, 5s));
+  auto h = history({"r", 0, 0, 10});
+  EXPECT_EQ(h.first_seq, 0u);
+  EXPECT_EQ(h.last_seq, 3u) << "seq is not forgotten with the messages";
+  publish("r", "new");
+  h = history({"r", 0, 0, 10});
+  EXPECT_EQ(seqs(h), (std::vector<std::uint64_t>{4}));
+  EXPECT_EQ(h.first_seq, 4u);
+}
+
+TEST_F(LocalBusTest, AClientIdIsPublishedOnceAndAnsweredAlike) {
+  open();
+  auto first = publish("r", "hello", "c-1");
+  auto retry = publish("r", "hello again", "c-1");
+  EXPECT_FALSE(first.first);
+  EXPECT_FALSE(retry.first);
+  EXPECT_EQ(retry.second, first.second);
+  EXPECT_EQ(publish("other", "hello", "c-1").second, 1u) << "ids are per room";
+  EXPECT_EQ(publish("r", "x", "c-2").second, first.second + 1);
+  EXPECT_EQ(publish("r", "no id").second, first.second + 2);
+  EXPECT_EQ(publish("r", "no id").second, first.second + 3) << "no id: never de-duplicated";
+
+  // Many retries at once, from two threads, while the first is in flight: one message.
+  std::atomic<int> answered{0};
+  std::mutex seqs_mu;
+  std::set<std::uint64_t> answers;
+  auto burst = [&] {
+    for (int i = 0; i < 50; ++i)
+      bus->publish("r", "burst", {"c-3"}, [&](std::error_code ec, std::uint64_t seq) {
+        EXPECT_FALSE(ec);
+        std::lock_guard lock(seqs_mu);
+        answers.insert(seq);
+        ++answered;
+      });
+  };
+  std::thread t1(burst), t2(burst);
+  t1.join();
+  t2.join();
+  ASSERT_TRUE(eventually([&] { return answered == 100; }, 10s));
+  EXPECT_EQ(answers.size(), 1u);
+  auto d = delivered();
+  EXPECT_EQ(std::count_if(d.begin(), d.end(), [](const Delivery& m) { return m.payload == "burst"; }), 1);
+  EXPECT_EQ(std::count_if(d.begin(), d.end(), [](const Delivery& m) { return m.payload == "hello again"; }), 0);
+
+  open();  // a restart remembers ids within the window
+  EXPECT_EQ(publish("r", "hello", "c-1").second, first.second);
+}
+
+TEST_F(LocalBusTest, AClientIdIsForgottenAfterTheWindow) {
+  cfg.dedupe_window = 1s;
+  open();
+  auto first = publish("r", "a", "c");
+  EXPECT_EQ(publish("r", "a", "c").second, first.second);
+  std::this_thread::sleep_for(1100ms);  // the window is what is under test, not a wait for work
+  EXPECT_EQ(publish("r", "a", "c").second, first.second + 1);
+}
+
+TEST_F(LocalBusTest, AStoppedBusRefuses) {
+  open();
+  publish("r", "x");
+  bus->stop();
+  EXPECT_EQ(publish("r", "y").first, Error::stopped);
+  std::promise<std::error_code> p;
+  bus->history({"r", 0, 0, 1}, [&](std::error_code ec, History) { p.set_value(ec); });
+  EXPECT_EQ(p.get_future().get(), Error::stopped);
+}
