@@ -23,6 +23,7 @@
 
 #include "bus/message_bus.h"
 #include "chat/limits.h"
+#include "chat/refusals.h"
 #include "chat/rules.h"
 #include "stomp/stomp.h"
 #include "store/room_store.h"
@@ -161,6 +162,7 @@ class Hub {
   std::atomic<std::uint64_t> slow_consumers{0};
   std::atomic<std::uint64_t> protocol_errors{0};
   std::atomic<std::uint64_t> chat_rejections{0};
+  Refusals refusals;
 
  private:
   struct Interest {

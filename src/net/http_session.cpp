@@ -116,6 +116,16 @@ class HttpSession final : public Closable, public SockJsReceiver, public std::en
         return write(json_error(req, http::status::request_header_fields_too_large, "request header too large"));
       return write(json_error(req, http::status::bad_request, "malformed HTTP request: " + ec.message()));
     }
+    // RFC 9112 §6.3: a request whose Transfer-Encoding does not end in chunked has no knowable
+    // length, so its body would be read as the next request (a smuggling opening behind a
+    // proxy). Beast frames it as body-less; refuse it and close instead.
+    if (parser_->get().count(http::field::transfer_encoding) && !parser_->chunked()) {
+      server_.hub().refusals.count(chat::Refusal::http_framing);
+      Request req;
+      req.version(11);
+      req.keep_alive(false);
+      return write(json_error(req, http::status::bad_request, "Transfer-Encoding must end in chunked"));
+    }
     req_ = parser_->release();
     if (req_.body().size() > server_.hub().limits().max_http_body && !req_.target().ends_with("/xhr_send")) {
       req_.keep_alive(false);
@@ -323,6 +333,9 @@ class HttpSession final : public Closable, public SockJsReceiver, public std::en
   std::string rx_out_;             // waiting to be written
   std::string rx_inflight_;
   std::string rx_head_;
+  // Holds this session while a pipelined request waits unread behind an open response (no
+  // watch is pending then to own it); released when the response ends.
+  std::shared_ptr<HttpSession> pinned_;
 };
 
 // ---- SockJS (protocol 0.3) on /ws-stomp: DESIGN §1 ----
@@ -458,6 +471,7 @@ void HttpSession::end_receiving() {
   rx_finished_ = true;
   receiving_ = false;
   xhr_.reset();
+  auto keep = std::move(pinned_);
   if (!chunked_ || !req_.keep_alive() || server_.shutting_down()) {
     rx_dead_ = true;
     close();
@@ -483,6 +497,19 @@ void HttpSession::watch_receiver() {
     boost::system::error_code aec;
     auto n = self->stream_.socket().available(aec);
     if (aec || n == 0) return self->receiver_lost();
+    // A pipelined request: take it into the buffer the next do_read parses, then go on
+    // watching. Past a request's worth, stop reading and stay alive without the watch (this
+    // handler was the last owner; dropping it would close the socket with unread input,
+    // which the kernel answers with a reset).
+    const std::size_t cap = self->server_.hub().limits().max_http_header + sockjs_send_limit(self->server_.hub().limits());
+    if (self->buffer_.size() >= cap) {
+      self->pinned_ = self;
+      return;
+    }
+    auto got = self->stream_.socket().read_some(self->buffer_.prepare(std::min(n, cap - self->buffer_.size())), aec);
+    if (aec) return self->receiver_lost();
+    self->buffer_.commit(got);
+    self->watch_receiver();
   });
 }
 
@@ -492,6 +519,7 @@ void HttpSession::receiver_lost() {
   receiving_ = false;
   if (xhr_) xhr_->receiver_gone(this);
   xhr_.reset();
+  auto keep = std::move(pinned_);
   boost::system::error_code ignored;
   stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
   stream_.socket().close(ignored);

@@ -164,6 +164,12 @@ std::string Server::metrics_text() const {
   gauge("chatd_slow_consumers_total", "Sessions closed for not reading fast enough.", hub_.slow_consumers.load(), "counter");
   gauge("chatd_protocol_errors_total", "Sessions closed for STOMP protocol errors.", hub_.protocol_errors.load(), "counter");
   gauge("chatd_chat_rejections_total", "Chat messages rejected by the chat rules.", hub_.chat_rejections.load(), "counter");
+  out << "# HELP chatd_refusals_total Requests, frames and connections refused to protect the node, by reason.\n"
+         "# TYPE chatd_refusals_total counter\n";
+  for (std::size_t i = 0; i < static_cast<std::size_t>(chat::Refusal::count_); ++i) {
+    auto r = static_cast<chat::Refusal>(i);
+    out << "chatd_refusals_total{reason=\"" << chat::to_string(r) << "\"} " << hub_.refusals.get(r) << '\n';
+  }
   return out.str();
 }
 
