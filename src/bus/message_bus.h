@@ -37,8 +37,8 @@ struct Delivery {
   std::string payload;    // exactly the bytes given to publish()
 };
 
-// Called with every message of every room this node subscribed to, in per-room order, from
-// the bus's own thread. It must not block.
+// Called with every message of every room this node subscribed to, in per-room order: from the
+// engine's thread (redis, kafka) or, on the local bus, from the publisher's. It must not block.
 using DeliverFn = std::function<void(Delivery&&)>;
 // Called once, from any thread.
 using DoneFn = std::function<void(std::error_code)>;

@@ -2,7 +2,8 @@
 // (its sessions and their room subscriptions), touched only on that worker's loop.
 //
 // One message's way: a session's SEND -> Hub::publish (checks the room, stamps id/ts) ->
-// bus -> Hub::on_delivery on the bus thread (adds seq, encodes the MESSAGE frame once) ->
+// bus -> Hub::on_delivery on the bus's delivering thread (the engine's, or the publisher's on
+// the local bus; adds seq, encodes the MESSAGE frame once) ->
 // each Shard::deliver_local_in_loop -> every local subscriber's write queue.
 #pragma once
 
@@ -172,7 +173,7 @@ class Hub {
     std::uint64_t generation = 0;
     std::vector<bus::DoneFn> waiters;
   };
-  void on_delivery(bus::Delivery&& d);  // bus thread
+  void on_delivery(bus::Delivery&& d);  // the bus's delivering thread
   void in_bus_order(std::uint64_t ticket, const std::function<void()>& call);
   void publish_known(const ChatMessage& m, std::string client_id, bus::PublishedFn done);
   bool known_room(const std::string& id);

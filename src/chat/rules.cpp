@@ -100,6 +100,12 @@ std::optional<std::string> check_room_name(std::string_view raw, std::size_t max
   return std::string(raw);
 }
 
+std::string canonical_room_id(std::string_view id) {
+  std::string out(id);
+  for (auto& c : out) c = static_cast<char>(c >= 'A' && c <= 'F' ? c - 'A' + 'a' : c);
+  return out;
+}
+
 bool is_room_id(std::string_view id) {
   if (id.size() != 36) return false;
   for (std::size_t i = 0; i < id.size(); ++i) {
@@ -166,8 +172,7 @@ std::optional<ChatMessage> parse_chat_message(std::string_view body, const Limit
   if (ec) return std::nullopt;
 
   // Boost.JSON already rejects invalid UTF-8 in strings, so the fields are valid here.
-  m.room_id.assign(room->data(), room->size());
-  for (auto& c : m.room_id) c = static_cast<char>(c >= 'A' && c <= 'F' ? c - 'A' + 'a' : c);
+  m.room_id = canonical_room_id(*room);
   m.sender.assign(sender->data(), sender->size());
   if (text) m.message.assign(text->data(), text->size());
   return m;

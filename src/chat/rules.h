@@ -48,6 +48,9 @@ std::optional<ChatMessage> parse_chat_message(std::string_view body, const Limit
 // Returns whether `id` is a UUID in its canonical 8-4-4-4-12 hex form.
 bool is_room_id(std::string_view id);
 
+// Returns room id `id` (a UUID, see is_room_id) in the lower case rooms are stored under.
+std::string canonical_room_id(std::string_view id);
+
 // Returns a new random (v4) UUID in lower case.
 std::string new_room_id();
 

@@ -10,38 +10,6 @@ namespace {
 using stomp::Command;
 using stomp::Version;
 
-// Returns the highest version both sides speak, or nullopt. No accept-version means 1.0.
-std::optional<Version> negotiate(const std::string* accept) {
-  if (!accept) return Version::v1_0;
-  std::optional<Version> best;
-  std::string_view rest = *accept;
-  while (!rest.empty()) {
-    auto comma = rest.find(',');
-    auto v = rest.substr(0, comma);
-    while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
-    while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
-    std::optional<Version> got;
-    if (v == "1.0") got = Version::v1_0;
-    else if (v == "1.1") got = Version::v1_1;
-    else if (v == "1.2") got = Version::v1_2;
-    if (got && (!best || *got > *best)) best = got;
-    if (comma == std::string_view::npos) break;
-    rest.remove_prefix(comma + 1);
-  }
-  return best;
-}
-
-// Parses "cx,cy" into two millisecond counts; returns false when malformed.
-bool parse_heart_beat(std::string_view s, std::uint64_t& cx, std::uint64_t& cy) {
-  auto comma = s.find(',');
-  if (comma == std::string_view::npos) return false;
-  auto a = s.substr(0, comma), b = s.substr(comma + 1);
-  auto ra = std::from_chars(a.data(), a.data() + a.size(), cx);
-  auto rb = std::from_chars(b.data(), b.data() + b.size(), cy);
-  return !a.empty() && !b.empty() && ra.ec == std::errc() && ra.ptr == a.data() + a.size() &&
-         rb.ec == std::errc() && rb.ptr == b.data() + b.size();
-}
-
 int status_for(std::error_code ec) {
   if (ec == Error::unknown_room || ec == Error::unknown_destination) return 404;
   if (ec == Error::message_too_long) return 413;
@@ -125,7 +93,8 @@ void StompSession::on_frame(stomp::Frame& f) {
 }
 
 void StompSession::on_connect(stomp::Frame& f) {
-  auto v = negotiate(f.header("accept-version"));
+  const std::string* accept = f.header("accept-version");
+  auto v = stomp::negotiate_version(accept ? std::optional<std::string_view>(*accept) : std::nullopt);
   if (!v) {
     version_ = Version::v1_0;
     stomp::Frame err{Command::error, {{"version", "1.0,1.1,1.2"}, {"message", "unsupported protocol version"},
@@ -140,20 +109,24 @@ void StompSession::on_connect(stomp::Frame& f) {
   parser_.set_version(version_);
 
   const auto& lim = hub_.limits();
-  auto sx = static_cast<std::uint64_t>(lim.heartbeat_send.count());
-  auto sy = static_cast<std::uint64_t>(lim.heartbeat_receive.count());
+  // Options bound both to a day, so they fit the codec's 32-bit milliseconds.
+  const stomp::HeartBeat server{static_cast<std::uint32_t>(lim.heartbeat_send.count()),
+                                static_cast<std::uint32_t>(lim.heartbeat_receive.count())};
   stomp::Frame ok{Command::connected, {{"version", std::string(to_string(version_))}}, {}};
   if (version_ != Version::v1_0) {
-    std::uint64_t cx = 0, cy = 0;
-    if (auto hb = f.header("heart-beat"); hb && !parse_heart_beat(*hb, cx, cy)) {
-      hub_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
-      return fail_in_loop("malformed heart-beat header", "heart-beat must be two numbers, e.g. 10000,10000.");
+    stomp::HeartBeat client;  // no header: the client neither sends nor wants beats
+    if (auto hb = f.header("heart-beat")) {
+      auto parsed = stomp::parse_heart_beat(*hb);
+      if (!parsed) {
+        hub_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+        return fail_in_loop("malformed heart-beat header", "heart-beat must be two numbers, e.g. 10000,10000.");
+      }
+      client = *parsed;
     }
-    // STOMP 1.2 §Heart-beating: each direction runs at the slower of what one side can do
-    // and the other wants; 0 on either side turns it off.
-    send_every_ = std::chrono::milliseconds(sx && cy ? std::max(sx, cy) : 0);
-    expect_every_ = std::chrono::milliseconds(sy && cx ? std::max(sy, cx) : 0);
-    ok.headers.push_back({"heart-beat", std::to_string(sx) + "," + std::to_string(sy)});
+    const auto agreed = stomp::negotiate_heart_beat(client, server);
+    send_every_ = std::chrono::milliseconds(agreed.send_ms);
+    expect_every_ = std::chrono::milliseconds(agreed.receive_ms);
+    ok.headers.push_back({"heart-beat", std::to_string(server.send_ms) + "," + std::to_string(server.receive_ms)});
   }
   ok.headers.push_back({"server", hub_.config().server_name});
   ok.headers.push_back({"session", id_});
@@ -189,8 +162,7 @@ void StompSession::on_subscribe(stomp::Frame& f) {
     return fail_in_loop("unknown destination",
                         "Subscribe to /sub/chat/room/{roomId} or /user/queue/errors, not " + *dest + ".");
   }
-  std::string room(d.substr(kRoomPrefix.size()));
-  for (auto& c : room) c = static_cast<char>(c >= 'A' && c <= 'F' ? c - 'A' + 'a' : c);
+  std::string room = canonical_room_id(d.substr(kRoomPrefix.size()));
 
   subs_.emplace(sub_id, Subscription{room, escaped});
   shard_.subscribe_in_loop(room, this, escaped);

@@ -21,8 +21,8 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
  public:
   using Clock = std::chrono::steady_clock;
 
-  // `hint` is the version the WebSocket subprotocol named, if any; CONNECT's accept-version
-  // decides.
+  // `id` goes into CONNECTED's session header. The version is CONNECT's accept-version's to
+  // decide (the WebSocket subprotocol is not consulted).
   StompSession(Shard& shard, Transport& transport, std::string id);
   ~StompSession();
 

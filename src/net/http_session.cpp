@@ -64,13 +64,11 @@ std::size_t sockjs_send_limit(const chat::Limits& lim) { return 2 * lim.max_fram
 
 class HttpSession final : public Closable, public SockJsReceiver, public std::enable_shared_from_this<HttpSession> {
  public:
-  HttpSession(Server& server, asio::ip::tcp::socket socket) : server_(server), stream_(std::move(socket)) {}
+  HttpSession(Server& server, asio::ip::tcp::socket socket, ConnectionSlot slot)
+      : server_(server), slot_(std::move(slot)), stream_(std::move(socket)) {}
   ~HttpSession() override {
     if (xhr_) xhr_->receiver_gone(this);
-    if (!handed_over_) {
-      server_.untrack(this);
-      server_.connections.fetch_sub(1, std::memory_order_relaxed);
-    }
+    if (!handed_over_) server_.untrack(this);
   }
 
   void start() {
@@ -158,7 +156,7 @@ class HttpSession final : public Closable, public SockJsReceiver, public std::en
         server_.untrack(this);
         stream_.expires_never();
         return run_websocket(server_, stream_.release_socket(), std::move(req_), std::move(buffer_),
-                             raw ? WsFraming::raw : WsFraming::sockjs);
+                             raw ? WsFraming::raw : WsFraming::sockjs, std::move(slot_));
       }
     }
     if (path == "/ws-stomp" || path.rfind("/ws-stomp/", 0) == 0) return handle_sockjs(path);
@@ -253,8 +251,7 @@ class HttpSession final : public Closable, public SockJsReceiver, public std::en
 
   void find_room(std::string id) {
     if (!chat::is_room_id(id)) return write(json_error(req_, http::status::not_found, "no such room"));
-    for (auto& c : id) c = static_cast<char>(c >= 'A' && c <= 'F' ? c - 'A' + 'a' : c);
-    server_.hub().store().find(id, [self = shared_from_this()](std::error_code ec, std::optional<store::Room> room) {
+    server_.hub().store().find(chat::canonical_room_id(id), [self = shared_from_this()](std::error_code ec, std::optional<store::Room> room) {
       self->post_reply([self, ec, room = std::move(room)] {
         if (ec) return self->write(json_error(self->req_, http::status::service_unavailable, ec.message()));
         if (!room) return self->write(json_error(self->req_, http::status::not_found, "no such room"));
@@ -313,6 +310,7 @@ class HttpSession final : public Closable, public SockJsReceiver, public std::en
   }
 
   Server& server_;
+  ConnectionSlot slot_;
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
@@ -527,8 +525,8 @@ void HttpSession::receiver_lost() {
 
 }  // namespace
 
-void run_http(Server& server, asio::ip::tcp::socket socket) {
-  std::make_shared<HttpSession>(server, std::move(socket))->start();
+void run_http(Server& server, asio::ip::tcp::socket socket, ConnectionSlot slot) {
+  std::make_shared<HttpSession>(server, std::move(socket), std::move(slot))->start();
 }
 
 }  // namespace chatd::net

@@ -53,7 +53,8 @@ void Server::do_accept() {
     if (!ec) {
       accepted.fetch_add(1, std::memory_order_relaxed);
       socket.set_option(tcp::no_delay(true), ec);
-      if (connections.load(std::memory_order_relaxed) >= hub_.limits().max_connections) {
+      auto slot = take_connection();
+      if (!slot) {
         // Over the bound: answer plainly and hang up, without starting a session.
         refused.fetch_add(1, std::memory_order_relaxed);
         auto s = std::make_shared<tcp::socket>(std::move(socket));
@@ -67,16 +68,21 @@ void Server::do_accept() {
           s->shutdown(tcp::socket::shutdown_both, ignored);
         });
       } else {
-        connections.fetch_add(1, std::memory_order_relaxed);
         auto* loop = &static_cast<asio::io_context&>(socket.get_executor().context());
-        asio::post(*loop, [this, s = std::make_shared<tcp::socket>(std::move(socket))]() mutable {
-          run_http(*this, std::move(*s));
+        asio::post(*loop, [this, s = std::make_shared<tcp::socket>(std::move(socket)), slot = std::move(slot)]() mutable {
+          run_http(*this, std::move(*s), std::move(slot));
         });
       }
     }
     // EMFILE and friends: keep accepting; the next attempt may succeed once a file is freed.
     do_accept();
   });
+}
+
+ConnectionSlot Server::take_connection() {
+  if (connections.load(std::memory_order_relaxed) >= hub_.limits().max_connections) return {};
+  connections.fetch_add(1, std::memory_order_relaxed);
+  return ConnectionSlot(connections);
 }
 
 void Server::track(Closable* c, std::weak_ptr<Closable> handle) {

@@ -11,8 +11,9 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <unordered_map>
 #include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "chat/hub.h"
@@ -36,6 +37,32 @@ class Closable {
   virtual void close_for_shutdown() = 0;
 };
 
+// One connection's place under Limits::max_connections, from accept until its last owner
+// (HttpSession, then WsSession or XhrSession) lets go: the count changes only here.
+class ConnectionSlot {
+ public:
+  ConnectionSlot() = default;
+  explicit ConnectionSlot(std::atomic<std::size_t>& count) : count_(&count) {}
+  ConnectionSlot(ConnectionSlot&& o) noexcept : count_(std::exchange(o.count_, nullptr)) {}
+  ConnectionSlot& operator=(ConnectionSlot&& o) noexcept {
+    if (this != &o) {
+      release();
+      count_ = std::exchange(o.count_, nullptr);
+    }
+    return *this;
+  }
+  ~ConnectionSlot() { release(); }
+  // True while the slot is held.
+  explicit operator bool() const { return count_ != nullptr; }
+
+ private:
+  void release() {
+    if (count_) count_->fetch_sub(1, std::memory_order_relaxed);
+    count_ = nullptr;
+  }
+  std::atomic<std::size_t>* count_ = nullptr;
+};
+
 class Server {
  public:
   // `workers` are the loops sessions run on (one thread each); the acceptor runs on the first.
@@ -57,6 +84,8 @@ class Server {
 
   // Live TCP connections (HTTP, WebSocket and SockJS alike), bounded by Limits::max_connections.
   std::atomic<std::size_t> connections{0};
+  // Returns a held slot, or an empty one when the node already has max_connections.
+  ConnectionSlot take_connection();
   std::atomic<std::uint64_t> accepted{0};
   std::atomic<std::uint64_t> refused{0};
   bool shutting_down() const { return shutting_down_.load(std::memory_order_relaxed); }

@@ -11,10 +11,12 @@
 namespace chatd::net {
 
 class Server;
+class ConnectionSlot;
 using Request = boost::beast::http::request<boost::beast::http::string_body>;
 
-// Serves HTTP requests on `socket` until it closes or upgrades.
-void run_http(Server& server, boost::asio::ip::tcp::socket socket);
+// Serves HTTP requests on `socket` until it closes or upgrades; `slot` is its place under
+// max-connections, handed on with an upgrade.
+void run_http(Server& server, boost::asio::ip::tcp::socket socket, ConnectionSlot slot);
 
 // How STOMP frames ride in WebSocket messages: raw (GET /ws-stomp), or SockJS's framing
 // ("o", a["frame",...], "h", c[code,"reason"]) on /ws-stomp/{server}/{session}/websocket.
@@ -23,7 +25,7 @@ enum class WsFraming : std::uint8_t { raw, sockjs };
 // Completes the WebSocket handshake of `req` and runs a STOMP session over it. `buffer` holds
 // any bytes read past the request.
 void run_websocket(Server& server, boost::asio::ip::tcp::socket socket, Request req,
-                   boost::beast::flat_buffer buffer, WsFraming framing = WsFraming::raw);
+                   boost::beast::flat_buffer buffer, WsFraming framing, ConnectionSlot slot);
 
 // Returns the STOMP subprotocol to answer for a Sec-WebSocket-Protocol offer, or "".
 std::string_view choose_subprotocol(std::string_view offered);

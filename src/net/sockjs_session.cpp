@@ -23,14 +23,15 @@ constexpr auto kDisconnectDelay = std::chrono::milliseconds(sockjs::Timing{}.dis
 
 }  // namespace
 
-XhrSession::XhrSession(Server& server, asio::io_context& loop, std::string id)
+XhrSession::XhrSession(Server& server, asio::io_context& loop, std::string id, ConnectionSlot slot)
     : server_(server),
+      slot_(std::move(slot)),
       loop_(loop),
       id_(std::move(id)),
       model_(model_limits(server.hub().limits())),
       timer_(loop) {}
 
-XhrSession::~XhrSession() { server_.connections.fetch_sub(1, std::memory_order_relaxed); }
+XhrSession::~XhrSession() = default;
 
 chat::Shard& XhrSession::shard_for_loop() {
   auto& hub = server_.hub();
@@ -231,13 +232,12 @@ std::shared_ptr<XhrSession> SockJsRegistry::find_or_create(const std::string& id
   {
     std::lock_guard lock(mu_);
     if (auto it = sessions_.find(id); it != sessions_.end()) return it->second;
-    if (server_.shutting_down() ||
-        server_.connections.load(std::memory_order_relaxed) >= server_.hub().limits().max_connections) {
+    auto slot = server_.shutting_down() ? ConnectionSlot() : server_.take_connection();
+    if (!slot) {
       full = true;
       return nullptr;
     }
-    server_.connections.fetch_add(1, std::memory_order_relaxed);
-    s = std::make_shared<XhrSession>(server_, loop, id);
+    s = std::make_shared<XhrSession>(server_, loop, id, std::move(slot));
     sessions_.emplace(id, s);
   }
   // Created on the caller's loop, which is `loop`: start before any post can reach it.

@@ -18,6 +18,7 @@
 
 #include "chat/hub.h"
 #include "chat/session.h"
+#include "net/server.h"
 #include "sockjs/sockjs.h"
 
 namespace chatd::net {
@@ -39,7 +40,7 @@ class SockJsReceiver {
 
 class XhrSession final : public chat::Transport, public std::enable_shared_from_this<XhrSession> {
  public:
-  XhrSession(Server& server, boost::asio::io_context& loop, std::string id);
+  XhrSession(Server& server, boost::asio::io_context& loop, std::string id, ConnectionSlot slot);
   ~XhrSession() override;
 
   boost::asio::io_context& loop() { return loop_; }
@@ -79,6 +80,7 @@ class XhrSession final : public chat::Transport, public std::enable_shared_from_
   chat::Shard& shard_for_loop();
 
   Server& server_;
+  ConnectionSlot slot_;
   boost::asio::io_context& loop_;
   std::string id_;
   sockjs::Session model_;

@@ -40,16 +40,15 @@ constexpr std::string_view kSockJsHeartbeat{"\x81\x01h", 3};
 
 class WsSession final : public chat::Transport, public std::enable_shared_from_this<WsSession> {
  public:
-  WsSession(Server& server, tcp::socket socket, WsFraming framing)
+  WsSession(Server& server, tcp::socket socket, WsFraming framing, ConnectionSlot slot)
       : server_(server),
+        slot_(std::move(slot)),
         socket_(std::move(socket)),
         // SockJS messages are JSON-escaped STOMP frames: allow for the escapes.
         decoder_((framing == WsFraming::sockjs ? 6 : 2) * server.hub().limits().max_frame_bytes + 1024),
         framing_(framing) {
     if (framing == WsFraming::sockjs) sj_ = std::make_unique<SockJsState>(socket_.get_executor());
   }
-
-  ~WsSession() override { server_.connections.fetch_sub(1, std::memory_order_relaxed); }
 
   // Writes the 101 answer, then reads. `early` holds bytes the client sent past the request.
   void start(std::string handshake, std::string early) {
@@ -327,6 +326,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   }
 
   Server& server_;
+  ConnectionSlot slot_;
   tcp::socket socket_;
   ws::Decoder decoder_;
   std::shared_ptr<chat::StompSession> stomp_;
@@ -419,21 +419,16 @@ std::string new_session_id() {
 }
 
 void run_websocket(Server& server, tcp::socket socket, Request req, boost::beast::flat_buffer buffer,
-                   WsFraming framing) {
-  // The connection counts against max-connections from accept on; WsSession's destructor (or
-  // this refusal's) gives the slot back.
-  auto give_back = [&server] { server.connections.fetch_sub(1, std::memory_order_relaxed); };
+                   WsFraming framing, ConnectionSlot slot) {
+  // A refused upgrade gives the slot back as it returns; a session keeps it for life.
   if (req.method() != http::verb::get) {
-    give_back();
     return refuse(std::move(socket), req.version(), http::status::method_not_allowed, "WebSocket upgrades use GET", false);
   }
   if (req[http::field::sec_websocket_version] != "13") {
-    give_back();
     return refuse(std::move(socket), req.version(), http::status::upgrade_required, "only WebSocket version 13 is spoken here", true);
   }
   auto key = req[http::field::sec_websocket_key];
   if (key.size() != 24) {
-    give_back();
     return refuse(std::move(socket), req.version(), http::status::bad_request, "missing or malformed Sec-WebSocket-Key", false);
   }
   std::string handshake =
@@ -449,7 +444,7 @@ void run_websocket(Server& server, tcp::socket socket, Request req, boost::beast
   }
   auto data = buffer.cdata();
   std::string early(static_cast<const char*>(data.data()), data.size());
-  std::make_shared<WsSession>(server, std::move(socket), framing)->start(std::move(handshake), std::move(early));
+  std::make_shared<WsSession>(server, std::move(socket), framing, std::move(slot))->start(std::move(handshake), std::move(early));
 }
 
 }  // namespace chatd::net

@@ -343,12 +343,15 @@ Parser::Result Parser::consume(std::string_view bytes) {
 
 // ---- Negotiation ----------------------------------------------------------------------------
 
-std::optional<Version> negotiate_version(std::string_view accept_version) {
-  if (accept_version.empty()) return Version::v1_0;
+std::optional<Version> negotiate_version(std::optional<std::string_view> accept) {
+  if (!accept) return Version::v1_0;
+  std::string_view accept_version = *accept;
   std::optional<Version> best;
   while (true) {
     const std::size_t comma = accept_version.find(',');
-    const std::string_view item = accept_version.substr(0, comma);
+    std::string_view item = accept_version.substr(0, comma);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
     for (const Version v : {Version::v1_0, Version::v1_1, Version::v1_2}) {
       if (item == to_string(v) && (!best || *best < v)) best = v;
     }

@@ -133,9 +133,10 @@ class Parser {
 
 // ---- Negotiation (STOMP 1.2 §Protocol Negotiation, §Heart-beating) ----
 
-// Returns the highest version in a CONNECT's accept-version value (e.g. "1.0,1.1,1.2"), 1.0 for
-// an empty value (the header is absent: a 1.0 client), or nullopt when none is supported.
-std::optional<Version> negotiate_version(std::string_view accept_version);
+// Returns the highest version in a CONNECT's accept-version value (e.g. "1.0,1.1,1.2"; blanks
+// around an item are ignored), 1.0 when the header is absent (nullopt: a 1.0 client), or
+// nullopt when it names no supported version (an empty value included).
+std::optional<Version> negotiate_version(std::optional<std::string_view> accept_version);
 
 // A heart-beat header "cx,cy" in milliseconds; 0 means "cannot send" / "do not want any".
 struct HeartBeat {

@@ -78,4 +78,23 @@ std::size_t decode_multibyte(std::string_view s, std::uint32_t& cp) {
   return len;
 }
 
+void append(std::string& out, std::uint32_t cp) {
+  const auto byte = [&out](std::uint32_t b) { out += static_cast<char>(b); };
+  if (cp < 0x80) {
+    byte(cp);
+  } else if (cp < 0x800) {
+    byte(0xC0 | (cp >> 6));
+    byte(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    byte(0xE0 | (cp >> 12));
+    byte(0x80 | ((cp >> 6) & 0x3F));
+    byte(0x80 | (cp & 0x3F));
+  } else {
+    byte(0xF0 | (cp >> 18));
+    byte(0x80 | ((cp >> 12) & 0x3F));
+    byte(0x80 | ((cp >> 6) & 0x3F));
+    byte(0x80 | (cp & 0x3F));
+  }
+}
+
 }  // namespace chatd::utf8

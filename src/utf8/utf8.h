@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace chatd::utf8 {
@@ -33,5 +34,8 @@ bool valid(std::string_view s);
 // `cp` to its code point, or returns 0 when `s` does not start with one (an ASCII byte counts
 // as not multi-byte).
 std::size_t decode_multibyte(std::string_view s, std::uint32_t& cp);
+
+// Appends code point `cp` (at most U+10FFFF, not a surrogate) encoded as UTF-8.
+void append(std::string& out, std::uint32_t cp);
 
 }  // namespace chatd::utf8

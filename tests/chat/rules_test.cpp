@@ -125,3 +125,8 @@ TEST(ChatRules, RoomName) {
   EXPECT_EQ(why, "name must not contain control characters");
   EXPECT_EQ(check_room_name("한글 😀", 100, why), "한글 😀");
 }
+
+TEST(ChatRules, CanonicalRoomIdIsLowerCase) {
+  EXPECT_EQ(canonical_room_id("0A1B2C3D-4E5F-4A6B-8C7D-9E0F1A2B3C4D"), "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d");
+  EXPECT_EQ(canonical_room_id("0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"), "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d");
+}

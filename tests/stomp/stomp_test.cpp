@@ -611,9 +611,11 @@ TEST(StompNegotiate, Version) {
   EXPECT_EQ(negotiate_version("1.2,1.0"), Version::v1_2);
   EXPECT_EQ(negotiate_version("1.1"), Version::v1_1);
   EXPECT_EQ(negotiate_version("1.0,1.1,2.0"), Version::v1_1);
-  EXPECT_EQ(negotiate_version(""), Version::v1_0);  // no accept-version: a 1.0 client
+  EXPECT_EQ(negotiate_version(std::nullopt), Version::v1_0);  // no accept-version: a 1.0 client
+  EXPECT_EQ(negotiate_version(""), std::nullopt);             // present, but names nothing
   EXPECT_EQ(negotiate_version("2.0"), std::nullopt);
-  EXPECT_EQ(negotiate_version("1.2 "), std::nullopt);
+  EXPECT_EQ(negotiate_version("1.0, 1.2 "), Version::v1_2);   // blanks around items are ignored
+  EXPECT_EQ(negotiate_version("1 .2"), std::nullopt);
 }
 
 TEST(StompNegotiate, ParseHeartBeat) {

@@ -59,3 +59,18 @@ TEST(Utf8, DecodeMultibyte) {
   EXPECT_EQ(decode_multibyte("\xed\xa0\x80", cp), 0u);
   EXPECT_EQ(decode_multibyte("\xe2\x28\xa1", cp), 0u);
 }
+
+TEST(Utf8, AppendRoundTrips) {
+  for (std::uint32_t cp : {0x41u, 0x7Fu, 0x80u, 0x7FFu, 0x800u, 0xD7FFu, 0xE000u, 0xFFFFu, 0x10000u, 0x10FFFFu}) {
+    std::string s;
+    append(s, cp);
+    EXPECT_TRUE(valid(s)) << cp;
+    std::uint32_t back = 0;
+    if (cp < 0x80) {
+      EXPECT_EQ(s, std::string(1, static_cast<char>(cp)));
+    } else {
+      EXPECT_EQ(decode_multibyte(s, back), s.size()) << cp;
+      EXPECT_EQ(back, cp);
+    }
+  }
+}
