@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <chrono>
 #include <iostream>
 #include <thread>
 
@@ -46,6 +47,18 @@ void raise_file_limit() {
   }
 }
 
+// --check-config: the engines were built (which already refuses a bad URL, a wrong password or
+// an unwritable data dir); returns whether both answer within a bounded wait, after printing
+// one line for each.
+bool engines_up(chatd::store::RoomStore& rooms, chatd::bus::MessageBus& messages) {
+  messages.start([](chatd::bus::Delivery&&) {});
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!(rooms.up() && messages.up()) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::cout << "store: " << rooms.describe() << "\nbus: " << messages.describe() << '\n';
+  return rooms.up() && messages.up();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -61,6 +74,10 @@ int main(int argc, char** argv) {
   }
   if (opt.help) {
     std::cout << app::help_text();
+    return 0;
+  }
+  if (opt.version) {
+    std::cout << app::version_text() << '\n';
     return 0;
   }
   raise_file_limit();
@@ -81,13 +98,16 @@ int main(int argc, char** argv) {
   std::unique_ptr<bus::MessageBus> messages;
   std::unique_ptr<chat::Hub> hub;
   std::unique_ptr<net::Server> server;
-  auto fail = [&](const std::string& why) {
-    std::cerr << "chatd: cannot start: " << why << '\n';
+  auto stop_engines = [&] {
     if (messages) messages->stop();
     if (rooms) rooms->stop();
     engine_guard.reset();
     engine.stop();
     engine_thread.join();
+  };
+  auto fail = [&](const std::string& why) {
+    std::cerr << "chatd: cannot start: " << why << '\n';
+    stop_engines();
     return 1;
   };
   try {
@@ -95,6 +115,12 @@ int main(int argc, char** argv) {
     opt.hub.node_id = opt.bus.node_id;
     rooms = store::make_store(opt.store, engine);
     messages = bus::make_bus(opt.bus, engine);
+    if (opt.check_config) {
+      if (!engines_up(*rooms, *messages)) return fail("an engine did not answer within 10 s");
+      stop_engines();
+      std::cout << "chatd: configuration ok\n";
+      return 0;
+    }
     hub = std::make_unique<chat::Hub>(opt.hub, *rooms, *messages, workers);
     server = std::make_unique<net::Server>(opt.server, *hub, workers);
     server->start();

@@ -1,6 +1,7 @@
 #include "app/options.h"
 
 #include <charconv>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <sstream>
@@ -158,7 +159,7 @@ std::string env_name(const std::string& opt) {
 
 Options parse_options(const std::vector<std::string>& args, const std::vector<std::string>& env) {
   Options o;
-  o.server.web_root = CHATD_DEFAULT_WEB_ROOT;
+  o.server.web_root = default_web_root();
   std::map<std::string, std::string> from_env;
   for (auto& kv : env) {
     auto eq = kv.find('=');
@@ -171,6 +172,14 @@ Options parse_options(const std::vector<std::string>& args, const std::vector<st
     const auto& a = args[i];
     if (a == "-h" || a == "--help") {
       o.help = true;
+      continue;
+    }
+    if (a == "--version") {
+      o.version = true;
+      continue;
+    }
+    if (a == "--check-config") {
+      o.check_config = true;
       continue;
     }
     if (a.rfind("--", 0) != 0) throw std::invalid_argument("unexpected argument '" + a + "' (try --help)");
@@ -201,7 +210,7 @@ Options parse_options(const std::vector<std::string>& args, const std::vector<st
 std::string help_text() {
   std::ostringstream out;
   Options defaults;
-  defaults.server.web_root = CHATD_DEFAULT_WEB_ROOT;
+  defaults.server.web_root = default_web_root();
   out << "usage: chatd [--option value]...\n\n"
          "A STOMP-over-WebSocket chat server. With no options it serves http://0.0.0.0:8080 with\n"
          "the in-process bus and rooms kept in ./data. Every option can also be set as an\n"
@@ -210,8 +219,23 @@ std::string help_text() {
     std::string left = "  --" + s.name + " <v>";
     out << left << std::string(left.size() < 28 ? 28 - left.size() : 1, ' ') << s.help << " [" << s.show(defaults) << "]\n";
   }
-  out << "  -h, --help                 this text\n";
+  out << "  --check-config             check the options, reach the engines, exit 0 (ok) or 1\n"
+         "  --version                  print the version\n"
+         "  -h, --help                 this text\n";
   return out.str();
+}
+
+std::string version_text() { return std::string("chatd ") + CHATD_VERSION; }
+
+std::string default_web_root() {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  auto exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    auto installed = exe.parent_path().parent_path() / "share" / "chatd" / "web";
+    if (fs::exists(installed / "index.html", ec)) return installed.string();
+  }
+  return CHATD_DEFAULT_WEB_ROOT;
 }
 
 }  // namespace chatd::app

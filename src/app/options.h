@@ -21,6 +21,8 @@ struct Options {
   std::string data_dir = "./data";
   unsigned threads = 0;  // 0: one worker per core
   bool help = false;
+  bool version = false;       // --version: print it and exit
+  bool check_config = false;  // --check-config: validate, reach the engines, exit 0 or 1
 };
 
 // Returns the options from `args` (argv without the program name) over `environ`-style
@@ -29,5 +31,13 @@ Options parse_options(const std::vector<std::string>& args, const std::vector<st
 
 // Returns the --help text, each option with its default.
 std::string help_text();
+
+// Returns "chatd <version>", the version CMake's project() declares.
+std::string version_text();
+
+// Returns the web root used when --web-root is not given: the installed assets beside the
+// binary (<prefix>/share/chatd/web for <prefix>/bin/chatd) when they exist, else the source
+// tree's web/ this binary was built from.
+std::string default_web_root();
 
 }  // namespace chatd::app

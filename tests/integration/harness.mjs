@@ -94,8 +94,9 @@ export function chatdBinary() {
 // Starts one chatd node on a free port with its own temporary data directory and waits until
 // GET /healthz answers (any HTTP status counts as up). Returns
 // { port, base, dataDir, log, stop(), tail() }; stop() also removes the data directory unless
-// `keepData` is set.
-export async function startChatd({ args = [], env = {}, name = 'chatd', port, dataDir, timeoutMs = 15_000, keepData = false } = {}) {
+// `keepData` is set. `webRoot: null` leaves --web-root out (an installed chatd finds its own).
+export async function startChatd({ args = [], env = {}, name = 'chatd', port, dataDir, timeoutMs = 15_000, keepData = false,
+                                   webRoot = join(repoRoot, 'web') } = {}) {
   const bin = chatdBinary();
   if (!existsSync(bin)) throw new Error(`chatd binary not found at ${bin}: build it or set CHATD_BIN`);
   port ??= await freePort();
@@ -103,7 +104,7 @@ export async function startChatd({ args = [], env = {}, name = 'chatd', port, da
   dataDir ??= mkdtempSync(join(tmpdir(), 'chatd-it-'));
   const proc = startProcess(`${name}-${port}`, bin, [
     '--port', String(port), '--address', '127.0.0.1', '--data-dir', dataDir,
-    '--web-root', join(repoRoot, 'web'), ...args,
+    ...(webRoot ? ['--web-root', webRoot] : []), ...args,
   ], { cwd: dataDir, env });
   const base = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + timeoutMs;
