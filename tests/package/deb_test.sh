@@ -14,7 +14,8 @@ if grep -q -- '-dev' <<<"$deps"; then echo "FAIL: the package depends on a -dev 
 for lib in libhiredis librdkafka libsqlite3 libboost-json libboost-url; do
   grep -q "$lib" <<<"$deps" || { echo "FAIL: Depends lacks $lib" >&2; exit 1; }
 done
-dpkg-deb -c "$deb" | grep -q './usr/share/chatd/web/assets/vendor/stomp.umd.min.js' ||
+contents=$(dpkg-deb -c "$deb")
+grep -q './usr/share/chatd/web/assets/vendor/stomp.umd.min.js' <<<"$contents" ||
   { echo "FAIL: the package lacks the pages' vendor bundles" >&2; exit 1; }
 
 cleanup() { dpkg -P chatd >/dev/null 2>&1 || true; }
