@@ -1,16 +1,27 @@
-// The redis bus: one channel per room (chatd:room:<roomId>), so Redis sends a node only the
-// rooms it has subscribers for. A Lua script stamps the room's sequence (INCR chatd:seq:<roomId>)
-// and PUBLISHes "<seq> <payload>" in one step; Redis runs scripts one at a time, so sequence
-// order is delivery order on every node.
+// The redis bus. Per room, all under one hash tag so a room stays on one Redis Cluster slot:
+//   chatd:{<room>}:seq         the room's sequence counter (INCR)
+//   chatd:{<room>}:epoch       the room's history epoch, created when missing
+//   chatd:{<room>}:hist        the room's history, a stream with ids "<seq>-0", fields t (ms), p
+//   chatd:{<room>}:cid:<id>    a SEND's x-client-id within the dedupe window -> its seq
+//   chatd:{<room>}:live        the channel; each message is "<seq> <epoch> <payload>"
+// One Lua script does the dedupe check, INCR, XADD (trimmed by count and age) and PUBLISH in one
+// step; Redis runs scripts one at a time, so seq order, history order and delivery order are the
+// same on every node, and a message is in history exactly when it was published.
 //
-// Two connections on the engine thread: "publish" (pipelined EVAL, never waits for one reply
-// before sending the next) and "subscribe" (pub/sub mode). Redis pub/sub keeps nothing: a node
-// that is not subscribed, or not connected, when a message is published never sees it.
+// Three connections on the engine thread: "publish" (pipelined EVAL, never waits for one reply
+// before sending the next), "history" (reads, so a long replay never delays a publish behind it
+// on the socket) and "subscribe" (pub/sub mode). Redis pub/sub keeps nothing: a node that is not
+// subscribed when a message is published never sees it live; history is how it catches up.
 #include <boost/asio/post.hpp>
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
 #include <charconv>
+#include <cinttypes>
+#include <cstdio>
+#include <optional>
+#include <random>
 #include <unordered_map>
 
 #include "bus/message_bus.h"
@@ -21,23 +32,119 @@
 namespace chatd::bus {
 namespace {
 
-constexpr std::string_view kChannelPrefix = "chatd:room:";
-constexpr std::string_view kSeqPrefix = "chatd:seq:";
-// Until Redis keeps history (issue 9, history-engines): one fixed epoch, no history.
-constexpr std::string_view kEpoch = "0";
+constexpr std::string_view kKeyPrefix = "chatd:{";
+constexpr std::string_view kChannelSuffix = "}:live";
+// Before the hash tag, the counter was chatd:seq:<room>; a room's first publish since then
+// carries it over, so seq continues (one Redis only: the old key is in another Cluster slot).
+constexpr std::string_view kOldSeqPrefix = "chatd:seq:";
 
-// KEYS[1] = the room's seq key, ARGV[1] = its channel, ARGV[2] = the payload.
-// Returns the message's seq.
-constexpr const char* kPublishScript = R"lua(
-local seq = redis.call('INCR', KEYS[1])
-redis.call('PUBLISH', ARGV[1], string.format('%d ', seq) .. ARGV[2])
-return seq
+// Both scripts. sq: the seq of a stream id. young: the seq of the oldest entry of stream k with
+// seq in [lo, hi] whose t is >= cut, or 0; a binary search (t grows with seq), so an age bound
+// costs O(log n) lookups however many entries expired.
+constexpr std::string_view kLuaHelpers = R"lua(
+local function sq(id) return tonumber(string.match(id,'^%d+')) end
+local function young(k,lo,hi,cut)
+ local a=0
+ while lo<=hi do
+  local m=math.floor((lo+hi)/2)
+  local x=redis.call('XRANGE',k,string.format('%d',m),'+','COUNT',1)[1]
+  if not x then hi=m-1
+  elseif tonumber(x[2][2])>=cut then a=sq(x[1]) hi=m-1
+  else lo=sq(x[1])+1 end
+ end
+ return a
+end
+local function now() local t=redis.call('TIME') return t[1]*1000+math.floor(t[2]/1000) end
+local function epoch()
+ local e=redis.call('GET',KEYS[2])
+ if not e then e=ARGV[6] redis.call('SET',KEYS[2],e) end
+ return e
+end
 )lua";
 
-std::string channel_of(std::string_view room) { return std::string(kChannelPrefix) + std::string(room); }
+// KEYS: seq, epoch, hist, old seq key[, dedupe key]. ARGV: channel, payload, history size,
+// history ttl ms, dedupe window s, epoch candidate. Returns {seq, epoch, 1 if a retry}.
+// A missing seq key starts from the old key or the stream's newest id, whichever is larger, so
+// a lost (evicted) counter can never make XADD refuse the room's next id.
+constexpr std::string_view kPublishBody = R"lua(
+local e=epoch()
+if KEYS[5] then local f=redis.call('GET',KEYS[5]) if f then return {tonumber(f),e,1} end end
+if redis.call('EXISTS',KEYS[1])==0 then
+ local b=tonumber(redis.call('GET',KEYS[4]) or '0')
+ local l=redis.call('XREVRANGE',KEYS[3],'+','-','COUNT',1)[1]
+ if l then b=math.max(b,sq(l[1])) end
+ if b>0 then redis.call('SET',KEYS[1],string.format('%d',b)) end
+ redis.call('DEL',KEYS[4])
+end
+local s=redis.call('INCR',KEYS[1])
+local n=tonumber(ARGV[3]) local a=tonumber(ARGV[4])
+if n>0 then
+ local t=now()
+ redis.call('XADD',KEYS[3],'MAXLEN','~',n,string.format('%d-0',s),'t',t,'p',ARGV[2])
+ if a>0 then
+  redis.call('PEXPIRE',KEYS[3],a)
+  local o=redis.call('XRANGE',KEYS[3],'-','+','COUNT',1)[1]
+  if tonumber(o[2][2])<t-a then
+   redis.call('XTRIM',KEYS[3],'MINID',string.format('%d',young(KEYS[3],sq(o[1]),s,t-a)))
+  end
+ end
+end
+redis.call('PUBLISH',ARGV[1],string.format('%d ',s)..e..' '..ARGV[2])
+if KEYS[5] then redis.call('SET',KEYS[5],s,'EX',ARGV[5]) end
+return {s,e,0}
+)lua";
+
+// KEYS: seq, epoch, hist, old seq key. ARGV: after, before, limit, history size, history ttl
+// ms, epoch candidate. Returns {epoch, first retained seq, last seq, entries}: entries ascending
+// after `after`, else descending before `before`. Entries past the count bound (MAXLEN ~ keeps
+// a few more) or older than the ttl (trimmed lazily) are never returned.
+constexpr std::string_view kHistoryBody = R"lua(
+local e=epoch()
+local last=tonumber(redis.call('GET',KEYS[1]) or redis.call('GET',KEYS[4]) or '0')
+local l=redis.call('XREVRANGE',KEYS[3],'+','-','COUNT',1)[1]
+if l then last=math.max(last,sq(l[1])) end
+local n=tonumber(ARGV[4]) local a=tonumber(ARGV[5])
+local first=0
+if n>0 and last>0 then
+ local lo=math.max(1,last-n+1)
+ if a>0 then first=young(KEYS[3],lo,last,now()-a)
+ else
+  local x=redis.call('XRANGE',KEYS[3],string.format('%d',lo),'+','COUNT',1)[1]
+  if x then first=sq(x[1]) end
+ end
+end
+local m={}
+local af=tonumber(ARGV[1]) local bf=tonumber(ARGV[2]) local lim=tonumber(ARGV[3])
+if first>0 and lim>0 then
+ local hi='+'
+ if bf>0 then hi=string.format('(%d-0',bf) end
+ if af>0 then m=redis.call('XRANGE',KEYS[3],string.format('%d',math.max(af+1,first)),hi,'COUNT',lim)
+ else m=redis.call('XREVRANGE',KEYS[3],hi,string.format('%d',first),'COUNT',lim) end
+end
+return {e,first,last,m}
+)lua";
+
+std::string key_of(std::string_view room, std::string_view what) {
+  std::string k;
+  k.reserve(kKeyPrefix.size() + room.size() + 2 + what.size());
+  k.append(kKeyPrefix).append(room).append("}:").append(what);
+  return k;
+}
+std::string channel_of(std::string_view room) {
+  return std::string(kKeyPrefix).append(room).append(kChannelSuffix);
+}
 
 std::string_view str(const redisReply* r) {
   return r && r->type == REDIS_REPLY_STRING ? std::string_view(r->str, r->len) : std::string_view{};
+}
+
+// Returns the unsigned number at the start of `s` up to `stop` (or its end), or nullopt.
+std::optional<std::uint64_t> leading_number(std::string_view s, char stop) {
+  std::uint64_t v = 0;
+  const char* end = s.data() + s.size();
+  auto [p, ec] = std::from_chars(s.data(), end, v);
+  if (ec != std::errc{} || p == s.data() || (p != end && *p != stop)) return std::nullopt;
+  return v;
 }
 
 // One room this node wants. `pending` counts (UN)SUBSCRIBEs whose reply has not come back:
@@ -51,12 +158,20 @@ struct RoomSub {
 
 class Core : public std::enable_shared_from_this<Core> {
  public:
-  Core(boost::asio::io_context& io, const redis::Endpoint& ep) : io_(io), display_(ep.display()) {}
+  Core(boost::asio::io_context& io, const redis::Endpoint& ep, const BusConfig& cfg)
+      : io_(io),
+        display_(ep.display()),
+        history_size_(std::to_string(cfg.history_size)),
+        history_ttl_ms_(std::to_string(std::chrono::milliseconds(cfg.history_ttl).count())),
+        dedupe_window_s_(std::to_string(std::max<std::int64_t>(1, cfg.dedupe_window.count()))),
+        rng_(std::random_device{}()) {}
 
   // Separate from the constructor: the hooks need a finished object.
   void init(const redis::Endpoint& ep) {
     pub_ = redis::Connection::create(io_, ep, {.name = "publish"}, {});
-    script_ = pub_->add_script(kPublishScript);
+    publish_script_ = pub_->add_script(std::string(kLuaHelpers).append(kPublishBody));
+    hist_ = redis::Connection::create(io_, ep, {.name = "history"}, {});
+    history_script_ = hist_->add_script(std::string(kLuaHelpers).append(kHistoryBody));
     sub_ = redis::Connection::create(
         io_, ep, {.name = "subscribe", .health_ping = false},
         {.on_up = [this] { on_sub_up_in_loop(); },
@@ -67,18 +182,76 @@ class Core : public std::enable_shared_from_this<Core> {
   void start_in_loop(DeliverFn deliver) {
     deliver_ = std::move(deliver);
     pub_->start_in_loop();
+    hist_->start_in_loop();
     sub_->start_in_loop();
   }
 
-  void publish_in_loop(std::string room, std::string payload, PublishedFn done) {
-    std::string key = std::string(kSeqPrefix) + room;
-    pub_->eval_in_loop(script_, {std::move(key)}, {channel_of(room), std::move(payload)},
+  // Returns a fresh epoch token: 64 random bits in hex. Used only if the room has none, so a
+  // Redis that lost the room's keys gives it one nobody has seen before.
+  std::string epoch_candidate() {
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016" PRIx64, static_cast<std::uint64_t>(rng_()));
+    return buf;
+  }
+
+  static std::error_code failure(redis::Status st) {
+    return st == redis::Status::stopped ? Error::stopped : Error::engine_down;
+  }
+
+  void publish_in_loop(std::string room, std::string payload, PublishOptions opts, PublishedFn done) {
+    std::vector<std::string> keys{key_of(room, "seq"), key_of(room, "epoch"), key_of(room, "hist"),
+                                  std::string(kOldSeqPrefix).append(room)};
+    if (!opts.client_id.empty()) keys.push_back(key_of(room, "cid:" + opts.client_id));
+    pub_->eval_in_loop(publish_script_, std::move(keys),
+                       {channel_of(room), std::move(payload), history_size_, history_ttl_ms_,
+                        dedupe_window_s_, epoch_candidate()},
                        [done = std::move(done)](redis::Status st, const redisReply* r) {
-                         if (st == redis::Status::stopped) return done(Error::stopped, 0);
-                         if (st == redis::Status::down) return done(Error::engine_down, 0);
-                         if (r->type != REDIS_REPLY_INTEGER) return done(Error::rejected, 0);
-                         done({}, static_cast<std::uint64_t>(r->integer));
+                         if (st != redis::Status::ok) return done(failure(st), 0);
+                         if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+                             r->element[0]->type != REDIS_REPLY_INTEGER)
+                           return done(Error::rejected, 0);
+                         done({}, static_cast<std::uint64_t>(r->element[0]->integer));
                        });
+  }
+
+  void history_in_loop(HistoryRequest req, HistoryFn done) {
+    const std::string& room = req.room_id;
+    hist_->eval_in_loop(
+        history_script_,
+        {key_of(room, "seq"), key_of(room, "epoch"), key_of(room, "hist"), std::string(kOldSeqPrefix).append(room)},
+        {std::to_string(req.after_seq), std::to_string(req.before_seq), std::to_string(req.limit),
+         history_size_, history_ttl_ms_, epoch_candidate()},
+        [room, newest_first = req.after_seq == 0, done = std::move(done)](redis::Status st, const redisReply* r) {
+          if (st != redis::Status::ok) return done(failure(st), {});
+          History h;
+          if (!parse_history(*r, room, h)) return done(Error::rejected, {});
+          if (newest_first) std::reverse(h.messages.begin(), h.messages.end());
+          done({}, std::move(h));
+        });
+  }
+
+  // Reads the history script's answer into `h`; returns false if it is not one.
+  static bool parse_history(const redisReply& r, const std::string& room, History& h) {
+    if (r.type != REDIS_REPLY_ARRAY || r.elements != 4 || r.element[0]->type != REDIS_REPLY_STRING ||
+        r.element[1]->type != REDIS_REPLY_INTEGER || r.element[2]->type != REDIS_REPLY_INTEGER ||
+        r.element[3]->type != REDIS_REPLY_ARRAY)
+      return false;
+    h.epoch.assign(str(r.element[0]));
+    h.first_seq = static_cast<std::uint64_t>(r.element[1]->integer);
+    h.last_seq = static_cast<std::uint64_t>(r.element[2]->integer);
+    const redisReply& entries = *r.element[3];
+    h.messages.reserve(entries.elements);
+    for (std::size_t i = 0; i < entries.elements; ++i) {
+      // [id, [t, <ms>, p, <payload>]]
+      const redisReply* e = entries.element[i];
+      if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[1]->type != REDIS_REPLY_ARRAY ||
+          e->element[1]->elements != 4)
+        return false;
+      auto seq = leading_number(str(e->element[0]), '-');
+      if (!seq) return false;
+      h.messages.push_back(Delivery{room, *seq, h.epoch, std::string(str(e->element[1]->element[3]))});
+    }
+    return true;
   }
 
   void subscribe_in_loop(const std::string& room, DoneFn ready) {
@@ -112,6 +285,7 @@ class Core : public std::enable_shared_from_this<Core> {
     if (stopped_in_loop_) return;
     stopped_in_loop_ = true;
     pub_->stop_in_loop();  // pending publishes get Error::stopped
+    hist_->stop_in_loop();
     sub_->stop_in_loop();
     for (auto& [room, rs] : rooms_) fire(rs, Error::stopped);
     rooms_.clear();
@@ -149,20 +323,22 @@ class Core : public std::enable_shared_from_this<Core> {
     if (r.type != REDIS_REPLY_ARRAY || r.elements < 3) return;
     const std::string_view kind = str(r.element[0]);
     const std::string_view channel = str(r.element[1]);
-    if (!channel.starts_with(kChannelPrefix)) return;
-    const std::string room(channel.substr(kChannelPrefix.size()));
+    if (!channel.starts_with(kKeyPrefix) || !channel.ends_with(kChannelSuffix)) return;
+    const std::string room(channel.substr(kKeyPrefix.size(),
+                                          channel.size() - kKeyPrefix.size() - kChannelSuffix.size()));
     auto it = rooms_.find(room);
     if (it == rooms_.end()) return;
     RoomSub& rs = it->second;
     if (kind == "message") {
       if (!rs.wanted || !deliver_) return;
+      // "<seq> <epoch> <payload>"
       const std::string_view data = str(r.element[2]);
+      const auto seq = leading_number(data, ' ');
       const auto space = data.find(' ');
-      Delivery d{room, 0, std::string(kEpoch), {}};
-      if (space == std::string_view::npos) return;
-      auto [end, ec] = std::from_chars(data.data(), data.data() + space, d.seq);
-      if (ec != std::errc{} || end != data.data() + space) return;  // not ours
-      d.payload.assign(data.substr(space + 1));
+      const auto space2 = space == std::string_view::npos ? space : data.find(' ', space + 1);
+      if (!seq || space2 == std::string_view::npos) return;  // not ours
+      Delivery d{room, *seq, std::string(data.substr(space + 1, space2 - space - 1)),
+                 std::string(data.substr(space2 + 1))};
       deliver_(std::move(d));
     } else if (kind == "subscribe" || kind == "unsubscribe") {
       if (rs.pending > 0) --rs.pending;
@@ -178,8 +354,10 @@ class Core : public std::enable_shared_from_this<Core> {
 
   boost::asio::io_context& io_;
   std::string display_;
-  std::shared_ptr<redis::Connection> pub_, sub_;
-  std::size_t script_ = 0;
+  const std::string history_size_, history_ttl_ms_, dedupe_window_s_;  // script arguments
+  std::shared_ptr<redis::Connection> pub_, hist_, sub_;
+  std::size_t publish_script_ = 0, history_script_ = 0;
+  std::mt19937_64 rng_;  // engine thread only
   std::atomic<bool> stopped_{false};
   // Engine thread only:
   DeliverFn deliver_;
@@ -190,7 +368,8 @@ class Core : public std::enable_shared_from_this<Core> {
 
 class RedisBus final : public MessageBus {
  public:
-  RedisBus(boost::asio::io_context& io, const redis::Endpoint& ep) : core_(std::make_shared<Core>(io, ep)) {
+  RedisBus(boost::asio::io_context& io, const redis::Endpoint& ep, const BusConfig& cfg)
+      : core_(std::make_shared<Core>(io, ep, cfg)) {
     core_->init(ep);
   }
   ~RedisBus() override { stop(); }
@@ -201,24 +380,24 @@ class RedisBus final : public MessageBus {
     });
   }
 
-  // x-client-id de-duplication is not done here yet (history-engines).
-  void publish(std::string room_id, std::string payload, PublishOptions, PublishedFn done) override {
+  void publish(std::string room_id, std::string payload, PublishOptions opts, PublishedFn done) override {
     if (core_->stopped_) return done(Error::stopped, 0);
     // On the engine thread, run now: a one-thread io_context holds posts made from its own
     // thread until the running handler returns, so a post from a worker could overtake them
     // and reorder one sender's messages (the hub publishes from here after a room lookup).
     if (core_->io_.get_executor().running_in_this_thread())
-      return core_->publish_in_loop(std::move(room_id), std::move(payload), std::move(done));
+      return core_->publish_in_loop(std::move(room_id), std::move(payload), std::move(opts), std::move(done));
     boost::asio::post(core_->io_, [c = core_, room = std::move(room_id), body = std::move(payload),
-                                   done = std::move(done)]() mutable {
-      c->publish_in_loop(std::move(room), std::move(body), std::move(done));
+                                   opts = std::move(opts), done = std::move(done)]() mutable {
+      c->publish_in_loop(std::move(room), std::move(body), std::move(opts), std::move(done));
     });
   }
 
-  // Nothing is kept yet (history-engines): the epoch and no messages.
-  void history(HistoryRequest, HistoryFn done) override {
+  void history(HistoryRequest req, HistoryFn done) override {
     if (core_->stopped_) return done(Error::stopped, {});
-    done({}, History{std::string(kEpoch), 0, 0, {}});
+    boost::asio::post(core_->io_, [c = core_, req = std::move(req), done = std::move(done)]() mutable {
+      c->history_in_loop(std::move(req), std::move(done));
+    });
   }
 
   void subscribe(const std::string& room_id, DoneFn ready) override {
@@ -233,9 +412,10 @@ class RedisBus final : public MessageBus {
     boost::asio::post(core_->io_, [c = core_, room = room_id] { c->unsubscribe_in_loop(room); });
   }
 
-  bool up() const override { return core_->pub_->up() && core_->sub_->up(); }
+  bool up() const override { return core_->pub_->up() && core_->hist_->up() && core_->sub_->up(); }
   std::string describe() const override {
-    return "redis " + core_->display_ + ": " + core_->pub_->describe() + ", " + core_->sub_->describe();
+    return "redis " + core_->display_ + ": " + core_->pub_->describe() + ", " + core_->hist_->describe() +
+           ", " + core_->sub_->describe();
   }
 
   void stop() override {
@@ -252,7 +432,7 @@ class RedisBus final : public MessageBus {
 std::unique_ptr<MessageBus> make_redis_bus(const BusConfig& cfg, boost::asio::io_context& engine) {
   redis::Endpoint ep = redis::parse_url(cfg.redis_url);
   redis::resolve_and_verify(ep, std::chrono::seconds(3));
-  return std::make_unique<RedisBus>(engine, ep);
+  return std::make_unique<RedisBus>(engine, ep, cfg);
 }
 
 }  // namespace chatd::bus

@@ -19,10 +19,11 @@ using test::Engine;
 using test::RedisServer;
 
 struct Node {
-  explicit Node(const std::string& url) {
+  explicit Node(const std::string& url, const std::function<void(BusConfig&)>& tune = {}) {
     BusConfig cfg;
     cfg.kind = "redis";
     cfg.redis_url = url;
+    if (tune) tune(cfg);
     bus = make_bus(cfg, engine.io());
     bus->start([this](Delivery&& d) {
       std::lock_guard lock(mu);
@@ -39,11 +40,24 @@ struct Node {
     if (f.wait_for(3s) != std::future_status::ready) return make_error_code(Error::timed_out);
     return f.get();
   }
-  std::error_code publish(const std::string& room, std::string payload) {
-    auto p = std::make_shared<std::promise<std::error_code>>();
-    bus->publish(room, std::move(payload), {}, [p](std::error_code ec, std::uint64_t) { p->set_value(ec); });
+  // Returns the code `done` got (timed_out after 3 s); `seq` gets the seq it was given.
+  std::error_code publish(const std::string& room, std::string payload, std::uint64_t* seq = nullptr,
+                          std::string client_id = {}) {
+    auto p = std::make_shared<std::promise<std::pair<std::error_code, std::uint64_t>>>();
+    bus->publish(room, std::move(payload), {std::move(client_id)},
+                 [p](std::error_code ec, std::uint64_t s) { p->set_value({ec, s}); });
     auto f = p->get_future();
     if (f.wait_for(3s) != std::future_status::ready) return make_error_code(Error::timed_out);
+    auto [ec, s] = f.get();
+    if (seq) *seq = s;
+    return ec;
+  }
+  // Returns the bus's answer to `req` (an error code and an empty History after 3 s).
+  std::pair<std::error_code, History> history(HistoryRequest req) {
+    auto p = std::make_shared<std::promise<std::pair<std::error_code, History>>>();
+    bus->history(std::move(req), [p](std::error_code ec, History h) { p->set_value({ec, std::move(h)}); });
+    auto f = p->get_future();
+    if (f.wait_for(3s) != std::future_status::ready) return {make_error_code(Error::timed_out), {}};
     return f.get();
   }
   std::size_t count(const std::string& room) {
@@ -143,7 +157,7 @@ TEST(RedisBus, RoomsKeepTheirOwnSequence) {
   EXPECT_EQ(a.deliveries("r1")[1].seq, 2u);
   EXPECT_EQ(a.deliveries("r2")[0].seq, 1u);
   EXPECT_EQ(a.deliveries("r2")[0].payload, "y");
-  EXPECT_EQ(redis.command({"GET", "chatd:seq:r1"}), "2");
+  EXPECT_EQ(redis.command({"GET", "chatd:{r1}:seq"}), "2");
 }
 
 // SCRIPT FLUSH (or a failover to a server without the script) while publishes are in flight
@@ -209,7 +223,7 @@ TEST(RedisBus, UnsubscribeStopsDeliveryAndResubscribeWorks) {
 
   a.bus->unsubscribe("r");
   ASSERT_TRUE(test::eventually([&] {  // Redis itself says nobody listens on the channel
-    return redis.command({"EVAL", "return redis.call('PUBSUB','NUMSUB',KEYS[1])[2]", "1", "chatd:room:r"}) == "0";
+    return redis.command({"EVAL", "return redis.call('PUBSUB','NUMSUB',KEYS[1])[2]", "1", "chatd:{r}:live"}) == "0";
   }));
   ASSERT_FALSE(b.publish("r", "2"));
   std::this_thread::sleep_for(100ms);
@@ -330,6 +344,244 @@ TEST(RedisBus, DISABLED_PipelinedThroughput) {
   EXPECT_EQ(done, kCount);
   std::printf("redis bus: %d publishes of %zu B, node A -> node B: %.2f s, %.0f msg/s\n", kCount, payload.size(),
               s, kCount / s);
+}
+
+// ---- history, epoch, dedupe -------------------------------------------------------------
+
+std::vector<std::uint64_t> seqs_of(const std::vector<Delivery>& ds) {
+  std::vector<std::uint64_t> out;
+  for (const auto& d : ds) out.push_back(d.seq);
+  return out;
+}
+
+std::vector<std::uint64_t> range(std::uint64_t from, std::uint64_t to) {  // [from, to]
+  std::vector<std::uint64_t> out;
+  for (auto s = from; s <= to; ++s) out.push_back(s);
+  return out;
+}
+
+TEST(RedisBus, HistoryKeepsEveryPublishWithItsSeqAndEpoch) {
+  RedisServer redis;
+  Node a(redis.url()), b(redis.url());
+  ASSERT_TRUE(both_up(a, b));
+  ASSERT_FALSE(a.subscribe("h"));
+  for (int i = 1; i <= 30; ++i) {
+    std::uint64_t seq = 0;
+    ASSERT_FALSE(b.publish("h", "m" + std::to_string(i), &seq));
+    EXPECT_EQ(seq, static_cast<std::uint64_t>(i)) << "done() carries the seq the message was given";
+  }
+  ASSERT_TRUE(test::eventually([&] { return a.count("h") == 30; }));
+  const std::string epoch = a.deliveries("h")[0].epoch;
+  EXPECT_EQ(epoch.size(), 16u) << epoch;
+  EXPECT_EQ(redis.command({"GET", "chatd:{h}:epoch"}), epoch);
+
+  auto [ec, newest] = a.history({.room_id = "h", .limit = 10});  // join: the newest 10
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(newest.epoch, epoch);
+  EXPECT_EQ(newest.first_seq, 1u);
+  EXPECT_EQ(newest.last_seq, 30u);
+  EXPECT_EQ(seqs_of(newest.messages), range(21, 30));
+  EXPECT_EQ(newest.messages.back().payload, "m30");
+  EXPECT_EQ(newest.messages.back().epoch, epoch);
+
+  auto [ec2, resumed] = b.history({.room_id = "h", .after_seq = 5, .limit = 100});  // resume
+  ASSERT_FALSE(ec2);
+  EXPECT_EQ(seqs_of(resumed.messages), range(6, 30));
+  for (const auto& d : resumed.messages) EXPECT_EQ(d.payload, "m" + std::to_string(d.seq));
+  EXPECT_EQ(seqs_of(b.history({.room_id = "h", .after_seq = 5, .limit = 3}).second.messages), range(6, 8))
+      << "after a seq: the OLDEST `limit`";
+
+  auto older = b.history({.room_id = "h", .before_seq = 10, .limit = 3}).second;  // paging up
+  EXPECT_EQ(seqs_of(older.messages), range(7, 9));
+  EXPECT_EQ(seqs_of(b.history({.room_id = "h", .before_seq = 3, .limit = 50}).second.messages), range(1, 2));
+  EXPECT_TRUE(b.history({.room_id = "h", .after_seq = 30, .limit = 50}).second.messages.empty());
+
+  auto empty = b.history({.room_id = "never", .limit = 10}).second;
+  EXPECT_EQ(empty.first_seq, 0u);
+  EXPECT_EQ(empty.last_seq, 0u);
+  EXPECT_TRUE(empty.messages.empty());
+  EXPECT_EQ(empty.epoch.size(), 16u) << "a room gets its epoch on first sight, publish or read";
+  std::uint64_t seq = 0;
+  ASSERT_FALSE(a.publish("never", "first", &seq));
+  EXPECT_EQ(b.history({.room_id = "never", .limit = 10}).second.epoch, empty.epoch);
+}
+
+TEST(RedisBus, HistoryIsBoundedByCount) {
+  RedisServer redis;
+  Node a(redis.url(), [](BusConfig& c) { c.history_size = 50; });
+  ASSERT_TRUE(test::eventually([&] { return a.bus->up(); }));
+  for (int i = 1; i <= 400; ++i) ASSERT_FALSE(a.publish("c", std::to_string(i)));
+  auto [ec, h] = a.history({.room_id = "c", .after_seq = 100, .limit = 1000});
+  ASSERT_FALSE(ec);
+  EXPECT_EQ(h.first_seq, 351u) << "exactly the newest history_size, though MAXLEN ~ keeps a few more";
+  EXPECT_EQ(h.last_seq, 400u);
+  EXPECT_EQ(seqs_of(h.messages), range(351, 400));
+  const auto len = std::stoul(redis.command({"XLEN", "chatd:{c}:hist"}));
+  EXPECT_GE(len, 50u);
+  EXPECT_LT(len, 400u) << "the stream itself is trimmed";
+  EXPECT_EQ(seqs_of(a.history({.room_id = "c", .before_seq = 360, .limit = 1000}).second.messages), range(351, 359));
+}
+
+TEST(RedisBus, HistoryIsBoundedByAge) {
+  RedisServer redis;
+  Node a(redis.url(), [](BusConfig& c) { c.history_ttl = 1s; });
+  ASSERT_TRUE(test::eventually([&] { return a.bus->up(); }));
+  for (int i = 1; i <= 100; ++i) ASSERT_FALSE(a.publish("t", std::to_string(i)));
+  EXPECT_EQ(a.history({.room_id = "t", .limit = 1000}).second.messages.size(), 100u);
+  const auto pttl = std::stol(redis.command({"PTTL", "chatd:{t}:hist"}));
+  EXPECT_GT(pttl, 0);
+  EXPECT_LE(pttl, 1000) << "an idle room's stream goes away after the ttl";
+
+  // Keep the room busy (so the stream never idles out) until the first 100 are past the ttl.
+  std::uint64_t seq = 100;
+  ASSERT_TRUE(test::eventually([&] {
+    a.publish("t", "later", &seq);
+    std::this_thread::sleep_for(50ms);
+    return a.history({.room_id = "t", .after_seq = 10, .limit = 1000}).second.first_seq > 100;
+  }, 5s));
+  ASSERT_FALSE(a.publish("t", "last", &seq));
+  auto h = a.history({.room_id = "t", .after_seq = 10, .limit = 1000}).second;
+  ASSERT_FALSE(h.messages.empty());
+  EXPECT_GT(h.messages.front().seq, 100u);
+  EXPECT_EQ(h.first_seq, h.messages.front().seq);
+  EXPECT_EQ(h.messages.back().seq, seq);
+  EXPECT_EQ(seqs_of(h.messages), range(h.first_seq, seq));
+  const std::string oldest = redis.command(
+      {"EVAL", "return redis.call('XRANGE',KEYS[1],'-','+','COUNT',1)[1][1]", "1", "chatd:{t}:hist"});
+  EXPECT_GT(std::stoull(oldest), 100u) << "a publish trims what expired: " << oldest;
+
+  // An idle room: the whole stream expires; seq does not.
+  ASSERT_TRUE(test::eventually([&] { return redis.command({"EXISTS", "chatd:{t}:hist"}) == "0"; }, 3s));
+  auto idle = a.history({.room_id = "t", .after_seq = 10, .limit = 1000}).second;
+  EXPECT_TRUE(idle.messages.empty());
+  EXPECT_EQ(idle.first_seq, 0u);
+  EXPECT_EQ(idle.last_seq, seq);
+}
+
+TEST(RedisBus, EpochChangesWhenRedisRestartsWithoutPersistence) {
+  RedisServer redis;  // --save "" --appendonly no
+  Node a(redis.url()), b(redis.url());
+  ASSERT_TRUE(both_up(a, b));
+  ASSERT_FALSE(a.subscribe("e"));
+  for (int i = 0; i < 5; ++i) ASSERT_FALSE(b.publish("e", "old"));
+  ASSERT_TRUE(test::eventually([&] { return a.count("e") == 5; }));
+  const auto before = a.history({.room_id = "e", .limit = 10}).second;
+  EXPECT_EQ(before.epoch, a.deliveries("e")[0].epoch);
+
+  redis.kill9();
+  redis.start();
+  ASSERT_TRUE(test::eventually([&] { return a.bus->up() && b.bus->up(); }, 5s));
+  ASSERT_TRUE(test::eventually([&] {
+    b.publish("e", "new");
+    return a.count("e") >= 6;
+  }, 5s));
+  const Delivery d = a.deliveries("e").back();
+  EXPECT_EQ(d.seq, 1u) << "a Redis that lost its data restarts seq";
+  EXPECT_NE(d.epoch, before.epoch) << "... and so the room must get a new epoch";
+  const auto after = b.history({.room_id = "e", .after_seq = 5, .limit = 10}).second;
+  EXPECT_EQ(after.epoch, d.epoch);
+  EXPECT_NE(after.epoch, before.epoch);
+}
+
+TEST(RedisBus, SameClientIdIsPublishedOnceEvenThroughAnotherNode) {
+  RedisServer redis;
+  Node a(redis.url()), b(redis.url(), [](BusConfig& c) { c.dedupe_window = 1s; });
+  ASSERT_TRUE(both_up(a, b));
+  ASSERT_FALSE(a.subscribe("d"));
+  std::uint64_t s1 = 0, s2 = 0, s3 = 0, s4 = 0;
+  ASSERT_FALSE(a.publish("d", "hello", &s1, "c-1"));
+  ASSERT_FALSE(a.publish("d", "hello", &s2, "c-1"));  // a retry on the same node
+  ASSERT_FALSE(b.publish("d", "hello", &s3, "c-1"));  // a retry after reconnecting elsewhere
+  ASSERT_FALSE(b.publish("d", "other", &s4, "c-2"));
+  EXPECT_EQ(s1, 1u);
+  EXPECT_EQ(s2, s1) << "a retry gets the first publish's seq";
+  EXPECT_EQ(s3, s1);
+  EXPECT_EQ(s4, 2u);
+  ASSERT_TRUE(test::eventually([&] { return a.count("d") == 2; }));
+  std::this_thread::sleep_for(100ms);  // a duplicate would have arrived with the others
+  EXPECT_EQ(a.count("d"), 2u);
+  EXPECT_EQ(seqs_of(a.history({.room_id = "d", .limit = 10}).second.messages), range(1, 2));
+  // The same id in another room is another message; no id means no dedupe at all.
+  std::uint64_t other_room = 0, plain1 = 0, plain2 = 0;
+  ASSERT_FALSE(a.publish("d2", "hello", &other_room, "c-1"));
+  EXPECT_EQ(other_room, 1u);
+  ASSERT_FALSE(a.publish("d", "x", &plain1));
+  ASSERT_FALSE(a.publish("d", "x", &plain2));
+  EXPECT_EQ(plain2, plain1 + 1);
+  // Past the window (node b's: 1 s) the id is forgotten.
+  ASSERT_TRUE(test::eventually([&] {
+    std::uint64_t again = 0;
+    return !b.publish("d", "late", &again, "c-2") && again > s4;
+  }, 4s));
+}
+
+// The join a subscriber does: subscribe (ready), then read history, then take live messages
+// with a larger seq than the history's newest. Publishing never pauses meanwhile.
+TEST(RedisBus, HistoryReadDuringPublishingJoinsLiveWithoutGapOrDuplicate) {
+  RedisServer redis;
+  Node a(redis.url());
+  ASSERT_TRUE(test::eventually([&] { return a.bus->up(); }));
+  for (int round = 0; round < 10; ++round) {
+    const std::string room = "race-" + std::to_string(round);
+    std::atomic<bool> go{true};
+    std::atomic<int> sent{0};
+    std::thread publisher([&] {
+      while (go && sent < 5000) {
+        a.bus->publish(room, "x", {}, [](std::error_code, std::uint64_t) {});
+        if (++sent % 20 == 0) std::this_thread::sleep_for(200us);
+      }
+    });
+    ASSERT_TRUE(test::eventually([&] { return sent > 100; }));
+    Node joiner(redis.url());
+    ASSERT_TRUE(test::eventually([&] { return joiner.bus->up(); }));
+    ASSERT_FALSE(joiner.subscribe(room));
+    auto [ec, h] = joiner.history({.room_id = room, .limit = 50});
+    std::this_thread::sleep_for(20ms);
+    go = false;
+    publisher.join();
+    ASSERT_FALSE(ec);
+    ASSERT_EQ(h.messages.size(), 50u);
+    const auto total = static_cast<std::uint64_t>(sent.load());
+    ASSERT_TRUE(test::eventually([&] {
+      auto live = joiner.deliveries(room);
+      return !live.empty() && live.back().seq == total;
+    })) << "round " << round;
+    std::vector<std::uint64_t> seen = seqs_of(h.messages);
+    for (const auto& d : joiner.deliveries(room))
+      if (d.seq > h.last_seq) seen.push_back(d.seq);
+    EXPECT_EQ(seen, range(h.messages.front().seq, total)) << "round " << round;
+    EXPECT_EQ(h.messages.back().seq, h.last_seq);
+  }
+}
+
+TEST(RedisBus, ANodeStartedAfterTheMessagesReadsThem) {
+  RedisServer redis;
+  auto early = std::make_unique<Node>(redis.url());
+  ASSERT_TRUE(test::eventually([&] { return early->bus->up(); }));
+  for (int i = 1; i <= 20; ++i) ASSERT_FALSE(early->publish("late", std::to_string(i)));
+  early.reset();
+  Node late(redis.url());
+  auto [ec, h] = late.history({.room_id = "late", .after_seq = 0, .limit = 100});
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(seqs_of(h.messages), range(1, 20));
+}
+
+TEST(RedisBus, SeqContinuesFromTheKeyUsedBeforeTheHashTag) {
+  RedisServer redis;
+  redis.command({"SET", "chatd:seq:legacy", "41"});
+  Node a(redis.url());
+  ASSERT_TRUE(test::eventually([&] { return a.bus->up(); }));
+  EXPECT_EQ(a.history({.room_id = "legacy", .limit = 10}).second.last_seq, 41u);
+  std::uint64_t seq = 0;
+  ASSERT_FALSE(a.publish("legacy", "x", &seq));
+  EXPECT_EQ(seq, 42u);
+  EXPECT_EQ(redis.command({"EXISTS", "chatd:seq:legacy"}), "0") << "moved, not copied";
+  EXPECT_EQ(redis.command({"GET", "chatd:{legacy}:seq"}), "42");
+  // A counter lost on its own (evicted) continues after the stream's newest id rather than
+  // making every later XADD fail.
+  redis.command({"DEL", "chatd:{legacy}:seq"});
+  ASSERT_FALSE(a.publish("legacy", "y", &seq));
+  EXPECT_EQ(seq, 43u);
 }
 
 TEST(RedisBus, BadConfigurationFailsAtStartWithinSeconds) {
