@@ -120,6 +120,17 @@ const std::vector<Spec>& specs() {
       {"dedupe-max-ids", "x-client-ids remembered per node (local, kafka); past it the oldest are forgotten early",
        [](const Options& o) { return std::to_string(o.bus.dedupe_max_ids); },
        [](Options& o, const std::string& v) { o.bus.dedupe_max_ids = parse_number<std::size_t>("dedupe-max-ids", v, 1, 100'000'000); }},
+      {"kafka-history-cache-mb", "kafka: MiB of recent messages each node keeps for history (all rooms)",
+       [](const Options& o) { return std::to_string(o.bus.kafka_history_cache_bytes >> 20); },
+       [](Options& o, const std::string& v) {
+         o.bus.kafka_history_cache_bytes = parse_number<std::size_t>("kafka-history-cache-mb", v, 1, 1'000'000) << 20;
+       }},
+      {"kafka-history-scan", "kafka: records one history read may scan in the topic beyond the cache",
+       [](const Options& o) { return std::to_string(o.bus.kafka_history_scan); },
+       [](Options& o, const std::string& v) { o.bus.kafka_history_scan = parse_number<std::size_t>("kafka-history-scan", v, 1, 100'000'000); }},
+      {"kafka-history-read-ms", "kafka: time one history read may spend reading the topic",
+       [](const Options& o) { return std::to_string(o.bus.kafka_history_read_ms); },
+       [](Options& o, const std::string& v) { o.bus.kafka_history_read_ms = parse_number("kafka-history-read-ms", v, 100, 60000); }},
       {"enter-text", "announcement replacing an ENTER message's text", [](const Options& o) { return o.hub.texts.enter; },
        [](Options& o, const std::string& v) { o.hub.texts.enter = v; }},
       {"quit-text", "announcement replacing a QUIT message's text", [](const Options& o) { return o.hub.texts.quit; },

@@ -21,8 +21,12 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafkacpp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <unordered_map>
 #include <cstdio>
 #include <memory>
 #include <mutex>
@@ -33,6 +37,8 @@
 #include <unistd.h>
 #include <vector>
 
+#include "bus/kafka_history.h"
+#include "bus/kafka_topic_id.h"
 #include "bus/message_bus.h"
 
 namespace chatd::bus {
@@ -51,10 +57,25 @@ constexpr int kSetupRequestTimeoutMs = 3000;
 constexpr milliseconds kProbeInterval{1000};
 // How often the consumer looks for partitions added to the topic after start.
 constexpr milliseconds kPartitionCheckInterval{30000};
-// Until Kafka history exists (issue 9, history-engines): one fixed epoch.
-constexpr const char* kEpoch = "0";
 // stop() waits this long for accepted messages to reach the broker before purging them.
 constexpr int kFlushOnStopMs = 5000;
+// How often the consumer asks for the topic's id, to notice a topic deleted and recreated.
+constexpr milliseconds kTopicIdCheckInterval{5000};
+// The record header that carries a SEND's x-client-id.
+constexpr const char* kClientIdHeader = "x-client-id";
+// History requests waiting for the reader thread; past it a request is refused at once.
+constexpr std::size_t kMaxQueuedReads = 10000;
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// One publish waiting for its delivery report.
+struct Pending {
+  PublishedFn done;
+  std::string room;
+  std::string client_id;
+};
 
 // Sets one librdkafka property; a bad name or value is a configuration error (start-up only).
 void set(RdKafka::Conf& conf, const std::string& name, const std::string& value) {
@@ -85,7 +106,10 @@ std::error_code final_error(RdKafka::ErrorCode err, bool engine_up) {
 
 class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::EventCb {
  public:
-  explicit KafkaBus(const BusConfig& cfg) : cfg_(cfg) {
+  explicit KafkaBus(const BusConfig& cfg)
+      : cfg_(cfg),
+        cache_(KafkaCacheLimits{cfg.history_size, cfg.history_ttl, cfg.kafka_history_cache_bytes}),
+        dedupe_(cfg.dedupe_window, cfg.dedupe_max_ids) {
     if (cfg_.kafka_topic.empty()) throw std::invalid_argument("kafka bus: empty topic name");
     if (cfg_.kafka_partitions < 1 || cfg_.kafka_replication < 1)
       throw std::invalid_argument("kafka bus: partitions and replication must be at least 1");
@@ -104,32 +128,65 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     // One attempt now, so a reachable broker has the topic (with our partition count, not the
     // broker's auto-create default) before the first publish; the consumer thread retries.
     set_up_consumer();
+    make_reader();
     producer_thread_ = std::thread([this] { run_producer_loop(); });
     consumer_thread_ = std::thread([this] { run_consumer_loop(); });
+    reader_thread_ = std::thread([this] { run_reader_loop(); });
   }
 
-  // x-client-id de-duplication is not done here yet (history-engines).
-  void publish(std::string room_id, std::string payload, PublishOptions, PublishedFn done) override {
+  void publish(std::string room_id, std::string payload, PublishOptions opts, PublishedFn done) override {
     std::shared_lock lock(stop_mu_);
     if (stopped_ || !producer_) {
       lock.unlock();
       done(Error::stopped, 0);
       return;
     }
-    auto* opaque = new PublishedFn(std::move(done));
+    std::unique_ptr<RdKafka::Headers> headers;
+    if (!opts.client_id.empty()) {
+      // A retry of an id this node has seen in the stream (from any node) gets the first seq;
+      // one whose first is still on its way here waits for that first's answer.
+      if (auto seq = dedupe_.find(room_id, opts.client_id, now_ms())) {
+        lock.unlock();
+        done({}, *seq);
+        return;
+      }
+      {
+        std::lock_guard in_flight_lock(in_flight_mu_);
+        auto [it, first] = in_flight_.try_emplace(in_flight_key(room_id, opts.client_id));
+        if (!first) {
+          it->second.push_back(std::move(done));
+          return;
+        }
+      }
+      headers.reset(RdKafka::Headers::create());
+      headers->add(kClientIdHeader, opts.client_id);
+    }
+    auto* opaque = new Pending{std::move(done), room_id, std::move(opts.client_id)};
     // RK_MSG_COPY: librdkafka keeps its own copy, so publish() owns nothing past this call.
     RdKafka::ErrorCode err = producer_->produce(
         cfg_.kafka_topic, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY,
-        payload.data(), payload.size(), room_id.data(), room_id.size(), 0, opaque);
-    if (err == RdKafka::ERR_NO_ERROR) return;
+        payload.data(), payload.size(), room_id.data(), room_id.size(), 0, headers.get(), opaque);
+    if (err == RdKafka::ERR_NO_ERROR) {
+      (void)headers.release();  // librdkafka frees them with the message
+      return;
+    }
     lock.unlock();
-    std::unique_ptr<PublishedFn> failed(opaque);
+    std::unique_ptr<Pending> failed(opaque);
     // A full local queue means the broker has been away for a while: refuse rather than block.
-    (*failed)(err == RdKafka::ERR__QUEUE_FULL ? Error::rejected : final_error(err, up()), 0);
+    answer(*failed, err == RdKafka::ERR__QUEUE_FULL ? Error::rejected : final_error(err, up()), 0);
   }
 
-  // Nothing is kept yet (history-engines): the epoch and no messages.
-  void history(HistoryRequest, HistoryFn done) override { done({}, History{std::string(kEpoch), 0, 0, {}}); }
+  void history(HistoryRequest req, HistoryFn done) override {
+    {
+      std::lock_guard lock(reads_mu_);
+      if (!reads_stopped_ && reads_.size() < kMaxQueuedReads) {
+        reads_.emplace_back(std::move(req), std::move(done));
+        reads_cv_.notify_one();
+        return;
+      }
+    }
+    done(reads_stopped_ ? Error::stopped : Error::rejected, {});
+  }
 
   void subscribe(const std::string&, DoneFn ready) override {
     {
@@ -170,6 +227,16 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     quit_.store(true, std::memory_order_release);
     wake_consumer();
     if (consumer_thread_.joinable()) consumer_thread_.join();
+    std::deque<std::pair<HistoryRequest, HistoryFn>> reads;
+    {
+      std::lock_guard lock(reads_mu_);
+      reads_stopped_ = true;
+      reads_.swap(reads);
+    }
+    reads_cv_.notify_all();
+    for (auto& [req, done] : reads) done(Error::stopped, {});
+    if (reader_thread_.joinable()) reader_thread_.join();
+    if (reader_) reader_->close();
     if (consumer_queue_) rd_kafka_queue_destroy(consumer_queue_);
     consumer_queue_ = nullptr;
     if (consumer_) consumer_->close();
@@ -197,12 +264,42 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
  private:
   // RdKafka::DeliveryReportCb, on the producer thread (or stop()'s): the final word on a message.
   void dr_cb(RdKafka::Message& msg) override {
-    std::unique_ptr<PublishedFn> done(static_cast<PublishedFn*>(msg.msg_opaque()));
+    std::unique_ptr<Pending> pending(static_cast<Pending*>(msg.msg_opaque()));
     if (msg.err() == RdKafka::ERR_NO_ERROR) mark_up();
     else note_error("delivery: " + msg.errstr());
-    // seq = offset + 1, as deliver() numbers it.
-    auto seq = msg.err() == RdKafka::ERR_NO_ERROR && msg.offset() >= 0 ? static_cast<std::uint64_t>(msg.offset()) + 1 : 0;
-    if (done && *done) (*done)(final_error(msg.err(), up()), seq);
+    if (!pending) return;
+    const std::error_code ec = final_error(msg.err(), up());
+    std::uint64_t seq = 0;
+    if (!ec) {
+      seq = static_cast<std::uint64_t>(msg.offset()) + 1;
+      // A retry that reached the topic because its first was not yet seen here: consumers drop
+      // it, and its sender gets the first's seq if this node knows it by now.
+      if (!pending->client_id.empty())
+        if (auto first = dedupe_.first_or_remember(pending->room, pending->client_id, seq, msg.timestamp().timestamp))
+          seq = *first;
+    }
+    answer(*pending, ec, seq);
+  }
+
+  static std::string in_flight_key(const std::string& room, const std::string& client_id) {
+    std::string k = room;
+    k.push_back('\0');
+    return k.append(client_id);
+  }
+
+  // Answers a publish and every retry of its client id that waited for it.
+  void answer(Pending& p, std::error_code ec, std::uint64_t seq) {
+    std::vector<PublishedFn> waiters;
+    if (!p.client_id.empty()) {
+      std::lock_guard lock(in_flight_mu_);
+      auto it = in_flight_.find(in_flight_key(p.room, p.client_id));
+      if (it != in_flight_.end()) {
+        waiters = std::move(it->second);
+        in_flight_.erase(it);
+      }
+    }
+    if (p.done) p.done(ec, seq);
+    for (auto& w : waiters) w(ec, seq);
   }
 
   // RdKafka::EventCb, on the producer or consumer thread: errors and librdkafka's own log lines
@@ -365,6 +462,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
         ok = false;
       } else {
         parts.push_back(RdKafka::TopicPartition::create(cfg_.kafka_topic, p, high));
+        cache_.start_partition(p, static_cast<std::uint64_t>(high) + 1);
       }
     }
     if (ok) {
@@ -381,6 +479,13 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
   // Creates the topic if needed and assigns every partition at its end. Returns true once done.
   bool set_up_consumer() {
     if (!create_topic()) return false;
+    std::string why;
+    auto id = kafka_meta::fetch_topic_id(cfg_.kafka_brokers, cfg_.kafka_topic, milliseconds(kSetupRequestTimeoutMs), why);
+    if (!id) {
+      note_error("topic id: " + why);
+      return false;
+    }
+    set_epoch(*id);
     // A topic created a moment ago may not be in the metadata yet: ask again briefly.
     int n = partition_count();
     for (int i = 0; i < 20 && n <= 0 && !quit_.load(std::memory_order_acquire); ++i) {
@@ -399,9 +504,11 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     int now = partition_count();
     if (now <= have) return;
     std::vector<RdKafka::TopicPartition*> parts;
-    for (int p = have; p < now; ++p)
+    for (int p = have; p < now; ++p) {
       parts.push_back(RdKafka::TopicPartition::create(cfg_.kafka_topic, p,
                                                       RdKafka::Topic::OFFSET_BEGINNING));
+      cache_.start_partition(p, 1);
+    }
     std::unique_ptr<RdKafka::Error> err(consumer_->incremental_assign(parts));
     RdKafka::TopicPartition::destroy(parts);
     if (err) note_error("assign: " + err->str());
@@ -426,7 +533,16 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
       std::unique_ptr<RdKafka::Message>(consumer_->consume(static_cast<int>(kSetupRetry.count())));
     }
     auto next_check = Clock::now() + kPartitionCheckInterval;
+    auto next_id_check = Clock::now() + kTopicIdCheckInterval;
     while (!quit_.load(std::memory_order_acquire)) {
+      if (Clock::now() >= next_id_check) {
+        check_topic_id();
+        next_id_check = Clock::now() + kTopicIdCheckInterval;
+      }
+      if (assigned_partitions_.load(std::memory_order_acquire) == 0 && !set_up_consumer()) {
+        std::unique_ptr<RdKafka::Message>(consumer_->consume(static_cast<int>(kSetupRetry.count())));
+        continue;
+      }
       // Assignment and start offsets are fixed, so whatever is published from here on arrives.
       fire_ready();
       std::unique_ptr<RdKafka::Message> msg(consumer_->consume(kConsumeTimeoutMs));
@@ -443,16 +559,242 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     }
   }
 
-  void deliver(const RdKafka::Message& msg) {
-    if (!deliver_ || !msg.key_pointer()) return;  // a keyless record is not one of ours
-    Delivery d;
-    d.room_id.assign(static_cast<const char*>(msg.key_pointer()), msg.key_len());
+  // Caches the record, drops a retried client id, and delivers the rest.
+  void deliver(RdKafka::Message& msg) {
+    const int p = msg.partition();
     // The offset: strictly increasing per room (one room, one partition), identical on every
     // node, but not contiguous (other rooms share the partition). +1 so that 0 means "none".
-    d.seq = static_cast<std::uint64_t>(msg.offset()) + 1;
-    d.epoch = kEpoch;
-    d.payload.assign(static_cast<const char*>(msg.payload()), msg.len());
-    deliver_(std::move(d));
+    const auto seq = static_cast<std::uint64_t>(msg.offset()) + 1;
+    if (!msg.key_pointer()) {  // a keyless record is not one of ours
+      cache_.advance(p, seq);
+      return;
+    }
+    std::string room(static_cast<const char*>(msg.key_pointer()), msg.key_len());
+    const std::int64_t ts = msg.timestamp().timestamp;
+    if (RdKafka::Headers* headers = msg.headers()) {
+      const RdKafka::Headers::Header cid = headers->get_last(kClientIdHeader);
+      if (cid.err() == RdKafka::ERR_NO_ERROR && cid.value() &&
+          dedupe_.first_or_remember(room, std::string_view(static_cast<const char*>(cid.value()), cid.value_size()),
+                                    seq, ts)) {
+        cache_.advance(p, seq);
+        return;
+      }
+    }
+    std::string payload(static_cast<const char*>(msg.payload()), msg.len());
+    if (cfg_.history_size > 0) cache_.add(p, room, seq, ts, payload);
+    else cache_.advance(p, seq);
+    if (deliver_) deliver_(Delivery{std::move(room), seq, consumer_epoch_, std::move(payload)});
+  }
+
+  void set_epoch(const std::string& id) {
+    consumer_epoch_ = id;
+    std::lock_guard lock(state_mu_);
+    epoch_ = id;
+  }
+
+  std::string epoch() const {
+    std::lock_guard lock(state_mu_);
+    return epoch_;
+  }
+
+  // On the consumer thread: a new topic id means the topic was deleted and created again.
+  // Everything remembered of the old one goes, and the new one is read from its end.
+  void check_topic_id() {
+    std::string why;
+    auto id = kafka_meta::fetch_topic_id(cfg_.kafka_brokers, cfg_.kafka_topic, milliseconds(kSetupRequestTimeoutMs), why);
+    if (!id || *id == consumer_epoch_) return;
+    std::fprintf(stderr, "kafka bus %s: topic '%s' was recreated (id %s, was %s): history starts again\n",
+                 cfg_.node_id.c_str(), cfg_.kafka_topic.c_str(), id->c_str(), consumer_epoch_.c_str());
+    std::vector<RdKafka::TopicPartition*> current;
+    consumer_->assignment(current);
+    std::unique_ptr<RdKafka::Error> err(consumer_->incremental_unassign(current));
+    RdKafka::TopicPartition::destroy(current);
+    if (err) note_error("unassign: " + err->str());
+    cache_.clear();
+    dedupe_.clear();
+    assigned_partitions_.store(0, std::memory_order_release);  // the loop sets up again
+  }
+
+  // ---- history reads (the reader thread) ------------------------------------------------
+
+  void make_reader() {
+    auto conf = base_conf();
+    set(*conf, "group.id", "chatd-" + cfg_.node_id + "-history");  // a label only, as above
+    set(*conf, "enable.auto.commit", "false");
+    set(*conf, "enable.auto.offset.store", "false");
+    set(*conf, "auto.offset.reset", "earliest");  // a start offset retention removed: go on from there
+    set(*conf, "enable.partition.eof", "true");   // the end of the log ends a read
+    set(*conf, "fetch.wait.max.ms", "10");
+    set(*conf, "queued.min.messages", "1000");
+    std::string why;
+    reader_.reset(RdKafka::KafkaConsumer::create(conf.get(), why));
+    if (!reader_) throw std::runtime_error("kafka bus: history reader: " + why);
+  }
+
+  void run_reader_loop() {
+    for (;;) {
+      std::pair<HistoryRequest, HistoryFn> job;
+      {
+        std::unique_lock lock(reads_mu_);
+        reads_cv_.wait(lock, [&] { return reads_stopped_ || !reads_.empty(); });
+        if (reads_stopped_) return;
+        job = std::move(reads_.front());
+        reads_.pop_front();
+      }
+      History h;
+      const std::error_code ec = read_history(job.first, h);
+      job.second(ec, ec ? History{} : std::move(h));
+    }
+  }
+
+  // A record found by a topic read.
+  struct Found {
+    Delivery d;
+    std::int64_t ts_ms;
+  };
+
+  // Reads the records of `room` with offsets in [from, to) of partition `p` into `out`
+  // (ascending), at most `max_found`, skipping those past the ttl and retried client ids.
+  // `budget` counts the records this request may still scan. Returns timed_out when the
+  // budget or `deadline` ran out before `to`, engine_down when the broker failed.
+  std::error_code scan(int p, const std::string& room, std::int64_t from, std::int64_t to, std::size_t max_found,
+                       const std::string& epoch, std::size_t& budget, Clock::time_point deadline,
+                       std::vector<Found>& out) {
+    std::vector<RdKafka::TopicPartition*> parts{RdKafka::TopicPartition::create(cfg_.kafka_topic, p, from)};
+    RdKafka::ErrorCode err = reader_->assign(parts);
+    RdKafka::TopicPartition::destroy(parts);
+    if (err != RdKafka::ERR_NO_ERROR) return Error::engine_down;
+    const std::int64_t cutoff = cfg_.history_ttl.count() > 0 ? now_ms() - milliseconds(cfg_.history_ttl).count() : INT64_MIN;
+    const std::int64_t window = milliseconds(cfg_.dedupe_window).count();
+    std::unordered_map<std::string, std::int64_t> first_of_id;
+    std::error_code ec;
+    for (;;) {
+      if (Clock::now() >= deadline || quit_.load(std::memory_order_acquire)) {
+        ec = Error::timed_out;
+        break;
+      }
+      std::unique_ptr<RdKafka::Message> m(reader_->consume(100));
+      if (m->err() == RdKafka::ERR__TIMED_OUT) continue;
+      if (m->err() == RdKafka::ERR__PARTITION_EOF) break;  // the end of the log
+      if (m->err() != RdKafka::ERR_NO_ERROR) {
+        note_error("history read: " + m->errstr());
+        ec = Error::engine_down;
+        break;
+      }
+      if (m->partition() != p || m->offset() < from) continue;  // left from an earlier read
+      if (m->offset() >= to) break;
+      if (budget == 0) {
+        ec = Error::timed_out;
+        break;
+      }
+      --budget;
+      if (!m->key_pointer() || room != std::string_view(static_cast<const char*>(m->key_pointer()), m->key_len()))
+        continue;
+      const std::int64_t ts = m->timestamp().timestamp;
+      if (ts < cutoff) continue;
+      if (RdKafka::Headers* headers = m->headers()) {
+        const RdKafka::Headers::Header cid = headers->get_last(kClientIdHeader);
+        if (cid.err() == RdKafka::ERR_NO_ERROR && cid.value()) {
+          auto [it, first] = first_of_id.try_emplace(
+              std::string(static_cast<const char*>(cid.value()), cid.value_size()), ts);
+          if (!first && ts - it->second <= window) continue;  // consumers dropped it too
+          it->second = first ? ts : it->second;
+        }
+      }
+      out.push_back(Found{Delivery{room, static_cast<std::uint64_t>(m->offset()) + 1, epoch,
+                                   std::string(static_cast<const char*>(m->payload()), m->len())},
+                          ts});
+      if (out.size() >= max_found) break;
+    }
+    reader_->unassign();
+    return ec;
+  }
+
+  // Answers one history request: the node's cache, plus the topic for what the cache does not
+  // hold (older than this node's start or than its cache's bounds).
+  std::error_code read_history(const HistoryRequest& req, History& h) {
+    const int parts = assigned_partitions_.load(std::memory_order_acquire);
+    if (parts <= 0) return Error::engine_down;
+    const int p = rd_kafka_msg_partitioner_murmur2_random(nullptr, req.room_id.data(), req.room_id.size(), parts,
+                                                          nullptr, nullptr);
+    const std::int64_t now = now_ms();
+    const std::size_t limit = std::min(req.limit, cfg_.history_size);
+    HistoryRequest capped = req;
+    capped.limit = limit;
+    KafkaHistoryCache::Answer cached = cache_.read(p, capped, now);
+    if (!cached.known) return Error::engine_down;
+    h.epoch = epoch();
+    h.last_seq = cached.position;  // the answer is complete up to here; live deliveries go on after
+
+    // What the topic still holds for this request: offsets [retained, high).
+    std::int64_t low = 0, high = 0;
+    if (reader_->query_watermark_offsets(cfg_.kafka_topic, p, &low, &high, kSetupRequestTimeoutMs) != RdKafka::ERR_NO_ERROR)
+      return Error::engine_down;
+    std::int64_t retained = low;
+    if (cfg_.history_ttl.count() > 0) {
+      std::vector<RdKafka::TopicPartition*> at{RdKafka::TopicPartition::create(
+          cfg_.kafka_topic, p, now - milliseconds(cfg_.history_ttl).count())};
+      RdKafka::ErrorCode err = reader_->offsetsForTimes(at, kSetupRequestTimeoutMs);
+      const std::int64_t young = at[0]->offset();
+      RdKafka::TopicPartition::destroy(at);
+      if (err != RdKafka::ERR_NO_ERROR) return Error::engine_down;
+      retained = young < 0 ? high : std::max(low, young);  // -1: every record is older
+    }
+    h.first_seq = retained < high ? static_cast<std::uint64_t>(retained) + 1 : 0;
+    if (limit == 0) return {};
+
+    // The cache holds every message of the room from seq complete_from (offset - 1) on.
+    const auto cache_from = static_cast<std::int64_t>(cached.complete_from) - 1;
+    std::size_t budget = cfg_.kafka_history_scan;
+    const auto deadline = Clock::now() + milliseconds(cfg_.kafka_history_read_ms);
+    std::vector<Found> found;
+    if (req.after_seq != 0) {
+      // The oldest `limit` after after_seq: the topic's part first, then the cache's.
+      std::int64_t from = std::max(static_cast<std::int64_t>(req.after_seq), retained);
+      std::int64_t to = cache_from;
+      if (req.before_seq != 0) to = std::min(to, static_cast<std::int64_t>(req.before_seq) - 1);
+      if (from < to) {
+        // A gap between the topic's part and the cache would be silent: a read that cannot
+        // finish is an error, never a shorter answer.
+        if (auto ec = scan(p, req.room_id, from, to, limit, h.epoch, budget, deadline, found)) return ec;
+      }
+      for (auto& f : found) h.messages.push_back(std::move(f.d));
+      for (auto& d : cached.messages) {
+        if (h.messages.size() >= limit) break;
+        d.epoch = h.epoch;
+        h.messages.push_back(std::move(d));
+      }
+      return {};
+    }
+    // The newest `limit` before before_seq: the cache's, then older ones from the topic, read
+    // in windows backwards from where the cache starts (growing 4x each time).
+    std::int64_t end = cache_from;
+    if (req.before_seq != 0) end = std::min(end, static_cast<std::int64_t>(req.before_seq) - 1);
+    const std::size_t need = limit - std::min(limit, cached.messages.size());
+    std::vector<Found> older;
+    std::int64_t window = std::max<std::int64_t>(1000, static_cast<std::int64_t>(need) * 8);
+    while (need > 0 && older.size() < need && end > retained) {
+      const std::int64_t start = std::max(retained, end - window);
+      std::vector<Found> part;
+      // Out of budget or time: what was read is the newest part and has no hole; stop there.
+      const std::error_code ec = scan(p, req.room_id, start, end, SIZE_MAX, h.epoch, budget, deadline, part);
+      if (ec == Error::engine_down) return ec;
+      part.insert(part.end(), std::make_move_iterator(older.begin()), std::make_move_iterator(older.end()));
+      older = std::move(part);
+      if (ec) {
+        h.first_seq = std::max<std::uint64_t>(h.first_seq, static_cast<std::uint64_t>(start) + 1);
+        break;
+      }
+      end = start;
+      window *= 4;
+    }
+    const std::size_t skip = older.size() > need ? older.size() - need : 0;
+    for (std::size_t i = skip; i < older.size(); ++i) h.messages.push_back(std::move(older[i].d));
+    for (auto& d : cached.messages) {
+      d.epoch = h.epoch;
+      h.messages.push_back(std::move(d));
+    }
+    return {};
   }
 
   // The producer thread: serves delivery reports and notices the broker coming back.
@@ -471,6 +813,19 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
 
   BusConfig cfg_;
   DeliverFn deliver_;
+  KafkaHistoryCache cache_;
+  KafkaDedupeWindow dedupe_;
+  std::string consumer_epoch_;  // consumer thread only; epoch_ is the shared copy
+
+  std::mutex in_flight_mu_;
+  std::unordered_map<std::string, std::vector<PublishedFn>> in_flight_;  // room\0id -> retries waiting
+
+  std::unique_ptr<RdKafka::KafkaConsumer> reader_;  // history reads from the topic
+  std::thread reader_thread_;
+  std::mutex reads_mu_;
+  std::condition_variable reads_cv_;
+  std::deque<std::pair<HistoryRequest, HistoryFn>> reads_;
+  bool reads_stopped_ = false;
   std::unique_ptr<RdKafka::Producer> producer_;
   std::unique_ptr<RdKafka::KafkaConsumer> consumer_;
   rd_kafka_queue_t* consumer_queue_ = nullptr;  // only to wake consume() early
@@ -489,6 +844,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
 
   mutable std::mutex state_mu_;
   std::string last_error_;
+  std::string epoch_;
 };
 
 }  // namespace

@@ -115,6 +115,11 @@ struct BusConfig {
   std::chrono::seconds history_ttl{7 * 24 * 3600};  // and for at most this long
   std::chrono::seconds dedupe_window{300};          // how long an x-client-id is remembered
   std::size_t dedupe_max_ids = 262144;   // per node (local, kafka): past it the oldest go early
+  // Kafka: each node's cache of recent messages (all rooms' payloads together), and the bounds
+  // of one history read from the topic for what the cache does not hold.
+  std::size_t kafka_history_cache_bytes = 256u << 20;
+  std::size_t kafka_history_scan = 200000;  // records read per request
+  int kafka_history_read_ms = 5000;         // time per request
 };
 
 // Returns the bus named by cfg.kind. Engines that need an event loop use `engine`, which the

@@ -1,6 +1,7 @@
 // The Kafka bus against a real broker (started once per CTest run by the `kafka` fixture, see
 // kafka.cmake). Each test uses its own topic, so tests do not see each other's messages.
 #include <gtest/gtest.h>
+#include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafkacpp.h>
 
 #include <boost/asio/io_context.hpp>
@@ -9,7 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <condition_variable>
+#include <functional>
 #include <cstdlib>
 #include <future>
 #include <iostream>
@@ -70,8 +71,8 @@ bool eventually(Pred pred, std::chrono::milliseconds limit) {
 // One chatd node's bus, recording what it delivers.
 class Node {
  public:
-  Node(const std::string& topic, const std::string& id)
-      : bus_(make_kafka_bus(config(topic, id), io_)) {
+  Node(const std::string& topic, const std::string& id, const std::function<void(BusConfig&)>& tune = {})
+      : bus_(make_kafka_bus(tuned(config(topic, id), tune), io_)) {
     bus_->start([this](Delivery&& d) {
       std::lock_guard lock(mu_);
       got_.push_back(std::move(d));
@@ -81,6 +82,31 @@ class Node {
   ~Node() { bus_->stop(); }
 
   MessageBus& bus() { return *bus_; }
+
+  static BusConfig tuned(BusConfig cfg, const std::function<void(BusConfig&)>& tune) {
+    if (tune) tune(cfg);
+    return cfg;
+  }
+
+  // Publishes and waits (15 s); returns the code and the seq `done` got.
+  std::pair<std::error_code, std::uint64_t> publish(const std::string& room, std::string payload,
+                                                    std::string client_id = {}) {
+    auto p = std::make_shared<std::promise<std::pair<std::error_code, std::uint64_t>>>();
+    bus_->publish(room, std::move(payload), {std::move(client_id)},
+                  [p](std::error_code ec, std::uint64_t seq) { p->set_value({ec, seq}); });
+    auto f = p->get_future();
+    if (f.wait_for(15s) != std::future_status::ready) return {Error::timed_out, 0};
+    return f.get();
+  }
+
+  // Asks for history and waits (15 s).
+  std::pair<std::error_code, History> history(HistoryRequest req) {
+    auto p = std::make_shared<std::promise<std::pair<std::error_code, History>>>();
+    bus_->history(std::move(req), [p](std::error_code ec, History h) { p->set_value({ec, std::move(h)}); });
+    auto f = p->get_future();
+    if (f.wait_for(15s) != std::future_status::ready) return {Error::timed_out, {}};
+    return f.get();
+  }
 
   std::vector<Delivery> got() {
     std::lock_guard lock(mu_);
@@ -370,9 +396,9 @@ TEST(KafkaBus, BrokerRestartMidStreamLosesAndDuplicatesNothing) {
     for (int i = 0; i < kTotal; ++i) {
       if (i == 100) eventually([&] { return phase >= 1; }, 30s);  // 100..199 while down
       if (i == 200) eventually([&] { return phase >= 2; }, 30s);  // 200..299 during restart
-      a.bus().publish(room, "m" + std::to_string(i), {}, [&, i, count = acks.done()](std::error_code ec, std::uint64_t) {
+      a.bus().publish(room, "m" + std::to_string(i), {}, [&, i, count = acks.done()](std::error_code ec, std::uint64_t s) {
         status[i] = ec ? 2 : 1;
-        count(ec, 0);
+        count(ec, s);
       });
       sent = i + 1;
       if (i < 100 || i >= 200) std::this_thread::sleep_for(10ms);
@@ -462,6 +488,228 @@ TEST(KafkaBus, UnreachableBrokerIsReportedDownAndStopAnswersPending) {
   EXPECT_EQ(acks.last_error, Error::stopped);
   EXPECT_TRUE(ready_called);
   EXPECT_EQ(ready, Error::stopped);
+}
+
+// ---- history, epoch, dedupe -------------------------------------------------------------
+
+std::vector<std::uint64_t> seqs_of(const std::vector<Delivery>& ds) {
+  std::vector<std::uint64_t> out;
+  for (const auto& d : ds) out.push_back(d.seq);
+  return out;
+}
+
+// Deletes `topic` with the admin API; returns whether the broker said done.
+bool delete_topic(const std::string& topic) {
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  std::string why;
+  conf->set("bootstrap.servers", broker(), why);
+  std::unique_ptr<RdKafka::Producer> admin(RdKafka::Producer::create(conf.get(), why));
+  if (!admin) return false;
+  rd_kafka_t* rk = admin->c_ptr();
+  rd_kafka_DeleteTopic_t* del = rd_kafka_DeleteTopic_new(topic.c_str());
+  rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);
+  rd_kafka_DeleteTopics(rk, &del, 1, nullptr, queue);
+  rd_kafka_event_t* ev = rd_kafka_queue_poll(queue, 15000);
+  bool ok = false;
+  if (ev) {
+    size_t n = 0;
+    const rd_kafka_topic_result_t** res =
+        rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &n);
+    ok = !rd_kafka_event_error(ev) && n == 1 && rd_kafka_topic_result_error(res[0]) == RD_KAFKA_RESP_ERR_NO_ERROR;
+    rd_kafka_event_destroy(ev);
+  }
+  rd_kafka_queue_destroy(queue);
+  rd_kafka_DeleteTopic_destroy(del);
+  return ok;
+}
+
+TEST(KafkaBus, HistoryComesFromTheCacheAndFromTheTopicOnANodeStartedLater) {
+  const std::string topic = fresh_topic("history");
+  Node a(topic, "a");
+  ASSERT_EQ(a.subscribe("h"), std::error_code{});
+  std::vector<std::uint64_t> seq;  // seq[i] of payload "m<i>"
+  for (int i = 0; i < 30; ++i) {
+    auto [ec, s] = a.publish("h", "m" + std::to_string(i));
+    ASSERT_FALSE(ec) << ec.message();
+    seq.push_back(s);
+    a.publish("other", "noise");  // another room between: seq is not contiguous on Kafka
+  }
+  ASSERT_TRUE(a.wait_count(60, 20s));
+  const std::string epoch = a.got()[0].epoch;
+  EXPECT_EQ(epoch.size(), 22u) << "the topic id, as Kafka prints it: " << epoch;
+  std::vector<std::uint64_t> live;
+  for (const auto& d : a.got())
+    if (d.room_id == "h") live.push_back(d.seq);
+  EXPECT_EQ(live, seq) << "done() carries the seq consumers see";
+
+  auto [ec, newest] = a.history({.room_id = "h", .limit = 10});  // from a's cache
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(newest.epoch, epoch);
+  EXPECT_EQ(seqs_of(newest.messages), std::vector<std::uint64_t>(seq.begin() + 20, seq.end()));
+  EXPECT_EQ(newest.messages.back().payload, "m29");
+  EXPECT_GE(newest.last_seq, seq.back());
+  EXPECT_GT(newest.first_seq, 0u);
+  EXPECT_LE(newest.first_seq, seq.front());
+
+  // A node that started after all of it: everything comes from the topic.
+  Node late(topic, "late");
+  ASSERT_EQ(late.subscribe("h"), std::error_code{});
+  auto [ec2, resumed] = late.history({.room_id = "h", .after_seq = seq[4], .limit = 100});
+  ASSERT_FALSE(ec2) << ec2.message();
+  EXPECT_EQ(resumed.epoch, epoch);
+  EXPECT_EQ(seqs_of(resumed.messages), std::vector<std::uint64_t>(seq.begin() + 5, seq.end()));
+  for (std::size_t i = 0; i < resumed.messages.size(); ++i)
+    EXPECT_EQ(resumed.messages[i].payload, "m" + std::to_string(i + 5));
+  EXPECT_EQ(seqs_of(late.history({.room_id = "h", .limit = 10}).second.messages),
+            std::vector<std::uint64_t>(seq.begin() + 20, seq.end()));
+  EXPECT_EQ(seqs_of(late.history({.room_id = "h", .before_seq = seq[10], .limit = 3}).second.messages),
+            std::vector<std::uint64_t>(seq.begin() + 7, seq.begin() + 10));
+
+  // Ten more after `late` started: a resume spans the topic (before it started) and its cache.
+  for (int i = 30; i < 40; ++i) {
+    auto [e, s] = a.publish("h", "m" + std::to_string(i));
+    ASSERT_FALSE(e);
+    seq.push_back(s);
+  }
+  ASSERT_TRUE(late.wait_count(10, 20s));
+  auto both = late.history({.room_id = "h", .after_seq = seq[2], .limit = 100}).second;
+  EXPECT_EQ(seqs_of(both.messages), std::vector<std::uint64_t>(seq.begin() + 3, seq.end()));
+  EXPECT_GE(both.last_seq, seq.back());
+}
+
+TEST(KafkaBus, HistoryIsBoundedByCountAndAge) {
+  const std::string topic = fresh_topic("bounds");
+  Node a(topic, "a", [](BusConfig& c) {
+    c.history_size = 5;
+    c.history_ttl = 2s;
+  });
+  ASSERT_EQ(a.subscribe("b"), std::error_code{});
+  std::vector<std::uint64_t> seq;
+  for (int i = 0; i < 20; ++i) seq.push_back(a.publish("b", std::to_string(i)).second);
+  ASSERT_TRUE(a.wait_count(20, 20s));
+  auto h = a.history({.room_id = "b", .after_seq = seq[0], .limit = 100}).second;
+  EXPECT_EQ(seqs_of(h.messages), std::vector<std::uint64_t>(seq.begin() + 1, seq.begin() + 6))
+      << "at most history_size per answer";
+  EXPECT_EQ(seqs_of(a.history({.room_id = "b", .limit = 100}).second.messages),
+            std::vector<std::uint64_t>(seq.begin() + 15, seq.end()));
+  // Past the ttl nothing is answered, and first_seq says where history starts again.
+  ASSERT_TRUE(eventually([&] { return a.history({.room_id = "b", .limit = 100}).second.messages.empty(); }, 10s));
+  auto old = a.history({.room_id = "b", .after_seq = seq[0], .limit = 100}).second;
+  EXPECT_TRUE(old.messages.empty());
+  EXPECT_EQ(old.first_seq, 0u) << "nothing younger than the ttl";
+  auto [ec, fresh] = a.publish("b", "fresh");
+  ASSERT_FALSE(ec);
+  auto now = a.history({.room_id = "b", .after_seq = seq[0], .limit = 100}).second;
+  EXPECT_EQ(now.first_seq, fresh);
+  EXPECT_EQ(seqs_of(now.messages), std::vector<std::uint64_t>{fresh});
+}
+
+TEST(KafkaBus, EpochChangesWhenTheTopicIsRecreated) {
+  const std::string topic = fresh_topic("epoch");
+  Node a(topic, "a");
+  ASSERT_EQ(a.subscribe("e"), std::error_code{});
+  ASSERT_FALSE(a.publish("e", "before").first);
+  ASSERT_TRUE(a.wait_count(1, 20s));
+  const std::string before = a.got()[0].epoch;
+  ASSERT_FALSE(before.empty());
+  EXPECT_EQ(a.history({.room_id = "e", .limit = 5}).second.epoch, before);
+
+  ASSERT_TRUE(delete_topic(topic));
+  // A node started now creates the topic again (retrying while the deletion completes).
+  Node b(topic, "b");
+  ASSERT_EQ(b.subscribe("e"), std::error_code{});
+  ASSERT_TRUE(eventually([&] { return !b.publish("e", "after").first; }, 30s));
+  auto h = b.history({.room_id = "e", .limit = 5}).second;
+  EXPECT_NE(h.epoch, before) << "a recreated topic is a new history";
+  ASSERT_FALSE(h.epoch.empty());
+  // The node that ran all along notices too (it checks the topic id every few seconds).
+  ASSERT_TRUE(eventually([&] {
+    b.publish("e", "later");
+    auto got = a.got();
+    return got.back().epoch == h.epoch;
+  }, 40s)) << a.got().back().epoch;
+  EXPECT_EQ(a.history({.room_id = "e", .limit = 5}).second.epoch, h.epoch);
+}
+
+TEST(KafkaBus, SameClientIdIsPublishedOnceAcrossNodes) {
+  const std::string topic = fresh_topic("dedupe");
+  Node a(topic, "a"), b(topic, "b");
+  ASSERT_EQ(a.subscribe("d"), std::error_code{});
+  ASSERT_EQ(b.subscribe("d"), std::error_code{});
+  auto [e1, s1] = a.publish("d", "hello", "c-1");
+  ASSERT_FALSE(e1);
+  ASSERT_TRUE(b.wait_count(1, 20s));  // b has seen the first in the stream
+  auto [e2, s2] = b.publish("d", "hello", "c-1");  // the retry, after a reconnect to b
+  auto [e3, s3] = a.publish("d", "hello", "c-1");
+  EXPECT_FALSE(e2);
+  EXPECT_EQ(s2, s1) << "a retry gets the first publish's seq";
+  EXPECT_EQ(s3, s1);
+
+  // Two sends of one id back to back on one node, before either is acknowledged.
+  auto p = std::make_shared<std::promise<std::uint64_t>>();
+  a.bus().publish("d", "twice", {"c-2"}, [](std::error_code, std::uint64_t) {});
+  a.bus().publish("d", "twice", {"c-2"}, [p](std::error_code, std::uint64_t s) { p->set_value(s); });
+  // The same id at the same moment on both nodes: both may reach the topic; every consumer
+  // drops the later one (the same records decide the same on every node).
+  b.bus().publish("d", "race", {"c-3"}, [](std::error_code, std::uint64_t) {});
+  a.bus().publish("d", "race", {"c-3"}, [](std::error_code, std::uint64_t) {});
+  auto [e4, s4] = a.publish("d", "last");
+  ASSERT_FALSE(e4);
+  ASSERT_TRUE(a.wait_count(4, 20s));
+  ASSERT_TRUE(b.wait_count(4, 20s));
+  std::this_thread::sleep_for(300ms);  // a duplicate would have arrived by now
+  for (Node* n : {&a, &b})
+    EXPECT_EQ(payloads_of(n->got(), "d"), (std::vector<std::string>{"hello", "twice", "race", "last"}));
+  EXPECT_EQ(payloads_of(a.history({.room_id = "d", .limit = 10}).second.messages, "d"),
+            (std::vector<std::string>{"hello", "twice", "race", "last"}));
+  Node late(topic, "late");  // reads the topic: drops the same duplicate
+  ASSERT_EQ(late.subscribe("d"), std::error_code{});
+  EXPECT_EQ(payloads_of(late.history({.room_id = "d", .limit = 10}).second.messages, "d"),
+            (std::vector<std::string>{"hello", "twice", "race", "last"}));
+}
+
+// Subscribe (ready), read history, then take live messages past the history's last_seq; the
+// room's publisher never pauses. Every node sees the same seqs, so `a` is the reference.
+TEST(KafkaBus, HistoryReadDuringPublishingJoinsLiveWithoutGapOrDuplicate) {
+  const std::string topic = fresh_topic("join");
+  Node a(topic, "a");
+  ASSERT_EQ(a.subscribe("j"), std::error_code{});
+  for (int round = 0; round < 3; ++round) {
+    std::atomic<bool> go{true};
+    std::atomic<int> issued{0}, acked{0}, answered{0};
+    std::atomic<std::uint64_t> last{0};
+    std::thread publisher([&] {
+      for (int i = 0; go && i < 3000; ++i) {
+        ++issued;
+        a.bus().publish("j", "x", {}, [&](std::error_code ec, std::uint64_t s) {
+          if (!ec) ++acked;
+          std::uint64_t prev = last;
+          while (s > prev && !last.compare_exchange_weak(prev, s)) {}
+          ++answered;
+        });
+        std::this_thread::sleep_for(1ms);
+      }
+    });
+    ASSERT_TRUE(eventually([&] { return acked > 100; }, 20s));
+    Node joiner(topic, "joiner" + std::to_string(round));
+    ASSERT_EQ(joiner.subscribe("j"), std::error_code{});
+    auto [ec, h] = joiner.history({.room_id = "j", .limit = 50});
+    std::this_thread::sleep_for(200ms);
+    go = false;
+    publisher.join();
+    ASSERT_FALSE(ec) << ec.message();
+    ASSERT_EQ(h.messages.size(), 50u);
+    ASSERT_TRUE(eventually([&] { return answered == issued; }, 30s));
+    ASSERT_TRUE(eventually([&] { return a.got().back().seq == last; }, 20s));
+    ASSERT_TRUE(eventually([&] { return !joiner.got().empty() && joiner.got().back().seq == last; }, 20s));
+    std::vector<std::uint64_t> seen = seqs_of(h.messages);
+    for (const auto& d : joiner.got())
+      if (d.seq > h.last_seq) seen.push_back(d.seq);
+    std::vector<std::uint64_t> reference;
+    for (const auto& d : a.got())
+      if (d.seq >= h.messages.front().seq) reference.push_back(d.seq);
+    EXPECT_EQ(seen, reference) << "round " << round;
+  }
 }
 
 TEST(KafkaBus, StoppedBusRefusesPublishAndSubscribe) {
