@@ -599,6 +599,7 @@ TEST(KafkaBus, HistoryIsBoundedByCountAndAge) {
   EXPECT_EQ(old.first_seq, 0u) << "nothing younger than the ttl";
   auto [ec, fresh] = a.publish("b", "fresh");
   ASSERT_FALSE(ec);
+  ASSERT_TRUE(a.wait_count(21, 20s));  // history holds what this node has delivered
   auto now = a.history({.room_id = "b", .after_seq = seq[0], .limit = 100}).second;
   EXPECT_EQ(now.first_seq, fresh);
   EXPECT_EQ(seqs_of(now.messages), std::vector<std::uint64_t>{fresh});
