@@ -234,7 +234,30 @@ void Hub::publish_known(const ChatMessage& m, std::string client_id, bus::Publis
                });
 }
 
-void Hub::create_room(std::string name, std::function<void(std::error_code, store::Room)> done) {
+void Hub::list_rooms(ListFn done) { store_.list(std::move(done)); }
+
+void Hub::find_room(std::string_view id, FindFn done) { store_.find(canonical_room_id(id), std::move(done)); }
+
+EngineHealth Hub::bus_health() const { return {bus_.up(), bus_.describe()}; }
+
+EngineHealth Hub::store_health() const { return {store_.up(), store_.describe()}; }
+
+NodeCounters Hub::counters() const {
+  NodeCounters c;
+  for (const auto& s : shards_) {
+    c.sessions += s->sessions();
+    c.deliveries += s->deliveries();
+  }
+  c.published = published();
+  c.delivered_from_bus = delivered_from_bus();
+  c.slow_consumers = slow_consumers.load(std::memory_order_relaxed);
+  c.protocol_errors = protocol_errors.load(std::memory_order_relaxed);
+  c.chat_rejections = chat_rejections.load(std::memory_order_relaxed);
+  for (std::size_t i = 0; i < c.refusals.size(); ++i) c.refusals[i] = refusals.get(static_cast<Refusal>(i));
+  return c;
+}
+
+void Hub::create_room(std::string name, CreateFn done) {
   store::Room room{new_room_id(), std::move(name)};
   store_.create(room, [this, room, done = std::move(done)](std::error_code ec) {
     if (!ec) remember_room(room.id);

@@ -25,6 +25,7 @@
 #include "bus/message_bus.h"
 #include "chat/limits.h"
 #include "chat/refusals.h"
+#include "chat/rooms.h"
 #include "chat/rules.h"
 #include "stomp/stomp.h"
 #include "store/room_store.h"
@@ -127,7 +128,7 @@ class Shard {
   std::atomic<std::uint64_t> deliveries_{0};
 };
 
-class Hub {
+class Hub final : public Rooms, public NodeView {
  public:
   Hub(HubConfig cfg, store::RoomStore& store, bus::MessageBus& bus,
       const std::vector<boost::asio::io_context*>& workers);
@@ -139,8 +140,6 @@ class Hub {
 
   const HubConfig& config() const { return cfg_; }
   const Limits& limits() const { return cfg_.limits; }
-  store::RoomStore& store() { return store_; }
-  bus::MessageBus& bus() { return bus_; }
   Shard& shard(std::size_t i) { return *shards_[i]; }
   std::size_t shard_count() const { return shards_.size(); }
 
@@ -154,10 +153,18 @@ class Hub {
   // the bus's window is not published again: `done` gets the first one's seq.
   void publish(const ChatMessage& m, std::string client_id, bus::PublishedFn done);
 
-  // Creates a room (REST). `done` runs on any thread.
-  void create_room(std::string name, std::function<void(std::error_code, store::Room)> done);
+  // Rooms (REST)
+  void list_rooms(ListFn done) override;
+  void find_room(std::string_view id, FindFn done) override;
+  void create_room(std::string name, CreateFn done) override;
 
-  // Counters for /healthz and /metrics.
+  // NodeView (/healthz, /metrics)
+  const std::string& node_id() const override { return cfg_.node_id; }
+  EngineHealth bus_health() const override;
+  EngineHealth store_health() const override;
+  NodeCounters counters() const override;
+
+  // Counters, also for /healthz and /metrics through counters().
   std::uint64_t published() const { return published_.load(std::memory_order_relaxed); }
   std::uint64_t delivered_from_bus() const { return from_bus_.load(std::memory_order_relaxed); }
   std::atomic<std::uint64_t> slow_consumers{0};

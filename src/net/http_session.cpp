@@ -16,6 +16,8 @@
 #include <optional>
 #include <random>
 
+#include "net/http.h"
+#include "net/rest.h"
 #include "net/server.h"
 #include "net/sessions.h"
 #include "sockjs/sockjs.h"
@@ -42,27 +44,13 @@ struct PlainAllocator {
   friend bool operator==(const PlainAllocator&, const PlainAllocator&) noexcept { return true; }
 };
 
-using Response = http::response<http::string_body>;
-constexpr std::string_view kJson = "application/json;charset=UTF-8";
-
-Response make_response(const Request& req, http::status status, std::string body, std::string_view type) {
-  Response res{status, req.version()};
-  res.set(http::field::server, "chatd");
-  res.set(http::field::content_type, type);
-  res.keep_alive(req.keep_alive());
-  res.body() = std::move(body);
-  res.prepare_payload();
-  return res;
-}
-
-Response json_error(const Request& req, http::status status, std::string_view message) {
-  return make_response(req, status, chat::error_json(static_cast<int>(status), message), kJson);
-}
-
 // xhr_send bodies carry JSON-escaped STOMP frames, possibly several: allow a few frames.
 std::size_t sockjs_send_limit(const chat::Limits& lim) { return 2 * lim.max_frame_bytes + 1024; }
 
-class HttpSession final : public Closable, public SockJsReceiver, public std::enable_shared_from_this<HttpSession> {
+class HttpSession final : public Closable,
+                          public Responder,
+                          public SockJsReceiver,
+                          public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(Server& server, asio::ip::tcp::socket socket, ConnectionSlot slot)
       : server_(server), slot_(std::move(slot)), stream_(std::move(socket)) {}
@@ -168,10 +156,10 @@ class HttpSession final : public Closable, public SockJsReceiver, public std::en
     }
     if (path == "/chat/rooms") {
       if (method != http::verb::get) return not_allowed("GET");
-      return list_rooms();
+      return list_rooms(server_.rooms(), shared_from_this());
     }
     if (path == "/chat/room") {
-      if (method == http::verb::post) return create_room(*url);
+      if (method == http::verb::post) return create_room(server_.rooms(), server_.hub().limits(), *url, shared_from_this());
       if (method == http::verb::get) return page("/room.html");
       return not_allowed("GET, POST");
     }
@@ -185,17 +173,17 @@ class HttpSession final : public Closable, public SockJsReceiver, public std::en
     static constexpr std::string_view kRoom = "/chat/room/";
     if (path.rfind(kRoom, 0) == 0) {
       if (method != http::verb::get) return not_allowed("GET");
-      return find_room(path.substr(kRoom.size()));
+      return find_room(server_.rooms(), std::string_view(path).substr(kRoom.size()), shared_from_this());
     }
     if (path == "/healthz") {
       if (method != http::verb::get) return not_allowed("GET");
       bool up = false;
-      auto body = server_.health_json(up);
+      auto body = health_json(server_.node(), server_.connection_counts(), server_.shutting_down(), up);
       return write(make_response(req, up ? http::status::ok : http::status::service_unavailable, std::move(body), kJson));
     }
     if (path == "/metrics") {
       if (method != http::verb::get) return not_allowed("GET");
-      return write(make_response(req, http::status::ok, server_.metrics_text(), "text/plain; version=0.0.4"));
+      return write(make_response(req, http::status::ok, metrics_text(server_.node(), server_.connection_counts()), "text/plain; version=0.0.4"));
     }
     if (path.rfind("/assets/", 0) == 0 || path == "/favicon.ico") {
       if (method != http::verb::get && method != http::verb::head) return not_allowed("GET");
@@ -233,66 +221,12 @@ class HttpSession final : public Closable, public SockJsReceiver, public std::en
     write(std::move(res));
   }
 
-  void list_rooms() {
-    server_.hub().store().list([self = shared_from_this()](std::error_code ec, std::vector<store::Room> rooms) {
-      std::string body;
-      if (!ec) {
-        boost::json::array a;
-        a.reserve(rooms.size());
-        for (auto& r : rooms) a.push_back(boost::json::object{{"roomId", r.id}, {"name", r.name}});
-        body = boost::json::serialize(a);
-      }
-      self->post_reply([self, ec, body = std::move(body)]() mutable {
-        if (ec) return self->write(json_error(self->req_, http::status::service_unavailable, ec.message()));
-        self->write(make_response(self->req_, http::status::ok, std::move(body), kJson));
-      });
+  // Responder
+  const Request& request() const override { return req_; }
+  void respond(Response res) override {
+    asio::post(stream_.get_executor(), [self = shared_from_this(), res = std::move(res)]() mutable {
+      self->write(std::move(res));
     });
-  }
-
-  void find_room(std::string id) {
-    if (!chat::is_room_id(id)) return write(json_error(req_, http::status::not_found, "no such room"));
-    server_.hub().store().find(chat::canonical_room_id(id), [self = shared_from_this()](std::error_code ec, std::optional<store::Room> room) {
-      self->post_reply([self, ec, room = std::move(room)] {
-        if (ec) return self->write(json_error(self->req_, http::status::service_unavailable, ec.message()));
-        if (!room) return self->write(json_error(self->req_, http::status::not_found, "no such room"));
-        self->write(make_response(self->req_, http::status::ok, store::to_json(*room), kJson));
-      });
-    });
-  }
-
-  void create_room(const boost::urls::url_view& url) {
-    std::optional<std::string> name;
-    if (auto it = url.params().find("name"); it != url.params().end()) name = (*it).value;
-    auto type = req_[http::field::content_type];
-    if (!name && type.rfind("application/x-www-form-urlencoded", 0) == 0) {
-      // Forms encode spaces as '+'; make them %20 so the URL parser decodes them.
-      std::string form = "/?";
-      for (char c : req_.body()) form += c == '+' ? std::string("%20") : std::string(1, c);
-      if (auto u = boost::urls::parse_origin_form(form))
-        if (auto it = u->params().find("name"); it != u->params().end()) name = (*it).value;
-    }
-    if (!name && type.rfind("application/json", 0) == 0) {
-      boost::system::error_code jec;
-      auto v = boost::json::parse(req_.body(), jec);
-      if (!jec && v.is_object())
-        if (auto n = v.get_object().if_contains("name"); n && n->is_string()) name = std::string(n->get_string());
-    }
-    if (!name) return write(json_error(req_, http::status::bad_request, "name is required (query parameter or form field)"));
-    std::string why;
-    auto ok = chat::check_room_name(*name, server_.hub().limits().max_room_name_bytes, why);
-    if (!ok) return write(json_error(req_, http::status::bad_request, why));
-    server_.hub().create_room(std::move(*ok), [self = shared_from_this()](std::error_code ec, store::Room room) {
-      self->post_reply([self, ec, room = std::move(room)] {
-        if (ec == store::Error::full) return self->write(json_error(self->req_, http::status::insufficient_storage, ec.message()));
-        if (ec) return self->write(json_error(self->req_, http::status::service_unavailable, ec.message()));
-        self->write(make_response(self->req_, http::status::ok, store::to_json(room), kJson));
-      });
-    });
-  }
-
-  template <class Fn>
-  void post_reply(Fn fn) {
-    asio::post(stream_.get_executor(), std::move(fn));
   }
 
   void write(Response res) {

@@ -3,9 +3,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/json.hpp>
 
-#include <sstream>
 #include <stdexcept>
 
 #include "net/sessions.h"
@@ -130,53 +128,9 @@ void Server::shutdown(std::function<void()> done) {
   asio::post(*workers_[0], [poll] { (*poll)(); });
 }
 
-std::string Server::health_json(bool& up) const {
-  bool bus_up = hub_.bus().up(), store_up = hub_.store().up();
-  up = bus_up && store_up && !shutting_down();
-  std::size_t sessions = 0;
-  for (std::size_t i = 0; i < hub_.shard_count(); ++i) sessions += hub_.shard(i).sessions();
-  boost::json::object o{
-      {"status", up ? "UP" : "DOWN"},
-      {"node", hub_.config().node_id},
-      {"bus", {{"up", bus_up}, {"detail", hub_.bus().describe()}}},
-      {"store", {{"up", store_up}, {"detail", hub_.store().describe()}}},
-      {"connections", connections.load()},
-      {"sessions", sessions},
-  };
-  if (shutting_down()) o["detail"] = "shutting down";
-  return boost::json::serialize(o);
-}
-
-std::string Server::metrics_text() const {
-  std::ostringstream out;
-  std::size_t sessions = 0;
-  std::uint64_t deliveries = 0;
-  for (std::size_t i = 0; i < hub_.shard_count(); ++i) {
-    sessions += hub_.shard(i).sessions();
-    deliveries += hub_.shard(i).deliveries();
-  }
-  auto gauge = [&](const char* name, const char* help, auto v, const char* type = "gauge") {
-    out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n' << name << ' ' << v << '\n';
-  };
-  gauge("chatd_connections", "Open TCP connections.", connections.load());
-  gauge("chatd_stomp_sessions", "Open STOMP sessions.", sessions);
-  gauge("chatd_bus_up", "1 when the message engine is reachable.", hub_.bus().up() ? 1 : 0);
-  gauge("chatd_store_up", "1 when the room store is reachable.", hub_.store().up() ? 1 : 0);
-  gauge("chatd_connections_accepted_total", "Connections accepted.", accepted.load(), "counter");
-  gauge("chatd_connections_refused_total", "Connections refused over max-connections.", refused.load(), "counter");
-  gauge("chatd_messages_published_total", "Chat messages this node published.", hub_.published(), "counter");
-  gauge("chatd_messages_received_total", "Messages this node received from the bus.", hub_.delivered_from_bus(), "counter");
-  gauge("chatd_deliveries_total", "MESSAGE frames queued to local subscribers.", deliveries, "counter");
-  gauge("chatd_slow_consumers_total", "Sessions closed for not reading fast enough.", hub_.slow_consumers.load(), "counter");
-  gauge("chatd_protocol_errors_total", "Sessions closed for STOMP protocol errors.", hub_.protocol_errors.load(), "counter");
-  gauge("chatd_chat_rejections_total", "Chat messages rejected by the chat rules.", hub_.chat_rejections.load(), "counter");
-  out << "# HELP chatd_refusals_total Requests, frames and connections refused to protect the node, by reason.\n"
-         "# TYPE chatd_refusals_total counter\n";
-  for (std::size_t i = 0; i < static_cast<std::size_t>(chat::Refusal::count_); ++i) {
-    auto r = static_cast<chat::Refusal>(i);
-    out << "chatd_refusals_total{reason=\"" << chat::to_string(r) << "\"} " << hub_.refusals.get(r) << '\n';
-  }
-  return out.str();
+ConnectionCounts Server::connection_counts() const {
+  return {connections.load(std::memory_order_relaxed), accepted.load(std::memory_order_relaxed),
+          refused.load(std::memory_order_relaxed)};
 }
 
 }  // namespace chatd::net

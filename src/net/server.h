@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "chat/hub.h"
+#include "net/health.h"
 
 namespace chatd::net {
 
@@ -97,10 +98,10 @@ class Server {
   void track(Closable* c, std::weak_ptr<Closable> handle);
   void untrack(Closable* c);
 
-  // Returns /healthz's JSON and whether the node is fully up.
-  std::string health_json(bool& up) const;
-  // Returns /metrics in the Prometheus text format.
-  std::string metrics_text() const;
+  // The chat core through its narrow doors: room operations and the health/metrics view.
+  chat::Rooms& rooms() { return hub_; }
+  const chat::NodeView& node() const { return hub_; }
+  ConnectionCounts connection_counts() const;
 
  private:
   void do_accept();

@@ -5,14 +5,13 @@
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/message.hpp>
-#include <boost/beast/http/string_body.hpp>
+
+#include "net/http.h"
 
 namespace chatd::net {
 
 class Server;
 class ConnectionSlot;
-using Request = boost::beast::http::request<boost::beast::http::string_body>;
 
 // Serves HTTP requests on `socket` until it closes or upgrades; `slot` is its place under
 // max-connections, handed on with an upgrade.

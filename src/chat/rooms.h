@@ -1,0 +1,65 @@
+// The narrow doors net uses into the chat core: room operations for REST, and a read-only
+// view of the node's health and counters for /healthz and /metrics. net never calls the store
+// or the bus itself; the Hub implements both doors.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include "chat/refusals.h"
+#include "store/room_store.h"
+
+namespace chatd::chat {
+
+class Rooms {
+ public:
+  using ListFn = std::function<void(std::error_code, std::vector<store::Room>)>;
+  using FindFn = std::function<void(std::error_code, std::optional<store::Room>)>;
+  using CreateFn = std::function<void(std::error_code, store::Room)>;
+
+  virtual ~Rooms() = default;
+  // Every room. `done` runs on any thread.
+  virtual void list_rooms(ListFn done) = 0;
+  // The room whose id is `id` (a UUID in any case), or nullopt. `done` runs on any thread.
+  virtual void find_room(std::string_view id, FindFn done) = 0;
+  // Creates a room named `name` (as check_room_name returned it); store::Error::full when the
+  // store holds Limits::max_rooms. `done` runs on any thread.
+  virtual void create_room(std::string name, CreateFn done) = 0;
+};
+
+// One engine's health as /healthz reports it.
+struct EngineHealth {
+  bool up = false;
+  std::string detail;
+};
+
+// The node's counters, summed over its shards, as /metrics reports them.
+struct NodeCounters {
+  std::size_t sessions = 0;
+  std::uint64_t deliveries = 0;
+  std::uint64_t published = 0;
+  std::uint64_t delivered_from_bus = 0;
+  std::uint64_t slow_consumers = 0;
+  std::uint64_t protocol_errors = 0;
+  std::uint64_t chat_rejections = 0;
+  std::array<std::uint64_t, static_cast<std::size_t>(Refusal::count_)> refusals{};
+};
+
+class NodeView {
+ public:
+  virtual ~NodeView() = default;
+  virtual const std::string& node_id() const = 0;
+  virtual EngineHealth bus_health() const = 0;
+  virtual EngineHealth store_health() const = 0;
+  // A snapshot; each counter is read on its own (relaxed), so they may be a moment apart.
+  virtual NodeCounters counters() const = 0;
+};
+
+}  // namespace chatd::chat

@@ -1,0 +1,25 @@
+// GET /healthz and GET /metrics: the node's health and counters (chat::NodeView) beside the
+// connection counts the server keeps.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "chat/rooms.h"
+
+namespace chatd::net {
+
+struct ConnectionCounts {
+  std::size_t open = 0;
+  std::uint64_t accepted = 0;
+  std::uint64_t refused = 0;
+};
+
+// Returns /healthz's JSON; `up` says whether the node is fully up (both engines, not draining).
+std::string health_json(const chat::NodeView& node, const ConnectionCounts& conns, bool shutting_down, bool& up);
+
+// Returns /metrics in the Prometheus text format.
+std::string metrics_text(const chat::NodeView& node, const ConnectionCounts& conns);
+
+}  // namespace chatd::net

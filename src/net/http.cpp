@@ -1,0 +1,22 @@
+#include "net/http.h"
+
+#include "chat/rules.h"
+
+namespace chatd::net {
+namespace http = boost::beast::http;
+
+Response make_response(const Request& req, http::status status, std::string body, std::string_view type) {
+  Response res{status, req.version()};
+  res.set(http::field::server, "chatd");
+  res.set(http::field::content_type, type);
+  res.keep_alive(req.keep_alive());
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
+}
+
+Response json_error(const Request& req, http::status status, std::string_view message) {
+  return make_response(req, status, chat::error_json(static_cast<int>(status), message), kJson);
+}
+
+}  // namespace chatd::net

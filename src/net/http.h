@@ -1,0 +1,37 @@
+// The HTTP vocabulary the router and its handlers share: requests, responses, the JSON error
+// body, and Responder, the connection a handler answers on.
+#pragma once
+
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/status.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace chatd::net {
+
+using Request = boost::beast::http::request<boost::beast::http::string_body>;
+using Response = boost::beast::http::response<boost::beast::http::string_body>;
+
+inline constexpr std::string_view kJson = "application/json;charset=UTF-8";
+
+// Returns a response to `req` (its version and keep-alive) with `body` of content type `type`.
+Response make_response(const Request& req, boost::beast::http::status status, std::string body,
+                       std::string_view type);
+
+// Returns the JSON error {"status":..., "error": message} with that status.
+Response json_error(const Request& req, boost::beast::http::status status, std::string_view message);
+
+// The connection a request arrived on, as a handler sees it. The request stays valid and
+// unchanged until the handler responds; respond() may be called from any thread, once.
+class Responder {
+ public:
+  virtual ~Responder() = default;
+  virtual const Request& request() const = 0;
+  virtual void respond(Response res) = 0;
+};
+using ResponderPtr = std::shared_ptr<Responder>;
+
+}  // namespace chatd::net

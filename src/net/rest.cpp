@@ -1,0 +1,59 @@
+#include "net/rest.h"
+
+#include <boost/json.hpp>
+#include <boost/url.hpp>
+
+#include "chat/rules.h"
+
+namespace chatd::net {
+namespace http = boost::beast::http;
+
+void list_rooms(chat::Rooms& rooms, ResponderPtr r) {
+  rooms.list_rooms([r](std::error_code ec, std::vector<store::Room> all) {
+    if (ec) return r->respond(json_error(r->request(), http::status::service_unavailable, ec.message()));
+    boost::json::array a;
+    a.reserve(all.size());
+    for (auto& room : all) a.push_back(boost::json::object{{"roomId", room.id}, {"name", room.name}});
+    r->respond(make_response(r->request(), http::status::ok, boost::json::serialize(a), kJson));
+  });
+}
+
+void find_room(chat::Rooms& rooms, std::string_view id, ResponderPtr r) {
+  if (!chat::is_room_id(id)) return r->respond(json_error(r->request(), http::status::not_found, "no such room"));
+  rooms.find_room(id, [r](std::error_code ec, std::optional<store::Room> room) {
+    if (ec) return r->respond(json_error(r->request(), http::status::service_unavailable, ec.message()));
+    if (!room) return r->respond(json_error(r->request(), http::status::not_found, "no such room"));
+    r->respond(make_response(r->request(), http::status::ok, store::to_json(*room), kJson));
+  });
+}
+
+void create_room(chat::Rooms& rooms, const chat::Limits& limits, const boost::urls::url_view& url, ResponderPtr r) {
+  const Request& req = r->request();
+  std::optional<std::string> name;
+  if (auto it = url.params().find("name"); it != url.params().end()) name = (*it).value;
+  auto type = req[http::field::content_type];
+  if (!name && type.rfind("application/x-www-form-urlencoded", 0) == 0) {
+    // Forms encode spaces as '+'; make them %20 so the URL parser decodes them.
+    std::string form = "/?";
+    for (char c : req.body()) form += c == '+' ? std::string("%20") : std::string(1, c);
+    if (auto u = boost::urls::parse_origin_form(form))
+      if (auto it = u->params().find("name"); it != u->params().end()) name = (*it).value;
+  }
+  if (!name && type.rfind("application/json", 0) == 0) {
+    boost::system::error_code jec;
+    auto v = boost::json::parse(req.body(), jec);
+    if (!jec && v.is_object())
+      if (auto n = v.get_object().if_contains("name"); n && n->is_string()) name = std::string(n->get_string());
+  }
+  if (!name) return r->respond(json_error(req, http::status::bad_request, "name is required (query parameter or form field)"));
+  std::string why;
+  auto ok = chat::check_room_name(*name, limits.max_room_name_bytes, why);
+  if (!ok) return r->respond(json_error(req, http::status::bad_request, why));
+  rooms.create_room(std::move(*ok), [r](std::error_code ec, store::Room room) {
+    if (ec == store::Error::full) return r->respond(json_error(r->request(), http::status::insufficient_storage, ec.message()));
+    if (ec) return r->respond(json_error(r->request(), http::status::service_unavailable, ec.message()));
+    r->respond(make_response(r->request(), http::status::ok, store::to_json(room), kJson));
+  });
+}
+
+}  // namespace chatd::net

@@ -1,0 +1,20 @@
+// The REST routes of DESIGN §1 on chat::Rooms: GET /chat/rooms, GET /chat/room/{id},
+// POST /chat/room. Each answers through its Responder, from whatever thread the rooms
+// answer on.
+#pragma once
+
+#include <boost/url/url_view.hpp>
+
+#include "chat/limits.h"
+#include "chat/rooms.h"
+#include "net/http.h"
+
+namespace chatd::net {
+
+void list_rooms(chat::Rooms& rooms, ResponderPtr r);
+// `id` as it came in the path; anything but a room id is a 404.
+void find_room(chat::Rooms& rooms, std::string_view id, ResponderPtr r);
+// The name comes from the query (`url`), a form body, or a JSON body {"name": ...}.
+void create_room(chat::Rooms& rooms, const chat::Limits& limits, const boost::urls::url_view& url, ResponderPtr r);
+
+}  // namespace chatd::net
