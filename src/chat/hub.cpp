@@ -271,14 +271,20 @@ void Hub::on_delivery(bus::Delivery&& d) {
     std::lock_guard lock(interest_mu_);
     if (!interest_.count(d.room_id)) return;  // no local subscriber: nothing to encode
   }
+  auto shared = encode_delivery(d);
+  for (auto& s : shards_) s->enqueue(shared);
+}
+
+SharedMessagePtr encode_delivery(const bus::Delivery& d) {
   auto body = with_seq(d.payload, d.seq, d.epoch);
   auto destination = std::string(kRoomPrefix) + d.room_id;
   auto message_id = d.room_id + "-" + std::to_string(d.seq);
   auto m = std::make_shared<SharedMessage>();
   m->frame = stomp::encode_message(destination, message_id, "application/json", body);
-  m->room_id = std::move(d.room_id);
-  SharedMessagePtr shared = std::move(m);
-  for (auto& s : shards_) s->enqueue(shared);
+  m->room_id = d.room_id;
+  m->seq = d.seq;
+  m->epoch = d.epoch;
+  return m;
 }
 
 }  // namespace chatd::chat

@@ -39,9 +39,15 @@ inline constexpr std::string_view kErrorQueue = "/user/queue/errors";
 // A MESSAGE frame encoded once per node and shared by every local subscriber.
 struct SharedMessage {
   std::string room_id;
+  std::uint64_t seq = 0;
+  std::string epoch;
   stomp::SplitMessage frame;
 };
 using SharedMessagePtr = std::shared_ptr<const SharedMessage>;
+
+// Returns the MESSAGE frame for a room message, live or from history: the same bytes either
+// way (destination, message-id <room>-<seq>, the payload with seq and epoch added).
+SharedMessagePtr encode_delivery(const bus::Delivery& d);
 
 // What a session writes: a shared MESSAGE with the subscriber's (escaped) subscription id
 // spliced in, or, when `shared` is null, bytes of its own in `own`.
@@ -152,6 +158,9 @@ class Hub final : public Rooms, public NodeView {
   // the message's seq. A non-empty `client_id` (x-client-id) already used in the room within
   // the bus's window is not published again: `done` gets the first one's seq.
   void publish(const ChatMessage& m, std::string client_id, bus::PublishedFn done);
+
+  // Reads the room's retained history (x-history, resume, REST paging). `done` runs on any thread.
+  void history(bus::HistoryRequest req, bus::HistoryFn done) { bus_.history(std::move(req), std::move(done)); }
 
   // Rooms (REST)
   void list_rooms(ListFn done) override;

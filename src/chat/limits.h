@@ -14,6 +14,9 @@ struct Limits {
   std::size_t max_headers = 32;             // real clients send fewer than ten
   std::size_t max_header_line = 8 * 1024;   // a token header fits with room to spare
   std::size_t max_subscriptions = 64;       // per connection: a person is in a few rooms
+  std::size_t max_replay = 1000;            // messages one SUBSCRIBE replays (x-history, resume)
+                                            // and one REST page holds: a day of a busy room
+  std::size_t max_client_id_bytes = 128;    // x-client-id: a UUID with room to spare
 
   // Chat messages
   std::size_t max_message_bytes = 4000;  // ~1000 Korean characters in UTF-8

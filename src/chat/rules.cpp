@@ -27,6 +27,7 @@ class Category final : public std::error_category {
       case Error::unknown_destination: return "messages are sent to /pub/chat/message";
       case Error::publish_failed: return "the message could not be delivered; try again";
       case Error::store_unavailable: return "the room store is unavailable; try again";
+      case Error::bad_client_id: return "x-client-id must be 1 to --max-client-id-bytes printable characters";
     }
     return "unknown chat error";
   }

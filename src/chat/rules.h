@@ -27,6 +27,7 @@ enum class Error {
   unknown_destination, // SEND to something other than /pub/chat/message
   publish_failed,      // the message engine did not take the message
   store_unavailable,   // the room store could not be asked
+  bad_client_id,       // x-client-id empty or longer than Limits::max_client_id_bytes
 };
 const std::error_category& error_category() noexcept;
 std::error_code make_error_code(Error e) noexcept;

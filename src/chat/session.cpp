@@ -1,7 +1,10 @@
 #include "chat/session.h"
 
 #include <boost/asio/post.hpp>
+#include <boost/json.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 
 namespace chatd::chat {
@@ -9,6 +12,28 @@ namespace {
 
 using stomp::Command;
 using stomp::Version;
+
+// Parses a whole header value as an unsigned number.
+template <class T>
+bool parse_uint(std::string_view s, T& out) {
+  auto r = std::from_chars(s.data(), s.data() + s.size(), out);
+  return !s.empty() && r.ec == std::errc() && r.ptr == s.data() + s.size();
+}
+
+// Returns whether `s` could be an epoch: the bus's tokens are short [A-Za-z0-9_.-].
+bool is_epoch(std::string_view s) {
+  if (s.empty() || s.size() > 64) return false;
+  for (char c : s)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-')) return false;
+  return true;
+}
+
+bool is_client_id(std::string_view s, std::size_t max) {
+  if (s.empty() || s.size() > max) return false;
+  for (char c : s)
+    if (static_cast<unsigned char>(c) < 0x21 || static_cast<unsigned char>(c) > 0x7e) return false;
+  return true;
+}
 
 int status_for(std::error_code ec) {
   if (ec == Error::unknown_room || ec == Error::unknown_destination) return 404;
@@ -149,6 +174,8 @@ void StompSession::on_subscribe(stomp::Frame& f) {
 
   auto escaped = stomp::escape_header(sub_id, version_, Command::message);
   const std::string* receipt = f.header("receipt");
+  auto ask = history_ask(f);
+  if (!ask) return;
 
   if (*dest == kErrorQueue) {
     subs_.emplace(sub_id, Subscription{{}, escaped});
@@ -165,15 +192,22 @@ void StompSession::on_subscribe(stomp::Frame& f) {
   std::string room = canonical_room_id(d.substr(kRoomPrefix.size()));
 
   subs_.emplace(sub_id, Subscription{room, escaped});
+  // Live first: from here every new message of the room reaches this subscription (held while
+  // history is read), so history and live overlap rather than leave a gap between them.
   shard_.subscribe_in_loop(room, this, escaped);
+  if (*ask) replays_[escaped] = Replay{};
   std::optional<std::uint64_t> slot;
   if (receipt) slot = open_answer();
-  auto confirmed = back_in_loop([sub_id, slot, receipt = receipt ? *receipt : std::string()](StompSession& s, std::error_code ec) {
+  auto confirmed = back_in_loop([sub_id, slot, receipt = receipt ? *receipt : std::string(),
+                                 ask = *ask](StompSession& s, std::error_code ec) {
     if (!s.subs_.count(sub_id) || s.state_ != State::connected) return;
     if (ec)
       return s.fail_in_loop("message engine unavailable",
                             "The subscription could not be confirmed: " + ec.message() + ". Reconnect later.");
     if (slot) s.settle(*slot, {0, {}, receipt});
+    // Only now: on Redis a message published before the node's channel subscription was
+    // confirmed reaches this node through history alone.
+    if (ask) s.start_replay_in_loop(sub_id, *ask);
   });
   hub_.join(room, [confirmed = std::move(confirmed)](std::error_code ec) mutable {
     if (ec != bus::Error::stopped) confirmed(ec);
@@ -190,6 +224,7 @@ void StompSession::on_unsubscribe(stomp::Frame& f) {
     } else {
       shard_.unsubscribe_in_loop(it->second.room_id, this, it->second.escaped);
       hub_.leave(it->second.room_id);
+      replays_.erase(it->second.escaped);
     }
     subs_.erase(it);
   }
@@ -207,12 +242,22 @@ void StompSession::on_send(stomp::Frame& f) {
   std::error_code ec;
   auto m = parse_chat_message(f.body, hub_.limits(), ec);
   if (!m) return settle(slot, {status_for(ec), ec.message(), std::move(receipt)});
-  auto answered = back_in_loop([slot, receipt = std::move(receipt)](StompSession& s, std::error_code pec, std::uint64_t) mutable {
+  std::string client_id;
+  if (auto c = f.header("x-client-id")) {
+    if (!is_client_id(*c, hub_.limits().max_client_id_bytes)) {
+      auto bad = make_error_code(Error::bad_client_id);
+      return settle(slot, {400, bad.message(), std::move(receipt)});
+    }
+    client_id = *c;
+  }
+  auto answered = back_in_loop([slot, receipt = std::move(receipt)](StompSession& s, std::error_code pec, std::uint64_t seq) mutable {
     if (s.state_ != State::connected) return;
     if (pec) return s.settle(slot, {status_for(pec), pec.message(), std::move(receipt)});
-    s.settle(slot, {0, {}, std::move(receipt)});
+    Answer a{0, {}, std::move(receipt)};
+    a.seq = seq;
+    s.settle(slot, std::move(a));
   });
-  hub_.publish(*m, {}, std::move(answered));
+  hub_.publish(*m, std::move(client_id), std::move(answered));
 }
 
 void StompSession::on_disconnect(stomp::Frame& f) {
@@ -233,7 +278,7 @@ void StompSession::settle(std::uint64_t slot, Answer a) {
   while (done < answers_.size() && answers_[done].ready && state_ == State::connected) {
     auto& x = answers_[done++];
     if (!x.error.empty()) reject(x.status, x.error, x.receipt ? &*x.receipt : nullptr);
-    else if (x.receipt) send_receipt(*x.receipt);
+    else if (x.receipt) send_receipt(*x.receipt, x.seq);
     if (x.close_after) {
       state_ = State::closing;
       transport_->close("client disconnected");
@@ -249,8 +294,10 @@ void StompSession::send_bytes(std::string bytes) {
   transport_->send(Outbound{nullptr, std::move(bytes)});
 }
 
-void StompSession::send_receipt(const std::string& receipt_id) {
-  send_bytes(stomp::encode(stomp::Frame{Command::receipt, {{"receipt-id", receipt_id}}, {}}, version_));
+void StompSession::send_receipt(const std::string& receipt_id, std::uint64_t seq) {
+  stomp::Frame r{Command::receipt, {{"receipt-id", receipt_id}}, {}};
+  if (seq) r.headers.push_back({"x-seq", std::to_string(seq)});
+  send_bytes(stomp::encode(r, version_));
 }
 
 void StompSession::reject(int status, std::string_view error, const std::string* receipt) {
@@ -272,15 +319,189 @@ void StompSession::reject(int status, std::string_view error, const std::string*
 
 void StompSession::deliver_in_loop(const SharedMessagePtr& m, const std::string& sub) {
   if (state_ != State::connected || !transport_) return;
-  Outbound out{m, sub};
   auto limit = hub_.limits().max_outbound_bytes;
-  if (transport_->queued_bytes() + out.size() > limit) {
+  if (!replays_.empty()) {
+    if (auto it = replays_.find(sub); it != replays_.end()) {
+      auto& r = it->second;
+      if (r.holding) {
+        r.held_bytes += m->frame.head.size() + sub.size() + m->frame.tail.size();
+        if (r.held_bytes > limit) {
+          hub_.slow_consumers.fetch_add(1, std::memory_order_relaxed);
+          return fail_in_loop("slow consumer", "More than " + std::to_string(limit) +
+                                                   " bytes of live messages waited behind the history being read.");
+        }
+        r.held.push_back(m);
+        return;
+      }
+      if (m->epoch == r.epoch && m->seq <= r.through) return;  // the replay had it
+      replays_.erase(it);  // the first one past the replay: live from here on
+    }
+  }
+  Outbound out{m, sub};
+  auto queued = transport_->queued_bytes();
+  if (queued + out.size() > limit + replay_allowance_) {
     hub_.slow_consumers.fetch_add(1, std::memory_order_relaxed);
     return fail_in_loop("slow consumer", "More than " + std::to_string(limit) +
                                              " bytes were waiting to be written: the client does not read fast enough.");
   }
+  if (queued <= limit) replay_allowance_ = 0;  // the replay has drained
   last_write_ = Clock::now();
   transport_->send(std::move(out));
+}
+
+std::optional<std::optional<StompSession::HistoryAsk>> StompSession::history_ask(stomp::Frame& f) {
+  auto* last = f.header("x-history");
+  auto* since = f.header("x-since-seq");
+  auto* epoch = f.header("x-epoch");
+  HistoryAsk ask;
+  if (since) {
+    std::uint64_t s = 0;
+    if (!parse_uint(*since, s)) {
+      hub_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+      fail_in_loop("bad x-since-seq header", "x-since-seq must be the last seq the client saw, a number (0: none).");
+      return std::nullopt;
+    }
+    ask.since = s;
+    if (epoch) {
+      if (!is_epoch(*epoch)) {
+        hub_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+        fail_in_loop("bad x-epoch header", "x-epoch must be the epoch of a MESSAGE body, as it was.");
+        return std::nullopt;
+      }
+      ask.epoch = *epoch;
+    }
+    return std::optional<HistoryAsk>(ask);  // x-since-seq wins over x-history
+  }
+  if (last) {
+    std::uint64_t n = 0;
+    if (!parse_uint(*last, n)) {
+      hub_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+      fail_in_loop("bad x-history header", "x-history must be a number of messages (at most " +
+                                               std::to_string(hub_.limits().max_replay) + " are sent).");
+      return std::nullopt;
+    }
+    if (n == 0) return std::optional<HistoryAsk>();
+    ask.last = static_cast<std::size_t>(std::min<std::uint64_t>(n, hub_.limits().max_replay));
+    return std::optional<HistoryAsk>(ask);
+  }
+  return std::optional<HistoryAsk>();
+}
+
+void StompSession::start_replay_in_loop(const std::string& sub_id, const HistoryAsk& ask) {
+  const auto& sub = subs_.at(sub_id);
+  const auto max = hub_.limits().max_replay;
+  bus::HistoryRequest req{sub.room_id, 0, 0, 0};
+  if (ask.since && *ask.since > 0) {
+    // The oldest above S, one more than may be sent: a full answer means "too many".
+    req.after_seq = *ask.since;
+    req.limit = max + 1;
+  } else {
+    req.limit = ask.since ? max + 1 : ask.last;
+  }
+  hub_.history(std::move(req), back_in_loop([sub_id, ask, escaped = sub.escaped](StompSession& s, std::error_code ec, bus::History h) {
+    auto it = s.subs_.find(sub_id);
+    if (it == s.subs_.end() || it->second.escaped != escaped || !s.replays_.count(escaped)) return;  // gone
+    s.on_history_in_loop(sub_id, ask, false, false, ec, std::move(h));
+  }));
+}
+
+void StompSession::on_history_in_loop(const std::string& sub_id, const HistoryAsk& ask, bool second, bool capped,
+                                      std::error_code ec, bus::History h) {
+  const auto max = hub_.limits().max_replay;
+  if (ec) {
+    auto notice = history_notice(sub_id, "unavailable", "engine", ask, h, 0);
+    std::vector<bus::Delivery> none;
+    return finish_replay_in_loop(sub_id, &notice, none, {}, 0);
+  }
+  auto& msgs = h.messages;
+  if (!ask.since) {  // x-history: N, the newest N; nothing to compare against
+    std::uint64_t through = msgs.empty() ? 0 : msgs.back().seq;
+    return finish_replay_in_loop(sub_id, nullptr, msgs, h.epoch, through);
+  }
+  const std::uint64_t since = *ask.since;
+  const bool stale_epoch = ask.epoch && *ask.epoch != h.epoch;
+  const bool ahead = !stale_epoch && since > h.last_seq;
+  const bool too_many = capped || msgs.size() > max;
+  if (!second && since > 0 && (stale_epoch || ahead || too_many)) {
+    // What the client knows is not a place in this history, or more is missing than one
+    // replay sends: the newest `max` are what there is to give.
+    const auto& sub = subs_.at(sub_id);
+    hub_.history({sub.room_id, 0, 0, max}, back_in_loop([sub_id, ask, too_many, escaped = sub.escaped](
+                                               StompSession& s, std::error_code e2, bus::History h2) {
+      auto it = s.subs_.find(sub_id);
+      if (it == s.subs_.end() || it->second.escaped != escaped || !s.replays_.count(escaped)) return;
+      s.on_history_in_loop(sub_id, ask, true, too_many, e2, std::move(h2));
+    }));
+    return;
+  }
+  if (!stale_epoch && !ahead) {
+    // Only what the client has not seen.
+    msgs.erase(std::remove_if(msgs.begin(), msgs.end(), [&](const bus::Delivery& d) { return d.seq <= since; }), msgs.end());
+  }
+  const bool over = msgs.size() > max;
+  if (over) msgs.erase(msgs.begin(), msgs.begin() + static_cast<std::ptrdiff_t>(msgs.size() - max));
+  const std::uint64_t from_seq = msgs.empty() ? h.last_seq + 1 : msgs.front().seq;
+  std::uint64_t through = msgs.empty() ? 0 : msgs.back().seq;
+  std::string notice;
+  if (stale_epoch) {
+    notice = history_notice(sub_id, "reset", "epoch", ask, h, from_seq);
+  } else if (ahead) {
+    notice = history_notice(sub_id, "reset", "ahead", ask, h, from_seq);
+  } else {
+    through = std::max(through, since);
+    // Complete only if the history still holds everything after `since`: first_seq is the
+    // seq from which on nothing of the room was dropped (0: nothing is retained).
+    const bool dropped = h.first_seq == 0 ? since < h.last_seq : since + 1 < h.first_seq;
+    // Retention first: what it dropped cannot be paged back, what the replay limit held back can.
+    if (dropped) notice = history_notice(sub_id, "partial", "retention", ask, h, from_seq);
+    else if (too_many || over) notice = history_notice(sub_id, "partial", "replay-limit", ask, h, from_seq);
+  }
+  finish_replay_in_loop(sub_id, notice.empty() ? nullptr : &notice, msgs, h.epoch, through);
+}
+
+void StompSession::finish_replay_in_loop(const std::string& sub_id, const std::string* notice,
+                                         std::vector<bus::Delivery>& messages, const std::string& epoch,
+                                         std::uint64_t through) {
+  if (state_ != State::connected || !transport_) return;
+  const auto escaped = subs_.at(sub_id).escaped;
+  auto it = replays_.find(escaped);
+  if (it == replays_.end()) return;
+  if (notice) send_bytes(*notice);
+  // History is sent whole (at most --max-replay messages): it may pass the slow-reader bound
+  // by its own size, but live messages may not pile up behind it.
+  for (auto& d : messages) {
+    Outbound out{encode_delivery(d), escaped};
+    replay_allowance_ += out.size();
+    transport_->send(std::move(out));
+  }
+  if (!messages.empty()) last_write_ = Clock::now();
+  auto held = std::move(it->second.held);
+  it->second = Replay{false, {}, 0, epoch, through};
+  for (auto& m : held) deliver_in_loop(m, escaped);
+}
+
+std::string StompSession::history_notice(const std::string& sub_id, std::string_view status, std::string_view reason,
+                                         const HistoryAsk& ask, const bus::History& h, std::uint64_t from_seq) {
+  const auto& room = subs_.at(sub_id).room_id;
+  boost::json::object body{{"type", "HISTORY"},
+                           {"roomId", room},
+                           {"status", status},
+                           {"reason", reason},
+                           {"epoch", h.epoch},
+                           {"firstSeq", h.first_seq},
+                           {"lastSeq", h.last_seq},
+                           {"fromSeq", from_seq}};
+  if (ask.since) body["sinceSeq"] = *ask.since;
+  else body["history"] = ask.last;
+  if (ask.epoch) body["askedEpoch"] = *ask.epoch;
+  stomp::Frame m{Command::message,
+                 {{"destination", std::string(kRoomPrefix) + room},
+                  {"message-id", room + "-history-" + std::to_string(++next_notice_id_)},
+                  {"subscription", sub_id},
+                  {"content-type", "application/json"},
+                  {"x-history-status", std::string(status)}},
+                 boost::json::serialize(body)};
+  return stomp::encode(m, version_);
 }
 
 void StompSession::tick_in_loop(Clock::time_point now) {
@@ -316,6 +537,7 @@ void StompSession::leave_all_rooms() {
   }
   subs_.clear();
   errors_sub_.reset();
+  replays_.clear();
 }
 
 void StompSession::on_closed_in_loop() {

@@ -49,6 +49,21 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
     std::string room_id;  // empty for /user/queue/errors
     std::string escaped;  // the id as it goes into MESSAGE frames
   };
+  // What a SUBSCRIBE asked of history: x-history: N, or x-since-seq: S (+ x-epoch: E).
+  struct HistoryAsk {
+    std::size_t last = 0;
+    std::optional<std::uint64_t> since;
+    std::optional<std::string> epoch;
+  };
+  // A subscription replaying history. Live messages that arrive while history is read are
+  // held, then sent after it, less those the replay already held.
+  struct Replay {
+    bool holding = true;
+    std::vector<SharedMessagePtr> held;
+    std::size_t held_bytes = 0;
+    std::string epoch;          // of the replayed messages
+    std::uint64_t through = 0;  // live messages of that epoch up to this seq are not sent again
+  };
 
   void on_frame(stomp::Frame& f);
   void on_connect(stomp::Frame& f);
@@ -57,6 +72,19 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   void on_send(stomp::Frame& f);
   void on_disconnect(stomp::Frame& f);
 
+  // Returns what the SUBSCRIBE's history headers ask for; nullopt (after failing the session)
+  // when one is malformed.
+  std::optional<std::optional<HistoryAsk>> history_ask(stomp::Frame& f);
+  void start_replay_in_loop(const std::string& sub_id, const HistoryAsk& ask);
+  // Answers a replay's history read. `second`: this is the read of the newest --max-replay
+  // after the first showed a stale epoch, a seq ahead of the room, or (`capped`) too many.
+  void on_history_in_loop(const std::string& sub_id, const HistoryAsk& ask, bool second, bool capped,
+                          std::error_code ec, bus::History h);
+  // Sends the notice (if any) and `messages` on the subscription, then what was held.
+  void finish_replay_in_loop(const std::string& sub_id, const std::string* notice, std::vector<bus::Delivery>& messages,
+                             const std::string& epoch, std::uint64_t through);
+  std::string history_notice(const std::string& sub_id, std::string_view status, std::string_view reason,
+                             const HistoryAsk& ask, const bus::History& h, std::uint64_t from_seq);
   // Answers (receipts and SEND rejections) leave in the order their frames came, whatever
   // order the bus or store finishes in: each frame that will be answered opens a slot.
   struct Answer {
@@ -65,12 +93,13 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
     std::optional<std::string> receipt;  // else: a RECEIPT, if the frame asked for one
     bool close_after = false;            // DISCONNECT: close once answered
     bool ready = false;
+    std::uint64_t seq = 0;               // a SEND's seq: the RECEIPT's x-seq header
   };
   std::uint64_t open_answer();
   void settle(std::uint64_t slot, Answer a);
 
   void send_bytes(std::string bytes);
-  void send_receipt(const std::string& receipt_id);
+  void send_receipt(const std::string& receipt_id, std::uint64_t seq = 0);
   // Reports a chat-level rejection on /user/queue/errors (if subscribed); keeps the session.
   void reject(int status, std::string_view error, const std::string* receipt = nullptr);
   void leave_all_rooms();
@@ -93,6 +122,9 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   Clock::time_point last_write_;
   std::unordered_map<std::string, Subscription> subs_;
   std::optional<std::string> errors_sub_;  // escaped id of the /user/queue/errors subscription
+  std::unordered_map<std::string, Replay> replays_;  // by escaped subscription id
+  std::size_t replay_allowance_ = 0;  // replayed bytes not yet written: exempt from the slow-reader bound
+  std::uint64_t next_notice_id_ = 0;
   std::uint64_t next_error_id_ = 0;
   std::vector<Answer> answers_;  // answers_[0] is slot answers_base_
   std::uint64_t answers_base_ = 0;

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <filesystem>
 #include <future>
+#include <list>
 #include <mutex>
 #include <thread>
 
@@ -79,11 +80,13 @@ class SessionTest : public ::testing::Test {
     rooms = store::make_embedded_store(sc);
     bus::BusConfig bc;
     bc.data_dir = dir.string();
+    bc.history_size = 20;
     bus = std::make_unique<CountingBus>(bus::make_local_bus(bc, loop));
     chat::HubConfig hc;
     hc.node_id = "test";
     hc.limits.max_outbound_bytes = 8192;
     hc.limits.max_subscriptions = 3;
+    hc.limits.max_replay = 8;
     hub = std::make_unique<chat::Hub>(hc, *rooms, *bus, std::vector<boost::asio::io_context*>{&loop});
     hub->start();
     hub->create_room("lunch", [&](std::error_code ec, store::Room r) {
@@ -110,14 +113,16 @@ class SessionTest : public ::testing::Test {
   }
   // Runs the loop until every publish and history read has been answered and its answer run.
   void settle() {
+    // An answer may ask the bus again (a second history read): done only when a poll that
+    // found nothing pending ran nothing either.
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    do {
+    for (;;) {
+      bool idle = bus->pending.load() == 0;
       loop.restart();
-      loop.poll();
+      if (loop.poll() == 0 && idle) break;
+      if (std::chrono::steady_clock::now() > deadline) break;
       if (bus->pending.load() > 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
-    } while (bus->pending.load() > 0 && std::chrono::steady_clock::now() < deadline);
-    loop.restart();
-    loop.poll();
+    }
   }
   std::string talk(std::string_view text, std::string_view sender = "a") {
     return "SEND\ndestination:/pub/chat/message\n\n{\"type\":\"TALK\",\"roomId\":\"" + room + "\",\"sender\":\"" +
@@ -132,6 +137,28 @@ class SessionTest : public ::testing::Test {
   std::vector<std::shared_ptr<chat::StompSession>> sessions;
   std::string room;
 };
+
+// Returns the seq of every chat MESSAGE in `written`, in order.
+std::vector<std::uint64_t> seqs_of(const std::string& written) {
+  std::vector<std::uint64_t> out;
+  for (auto p = written.find("\"seq\":"); p != std::string::npos; p = written.find("\"seq\":", p + 1))
+    out.push_back(std::stoull(written.substr(p + 6)));
+  return out;
+}
+
+std::vector<std::uint64_t> range(std::uint64_t from, std::uint64_t to) {
+  std::vector<std::uint64_t> out;
+  for (auto i = from; i <= to; ++i) out.push_back(i);
+  return out;
+}
+
+// Returns the value of the first `"name":"value"` in `s`.
+std::string json_string(const std::string& s, const std::string& name) {
+  auto p = s.find("\"" + name + "\":\"");
+  if (p == std::string::npos) return {};
+  p += name.size() + 4;
+  return s.substr(p, s.find('"', p) - p);
+}
 
 std::size_t count(const std::string& hay, std::string_view needle) {
   std::size_t n = 0;
@@ -178,7 +205,7 @@ TEST_F(SessionTest, SubscribeGetsItsReceiptAndMessagesCarryTheSubscription) {
   feed(sb, talk("hello", "b") + "\nreceipt" + '\0');  // body ends at NUL; "\nreceipt" is part of it
   feed(sb, "SEND\ndestination:/pub/chat/message\nreceipt:r2\n\n{\"type\":\"TALK\",\"roomId\":\"" + room +
                "\",\"sender\":\"b\",\"message\":\"hello\"}" + '\0');
-  EXPECT_NE(b.written.find("RECEIPT\nreceipt-id:r2\n\n"), std::string::npos) << b.written;
+  EXPECT_NE(b.written.find("RECEIPT\nreceipt-id:r2\nx-seq:1\n\n"), std::string::npos) << b.written;
   EXPECT_EQ(count(a.written, "MESSAGE\n"), 1u) << a.written;
   EXPECT_NE(a.written.find("subscription:sub-a\n"), std::string::npos);
   EXPECT_NE(b.written.find("subscription:x\\cy\n"), std::string::npos) << "1.2 escapes ':' in the echoed id";
@@ -378,3 +405,140 @@ TEST(HubInterest, BusHearsSubscribeAndUnsubscribeInTheOrderInterestChanged) {
 }
 
 }  // namespace
+
+namespace {
+
+class HistoryTest : public SessionTest {
+ protected:
+  // Sends n TALKs from a session of its own and waits for them.
+  void say(int n) {
+    auto& t = kept.emplace_back();
+    auto& s = open(t);
+    feed(s, std::string("CONNECT\naccept-version:1.2\n\n") + '\0');
+    for (int i = 0; i < n; ++i) feed(s, talk("m" + std::to_string(i)) + '\0');
+  }
+  // Returns a connected session subscribed to the room with `headers` ("x-history:3\n").
+  chat::StompSession& join(RecordingTransport& t, const std::string& headers) {
+    auto& s = open(t);
+    feed(s, std::string("CONNECT\naccept-version:1.2\n\n") + '\0');
+    feed(s, "SUBSCRIBE\nid:0\ndestination:/sub/chat/room/" + room + "\n" + headers + "\n" + '\0');
+    return s;
+  }
+  std::string epoch() {
+    auto& t = kept.emplace_back();
+    join(t, "x-history:1\n");
+    return json_string(t.written, "epoch");
+  }
+  std::list<RecordingTransport> kept;  // transports of helper sessions, which outlive the call
+};
+
+}  // namespace
+
+TEST_F(HistoryTest, NoHeadersNoHistory) {
+  say(3);
+  RecordingTransport t;
+  auto& s = join(t, "");
+  feed(s, talk("live") + '\0');
+  EXPECT_EQ(seqs_of(t.written), (std::vector<std::uint64_t>{4}));
+}
+
+TEST_F(HistoryTest, JoinWithHistoryGetsTheLastNThenLive) {
+  say(10);
+  RecordingTransport t;
+  auto& s = join(t, "x-history:3\n");
+  feed(s, talk("live") + '\0');
+  EXPECT_EQ(seqs_of(t.written), (std::vector<std::uint64_t>{8, 9, 10, 11}));
+  EXPECT_EQ(count(t.written, "HISTORY"), 0u) << "a join is never told anything: " << t.written;
+  EXPECT_FALSE(json_string(t.written, "epoch").empty());
+  EXPECT_NE(t.written.find("message-id:" + room + "-8\n"), std::string::npos) << "history frames look like live ones";
+
+  RecordingTransport big;
+  join(big, "x-history:500\n");
+  EXPECT_EQ(seqs_of(big.written), range(4, 11)) << "x-history is capped at --max-replay (8 here)";
+}
+
+TEST_F(HistoryTest, ResumeSendsWhatWasMissedOnceThenLive) {
+  say(5);
+  auto e = epoch();
+  say(4);
+  RecordingTransport t;
+  auto& s = join(t, "x-since-seq:5\nx-epoch:" + e + "\n");
+  feed(s, talk("live") + '\0');
+  EXPECT_EQ(seqs_of(t.written), range(6, 10));
+  EXPECT_EQ(count(t.written, "HISTORY"), 0u) << t.written;
+
+  RecordingTransport none;
+  join(none, "x-since-seq:10\nx-epoch:" + e + "\n");
+  EXPECT_TRUE(seqs_of(none.written).empty()) << "nothing missed, nothing sent";
+  EXPECT_EQ(count(none.written, "HISTORY"), 0u) << none.written;
+}
+
+TEST_F(HistoryTest, AStaleEpochIsToldThenGetsWhatThereIs) {
+  say(3);
+  RecordingTransport t;
+  join(t, "x-since-seq:2\nx-epoch:gone-epoch\n");
+  EXPECT_NE(t.written.find("x-history-status:reset\n"), std::string::npos) << t.written;
+  EXPECT_NE(t.written.find(R"("status":"reset","reason":"epoch")"), std::string::npos) << t.written;
+  EXPECT_NE(t.written.find(R"("askedEpoch":"gone-epoch")"), std::string::npos);
+  EXPECT_NE(t.written.find(R"("fromSeq":1)"), std::string::npos);
+  EXPECT_EQ(seqs_of(t.written), range(1, 3)) << "the notice first, then everything of the current epoch";
+  EXPECT_LT(t.written.find("HISTORY"), t.written.find("\"seq\":1,"));
+}
+
+TEST_F(HistoryTest, ASeqAheadOfTheRoomIsToldAsAReset) {
+  say(2);
+  RecordingTransport t;
+  join(t, "x-since-seq:50\nx-epoch:" + epoch() + "\n");
+  EXPECT_NE(t.written.find(R"("status":"reset","reason":"ahead")"), std::string::npos) << t.written;
+  EXPECT_EQ(seqs_of(t.written), range(1, 2));
+}
+
+TEST_F(HistoryTest, AResumeFromBeforeRetentionIsPartial) {
+  say(30);  // history-size 20: 11..30 kept
+  auto e = epoch();
+  RecordingTransport t;
+  join(t, "x-since-seq:5\nx-epoch:" + e + "\n");
+  EXPECT_NE(t.written.find("x-history-status:partial\n"), std::string::npos) << t.written;
+  EXPECT_NE(t.written.find(R"("status":"partial","reason":"retention")"), std::string::npos) << t.written;
+  EXPECT_NE(t.written.find(R"("firstSeq":11,"lastSeq":30,"fromSeq":23,"sinceSeq":5)"), std::string::npos) << t.written;
+  EXPECT_EQ(seqs_of(t.written), range(23, 30)) << "the newest --max-replay";
+
+  RecordingTransport capped;
+  join(capped, "x-since-seq:12\nx-epoch:" + e + "\n");
+  EXPECT_NE(capped.written.find(R"("status":"partial","reason":"replay-limit")"), std::string::npos) << capped.written;
+  EXPECT_EQ(seqs_of(capped.written), range(23, 30));
+
+  RecordingTransport whole;
+  join(whole, "x-since-seq:22\nx-epoch:" + e + "\n");
+  EXPECT_EQ(count(whole.written, "HISTORY"), 0u) << whole.written;
+  EXPECT_EQ(seqs_of(whole.written), range(23, 30));
+}
+
+TEST_F(HistoryTest, MalformedHistoryHeadersAreProtocolErrors) {
+  for (std::string h : {"x-history:many\n", "x-since-seq:-1\n", "x-since-seq:1\nx-epoch:a b\n", "x-history:\n"}) {
+    RecordingTransport t;
+    join(t, h);
+    EXPECT_NE(t.written.find("ERROR\nmessage:bad x-"), std::string::npos) << h << " -> " << t.written;
+    EXPECT_TRUE(t.closed);
+  }
+}
+
+TEST_F(HistoryTest, AClientIdIsPublishedOnceAndItsReceiptsCarryTheSeq) {
+  RecordingTransport watcher, t;
+  join(watcher, "");
+  auto& s = open(t);
+  feed(s, std::string("CONNECT\naccept-version:1.2\n\n") + '\0');
+  feed(s, std::string("SUBSCRIBE\nid:e\ndestination:/user/queue/errors\n\n") + '\0');
+  auto body = talk("once").substr(talk("once").find("\n\n"));
+  feed(s, "SEND\ndestination:/pub/chat/message\nx-client-id:abc-1\nreceipt:r1" + body + '\0');
+  feed(s, "SEND\ndestination:/pub/chat/message\nx-client-id:abc-1\nreceipt:r2" + body + '\0');
+  feed(s, "SEND\ndestination:/pub/chat/message\nreceipt:r3" + body + '\0');
+  EXPECT_NE(t.written.find("RECEIPT\nreceipt-id:r1\nx-seq:1\n"), std::string::npos) << t.written;
+  EXPECT_NE(t.written.find("RECEIPT\nreceipt-id:r2\nx-seq:1\n"), std::string::npos) << "a retry: the same answer";
+  EXPECT_NE(t.written.find("RECEIPT\nreceipt-id:r3\nx-seq:2\n"), std::string::npos);
+  EXPECT_EQ(seqs_of(watcher.written), (std::vector<std::uint64_t>{1, 2})) << "published once";
+
+  feed(s, "SEND\ndestination:/pub/chat/message\nx-client-id:" + std::string(200, 'x') + "\nreceipt:r4" + body + '\0');
+  EXPECT_NE(t.written.find("x-client-id must be"), std::string::npos) << t.written;
+  EXPECT_FALSE(t.closed);
+}
