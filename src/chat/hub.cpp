@@ -187,6 +187,16 @@ void Hub::remember_room(const std::string& id) {
   known_rooms_.insert(id);
 }
 
+void Hub::check_room(const std::string& id, std::function<void(std::error_code)> done) {
+  if (known_room(id)) return done({});
+  store_.find(id, [this, id, done = std::move(done)](std::error_code ec, std::optional<store::Room> room) {
+    if (ec) return done(make_error_code(Error::store_unavailable));
+    if (!room) return done(make_error_code(Error::unknown_room));
+    remember_room(id);
+    done({});
+  });
+}
+
 void Hub::publish(const ChatMessage& m, std::string client_id, bus::PublishedFn done) {
   if (known_room(m.room_id)) {
     publish_known(m, std::move(client_id), std::move(done));
@@ -222,7 +232,23 @@ void Hub::publish(const ChatMessage& m, std::string client_id, bus::PublishedFn 
   });
 }
 
+bool Hub::admit_room_send(const std::string& room_id) {
+  const auto rate = static_cast<double>(cfg_.limits.room_send_rate), burst = static_cast<double>(cfg_.limits.room_send_burst);
+  if (rate <= 0) return true;
+  auto now = TokenBucket::Clock::now();
+  std::lock_guard lock(room_rate_mu_);
+  if (room_rate_.size() >= room_rate_prune_at_) {
+    std::erase_if(room_rate_, [&](auto& kv) { return kv.second.full(now, rate, burst); });
+    room_rate_prune_at_ = std::max<std::size_t>(1024, 2 * room_rate_.size());
+  }
+  return room_rate_[room_id].take(now, rate, burst);
+}
+
 void Hub::publish_known(const ChatMessage& m, std::string client_id, bus::PublishedFn done) {
+  if (!admit_room_send(m.room_id)) {
+    refusals.count(Refusal::room_rate);
+    return done(make_error_code(Error::room_busy), 0);
+  }
   auto n = next_id_.fetch_add(1, std::memory_order_relaxed);
   auto id = id_prefix_ + std::to_string(n);
   auto ts = std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -24,6 +24,7 @@
 
 #include "bus/message_bus.h"
 #include "chat/limits.h"
+#include "chat/rate_limit.h"
 #include "chat/refusals.h"
 #include "chat/rooms.h"
 #include "chat/rules.h"
@@ -167,6 +168,13 @@ class Hub final : public Rooms, public NodeView {
   void find_room(std::string_view id, FindFn done) override;
   void create_room(std::string name, CreateFn done) override;
 
+  // Returns whether room `id` is known to exist (a cache of what the store said; false means
+  // "ask the store", e.g. with check_room).
+  bool known_room(const std::string& id);
+  // Answers whether room `id` exists: an empty code, Error::unknown_room or
+  // Error::store_unavailable. Runs `done` at once for a known room, else on any thread.
+  void check_room(const std::string& id, std::function<void(std::error_code)> done);
+
   // NodeView (/healthz, /metrics)
   const std::string& node_id() const override { return cfg_.node_id; }
   EngineHealth bus_health() const override;
@@ -192,7 +200,6 @@ class Hub final : public Rooms, public NodeView {
   void on_delivery(bus::Delivery&& d);  // the bus's delivering thread
   void in_bus_order(std::uint64_t ticket, const std::function<void()>& call);
   void publish_known(const ChatMessage& m, std::string client_id, bus::PublishedFn done);
-  bool known_room(const std::string& id);
   void remember_room(const std::string& id);
 
   HubConfig cfg_;
@@ -222,6 +229,13 @@ class Hub final : public Rooms, public NodeView {
 
   std::shared_mutex rooms_mu_;
   std::unordered_set<std::string> known_rooms_;  // rooms are never deleted, so a hit stays true
+
+  // Per-room SEND buckets (Limits::room_send_rate), for rooms known to exist only. Idle full
+  // buckets are dropped as the map grows, so it stays about the size of the busy rooms.
+  bool admit_room_send(const std::string& room_id);
+  std::mutex room_rate_mu_;
+  std::unordered_map<std::string, TokenBucket> room_rate_;
+  std::size_t room_rate_prune_at_ = 1024;
 
   std::atomic<std::uint64_t> next_id_{0};
   std::atomic<std::uint64_t> published_{0};

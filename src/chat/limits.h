@@ -31,6 +31,14 @@ struct Limits {
   std::size_t max_http_header = 8 * 1024;        // Beast's default; cookies fit
   std::size_t max_http_target = 2 * 1024;        // longer URLs get 414
 
+  // Flooding (issue 13). A SEND over the bound gets 429 on /user/queue/errors; a connection
+  // that keeps sending at more than twice its rate is disconnected.
+  std::size_t send_rate = 50;         // SENDs a second per connection; fast typists manage 2-3
+  std::size_t send_burst = 1000;      // a client replaying its outbox after a reconnect fits
+  std::size_t room_send_rate = 500;   // SENDs a second into one room through this node: many
+                                      // senders cannot drown that room's readers either
+  std::size_t room_send_burst = 2000;
+
   // Time
   std::chrono::milliseconds heartbeat_send{10000};     // what the server offers to send
   std::chrono::milliseconds heartbeat_receive{10000};  // what the server asks the client for

@@ -11,7 +11,11 @@
 namespace chatd::chat {
 
 enum class Refusal : std::size_t {
-  http_framing,  // a request whose length cannot be known (Transfer-Encoding not ending in chunked)
+  http_framing,            // a request whose length cannot be known (Transfer-Encoding not ending in chunked)
+  subscribe_unknown_room,  // a SUBSCRIBE to a room that does not exist
+  send_rate,               // a SEND over the connection's rate (429)
+  send_flood,              // a connection closed for sending at more than twice its rate
+  room_rate,               // a SEND over the room's rate on this node (429)
   count_,
 };
 
@@ -19,6 +23,10 @@ enum class Refusal : std::size_t {
 constexpr std::string_view to_string(Refusal r) {
   switch (r) {
     case Refusal::http_framing: return "http_framing";
+    case Refusal::subscribe_unknown_room: return "subscribe_unknown_room";
+    case Refusal::send_rate: return "send_rate";
+    case Refusal::send_flood: return "send_flood";
+    case Refusal::room_rate: return "room_rate";
     case Refusal::count_: break;
   }
   return "unknown";

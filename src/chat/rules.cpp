@@ -4,6 +4,7 @@
 
 #include <array>
 #include <random>
+#include <vector>
 
 #include "utf8/utf8.h"
 
@@ -20,7 +21,9 @@ class Category final : public std::error_category {
       case Error::unknown_type: return "type must be ENTER, TALK or QUIT";
       case Error::bad_room_id: return "roomId must be a room's UUID";
       case Error::unknown_room: return "no such room";
-      case Error::bad_sender: return "sender must be a non-empty nickname no longer than --max-sender-bytes";
+      case Error::bad_sender:
+        return "sender must be a visible nickname no longer than --max-sender-bytes, without control, line-break or "
+               "bidirectional formatting characters";
       case Error::empty_message: return "a TALK message needs text";
       case Error::message_too_long: return "the message text is too long";
       case Error::bad_utf8: return "text must be valid UTF-8";
@@ -28,6 +31,8 @@ class Category final : public std::error_category {
       case Error::publish_failed: return "the message could not be delivered; try again";
       case Error::store_unavailable: return "the room store is unavailable; try again";
       case Error::bad_client_id: return "x-client-id must be 1 to --max-client-id-bytes printable characters";
+      case Error::rate_limited: return "too many messages: slow down (--send-rate)";
+      case Error::room_busy: return "this room gets too many messages right now: try again shortly (--room-send-rate)";
     }
     return "unknown chat error";
   }
@@ -77,28 +82,69 @@ std::string_view to_string(MessageType t) {
   return "TALK";
 }
 
-std::optional<std::string> check_room_name(std::string_view raw, std::size_t max_bytes, std::string& why) {
-  while (!raw.empty() && (raw.front() == ' ' || raw.front() == '\t')) raw.remove_prefix(1);
-  while (!raw.empty() && (raw.back() == ' ' || raw.back() == '\t')) raw.remove_suffix(1);
-  if (raw.empty()) {
-    why = "name is required";
-    return std::nullopt;
-  }
-  if (raw.size() > max_bytes) {
-    why = "name is longer than " + std::to_string(max_bytes) + " bytes";
-    return std::nullopt;
-  }
+namespace {
+
+// Code points a name may not hold anywhere: C0 and C1 controls and DEL (NUL, newline, escape),
+// line and paragraph separators, and the bidirectional formatting characters, which reorder
+// what follows them on screen (U+202E shows "gnp.exe" as "exe.png").
+bool forbidden_in_name(std::uint32_t c) {
+  return c < 0x20 || (c >= 0x7F && c <= 0x9F) || c == 0x061C || c == 0x200E || c == 0x200F || c == 0x2028 ||
+         c == 0x2029 || (c >= 0x202A && c <= 0x202E) || (c >= 0x2066 && c <= 0x2069);
+}
+
+// Code points that show nothing: spaces of every width, zero-width characters, the Hangul
+// fillers Korean apps see as "blank names", the braille blank.
+bool invisible(std::uint32_t c) {
+  return c == 0x20 || c == 0x09 || c == 0xA0 || c == 0xAD || c == 0x115F || c == 0x1160 || c == 0x1680 ||
+         c == 0x180E || (c >= 0x2000 && c <= 0x200D) || c == 0x202F || c == 0x205F || c == 0x2060 ||
+         c == 0x2800 || c == 0x3000 || c == 0x3164 || c == 0xFEFF || c == 0xFFA0;
+}
+
+}  // namespace
+
+std::optional<std::string> check_name(std::string_view raw, std::size_t max_bytes, std::string& why) {
   if (!utf8::valid(raw)) {
-    why = "name must be valid UTF-8";
+    why = "must be valid UTF-8";
     return std::nullopt;
   }
-  for (unsigned char c : raw) {
-    if (c < 0x20 || c == 0x7F) {
-      why = "name must not contain control characters";
+  // Split into code points: (value, offset, length).
+  struct Cp {
+    std::uint32_t c;
+    std::size_t at, len;
+  };
+  std::vector<Cp> cps;
+  cps.reserve(raw.size());
+  for (std::size_t i = 0; i < raw.size();) {
+    std::uint32_t c = static_cast<unsigned char>(raw[i]);
+    std::size_t n = c < 0x80 ? 1 : utf8::decode_multibyte(raw.substr(i), c);
+    cps.push_back({c, i, n});
+    i += n;
+  }
+  std::size_t first = 0, last = cps.size();
+  while (first < last && invisible(cps[first].c)) ++first;
+  while (last > first && invisible(cps[last - 1].c)) --last;
+  if (first == last) {
+    why = "is required and must show something, not only blanks or invisible characters";
+    return std::nullopt;
+  }
+  for (std::size_t i = first; i < last; ++i) {
+    if (forbidden_in_name(cps[i].c)) {
+      why = "must not contain control characters, line breaks or bidirectional formatting characters";
       return std::nullopt;
     }
   }
-  return std::string(raw);
+  auto trimmed = raw.substr(cps[first].at, cps[last - 1].at + cps[last - 1].len - cps[first].at);
+  if (trimmed.size() > max_bytes) {
+    why = "is longer than " + std::to_string(max_bytes) + " bytes";
+    return std::nullopt;
+  }
+  return std::string(trimmed);
+}
+
+std::optional<std::string> check_room_name(std::string_view raw, std::size_t max_bytes, std::string& why) {
+  auto name = check_name(raw, max_bytes, why);
+  if (!name) why = "name " + why;
+  return name;
 }
 
 std::string canonical_room_id(std::string_view id) {
@@ -166,15 +212,18 @@ std::optional<ChatMessage> parse_chat_message(std::string_view body, const Limit
   else ec = Error::unknown_type;
   if (ec) return std::nullopt;
 
+  std::optional<std::string> nick;
+  std::string why;
+  if (sender) nick = check_name(*sender, limits.max_sender_bytes, why);
   if (!room || !is_room_id(*room)) ec = Error::bad_room_id;
-  else if (!sender || sender->empty() || sender->size() > limits.max_sender_bytes) ec = Error::bad_sender;
+  else if (!nick) ec = Error::bad_sender;
   else if (m.type == MessageType::talk && (!text || text->empty())) ec = Error::empty_message;
   else if (text && text->size() > limits.max_message_bytes) ec = Error::message_too_long;
   if (ec) return std::nullopt;
 
   // Boost.JSON already rejects invalid UTF-8 in strings, so the fields are valid here.
   m.room_id = canonical_room_id(*room);
-  m.sender.assign(sender->data(), sender->size());
+  m.sender = std::move(*nick);
   if (text) m.message.assign(text->data(), text->size());
   return m;
 }

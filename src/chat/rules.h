@@ -28,6 +28,8 @@ enum class Error {
   publish_failed,      // the message engine did not take the message
   store_unavailable,   // the room store could not be asked
   bad_client_id,       // x-client-id empty or longer than Limits::max_client_id_bytes
+  rate_limited,        // this connection sent faster than Limits::send_rate / send_burst
+  room_busy,           // the room took more than Limits::room_send_rate / room_send_burst
 };
 const std::error_category& error_category() noexcept;
 std::error_code make_error_code(Error e) noexcept;
@@ -69,8 +71,15 @@ std::string with_field(std::string_view object_json, std::string_view name, std:
 // Returns the JSON error body {"status":status,"error":"…"} used by REST and /user/queue/errors.
 std::string error_json(int status, std::string_view error);
 
-// Returns the room name `raw` with surrounding blanks trimmed when it is acceptable (non-empty,
-// at most `max_bytes`, UTF-8, no control characters); otherwise nothing, with the reason in `why`.
+// Returns the name (a sender's nickname or a room's name) `raw` with invisible characters
+// (spaces of any width, zero-width characters, Hangul fillers) trimmed from both ends, when it
+// is acceptable: valid UTF-8, something visible left, at most `max_bytes` after trimming, and
+// no C0/C1 control character (NUL, newline), line separator or bidirectional formatting
+// character (U+202A-E, U+2066-9, U+200E/F, U+061C) anywhere. Otherwise returns nothing and puts
+// the reason, worded to follow "name ", in `why`.
+std::optional<std::string> check_name(std::string_view raw, std::size_t max_bytes, std::string& why);
+
+// check_name for a room name; `why` then starts with "name".
 std::optional<std::string> check_room_name(std::string_view raw, std::size_t max_bytes, std::string& why);
 
 }  // namespace chatd::chat

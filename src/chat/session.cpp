@@ -37,6 +37,7 @@ bool is_client_id(std::string_view s, std::size_t max) {
 
 int status_for(std::error_code ec) {
   if (ec == Error::unknown_room || ec == Error::unknown_destination) return 404;
+  if (ec == Error::rate_limited || ec == Error::room_busy) return 429;
   if (ec == Error::message_too_long) return 413;
   if (ec == Error::publish_failed || ec == Error::store_unavailable) return 503;
   return 400;
@@ -191,16 +192,51 @@ void StompSession::on_subscribe(stomp::Frame& f) {
   }
   std::string room = canonical_room_id(d.substr(kRoomPrefix.size()));
 
-  subs_.emplace(sub_id, Subscription{room, escaped});
+  std::optional<std::uint64_t> slot;
+  if (receipt) slot = open_answer();
+  std::string receipt_id = receipt ? *receipt : std::string();
+  if (hub_.known_room(room)) {
+    subs_.emplace(sub_id, Subscription{room, escaped});
+    return join_room(sub_id, room, escaped, slot, std::move(receipt_id), *ask);
+  }
+  // Not known here yet: ask the store before subscribing (finding 11: a SUBSCRIBE to a room
+  // that does not exist is refused). The id is held meanwhile; a slot keeps answers in order.
+  if (!slot) slot = open_answer();
+  auto serial = ++next_sub_serial_;
+  subs_.emplace(sub_id, Subscription{room, escaped, true, serial});
+  hub_.check_room(room, back_in_loop([sub_id, serial, slot, receipt_id, ask = *ask](StompSession& s, std::error_code ec) {
+    s.on_room_checked(sub_id, serial, *slot, receipt_id, ask, ec);
+  }));
+}
+
+void StompSession::on_room_checked(const std::string& sub_id, std::uint64_t serial, std::uint64_t slot,
+                                   const std::string& receipt, const std::optional<HistoryAsk>& ask, std::error_code ec) {
+  if (state_ != State::connected) return;
+  auto it = subs_.find(sub_id);
+  if (it == subs_.end() || it->second.serial != serial) return settle(slot, {});  // unsubscribed meanwhile
+  if (ec) {
+    subs_.erase(it);
+    if (ec == Error::unknown_room) hub_.refusals.count(Refusal::subscribe_unknown_room);
+    std::optional<std::string> r;
+    if (!receipt.empty()) r = receipt;
+    return settle(slot, {status_for(ec), ec.message(), std::move(r)});
+  }
+  it->second.pending = false;
+  join_room(sub_id, it->second.room_id, it->second.escaped, slot, receipt, ask);
+}
+
+void StompSession::join_room(const std::string& sub_id, const std::string& room, const std::string& escaped,
+                             std::optional<std::uint64_t> slot, std::string receipt, std::optional<HistoryAsk> ask) {
   // Live first: from here every new message of the room reaches this subscription (held while
   // history is read), so history and live overlap rather than leave a gap between them.
   shard_.subscribe_in_loop(room, this, escaped);
-  if (*ask) replays_[escaped] = Replay{};
-  std::optional<std::uint64_t> slot;
-  if (receipt) slot = open_answer();
-  auto confirmed = back_in_loop([sub_id, slot, receipt = receipt ? *receipt : std::string(),
-                                 ask = *ask](StompSession& s, std::error_code ec) {
-    if (!s.subs_.count(sub_id) || s.state_ != State::connected) return;
+  if (ask) replays_[escaped] = Replay{};
+  auto confirmed = back_in_loop([sub_id, slot, receipt = std::move(receipt), ask](StompSession& s, std::error_code ec) {
+    if (s.state_ != State::connected) return;
+    if (!s.subs_.count(sub_id)) {
+      if (slot) s.settle(*slot, {});  // unsubscribed meanwhile; later answers must not wait on this one
+      return;
+    }
     if (ec)
       return s.fail_in_loop("message engine unavailable",
                             "The subscription could not be confirmed: " + ec.message() + ". Reconnect later.");
@@ -221,7 +257,7 @@ void StompSession::on_unsubscribe(stomp::Frame& f) {
   if (auto it = subs_.find(*idh); it != subs_.end()) {
     if (it->second.room_id.empty()) {
       errors_sub_.reset();
-    } else {
+    } else if (!it->second.pending) {
       shard_.unsubscribe_in_loop(it->second.room_id, this, it->second.escaped);
       hub_.leave(it->second.room_id);
       replays_.erase(it->second.escaped);
@@ -237,6 +273,19 @@ void StompSession::on_send(stomp::Frame& f) {
   std::optional<std::string> receipt;
   if (auto r = f.header("receipt")) receipt = *r;
   auto slot = open_answer();
+  const auto& lim = hub_.limits();
+  auto now = Clock::now();
+  if (!send_bucket_.take(now, static_cast<double>(lim.send_rate), static_cast<double>(lim.send_burst))) {
+    // Every refusal costs from a second bucket of the same size: a client that keeps sending
+    // at more than twice its rate empties it and is disconnected.
+    if (!flood_bucket_.take(now, static_cast<double>(lim.send_rate), static_cast<double>(lim.send_burst))) {
+      hub_.refusals.count(Refusal::send_flood);
+      return fail_in_loop("too many messages", "This connection kept sending faster than " + std::to_string(lim.send_rate) +
+                                                   " messages a second after being told to slow down.");
+    }
+    hub_.refusals.count(Refusal::send_rate);
+    return settle(slot, {429, make_error_code(Error::rate_limited).message(), std::move(receipt)});
+  }
   if (*dest != kSendDestination)
     return settle(slot, {404, make_error_code(Error::unknown_destination).message(), std::move(receipt)});
   std::error_code ec;
@@ -531,7 +580,7 @@ void StompSession::fail_in_loop(std::string_view message, std::string_view detai
 
 void StompSession::leave_all_rooms() {
   for (auto& [id, s] : subs_) {
-    if (s.room_id.empty()) continue;
+    if (s.room_id.empty() || s.pending) continue;
     shard_.unsubscribe_in_loop(s.room_id, this, s.escaped);
     hub_.leave(s.room_id);
   }

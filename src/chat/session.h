@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "chat/hub.h"
+#include "chat/rate_limit.h"
 #include "stomp/stomp.h"
 
 namespace chatd::chat {
@@ -48,6 +49,8 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   struct Subscription {
     std::string room_id;  // empty for /user/queue/errors
     std::string escaped;  // the id as it goes into MESSAGE frames
+    bool pending = false;       // the room's existence is being checked; not joined yet
+    std::uint64_t serial = 0;   // tells a pending check from a later subscription with the same id
   };
   // What a SUBSCRIBE asked of history: x-history: N, or x-since-seq: S (+ x-epoch: E).
   struct HistoryAsk {
@@ -69,6 +72,13 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   void on_connect(stomp::Frame& f);
   void on_subscribe(stomp::Frame& f);
   void on_unsubscribe(stomp::Frame& f);
+  // The store answered whether a subscription's room exists: join it or refuse it with 404.
+  void on_room_checked(const std::string& sub_id, std::uint64_t serial, std::uint64_t slot, const std::string& receipt,
+                       const std::optional<HistoryAsk>& ask, std::error_code ec);
+  // Subscribes to a room known to exist; its RECEIPT (if `slot`) waits for the bus, then the
+  // history `ask`ed for is replayed.
+  void join_room(const std::string& sub_id, const std::string& room, const std::string& escaped,
+                 std::optional<std::uint64_t> slot, std::string receipt, std::optional<HistoryAsk> ask);
   void on_send(stomp::Frame& f);
   void on_disconnect(stomp::Frame& f);
 
@@ -126,6 +136,9 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   std::size_t replay_allowance_ = 0;  // replayed bytes not yet written: exempt from the slow-reader bound
   std::uint64_t next_notice_id_ = 0;
   std::uint64_t next_error_id_ = 0;
+  TokenBucket send_bucket_;   // SENDs admitted
+  TokenBucket flood_bucket_;  // SENDs refused: empty means sustained abuse
+  std::uint64_t next_sub_serial_ = 0;
   std::vector<Answer> answers_;  // answers_[0] is slot answers_base_
   std::uint64_t answers_base_ = 0;
 };

@@ -116,17 +116,57 @@ TEST(ChatRules, RoomName) {
   std::string why;
   EXPECT_EQ(check_room_name("  lobby\t", 100, why), "lobby");
   EXPECT_FALSE(check_room_name(" \t ", 100, why));
-  EXPECT_EQ(why, "name is required");
+  EXPECT_EQ(why, "name is required and must show something, not only blanks or invisible characters");
   EXPECT_FALSE(check_room_name("abcd", 3, why));
   EXPECT_EQ(why, "name is longer than 3 bytes");
   EXPECT_FALSE(check_room_name("\xc0\xaf", 100, why));
   EXPECT_EQ(why, "name must be valid UTF-8");
   EXPECT_FALSE(check_room_name("a\x01b", 100, why));
-  EXPECT_EQ(why, "name must not contain control characters");
+  EXPECT_EQ(why, "name must not contain control characters, line breaks or bidirectional formatting characters");
   EXPECT_EQ(check_room_name("한글 😀", 100, why), "한글 😀");
 }
 
 TEST(ChatRules, CanonicalRoomIdIsLowerCase) {
   EXPECT_EQ(canonical_room_id("0A1B2C3D-4E5F-4A6B-8C7D-9E0F1A2B3C4D"), "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d");
   EXPECT_EQ(canonical_room_id("0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"), "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d");
+}
+
+// Finding 10: names (senders and rooms) with NUL, control characters, newlines, bidi
+// overrides, or nothing visible are refused; invisible characters at the ends are trimmed.
+TEST(ChatRules, NamesRefuseWhatHidesOrReordersText) {
+  std::string why;
+  for (std::string bad : {std::string("a\0b", 3), std::string("a\nb"), std::string("a\rb"), std::string("a\x1b[31mb"),
+                          std::string("\xc2\x85x"),               // U+0085 NEL, a C1 control
+                          std::string("abc\xe2\x80\xae" "gnp.exe"),  // U+202E RIGHT-TO-LEFT OVERRIDE
+                          std::string("a\xe2\x81\xa6" "b"),          // U+2066 LEFT-TO-RIGHT ISOLATE
+                          std::string("a\xe2\x80\x8f" "b"),          // U+200F RIGHT-TO-LEFT MARK
+                          std::string("a\xe2\x80\xa8" "b")}) {       // U+2028 LINE SEPARATOR
+    EXPECT_FALSE(check_name(bad, 100, why)) << bad;
+    EXPECT_EQ(why, "must not contain control characters, line breaks or bidirectional formatting characters") << bad;
+  }
+  for (std::string blank : {std::string(""), std::string("   "), std::string("\xe2\x80\x8b\xe2\x80\x8b"),  // ZWSP only
+                            std::string("\xe3\x85\xa4"),                                              // U+3164 HANGUL FILLER
+                            std::string("\xe3\x80\x80\xef\xbb\xbf"),                                 // ideographic space, BOM
+                            std::string("\xe2\x80\x8d")}) {                                            // ZWJ only
+    EXPECT_FALSE(check_name(blank, 100, why)) << blank;
+    EXPECT_EQ(why, "is required and must show something, not only blanks or invisible characters");
+  }
+  // Trimmed at the ends only; inside, a zero-width joiner builds an emoji and stays.
+  EXPECT_EQ(check_name("\xe2\x80\x8b \xe3\x80\x80짱구\xc2\xa0", 100, why), "짱구");
+  const std::string family = "\xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9";  // man ZWJ woman
+  EXPECT_EQ(check_name(family, 100, why), family);
+  EXPECT_EQ(check_name("  ab  ", 2, why), "ab") << "the bound applies after trimming";
+}
+
+TEST(ChatRules, SenderIsCheckedAndTrimmedLikeAName) {
+  std::error_code ec;
+  EXPECT_EQ(rejection(body("TALK", "evil\u202Egnp", "b")), Error::bad_sender);
+  EXPECT_EQ(rejection(body("TALK", std::string_view("a\0b", 3), "b")), Error::bad_sender);
+  EXPECT_EQ(rejection(body("TALK", "two\nlines", "b")), Error::bad_sender);
+  EXPECT_EQ(rejection(body("TALK", "\u200B\u200B", "b")), Error::bad_sender);
+  EXPECT_EQ(rejection(body("TALK", "   ", "b")), Error::bad_sender);
+  auto m = parse_chat_message(body("TALK", "  짱구\u3000", "multi\nline text is fine"), Limits{}, ec);
+  ASSERT_TRUE(m) << ec.message();
+  EXPECT_EQ(m->sender, "짱구");
+  EXPECT_EQ(m->message, "multi\nline text is fine");
 }

@@ -406,6 +406,73 @@ TEST(HubInterest, BusHearsSubscribeAndUnsubscribeInTheOrderInterestChanged) {
 
 }  // namespace
 
+// Finding 11: a SUBSCRIBE to a room that does not exist is refused on the error queue (404,
+// naming its receipt), gets no RECEIPT and makes no subscription; the session goes on.
+TEST_F(SessionTest, SubscribeToAnUnknownRoomIsRefusedWithoutASubscription) {
+  RecordingTransport t;
+  auto& s = open(t);
+  feed(s, std::string("CONNECT\naccept-version:1.2\n\n") + '\0');
+  feed(s, std::string("SUBSCRIBE\nid:e\ndestination:/user/queue/errors\n\n") + '\0');
+  const std::string ghost = "0b7a4c2e-1f3d-4e5a-8b9c-0d1e2f3a4b5c";
+  feed(s, "SUBSCRIBE\nid:g\ndestination:/sub/chat/room/" + ghost + "\nreceipt:rg\n\n" + '\0');
+  EXPECT_NE(t.written.find(R"({"status":404,"error":"no such room","receipt":"rg"})"), std::string::npos) << t.written;
+  EXPECT_NE(t.written.find("receipt-id:rg\n"), std::string::npos);
+  EXPECT_EQ(t.written.find("RECEIPT\n"), std::string::npos) << "a refused SUBSCRIBE gets no RECEIPT";
+  EXPECT_EQ(hub->refusals.get(chat::Refusal::subscribe_unknown_room), 1u);
+  EXPECT_TRUE(s.connected());
+  // No subscription was made: the id is free again, and a real room still subscribes.
+  feed(s, "SUBSCRIBE\nid:g\ndestination:/sub/chat/room/" + room + "\nreceipt:ok\n\n" + '\0');
+  EXPECT_NE(t.written.find("RECEIPT\nreceipt-id:ok\n"), std::string::npos) << t.written;
+  feed(s, talk("hi") + '\0');
+  EXPECT_EQ(count(t.written, "MESSAGE\ndestination:/sub/chat/room/"), 1u) << t.written;
+}
+
+// A room made on another node (or before a restart) is not in this node's cache: the store
+// is asked, and the subscription then works like any other.
+TEST_F(SessionTest, SubscribeToARoomOnlyTheStoreKnowsWorks) {
+  store::Room other{"5c0ffee0-1111-4222-8333-444455556666", "elsewhere"};
+  std::error_code made = make_error_code(std::errc::io_error);
+  rooms->create(other, [&](std::error_code ec) { made = ec; });
+  settle();
+  ASSERT_FALSE(made);
+  RecordingTransport t;
+  auto& s = open(t);
+  feed(s, std::string("CONNECT\naccept-version:1.2\n\n") + '\0');
+  feed(s, "SUBSCRIBE\nid:0\ndestination:/sub/chat/room/" + other.id + "\nreceipt:r\n\n" + '\0');
+  EXPECT_NE(t.written.find("RECEIPT\nreceipt-id:r\n"), std::string::npos) << t.written;
+  EXPECT_EQ(hub->refusals.get(chat::Refusal::subscribe_unknown_room), 0u);
+}
+
+// Finding 3: past its burst a connection's SENDs get 429 on the error queue; one that keeps
+// sending at more than twice its rate is disconnected.
+TEST_F(SessionTest, SendRateLimitThenDisconnect) {
+  hub.reset();
+  chat::HubConfig hc;
+  hc.node_id = "test";
+  hc.limits.send_rate = 1;
+  hc.limits.send_burst = 5;
+  hub = std::make_unique<chat::Hub>(hc, *rooms, *bus, std::vector<boost::asio::io_context*>{&loop});
+  hub->start();
+  RecordingTransport t;
+  auto& s = open(t);
+  feed(s, std::string("CONNECT\naccept-version:1.2\n\n") + '\0');
+  feed(s, std::string("SUBSCRIBE\nid:e\ndestination:/user/queue/errors\n\n") + '\0');
+  feed(s, "SUBSCRIBE\nid:r\ndestination:/sub/chat/room/" + room + "\n\n" + '\0');
+  for (int i = 0; i < 5; ++i) feed(s, talk("ok") + '\0');
+  EXPECT_EQ(count(t.written, "\"message\":\"ok\""), 5u) << t.written;
+  EXPECT_FALSE(t.closed);
+  feed(s, talk("over") + '\0');
+  EXPECT_NE(t.written.find(R"x({"status":429,"error":"too many messages: slow down (--send-rate)"})x"), std::string::npos)
+      << t.written;
+  EXPECT_EQ(count(t.written, "\"message\":\"over\""), 0u);
+  EXPECT_FALSE(t.closed) << "one refusal is not abuse";
+  for (int i = 0; i < 10 && !t.closed; ++i) feed(s, talk("over") + '\0');
+  EXPECT_TRUE(t.closed);
+  EXPECT_NE(t.written.find("ERROR\nmessage:too many messages"), std::string::npos);
+  EXPECT_EQ(hub->refusals.get(chat::Refusal::send_rate), 5u);
+  EXPECT_EQ(hub->refusals.get(chat::Refusal::send_flood), 1u);
+}
+
 namespace {
 
 class HistoryTest : public SessionTest {

@@ -3,8 +3,10 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createConnection } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import WebSocket from 'ws';
 
-import { startChatd } from './harness.mjs';
+import { createRoom, eventually, startChatd, stompOverWebSocket } from './harness.mjs';
 
 // Writes `bytes` in one write on a fresh TCP connection and collects what comes back until the
 // server closes, resets, or `ms` pass. Resolves { text, end: 'eof' | 'reset' | 'timeout' }.
@@ -82,5 +84,176 @@ describe('finding 8: HTTP framing', () => {
     assert.equal(statusLines(r.text).length, n, `answers: ${JSON.stringify(r.text.slice(-200))} end ${r.end}`);
     assert.equal(opened.length, n);
     assert.notEqual(r.end, 'reset');
+  });
+});
+
+describe('finding 11: SUBSCRIBE to a room that does not exist', () => {
+  let node;
+  before(async () => { node = await startChatd({ name: 'chatd-abuse-sub' }); });
+  after(async () => { await node?.stop(); });
+
+  test('is refused with 404 on /user/queue/errors, no RECEIPT and no subscription', async () => {
+    const c = await stompOverWebSocket(node.base);
+    try {
+      const errors = await c.subscribeConfirmed('/user/queue/errors');
+      const ghost = '0b7a4c2e-1f3d-4e5a-8b9c-0d1e2f3a4b5c';
+      let ghostReceipt = false;
+      c.client.watchForReceipt('r-ghost', () => { ghostReceipt = true; });
+      c.subscribe(`/sub/chat/room/${ghost}`, { id: 'ghost', receipt: 'r-ghost' });
+      const [err] = await errors.waitFor(1);
+      assert.deepEqual(JSON.parse(err.body), { status: 404, error: 'no such room', receipt: 'r-ghost' });
+      assert.equal(err.headers['receipt-id'], 'r-ghost');
+      // Answers keep the frames' order: a later receipted SUBSCRIBE proves none is coming.
+      const room = await createRoom(node.base, 'real');
+      const inbox = await c.subscribeConfirmed(`/sub/chat/room/${room.roomId}`, { id: 'ghost' });
+      assert.equal(ghostReceipt, false, 'the refused SUBSCRIBE got a RECEIPT');
+      c.chat('TALK', room.roomId, 'a', 'the id was free again');
+      assert.equal((await inbox.waitForMessages(1))[0].message, 'the id was free again');
+      assert.equal(c.errors.length, 0);
+      assert.equal(await refusals(node.base, 'subscribe_unknown_room'), 1);
+    } finally {
+      await c.close();
+    }
+  });
+});
+
+describe('finding 10: names', () => {
+  let node;
+  before(async () => { node = await startChatd({ name: 'chatd-abuse-names' }); });
+  after(async () => { await node?.stop(); });
+
+  const post = (name) => fetch(`${node.base}/chat/room`, { method: 'POST', body: new URLSearchParams({ name }) });
+
+  for (const [what, name] of [['NUL', 'a\0b'], ['newline', 'a\nb'], ['U+202E', 'abc\u202Egnp.exe'], ['U+2066', 'a\u2066b'],
+    ['zero-width only', '\u200B\u200D'], ['blank', '   '], ['Hangul filler', '\u3164']]) {
+    test(`a room name with ${what} is refused`, async () => {
+      const res = await post(name);
+      assert.equal(res.status, 400);
+      assert.match((await res.json()).error, /^name /);
+    });
+  }
+
+  test('invisible characters around a room name are trimmed', async () => {
+    const res = await post('\u200B 점심 \u3000');
+    assert.equal(res.status, 200);
+    assert.equal((await res.json()).name, '점심');
+  });
+
+  test('a sender with a bidi override, NUL or newline is refused on /user/queue/errors; blanks around it are trimmed', async () => {
+    const room = await createRoom(node.base, 'names');
+    const c = await stompOverWebSocket(node.base);
+    try {
+      const errors = await c.subscribeConfirmed('/user/queue/errors');
+      const inbox = await c.subscribeConfirmed(`/sub/chat/room/${room.roomId}`);
+      for (const sender of ['evil\u202Egnp', 'a\0b', 'two\nlines', '\u200B', ' ']) c.chat('TALK', room.roomId, sender, 'x');
+      c.chat('TALK', room.roomId, '\u3000짱구 ', 'hello');
+      const errs = (await errors.waitFor(5)).map((f) => JSON.parse(f.body));
+      for (const e of errs) {
+        assert.equal(e.status, 400);
+        assert.match(e.error, /^sender /);
+      }
+      const [m] = await inbox.waitForMessages(1);
+      assert.equal(m.sender, '짱구');
+      assert.equal(m.message, 'hello');
+    } finally {
+      await c.close();
+    }
+  });
+});
+
+// A raw STOMP-over-WebSocket client that can write as fast as the socket takes it.
+async function rawStomp(base) {
+  const ws = new WebSocket(`${base.replace(/^http/, 'ws')}/ws-stomp`, ['v12.stomp']);
+  const state = { text: '', closed: null };
+  ws.on('message', (d) => { if (state.text.length < 1 << 20) state.text += d.toString(); });
+  ws.on('close', (code) => { state.closed = { code }; });
+  ws.on('error', () => {});
+  await new Promise((ok, fail) => { ws.once('open', ok); ws.once('error', fail); });
+  ws.send('CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0');
+  await eventually('CONNECTED', () => state.text.startsWith('CONNECTED'));
+  return { ws, state };
+}
+
+describe('finding 3: one client cannot silence a room', () => {
+  test('a flooder is throttled with 429 and then disconnected; the talker and the readers are untouched', async () => {
+    const node = await startChatd({ name: 'chatd-abuse-flood' });
+    const readers = [];
+    let talker;
+    let flooder;
+    try {
+      const room = await createRoom(node.base, 'flooded');
+      const dest = `/sub/chat/room/${room.roomId}`;
+      for (let i = 0; i < 5; i++) {
+        const r = await stompOverWebSocket(node.base);
+        readers.push({ session: r, inbox: await r.subscribeConfirmed(dest) });
+      }
+      talker = await stompOverWebSocket(node.base);
+      flooder = await rawStomp(node.base);
+      flooder.ws.send('SUBSCRIBE\nid:e\ndestination:/user/queue/errors\n\n\0');
+      // 200 SENDs per WebSocket message, written while the socket keeps taking them, until
+      // the server closes the flooder (or 20 s pass).
+      const frame = `SEND\ndestination:/pub/chat/message\n\n${JSON.stringify({ type: 'TALK', roomId: room.roomId, sender: 'flood', message: 'x'.repeat(100) })}\0`;
+      const batch = frame.repeat(200);
+      let sent = 0;
+      const flood = (async () => {
+        const deadline = Date.now() + 20_000;
+        while (!flooder.state.closed && Date.now() < deadline) {
+          await new Promise((ok) => flooder.ws.send(batch, () => ok()));
+          sent += 200;
+          // Let Node read: a write that completes at once calls back before any I/O is polled.
+          await new Promise((ok) => setImmediate(ok));
+          if (flooder.ws.bufferedAmount > 1 << 20) await sleep(5);
+        }
+      })();
+      const n = 20;
+      for (let i = 0; i < n; i++) {
+        talker.chat('TALK', room.roomId, '짱구', `talk ${i}`);
+        await sleep(50);
+      }
+      await flood;
+      for (const { session, inbox } of readers) {
+        await eventually('the talker\'s messages at every reader',
+          () => inbox.messages.filter((m) => m.sender === '짱구').length === n, 15_000);
+        assert.deepEqual(inbox.messages.filter((m) => m.sender === '짱구').map((m) => m.message),
+          Array.from({ length: n }, (_, i) => `talk ${i}`));
+        assert.equal(session.errors.length, 0, `a reader was cut: ${session.errors.map((e) => e.headers.message)}`);
+        assert.equal(session.closed, false);
+      }
+      assert.ok(flooder.state.closed, `the flooder is still connected after ${sent} SENDs`);
+      // Its 429s wait behind its accepted SENDs' answers, so the ERROR may overtake them; the
+      // unit test SendRateLimitThenDisconnect sees them in order.
+      assert.match(flooder.state.text, /ERROR\nmessage:too many messages/);
+      assert.ok(await refusals(node.base, 'send_rate') >= 1000);
+      assert.equal(await refusals(node.base, 'send_flood'), 1);
+    } finally {
+      flooder?.ws.terminate();
+      await talker?.close();
+      for (const r of readers) await r.session.close();
+      await node.stop();
+    }
+  });
+
+  test('many senders within their own rate still meet the room\'s bound', async () => {
+    const node = await startChatd({ name: 'chatd-abuse-room-rate', args: ['--room-send-rate', '5', '--room-send-burst', '10'] });
+    const senders = [];
+    try {
+      const room = await createRoom(node.base, 'busy');
+      const boxes = [];
+      for (let i = 0; i < 3; i++) {
+        const s = await stompOverWebSocket(node.base);
+        senders.push(s);
+        boxes.push(await s.subscribeConfirmed('/user/queue/errors'));
+      }
+      for (let i = 0; i < 30; i++) senders.forEach((s, k) => s.chat('TALK', room.roomId, `s${k}`, `${i}`));
+      // 90 SENDs against a bucket of 10 refilling at 5/s: most are refused, however slow the machine.
+      const busy = () => boxes.flatMap((b) => b.messages).filter((e) => e.status === 429);
+      await eventually('room-rate refusals on the error queues', () => busy().length >= 50, 10_000);
+      assert.ok(await refusals(node.base, 'room_rate') >= busy().length);
+      assert.match(busy()[0].error, /room gets too many messages/);
+      assert.equal(await refusals(node.base, 'send_rate'), 0, 'no single sender went over its own rate');
+    } finally {
+      for (const s of senders) await s.close();
+      await node.stop();
+    }
   });
 });

@@ -207,7 +207,8 @@ describe('one node, embedded default', () => {
   });
 
   test('a client that stops reading is disconnected, others are not', async () => {
-    const slowNode = await startChatd({ args: ['--max-outbound-bytes', '262144'] });
+    // One sender fills the socket on purpose here: no send rate limits (tests/integration/abuse.test.mjs has those).
+    const slowNode = await startChatd({ args: ['--max-outbound-bytes', '262144', '--send-rate', '0', '--room-send-rate', '0'] });
     try {
       const r = await createRoom(slowNode.base, 'flood');
       const slow = await rawStomp(slowNode.base);
