@@ -19,4 +19,10 @@ Response json_error(const Request& req, http::status status, std::string_view me
   return make_response(req, status, chat::error_json(static_cast<int>(status), message), kJson);
 }
 
+Response method_not_allowed(const Request& req, std::string_view allow) {
+  auto res = json_error(req, http::status::method_not_allowed, "method not allowed");
+  res.set(http::field::allow, allow);
+  return res;
+}
+
 }  // namespace chatd::net

@@ -24,6 +24,9 @@ Response make_response(const Request& req, boost::beast::http::status status, st
 // Returns the JSON error {"status":..., "error": message} with that status.
 Response json_error(const Request& req, boost::beast::http::status status, std::string_view message);
 
+// Returns 405 with the Allow header set to `allow`.
+Response method_not_allowed(const Request& req, std::string_view allow);
+
 // The connection a request arrived on, as a handler sees it. The request stays valid and
 // unchanged until the handler responds; respond() may be called from any thread, once.
 class Responder {

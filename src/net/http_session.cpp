@@ -2,6 +2,7 @@
 // the upgrade to WebSocket (raw or SockJS). Store answers may arrive on another thread; they
 // are posted back to this connection's loop before anything is written.
 #include <boost/asio/bind_allocator.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
@@ -21,7 +22,10 @@
 #include "net/server.h"
 #include "net/sessions.h"
 #include "sockjs/sockjs.h"
-#include "net/sockjs_session.h"
+#include "net/sockjs/routes.h"
+#include "net/sockjs/ws_framing.h"
+#include "net/sockjs/xhr_receiver.h"
+#include "net/sockjs/xhr_session.h"
 #include "net/static_files.h"
 
 namespace chatd::net {
@@ -44,18 +48,14 @@ struct PlainAllocator {
   friend bool operator==(const PlainAllocator&, const PlainAllocator&) noexcept { return true; }
 };
 
-// xhr_send bodies carry JSON-escaped STOMP frames, possibly several: allow a few frames.
-std::size_t sockjs_send_limit(const chat::Limits& lim) { return 2 * lim.max_frame_bytes + 1024; }
-
 class HttpSession final : public Closable,
                           public Responder,
-                          public SockJsReceiver,
+                          public XhrReceiver::Connection,
                           public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(Server& server, asio::ip::tcp::socket socket, ConnectionSlot slot)
       : server_(server), slot_(std::move(slot)), stream_(std::move(socket)) {}
   ~HttpSession() override {
-    if (xhr_) xhr_->receiver_gone(this);
     if (!handed_over_) server_.untrack(this);
   }
 
@@ -68,7 +68,7 @@ class HttpSession final : public Closable,
   // with "Connection: close".
   void close_for_shutdown() override {
     // A SockJS receiver ends when its session sends the close frame.
-    if (receiving_.load(std::memory_order_relaxed)) return;
+    if (rx_.receiving()) return;
     asio::post(stream_.get_executor(), [self = shared_from_this()] { self->stream_.cancel(); });
   }
 
@@ -144,10 +144,13 @@ class HttpSession final : public Closable,
         server_.untrack(this);
         stream_.expires_never();
         return run_websocket(server_, stream_.release_socket(), std::move(req_), std::move(buffer_),
-                             raw ? WsFraming::raw : WsFraming::sockjs, std::move(slot_));
+                             raw ? nullptr : make_sockjs_ws_framing(), std::move(slot_));
       }
     }
-    if (path == "/ws-stomp" || path.rfind("/ws-stomp/", 0) == 0) return handle_sockjs(path);
+    if (path == kSockJsBase || path.rfind(std::string(kSockJsBase) + "/", 0) == 0) {
+      if (auto route = answer_sockjs(server_, path, *this)) sockjs_receive(*route);
+      return;
+    }
 
     if (path == "/") {
       auto res = make_response(req, http::status::found, "", "text/plain");
@@ -192,19 +195,23 @@ class HttpSession final : public Closable,
     write(json_error(req, http::status::not_found, "no route for " + path));
   }
 
-  void handle_sockjs(const std::string& path);
-  void sockjs_answer(Response res);
-  void sockjs_receive(const sockjs::Route& route);
-  void sockjs_send(const sockjs::Route& route);
-  void watch_receiver();
-  void write_receiver();
-  void end_receiving();
-  void receiver_lost();
+  // xhr / xhr_streaming: this connection answers for the session until the response ends.
+  void sockjs_receive(const sockjs::Route& route) {
+    auto& loop = static_cast<asio::io_context&>(stream_.get_executor().context());
+    bool full = false;
+    auto session = server_.sockjs().find_or_create(std::string(route.session), loop, full);
+    if (!session) return write(json_error(req_, http::status::service_unavailable, "too many connections"));
+    stream_.expires_never();
+    // The receiver's handle shares this connection's ownership.
+    rx_.start(std::move(session), req_, std::shared_ptr<SockJsReceiver>(shared_from_this(), &rx_), loop, route.transport);
+  }
 
- public:
-  void deliver_in_loop(std::string bytes, bool finish) override;
-
- private:
+  // XhrReceiver::Connection
+  asio::ip::tcp::socket& socket() override { return stream_.socket(); }
+  beast::flat_buffer& read_buffer() override { return buffer_; }
+  std::shared_ptr<void> hold() override { return shared_from_this(); }
+  void resume_reading() override { do_read(); }
+  void close_send() override { close(); }
 
   void page(std::string_view file) {
     auto* f = server_.files().find(file);
@@ -215,16 +222,13 @@ class HttpSession final : public Closable,
     write(std::move(res));
   }
 
-  void not_allowed(std::string_view allow) {
-    auto res = json_error(req_, http::status::method_not_allowed, "method not allowed");
-    res.set(http::field::allow, allow);
-    write(std::move(res));
-  }
+  void not_allowed(std::string_view allow) { write(method_not_allowed(req_, allow)); }
 
-  // Responder
+  // Responder: on this connection's loop the answer is written at once, from elsewhere it is
+  // posted there first.
   const Request& request() const override { return req_; }
   void respond(Response res) override {
-    asio::post(stream_.get_executor(), [self = shared_from_this(), res = std::move(res)]() mutable {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this(), res = std::move(res)]() mutable {
       self->write(std::move(res));
     });
   }
@@ -252,210 +256,8 @@ class HttpSession final : public Closable,
   Response res_;
   bool handed_over_ = false;
 
-  // While answering a SockJS xhr/xhr_streaming request.
-  std::atomic<bool> receiving_{false};
-  std::shared_ptr<XhrSession> xhr_;
-  bool chunked_ = false;           // HTTP/1.1: chunked; 1.0: close-delimited
-  bool head_sent_ = false;
-  bool rx_writing_ = false;
-  bool rx_finish_queued_ = false;  // the last part is queued or written
-  bool rx_finished_ = false;       // ... and written
-  bool rx_dead_ = false;
-  bool watching_ = false;
-  std::string rx_out_;             // waiting to be written
-  std::string rx_inflight_;
-  std::string rx_head_;
-  // Holds this session while a pipelined request waits unread behind an open response (no
-  // watch is pending then to own it); released when the response ends.
-  std::shared_ptr<HttpSession> pinned_;
+  XhrReceiver rx_{*this, server_};  // answers SockJS receiving requests on this connection
 };
-
-// ---- SockJS (protocol 0.3) on /ws-stomp: DESIGN §1 ----
-
-void HttpSession::sockjs_answer(Response res) {
-  // CORS as SockJS servers answer it: echo the origin (credentials are allowed).
-  std::string_view origin = req_[http::field::origin];
-  res.set(http::field::access_control_allow_origin, origin.empty() || origin == "null" ? std::string_view("*") : origin);
-  res.set(http::field::access_control_allow_credentials, "true");
-  if (auto h = req_[http::field::access_control_request_headers]; !h.empty())
-    res.set(http::field::access_control_allow_headers, h);
-  write(std::move(res));
-}
-
-void HttpSession::handle_sockjs(const std::string& path) {
-  using Kind = sockjs::Route::Kind;
-  const auto method = req_.method();
-  sockjs::Route route;
-  if (auto ec = sockjs::parse_path(path, kSockJsBase, route))
-    return write(json_error(req_, http::status::not_found, ec.message()));
-  auto preflight = [&](std::string_view methods) {
-    auto res = make_response(req_, http::status::no_content, "", "text/plain; charset=UTF-8");
-    res.set(http::field::access_control_allow_methods, methods);
-    res.set(http::field::access_control_max_age, "31536000");
-    res.set(http::field::cache_control, "public, max-age=31536000");
-    sockjs_answer(std::move(res));
-  };
-  auto no_upgrade = [&] {
-    if (method != http::verb::get) return not_allowed("GET");
-    write(make_response(req_, http::status::bad_request, "Can \"Upgrade\" only to \"WebSocket\".", "text/plain; charset=UTF-8"));
-  };
-  switch (route.kind) {
-    case Kind::greeting:
-      if (method != http::verb::get) return not_allowed("GET");
-      return write(make_response(req_, http::status::ok, std::string(sockjs::greeting_body), "text/plain; charset=UTF-8"));
-    case Kind::info: {
-      if (method == http::verb::options) return preflight("OPTIONS, GET");
-      if (method != http::verb::get) return not_allowed("OPTIONS, GET");
-      thread_local std::mt19937 rng{std::random_device{}()};
-      auto res = make_response(req_, http::status::ok, sockjs::info_json(static_cast<std::uint32_t>(rng())),
-                               "application/json; charset=UTF-8");
-      res.set(http::field::cache_control, "no-store, no-cache, must-revalidate, max-age=0");
-      return sockjs_answer(std::move(res));
-    }
-    case Kind::raw_websocket: return no_upgrade();
-    case Kind::session: break;
-  }
-  if (route.transport == sockjs::Transport::websocket) return no_upgrade();
-  if (method == http::verb::options) return preflight("OPTIONS, POST");
-  if (method != http::verb::post) return not_allowed("OPTIONS, POST");
-  if (route.transport == sockjs::Transport::xhr_send) return sockjs_send(route);
-  sockjs_receive(route);
-}
-
-// xhr_send: the body's messages go to the session's STOMP, in order; 204 at once.
-void HttpSession::sockjs_send(const sockjs::Route& route) {
-  auto session = server_.sockjs().find(std::string(route.session));
-  if (!session) return write(json_error(req_, http::status::not_found, "no such SockJS session"));
-  std::vector<std::string> messages;
-  if (auto ec = sockjs::decode_messages(req_.body(), sockjs::Source::xhr_send, messages))
-    return sockjs_answer(make_response(req_, http::status::internal_server_error, ec.message(), "text/plain; charset=UTF-8"));
-  // Posted before the 204 leaves, so the client's next xhr_send lands behind these.
-  session->messages(std::move(messages));
-  auto res = make_response(req_, http::status::no_content, "", "text/plain; charset=UTF-8");
-  res.set(http::field::cache_control, "no-store, no-cache, no-transform, must-revalidate, max-age=0");
-  sockjs_answer(std::move(res));
-}
-
-// xhr / xhr_streaming: this connection answers for the session until the response ends.
-void HttpSession::sockjs_receive(const sockjs::Route& route) {
-  auto& loop = static_cast<asio::io_context&>(stream_.get_executor().context());
-  bool full = false;
-  auto session = server_.sockjs().find_or_create(std::string(route.session), loop, full);
-  if (!session) return write(json_error(req_, http::status::service_unavailable, "too many connections"));
-  xhr_ = session;
-  receiving_ = true;
-  chunked_ = req_.version() >= 11;
-  head_sent_ = rx_writing_ = rx_finish_queued_ = rx_finished_ = false;
-  rx_out_.clear();
-  std::string_view origin = req_[http::field::origin];
-  rx_head_ = "HTTP/1.1 200 OK\r\nServer: chatd\r\nContent-Type: application/javascript; charset=UTF-8\r\n"
-             "Cache-Control: no-store, no-cache, no-transform, must-revalidate, max-age=0\r\n"
-             "Access-Control-Allow-Origin: ";
-  rx_head_ += origin.empty() || origin == "null" ? std::string_view("*") : origin;
-  rx_head_ += "\r\nAccess-Control-Allow-Credentials: true\r\n";
-  if (chunked_) rx_head_ += "Transfer-Encoding: chunked\r\n";
-  if (!chunked_ || !req_.keep_alive()) rx_head_ += "Connection: close\r\n";
-  rx_head_ += "\r\n";
-  stream_.expires_never();
-  session->receive(weak_from_this(), this, loop, route.transport);
-  watch_receiver();
-}
-
-void HttpSession::deliver_in_loop(std::string bytes, bool finish) {
-  if (rx_dead_ || !receiving_ || rx_finish_queued_) return;
-  if (!head_sent_) {
-    rx_out_ += rx_head_;
-    head_sent_ = true;
-  }
-  if (chunked_ && !bytes.empty()) {
-    char size[20];
-    int n = std::snprintf(size, sizeof size, "%zx\r\n", bytes.size());
-    rx_out_.append(size, static_cast<std::size_t>(n));
-    rx_out_ += bytes;
-    rx_out_ += "\r\n";
-  } else {
-    rx_out_ += bytes;
-  }
-  if (finish) {
-    rx_finish_queued_ = true;
-    if (chunked_) rx_out_ += "0\r\n\r\n";
-  }
-  if (!rx_writing_) write_receiver();
-}
-
-void HttpSession::write_receiver() {
-  if (rx_out_.empty()) return;
-  rx_inflight_.swap(rx_out_);
-  rx_out_.clear();
-  rx_writing_ = true;
-  const bool fin = rx_finish_queued_;
-  asio::async_write(stream_.socket(), asio::buffer(rx_inflight_), [self = shared_from_this(), fin](beast::error_code ec, std::size_t) {
-    self->rx_writing_ = false;
-    if (ec || self->rx_dead_) return self->receiver_lost();
-    if (!fin && self->xhr_) self->xhr_->receiver_wrote(self.get());
-    if (!self->rx_out_.empty()) return self->write_receiver();
-    if (fin) self->end_receiving();
-  });
-}
-
-// The response is complete: back to reading requests (keep-alive) or close.
-void HttpSession::end_receiving() {
-  rx_finished_ = true;
-  receiving_ = false;
-  xhr_.reset();
-  auto keep = std::move(pinned_);
-  if (!chunked_ || !req_.keep_alive() || server_.shutting_down()) {
-    rx_dead_ = true;
-    close();
-    return;
-  }
-  if (watching_) {
-    boost::system::error_code ignored;
-    stream_.socket().cancel(ignored);  // the watch's handler resumes reading
-    return;
-  }
-  do_read();
-}
-
-// While a response is open nothing should arrive; readable then means the client went away
-// (or pipelined its next request, which waits in the socket).
-void HttpSession::watch_receiver() {
-  watching_ = true;
-  stream_.socket().async_wait(asio::ip::tcp::socket::wait_read, [self = shared_from_this()](boost::system::error_code ec) {
-    self->watching_ = false;
-    if (self->rx_dead_) return;
-    if (!self->receiving_) return self->do_read();  // the response ended meanwhile
-    if (ec) return self->receiver_lost();
-    boost::system::error_code aec;
-    auto n = self->stream_.socket().available(aec);
-    if (aec || n == 0) return self->receiver_lost();
-    // A pipelined request: take it into the buffer the next do_read parses, then go on
-    // watching. Past a request's worth, stop reading and stay alive without the watch (this
-    // handler was the last owner; dropping it would close the socket with unread input,
-    // which the kernel answers with a reset).
-    const std::size_t cap = self->server_.hub().limits().max_http_header + sockjs_send_limit(self->server_.hub().limits());
-    if (self->buffer_.size() >= cap) {
-      self->pinned_ = self;
-      return;
-    }
-    auto got = self->stream_.socket().read_some(self->buffer_.prepare(std::min(n, cap - self->buffer_.size())), aec);
-    if (aec) return self->receiver_lost();
-    self->buffer_.commit(got);
-    self->watch_receiver();
-  });
-}
-
-void HttpSession::receiver_lost() {
-  if (rx_dead_) return;
-  rx_dead_ = true;
-  receiving_ = false;
-  if (xhr_) xhr_->receiver_gone(this);
-  xhr_.reset();
-  auto keep = std::move(pinned_);
-  boost::system::error_code ignored;
-  stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-  stream_.socket().close(ignored);
-}
 
 }  // namespace
 

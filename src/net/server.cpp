@@ -7,7 +7,7 @@
 #include <stdexcept>
 
 #include "net/sessions.h"
-#include "net/sockjs_session.h"
+#include "net/sockjs/xhr_session.h"
 #include "net/static_files.h"
 
 namespace chatd::net {

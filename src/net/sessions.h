@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -12,19 +13,16 @@ namespace chatd::net {
 
 class Server;
 class ConnectionSlot;
+class WsFraming;
 
 // Serves HTTP requests on `socket` until it closes or upgrades; `slot` is its place under
 // max-connections, handed on with an upgrade.
 void run_http(Server& server, boost::asio::ip::tcp::socket socket, ConnectionSlot slot);
 
-// How STOMP frames ride in WebSocket messages: raw (GET /ws-stomp), or SockJS's framing
-// ("o", a["frame",...], "h", c[code,"reason"]) on /ws-stomp/{server}/{session}/websocket.
-enum class WsFraming : std::uint8_t { raw, sockjs };
-
-// Completes the WebSocket handshake of `req` and runs a STOMP session over it. `buffer` holds
-// any bytes read past the request.
+// Completes the WebSocket handshake of `req` and runs a STOMP session over it, framed by
+// `framing` (null: raw, as on GET /ws-stomp). `buffer` holds any bytes read past the request.
 void run_websocket(Server& server, boost::asio::ip::tcp::socket socket, Request req,
-                   boost::beast::flat_buffer buffer, WsFraming framing, ConnectionSlot slot);
+                   boost::beast::flat_buffer buffer, std::unique_ptr<WsFraming> framing, ConnectionSlot slot);
 
 // Returns the STOMP subprotocol to answer for a Sec-WebSocket-Protocol offer, or "".
 std::string_view choose_subprotocol(std::string_view offered);

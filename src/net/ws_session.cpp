@@ -17,7 +17,7 @@
 #include "chat/session.h"
 #include "net/server.h"
 #include "net/sessions.h"
-#include "sockjs/sockjs.h"
+#include "net/ws_framing.h"
 #include "ws/websocket.h"
 
 namespace chatd::net {
@@ -35,19 +35,17 @@ constexpr auto kCloseLinger = std::chrono::seconds(5);  // wait for the client's
 // Returns the reason, trimmed to what a close frame holds.
 std::string_view reason_of(std::string_view r) { return r.substr(0, 120); }
 
-// "h" as one WebSocket text message: SockJS's keep-alive when nothing else was sent.
-constexpr std::string_view kSockJsHeartbeat{"\x81\x01h", 3};
-
 class WsSession final : public chat::Transport, public std::enable_shared_from_this<WsSession> {
  public:
-  WsSession(Server& server, tcp::socket socket, WsFraming framing, ConnectionSlot slot)
+  // `framing` null: raw.
+  WsSession(Server& server, tcp::socket socket, std::unique_ptr<WsFraming> framing, ConnectionSlot slot)
       : server_(server),
         slot_(std::move(slot)),
         socket_(std::move(socket)),
-        // SockJS messages are JSON-escaped STOMP frames: allow for the escapes.
-        decoder_((framing == WsFraming::sockjs ? 6 : 2) * server.hub().limits().max_frame_bytes + 1024),
-        framing_(framing) {
-    if (framing == WsFraming::sockjs) sj_ = std::make_unique<SockJsState>(socket_.get_executor());
+        own_framing_(std::move(framing)),
+        framing_(own_framing_ ? *own_framing_ : raw_ws_framing()),
+        decoder_(framing_.max_message_bytes(server.hub().limits().max_frame_bytes)) {
+    if (framing_.keepalive_period().count() > 0) keepalive_ = std::make_unique<KeepAlive>(socket_.get_executor());
   }
 
   // Writes the 101 answer, then reads. `early` holds bytes the client sent past the request.
@@ -61,7 +59,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
                         if (wec) return self->on_gone();
                         self->stomp_ = std::make_shared<chat::StompSession>(self->pick_shard(), *self, new_session_id());
                         self->stomp_->start_in_loop();
-                        if (self->framing_ == WsFraming::sockjs) self->arm_sockjs_heartbeat();
+                        if (self->keepalive_) self->arm_keepalive();
                         if (!early.empty() && !self->on_bytes(early)) return;
                         self->wait_readable();
                       });
@@ -78,7 +76,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   void close(std::string_view reason) override {
     if (close_requested_) return;
     close_requested_ = true;
-    sockjs_close_ = framing_ == WsFraming::sockjs;
+    app_close_ = true;
     close_code_ = 1000;
     close_reason_.assign(reason_of(reason));
     if (!writing_) schedule_flush();
@@ -129,8 +127,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
         case ws::Decoder::Status::need_more: return true;
         case ws::Decoder::Status::message:
           if (!stomp_ || close_requested_) break;
-          if (framing_ == WsFraming::raw) stomp_->on_bytes_in_loop(decoder_.payload());
-          else on_sockjs_message(decoder_.payload());
+          if (!framing_.on_message(decoder_.payload(), *stomp_, close_requested_)) close("Broken framing.");
           break;
         case ws::Decoder::Status::ping:
           control_ += ws::pong_frame(decoder_.payload());
@@ -201,38 +198,18 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
       control_inflight_.swap(control_);
       buffers_.emplace_back(control_inflight_.data(), control_inflight_.size());
     }
-    if (!inflight_.empty() && framing_ == WsFraming::sockjs) {
-      append_sockjs_batch();
-    } else if (!inflight_.empty()) {
-      ws::append_header(frame_header_, ws::Opcode::text, batch);
-      buffers_.emplace_back(frame_header_.data(), frame_header_.size());
-      for (auto& o : inflight_) {
-        if (o.shared) {
-          buffers_.emplace_back(o.shared->frame.head.data(), o.shared->frame.head.size());
-          buffers_.emplace_back(o.own.data(), o.own.size());
-          buffers_.emplace_back(o.shared->frame.tail.data(), o.shared->frame.tail.size());
-        } else {
-          buffers_.emplace_back(o.own.data(), o.own.size());
-        }
-      }
-    }
+    if (!inflight_.empty()) framing_.append_batch(inflight_, batch, frame_header_, buffers_);
     bool closing_now = close_requested_ && queue_.empty();
     if (closing_now) {
       close_frame_.clear();
-      if (sockjs_close_) {
-        // SockJS says why in its own frame first: c[3000,"reason"].
-        std::string c;
-        sockjs::append_close(c, {3000, close_reason_.empty() ? sockjs::go_away.reason : std::string_view(close_reason_)});
-        ws::append_header(close_frame_, ws::Opcode::text, c.size());
-        close_frame_ += c;
-      }
+      if (app_close_) framing_.append_close_notice(close_frame_, close_reason_);
       close_frame_ += ws::close_frame(close_code_, close_reason_);
       buffers_.emplace_back(close_frame_.data(), close_frame_.size());
       close_sent_ = true;
     }
     if (buffers_.empty()) return;
     writing_ = true;
-    if (sj_) sj_->last_write = std::chrono::steady_clock::now();
+    if (keepalive_) keepalive_->last_write = std::chrono::steady_clock::now();
     asio::async_write(socket_, buffers_, [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
       self->on_write(ec);
     });
@@ -249,55 +226,20 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     if (!queue_.empty() || !control_.empty() || close_requested_) do_write();
   }
 
-  // ---- SockJS framing (WsFraming::sockjs) ----
-
-  // Each string of a SockJS message is fed to STOMP; broken JSON ends the session.
-  void on_sockjs_message(std::string_view payload) {
-    sj_->in.clear();
-    if (auto ec = sockjs::decode_messages(payload, sockjs::Source::websocket, sj_->in)) {
-      close("Broken framing.");
-      return;
-    }
-    for (auto& m : sj_->in) {
-      if (close_requested_ || !stomp_) break;
-      stomp_->on_bytes_in_loop(m);
-    }
-  }
-
-  // Encodes inflight_ as one a["frame",...] text message: a frame per JSON string, a shared
-  // MESSAGE escaped piecewise so its head and tail are not copied first.
-  void append_sockjs_batch() {
-    sj_->out.clear();
-    sj_->out += "a[";
-    bool first = true;
-    for (auto& o : inflight_) {
-      sj_->out += first ? "\"" : ",\"";
-      first = false;
-      if (o.shared) sockjs::append_escaped(sj_->out, o.shared->frame.head);
-      sockjs::append_escaped(sj_->out, o.own);
-      if (o.shared) sockjs::append_escaped(sj_->out, o.shared->frame.tail);
-      sj_->out += '"';
-    }
-    sj_->out += ']';
-    ws::append_header(frame_header_, ws::Opcode::text, sj_->out.size());
-    buffers_.emplace_back(frame_header_.data(), frame_header_.size());
-    buffers_.emplace_back(sj_->out.data(), sj_->out.size());
-  }
-
-  // Sends "h" once a heart-beat period passed without any write; wakes when that period
-  // since the last write ends.
-  void arm_sockjs_heartbeat() {
-    constexpr auto period = std::chrono::milliseconds(sockjs::Timing{}.heartbeat_ms);
-    sj_->heartbeat.expires_at(sj_->last_write + period);
-    sj_->heartbeat.async_wait([self = shared_from_this(), period](boost::system::error_code ec) {
+  // Sends the framing's keep-alive once its period passed without any write; wakes when that
+  // period since the last write ends.
+  void arm_keepalive() {
+    const auto period = framing_.keepalive_period();
+    keepalive_->timer.expires_at(keepalive_->last_write + period);
+    keepalive_->timer.async_wait([self = shared_from_this(), period](boost::system::error_code ec) {
       if (ec || self->gone_ || self->close_sent_) return;
       auto now = std::chrono::steady_clock::now();
-      if (now - self->sj_->last_write >= period) {
-        self->control_ += kSockJsHeartbeat;
-        self->sj_->last_write = now;  // the flush below writes it
+      if (now - self->keepalive_->last_write >= period) {
+        self->control_ += self->framing_.keepalive_message();
+        self->keepalive_->last_write = now;  // the flush below writes it
         self->schedule_flush();
       }
-      self->arm_sockjs_heartbeat();
+      self->arm_keepalive();
     });
   }
 
@@ -320,7 +262,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     queue_.clear();
     queued_bytes_ = 0;
     if (linger_) linger_->cancel();
-    if (sj_) sj_->heartbeat.cancel();
+    if (keepalive_) keepalive_->timer.cancel();
     boost::system::error_code ignored;
     socket_.close(ignored);
   }
@@ -328,6 +270,8 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   Server& server_;
   ConnectionSlot slot_;
   tcp::socket socket_;
+  std::unique_ptr<WsFraming> own_framing_;  // null for raw, which every raw session shares
+  WsFraming& framing_;
   ws::Decoder decoder_;
   std::shared_ptr<chat::StompSession> stomp_;
   std::string handshake_;
@@ -339,17 +283,14 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   std::string control_inflight_;
   std::string close_frame_;
   std::unique_ptr<asio::steady_timer> linger_;
-  WsFraming framing_;
-  bool sockjs_close_ = false;          // send c[3000,reason] before the close frame
-  // What only WsFraming::sockjs needs; a raw session carries one null pointer.
-  struct SockJsState {
-    explicit SockJsState(const tcp::socket::executor_type& ex) : heartbeat(ex) {}
-    asio::steady_timer heartbeat;
-    std::vector<std::string> in;  // one message's decoded strings
-    std::string out;              // the a[...] being written
+  bool app_close_ = false;  // the server ends the session: the framing's close notice goes first
+  // Only for a framing with a keep-alive; otherwise one null pointer.
+  struct KeepAlive {
+    explicit KeepAlive(const tcp::socket::executor_type& ex) : timer(ex) {}
+    asio::steady_timer timer;
     std::chrono::steady_clock::time_point last_write = std::chrono::steady_clock::now();
   };
-  std::unique_ptr<SockJsState> sj_;
+  std::unique_ptr<KeepAlive> keepalive_;
   std::size_t queued_bytes_ = 0;
   std::size_t inflight_bytes_ = 0;
   std::uint16_t close_code_ = 1000;
@@ -419,7 +360,7 @@ std::string new_session_id() {
 }
 
 void run_websocket(Server& server, tcp::socket socket, Request req, boost::beast::flat_buffer buffer,
-                   WsFraming framing, ConnectionSlot slot) {
+                   std::unique_ptr<WsFraming> framing, ConnectionSlot slot) {
   // A refused upgrade gives the slot back as it returns; a session keeps it for life.
   if (req.method() != http::verb::get) {
     return refuse(std::move(socket), req.version(), http::status::method_not_allowed, "WebSocket upgrades use GET", false);
@@ -437,14 +378,10 @@ void run_websocket(Server& server, tcp::socket socket, Request req, boost::beast
   if (auto p = choose_subprotocol(req[http::field::sec_websocket_protocol]); !p.empty())
     handshake.append("Sec-WebSocket-Protocol: ").append(p).append("\r\n");
   handshake.append("\r\n");
-  if (framing == WsFraming::sockjs) {
-    // SockJS's open frame "o" leaves with the 101.
-    ws::append_header(handshake, ws::Opcode::text, 1);
-    handshake += 'o';
-  }
+  (framing ? *framing : raw_ws_framing()).append_open(handshake);
   auto data = buffer.cdata();
   std::string early(static_cast<const char*>(data.data()), data.size());
-  std::make_shared<WsSession>(server, std::move(socket), framing, std::move(slot))->start(std::move(handshake), std::move(early));
+  std::make_shared<WsSession>(server, std::move(socket), std::move(framing), std::move(slot))->start(std::move(handshake), std::move(early));
 }
 
 }  // namespace chatd::net

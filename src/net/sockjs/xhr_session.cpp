@@ -1,4 +1,4 @@
-#include "net/sockjs_session.h"
+#include "net/sockjs/xhr_session.h"
 
 #include <boost/asio/post.hpp>
 

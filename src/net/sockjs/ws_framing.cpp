@@ -1,0 +1,76 @@
+#include "net/sockjs/ws_framing.h"
+
+#include "chat/session.h"
+#include "sockjs/sockjs.h"
+#include "ws/websocket.h"
+
+namespace chatd::net {
+namespace {
+
+class SockJsFraming final : public WsFraming {
+ public:
+  // SockJS messages are JSON-escaped STOMP frames: allow for the escapes.
+  std::size_t max_message_bytes(std::size_t max_frame_bytes) const override { return 6 * max_frame_bytes + 1024; }
+
+  // SockJS's open frame "o" leaves with the 101.
+  void append_open(std::string& handshake) const override {
+    ws::append_header(handshake, ws::Opcode::text, 1);
+    handshake += 'o';
+  }
+
+  // Each string of a SockJS message is fed to STOMP; broken JSON ends the session.
+  bool on_message(std::string_view payload, chat::StompSession& stomp, const bool& closing) override {
+    in_.clear();
+    if (sockjs::decode_messages(payload, sockjs::Source::websocket, in_)) return false;
+    for (auto& m : in_) {
+      if (closing) break;
+      stomp.on_bytes_in_loop(m);
+    }
+    return true;
+  }
+
+  // Encodes the batch as one a["frame",...] text message: a frame per JSON string, a shared
+  // MESSAGE escaped piecewise so its head and tail are not copied first.
+  void append_batch(const std::vector<chat::Outbound>& batch, std::size_t, std::string& header,
+                    std::vector<boost::asio::const_buffer>& buffers) override {
+    out_.clear();
+    out_ += "a[";
+    bool first = true;
+    for (auto& o : batch) {
+      out_ += first ? "\"" : ",\"";
+      first = false;
+      if (o.shared) sockjs::append_escaped(out_, o.shared->frame.head);
+      sockjs::append_escaped(out_, o.own);
+      if (o.shared) sockjs::append_escaped(out_, o.shared->frame.tail);
+      out_ += '"';
+    }
+    out_ += ']';
+    ws::append_header(header, ws::Opcode::text, out_.size());
+    buffers.emplace_back(header.data(), header.size());
+    buffers.emplace_back(out_.data(), out_.size());
+  }
+
+  // SockJS says why in its own frame first: c[3000,"reason"].
+  void append_close_notice(std::string& out, std::string_view reason) const override {
+    std::string c;
+    sockjs::append_close(c, {3000, reason.empty() ? sockjs::go_away.reason : reason});
+    ws::append_header(out, ws::Opcode::text, c.size());
+    out += c;
+  }
+
+  // "h" when nothing else was sent for a heart-beat period: proxies drop idle connections.
+  std::chrono::milliseconds keepalive_period() const override {
+    return std::chrono::milliseconds(sockjs::Timing{}.heartbeat_ms);
+  }
+  std::string_view keepalive_message() const override { return {"\x81\x01h", 3}; }
+
+ private:
+  std::vector<std::string> in_;  // one message's decoded strings
+  std::string out_;              // the a[...] being written
+};
+
+}  // namespace
+
+std::unique_ptr<WsFraming> make_sockjs_ws_framing() { return std::make_unique<SockJsFraming>(); }
+
+}  // namespace chatd::net
