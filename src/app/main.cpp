@@ -47,6 +47,16 @@ void raise_file_limit() {
   }
 }
 
+// Returns the first line of a secret file; throws when it is missing or empty, since an unsigned
+// webhook is worse than none.
+std::string read_secret(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  if (!in || !std::getline(in, line) || line.empty())
+    throw std::runtime_error("--webhook-secret-file " + path + ": missing, unreadable or empty");
+  return line;
+}
+
 // --check-config: the engines were built (which already refuses a bad URL, a wrong password or
 // an unwritable data dir); returns whether both answer within a bounded wait, after printing
 // one line for each.
@@ -96,6 +106,7 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<store::RoomStore> rooms;
   std::unique_ptr<bus::MessageBus> messages;
+  std::unique_ptr<chat::EventSink> webhooks;
   std::unique_ptr<chat::Hub> hub;
   std::unique_ptr<net::Server> server;
   auto stop_engines = [&] {
@@ -122,6 +133,12 @@ int main(int argc, char** argv) {
       return 0;
     }
     hub = std::make_unique<chat::Hub>(opt.hub, *rooms, *messages, workers);
+    if (!opt.webhooks.url.empty()) {
+      opt.webhooks.node_id = opt.bus.node_id;
+      if (!opt.webhook_secret_file.empty()) opt.webhooks.secret = read_secret(opt.webhook_secret_file);
+      webhooks = hooks::make_webhooks(opt.webhooks, engine);
+      hub->set_event_sink(webhooks.get());
+    }
     server = std::make_unique<net::Server>(opt.server, *hub, workers);
     server->start();
     hub->start();

@@ -131,6 +131,17 @@ const std::vector<Spec>& specs() {
       {"kafka-history-read-ms", "kafka: time one history read may spend reading the topic",
        [](const Options& o) { return std::to_string(o.bus.kafka_history_read_ms); },
        [](Options& o, const std::string& v) { o.bus.kafka_history_read_ms = parse_number("kafka-history-read-ms", v, 100, 60000); }},
+      {"webhook-url", "POST batched chat events to this http:// URL (empty: no webhooks)",
+       [](const Options& o) { return o.webhooks.url; }, [](Options& o, const std::string& v) { o.webhooks.url = v; }},
+      {"webhook-events", "which events: message,join,leave,room or all", [](const Options&) { return std::string("all"); },
+       [](Options& o, const std::string& v) { o.webhooks.events = hooks::parse_event_kinds(v); }},
+      string_opt("webhook-secret-file", "file holding the HMAC-SHA256 key that signs webhook POSTs (X-Chatd-Signature)",
+                 &Options::webhook_secret_file),
+      {"webhook-queue", "webhook events held while the backend is away; then the oldest are dropped",
+       [](const Options& o) { return std::to_string(o.webhooks.max_queue); },
+       [](Options& o, const std::string& v) { o.webhooks.max_queue = parse_number<std::size_t>("webhook-queue", v, 1, 10'000'000); }},
+      {"webhook-batch", "webhook events per POST", [](const Options& o) { return std::to_string(o.webhooks.max_batch); },
+       [](Options& o, const std::string& v) { o.webhooks.max_batch = parse_number<std::size_t>("webhook-batch", v, 1, 10'000); }},
       {"enter-text", "announcement replacing an ENTER message's text", [](const Options& o) { return o.hub.texts.enter; },
        [](Options& o, const std::string& v) { o.hub.texts.enter = v; }},
       {"quit-text", "announcement replacing a QUIT message's text", [](const Options& o) { return o.hub.texts.quit; },
@@ -178,6 +189,7 @@ std::string env_name(const std::string& opt) {
 Options parse_options(const std::vector<std::string>& args, const std::vector<std::string>& env) {
   Options o;
   o.server.web_root = default_web_root();
+  o.webhooks.events = hooks::parse_event_kinds("all");
   std::map<std::string, std::string> from_env;
   for (auto& kv : env) {
     auto eq = kv.find('=');
@@ -219,6 +231,8 @@ Options parse_options(const std::vector<std::string>& args, const std::vector<st
     throw std::invalid_argument("--heartbeat-send-ms must be 0 or at least 1000");
   if (l.max_message_bytes + 1024 > l.max_frame_bytes)
     throw std::invalid_argument("--max-frame-bytes must exceed --max-message-bytes by at least 1024");
+  if (o.webhooks.max_queue < o.webhooks.max_batch)
+    throw std::invalid_argument("--webhook-queue must hold at least --webhook-batch events");
   o.store.data_dir = o.data_dir;
   o.bus.data_dir = o.data_dir;
   o.store.max_rooms = l.max_rooms;

@@ -8,6 +8,7 @@
 
 #include "bus/message_bus.h"
 #include "chat/hub.h"
+#include "hooks/webhooks.h"
 #include "net/server.h"
 #include "store/room_store.h"
 
@@ -18,6 +19,8 @@ struct Options {
   chat::HubConfig hub;
   bus::BusConfig bus;
   store::StoreConfig store;
+  hooks::WebhookConfig webhooks;        // url empty: no webhooks
+  std::string webhook_secret_file;      // read at start-up; its content is the HMAC key
   std::string data_dir = "./data";
   unsigned threads = 0;  // 0: one worker per core
   bool help = false;

@@ -254,8 +254,17 @@ void Hub::publish_known(const ChatMessage& m, std::string client_id, bus::Publis
   auto ts = std::chrono::duration_cast<std::chrono::milliseconds>(
                 std::chrono::system_clock::now().time_since_epoch()).count();
   published_.fetch_add(1, std::memory_order_relaxed);
-  bus_.publish(m.room_id, stamp(m, id, ts, cfg_.texts), bus::PublishOptions{std::move(client_id)},
-               [done = std::move(done)](std::error_code ec, std::uint64_t seq) {
+  auto payload = stamp(m, id, ts, cfg_.texts);
+  // The publishing node reports the message, so a backend hears of it once, not once per node.
+  // Its id is the room and seq: a retried SEND (x-client-id) reports the same event again.
+  std::string reported;
+  if (events_ && events_->wants(ChatEvent::Kind::message)) reported = payload;
+  bus_.publish(m.room_id, std::move(payload), bus::PublishOptions{std::move(client_id)},
+               [this, room_id = m.room_id, reported = std::move(reported), done = std::move(done)](
+                   std::error_code ec, std::uint64_t seq) mutable {
+                 if (!ec && !reported.empty())
+                   events_->on_event({ChatEvent::Kind::message, room_id, "m-" + room_id + "-" + std::to_string(seq), seq,
+                                      std::move(reported)});
                  done(ec ? make_error_code(Error::publish_failed) : ec, seq);
                });
 }
@@ -283,10 +292,19 @@ NodeCounters Hub::counters() const {
   return c;
 }
 
+void Hub::report_subscription(ChatEvent::Kind kind, const std::string& room_id, const std::string& session_id) {
+  if (!events_ || !events_->wants(kind)) return;
+  auto n = next_event_.fetch_add(1, std::memory_order_relaxed);
+  events_->on_event({kind, room_id, id_prefix_ + "e" + std::to_string(n), 0,
+                     "{\"session\":\"" + session_id + "\",\"node\":\"" + cfg_.node_id + "\"}"});
+}
+
 void Hub::create_room(std::string name, CreateFn done) {
   store::Room room{new_room_id(), std::move(name)};
   store_.create(room, [this, room, done = std::move(done)](std::error_code ec) {
     if (!ec) remember_room(room.id);
+    if (!ec && events_ && events_->wants(ChatEvent::Kind::room))
+      events_->on_event({ChatEvent::Kind::room, room.id, "r-" + room.id, 0, store::to_json(room)});
     done(ec, room);
   });
 }

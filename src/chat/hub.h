@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "bus/message_bus.h"
+#include "chat/events.h"
 #include "chat/limits.h"
 #include "chat/rate_limit.h"
 #include "chat/refusals.h"
@@ -145,6 +146,12 @@ class Hub final : public Rooms, public NodeView {
   // Starts bus delivery and the shards' sweeps.
   void start();
 
+  // Where events for the application backend go (webhooks); null: nowhere. Set before start().
+  void set_event_sink(EventSink* sink) { events_ = sink; }
+  EventSink* event_sink() const { return events_; }
+  // Reports that session `session_id` began (join) or ended (leave) a subscription of a room.
+  void report_subscription(ChatEvent::Kind kind, const std::string& room_id, const std::string& session_id);
+
   const HubConfig& config() const { return cfg_; }
   const Limits& limits() const { return cfg_.limits; }
   Shard& shard(std::size_t i) { return *shards_[i]; }
@@ -180,6 +187,7 @@ class Hub final : public Rooms, public NodeView {
   EngineHealth bus_health() const override;
   EngineHealth store_health() const override;
   NodeCounters counters() const override;
+  std::string integration_metrics() const override { return events_ ? events_->metrics_text() : std::string(); }
 
   // Counters, also for /healthz and /metrics through counters().
   std::uint64_t published() const { return published_.load(std::memory_order_relaxed); }
@@ -237,6 +245,8 @@ class Hub final : public Rooms, public NodeView {
   std::unordered_map<std::string, TokenBucket> room_rate_;
   std::size_t room_rate_prune_at_ = 1024;
 
+  EventSink* events_ = nullptr;
+  std::atomic<std::uint64_t> next_event_{0};
   std::atomic<std::uint64_t> next_id_{0};
   std::atomic<std::uint64_t> published_{0};
   std::atomic<std::uint64_t> from_bus_{0};

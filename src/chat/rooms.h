@@ -60,6 +60,8 @@ class NodeView {
   virtual EngineHealth store_health() const = 0;
   // A snapshot; each counter is read on its own (relaxed), so they may be a moment apart.
   virtual NodeCounters counters() const = 0;
+  // Prometheus text of the node's integrations (webhooks); empty when there are none.
+  virtual std::string integration_metrics() const = 0;
 };
 
 }  // namespace chatd::chat

@@ -247,7 +247,7 @@ void StompSession::join_room(const std::string& sub_id, const std::string& room,
   });
   hub_.join(room, [confirmed = std::move(confirmed)](std::error_code ec) mutable {
     if (ec != bus::Error::stopped) confirmed(ec);
-  });
+  });  hub_.report_subscription(ChatEvent::Kind::join, room, id_);
 }
 
 void StompSession::on_unsubscribe(stomp::Frame& f) {
@@ -261,6 +261,7 @@ void StompSession::on_unsubscribe(stomp::Frame& f) {
       shard_.unsubscribe_in_loop(it->second.room_id, this, it->second.escaped);
       hub_.leave(it->second.room_id);
       replays_.erase(it->second.escaped);
+      hub_.report_subscription(ChatEvent::Kind::leave, it->second.room_id, id_);
     }
     subs_.erase(it);
   }
@@ -583,6 +584,7 @@ void StompSession::leave_all_rooms() {
     if (s.room_id.empty() || s.pending) continue;
     shard_.unsubscribe_in_loop(s.room_id, this, s.escaped);
     hub_.leave(s.room_id);
+    hub_.report_subscription(ChatEvent::Kind::leave, s.room_id, id_);
   }
   subs_.clear();
   errors_sub_.reset();

@@ -46,6 +46,7 @@ std::string metrics_text(const chat::NodeView& node, const ConnectionCounts& con
     out << "chatd_refusals_total{reason=\"" << chat::to_string(static_cast<chat::Refusal>(i)) << "\"} "
         << c.refusals[i] << '\n';
   }
+  out << node.integration_metrics();
   return out.str();
 }
 

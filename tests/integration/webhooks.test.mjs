@@ -1,0 +1,180 @@
+// Webhooks (--webhook-url): a small HTTP receiver here plays the application backend. It checks
+// the HMAC signature of every POST, sees events batched, answers 500 and sees the same events
+// (same ids) again, and, with two nodes over Redis, sees each message reported once, not once per node.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { createRoom, eventually, freePort, startChatd, startRedis, stompOverWebSocket } from './harness.mjs';
+
+const secret = 'webhook-test-secret-0123456789';
+
+// The backend: records every POST; `failNext` makes the next n answer 500.
+async function startReceiver(port) {
+  const rx = { posts: [], failNext: 0, badSignatures: 0 };
+  rx.server = createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      const expected = `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
+      if (req.headers['x-chatd-signature'] !== expected) rx.badSignatures++;
+      const failed = rx.failNext > 0;
+      if (failed) rx.failNext--;
+      rx.posts.push({ failed, node: req.headers['x-chatd-node'], body: JSON.parse(body.toString()) });
+      res.writeHead(failed ? 500 : 200, { 'content-type': 'text/plain' });
+      res.end(failed ? 'try again' : 'ok');
+    });
+  });
+  await new Promise((ok) => rx.server.listen(port ?? 0, '127.0.0.1', ok));
+  rx.port = rx.server.address().port;
+  rx.url = `http://127.0.0.1:${rx.port}/hooks`;
+  // Events the backend took (answered 200), de-duplicated by id as a backend would.
+  rx.accepted = () => {
+    const byId = new Map();
+    for (const p of rx.posts) if (!p.failed) for (const e of p.body.events) byId.set(e.id, e);
+    return [...byId.values()];
+  };
+  rx.acceptedRaw = () => rx.posts.filter((p) => !p.failed).flatMap((p) => p.body.events);
+  rx.close = () => new Promise((ok) => { rx.server.closeAllConnections(); rx.server.close(ok); });
+  return rx;
+}
+
+function secretFile() {
+  const dir = mkdtempSync(join(tmpdir(), 'chatd-hook-'));
+  const file = join(dir, 'secret');
+  writeFileSync(file, `${secret}\n`);
+  return { file, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+const metric = async (node, line) => {
+  const text = await (await fetch(`${node.base}/metrics`)).text();
+  const m = text.match(new RegExp(`^${line.replace(/[{}"]/g, '\\$&')} (\\d+)$`, 'm'));
+  return m ? Number(m[1]) : NaN;
+};
+
+describe('webhooks from one node', () => {
+  let rx, node, key;
+  before(async () => {
+    rx = await startReceiver();
+    key = secretFile();
+    node = await startChatd({ name: 'chatd-hooks', args: ['--webhook-url', rx.url, '--webhook-secret-file', key.file] });
+  });
+  after(async () => {
+    await node?.stop();
+    await rx?.close();
+    key?.remove();
+  });
+
+  test('room, join, message and leave events arrive signed, batched and in order', async () => {
+    const room = await createRoom(node.base, 'hooked');
+    const alice = await stompOverWebSocket(node.base);
+    const seen = await alice.subscribeConfirmed(`/sub/chat/room/${room.roomId}`);
+    for (let i = 0; i < 40; i++) alice.chat('TALK', room.roomId, 'alice', `m${i}`);
+    await seen.waitFor(40);
+    await alice.close();
+    await eventually('leave event', () => rx.accepted().some((e) => e.type === 'leave' && e.roomId === room.roomId));
+
+    assert.equal(rx.badSignatures, 0, 'every POST carries a valid X-Chatd-Signature');
+    const mine = rx.accepted().filter((e) => e.roomId === room.roomId);
+    assert.deepEqual([...new Set(mine.map((e) => e.type))].sort(), ['join', 'leave', 'message', 'room']);
+    const room_ev = mine.find((e) => e.type === 'room');
+    assert.equal(room_ev.data.name, 'hooked');
+    const messages = mine.filter((e) => e.type === 'message');
+    assert.deepEqual(messages.map((e) => e.seq), Array.from({ length: 40 }, (_, i) => i + 1));
+    assert.deepEqual(messages.map((e) => e.data.message), Array.from({ length: 40 }, (_, i) => `m${i}`));
+    assert.equal(messages[0].data.sender, 'alice');
+    const posts = rx.posts.filter((p) => p.body.events.some((e) => e.roomId === room.roomId && e.type === 'message'));
+    assert.ok(posts.length < 40, `40 messages went in ${posts.length} POSTs: batched`);
+    assert.ok(rx.posts.every((p) => p.node && p.body.node === p.node));
+  });
+
+  test('a backend answering 500 twice gets the same events again, same ids, nothing lost', async () => {
+    const room = await createRoom(node.base, 'flaky backend');
+    await eventually('room event', () => rx.accepted().some((e) => e.roomId === room.roomId));
+    const before = rx.posts.length;
+    rx.failNext = 2;
+    const bob = await stompOverWebSocket(node.base);
+    for (let i = 0; i < 5; i++) bob.chat('TALK', room.roomId, 'bob', `r${i}`);
+    await eventually('5 messages accepted after two 500s', () =>
+      rx.accepted().filter((e) => e.roomId === room.roomId && e.type === 'message').length === 5, 15_000);
+    await bob.close();
+    const later = rx.posts.slice(before);
+    assert.ok(later[0].failed && later[1].failed, 'the first two POSTs were answered 500');
+    const failedIds = later.filter((p) => p.failed).flatMap((p) => p.body.events.map((e) => e.id));
+    const okIds = new Set(later.filter((p) => !p.failed).flatMap((p) => p.body.events.map((e) => e.id)));
+    assert.ok(failedIds.length > 0 && failedIds.every((id) => okIds.has(id)), 'retried events keep their ids');
+    assert.ok(await metric(node, 'chatd_webhook_requests_total{result="failed"}') >= 2);
+  });
+});
+
+describe('webhooks while the backend is away', () => {
+  test('the queue keeps the newest --webhook-queue events, counts the dropped ones, delivers when back', async (t) => {
+    const port = await freePort(); // nobody listens yet
+    const node = await startChatd({ name: 'chatd-hooks-away', args: [
+      '--webhook-url', `http://127.0.0.1:${port}/hooks`, '--webhook-queue', '10', '--webhook-batch', '5',
+      '--webhook-events', 'message'] });
+    t.after(() => node.stop());
+    const room = await createRoom(node.base, 'nobody home');
+    const carol = await stompOverWebSocket(node.base);
+    t.after(() => carol.close());
+    const seen = await carol.subscribeConfirmed(`/sub/chat/room/${room.roomId}`);
+    for (let i = 0; i < 30; i++) carol.chat('TALK', room.roomId, 'carol', `q${i}`);
+    await seen.waitFor(30);
+    await eventually('20 dropped', async () => await metric(node, 'chatd_webhook_events_total{outcome="dropped"}') === 20);
+    const rx = await startReceiver(port);
+    t.after(() => rx.close());
+    await eventually('the newest 10 delivered', () => rx.accepted().length === 10, 15_000);
+    assert.deepEqual(rx.accepted().map((e) => e.seq), Array.from({ length: 10 }, (_, i) => 21 + i));
+    assert.ok(rx.accepted().every((e) => e.type === 'message'), '--webhook-events message sends only messages');
+  });
+});
+
+describe('webhooks from two nodes over Redis', () => {
+  let rx, redis, a, b;
+  before(async () => {
+    rx = await startReceiver();
+    redis = await startRedis({ name: 'redis-hooks' });
+    const args = ['--bus', 'redis', '--store', 'redis', '--redis', redis.url, '--webhook-url', rx.url, '--webhook-events', 'message,room'];
+    a = await startChatd({ name: 'chatd-hooks-a', args });
+    b = await startChatd({ name: 'chatd-hooks-b', args });
+  });
+  after(async () => {
+    await a?.stop();
+    await b?.stop();
+    await redis?.stop();
+    await rx?.close();
+  });
+
+  test('each message is reported once, by the node that published it', async () => {
+    const room = await createRoom(a.base, 'two nodes');
+    const alice = await stompOverWebSocket(a.base);
+    const bob = await stompOverWebSocket(b.base);
+    try {
+      const atA = await alice.subscribeConfirmed(`/sub/chat/room/${room.roomId}`);
+      const atB = await bob.subscribeConfirmed(`/sub/chat/room/${room.roomId}`);
+      for (let i = 0; i < 15; i++) {
+        alice.chat('TALK', room.roomId, 'alice', `a${i}`);
+        bob.chat('TALK', room.roomId, 'bob', `b${i}`);
+      }
+      await atA.waitFor(30, 10_000);
+      await atB.waitFor(30, 10_000);
+      await eventually('30 message events', () => rx.accepted().filter((e) => e.type === 'message').length === 30);
+      // Give a duplicate from the other node time to show up before counting.
+      await new Promise((ok) => setTimeout(ok, 300));
+      const raw = rx.acceptedRaw().filter((e) => e.type === 'message');
+      assert.equal(raw.length, 30, 'no message was reported by both nodes');
+      const fromA = rx.posts.filter((p) => p.body.events.some((e) => e.type === 'message' && e.data.sender === 'alice'));
+      assert.ok(fromA.every((p) => p.node === fromA[0].node), "alice's messages come from her node only");
+      assert.equal(rx.accepted().filter((e) => e.type === 'room').length, 1, 'the room is reported once');
+      assert.deepEqual(raw.map((e) => e.seq).sort((x, y) => x - y), Array.from({ length: 30 }, (_, i) => i + 1));
+    } finally {
+      await alice.close();
+      await bob.close();
+    }
+  });
+});
