@@ -724,12 +724,15 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     KafkaHistoryCache::Answer cached = cache_.read(p, capped, now);
     if (!cached.known) return Error::engine_down;
     h.epoch = epoch();
-    h.last_seq = cached.position;  // the answer is complete up to here; live deliveries go on after
 
     // What the topic still holds for this request: offsets [retained, high).
     std::int64_t low = 0, high = 0;
     if (reader_->query_watermark_offsets(cfg_.kafka_topic, p, &low, &high, kSetupRequestTimeoutMs) != RdKafka::ERR_NO_ERROR)
       return Error::engine_down;
+    // The newest seq any node can have delivered: a client coming from a node whose consumer is
+    // ahead of this one's is not "ahead of history"; what this node has not consumed yet (above
+    // cached.position) reaches the subscriber live.
+    h.last_seq = std::max(cached.position, static_cast<std::uint64_t>(std::max<std::int64_t>(high, 0)));
     std::int64_t retained = low;
     if (cfg_.history_ttl.count() > 0) {
       std::vector<RdKafka::TopicPartition*> at{RdKafka::TopicPartition::create(
