@@ -183,6 +183,20 @@ export async function startRedis({ name = 'redis', timeoutMs = 10_000, port } = 
   };
 }
 
+// A redis-server with AOF (appendfsync always) in `dir`, so kill -9 loses no acknowledged write.
+// Returns { child, exited, port }.
+export async function startPersistentRedis(port, dir) {
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir,
+    '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--protected-mode', 'no'], { stdio: 'ignore' });
+  const exited = new Promise((ok) => child.on('exit', ok));
+  for (let i = 0; i < 200; i++) {
+    try { if ((await redisCommand(port, 'PING', { timeoutMs: 300 })) === '+PONG') return { child, exited, port }; } catch { /* starting */ }
+    await sleep(50);
+  }
+  child.kill('SIGKILL');
+  throw new Error('redis-server did not start');
+}
+
 // ---- REST ----
 
 export async function listRooms(base) {

@@ -3,27 +3,14 @@
 // (measured and printed, since Redis keeps nothing for a node that is not subscribed yet).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { createRoom, eventually, freePort, listRooms, redisCommand, startChatd, stompOverWebSocket } from './harness.mjs';
-
-// A redis-server with AOF (appendfsync always) in `dir`, so kill -9 loses no acknowledged write.
-async function startPersistentRedis(port, dir) {
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir,
-    '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--protected-mode', 'no'], { stdio: 'ignore' });
-  const exited = new Promise((ok) => child.on('exit', ok));
-  for (let i = 0; i < 200; i++) {
-    try { if ((await redisCommand(port, 'PING', { timeoutMs: 300 })) === '+PONG') return { child, exited, port }; } catch { /* starting */ }
-    await sleep(50);
-  }
-  child.kill('SIGKILL');
-  throw new Error('redis-server did not start');
-}
-
+import {
+  createRoom, eventually, freePort, listRooms, startChatd, startPersistentRedis, stompOverWebSocket,
+} from './harness.mjs';
 
 const health = async (node) => (await fetch(`${node.base}/healthz`, { signal: AbortSignal.timeout(2_000) })).status;
 const percentile = (xs, p) => xs.slice().sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))];

@@ -3,27 +3,12 @@
 // (a resume with the old epoch is told its history was lost).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 
-import { createRoom, eventually, freePort, redisCommand, startChatd, startRedis, stompOverWebSocket } from './harness.mjs';
+import { createRoom, eventually, freePort, startChatd, startPersistentRedis, startRedis, stompOverWebSocket } from './harness.mjs';
 import { closeAll, dest, killTheNodeAndResumeElsewhere, resumeOnTheOtherNode } from './resume.mjs';
-
-// A redis-server with AOF (appendfsync always) in `dir`: what it acknowledged survives a crash.
-async function startAofRedis(port, dir) {
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir,
-    '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--protected-mode', 'no'], { stdio: 'ignore' });
-  const exited = new Promise((ok) => child.on('exit', ok));
-  for (let i = 0; i < 200; i++) {
-    try { if ((await redisCommand(port, 'PING', { timeoutMs: 300 })) === '+PONG') return { child, exited, port }; } catch { /* starting */ }
-    await sleep(50);
-  }
-  child.kill('SIGKILL');
-  throw new Error('redis-server did not start');
-}
 
 const busUp = async (node) => {
   try {
@@ -37,7 +22,7 @@ describe('two nodes on one Redis with AOF', () => {
   const args = () => ['--bus', 'redis', '--store', 'redis', '--redis', `redis://127.0.0.1:${redis.port}`];
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'chatd-redis-hist-'));
-    redis = await startAofRedis(await freePort(), dir);
+    redis = await startPersistentRedis(await freePort(), dir);
     for (const n of ['a', 'b']) nodes.push(await startChatd({ name: `chatd-hist-${n}`, args: args() }));
   });
   after(async () => {
