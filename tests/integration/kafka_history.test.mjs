@@ -5,7 +5,7 @@ import { after, before, describe, test } from 'node:test';
 
 import { startChatd, startRedis } from './harness.mjs';
 import { busUp, kafkaBroker, uniqueTopic, waitForHealth } from './kafka.mjs';
-import { killTheNodeAndResumeElsewhere, resumeOnTheOtherNode } from './resume.mjs';
+import { killTheNodeAndResumeElsewhere, resumeOnTheOtherNode, sameSendIdPublishedOnce } from './resume.mjs';
 
 describe('two nodes on one Kafka topic', () => {
   const topic = uniqueTopic('history');
@@ -38,5 +38,9 @@ describe('two nodes on one Kafka topic', () => {
   test('kill -9 of the node a client was on, then resume on another: nothing acknowledged is lost', async () => {
     const doomed = await start('chatd-khist-doomed');
     await killTheNodeAndResumeElsewhere(doomed, nodes[1]);
+  });
+
+  test('the same x-client-id twice, and again through the other node, is published once', async () => {
+    await sameSendIdPublishedOnce(nodes[0], nodes[1]);
   });
 });

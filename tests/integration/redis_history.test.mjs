@@ -8,7 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { createRoom, eventually, freePort, startChatd, startPersistentRedis, startRedis, stompOverWebSocket } from './harness.mjs';
-import { closeAll, dest, killTheNodeAndResumeElsewhere, resumeOnTheOtherNode } from './resume.mjs';
+import {
+  closeAll, dest, killTheNodeAndResumeElsewhere, resumeOnTheOtherNode, sameSendIdPublishedOnce,
+} from './resume.mjs';
 
 const busUp = async (node) => {
   try {
@@ -39,6 +41,47 @@ describe('two nodes on one Redis with AOF', () => {
   test('kill -9 of the node a client was on, then resume on another: nothing acknowledged is lost', async () => {
     const doomed = await startChatd({ name: 'chatd-hist-doomed', args: args() });
     await killTheNodeAndResumeElsewhere(doomed, nodes[1]);
+  });
+
+  test('the same x-client-id twice, and again through the other node, is published once', async () => {
+    await sameSendIdPublishedOnce(nodes[0], nodes[1]);
+  });
+
+  test('a resume from before --history-size and --history-ttl is told it is partial', async () => {
+    const small = await startChatd({ name: 'chatd-hist-small', args: [...args(), '--history-size', '50'] });
+    const brief = await startChatd({ name: 'chatd-hist-brief', args: [...args(), '--history-ttl', '1'] });
+    const sessions = [];
+    try {
+      const room = await createRoom(small.base, 'bounded');
+      const s = await stompOverWebSocket(small.base);
+      sessions.push(s);
+      const box = await s.subscribeConfirmed(dest(room));
+      for (let i = 0; i < 120; i++) s.chat('TALK', room.roomId, 'amy', `m${i}`);
+      const all = await box.waitForMessages(120, 30_000);
+      const { epoch } = all[0];
+      const back = await stompOverWebSocket(small.base);
+      sessions.push(back);
+      const resumed = await back.subscribeConfirmed(dest(room), { 'x-since-seq': String(all[9].seq), 'x-epoch': epoch });
+      const frames = await resumed.waitFor(51, 15_000);
+      assert.equal(frames[0].headers['x-history-status'], 'partial');
+      const notice = JSON.parse(frames[0].body);
+      assert.equal(notice.reason, 'retention');
+      assert.equal(notice.firstSeq, all[70].seq, 'the newest 50 are kept');
+      assert.deepEqual(frames.slice(1).map((f) => JSON.parse(f.body).seq), all.slice(70).map((m) => m.seq));
+
+      // Older than the ttl (1 s here): what is left to replay is nothing, and the client is told.
+      await eventually('the messages pass the ttl', async () => {
+        const late = await stompOverWebSocket(brief.base);
+        sessions.push(late);
+        const box2 = await late.subscribeConfirmed(dest(room), { 'x-since-seq': String(all[9].seq), 'x-epoch': epoch });
+        const [first] = await box2.waitFor(1, 5_000).catch(() => []);
+        return first?.headers['x-history-status'] === 'partial' && JSON.parse(first.body).firstSeq === 0;
+      }, 15_000);
+    } finally {
+      await closeAll(sessions);
+      await small.stop();
+      await brief.stop();
+    }
   });
 });
 

@@ -12,13 +12,13 @@ let receipts = 0;
 
 // Sends a TALK with a receipt; resolves with the RECEIPT's x-seq (a number), or null if no
 // RECEIPT came within timeoutMs (a send lost with its node).
-export function talkWithSeq(session, roomId, sender, message, timeoutMs = 15_000) {
+export function talkWithSeq(session, roomId, sender, message, timeoutMs = 15_000, headers = {}) {
   const receipt = `hist-${process.pid}-${++receipts}`;
   return new Promise((ok) => {
     const timer = setTimeout(() => ok(null), timeoutMs);
     session.client.watchForReceipt(receipt, (f) => { clearTimeout(timer); ok(Number(f.headers['x-seq'])); });
     session.publish('/pub/chat/message', { type: 'TALK', roomId, sender, message },
-      { 'content-type': 'application/json', receipt });
+      { 'content-type': 'application/json', receipt, ...headers });
   });
 }
 
@@ -115,6 +115,37 @@ export async function killTheNodeAndResumeElsewhere(doomed, survivor) {
     for (const seq of acked) assert.ok(got.has(seq), `acknowledged seq ${seq} reached the client`);
     await sleep(300);
     assert.equal(resumed.frames.length, missed.length, 'nothing twice');
+  } finally {
+    await closeAll(sessions);
+  }
+}
+
+// One x-client-id sent twice on node A, then once more after reconnecting to node B (once B has
+// the first): one message, and every RECEIPT carries its seq.
+export async function sameSendIdPublishedOnce(a, b) {
+  const room = await createRoom(a.base, 'send once');
+  const sessions = [];
+  const open = async (node) => { const s = await stompOverWebSocket(node.base); sessions.push(s); return s; };
+  try {
+    const watching = await (await open(b)).subscribeConfirmed(dest(room));
+    const id = { 'x-client-id': `once-${process.pid}` };
+    const onA = await open(a);
+    const first = await talkWithSeq(onA, room.roomId, 'amy', 'hello', 15_000, id);
+    const again = await talkWithSeq(onA, room.roomId, 'amy', 'hello', 15_000, id);
+    await onA.close();
+    await watching.waitForMessages(1, 15_000);
+    const onB = await open(b);
+    const third = await talkWithSeq(onB, room.roomId, 'amy', 'hello', 15_000, id);
+    assert.equal(typeof first, 'number', 'the RECEIPT carries x-seq');
+    assert.equal(again, first, 'a retry gets the first one\'s seq');
+    assert.equal(third, first, 'so does a retry after a reconnect to another node');
+    onB.chat('TALK', room.roomId, 'amy', 'after');
+    const got = await watching.waitForMessages(2, 15_000);
+    assert.equal(got[0].message, 'hello');
+    assert.equal(got[0].seq, first);
+    assert.equal(got[1].message, 'after');
+    await sleep(300);
+    assert.equal(watching.frames.length, 2, 'published once');
   } finally {
     await closeAll(sessions);
   }
