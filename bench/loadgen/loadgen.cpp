@@ -69,6 +69,7 @@ struct Options {
   int senders_per_room = 1;
   double rate = 0;  // total messages/s; 0 = as fast as the window allows
   int window = 16;  // max mode: messages in flight per sender
+  int burst = 0;  // >0 (max mode, one sender): send this many, wait until every connection has them all
   double window_timeout = 10;  // max mode: s without an own message back before the window reopens
   double duration = 10;
   double warmup = 2;
@@ -95,7 +96,7 @@ struct Options {
                "chatd_loadgen: %s\n"
                "usage: chatd_loadgen --port P|--ports P1,P2 [--host 127.0.0.1] [--path /ws-stomp]\n"
                "  --mode idle|fanout|rooms --conns N --threads T --procs P\n"
-               "  --rooms R --senders-per-room S --rate MSGS_PER_S(0=max) --window W --window-timeout S\n"
+               "  --rooms R --senders-per-room S --rate MSGS_PER_S(0=max) --window W --window-timeout S --burst N\n"
                "  --duration S --warmup S --drain S --size BYTES\n"
                "  --sub-prefix /sub/chat/room/ --send-dest /pub/chat/message (or /topic/{room})\n"
                "  --body-format chatd|raw --room-ids a,b --room-source rest|names\n"
@@ -137,6 +138,7 @@ Options parse_options(int argc, char** argv) {
     else if (key == "--senders-per-room") o.senders_per_room = integer();
     else if (key == "--rate") o.rate = num();
     else if (key == "--window") o.window = integer();
+    else if (key == "--burst") o.burst = integer();
     else if (key == "--window-timeout") o.window_timeout = num();
     else if (key == "--duration") o.duration = num();
     else if (key == "--warmup") o.warmup = num();
@@ -166,6 +168,7 @@ Options parse_options(int argc, char** argv) {
   if (o.ports.empty()) usage("need --port");
   if (o.conns < 1 || o.threads < 1 || o.size < 24 || o.window < 1) usage("bad numbers");
   if (o.mode != "idle" && o.senders_per_room * o.rooms > o.conns) usage("more senders than conns");
+  if (o.burst > 0 && (o.rate > 0 || o.senders_per_room * o.rooms != 1)) usage("--burst needs --rate 0 and one sender");
   if (o.procs == 0) o.procs = (o.conns + o.fd_budget - 1) / o.fd_budget;
   if (o.conns / o.procs > o.fd_budget) usage("too many conns per process for the fd limit");
   return o;
@@ -293,6 +296,7 @@ struct Shared {
   std::atomic<int> ready{0};
   std::atomic<std::int64_t> start_ns{0};
   std::atomic<int> abort{0};
+  std::atomic<std::uint64_t> burst_acks{0};  // --burst: connections that got a burst's last message
 };
 
 struct Timeline {
@@ -321,7 +325,7 @@ struct Conn {
   bool writing = false;
   std::uint32_t rng = 0;
   // Sender side.
-  std::uint64_t scheduled = 0, seq = 0, inflight = 0;
+  std::uint64_t scheduled = 0, seq = 0, inflight = 0, bursts = 0;
   std::int64_t phase_ns = 0, last_progress = 0;
   // Receiver side: next expected seq per sender slot of this room (senders start at 1, and
   // start only after every connection has subscribed, so a missing first message is a loss).
@@ -575,6 +579,12 @@ struct Worker {
       ++c.reordered;  // late: it was counted lost when the gap opened
       if (c.lost > 0) --c.lost;
     }
+    if (run.o.burst > 0) {
+      if (seq % std::uint64_t(run.o.burst) != 0) return;
+      run.shared->burst_acks.fetch_add(1);
+      for (Conn* snd : senders) top_up(*snd, now);  // the sender, if it lives on this worker
+      return;
+    }
     if (k.sender && sid == k.sid && run.o.rate <= 0) {
       if (k.inflight > 0) --k.inflight;
       k.last_progress = now;
@@ -628,6 +638,14 @@ struct Worker {
   // Max mode: keeps `window` messages of sender k in flight.
   void top_up(Conn& k, std::int64_t now) {
     if (k.state != Conn::State::ready || now < tl.start || now >= tl.window_end) return;
+    if (run.o.burst > 0) {
+      // The next burst leaves once every connection has the last one (or the window timed out).
+      if (k.bursts > 0 && run.shared->burst_acks.load() < k.bursts * std::uint64_t(run.o.conns)) return;
+      ++k.bursts;
+      for (int i = 0; i < run.o.burst; ++i) send_chat(k, now_ns());
+      k.last_progress = now;
+      return;
+    }
     while (k.inflight < std::uint64_t(run.o.window) && k.out_pending.size() < kMaxBacklog) {
       send_chat(k, now_ns());
       ++k.inflight;
@@ -684,9 +702,10 @@ struct Worker {
             send_chat(*k, ts);
           }
         } else {
-          if (k->inflight >= std::uint64_t(run.o.window) &&
+          if ((k->inflight >= std::uint64_t(run.o.window) || run.o.burst > 0) &&
               now - k->last_progress > std::int64_t(run.o.window_timeout * 1e9)) {
             k->inflight = 0;  // a lost reply must not stall the sender for the whole run
+            if (run.o.burst > 0) run.shared->burst_acks.store(k->bursts * std::uint64_t(run.o.conns));
             k->last_progress = now;
             ++c.window_resets;
           }
