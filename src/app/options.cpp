@@ -168,6 +168,7 @@ const std::vector<Spec>& specs() {
       ms_opt("heartbeat-receive-ms", "heart-beat the server asks of clients (0: none)", &L::heartbeat_receive, 0),
       ms_opt("connect-timeout-ms", "time from WebSocket upgrade to CONNECT", &L::connect_timeout, 100),
       ms_opt("drain-timeout-ms", "time SIGTERM waits for connections to close", &L::drain_timeout, 0),
+      ms_opt("write-timeout-ms", "time a client may take no byte of a pending write before it is reset", &L::write_timeout, 100),
   };
   return all;
 }

@@ -44,6 +44,9 @@ struct Limits {
   std::chrono::milliseconds heartbeat_receive{10000};  // what the server asks the client for
   std::chrono::milliseconds connect_timeout{10000};    // upgrade to CONNECT
   std::chrono::milliseconds drain_timeout{5000};       // SIGTERM to exit
+  // A client that takes no byte of a pending write for this long is gone or stuck: its socket
+  // is reset, which also frees what the kernel holds for it. Spring's sendTimeLimit default.
+  std::chrono::milliseconds write_timeout{10000};
 };
 
 // Chat wording that an operator may localize.

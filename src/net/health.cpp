@@ -37,6 +37,10 @@ std::string metrics_text(const chat::NodeView& node, const ConnectionCounts& con
   gauge("chatd_messages_published_total", "Chat messages this node published.", c.published, "counter");
   gauge("chatd_messages_received_total", "Messages this node received from the bus.", c.delivered_from_bus, "counter");
   gauge("chatd_deliveries_total", "MESSAGE frames queued to local subscribers.", c.deliveries, "counter");
+  gauge("chatd_socket_writes_total", "System calls writing to client sockets (divide by deliveries for writes per delivery).",
+        conns.socket_writes, "counter");
+  gauge("chatd_write_timeouts_total", "Connections reset for taking no byte of a pending write within --write-timeout-ms.",
+        conns.write_timeouts, "counter");
   gauge("chatd_slow_consumers_total", "Sessions closed for not reading fast enough.", c.slow_consumers, "counter");
   gauge("chatd_protocol_errors_total", "Sessions closed for STOMP protocol errors.", c.protocol_errors, "counter");
   gauge("chatd_chat_rejections_total", "Chat messages rejected by the chat rules.", c.chat_rejections, "counter");

@@ -14,6 +14,8 @@ struct ConnectionCounts {
   std::size_t open = 0;
   std::uint64_t accepted = 0;
   std::uint64_t refused = 0;
+  std::uint64_t socket_writes = 0;   // system calls writing to client sockets
+  std::uint64_t write_timeouts = 0;  // connections reset past Limits::write_timeout
 };
 
 // Returns /healthz's JSON; `up` says whether the node is fully up (both engines, not draining).

@@ -130,7 +130,8 @@ void Server::shutdown(std::function<void()> done) {
 
 ConnectionCounts Server::connection_counts() const {
   return {connections.load(std::memory_order_relaxed), accepted.load(std::memory_order_relaxed),
-          refused.load(std::memory_order_relaxed)};
+          refused.load(std::memory_order_relaxed), socket_writes.load(std::memory_order_relaxed),
+          write_timeouts.load(std::memory_order_relaxed)};
 }
 
 }  // namespace chatd::net

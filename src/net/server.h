@@ -89,6 +89,9 @@ class Server {
   ConnectionSlot take_connection();
   std::atomic<std::uint64_t> accepted{0};
   std::atomic<std::uint64_t> refused{0};
+  // sendmsg/write calls on client sockets, and sockets reset past Limits::write_timeout.
+  std::atomic<std::uint64_t> socket_writes{0};
+  std::atomic<std::uint64_t> write_timeouts{0};
   bool shutting_down() const { return shutting_down_.load(std::memory_order_relaxed); }
 
   // Returns the loop the next accepted connection goes to.

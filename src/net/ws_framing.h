@@ -34,9 +34,12 @@ class WsFraming {
   // set. Returns false when the message breaks the framing; the session then closes.
   virtual bool on_message(std::string_view payload, chat::StompSession& stomp, const bool& closing) = 0;
 
+  // A write starts: what earlier append_batch calls produced is no longer being written.
+  virtual void begin_write() {}
+
   // Appends to `buffers` one text message carrying `batch` (`bytes` of STOMP frames in all).
   // The buffers point into `batch`, `header` or the framing itself; all stay untouched until
-  // the write completes.
+  // the write completes. One write may carry several batches, each with its own `header`.
   virtual void append_batch(const std::vector<chat::Outbound>& batch, std::size_t bytes, std::string& header,
                             std::vector<boost::asio::const_buffer>& buffers) = 0;
 

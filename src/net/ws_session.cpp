@@ -1,22 +1,28 @@
 // A STOMP session over a raw WebSocket, framed by ws/websocket.h. The socket is read only
 // when it is readable, into the loop's one shared buffer, so an idle connection owns no read
-// buffer; every complete message of a read goes to STOMP before anything is written. Writes
-// start from the loop's flush list after the handler that queued them: one write in flight,
-// and everything queued behind it leaves as one WebSocket message (STOMP allows several
-// frames in one message), which under fan-out saves a syscall per frame.
+// buffer; every complete message of a read goes to STOMP before anything is written.
+//
+// Writing: what the handlers of one loop turn queue for a socket leaves at the end of that
+// turn (the loop's flush list) in one sendmsg(2), STOMP frames coalesced into as few WebSocket
+// messages as the batch bound allows (STOMP allows several frames in one message), each
+// shared MESSAGE written from its shared bytes. What the kernel does not take stays where it
+// is until the socket is writable again; meanwhile the client is not read (backpressure), every
+// byte waiting counts against max_outbound_bytes, and a client that takes nothing for
+// write_timeout is reset.
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http.hpp>
 
 #include <array>
-#include <iterator>
+#include <deque>
 #include <memory>
 #include <random>
 
 #include "chat/session.h"
 #include "net/server.h"
 #include "net/sessions.h"
+#include "net/socket_write.h"
 #include "net/ws_framing.h"
 #include "ws/websocket.h"
 
@@ -31,6 +37,9 @@ constexpr std::size_t kMaxBatch = 64 * 1024;        // bytes of STOMP frames in 
 constexpr std::size_t kReadChunk = 64 * 1024;       // the loop's shared read buffer
 constexpr std::size_t kReadsPerWakeup = 4;          // then let other sockets have the loop
 constexpr auto kCloseLinger = std::chrono::seconds(5);  // wait for the client's close, then drop
+// Past max_outbound_bytes a delivery is refused with an ERROR; this much more leaves room for
+// that ERROR (and a receipt or pong racing it) before the transport itself gives up.
+constexpr std::size_t kErrorRoom = 4096;
 
 // Returns the reason, trimmed to what a close frame holds.
 std::string_view reason_of(std::string_view r) { return r.substr(0, 120); }
@@ -68,9 +77,10 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   // chat::Transport
   void send(chat::Outbound&& out) override {
     if (gone_ || close_sent_) return;
+    if (over_limit(out.size())) return drop_slow_consumer();
     queued_bytes_ += out.size();
     queue_.push_back(std::move(out));
-    if (!writing_) schedule_flush();
+    schedule_flush();
   }
 
   void close(std::string_view reason) override {
@@ -79,10 +89,14 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     app_close_ = true;
     close_code_ = 1000;
     close_reason_.assign(reason_of(reason));
-    if (!writing_) schedule_flush();
+    schedule_flush();
   }
 
-  std::size_t queued_bytes() const override { return writing_ ? queued_bytes_ - inflight_bytes_ : 0; }
+  // Everything waiting counts: frames, pongs, keep-alives and what the kernel left of the last
+  // write. With no write pending, all of it leaves at the end of this loop turn.
+  std::size_t queued_bytes() const override {
+    return blocked_ ? blocked_->left + queued_bytes_ + control_.size() : 0;
+  }
 
  private:
   chat::Shard& pick_shard() {
@@ -114,7 +128,10 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
       if (n < chunk->size()) break;  // drained
     }
     decoder_.shrink_if_idle();
-    if (!gone_) wait_readable();
+    if (gone_) return;
+    // A client that does not take what it asked for is not read until it does.
+    if (blocked_) read_paused_ = true;
+    else wait_readable();
   }
 
   // Returns false once the connection is finished with.
@@ -129,10 +146,16 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
           if (!stomp_ || close_requested_) break;
           if (!framing_.on_message(decoder_.payload(), *stomp_, close_requested_)) close("Broken framing.");
           break;
-        case ws::Decoder::Status::ping:
-          control_ += ws::pong_frame(decoder_.payload());
+        case ws::Decoder::Status::ping: {
+          auto pong = ws::pong_frame(decoder_.payload());
+          if (over_limit(pong.size())) {
+            drop_slow_consumer();
+            return false;
+          }
+          control_ += pong;
           schedule_flush();
           break;
+        }
         case ws::Decoder::Status::pong: break;
         case ws::Decoder::Status::close:
           // Answer the close handshake with the client's code; STOMP is over.
@@ -163,67 +186,176 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   // ---- writing ----
 
   void schedule_flush() {
-    if (flush_scheduled_ || gone_) return;
+    if (flush_scheduled_ || gone_ || blocked_) return;
     flush_scheduled_ = true;
     auto& list = flush_list;
     list.dirty.push_back(shared_from_this());
     if (list.posted) return;
     list.posted = true;
+    // Posted once per turn: it runs after the handlers that are ready now, so a burst of
+    // deliveries to one socket leaves together.
     asio::post(socket_.get_executor(), [] {
       auto& l = flush_list;
       auto dirty = std::move(l.dirty);
       l.dirty.clear();
       l.posted = false;
+      std::uint64_t calls = 0;
       for (auto& s : dirty) {
         s->flush_scheduled_ = false;
-        if (!s->writing_) s->do_write();
+        calls += s->do_write();
       }
+      if (!dirty.empty()) dirty.front()->server_.socket_writes.fetch_add(calls, std::memory_order_relaxed);
     });
   }
 
-  void do_write() {
-    if (gone_ || close_sent_) return;
-    buffers_.clear();
-    frame_header_.clear();
-    std::size_t batch = 0, take = 0;
-    while (take < queue_.size() && (take == 0 || batch + queue_[take].size() <= kMaxBatch)) batch += queue_[take++].size();
-    if (take == queue_.size()) {
-      inflight_.swap(queue_);
-    } else {
-      std::move(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(take), std::back_inserter(inflight_));
-      queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(take));
+  // What one write is built from. Per thread, because a write the kernel takes at once (the
+  // common case) needs none of it afterwards; a write it leaves unfinished takes it over.
+  // Everything the iov points into stays put when a Pieces is swapped or moved.
+  struct Pieces {
+    std::vector<std::vector<chat::Outbound>> batches;  // one per WebSocket message; `used` in use
+    std::size_t used = 0;
+    std::deque<std::string> headers;  // one per batch
+    std::vector<asio::const_buffer> buffers;
+    std::vector<iovec> iov;
+    std::size_t pos = 0;  // iov[pos..] is left to write
+    void clear() {
+      for (std::size_t i = 0; i < used; ++i) batches[i].clear();  // drops the shared frames
+      used = 0;
+      headers.clear();
+      buffers.clear();
+      iov.clear();
+      pos = 0;
     }
-    inflight_bytes_ = batch;
+  };
+  static thread_local Pieces scratch;
+
+  // A write the kernel left unfinished, until the socket takes the rest.
+  struct Blocked {
+    explicit Blocked(const tcp::socket::executor_type& ex) : deadline(ex) {}
+    Pieces pieces;
+    std::size_t left = 0;                            // bytes of pieces not yet taken
+    std::chrono::steady_clock::time_point progress;  // the client last took bytes
+    asio::steady_timer deadline;
+  };
+
+  // Writes everything queued: control frames, the queued STOMP frames as WebSocket messages
+  // of at most kMaxBatch bytes each, then the close frame when one is due. Returns the
+  // sendmsg calls made.
+  std::uint64_t do_write() {
+    if (gone_ || close_sent_ || blocked_) return 0;
+    auto& p = scratch;
+    p.clear();
     if (!control_.empty()) {
       control_inflight_.swap(control_);
-      buffers_.emplace_back(control_inflight_.data(), control_inflight_.size());
+      control_.clear();
+      p.buffers.emplace_back(control_inflight_.data(), control_inflight_.size());
     }
-    if (!inflight_.empty()) framing_.append_batch(inflight_, batch, frame_header_, buffers_);
-    bool closing_now = close_requested_ && queue_.empty();
-    if (closing_now) {
+    if (!queue_.empty()) framing_.begin_write();
+    for (std::size_t i = 0; i < queue_.size();) {
+      if (p.used == p.batches.size()) p.batches.emplace_back();
+      auto& batch = p.batches[p.used++];
+      std::size_t bytes = 0;
+      for (; i < queue_.size() && (batch.empty() || bytes + queue_[i].size() <= kMaxBatch); ++i) {
+        bytes += queue_[i].size();
+        batch.push_back(std::move(queue_[i]));
+      }
+      framing_.append_batch(batch, bytes, p.headers.emplace_back(), p.buffers);
+    }
+    queue_.clear();
+    if (queue_.capacity() > 64) std::vector<chat::Outbound>().swap(queue_);  // after a burst
+    queued_bytes_ = 0;
+    if (close_requested_) {
       close_frame_.clear();
       if (app_close_) framing_.append_close_notice(close_frame_, close_reason_);
       close_frame_ += ws::close_frame(close_code_, close_reason_);
-      buffers_.emplace_back(close_frame_.data(), close_frame_.size());
+      p.buffers.emplace_back(close_frame_.data(), close_frame_.size());
       close_sent_ = true;
     }
-    if (buffers_.empty()) return;
-    writing_ = true;
+    for (auto& b : p.buffers)
+      if (b.size()) p.iov.push_back(iovec{const_cast<void*>(b.data()), b.size()});
+    if (p.iov.empty()) return 0;
     if (keepalive_) keepalive_->last_write = std::chrono::steady_clock::now();
-    asio::async_write(socket_, buffers_, [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
-      self->on_write(ec);
+    std::uint64_t calls = 0;
+    std::size_t taken = 0;
+    auto r = write_pieces(socket_.native_handle(), p.iov, p.pos, calls, taken);
+    if (r == WriteResult::blocked) {
+      // Keep what is left, with the frames it points into, and wait for the client.
+      blocked_ = std::make_unique<Blocked>(socket_.get_executor());
+      std::swap(blocked_->pieces, p);
+      blocked_->left = pieces_left(blocked_->pieces.iov, blocked_->pieces.pos);
+      blocked_->progress = std::chrono::steady_clock::now();
+      arm_write_deadline();
+      wait_writable();
+    } else {
+      p.clear();
+      after_write(r);
+    }
+    return calls;
+  }
+
+  // A write finished (done) or broke (failed).
+  void after_write(WriteResult r) {
+    control_inflight_.clear();
+    if (r == WriteResult::failed) return on_gone();
+    if (close_sent_) return after_close_sent();
+    if (!queue_.empty() || !control_.empty() || close_requested_) schedule_flush();
+  }
+
+  void wait_writable() {
+    socket_.async_wait(tcp::socket::wait_write, [self = shared_from_this()](boost::system::error_code ec) {
+      if (ec || self->gone_ || !self->blocked_) return;
+      self->on_writable();
     });
   }
 
-  void on_write(boost::system::error_code ec) {
-    writing_ = false;
-    queued_bytes_ -= inflight_bytes_;
-    inflight_bytes_ = 0;
-    inflight_.clear();
-    control_inflight_.clear();
-    if (ec) return on_gone();
-    if (close_sent_) return after_close_sent();
-    if (!queue_.empty() || !control_.empty() || close_requested_) do_write();
+  void on_writable() {
+    auto& b = *blocked_;
+    std::uint64_t calls = 0;
+    std::size_t taken = 0;
+    auto r = write_pieces(socket_.native_handle(), b.pieces.iov, b.pieces.pos, calls, taken);
+    server_.socket_writes.fetch_add(calls, std::memory_order_relaxed);
+    b.left -= taken;
+    if (taken) b.progress = std::chrono::steady_clock::now();
+    if (r == WriteResult::blocked) return wait_writable();
+    blocked_->deadline.cancel();
+    blocked_.reset();
+    if (read_paused_ && r == WriteResult::done) {
+      read_paused_ = false;
+      wait_readable();
+    }
+    after_write(r);
+  }
+
+  // Wakes write_timeout after the client last took bytes; a client that took nothing since
+  // is reset (issue 13, finding 2: an ERROR queued behind a write that never completes would
+  // otherwise hold the socket, and the kernel's send queue, for good).
+  void arm_write_deadline() {
+    auto timeout = server_.hub().limits().write_timeout;
+    blocked_->deadline.expires_at(blocked_->progress + timeout);
+    blocked_->deadline.async_wait([self = shared_from_this(), timeout](boost::system::error_code ec) {
+      if (ec || self->gone_ || !self->blocked_) return;
+      if (std::chrono::steady_clock::now() - self->blocked_->progress < timeout) return self->arm_write_deadline();
+      self->server_.write_timeouts.fetch_add(1, std::memory_order_relaxed);
+      self->reset_connection();
+    });
+  }
+
+  // Returns whether queuing `more` bytes would pass what one client may have waiting.
+  bool over_limit(std::size_t more) const {
+    return blocked_ && queued_bytes() + more > server_.hub().limits().max_outbound_bytes + kErrorRoom;
+  }
+
+  // The client does not read and its queue is full even past the room for an ERROR: no frame
+  // could reach it, so reset the connection.
+  void drop_slow_consumer() {
+    server_.hub().slow_consumers.fetch_add(1, std::memory_order_relaxed);
+    reset_connection();
+  }
+
+  void reset_connection() {
+    if (gone_) return;
+    close_hard(socket_);
+    on_gone();
   }
 
   // Sends the framing's keep-alive once its period passed without any write; wakes when that
@@ -261,6 +393,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     if (stomp_) stomp_->on_closed_in_loop();
     queue_.clear();
     queued_bytes_ = 0;
+    if (blocked_) blocked_->deadline.cancel();
     if (linger_) linger_->cancel();
     if (keepalive_) keepalive_->timer.cancel();
     boost::system::error_code ignored;
@@ -275,11 +408,9 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   ws::Decoder decoder_;
   std::shared_ptr<chat::StompSession> stomp_;
   std::string handshake_;
-  std::vector<chat::Outbound> queue_;  // vectors, not a deque: an idle session allocates nothing
-  std::vector<chat::Outbound> inflight_;
-  std::vector<asio::const_buffer> buffers_;
-  std::string frame_header_;
-  std::string control_;           // pongs waiting for the next write
+  std::vector<chat::Outbound> queue_;  // a vector, not a deque: an idle session allocates nothing
+  std::unique_ptr<Blocked> blocked_;   // null unless the kernel left part of a write
+  std::string control_;           // pongs and keep-alives waiting for the next write
   std::string control_inflight_;
   std::string close_frame_;
   std::unique_ptr<asio::steady_timer> linger_;
@@ -291,11 +422,10 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     std::chrono::steady_clock::time_point last_write = std::chrono::steady_clock::now();
   };
   std::unique_ptr<KeepAlive> keepalive_;
-  std::size_t queued_bytes_ = 0;
-  std::size_t inflight_bytes_ = 0;
+  std::size_t queued_bytes_ = 0;  // of queue_
   std::uint16_t close_code_ = 1000;
-  bool writing_ = false;
   bool flush_scheduled_ = false;
+  bool read_paused_ = false;  // backpressure: not reading until blocked_ clears
   bool close_requested_ = false;
   bool close_sent_ = false;
   bool close_received_ = false;
@@ -312,6 +442,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
 };
 
 thread_local WsSession::FlushList WsSession::flush_list;
+thread_local WsSession::Pieces WsSession::scratch;
 
 // Writes a plain HTTP refusal of an upgrade, then closes.
 void refuse(tcp::socket socket, unsigned version, http::status status, std::string_view why, bool tell_version) {

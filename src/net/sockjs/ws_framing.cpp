@@ -1,5 +1,7 @@
 #include "net/sockjs/ws_framing.h"
 
+#include <deque>
+
 #include "chat/session.h"
 #include "sockjs/sockjs.h"
 #include "ws/websocket.h"
@@ -31,23 +33,28 @@ class SockJsFraming final : public WsFraming {
 
   // Encodes the batch as one a["frame",...] text message: a frame per JSON string, a shared
   // MESSAGE escaped piecewise so its head and tail are not copied first.
+  void begin_write() override { used_ = 0; }
+
   void append_batch(const std::vector<chat::Outbound>& batch, std::size_t, std::string& header,
                     std::vector<boost::asio::const_buffer>& buffers) override {
-    out_.clear();
-    out_ += "a[";
+    // One string per batch of the write, kept (with its capacity) for the next writes.
+    if (used_ == outs_.size()) outs_.emplace_back();
+    auto& out = outs_[used_++];
+    out.clear();
+    out += "a[";
     bool first = true;
     for (auto& o : batch) {
-      out_ += first ? "\"" : ",\"";
+      out += first ? "\"" : ",\"";
       first = false;
-      if (o.shared) sockjs::append_escaped(out_, o.shared->frame.head);
-      sockjs::append_escaped(out_, o.own);
-      if (o.shared) sockjs::append_escaped(out_, o.shared->frame.tail);
-      out_ += '"';
+      if (o.shared) sockjs::append_escaped(out, o.shared->frame.head);
+      sockjs::append_escaped(out, o.own);
+      if (o.shared) sockjs::append_escaped(out, o.shared->frame.tail);
+      out += '"';
     }
-    out_ += ']';
-    ws::append_header(header, ws::Opcode::text, out_.size());
+    out += ']';
+    ws::append_header(header, ws::Opcode::text, out.size());
     buffers.emplace_back(header.data(), header.size());
-    buffers.emplace_back(out_.data(), out_.size());
+    buffers.emplace_back(out.data(), out.size());
   }
 
   // SockJS says why in its own frame first: c[3000,"reason"].
@@ -66,7 +73,8 @@ class SockJsFraming final : public WsFraming {
 
  private:
   std::vector<std::string> in_;  // one message's decoded strings
-  std::string out_;              // the a[...] being written
+  std::deque<std::string> outs_;  // the a[...] messages being written: deque, so they stay put
+  std::size_t used_ = 0;
 };
 
 }  // namespace

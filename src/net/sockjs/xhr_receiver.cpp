@@ -1,11 +1,11 @@
 #include "net/sockjs/xhr_receiver.h"
 
-#include <boost/asio/write.hpp>
 #include <boost/beast/http/field.hpp>
 
 #include <cstdio>
 
 #include "net/server.h"
+#include "net/socket_write.h"
 
 namespace chatd::net {
 namespace asio = boost::asio;
@@ -58,18 +58,61 @@ void XhrReceiver::deliver_in_loop(std::string bytes, bool finish) {
   if (!rx_writing_) write_receiver();
 }
 
+// Writes what is waiting in one system call; what the kernel does not take is finished when
+// the socket is writable, and a client that takes nothing for write_timeout is reset.
 void XhrReceiver::write_receiver() {
-  if (rx_out_.empty()) return;
+  if (rx_out_.empty() || rx_writing_) return;
   rx_inflight_.swap(rx_out_);
   rx_out_.clear();
+  rx_pos_ = 0;
+  rx_fin_inflight_ = rx_finish_queued_;
   rx_writing_ = true;
-  const bool fin = rx_finish_queued_;
-  asio::async_write(conn_.socket(), asio::buffer(rx_inflight_), [this, hold = conn_.hold(), fin](boost::system::error_code ec, std::size_t) {
-    rx_writing_ = false;
-    if (ec || rx_dead_) return receiver_lost();
-    if (!fin && xhr_) xhr_->receiver_wrote(this);
-    if (!rx_out_.empty()) return write_receiver();
-    if (fin) end_receiving();
+  continue_write();
+}
+
+void XhrReceiver::continue_write() {
+  std::vector<iovec> iov{iovec{rx_inflight_.data() + rx_pos_, rx_inflight_.size() - rx_pos_}};
+  std::size_t pos = 0, taken = 0;
+  std::uint64_t calls = 0;
+  auto r = write_pieces(conn_.socket().native_handle(), iov, pos, calls, taken);
+  server_.socket_writes.fetch_add(calls, std::memory_order_relaxed);
+  rx_pos_ += taken;
+  if (taken || !rx_deadline_) rx_progress_ = std::chrono::steady_clock::now();
+  if (r == WriteResult::failed) return receiver_lost();
+  if (r == WriteResult::blocked) {
+    if (!rx_deadline_) {
+      rx_deadline_ = std::make_unique<asio::steady_timer>(conn_.socket().get_executor());
+      arm_deadline();
+    }
+    conn_.socket().async_wait(asio::ip::tcp::socket::wait_write, [this, hold = conn_.hold()](boost::system::error_code ec) {
+      if (rx_dead_) return;
+      if (ec) return receiver_lost();
+      continue_write();
+    });
+    return;
+  }
+  if (rx_deadline_) {
+    rx_deadline_->cancel();
+    rx_deadline_.reset();
+  }
+  rx_writing_ = false;
+  rx_inflight_.clear();
+  if (!rx_fin_inflight_ && xhr_) xhr_->receiver_wrote(this);
+  if (!rx_out_.empty()) return write_receiver();
+  if (rx_fin_inflight_) end_receiving();
+}
+
+// Wakes write_timeout after the client last took bytes; a client that took nothing since is
+// reset, which also frees what the kernel held for it (issue 13, finding 2).
+void XhrReceiver::arm_deadline() {
+  auto timeout = server_.hub().limits().write_timeout;
+  rx_deadline_->expires_at(rx_progress_ + timeout);
+  rx_deadline_->async_wait([this, hold = conn_.hold(), timeout](boost::system::error_code ec) {
+    if (ec || rx_dead_ || !rx_deadline_) return;
+    if (std::chrono::steady_clock::now() - rx_progress_ < timeout) return arm_deadline();
+    server_.write_timeouts.fetch_add(1, std::memory_order_relaxed);
+    close_hard(conn_.socket());
+    receiver_lost();
   });
 }
 
@@ -126,6 +169,7 @@ void XhrReceiver::receiver_lost() {
   if (rx_dead_) return;
   rx_dead_ = true;
   receiving_ = false;
+  if (rx_deadline_) rx_deadline_->cancel();
   if (xhr_) xhr_->receiver_gone(this);
   xhr_.reset();
   auto keep = std::move(pinned_);

@@ -6,9 +6,11 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -54,6 +56,8 @@ class XhrReceiver final : public SockJsReceiver {
 
  private:
   void write_receiver();
+  void continue_write();
+  void arm_deadline();
   void end_receiving();
   void watch_receiver();
   void receiver_lost();
@@ -71,7 +75,12 @@ class XhrReceiver final : public SockJsReceiver {
   bool rx_dead_ = false;
   bool watching_ = false;
   std::string rx_out_;             // waiting to be written
-  std::string rx_inflight_;
+  std::string rx_inflight_;        // being written, from rx_pos_ on
+  std::size_t rx_pos_ = 0;
+  bool rx_fin_inflight_ = false;   // rx_inflight_ ends the response
+  // Armed while the client leaves part of a write untaken; see chat::Limits::write_timeout.
+  std::unique_ptr<boost::asio::steady_timer> rx_deadline_;
+  std::chrono::steady_clock::time_point rx_progress_;
   std::string rx_head_;
   // Holds the connection while a pipelined request waits unread behind an open response (no
   // watch is pending then to own it); released when the response ends.
