@@ -8,8 +8,9 @@ import platform
 import statistics
 import subprocess
 
-TARGETS = ["chatd", "spring", "rabbitmq"]
-NAMES = {"chatd": "chatd", "spring": "Spring", "rabbitmq": "RabbitMQ"}
+TARGETS = ["chatd", "spring", "rabbitmq", "centrifugo", "ceiling"]
+NAMES = {"chatd": "chatd", "spring": "Spring", "rabbitmq": "RabbitMQ", "centrifugo": "Centrifugo",
+         "ceiling": "ceiling (nbio)"}
 
 # (scenario, field, label, unit, better)
 ROWS = [
@@ -21,6 +22,14 @@ ROWS = [
     ("fanout", "deliveries_per_cpu_s", "fan-out 1×{fan}: deliveries per server CPU-s", "", "higher"),
     ("fanout", "p50_us", "fan-out 1×{fan}: latency p50", "ms", "lower"),
     ("fanout", "p99_us", "fan-out 1×{fan}: latency p99", "ms", "lower"),
+    ("fanout-b20", "deliveries_per_s", "fan-out 1×{fan}, bursts of 20: deliveries/s", "/s", "higher"),
+    ("fanout-b20", "deliveries_per_cpu_s", "fan-out 1×{fan}, bursts of 20: deliveries per server CPU-s", "", "higher"),
+    ("fanout-b20", "p99_us", "fan-out 1×{fan}, bursts of 20: latency p99", "ms", "lower"),
+    ("fanout-b20", "writes_per_sub_burst", "fan-out 1×{fan}, bursts of 20: server writes per subscriber per burst", "", "lower"),
+    ("fanout-b1", "deliveries_per_s", "fan-out 1×{fan}, single messages: deliveries/s", "/s", "higher"),
+    ("fanout-b1", "deliveries_per_cpu_s", "fan-out 1×{fan}, single messages: deliveries per server CPU-s", "", "higher"),
+    ("fanout-b1", "p99_us", "fan-out 1×{fan}, single messages: latency p99", "ms", "lower"),
+    ("fanout-b1", "writes_per_sub_burst", "fan-out 1×{fan}, single messages: server writes per subscriber per message", "", "lower"),
     ("rooms-max", "sent_per_s", "rooms {rooms}×10 max: messages/s in", "/s", "higher"),
     ("rooms-max", "deliveries_per_s", "rooms {rooms}×10 max: deliveries/s", "/s", "higher"),
     ("rooms-max", "deliveries_per_cpu_s", "rooms {rooms}×10 max: deliveries per server CPU-s", "", "higher"),
@@ -158,7 +167,12 @@ Written by `bench/run.sh` on {now}{' (**--quick smoke run: short, 1 repetition, 
   rate" runs every server at one fixed rate. Ratios are chatd ÷ peer: above 1 is better for
   chatd in throughput rows, below 1 in latency and memory rows.
 - Peers: Spring Boot 3.2 `@EnableWebSocketMessageBroker` simple broker with ordering preserved
-  (`bench/peers/spring`), RabbitMQ 3.10 Web-STOMP with `/topic/<room>` (`bench/peers/rabbitmq`).
+  (`bench/peers/spring`), RabbitMQ 3.10 Web-STOMP with `/topic/<room>` (`bench/peers/rabbitmq`),
+  Centrifugo 6.9.1 (`go install` from the Go module proxy, `GOMAXPROCS=1`, anonymous publish and
+  subscribe, its JSON protocol over WebSocket: `bench/peers/centrifugo`), and a STOMP-less ceiling:
+  a plain WebSocket broadcast on lesismal/nbio, one write per connection per poller turn
+  (`bench/peers/ceiling`, generator in `--protocol raw`). Writes per subscriber per burst are the
+  server's sendmsg/writev/write/sendto calls counted by `perf stat` over the run.
 
 {table}
 

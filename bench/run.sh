@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Benchmarks chatd against its peers (a Spring Boot STOMP chat server and RabbitMQ Web-STOMP)
-# with bench/loadgen, and writes the medians as a table to BENCHMARKS.md (issue 6).
+# Benchmarks chatd against its peers (a Spring Boot STOMP chat server, RabbitMQ Web-STOMP,
+# Centrifugo 6.9.1 and a STOMP-less WebSocket broadcast ceiling) with bench/loadgen, and writes
+# the medians as a table to BENCHMARKS.md (issues 6 and 15).
 #
-#   bench/run.sh [--quick] [--reps N] [--targets chatd,spring,rabbitmq] [--no-two-node]
-#                [--two-node-only] [--no-write]
+#   bench/run.sh [--quick] [--reps N] [--targets chatd,spring,rabbitmq,centrifugo,ceiling]
+#                [--no-two-node] [--two-node-only] [--no-write]
 #
 # Every server runs pinned to core 0 and the generator to core 1; each server is started fresh
 # for each scenario (for the idle ones, for each repetition, so RSS starts from a clean process).
@@ -15,7 +16,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 CMDLINE="bench/run.sh $*"
-QUICK=0 REPS=3 TARGETS="chatd,spring,rabbitmq" TWO_NODE=1 SINGLE=1 WRITE=1
+QUICK=0 REPS=3 TARGETS="chatd,spring,rabbitmq,centrifugo,ceiling" TWO_NODE=1 SINGLE=1 WRITE=1
 while (($#)); do
   case $1 in
     --quick) QUICK=1; REPS=1 ;;
@@ -24,7 +25,7 @@ while (($#)); do
     --no-two-node) TWO_NODE=0 ;;
     --two-node-only) SINGLE=0 TARGETS=chatd ;;
     --no-write) WRITE=0 ;;
-    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,13p "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -39,6 +40,7 @@ CHATD=${CHATD_BIN:-$ROOT/build-bench/chatd/src/app/chatd}
 # so chatd's flood limits (issue 13) are off here, through their environment variables.
 export CHATD_SEND_RATE=0 CHATD_ROOM_SEND_RATE=0
 SPRING_JAR=$ROOT/bench/peers/spring/target/spring-peer.jar
+CENTRIFUGO="" CEILING=""
 OUT=${BENCH_OUT:-$ROOT/build-bench/results}
 mkdir -p "$OUT"
 RESULTS=$OUT/results-$(date -u +%Y%m%dT%H%M%SZ).jsonl
@@ -79,6 +81,17 @@ build() {
     log "building chatd (Release)"
     { cmake -G Ninja -S . -B build-bench/chatd -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null &&
       ninja -j2 -C build-bench/chatd chatd >/dev/null; } || log "chatd build failed: chatd scenarios will be skipped"
+  fi
+  # The Go peers come from the Go module proxy into a cache outside the repository.
+  if [[ ,$TARGETS, == *,centrifugo,* ]]; then
+    log "installing Centrifugo 6.9.1 (go install)"
+    CENTRIFUGO=$(timeout 1200 bench/peers/centrifugo/install.sh 2> "$WORK/centrifugo-install.log") ||
+      { CENTRIFUGO=""; log "Centrifugo install failed: $(tail -n 1 "$WORK/centrifugo-install.log")"; }
+  fi
+  if [[ ,$TARGETS, == *,ceiling,* ]]; then
+    log "building the ceiling peer (go build)"
+    CEILING=$(timeout 600 bench/peers/ceiling/install.sh 2> "$WORK/ceiling-install.log") ||
+      { CEILING=""; log "ceiling build failed: $(tail -n 1 "$WORK/ceiling-install.log")"; }
   fi
   if [[ ,$TARGETS, == *,spring,* ]]; then
     if [[ ! -f $SPRING_JAR || -n $(find bench/peers/spring/src bench/peers/spring/pom.xml -newer "$SPRING_JAR" 2>/dev/null) ]]; then
@@ -151,6 +164,24 @@ start_target() {
       RABBIT_DIR=$dir
       LG_ARGS=(--port "$SRV_PORT" --path /ws --sub-prefix /topic/ --send-dest '/topic/{room}'
                --body-format raw --room-source names --login guest --passcode guest)
+      ;;
+    centrifugo|ceiling)
+      local bin=$CENTRIFUGO args
+      [[ $name == ceiling ]] && bin=$CEILING
+      [[ -n $bin && -x $bin ]] || { SKIP_REASON="no $name binary (install failed?)"; return 1; }
+      if [[ $name == centrifugo ]]; then
+        sed "s/\"port\": 8000/\"port\": $SRV_PORT/" bench/peers/centrifugo/config.json > "$WORK/centrifugo-$SRV_PORT.json"
+        args=(-c "$WORK/centrifugo-$SRV_PORT.json")
+        LG_ARGS=(--port "$SRV_PORT" --path /connection/websocket --protocol centrifugo --room-source names)
+      else
+        args=(--port "$SRV_PORT")
+        LG_ARGS=(--port "$SRV_PORT" --path / --protocol raw --room-source names)
+      fi
+      # One core, like chatd's one worker thread.
+      GOMAXPROCS=1 taskset -c $SERVER_CPU "$bin" "${args[@]}" > "$WORK/$name-$SRV_PORT.log" 2>&1 &
+      SRV_PID=$!
+      PIDS+=("$SRV_PID")
+      wait_port "$SRV_PORT" "$SRV_PID" 30 || { SKIP_REASON="$name did not start: $(tail -n 1 "$WORK/$name-$SRV_PORT.log")"; stop_target; return 1; }
       ;;
   esac
   SRV_NAME=$name
@@ -239,9 +270,53 @@ scenario_fanout() {
   stop_target
 }
 
+# Issue 15's shape: one sender, bursts of N (20, then single messages), the next burst once every
+# subscriber has the last; the server's write system calls are counted with perf stat over each
+# run (connection set-up included: about 3 per connection, under 1 % of a run's writes).
+scenario_fanout_bursts() {
+  local target=$1 burst scen
+  for burst in 20 1; do
+    scen=fanout-b$burst
+    start_target "$target" || { skip "$target" "$scen" "$SKIP_REASON"; return; }
+    warm_server
+    for rep in $(seq "$REPS"); do
+      local perf_pid="" perf_out=$WORK/perf-$target-$scen-$rep.txt
+      if command -v perf >/dev/null; then
+        perf stat -x, -e 'syscalls:sys_enter_sendmsg,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_sendto' \
+          -p "$SRV_PID" -o "$perf_out" > /dev/null 2>&1 &
+        perf_pid=$!
+      fi
+      run_lg "$target" "$scen" "$rep" --mode fanout --conns "$FANOUT_SUBS" --rooms 1 --size 100 --senders-per-room 1 --burst "$burst"
+      local ok=$?
+      if [[ -n $perf_pid ]]; then
+        kill -INT "$perf_pid" 2>/dev/null
+        wait "$perf_pid" 2>/dev/null
+        # Adds writes per subscriber per burst to this run's JSON line.
+        ((ok == 0)) && python3 - "$RESULTS" "$perf_out" "$burst" <<'PY'
+import json, sys
+path, perf, burst = sys.argv[1], sys.argv[2], int(sys.argv[3])
+writes = sum(int(p[0]) for p in (l.strip().split(",") for l in open(perf)) if len(p) > 2 and p[0].isdigit())
+lines = open(path).read().splitlines()
+row = json.loads(lines[-1])
+d = row["r"].get("delivered_total", 0)
+row["r"]["server_writes"] = writes
+row["r"]["writes_per_sub_burst"] = writes / (d / burst) if d else -1
+lines[-1] = json.dumps(row)
+open(path, "w").write("\n".join(lines) + "\n")
+PY
+      fi
+    done
+    stop_target
+  done
+}
+
 # Many rooms: the maximum first, then fixed rates at 25/50/75 % of this target's own median max.
 scenario_rooms() {
   local target=$1
+  if [[ $target == ceiling ]]; then
+    skip ceiling rooms-max "the ceiling broadcasts every message to every connection: it has no rooms"
+    return
+  fi
   start_target "$target" || { skip "$target" rooms-max "$SKIP_REASON"; return; }
   warm_server
   local conns=$((ROOMS * MEMBERS))
@@ -350,6 +425,7 @@ log "results: $RESULTS (server core $SERVER_CPU, generator core $GEN_CPU, $REPS 
   scenario_idle "$target" "$IDLE_SMALL"
   scenario_idle "$target" "$IDLE_BIG"
   scenario_fanout "$target"
+  scenario_fanout_bursts "$target"
   scenario_rooms "$target"
 done
 if ((TWO_NODE)) && [[ ,$TARGETS, == *,chatd,* ]]; then

@@ -78,6 +78,9 @@ struct Options {
   std::string sub_prefix = "/sub/chat/room/";
   std::string send_dest = "/pub/chat/message";  // "{room}" is replaced by the room id
   std::string body_format = "chatd";  // chatd (JSON chat message) | raw (text only)
+  // stomp | raw (each WebSocket text message is one message's text: the ceiling peer) |
+  // centrifugo (Centrifugo's JSON protocol: connect, subscribe, publish, pushes)
+  std::string protocol = "stomp";
   std::string room_ids;  // comma-separated; overrides room creation
   std::string room_source = "rest";  // rest: POST /chat/room; names: bench-0..bench-R-1
   std::string login, passcode;
@@ -99,7 +102,7 @@ struct Options {
                "  --rooms R --senders-per-room S --rate MSGS_PER_S(0=max) --window W --window-timeout S --burst N\n"
                "  --duration S --warmup S --drain S --size BYTES\n"
                "  --sub-prefix /sub/chat/room/ --send-dest /pub/chat/message (or /topic/{room})\n"
-               "  --body-format chatd|raw --room-ids a,b --room-source rest|names\n"
+               "  --body-format chatd|raw --room-ids a,b --room-source rest|names --protocol stomp|raw|centrifugo\n"
                "  --login U --passcode P --vhost / --server-pids PID[,PID] --label TEXT --sub-receipt yes|no\n"
                "  --connect-concurrency N --connect-timeout S --addr-span N --fd-budget N\n",
                why);
@@ -147,6 +150,7 @@ Options parse_options(int argc, char** argv) {
     else if (key == "--sub-prefix") o.sub_prefix = val;
     else if (key == "--send-dest") o.send_dest = val;
     else if (key == "--body-format") o.body_format = val;
+    else if (key == "--protocol") o.protocol = val;
     else if (key == "--room-ids") o.room_ids = val;
     else if (key == "--room-source") o.room_source = val;
     else if (key == "--login") o.login = val;
@@ -163,6 +167,8 @@ Options parse_options(int argc, char** argv) {
   }
   if (o.mode != "idle" && o.mode != "fanout" && o.mode != "rooms") usage("bad --mode");
   if (o.body_format != "chatd" && o.body_format != "raw") usage("bad --body-format");
+  if (o.protocol != "stomp" && o.protocol != "raw" && o.protocol != "centrifugo") usage("bad --protocol");
+  if (o.protocol != "stomp") o.body_format = "raw";
   if (o.rooms < 0) o.rooms = o.mode == "idle" ? 0 : o.mode == "fanout" ? 1 : std::max(1, o.conns / 10);
   if (o.mode != "idle" && o.rooms == 0) usage("fanout/rooms need --rooms >= 1");
   if (o.ports.empty()) usage("need --port");
@@ -458,7 +464,9 @@ struct Worker {
       }
       off = end + 4;
       k.state = Conn::State::connected_ws;
-      send_ws(k, 1, run.connect_frame);
+      if (run.o.protocol == "raw") become_ready(k);
+      else if (run.o.protocol == "centrifugo") send_ws(k, 1, R"({"id":1,"connect":{}})");
+      else send_ws(k, 1, run.connect_frame);
     }
     bool stomp_data = false;
     while (k.state != Conn::State::closed) {
@@ -471,8 +479,14 @@ struct Worker {
       off += used;
       switch (f.opcode) {
         case 0: case 1: case 2:
-          k.sbuf.append(f.payload);
-          stomp_data = true;
+          if (run.o.protocol == "raw") {
+            on_message(k, f.payload, now_ns());
+          } else if (run.o.protocol == "centrifugo") {
+            on_centrifugo(k, f.payload);
+          } else {
+            k.sbuf.append(f.payload);
+            stomp_data = true;
+          }
           break;
         case 8:
           return fail(k, "server close", asio::error::eof);
@@ -516,6 +530,32 @@ struct Worker {
       }
     }
     if (k.state != Conn::State::closed) k.sbuf.erase(0, pos);
+  }
+
+  // Centrifugo's JSON protocol: one reply or push per line of a WebSocket message.
+  void on_centrifugo(Conn& k, std::string_view payload) {
+    const std::int64_t now = now_ns();
+    while (!payload.empty() && k.state != Conn::State::closed) {
+      auto nl = payload.find('\n');
+      std::string_view line = payload.substr(0, nl);
+      payload.remove_prefix(nl == std::string_view::npos ? payload.size() : nl + 1);
+      if (line == "{}") {
+        send_ws(k, 1, "{}");  // the server's ping
+      } else if (line.find("\"push\"") != std::string_view::npos) {
+        auto p = line.find("\"t\":\"");
+        if (p == std::string_view::npos) ++c.unparsed;
+        else on_message(k, line.substr(p + 5), now);
+      } else if (line.find("\"error\"") != std::string_view::npos) {
+        ++c.errors;
+        if (error_logs++ < 5) std::fprintf(stderr, "loadgen: conn %d centrifugo: %.*s\n", k.gidx, int(std::min<std::size_t>(line.size(), 200)), line.data());
+      } else if (line.rfind("{\"id\":1,", 0) == 0 && k.state == Conn::State::connected_ws) {
+        scratch = R"({"id":2,"subscribe":{"channel":")" + run.rooms[std::size_t(k.room)] + "\"}}";
+        send_ws(k, 1, scratch);
+        k.state = Conn::State::subscribing;
+      } else if (line.rfind("{\"id\":2,", 0) == 0 && k.state == Conn::State::subscribing) {
+        become_ready(k);
+      }
+    }
   }
 
   void on_connected(Conn& k) {
@@ -613,6 +653,17 @@ struct Worker {
       body += "\"}";
     } else {
       body = std::move(text);
+    }
+    if (run.o.protocol == "raw") {
+      send_ws(k, 1, body);
+    } else if (run.o.protocol == "centrifugo") {
+      scratch = R"({"id":)" + std::to_string(k.seq + 2) + R"(,"publish":{"channel":")" + room + R"(","data":{"t":")" + body + "\"}}}";
+      send_ws(k, 1, scratch);
+    }
+    if (run.o.protocol != "stomp") {
+      ++c.sent_total;
+      if (ts >= tl.window_begin && ts < tl.window_end) ++c.sent;
+      return;
     }
     scratch.clear();
     scratch += "SEND\ndestination:";
