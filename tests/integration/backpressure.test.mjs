@@ -98,7 +98,8 @@ describe('clients that do not read', () => {
   test('30 subscribers that never read are counted as slow and gone within the write deadline', async () => {
     const node = await startChatd({
       name: 'chatd-nonreaders',
-      args: ['--write-timeout-ms', '2000', '--max-outbound-bytes', '262144'],
+      // One talker fills the sockets on purpose: no send rate limits (abuse.test.mjs has those).
+      args: ['--write-timeout-ms', '2000', '--max-outbound-bytes', '262144', '--send-rate', '0', '--room-send-rate', '0'],
     });
     try {
       const room = await createRoom(node.base, 'nonreaders');
@@ -141,7 +142,8 @@ describe('clients that do not read', () => {
       name: 'chatd-xhr-nonreader',
       // Room for more than loopback's kernel buffers (4 MiB send, the reader's receive window)
       // to wait for the receiver, so the write to it cannot finish.
-      args: ['--write-timeout-ms', '2000', '--max-message-bytes', '10000', '--max-outbound-bytes', '16777216'],
+      args: ['--write-timeout-ms', '2000', '--max-message-bytes', '10000', '--max-outbound-bytes', '16777216',
+             '--send-rate', '0', '--room-send-rate', '0'],
     });
     try {
       const room = await createRoom(node.base, 'xhr-nonreader');
