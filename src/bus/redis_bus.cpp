@@ -4,11 +4,12 @@
 //   chatd:{<room>}:hist        the room's history, a stream with ids "<seq>-0", fields t (ms), p
 //   chatd:{<room>}:cid:<id>    a SEND's x-client-id within the dedupe window -> its seq
 //   chatd:{<room>}:live        the channel; each message is "<seq> <epoch> <payload>"
-// One Lua script does the dedupe check, INCR, XADD (trimmed by count and age) and PUBLISH in one
-// step; Redis runs scripts one at a time, so seq order, history order and delivery order are the
+// One Lua function (a Redis 7 function library, FUNCTION LOAD in each connection's setup, then
+// FCALL) does the dedupe check, INCR, XADD (trimmed by count and age) and PUBLISH in one step;
+// Redis runs functions one at a time, so seq order, history order and delivery order are the
 // same on every node, and a message is in history exactly when it was published.
 //
-// Three connections on the engine thread: "publish" (pipelined EVAL, never waits for one reply
+// Three connections on the engine thread: "publish" (pipelined FCALL, never waits for one reply
 // before sending the next), "history" (reads, so a long replay never delays a publish behind it
 // on the socket) and "subscribe" (pub/sub mode). Redis pub/sub keeps nothing: a node that is not
 // subscribed when a message is published never sees it live; history is how it catches up.
@@ -38,9 +39,10 @@ constexpr std::string_view kChannelSuffix = "}:live";
 // carries it over, so seq continues (one Redis only: the old key is in another Cluster slot).
 constexpr std::string_view kOldSeqPrefix = "chatd:seq:";
 
-// Both scripts. sq: the seq of a stream id. young: the seq of the oldest entry of stream k with
-// seq in [lo, hi] whose t is >= cut, or 0; a binary search (t grows with seq), so an age bound
-// costs O(log n) lookups however many entries expired.
+// Both functions' helpers, defined once when the library loads. sq: the seq of a stream id.
+// young: the seq of the oldest entry of stream k with seq in [lo, hi] whose t is >= cut, or 0;
+// a binary search (t grows with seq), so an age bound costs O(log n) lookups however many
+// entries expired.
 constexpr std::string_view kLuaHelpers = R"lua(
 local function sq(id) return tonumber(string.match(id,'^%d+')) end
 local function young(k,lo,hi,cut)
@@ -55,37 +57,41 @@ local function young(k,lo,hi,cut)
  return a
 end
 local function now() local t=redis.call('TIME') return t[1]*1000+math.floor(t[2]/1000) end
-local function epoch()
- local e=redis.call('GET',KEYS[2])
- if not e then e=ARGV[6] redis.call('SET',KEYS[2],e) end
+local function epoch(k,candidate)
+ local e=redis.call('GET',k)
+ if not e then e=candidate redis.call('SET',k,e) end
  return e
 end
 )lua";
 
 // KEYS: seq, epoch, hist, old seq key[, dedupe key]. ARGV: channel, payload, history size,
 // history ttl ms, dedupe window s, epoch candidate. Returns {seq, epoch, 1 if a retry}.
-// A missing seq key starts from the old key or the stream's newest id, whichever is larger, so
-// a lost (evicted) counter can never make XADD refuse the room's next id.
+// A counter that INCR just created (1) continues from the old key or the stream's newest id,
+// whichever is larger, so a lost (evicted) counter can never make XADD refuse the room's next
+// id. The age trim looks at the oldest entry every 16th publish (reads skip expired entries
+// anyway): every redis.call costs about a microsecond of Redis's one thread.
 constexpr std::string_view kPublishBody = R"lua(
-local e=epoch()
+local e=epoch(KEYS[2],ARGV[6])
 if KEYS[5] then local f=redis.call('GET',KEYS[5]) if f then return {tonumber(f),e,1} end end
-if redis.call('EXISTS',KEYS[1])==0 then
+local s=redis.call('INCR',KEYS[1])
+if s==1 then
  local b=tonumber(redis.call('GET',KEYS[4]) or '0')
  local l=redis.call('XREVRANGE',KEYS[3],'+','-','COUNT',1)[1]
  if l then b=math.max(b,sq(l[1])) end
- if b>0 then redis.call('SET',KEYS[1],string.format('%d',b)) end
+ if b>0 then s=b+1 redis.call('SET',KEYS[1],string.format('%d',s)) end
  redis.call('DEL',KEYS[4])
 end
-local s=redis.call('INCR',KEYS[1])
 local n=tonumber(ARGV[3]) local a=tonumber(ARGV[4])
 if n>0 then
  local t=now()
  redis.call('XADD',KEYS[3],'MAXLEN','~',n,string.format('%d-0',s),'t',t,'p',ARGV[2])
  if a>0 then
   redis.call('PEXPIRE',KEYS[3],a)
-  local o=redis.call('XRANGE',KEYS[3],'-','+','COUNT',1)[1]
-  if tonumber(o[2][2])<t-a then
-   redis.call('XTRIM',KEYS[3],'MINID',string.format('%d',young(KEYS[3],sq(o[1]),s,t-a)))
+  if s%16==0 then
+   local o=redis.call('XRANGE',KEYS[3],'-','+','COUNT',1)[1]
+   if tonumber(o[2][2])<t-a then
+    redis.call('XTRIM',KEYS[3],'MINID',string.format('%d',young(KEYS[3],sq(o[1]),s,t-a)))
+   end
   end
  end
 end
@@ -99,7 +105,7 @@ return {s,e,0}
 // after `after`, else descending before `before`. Entries past the count bound (MAXLEN ~ keeps
 // a few more) or older than the ttl (trimmed lazily) are never returned.
 constexpr std::string_view kHistoryBody = R"lua(
-local e=epoch()
+local e=epoch(KEYS[2],ARGV[6])
 local last=tonumber(redis.call('GET',KEYS[1]) or redis.call('GET',KEYS[4]) or '0')
 local l=redis.call('XREVRANGE',KEYS[3],'+','-','COUNT',1)[1]
 if l then last=math.max(last,sq(l[1])) end
@@ -123,6 +129,34 @@ if first>0 and lim>0 then
 end
 return {e,first,last,m}
 )lua";
+
+// The function library, named after a hash of its text so that nodes of two chatd versions
+// sharing one Redis (a rolling upgrade) each call their own functions.
+struct Library {
+  std::string code, publish, history;
+};
+Library make_library() {
+  std::string body;
+  body.append(kLuaHelpers)
+      .append("redis.register_function('@P', function(KEYS, ARGV)\n")
+      .append(kPublishBody)
+      .append("end)\nredis.register_function('@H', function(KEYS, ARGV)\n")
+      .append(kHistoryBody)
+      .append("end)\n");
+  std::uint64_t h = 14695981039346656037ull;  // FNV-1a: stable across builds and platforms
+  for (unsigned char c : body) h = (h ^ c) * 1099511628211ull;
+  char tag[17];
+  std::snprintf(tag, sizeof tag, "%016" PRIx64, h);
+  Library lib{"#!lua name=chatd_" + std::string(tag) + "\n", std::string("chatd_publish_") + tag,
+              std::string("chatd_history_") + tag};
+  for (std::size_t at = 0; (at = body.find('@', at)) != std::string::npos;) {
+    const std::string& name = body[at + 1] == 'P' ? lib.publish : lib.history;
+    body.replace(at, 2, name);
+    at += name.size();
+  }
+  lib.code += body;
+  return lib;
+}
 
 std::string key_of(std::string_view room, std::string_view what) {
   std::string k;
@@ -169,9 +203,9 @@ class Core : public std::enable_shared_from_this<Core> {
   // Separate from the constructor: the hooks need a finished object.
   void init(const redis::Endpoint& ep) {
     pub_ = redis::Connection::create(io_, ep, {.name = "publish"}, {});
-    publish_script_ = pub_->add_script(std::string(kLuaHelpers).append(kPublishBody));
+    pub_->set_function_library(library_.code);
     hist_ = redis::Connection::create(io_, ep, {.name = "history"}, {});
-    history_script_ = hist_->add_script(std::string(kLuaHelpers).append(kHistoryBody));
+    hist_->set_function_library(library_.code);
     sub_ = redis::Connection::create(
         io_, ep, {.name = "subscribe", .health_ping = false},
         {.on_up = [this] { on_sub_up_in_loop(); },
@@ -202,7 +236,7 @@ class Core : public std::enable_shared_from_this<Core> {
     std::vector<std::string> keys{key_of(room, "seq"), key_of(room, "epoch"), key_of(room, "hist"),
                                   std::string(kOldSeqPrefix).append(room)};
     if (!opts.client_id.empty()) keys.push_back(key_of(room, "cid:" + opts.client_id));
-    pub_->eval_in_loop(publish_script_, std::move(keys),
+    pub_->fcall_in_loop(library_.publish, std::move(keys),
                        {channel_of(room), std::move(payload), history_size_, history_ttl_ms_,
                         dedupe_window_s_, epoch_candidate()},
                        [done = std::move(done)](redis::Status st, const redisReply* r) {
@@ -216,8 +250,8 @@ class Core : public std::enable_shared_from_this<Core> {
 
   void history_in_loop(HistoryRequest req, HistoryFn done) {
     const std::string& room = req.room_id;
-    hist_->eval_in_loop(
-        history_script_,
+    hist_->fcall_in_loop(
+        library_.history,
         {key_of(room, "seq"), key_of(room, "epoch"), key_of(room, "hist"), std::string(kOldSeqPrefix).append(room)},
         {std::to_string(req.after_seq), std::to_string(req.before_seq), std::to_string(req.limit),
          history_size_, history_ttl_ms_, epoch_candidate()},
@@ -356,7 +390,7 @@ class Core : public std::enable_shared_from_this<Core> {
   std::string display_;
   const std::string history_size_, history_ttl_ms_, dedupe_window_s_;  // script arguments
   std::shared_ptr<redis::Connection> pub_, hist_, sub_;
-  std::size_t publish_script_ = 0, history_script_ = 0;
+  const Library library_ = make_library();
   std::mt19937_64 rng_;  // engine thread only
   std::atomic<bool> stopped_{false};
   // Engine thread only:

@@ -98,6 +98,8 @@ std::size_t Connection::add_script(std::string body) {
   return scripts_.size() - 1;
 }
 
+void Connection::set_function_library(std::string code) { function_library_ = std::move(code); }
+
 std::string Connection::describe() const {
   std::lock_guard lock(describe_mu_);
   return describe_;
@@ -189,6 +191,8 @@ void Connection::send_setup_in_loop() {
     else send_in_loop({"AUTH", ep_.user, ep_.password}, check("AUTH"));
   }
   if (ep_.db != 0) send_in_loop({"SELECT", std::to_string(ep_.db)}, check("SELECT"));
+  if (!function_library_.empty())
+    send_in_loop({"FUNCTION", "LOAD", "REPLACE", function_library_}, check("FUNCTION LOAD (Redis 7 or later needed)"));
   send_in_loop({"PING"}, [this, check = check("PING")](Status st, const redisReply* r) {
     check(st, r);
     if (st == Status::ok && !setup_failed_ && state_ == State::connecting) setup_done_in_loop();
@@ -281,6 +285,22 @@ void Connection::eval_in_loop(std::size_t script, std::vector<std::string> keys,
   argv.reserve(3 + keys.size() + args.size());
   argv.emplace_back("EVAL");
   argv.push_back(body);
+  argv.push_back(std::to_string(keys.size()));
+  for (auto& k : keys) argv.push_back(std::move(k));
+  for (auto& a : args) argv.push_back(std::move(a));
+  send_in_loop(std::move(argv), std::move(done));
+}
+
+void Connection::fcall_in_loop(std::string_view function, std::vector<std::string> keys,
+                               std::vector<std::string> args, ReplyFn done) {
+  if (!accepting()) {
+    done(state_ == State::stopped ? Status::stopped : Status::down, nullptr);
+    return;
+  }
+  std::vector<std::string> argv;
+  argv.reserve(3 + keys.size() + args.size());
+  argv.emplace_back("FCALL");
+  argv.emplace_back(function);
   argv.push_back(std::to_string(keys.size()));
   for (auto& k : keys) argv.push_back(std::move(k));
   for (auto& a : args) argv.push_back(std::move(a));

@@ -56,6 +56,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Registers a Lua script; returns its handle for eval_in_loop.
   // Call before start_in_loop.
   std::size_t add_script(std::string body);
+  // Sets a Redis 7 function library ("#!lua name=..." and its register_function calls), loaded
+  // with FUNCTION LOAD REPLACE in every connection's setup, before any command: a Redis that
+  // restarted empty has it again before the first FCALL, and SCRIPT FLUSH does not touch it.
+  // Call before start_in_loop.
+  void set_function_library(std::string code);
 
   void start_in_loop();
   // Closes for good: pending commands get Status::stopped and no hook runs afterwards.
@@ -72,6 +77,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // EVAL of a registered script: keys then args.
   void eval_in_loop(std::size_t script, std::vector<std::string> keys,
                     std::vector<std::string> args, ReplyFn done);
+  // FCALL of a function of the library: keys then args. Unlike EVAL, the script's body is not
+  // sent (nor hashed by Redis) on every call.
+  void fcall_in_loop(std::string_view function, std::vector<std::string> keys, std::vector<std::string> args,
+                     ReplyFn done);
   // Subscriber connections: (UN)SUBSCRIBE one channel; replies and messages go to on_push.
   // Returns false while down (nothing sent).
   bool subscribe_in_loop(std::string_view channel);
@@ -104,6 +113,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   ConnectionOptions opts_;
   Hooks hooks_;
   std::vector<std::string> scripts_;
+  std::string function_library_;  // empty: none
 
   State state_ = State::idle;
   bool ever_up_ = false;
