@@ -274,33 +274,27 @@ void Connection::command_in_loop(std::vector<std::string> argv, ReplyFn done) {
 
 void Connection::eval_in_loop(std::size_t script, std::vector<std::string> keys,
                               std::vector<std::string> args, ReplyFn done) {
-  if (!accepting()) {
-    done(state_ == State::stopped ? Status::stopped : Status::down, nullptr);
-    return;
-  }
   // EVAL, not EVALSHA: a NOSCRIPT answer (SCRIPT FLUSH, failover) would force a resend that
   // lands behind commands sent since, reordering a room. Redis caches the body by its SHA.
-  const std::string& body = scripts_.at(script);
-  std::vector<std::string> argv;
-  argv.reserve(3 + keys.size() + args.size());
-  argv.emplace_back("EVAL");
-  argv.push_back(body);
-  argv.push_back(std::to_string(keys.size()));
-  for (auto& k : keys) argv.push_back(std::move(k));
-  for (auto& a : args) argv.push_back(std::move(a));
-  send_in_loop(std::move(argv), std::move(done));
+  call_in_loop("EVAL", scripts_.at(script), std::move(keys), std::move(args), std::move(done));
 }
 
 void Connection::fcall_in_loop(std::string_view function, std::vector<std::string> keys,
                                std::vector<std::string> args, ReplyFn done) {
+  call_in_loop("FCALL", function, std::move(keys), std::move(args), std::move(done));
+}
+
+// Sends `verb what numkeys keys... args...` (EVAL and FCALL).
+void Connection::call_in_loop(std::string_view verb, std::string_view what, std::vector<std::string> keys,
+                              std::vector<std::string> args, ReplyFn done) {
   if (!accepting()) {
     done(state_ == State::stopped ? Status::stopped : Status::down, nullptr);
     return;
   }
   std::vector<std::string> argv;
   argv.reserve(3 + keys.size() + args.size());
-  argv.emplace_back("FCALL");
-  argv.emplace_back(function);
+  argv.emplace_back(verb);
+  argv.emplace_back(what);
   argv.push_back(std::to_string(keys.size()));
   for (auto& k : keys) argv.push_back(std::move(k));
   for (auto& a : args) argv.push_back(std::move(a));

@@ -99,6 +99,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void schedule_ping_in_loop();
   bool accepting() const;
   void send_in_loop(std::vector<std::string> argv, ReplyFn done);
+  void call_in_loop(std::string_view verb, std::string_view what, std::vector<std::string> keys,
+                    std::vector<std::string> args, ReplyFn done);
   void set_describe(std::string s);
 
   static void on_connect(const redisAsyncContext* ac, int status);
