@@ -329,6 +329,7 @@ struct Conn {
   std::string sbuf;  // STOMP byte stream reassembled from WebSocket payloads
   std::string out_pending, out_writing;
   bool writing = false;
+  bool hold_writes = false;  // queue frames without starting a write (a burst being built)
   std::uint32_t rng = 0;
   // Sender side.
   std::uint64_t scheduled = 0, seq = 0, inflight = 0, bursts = 0;
@@ -693,7 +694,11 @@ struct Worker {
       // The next burst leaves once every connection has the last one (or the window timed out).
       if (k.bursts > 0 && run.shared->burst_acks.load() < k.bursts * std::uint64_t(run.o.conns)) return;
       ++k.bursts;
+      // The whole burst in one write, as a client that has N messages at once sends them.
+      k.hold_writes = true;
       for (int i = 0; i < run.o.burst; ++i) send_chat(k, now_ns());
+      k.hold_writes = false;
+      flush(k);
       k.last_progress = now;
       return;
     }
@@ -710,7 +715,7 @@ struct Worker {
 
   // One write in flight per socket; whatever queues meanwhile goes out in the next write.
   void flush(Conn& k) {
-    if (k.writing || k.out_pending.empty() || k.state == Conn::State::closed) return;
+    if (k.writing || k.hold_writes || k.out_pending.empty() || k.state == Conn::State::closed) return;
     k.writing = true;
     std::swap(k.out_pending, k.out_writing);
     asio::async_write(k.sock, asio::buffer(k.out_writing),
