@@ -36,7 +36,7 @@ async function rawClient(port, frames, until) {
           'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n' +
           'Sec-WebSocket-Protocol: v12.stomp\r\n\r\n');
   for (const f of frames) s.write(clientFrame(1, f));
-  await eventually(`${until} from the server`, () => until.test(got), 5_000);
+  await eventually(`${until} from the server`, () => until.test(got), 15_000);
   return s;
 }
 
@@ -160,11 +160,11 @@ describe('clients that do not read', () => {
       };
       // A reading receiver opens the session and subscribes, then goes away.
       const first = await receiver(true);
-      await eventually('the session opens', () => first.got.includes('o\n'), 5_000);
+      await eventually('the session opens', () => first.got.includes('o\n'), 15_000);
       const post = (body) => fetch(`${node.base}${url}/xhr_send`, { method: 'POST', body, headers: { 'Content-Type': 'text/plain' } });
       assert.equal((await post(JSON.stringify([CONNECT]))).status, 204);
       assert.equal((await post(JSON.stringify([`SUBSCRIBE\nid:0\ndestination:/sub/chat/room/${room.roomId}\nreceipt:s\n\n\0`]))).status, 204);
-      await eventually('the RECEIPT', () => first.got.includes('receipt-id:s'), 5_000);
+      await eventually('the RECEIPT', () => first.got.includes('receipt-id:s'), 15_000);
       first.s.destroy();
       const sessions = await metric(node.base, 'chatd_stomp_sessions');
       // About 6 MB wait for the session's next receiver...
