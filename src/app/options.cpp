@@ -39,6 +39,19 @@ Spec ms_opt(std::string name, std::string help, std::chrono::milliseconds chat::
           }};
 }
 
+// The same two for the transports' net::Limits.
+Spec size_opt(std::string name, std::string help, std::size_t net::Limits::*field, std::size_t min, std::size_t max) {
+  return {name, std::move(help), [field](const Options& o) { return std::to_string(o.server.limits.*field); },
+          [name, field, min, max](Options& o, const std::string& v) { o.server.limits.*field = parse_number(name, v, min, max); }};
+}
+
+Spec ms_opt(std::string name, std::string help, std::chrono::milliseconds net::Limits::*field, std::int64_t min) {
+  return {name, std::move(help), [field](const Options& o) { return std::to_string((o.server.limits.*field).count()); },
+          [name, field, min](Options& o, const std::string& v) {
+            o.server.limits.*field = std::chrono::milliseconds(parse_number<std::int64_t>(name, v, min, 86'400'000));
+          }};
+}
+
 // Parses a duration: seconds, or a number with a unit s, m, h or d ("7d").
 std::chrono::seconds parse_duration(const std::string& name, const std::string& v, std::int64_t min_s, std::int64_t max_s) {
   std::int64_t unit = 1;
@@ -76,6 +89,7 @@ Spec string_opt(std::string name, std::string help, std::string Options::*field)
 
 const std::vector<Spec>& specs() {
   using L = chat::Limits;
+  using N = net::Limits;
   static const std::vector<Spec> all = {
       {"port", "TCP port for HTTP, WebSocket and SockJS", [](const Options& o) { return std::to_string(o.server.port); },
        [](Options& o, const std::string& v) { o.server.port = parse_number<std::uint16_t>("port", v, 0, 65535); }},
@@ -164,6 +178,16 @@ const std::vector<Spec>& specs() {
       size_opt("send-burst", "SENDs one connection may make at once above its rate", &L::send_burst, 1, 10000000),
       size_opt("room-send-rate", "SENDs a second one room takes through this node (0: no limit)", &L::room_send_rate, 0, 10000000),
       size_opt("room-send-burst", "SENDs one room takes at once above its rate", &L::room_send_burst, 1, 100000000),
+      size_opt("max-http-header", "largest HTTP request head (request line and headers); larger gets 431", &L::max_http_header, 1024, 1 << 20),
+      size_opt("max-http-target", "longest HTTP request target; longer gets 414", &L::max_http_target, 64, 1 << 20),
+      ms_opt("http-idle-timeout-ms", "an HTTP connection with no request for this long is closed", &N::http_idle_timeout, 100),
+      size_opt("ws-max-batch-bytes", "STOMP frames written as one WebSocket message", &N::ws_max_batch_bytes, 1024, 16 << 20),
+      size_opt("ws-read-chunk-bytes", "read buffer each worker loop shares among its connections", &N::ws_read_chunk_bytes, 4096, 16 << 20),
+      size_opt("ws-reads-per-wakeup", "reads of one socket before the loop serves others", &N::ws_reads_per_wakeup, 1, 1024),
+      ms_opt("ws-close-linger-ms", "time a client has to answer our close frame", &N::ws_close_linger, 0),
+      ms_opt("sockjs-heartbeat-ms", "SockJS \"h\" after this much silence", &N::sockjs_heartbeat, 100),
+      ms_opt("sockjs-disconnect-delay-ms", "an xhr session without a receiving request ends after this", &N::sockjs_disconnect_delay, 100),
+      size_opt("sockjs-streaming-bytes", "an xhr_streaming response ends after this many bytes", &N::sockjs_streaming_bytes, 4096, 1 << 30),
       ms_opt("heartbeat-send-ms", "heart-beat the server offers to send (0: none)", &L::heartbeat_send, 0),
       ms_opt("heartbeat-receive-ms", "heart-beat the server asks of clients (0: none)", &L::heartbeat_receive, 0),
       ms_opt("connect-timeout-ms", "time from WebSocket upgrade to CONNECT", &L::connect_timeout, 100),

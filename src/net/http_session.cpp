@@ -78,7 +78,7 @@ class HttpSession final : public Closable,
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(lim.max_http_header));
     parser_->body_limit(std::max(lim.max_http_body, sockjs_send_limit(lim)));
-    stream_.expires_after(std::chrono::seconds(30));
+    stream_.expires_after(server_.config().limits.http_idle_timeout);
     // Asio keeps freed operation blocks per thread for the next operation of any kind. This
     // read's block is large, and the WebSocket session's wait-for-readable, which every idle
     // connection keeps pending, would inherit one each (~0.5 KiB). Plain allocation keeps it
@@ -144,7 +144,7 @@ class HttpSession final : public Closable,
         server_.untrack(this);
         stream_.expires_never();
         return run_websocket(server_, stream_.release_socket(), std::move(req_), std::move(buffer_),
-                             raw ? nullptr : make_sockjs_ws_framing(), std::move(slot_));
+                             raw ? nullptr : make_sockjs_ws_framing(server_.config().limits.sockjs_heartbeat), std::move(slot_));
       }
     }
     if (path == kSockJsBase || path.rfind(std::string(kSockJsBase) + "/", 0) == 0) {

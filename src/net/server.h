@@ -18,6 +18,7 @@
 
 #include "chat/hub.h"
 #include "net/health.h"
+#include "net/limits.h"
 
 namespace chatd::net {
 
@@ -25,6 +26,7 @@ struct ServerConfig {
   std::string address = "0.0.0.0";
   std::uint16_t port = 8080;
   std::string web_root;  // folder of the browser pages; empty: pages answer 404
+  Limits limits;
 };
 
 class StaticFiles;

@@ -33,10 +33,6 @@ using asio::ip::tcp;
 
 namespace {
 
-constexpr std::size_t kMaxBatch = 64 * 1024;        // bytes of STOMP frames in one message
-constexpr std::size_t kReadChunk = 64 * 1024;       // the loop's shared read buffer
-constexpr std::size_t kReadsPerWakeup = 4;          // then let other sockets have the loop
-constexpr auto kCloseLinger = std::chrono::seconds(5);  // wait for the client's close, then drop
 // Past max_outbound_bytes a delivery is refused with an ERROR; this much more leaves room for
 // that ERROR (and a receipt or pong racing it) before the transport itself gives up.
 constexpr std::size_t kErrorRoom = 4096;
@@ -117,15 +113,17 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   }
 
   void on_readable() {
-    static thread_local std::unique_ptr<std::array<char, kReadChunk>> chunk;
-    if (!chunk) chunk = std::make_unique<std::array<char, kReadChunk>>();
-    for (std::size_t i = 0; i < kReadsPerWakeup && !gone_; ++i) {
+    // The loop's shared read buffer (net::Limits::ws_read_chunk_bytes).
+    static thread_local std::vector<char> chunk;
+    const auto& lim = server_.config().limits;
+    if (chunk.empty()) chunk.resize(lim.ws_read_chunk_bytes);
+    for (std::size_t i = 0; i < lim.ws_reads_per_wakeup && !gone_; ++i) {
       boost::system::error_code ec;
-      auto n = socket_.read_some(asio::buffer(*chunk), ec);
+      auto n = socket_.read_some(asio::buffer(chunk), ec);
       if (ec == asio::error::would_block) break;
       if (ec) return on_gone();  // EOF or reset: the client is gone
-      if (!on_bytes(std::string_view(chunk->data(), n))) return;
-      if (n < chunk->size()) break;  // drained
+      if (!on_bytes(std::string_view(chunk.data(), n))) return;
+      if (n < chunk.size()) break;  // drained
     }
     decoder_.shrink_if_idle();
     if (gone_) return;
@@ -239,7 +237,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   };
 
   // Writes everything queued: control frames, the queued STOMP frames as WebSocket messages
-  // of at most kMaxBatch bytes each, then the close frame when one is due. Returns the
+  // of at most net::Limits::ws_max_batch_bytes each, then the close frame when one is due. Returns the
   // sendmsg calls made.
   std::uint64_t do_write() {
     if (gone_ || close_sent_ || blocked_) return 0;
@@ -251,11 +249,12 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
       p.buffers.emplace_back(control_inflight_.data(), control_inflight_.size());
     }
     if (!queue_.empty()) framing_.begin_write();
+    const std::size_t max_batch = server_.config().limits.ws_max_batch_bytes;
     for (std::size_t i = 0; i < queue_.size();) {
       if (p.used == p.batches.size()) p.batches.emplace_back();
       auto& batch = p.batches[p.used++];
       std::size_t bytes = 0;
-      for (; i < queue_.size() && (batch.empty() || bytes + queue_[i].size() <= kMaxBatch); ++i) {
+      for (; i < queue_.size() && (batch.empty() || bytes + queue_[i].size() <= max_batch); ++i) {
         bytes += queue_[i].size();
         batch.push_back(std::move(queue_[i]));
       }
@@ -380,7 +379,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     boost::system::error_code ignored;
     socket_.shutdown(tcp::socket::shutdown_send, ignored);
     if (close_received_) return on_gone();
-    linger_ = std::make_unique<asio::steady_timer>(socket_.get_executor(), kCloseLinger);
+    linger_ = std::make_unique<asio::steady_timer>(socket_.get_executor(), server_.config().limits.ws_close_linger);
     linger_->async_wait([self = shared_from_this()](boost::system::error_code ec) {
       if (!ec) self->on_gone();
     });

@@ -11,6 +11,8 @@ namespace {
 
 class SockJsFraming final : public WsFraming {
  public:
+  explicit SockJsFraming(std::chrono::milliseconds heartbeat) : heartbeat_(heartbeat) {}
+
   // SockJS messages are JSON-escaped STOMP frames: allow for the escapes.
   std::size_t max_message_bytes(std::size_t max_frame_bytes) const override { return 6 * max_frame_bytes + 1024; }
 
@@ -66,12 +68,11 @@ class SockJsFraming final : public WsFraming {
   }
 
   // "h" when nothing else was sent for a heart-beat period: proxies drop idle connections.
-  std::chrono::milliseconds keepalive_period() const override {
-    return std::chrono::milliseconds(sockjs::Timing{}.heartbeat_ms);
-  }
+  std::chrono::milliseconds keepalive_period() const override { return heartbeat_; }
   std::string_view keepalive_message() const override { return {"\x81\x01h", 3}; }
 
  private:
+  std::chrono::milliseconds heartbeat_;
   std::vector<std::string> in_;  // one message's decoded strings
   std::deque<std::string> outs_;  // the a[...] messages being written: deque, so they stay put
   std::size_t used_ = 0;
@@ -79,6 +80,8 @@ class SockJsFraming final : public WsFraming {
 
 }  // namespace
 
-std::unique_ptr<WsFraming> make_sockjs_ws_framing() { return std::make_unique<SockJsFraming>(); }
+std::unique_ptr<WsFraming> make_sockjs_ws_framing(std::chrono::milliseconds heartbeat) {
+  return std::make_unique<SockJsFraming>(heartbeat);
+}
 
 }  // namespace chatd::net

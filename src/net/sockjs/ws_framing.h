@@ -8,7 +8,7 @@
 namespace chatd::net {
 
 // Returns a fresh SockJS framing for one session (it keeps that session's decode and encode
-// buffers).
-std::unique_ptr<WsFraming> make_sockjs_ws_framing();
+// buffers) that sends "h" after `heartbeat` of silence.
+std::unique_ptr<WsFraming> make_sockjs_ws_framing(std::chrono::milliseconds heartbeat);
 
 }  // namespace chatd::net

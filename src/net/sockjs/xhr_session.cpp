@@ -10,16 +10,15 @@ namespace asio = boost::asio;
 
 namespace {
 
-sockjs::Session::Limits model_limits(const chat::Limits& lim) {
+sockjs::Session::Limits model_limits(const chat::Limits& lim, const Limits& net) {
   sockjs::Session::Limits l;
+  l.streaming_bytes_limit = net.sockjs_streaming_bytes;
   // StompSession refuses deliveries past max_outbound_bytes (slow consumer); leave room
   // above it for the ERROR frame that says so.
   l.max_pending_bytes = lim.max_outbound_bytes + 2 * lim.max_frame_bytes + 64 * 1024;
   return l;
 }
 
-constexpr auto kHeartbeat = std::chrono::milliseconds(sockjs::Timing{}.heartbeat_ms);
-constexpr auto kDisconnectDelay = std::chrono::milliseconds(sockjs::Timing{}.disconnect_delay_ms);
 
 }  // namespace
 
@@ -28,7 +27,7 @@ XhrSession::XhrSession(Server& server, asio::io_context& loop, std::string id, C
       slot_(std::move(slot)),
       loop_(loop),
       id_(std::move(id)),
-      model_(model_limits(server.hub().limits())),
+      model_(model_limits(server.hub().limits(), server.config().limits)),
       timer_(loop) {}
 
 XhrSession::~XhrSession() = default;
@@ -180,7 +179,8 @@ void XhrSession::pump_in_loop() {
 // delay (without). It only moves earlier by re-arming; a late wake-up re-checks and re-arms.
 void XhrSession::arm_timer_in_loop() {
   if (ended_) return;
-  auto due = current_.key ? last_sent_ + kHeartbeat : detached_at_ + kDisconnectDelay;
+  const auto& lim = server_.config().limits;
+  auto due = current_.key ? last_sent_ + lim.sockjs_heartbeat : detached_at_ + lim.sockjs_disconnect_delay;
   if (timer_armed_ && timer_at_ <= due) return;
   timer_armed_ = true;
   timer_at_ = due;
@@ -194,10 +194,11 @@ void XhrSession::arm_timer_in_loop() {
 
 void XhrSession::on_timer_in_loop() {
   if (ended_) return;
+  const auto& lim = server_.config().limits;
   auto now = Clock::now();
   if (!current_.key) {
-    if (now - detached_at_ >= kDisconnectDelay) return end_in_loop();
-  } else if (!busy_ && now - last_sent_ >= kHeartbeat) {
+    if (now - detached_at_ >= lim.sockjs_disconnect_delay) return end_in_loop();
+  } else if (!busy_ && now - last_sent_ >= lim.sockjs_heartbeat) {
     deliver_in_loop(current_, model_.heartbeat());
   }
   arm_timer_in_loop();
