@@ -3,6 +3,7 @@
 #include <boost/asio/post.hpp>
 
 #include <algorithm>
+#include <cassert>
 
 #include "chat/session.h"
 
@@ -13,21 +14,32 @@ namespace chatd::chat {
 Shard::Shard(Hub& hub, boost::asio::io_context& loop, std::size_t index)
     : hub_(hub), loop_(loop), index_(index), timer_(loop) {}
 
+void Shard::assert_in_loop() const {
+#ifndef NDEBUG
+  const auto owner = loop_thread_.load(std::memory_order_relaxed);
+  assert(owner == std::thread::id{} || owner == std::this_thread::get_id());
+#endif
+}
+
 void Shard::add_session_in_loop(StompSession* s) {
+  assert_in_loop();
   sessions_.insert(s);
   session_count_.store(sessions_.size(), std::memory_order_relaxed);
 }
 
 void Shard::remove_session_in_loop(StompSession* s) {
+  assert_in_loop();
   sessions_.erase(s);
   session_count_.store(sessions_.size(), std::memory_order_relaxed);
 }
 
 void Shard::subscribe_in_loop(const std::string& room_id, StompSession* s, const std::string& sub) {
+  assert_in_loop();
   rooms_[room_id].push_back(Subscriber{s, sub});
 }
 
 void Shard::unsubscribe_in_loop(const std::string& room_id, StompSession* s, const std::string& sub) {
+  assert_in_loop();
   auto it = rooms_.find(room_id);
   if (it == rooms_.end()) return;
   auto& v = it->second;
@@ -61,6 +73,7 @@ void Shard::enqueue(SharedMessagePtr m) {
 }
 
 void Shard::deliver_local_in_loop(const SharedMessagePtr& m) {
+  assert_in_loop();
   auto it = rooms_.find(m->room_id);
   if (it == rooms_.end()) return;
   // Sessions never leave the index synchronously inside deliver, so the vector is stable.
@@ -70,6 +83,7 @@ void Shard::deliver_local_in_loop(const SharedMessagePtr& m) {
 }
 
 void Shard::start_sweeps() {
+  loop_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);  // posted to the loop
   sweeping_ = true;
   sweep();
 }
@@ -95,6 +109,7 @@ void Shard::sweep() {
 }
 
 void Shard::close_all_in_loop(std::string_view reason) {
+  assert_in_loop();
   std::vector<StompSession*> all(sessions_.begin(), sessions_.end());
   for (auto* s : all) s->fail_in_loop("server shutting down", reason);
 }
@@ -108,7 +123,8 @@ Hub::Hub(HubConfig cfg, store::RoomStore& store, bus::MessageBus& bus,
       // nodes are given the same --node-id.
       id_prefix_(cfg_.node_id + "-" + new_room_id().substr(0, 8) + "-"),
       store_(store),
-      bus_(bus) {
+      bus_(bus),
+      interest_(bus, *workers.at(0), workers.size()) {
   for (std::size_t i = 0; i < workers.size(); ++i)
     shards_.push_back(std::make_unique<Shard>(*this, *workers[i], i));
 }
@@ -116,65 +132,6 @@ Hub::Hub(HubConfig cfg, store::RoomStore& store, bus::MessageBus& bus,
 void Hub::start() {
   bus_.start([this](bus::Delivery&& d) { on_delivery(std::move(d)); });
   for (auto& s : shards_) boost::asio::post(s->loop(), [sh = s.get()] { sh->start_sweeps(); });
-}
-
-void Hub::join(const std::string& room_id, bus::DoneFn ready) {
-  std::unique_lock lock(interest_mu_);
-  auto& in = interest_[room_id];
-  ++in.count;
-  if (in.ready) {
-    lock.unlock();
-    // Ready once, but the engine is away now: say so rather than promise delivery. The bus
-    // keeps the room and subscribes it again when the engine returns.
-    ready(bus_.up() ? std::error_code{} : make_error_code(bus::Error::engine_down));
-    return;
-  }
-  in.waiters.push_back(std::move(ready));
-  if (in.pending) return;
-  in.pending = true;
-  auto gen = in.generation = ++generations_;
-  const auto ticket = bus_tickets_++;
-  lock.unlock();
-  auto on_ready = [this, room_id, gen](std::error_code ec) {
-    std::vector<bus::DoneFn> waiters;
-    {
-      std::lock_guard relock(interest_mu_);
-      auto it = interest_.find(room_id);
-      if (it == interest_.end() || it->second.generation != gen) return;
-      it->second.pending = false;
-      it->second.ready = !ec;
-      waiters.swap(it->second.waiters);
-    }
-    for (auto& w : waiters) w(ec);
-  };
-  in_bus_order(ticket, [&] { bus_.subscribe(room_id, std::move(on_ready)); });
-}
-
-void Hub::leave(const std::string& room_id) {
-  std::unique_lock lock(interest_mu_);
-  auto it = interest_.find(room_id);
-  if (it == interest_.end() || --it->second.count > 0) return;
-  auto waiters = std::move(it->second.waiters);
-  interest_.erase(it);
-  const auto ticket = bus_tickets_++;
-  lock.unlock();
-  in_bus_order(ticket, [&] { bus_.unsubscribe(room_id); });
-  for (auto& w : waiters) w(bus::Error::stopped);
-}
-
-// Waits outside interest_mu_, so a bus that answers subscribe() inline (its callback takes
-// interest_mu_) cannot deadlock; the calls only post, so the wait is short.
-void Hub::in_bus_order(std::uint64_t ticket, const std::function<void()>& call) {
-  {
-    std::unique_lock lock(bus_order_mu_);
-    bus_order_cv_.wait(lock, [&] { return bus_turn_ == ticket; });
-  }
-  call();
-  {
-    std::lock_guard lock(bus_order_mu_);
-    ++bus_turn_;
-  }
-  bus_order_cv_.notify_all();
 }
 
 bool Hub::known_room(const std::string& id) {
@@ -311,12 +268,11 @@ void Hub::create_room(std::string name, CreateFn done) {
 
 void Hub::on_delivery(bus::Delivery&& d) {
   from_bus_.fetch_add(1, std::memory_order_relaxed);
-  {
-    std::lock_guard lock(interest_mu_);
-    if (!interest_.count(d.room_id)) return;  // no local subscriber: nothing to encode
-  }
+  // Only the shards with a subscriber of the room get it; none: nothing to encode.
+  thread_local std::vector<std::size_t> targets;
+  if (!interest_.shards_with(d.room_id, targets)) return;
   auto shared = encode_delivery(d);
-  for (auto& s : shards_) s->enqueue(shared);
+  for (auto i : targets) shards_[i]->enqueue(shared);
 }
 
 SharedMessagePtr encode_delivery(const bus::Delivery& d) {

@@ -12,18 +12,19 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
 #include "bus/message_bus.h"
 #include "chat/events.h"
+#include "chat/interest.h"
 #include "chat/limits.h"
 #include "chat/rate_limit.h"
 #include "chat/refusals.h"
@@ -112,6 +113,10 @@ class Shard {
   // Asks every session to close; used at shutdown.
   void close_all_in_loop(std::string_view reason);
 
+  // Debug builds check that a *_in_loop member runs on this shard's loop thread (muduo's
+  // assertInLoopThread); the thread is learnt when the loop first runs the shard's sweeps.
+  void assert_in_loop() const;
+
   std::size_t sessions() const { return session_count_.load(std::memory_order_relaxed); }
   std::uint64_t deliveries() const { return deliveries_.load(std::memory_order_relaxed); }
 
@@ -133,6 +138,7 @@ class Shard {
   std::vector<SharedMessagePtr> inbox_;  // enqueued, not yet delivered
   bool drain_posted_ = false;
   std::atomic<std::size_t> session_count_{0};
+  std::atomic<std::thread::id> loop_thread_{};  // unknown until the sweeps start
   std::atomic<std::uint64_t> deliveries_{0};
 };
 
@@ -157,10 +163,12 @@ class Hub final : public Rooms, public NodeView {
   Shard& shard(std::size_t i) { return *shards_[i]; }
   std::size_t shard_count() const { return shards_.size(); }
 
-  // Node-wide interest in a room, counted per subscription, from any thread. `ready` gets an
-  // empty code once messages published afterwards are sure to reach this node.
-  void join(const std::string& room_id, bus::DoneFn ready);
-  void leave(const std::string& room_id);
+  // Interest in a room of a subscription on shard `shard`, from any thread (RoomInterest).
+  // `ready` gets an empty code once messages published afterwards are sure to reach this node.
+  void join(const std::string& room_id, std::size_t shard, bus::DoneFn ready) {
+    interest_.join(room_id, shard, std::move(ready));
+  }
+  void leave(const std::string& room_id, std::size_t shard) { interest_.leave(room_id, shard); }
 
   // Checks that the room exists, stamps id and ts, publishes. `done` runs on any thread with
   // the message's seq. A non-empty `client_id` (x-client-id) already used in the room within
@@ -198,15 +206,7 @@ class Hub final : public Rooms, public NodeView {
   Refusals refusals;
 
  private:
-  struct Interest {
-    std::size_t count = 0;
-    bool ready = false;
-    bool pending = false;
-    std::uint64_t generation = 0;
-    std::vector<bus::DoneFn> waiters;
-  };
   void on_delivery(bus::Delivery&& d);  // the bus's delivering thread
-  void in_bus_order(std::uint64_t ticket, const std::function<void()>& call);
   void publish_known(const ChatMessage& m, std::string client_id, bus::PublishedFn done);
   void remember_room(const std::string& id);
 
@@ -216,16 +216,7 @@ class Hub final : public Rooms, public NodeView {
   bus::MessageBus& bus_;
   std::vector<std::unique_ptr<Shard>> shards_;
 
-  std::mutex interest_mu_;
-  std::unordered_map<std::string, Interest> interest_;
-  std::uint64_t generations_ = 0;
-  std::uint64_t bus_tickets_ = 0;  // under interest_mu_: the order interest changed in
-
-  // bus_.subscribe/unsubscribe run in ticket order. Otherwise a leave on one worker and a join
-  // on another could reach the engine swapped and leave a wanted room unsubscribed.
-  std::mutex bus_order_mu_;
-  std::condition_variable bus_order_cv_;
-  std::uint64_t bus_turn_ = 0;
+  RoomInterest interest_;
 
   struct PendingPublish {
     ChatMessage message;

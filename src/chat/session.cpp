@@ -72,6 +72,7 @@ void StompSession::start_in_loop() {
 }
 
 void StompSession::on_bytes_in_loop(std::string_view bytes) {
+  shard_.assert_in_loop();
   last_read_ = Clock::now();
   while (!bytes.empty() && (state_ == State::awaiting_connect || state_ == State::connected)) {
     auto r = parser_.consume(bytes);
@@ -245,7 +246,7 @@ void StompSession::join_room(const std::string& sub_id, const std::string& room,
     // confirmed reaches this node through history alone.
     if (ask) s.start_replay_in_loop(sub_id, *ask);
   });
-  hub_.join(room, [confirmed = std::move(confirmed)](std::error_code ec) mutable {
+  hub_.join(room, shard_.index(), [confirmed = std::move(confirmed)](std::error_code ec) mutable {
     if (ec != bus::Error::stopped) confirmed(ec);
   });  hub_.report_subscription(ChatEvent::Kind::join, room, id_);
 }
@@ -259,7 +260,7 @@ void StompSession::on_unsubscribe(stomp::Frame& f) {
       errors_sub_.reset();
     } else if (!it->second.pending) {
       shard_.unsubscribe_in_loop(it->second.room_id, this, it->second.escaped);
-      hub_.leave(it->second.room_id);
+      hub_.leave(it->second.room_id, shard_.index());
       replays_.erase(it->second.escaped);
       hub_.report_subscription(ChatEvent::Kind::leave, it->second.room_id, id_);
     }
@@ -368,6 +369,7 @@ void StompSession::reject(int status, std::string_view error, const std::string*
 }
 
 void StompSession::deliver_in_loop(const SharedMessagePtr& m, const std::string& sub) {
+  shard_.assert_in_loop();
   if (state_ != State::connected || !transport_) return;
   auto limit = hub_.limits().max_outbound_bytes;
   if (!replays_.empty()) {
@@ -555,6 +557,7 @@ std::string StompSession::history_notice(const std::string& sub_id, std::string_
 }
 
 void StompSession::tick_in_loop(Clock::time_point now) {
+  shard_.assert_in_loop();
   using namespace std::chrono;
   if (state_ == State::awaiting_connect) {
     if (now - started_ > hub_.limits().connect_timeout)
@@ -583,7 +586,7 @@ void StompSession::leave_all_rooms() {
   for (auto& [id, s] : subs_) {
     if (s.room_id.empty() || s.pending) continue;
     shard_.unsubscribe_in_loop(s.room_id, this, s.escaped);
-    hub_.leave(s.room_id);
+    hub_.leave(s.room_id, shard_.index());
     hub_.report_subscription(ChatEvent::Kind::leave, s.room_id, id_);
   }
   subs_.clear();

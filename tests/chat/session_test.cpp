@@ -2,6 +2,7 @@
 // socket is replaced by a transport that records what would be written.
 #include <gtest/gtest.h>
 
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 
 #include <chrono>
@@ -377,7 +378,8 @@ class OrderBus final : public bus::MessageBus {
 
 // The last subscriber leaves on one worker while the first joins on another: the engine must
 // hear subscribe then unsubscribe, the order the interest changed in, never the reverse (that
-// would leave the room unsubscribed while a subscriber waits for it).
+// would leave the room unsubscribed while a subscriber waits for it). Neither worker waits for
+// the bus: the calls run in order on one strand.
 TEST(HubInterest, BusHearsSubscribeAndUnsubscribeInTheOrderInterestChanged) {
   auto dir = std::filesystem::temp_directory_path() / ("chatd-hub-order-" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
@@ -385,23 +387,68 @@ TEST(HubInterest, BusHearsSubscribeAndUnsubscribeInTheOrderInterestChanged) {
   sc.data_dir = dir.string();
   auto rooms = store::make_embedded_store(sc);
   boost::asio::io_context loop;
+  auto work = boost::asio::make_work_guard(loop);
+  std::thread runner([&] { loop.run(); });
   OrderBus order;
   std::promise<void> go;
   order.release = go.get_future().share();
   chat::HubConfig hc;
   hc.node_id = "test";
-  chat::Hub hub(hc, *rooms, order, std::vector<boost::asio::io_context*>{&loop});
-
-  auto joined = std::async(std::launch::async, [&] { hub.join("r", [](std::error_code) {}); });
-  order.entered.get_future().wait();  // the join is inside bus.subscribe()
-  auto left = std::async(std::launch::async, [&] { hub.leave("r"); });
-  EXPECT_EQ(left.wait_for(std::chrono::milliseconds(100)), std::future_status::timeout)
-      << "leave() must wait for the subscribe it follows to reach the bus";
-  go.set_value();
-  joined.get();
-  left.get();
-  EXPECT_EQ(order.calls, (std::vector<std::string>{"subscribe r", "unsubscribe r"}));
+  {
+    chat::Hub hub(hc, *rooms, order, std::vector<boost::asio::io_context*>{&loop});
+    auto joined = std::async(std::launch::async, [&] { hub.join("r", 0, [](std::error_code) {}); });
+    EXPECT_EQ(joined.wait_for(std::chrono::seconds(5)), std::future_status::ready) << "join() waited for the bus";
+    order.entered.get_future().wait();  // the strand is inside bus.subscribe()
+    auto left = std::async(std::launch::async, [&] { hub.leave("r", 0); });
+    EXPECT_EQ(left.wait_for(std::chrono::seconds(5)), std::future_status::ready)
+        << "leave() waited for the subscribe it follows";
+    {
+      std::lock_guard lock(order.mu);
+      EXPECT_EQ(order.calls, std::vector<std::string>{}) << "the unsubscribe overtook the held subscribe";
+    }
+    go.set_value();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    for (;;) {
+      {
+        std::lock_guard lock(order.mu);
+        if (order.calls.size() >= 2 || std::chrono::steady_clock::now() > deadline) break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    std::lock_guard lock(order.mu);
+    EXPECT_EQ(order.calls, (std::vector<std::string>{"subscribe r", "unsubscribe r"}));
+  }
+  work.reset();
+  runner.join();
   std::filesystem::remove_all(dir);
+}
+
+// Deliveries go only to the shards that have a subscriber of the room.
+TEST(HubInterest, CountsInterestPerShard) {
+  boost::asio::io_context loop;
+  OrderBus order;
+  std::promise<void> go;
+  go.set_value();
+  order.release = go.get_future().share();
+  chat::RoomInterest interest(order, loop, 3);
+  std::vector<std::size_t> shards;
+  EXPECT_FALSE(interest.shards_with("r", shards));
+  interest.join("r", 2, [](std::error_code) {});
+  interest.join("r", 0, [](std::error_code) {});
+  interest.join("r", 2, [](std::error_code) {});
+  ASSERT_TRUE(interest.shards_with("r", shards));
+  EXPECT_EQ(shards, (std::vector<std::size_t>{0, 2}));
+  interest.leave("r", 2);
+  ASSERT_TRUE(interest.shards_with("r", shards));
+  EXPECT_EQ(shards, (std::vector<std::size_t>{0, 2}));
+  interest.leave("r", 0);
+  ASSERT_TRUE(interest.shards_with("r", shards));
+  EXPECT_EQ(shards, (std::vector<std::size_t>{2}));
+  interest.leave("r", 2);
+  EXPECT_FALSE(interest.shards_with("r", shards));
+  EXPECT_TRUE(shards.empty());
+  loop.run();  // the bus hears one subscribe and one unsubscribe
+  EXPECT_EQ(order.calls, (std::vector<std::string>{"subscribe r", "unsubscribe r"}));
 }
 
 }  // namespace
