@@ -550,6 +550,7 @@ struct Worker {
         ++c.errors;
         if (error_logs++ < 5) std::fprintf(stderr, "loadgen: conn %d centrifugo: %.*s\n", k.gidx, int(std::min<std::size_t>(line.size(), 200)), line.data());
       } else if (line.rfind("{\"id\":1,", 0) == 0 && k.state == Conn::State::connected_ws) {
+        if (k.room < 0) return become_ready(k);  // idle: connected is all
         scratch = R"({"id":2,"subscribe":{"channel":")" + run.rooms[std::size_t(k.room)] + "\"}}";
         send_ws(k, 1, scratch);
         k.state = Conn::State::subscribing;
