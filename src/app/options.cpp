@@ -6,6 +6,7 @@
 #include <map>
 #include <sstream>
 #include <stdexcept>
+#include <type_traits>
 
 namespace chatd::app {
 namespace {
@@ -27,28 +28,24 @@ T parse_number(const std::string& name, const std::string& v, T min, T max) {
   return out;
 }
 
-Spec size_opt(std::string name, std::string help, std::size_t chat::Limits::*field, std::size_t min, std::size_t max) {
-  return {name, std::move(help), [field](const Options& o) { return std::to_string(o.hub.limits.*field); },
-          [name, field, min, max](Options& o, const std::string& v) { o.hub.limits.*field = parse_number(name, v, min, max); }};
+// Returns the limits struct of `o` that L names: one per layer (chat::Limits, net::Limits).
+template <class L, class O>
+auto& limits_in(O& o) {
+  if constexpr (std::is_same_v<L, chat::Limits>) return o.hub.limits;
+  else return o.server.limits;
 }
 
-Spec ms_opt(std::string name, std::string help, std::chrono::milliseconds chat::Limits::*field, std::int64_t min) {
-  return {name, std::move(help), [field](const Options& o) { return std::to_string((o.hub.limits.*field).count()); },
+template <class L>
+Spec size_opt(std::string name, std::string help, std::size_t L::*field, std::size_t min, std::size_t max) {
+  return {name, std::move(help), [field](const Options& o) { return std::to_string(limits_in<L>(o).*field); },
+          [name, field, min, max](Options& o, const std::string& v) { limits_in<L>(o).*field = parse_number(name, v, min, max); }};
+}
+
+template <class L>
+Spec ms_opt(std::string name, std::string help, std::chrono::milliseconds L::*field, std::int64_t min) {
+  return {name, std::move(help), [field](const Options& o) { return std::to_string((limits_in<L>(o).*field).count()); },
           [name, field, min](Options& o, const std::string& v) {
-            o.hub.limits.*field = std::chrono::milliseconds(parse_number<std::int64_t>(name, v, min, 86'400'000));
-          }};
-}
-
-// The same two for the transports' net::Limits.
-Spec size_opt(std::string name, std::string help, std::size_t net::Limits::*field, std::size_t min, std::size_t max) {
-  return {name, std::move(help), [field](const Options& o) { return std::to_string(o.server.limits.*field); },
-          [name, field, min, max](Options& o, const std::string& v) { o.server.limits.*field = parse_number(name, v, min, max); }};
-}
-
-Spec ms_opt(std::string name, std::string help, std::chrono::milliseconds net::Limits::*field, std::int64_t min) {
-  return {name, std::move(help), [field](const Options& o) { return std::to_string((o.server.limits.*field).count()); },
-          [name, field, min](Options& o, const std::string& v) {
-            o.server.limits.*field = std::chrono::milliseconds(parse_number<std::int64_t>(name, v, min, 86'400'000));
+            limits_in<L>(o).*field = std::chrono::milliseconds(parse_number<std::int64_t>(name, v, min, 86'400'000));
           }};
 }
 

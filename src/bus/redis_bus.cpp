@@ -464,9 +464,7 @@ class RedisBus final : public MessageBus {
 }  // namespace
 
 std::unique_ptr<MessageBus> make_redis_bus(const BusConfig& cfg, boost::asio::io_context& engine) {
-  redis::Endpoint ep = redis::parse_url(cfg.redis_url);
-  redis::resolve_and_verify(ep, std::chrono::seconds(3));
-  return std::make_unique<RedisBus>(engine, ep, cfg);
+  return std::make_unique<RedisBus>(engine, redis::verified_endpoint(cfg.redis_url), cfg);
 }
 
 }  // namespace chatd::bus

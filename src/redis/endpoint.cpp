@@ -107,4 +107,10 @@ void resolve_and_verify(Endpoint& ep, std::chrono::milliseconds timeout) {
   call("PING", {"PING"});
 }
 
+Endpoint verified_endpoint(std::string_view url) {
+  Endpoint ep = parse_url(url);
+  resolve_and_verify(ep, std::chrono::seconds(3));
+  return ep;
+}
+
 }  // namespace chatd::redis

@@ -29,4 +29,8 @@ Endpoint parse_url(std::string_view url);
 // Blocks: for start-up only. Throws std::runtime_error saying why Redis cannot be used.
 void resolve_and_verify(Endpoint& ep, std::chrono::milliseconds timeout);
 
+// Returns parse_url(url), resolved and verified with a 3 s bound per step: what the store and
+// the bus do at start-up. Throws std::runtime_error saying why Redis cannot be used.
+Endpoint verified_endpoint(std::string_view url);
+
 }  // namespace chatd::redis

@@ -137,9 +137,7 @@ class RedisStore final : public RoomStore {
 }  // namespace
 
 std::unique_ptr<RoomStore> make_redis_store(const StoreConfig& cfg, boost::asio::io_context& engine) {
-  redis::Endpoint ep = redis::parse_url(cfg.redis_url);
-  redis::resolve_and_verify(ep, std::chrono::seconds(3));
-  return std::make_unique<RedisStore>(engine, std::move(ep), cfg.max_rooms);
+  return std::make_unique<RedisStore>(engine, redis::verified_endpoint(cfg.redis_url), cfg.max_rooms);
 }
 
 }  // namespace chatd::store
