@@ -523,17 +523,19 @@ TEST(RedisBus, HistoryReadDuringPublishingJoinsLiveWithoutGapOrDuplicate) {
   RedisServer redis;
   Node a(redis.url());
   ASSERT_TRUE(test::eventually([&] { return a.bus->up(); }));
+  std::atomic<int> sent{0}, acked{0};  // outlive the rounds: a late answer still finds them
   for (int round = 0; round < 10; ++round) {
     const std::string room = "race-" + std::to_string(round);
     std::atomic<bool> go{true};
-    std::atomic<int> sent{0};
+    sent = 0;
+    acked = 0;
     std::thread publisher([&] {
       while (go && sent < 5000) {
-        a.bus->publish(room, "x", {}, [](std::error_code, std::uint64_t) {});
+        a.bus->publish(room, "x", {}, [&](std::error_code, std::uint64_t) { ++acked; });
         if (++sent % 20 == 0) std::this_thread::sleep_for(200us);
       }
     });
-    ASSERT_TRUE(test::eventually([&] { return sent > 100; }));
+    ASSERT_TRUE(test::eventually([&] { return acked > 100; }));
     Node joiner(redis.url());
     ASSERT_TRUE(test::eventually([&] { return joiner.bus->up(); }));
     ASSERT_FALSE(joiner.subscribe(room));
@@ -541,6 +543,7 @@ TEST(RedisBus, HistoryReadDuringPublishingJoinsLiveWithoutGapOrDuplicate) {
     std::this_thread::sleep_for(20ms);
     go = false;
     publisher.join();
+    ASSERT_TRUE(test::eventually([&] { return acked == sent; }));
     ASSERT_FALSE(ec);
     ASSERT_EQ(h.messages.size(), 50u);
     const auto total = static_cast<std::uint64_t>(sent.load());
