@@ -47,13 +47,13 @@ void raise_file_limit() {
   }
 }
 
-// Returns the first line of a secret file; throws when it is missing or empty, since an unsigned
-// webhook is worse than none.
-std::string read_secret(const std::string& path) {
+// Returns the first line of the secret file named by `option`; throws when it is missing or
+// empty, since an unsigned webhook or an API open to an empty key is worse than none.
+std::string read_secret(const std::string& path, const std::string& option) {
   std::ifstream in(path);
   std::string line;
   if (!in || !std::getline(in, line) || line.empty())
-    throw std::runtime_error("--webhook-secret-file " + path + ": missing, unreadable or empty");
+    throw std::runtime_error(option + " " + path + ": missing, unreadable or empty");
   return line;
 }
 
@@ -132,10 +132,11 @@ int main(int argc, char** argv) {
       std::cout << "chatd: configuration ok\n";
       return 0;
     }
+    if (!opt.api_key_file.empty()) opt.server.api.key = read_secret(opt.api_key_file, "--api-key-file");
     hub = std::make_unique<chat::Hub>(opt.hub, *rooms, *messages, workers);
     if (!opt.webhooks.url.empty()) {
       opt.webhooks.node_id = opt.bus.node_id;
-      if (!opt.webhook_secret_file.empty()) opt.webhooks.secret = read_secret(opt.webhook_secret_file);
+      if (!opt.webhook_secret_file.empty()) opt.webhooks.secret = read_secret(opt.webhook_secret_file, "--webhook-secret-file");
       webhooks = hooks::make_webhooks(opt.webhooks, engine);
       hub->set_event_sink(webhooks.get());
     }

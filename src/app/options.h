@@ -21,6 +21,7 @@ struct Options {
   store::StoreConfig store;
   hooks::WebhookConfig webhooks;        // url empty: no webhooks
   std::string webhook_secret_file;      // read at start-up; its content is the HMAC key
+  std::string api_key_file;             // read at start-up; absent: the server API is off
   std::string data_dir = "./data";
   unsigned threads = 0;  // 0: one worker per core
   bool help = false;

@@ -1,5 +1,7 @@
 #include "chat/hub.h"
 
+#include <boost/json.hpp>
+
 #include <boost/asio/post.hpp>
 
 #include <algorithm>
@@ -201,29 +203,52 @@ bool Hub::admit_room_send(const std::string& room_id) {
   return room_rate_[room_id].take(now, rate, burst);
 }
 
+std::string Hub::stamp_new(const ChatMessage& m) {
+  auto n = next_id_.fetch_add(1, std::memory_order_relaxed);
+  auto ts = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::system_clock::now().time_since_epoch()).count();
+  return stamp(m, id_prefix_ + std::to_string(n), ts, cfg_.texts);
+}
+
+void Hub::report_message(const std::string& room_id, std::uint64_t seq, std::string payload) {
+  // Its id is the room and seq: a retried SEND (x-client-id) reports the same event again.
+  events_->on_event({ChatEvent::Kind::message, room_id, "m-" + room_id + "-" + std::to_string(seq), seq, std::move(payload)});
+}
+
 void Hub::publish_known(const ChatMessage& m, std::string client_id, bus::PublishedFn done) {
   if (!admit_room_send(m.room_id)) {
     refusals.count(Refusal::room_rate);
     return done(make_error_code(Error::room_busy), 0);
   }
-  auto n = next_id_.fetch_add(1, std::memory_order_relaxed);
-  auto id = id_prefix_ + std::to_string(n);
-  auto ts = std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::system_clock::now().time_since_epoch()).count();
   published_.fetch_add(1, std::memory_order_relaxed);
-  auto payload = stamp(m, id, ts, cfg_.texts);
+  auto payload = stamp_new(m);
   // The publishing node reports the message, so a backend hears of it once, not once per node.
-  // Its id is the room and seq: a retried SEND (x-client-id) reports the same event again.
   std::string reported;
   if (events_ && events_->wants(ChatEvent::Kind::message)) reported = payload;
   bus_.publish(m.room_id, std::move(payload), bus::PublishOptions{std::move(client_id)},
                [this, room_id = m.room_id, reported = std::move(reported), done = std::move(done)](
                    std::error_code ec, std::uint64_t seq) mutable {
-                 if (!ec && !reported.empty())
-                   events_->on_event({ChatEvent::Kind::message, room_id, "m-" + room_id + "-" + std::to_string(seq), seq,
-                                      std::move(reported)});
+                 if (!ec && !reported.empty()) report_message(room_id, seq, std::move(reported));
                  done(ec ? make_error_code(Error::publish_failed) : ec, seq);
                });
+}
+
+void Hub::publish_from_api(ChatMessage m, Rooms::PublishedFn done) {
+  m.room_id = canonical_room_id(m.room_id);
+  auto room_id = m.room_id;
+  store_.find(room_id, [this, m = std::move(m), done = std::move(done)](std::error_code ec, std::optional<store::Room> room) {
+    if (ec) return done(Error::store_unavailable, {});
+    if (!room) return done(Error::unknown_room, {});
+    published_.fetch_add(1, std::memory_order_relaxed);
+    auto payload = stamp_new(m);
+    bus_.publish(m.room_id, payload, {}, [this, room_id = m.room_id, payload, done](std::error_code ec2, std::uint64_t seq) {
+      if (ec2) return done(Error::publish_failed, {});
+      if (events_ && events_->wants(ChatEvent::Kind::message)) report_message(room_id, seq, payload);
+      auto answer = boost::json::parse(payload).as_object();
+      answer["seq"] = seq;
+      done({}, boost::json::serialize(answer));
+    });
+  });
 }
 
 void Hub::list_rooms(ListFn done) { store_.list(std::move(done)); }

@@ -157,6 +157,7 @@ class Hub final : public Rooms, public NodeView {
   EventSink* event_sink() const { return events_; }
   // Reports that session `session_id` began (join) or ended (leave) a subscription of a room.
   void report_subscription(ChatEvent::Kind kind, const std::string& room_id, const std::string& session_id);
+  void publish_from_api(ChatMessage m, Rooms::PublishedFn done) override;
 
   const HubConfig& config() const { return cfg_; }
   const Limits& limits() const { return cfg_.limits; }
@@ -208,6 +209,10 @@ class Hub final : public Rooms, public NodeView {
  private:
   void on_delivery(bus::Delivery&& d);  // the bus's delivering thread
   void publish_known(const ChatMessage& m, std::string client_id, bus::PublishedFn done);
+  // Returns `m` as it travels: stamped with a new id and the time.
+  std::string stamp_new(const ChatMessage& m);
+  // Tells the event sink, if it wants messages, that `payload` was published with `seq`.
+  void report_message(const std::string& room_id, std::uint64_t seq, std::string payload);
   void remember_room(const std::string& id);
 
   HubConfig cfg_;

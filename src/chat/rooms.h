@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "chat/refusals.h"
+#include "chat/rules.h"
 #include "store/room_store.h"
 
 namespace chatd::chat {
@@ -32,6 +33,11 @@ class Rooms {
   // Creates a room named `name` (as check_room_name returned it); store::Error::full when the
   // store holds Limits::max_rooms. `done` runs on any thread.
   virtual void create_room(std::string name, CreateFn done) = 0;
+  // Publishes `m` for the server API (POST /api/publish): the room must exist, as for a SEND.
+  // `done` gets the message as subscribers receive it, with its seq, as a JSON object; or
+  // chat::Error::unknown_room, store_unavailable or publish_failed. Runs on any thread.
+  using PublishedFn = std::function<void(std::error_code, std::string message_json)>;
+  virtual void publish_from_api(ChatMessage m, PublishedFn done) = 0;
 };
 
 // One engine's health as /healthz reports it.

@@ -78,6 +78,7 @@ std::string_view to_string(MessageType t) {
     case MessageType::enter: return "ENTER";
     case MessageType::talk: return "TALK";
     case MessageType::quit: return "QUIT";
+    case MessageType::system: return "SYSTEM";
   }
   return "TALK";
 }
@@ -233,7 +234,8 @@ std::string stamp(const ChatMessage& m, std::string_view id, std::int64_t ts_ms,
   switch (m.type) {
     case MessageType::enter: text = replace_all(texts.enter, "{sender}", m.sender); break;
     case MessageType::quit: text = replace_all(texts.quit, "{sender}", m.sender); break;
-    case MessageType::talk: text = m.message; break;
+    case MessageType::talk:
+    case MessageType::system: text = m.message; break;
   }
   boost::json::object o;
   o.reserve(6);

@@ -34,7 +34,8 @@ enum class Error {
 const std::error_category& error_category() noexcept;
 std::error_code make_error_code(Error e) noexcept;
 
-enum class MessageType { enter, talk, quit };
+// system: from the server API only (never accepted in a SEND); its text is kept as given.
+enum class MessageType { enter, talk, quit, system };
 std::string_view to_string(MessageType t);
 
 struct ChatMessage {

@@ -178,6 +178,9 @@ class HttpSession final : public Closable,
       if (method != http::verb::get) return not_allowed("GET");
       return find_room(server_.rooms(), std::string_view(path).substr(kRoom.size()), shared_from_this());
     }
+    if (path.rfind("/api/", 0) == 0)
+      return server_.api().handle(path, server_.rooms(), server_.node(), server_.hub().limits(),
+                                  server_.connection_counts(), shared_from_this());
     if (path == "/healthz") {
       if (method != http::verb::get) return not_allowed("GET");
       bool up = false;
@@ -186,7 +189,7 @@ class HttpSession final : public Closable,
     }
     if (path == "/metrics") {
       if (method != http::verb::get) return not_allowed("GET");
-      return write(make_response(req, http::status::ok, metrics_text(server_.node(), server_.connection_counts()), "text/plain; version=0.0.4"));
+      return write(make_response(req, http::status::ok, metrics_text(server_.node(), server_.connection_counts()) + server_.api().metrics_text(), "text/plain; version=0.0.4"));
     }
     if (path.rfind("/assets/", 0) == 0 || path == "/favicon.ico") {
       if (method != http::verb::get && method != http::verb::head) return not_allowed("GET");

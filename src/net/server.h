@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "chat/hub.h"
+#include "net/api.h"
 #include "net/health.h"
 #include "net/limits.h"
 
@@ -27,6 +28,7 @@ struct ServerConfig {
   std::uint16_t port = 8080;
   std::string web_root;  // folder of the browser pages; empty: pages answer 404
   Limits limits;
+  ApiConfig api;         // the server API under /api/; off without a key
 };
 
 class StaticFiles;
@@ -105,6 +107,7 @@ class Server {
 
   // The chat core through its narrow doors: room operations and the health/metrics view.
   chat::Rooms& rooms() { return hub_; }
+  ServerApi& api() { return api_; }
   const chat::NodeView& node() const { return hub_; }
   ConnectionCounts connection_counts() const;
 
@@ -112,6 +115,7 @@ class Server {
   void do_accept();
 
   ServerConfig cfg_;
+  ServerApi api_{cfg_.api};
   chat::Hub& hub_;
   std::vector<boost::asio::io_context*> workers_;
   std::unique_ptr<StaticFiles> files_;

@@ -80,7 +80,7 @@
     const sender = String(m.sender ?? '');
     const body = String(m.message ?? '');
     let li;
-    if (m.type === 'ENTER' || m.type === 'QUIT') {
+    if (m.type === 'ENTER' || m.type === 'QUIT' || m.type === 'SYSTEM') {
       li = notice(body || (m.type === 'ENTER' ? `${sender}님 등장!` : `${sender}님 퇴장`));
     } else {
       li = document.createElement('li');
