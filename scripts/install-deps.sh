@@ -9,7 +9,8 @@ build_pkgs=(g++ cmake ninja-build pkg-config ccache
             libhiredis-dev librdkafka-dev libsqlite3-dev libssl-dev nodejs npm)
 test_pkgs=(libgtest-dev redis-server chromium default-jre-headless maven
            fonts-nanum fonts-noto-color-emoji  # Korean and emoji glyphs for browser screenshots
-           dpkg-dev systemd)  # the .deb test: dpkg-shlibdeps for its Depends, systemd-analyze for the unit
+           dpkg-dev systemd  # the .deb test: dpkg-shlibdeps for its Depends, systemd-analyze for the unit
+           iproute2)         # ss: the keepalive test reads chatd's socket timers
 bench_pkgs=(libbenchmark-dev rabbitmq-server linux-perf)
 # libFuzzer ships with clang's compiler-rt (CHATD_FUZZ=ON).
 fuzz_pkgs=(clang libclang-rt-14-dev)

@@ -14,6 +14,7 @@
 #include <iostream>
 #include <thread>
 
+#include "log/log.h"
 #include "app/options.h"
 #include "chat/rules.h"
 #include "net/static_files.h"
@@ -78,6 +79,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> args(argv + 1, argv + argc), env;
     for (char** e = environ; *e; ++e) env.emplace_back(*e);
     opt = app::parse_options(args, env);
+    log::set_format(opt.log_json ? log::Format::json : log::Format::text);
   } catch (const std::exception& e) {
     std::cerr << "chatd: " << e.what() << '\n';
     return 2;

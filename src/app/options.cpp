@@ -177,6 +177,29 @@ const std::vector<Spec>& specs() {
       size_opt("max-connections", "open connections per node (a process may hold 20,000 files here)", &L::max_connections, 1, 10000000),
       size_opt("max-outbound-bytes", "bytes queued to one slow reader before it is disconnected", &L::max_outbound_bytes, 4096, 1 << 30),
       size_opt("max-http-body", "largest HTTP request body", &L::max_http_body, 256, 16 << 20),
+      size_opt("max-connections-per-address", "open connections (and SockJS sessions) per client address (0: no limit)",
+               &L::max_connections_per_address, 0, 10000000),
+      size_opt("sockjs-session-rate", "new SockJS sessions a second per client address (0: no limit)", &L::sockjs_session_rate, 0, 1000000),
+      size_opt("sockjs-session-burst", "new SockJS sessions per client address at once above the rate", &L::sockjs_session_burst, 1, 10000000),
+      size_opt("room-create-per-minute", "rooms a minute one client address may create (0: no limit)", &L::room_create_per_minute, 0, 1000000),
+      size_opt("room-create-burst", "rooms one client address may create at once above the rate", &L::room_create_burst, 1, 10000000),
+      {"trusted-proxies", "addresses/CIDRs whose X-Forwarded-For names the client (empty: none)",
+       [](const Options& o) { return o.trusted_proxies_spec; },
+       [](Options& o, const std::string& v) {
+         o.server.trusted_proxies = net::ProxyList::parse(v);
+         o.trusted_proxies_spec = v;
+       }},
+      {"sockjs-bind", "a SockJS session answers only: address (the client that opened it) | none (any client)",
+       [](const Options& o) { return std::string(o.server.sockjs_bind_address ? "address" : "none"); },
+       [](Options& o, const std::string& v) {
+         if (v != "address" && v != "none") throw std::invalid_argument("--sockjs-bind must be address or none");
+         o.server.sockjs_bind_address = v == "address";
+       }},
+      {"log-format", "event lines on stderr: text | json", [](const Options& o) { return o.log_json ? std::string("json") : std::string("text"); },
+       [](Options& o, const std::string& v) {
+         if (v != "text" && v != "json") throw std::invalid_argument("--log-format must be text or json");
+         o.log_json = v == "json";
+       }},
       size_opt("send-rate", "SENDs a second one connection may make (0: no limit)", &L::send_rate, 0, 1000000),
       size_opt("send-burst", "SENDs one connection may make at once above its rate", &L::send_burst, 1, 10000000),
       size_opt("room-send-rate", "SENDs a second one room takes through this node (0: no limit)", &L::room_send_rate, 0, 10000000),
@@ -194,6 +217,9 @@ const std::vector<Spec>& specs() {
       ms_opt("heartbeat-send-ms", "heart-beat the server offers to send (0: none)", &L::heartbeat_send, 0),
       ms_opt("heartbeat-receive-ms", "heart-beat the server asks of clients (0: none)", &L::heartbeat_receive, 0),
       ms_opt("connect-timeout-ms", "time from WebSocket upgrade to CONNECT", &L::connect_timeout, 100),
+      ms_opt("tcp-keepalive-idle-ms", "idle time before TCP keepalive probes a silent peer (0: off)", &L::tcp_keepalive_idle, 0),
+      ms_opt("tcp-keepalive-interval-ms", "time between TCP keepalive probes", &L::tcp_keepalive_interval, 1000),
+      size_opt("tcp-keepalive-probes", "unanswered keepalive probes before the connection is dropped", &L::tcp_keepalive_probes, 1, 100),
       ms_opt("drain-timeout-ms", "time SIGTERM waits for connections to close", &L::drain_timeout, 0),
       ms_opt("write-timeout-ms", "time a client may take no byte of a pending write before it is reset", &L::write_timeout, 100),
   };

@@ -25,6 +25,8 @@ struct Options {
   std::string data_dir = "./data";
   unsigned threads = 0;  // 0: one worker per core
   bool help = false;
+  bool log_json = false;  // --log-format json
+  std::string trusted_proxies_spec;  // --trusted-proxies as given, for --help
   bool version = false;       // --version: print it and exit
   bool check_config = false;  // --check-config: validate, reach the engines, exit 0 or 1
 };

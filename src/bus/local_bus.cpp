@@ -15,6 +15,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "log/log.h"
 #include "bus/history_file.h"
 #include "bus/message_bus.h"
 
@@ -192,7 +193,8 @@ class LocalBus final : public MessageBus {
       for (auto& q : batch) rows.push_back(q.row);
       const bool ok = writer_file_->append(rows, cfg_.history_size);
       if (ok != !write_failing_.exchange(!ok))
-        std::cerr << "chatd: history " << (ok ? "writes again" : "write failed: " + writer_file_->last_error()) << std::endl;
+        ok ? log::event("engine_up", {{"engine", "history"}})
+           : log::event("engine_down", {{"engine", "history"}, {"why", writer_file_->last_error()}});
       settle(batch, ok);
       for (auto& q : batch) {
         if (ok && deliver) deliver(Delivery{q.row.room_id, q.row.seq, epoch_, std::move(q.row.payload)});

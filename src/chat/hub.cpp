@@ -191,18 +191,6 @@ void Hub::publish(const ChatMessage& m, std::string client_id, bus::PublishedFn 
   });
 }
 
-bool Hub::admit_room_send(const std::string& room_id) {
-  const auto rate = static_cast<double>(cfg_.limits.room_send_rate), burst = static_cast<double>(cfg_.limits.room_send_burst);
-  if (rate <= 0) return true;
-  auto now = TokenBucket::Clock::now();
-  std::lock_guard lock(room_rate_mu_);
-  if (room_rate_.size() >= room_rate_prune_at_) {
-    std::erase_if(room_rate_, [&](auto& kv) { return kv.second.full(now, rate, burst); });
-    room_rate_prune_at_ = std::max<std::size_t>(1024, 2 * room_rate_.size());
-  }
-  return room_rate_[room_id].take(now, rate, burst);
-}
-
 std::string Hub::stamp_new(const ChatMessage& m) {
   auto n = next_id_.fetch_add(1, std::memory_order_relaxed);
   auto ts = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -216,7 +204,8 @@ void Hub::report_message(const std::string& room_id, std::uint64_t seq, std::str
 }
 
 void Hub::publish_known(const ChatMessage& m, std::string client_id, bus::PublishedFn done) {
-  if (!admit_room_send(m.room_id)) {
+  if (!room_rate_.take(m.room_id, static_cast<double>(cfg_.limits.room_send_rate),
+                       static_cast<double>(cfg_.limits.room_send_burst))) {
     refusals.count(Refusal::room_rate);
     return done(make_error_code(Error::room_busy), 0);
   }

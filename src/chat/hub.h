@@ -234,12 +234,8 @@ class Hub final : public Rooms, public NodeView {
   std::shared_mutex rooms_mu_;
   std::unordered_set<std::string> known_rooms_;  // rooms are never deleted, so a hit stays true
 
-  // Per-room SEND buckets (Limits::room_send_rate), for rooms known to exist only. Idle full
-  // buckets are dropped as the map grows, so it stays about the size of the busy rooms.
-  bool admit_room_send(const std::string& room_id);
-  std::mutex room_rate_mu_;
-  std::unordered_map<std::string, TokenBucket> room_rate_;
-  std::size_t room_rate_prune_at_ = 1024;
+  // Per-room SEND buckets (Limits::room_send_rate), for rooms known to exist only.
+  KeyedBuckets room_rate_;
 
   EventSink* events_ = nullptr;
   std::atomic<std::uint64_t> next_event_{0};

@@ -26,6 +26,13 @@ struct Limits {
 
   // Connections and memory
   std::size_t max_connections = 18000;  // a process may hold 20,000 files; keep headroom
+  // Per client address (the TCP peer, or X-Forwarded-For from a trusted proxy), so one
+  // address cannot take the node for itself. Rates are a second (rooms: a minute); 0: off.
+  std::size_t max_connections_per_address = 500;  // an office behind one NAT; 1/36 of the node
+  std::size_t sockjs_session_rate = 10;     // new SockJS sessions a second; a page opens one
+  std::size_t sockjs_session_burst = 100;   // ... tabs reconnecting after a network change
+  std::size_t room_create_per_minute = 60;  // people make a few rooms a day; a script is not a person
+  std::size_t room_create_burst = 60;
   std::size_t max_outbound_bytes = 1024 * 1024;  // per session; past it the reader is too slow
   std::size_t max_http_body = 16 * 1024;         // POST /chat/room carries one name
   std::size_t max_http_header = 8 * 1024;        // Beast's default; cookies fit
@@ -47,6 +54,11 @@ struct Limits {
   // A client that takes no byte of a pending write for this long is gone or stuck: its socket
   // is reset, which also frees what the kernel holds for it. Spring's sendTimeLimit default.
   std::chrono::milliseconds write_timeout{10000};
+  // A peer that vanished without a FIN (power cut, NAT entry dropped) and declined STOMP
+  // heart-beats is found by TCP keepalive within idle + interval x probes (45 s); 0 idle: off.
+  std::chrono::milliseconds tcp_keepalive_idle{30000};
+  std::chrono::milliseconds tcp_keepalive_interval{5000};
+  std::size_t tcp_keepalive_probes = 3;
 };
 
 // Chat wording that an operator may localize.

@@ -5,6 +5,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
+#include <mutex>
+#include <string>
+#include <unordered_map>
 
 namespace chatd::chat {
 
@@ -46,6 +50,28 @@ class TokenBucket {
   bool started_ = false;
   double tokens_ = 0;
   Clock::time_point last_{};
+};
+
+// Token buckets by key (a room, a client address), from any thread. Buckets that are full
+// again are forgotten as the map grows, so it stays about the size of the keys busy lately.
+class KeyedBuckets {
+ public:
+  // Returns whether one event for `key` fits now; a rate of 0 means no limit.
+  bool take(const std::string& key, double rate, double burst) {
+    if (rate <= 0) return true;
+    auto now = TokenBucket::Clock::now();
+    std::lock_guard lock(mu_);
+    if (buckets_.size() >= prune_at_) {
+      std::erase_if(buckets_, [&](const auto& kv) { return kv.second.full(now, rate, burst); });
+      prune_at_ = std::max<std::size_t>(1024, 2 * buckets_.size());
+    }
+    return buckets_[key].take(now, rate, burst);
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<std::string, TokenBucket> buckets_;
+  std::size_t prune_at_ = 1024;
 };
 
 }  // namespace chatd::chat

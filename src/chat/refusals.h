@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "log/log.h"
+
 namespace chatd::chat {
 
 enum class Refusal : std::size_t {
@@ -16,6 +18,10 @@ enum class Refusal : std::size_t {
   send_rate,               // a SEND over the connection's rate (429)
   send_flood,              // a connection closed for sending at more than twice its rate
   room_rate,               // a SEND over the room's rate on this node (429)
+  connections_per_address, // a connection or SockJS session over Limits::max_connections_per_address (503)
+  sockjs_session_rate,     // a new SockJS session over the address's rate (429)
+  room_create_rate,        // a room creation over the address's rate (429)
+  sockjs_foreign_address,  // a SockJS request from an address other than the session's (404)
   count_,
 };
 
@@ -27,6 +33,10 @@ constexpr std::string_view to_string(Refusal r) {
     case Refusal::send_rate: return "send_rate";
     case Refusal::send_flood: return "send_flood";
     case Refusal::room_rate: return "room_rate";
+    case Refusal::connections_per_address: return "connections_per_address";
+    case Refusal::sockjs_session_rate: return "sockjs_session_rate";
+    case Refusal::room_create_rate: return "room_create_rate";
+    case Refusal::sockjs_foreign_address: return "sockjs_foreign_address";
     case Refusal::count_: break;
   }
   return "unknown";
@@ -34,7 +44,12 @@ constexpr std::string_view to_string(Refusal r) {
 
 class Refusals {
  public:
-  void count(Refusal r) { counts_[static_cast<std::size_t>(r)].fetch_add(1, std::memory_order_relaxed); }
+  // Counts `r` and logs it (rate-limited), with `who` (a client address or session) if known.
+  void count(Refusal r, std::string_view who = {}) {
+    counts_[static_cast<std::size_t>(r)].fetch_add(1, std::memory_order_relaxed);
+    if (who.empty()) log::event("refused", {{"reason", to_string(r)}});
+    else log::event("refused", {{"reason", to_string(r)}, {"client", who}});
+  }
   std::uint64_t get(Refusal r) const { return counts_[static_cast<std::size_t>(r)].load(std::memory_order_relaxed); }
 
  private:

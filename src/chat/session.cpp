@@ -576,6 +576,7 @@ void StompSession::tick_in_loop(Clock::time_point now) {
 
 void StompSession::fail_in_loop(std::string_view message, std::string_view detail) {
   if (state_ == State::closing || state_ == State::closed || !transport_) return;
+  log::event("session_closed", {{"session", id_}, {"reason", message}});
   stomp::Frame err{Command::error, {{"message", std::string(message)}, {"content-type", "text/plain"}}, std::string(detail)};
   send_bytes(stomp::encode(err, version_));
   state_ = State::closing;

@@ -54,7 +54,11 @@ class HttpSession final : public Closable,
                           public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(Server& server, asio::ip::tcp::socket socket, ConnectionSlot slot)
-      : server_(server), slot_(std::move(slot)), stream_(std::move(socket)) {}
+      : server_(server), slot_(std::move(slot)), stream_(std::move(socket)) {
+    boost::system::error_code ec;
+    auto ep = stream_.socket().remote_endpoint(ec);
+    if (!ec) peer_ = ep.address();
+  }
   ~HttpSession() override {
     if (!handed_over_) server_.untrack(this);
   }
@@ -106,7 +110,7 @@ class HttpSession final : public Closable,
     // length, so its body would be read as the next request (a smuggling opening behind a
     // proxy). Beast frames it as body-less; refuse it and close instead.
     if (parser_->get().count(http::field::transfer_encoding) && !parser_->chunked()) {
-      server_.hub().refusals.count(chat::Refusal::http_framing);
+      server_.hub().refusals.count(chat::Refusal::http_framing, peer_.to_string());
       Request req;
       req.version(11);
       req.keep_alive(false);
@@ -148,7 +152,7 @@ class HttpSession final : public Closable,
       }
     }
     if (path == kSockJsBase || path.rfind(std::string(kSockJsBase) + "/", 0) == 0) {
-      if (auto route = answer_sockjs(server_, path, *this)) sockjs_receive(*route);
+      if (auto route = answer_sockjs(server_, path, *this, client())) sockjs_receive(*route);
       return;
     }
 
@@ -162,7 +166,13 @@ class HttpSession final : public Closable,
       return list_rooms(server_.rooms(), shared_from_this());
     }
     if (path == "/chat/room") {
-      if (method == http::verb::post) return create_room(server_.rooms(), server_.hub().limits(), *url, shared_from_this());
+      if (method == http::verb::post) {
+        if (!server_.admit_room_create(client())) {
+          server_.hub().refusals.count(chat::Refusal::room_create_rate, client().to_string());
+          return write(json_error(req, http::status::too_many_requests, "too many rooms created from your address; try again later"));
+        }
+        return create_room(server_.rooms(), server_.hub().limits(), *url, shared_from_this());
+      }
       if (method == http::verb::get) return page("/room.html");
       return not_allowed("GET, POST");
     }
@@ -198,11 +208,27 @@ class HttpSession final : public Closable,
     write(json_error(req, http::status::not_found, "no route for " + path));
   }
 
+  // Returns who sent the current request: the peer, or X-Forwarded-For's client when the
+  // peer is a trusted proxy.
+  asio::ip::address client() const {
+    return client_address(peer_, req_["X-Forwarded-For"], server_.config().trusted_proxies);
+  }
+
   // xhr / xhr_streaming: this connection answers for the session until the response ends.
   void sockjs_receive(const sockjs::Route& route) {
     auto& loop = static_cast<asio::io_context&>(stream_.get_executor().context());
-    bool full = false;
-    auto session = server_.sockjs().find_or_create(std::string(route.session), loop, full);
+    const auto who = client();
+    auto session = server_.sockjs().find(std::string(route.session));
+    // Someone else's session is answered like one that does not exist: its id stays a secret.
+    if (session && !server_.may_use(*session, who)) return write(json_error(req_, http::status::not_found, "no such SockJS session"));
+    if (!session) {
+      if (!server_.admit_sockjs_session(who)) {
+        server_.hub().refusals.count(chat::Refusal::sockjs_session_rate, who.to_string());
+        return write(json_error(req_, http::status::too_many_requests, "too many new SockJS sessions from your address"));
+      }
+      bool full = false;
+      session = server_.sockjs().find_or_create(std::string(route.session), loop, who, full);
+    }
     if (!session) return write(json_error(req_, http::status::service_unavailable, "too many connections"));
     stream_.expires_never();
     // The receiver's handle shares this connection's ownership.
@@ -252,6 +278,7 @@ class HttpSession final : public Closable,
 
   Server& server_;
   ConnectionSlot slot_;
+  asio::ip::address peer_;
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;

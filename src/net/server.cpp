@@ -4,6 +4,11 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <algorithm>
 #include <stdexcept>
 
 #include "net/sessions.h"
@@ -13,6 +18,30 @@
 namespace chatd::net {
 namespace asio = boost::asio;
 using asio::ip::tcp;
+
+namespace {
+
+// Finding 6: a peer that declined heart-beats (heart-beat:0,0, STOMP 1.0) and then vanished
+// without a FIN is found by the kernel: keepalive probes after `idle`, every `interval`,
+// dropped after `probes` unanswered ones. TCP_USER_TIMEOUT gives the same bound to data the
+// peer never acknowledges, which keepalive does not probe. Errors are ignored: a socket that
+// cannot have them still works, it is only found later.
+void set_keepalive(tcp::socket& s, const chat::Limits& lim) {
+  using namespace std::chrono;
+  if (lim.tcp_keepalive_idle.count() == 0) return;
+  auto secs = [](milliseconds d) { return static_cast<int>(std::max<milliseconds::rep>(1, (d.count() + 999) / 1000)); };
+  int on = 1, idle = secs(lim.tcp_keepalive_idle), interval = secs(lim.tcp_keepalive_interval);
+  int probes = static_cast<int>(lim.tcp_keepalive_probes);
+  auto user_timeout = static_cast<unsigned>(1000 * (idle + interval * probes));
+  int fd = s.native_handle();
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
+}
+
+}  // namespace
 
 Server::Server(ServerConfig cfg, chat::Hub& hub, std::vector<asio::io_context*> workers)
     : cfg_(std::move(cfg)),
@@ -51,10 +80,14 @@ void Server::do_accept() {
     if (!ec) {
       accepted.fetch_add(1, std::memory_order_relaxed);
       socket.set_option(tcp::no_delay(true), ec);
-      auto slot = take_connection();
+      set_keepalive(socket, hub_.limits());
+      auto peer = socket.remote_endpoint(ec);
+      bool per_address = false;
+      auto slot = ec ? ConnectionSlot() : take_connection(peer.address(), per_address);
       if (!slot) {
         // Over the bound: answer plainly and hang up, without starting a session.
-        refused.fetch_add(1, std::memory_order_relaxed);
+        if (per_address) hub_.refusals.count(chat::Refusal::connections_per_address, peer.address().to_string());
+        else refused.fetch_add(1, std::memory_order_relaxed);
         auto s = std::make_shared<tcp::socket>(std::move(socket));
         static const std::string busy = [] {
           std::string body = R"({"status":503,"error":"too many connections"})";
@@ -77,10 +110,53 @@ void Server::do_accept() {
   });
 }
 
-ConnectionSlot Server::take_connection() {
-  if (connections.load(std::memory_order_relaxed) >= hub_.limits().max_connections) return {};
+bool AddressCounts::try_add(const std::string& address, std::size_t max) {
+  std::lock_guard lock(mu_);
+  auto& n = counts_[address];
+  if (n >= max) return false;
+  ++n;
+  return true;
+}
+
+void AddressCounts::remove(const std::string& address) {
+  std::lock_guard lock(mu_);
+  if (auto it = counts_.find(address); it != counts_.end() && --it->second == 0) counts_.erase(it);
+}
+
+ConnectionSlot Server::take_connection(const asio::ip::address& client, bool& per_address) {
+  per_address = false;
+  const auto& lim = hub_.limits();
+  if (connections.load(std::memory_order_relaxed) >= lim.max_connections) return {};
+  AddressCounts* counts = nullptr;
+  std::string key;
+  if (lim.max_connections_per_address && !cfg_.trusted_proxies.contains(client)) {
+    key = client.to_string();
+    if (!per_address_.try_add(key, lim.max_connections_per_address)) {
+      per_address = true;
+      return {};
+    }
+    counts = &per_address_;
+  }
   connections.fetch_add(1, std::memory_order_relaxed);
-  return ConnectionSlot(connections);
+  return ConnectionSlot(connections, counts, std::move(key));
+}
+
+bool Server::admit_sockjs_session(const asio::ip::address& client) {
+  const auto& lim = hub_.limits();
+  return sockjs_rate_.take(client.to_string(), static_cast<double>(lim.sockjs_session_rate),
+                           static_cast<double>(lim.sockjs_session_burst));
+}
+
+bool Server::may_use(const XhrSession& session, const asio::ip::address& client) {
+  if (!cfg_.sockjs_bind_address || session.owner() == client) return true;
+  hub_.refusals.count(chat::Refusal::sockjs_foreign_address, client.to_string());
+  return false;
+}
+
+bool Server::admit_room_create(const asio::ip::address& client) {
+  const auto& lim = hub_.limits();
+  return room_create_rate_.take(client.to_string(), static_cast<double>(lim.room_create_per_minute) / 60.0,
+                                static_cast<double>(lim.room_create_burst));
 }
 
 void Server::track(Closable* c, std::weak_ptr<Closable> handle) {

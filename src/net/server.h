@@ -18,6 +18,8 @@
 
 #include "chat/hub.h"
 #include "net/api.h"
+#include "chat/rate_limit.h"
+#include "net/client_address.h"
 #include "net/health.h"
 #include "net/limits.h"
 
@@ -29,10 +31,13 @@ struct ServerConfig {
   std::string web_root;  // folder of the browser pages; empty: pages answer 404
   Limits limits;
   ApiConfig api;         // the server API under /api/; off without a key
+  ProxyList trusted_proxies;       // whose X-Forwarded-For is believed (--trusted-proxies)
+  bool sockjs_bind_address = true;  // a SockJS session answers only the address that opened it
 };
 
 class StaticFiles;
 class SockJsRegistry;
+class XhrSession;
 
 // A connection that is not a STOMP session (an idle HTTP keep-alive, a SockJS stream) and
 // must be told to close at shutdown. close_for_shutdown() may be called from any thread.
@@ -42,17 +47,36 @@ class Closable {
   virtual void close_for_shutdown() = 0;
 };
 
-// One connection's place under Limits::max_connections, from accept until its last owner
-// (HttpSession, then WsSession or XhrSession) lets go: the count changes only here.
+// Open connections per client address, under Limits::max_connections_per_address.
+class AddressCounts {
+ public:
+  // Adds one for `address` and returns true, or returns false when it already holds `max`.
+  bool try_add(const std::string& address, std::size_t max);
+  void remove(const std::string& address);
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<std::string, std::size_t> counts_;
+};
+
+// One connection's place under Limits::max_connections (and its address's place under
+// max_connections_per_address), from accept until its last owner (HttpSession, then WsSession
+// or XhrSession) lets go: the counts change only here.
 class ConnectionSlot {
  public:
   ConnectionSlot() = default;
-  explicit ConnectionSlot(std::atomic<std::size_t>& count) : count_(&count) {}
-  ConnectionSlot(ConnectionSlot&& o) noexcept : count_(std::exchange(o.count_, nullptr)) {}
+  explicit ConnectionSlot(std::atomic<std::size_t>& count, AddressCounts* per_address = nullptr, std::string address = {})
+      : count_(&count), per_address_(per_address), address_(std::move(address)) {}
+  ConnectionSlot(ConnectionSlot&& o) noexcept
+      : count_(std::exchange(o.count_, nullptr)),
+        per_address_(std::exchange(o.per_address_, nullptr)),
+        address_(std::move(o.address_)) {}
   ConnectionSlot& operator=(ConnectionSlot&& o) noexcept {
     if (this != &o) {
       release();
       count_ = std::exchange(o.count_, nullptr);
+      per_address_ = std::exchange(o.per_address_, nullptr);
+      address_ = std::move(o.address_);
     }
     return *this;
   }
@@ -63,9 +87,13 @@ class ConnectionSlot {
  private:
   void release() {
     if (count_) count_->fetch_sub(1, std::memory_order_relaxed);
+    if (per_address_) per_address_->remove(address_);
     count_ = nullptr;
+    per_address_ = nullptr;
   }
   std::atomic<std::size_t>* count_ = nullptr;
+  AddressCounts* per_address_ = nullptr;
+  std::string address_;
 };
 
 class Server {
@@ -89,8 +117,17 @@ class Server {
 
   // Live TCP connections (HTTP, WebSocket and SockJS alike), bounded by Limits::max_connections.
   std::atomic<std::size_t> connections{0};
-  // Returns a held slot, or an empty one when the node already has max_connections.
-  ConnectionSlot take_connection();
+  // Returns a held slot for a connection from `client`, or an empty one when the node already
+  // has max_connections or `client` has max_connections_per_address (then `per_address` is
+  // set). A trusted proxy has no per-address bound: its clients are counted by their own
+  // addresses where a request names them (SockJS sessions).
+  ConnectionSlot take_connection(const boost::asio::ip::address& client, bool& per_address);
+  // Returns whether `client` may open one more SockJS session / create one more room now.
+  bool admit_sockjs_session(const boost::asio::ip::address& client);
+  bool admit_room_create(const boost::asio::ip::address& client);
+  // Returns whether `client` may use `session`: with sockjs_bind_address only the address that
+  // opened it may (finding 5). Counts a refusal otherwise.
+  bool may_use(const XhrSession& session, const boost::asio::ip::address& client);
   std::atomic<std::uint64_t> accepted{0};
   std::atomic<std::uint64_t> refused{0};
   // sendmsg/write calls on client sockets, and sockets reset past Limits::write_timeout.
@@ -124,6 +161,9 @@ class Server {
   std::uint16_t bound_port_ = 0;
   std::size_t next_ = 0;
   std::atomic<bool> shutting_down_{false};
+  AddressCounts per_address_;
+  chat::KeyedBuckets sockjs_rate_;
+  chat::KeyedBuckets room_create_rate_;
   std::mutex closables_mu_;
   std::unordered_map<Closable*, std::weak_ptr<Closable>> closables_;
 };

@@ -1,5 +1,7 @@
 #include "redis/connection.h"
 
+#include "log/log.h"
+
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
@@ -208,7 +210,7 @@ void Connection::setup_done_in_loop() {
   up_.store(true, std::memory_order_release);
   set_describe(opts_.name + " up");
   if (std::exchange(announced_down_, false))
-    std::cerr << "chatd: redis " + opts_.name + " connection to " + ep_.display() + " is back up\n";
+    log::event("engine_up", {{"engine", "redis"}, {"connection", opts_.name}, {"address", ep_.display()}});
   ping_outstanding_ = false;
   if (opts_.health_ping) schedule_ping_in_loop();
   if (hooks_.on_up) hooks_.on_up();
@@ -225,8 +227,8 @@ void Connection::lost_in_loop(const std::string& why) {
   set_describe(opts_.name + " down: " + why + "; retrying in " + std::to_string(delay.count()) + " ms");
   // One line per outage, not per retry.
   if (ever_up_ && !std::exchange(announced_down_, true))
-    std::cerr << "chatd: redis " + opts_.name + " connection to " + ep_.display() + " lost: " + why +
-                     "; reconnecting (every <= " + std::to_string(opts_.backoff_max.count()) + " ms)\n";
+    log::event("engine_down", {{"engine", "redis"}, {"connection", opts_.name}, {"address", ep_.display()}, {"why", why},
+                               {"retry_max_ms", std::to_string(opts_.backoff_max.count())}});
   const unsigned attempt = ++attempt_;
   retry_timer_.expires_after(delay);
   retry_timer_.async_wait([weak = weak_from_this(), attempt](const boost::system::error_code& ec) {

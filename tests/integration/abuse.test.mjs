@@ -2,6 +2,9 @@
 // client. Each test names the finding it guards; each failed against the code before its fix.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { createConnection } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
@@ -10,9 +13,9 @@ import { createRoom, eventually, startChatd, stompOverWebSocket } from './harnes
 
 // Writes `bytes` in one write on a fresh TCP connection and collects what comes back until the
 // server closes, resets, or `ms` pass. Resolves { text, end: 'eof' | 'reset' | 'timeout' }.
-function rawExchange(port, bytes, ms = 3_000) {
+function rawExchange(port, bytes, ms = 3_000, from = undefined) {
   return new Promise((ok) => {
-    const s = createConnection({ host: '127.0.0.1', port });
+    const s = createConnection({ host: '127.0.0.1', port, localAddress: from });
     const chunks = [];
     let done = false;
     const finish = (end) => {
@@ -253,6 +256,193 @@ describe('finding 3: one client cannot silence a room', () => {
       assert.equal(await refusals(node.base, 'send_rate'), 0, 'no single sender went over its own rate');
     } finally {
       for (const s of senders) await s.close();
+      await node.stop();
+    }
+  });
+});
+
+// One HTTP request from local address `from` (127.0.0.x: every loopback address reaches a
+// server on 127.0.0.1). Resolves { status, body }.
+function httpFrom(from, port, method, path, { headers = {}, body = '' } = {}) {
+  return new Promise((ok, fail) => {
+    const req = httpRequest({ host: '127.0.0.1', port, method, path, localAddress: from, agent: false,
+      headers: { 'content-length': Buffer.byteLength(body), ...headers } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => ok({ status: res.statusCode, body: text }));
+    });
+    req.setTimeout(5_000, () => req.destroy(new Error(`${method} ${path}: no answer in 5 s`)));
+    req.on('error', fail);
+    req.end(body);
+  });
+}
+
+// Opens a TCP connection from `from`; resolves with the socket once connected.
+function connectFrom(from, port) {
+  return new Promise((ok, fail) => {
+    const s = createConnection({ host: '127.0.0.1', port, localAddress: from }, () => ok(s));
+    s.on('error', fail);
+  });
+}
+
+describe('finding 4: one address cannot lock everyone out', () => {
+  test('connections per address: the sixth from one address gets 503, another address still gets in', async () => {
+    const node = await startChatd({ name: 'chatd-abuse-per-address', args: ['--max-connections-per-address', '5'] });
+    const held = [];
+    // 127.0.0.5 is used by nothing else here (fetch keeps its own connections from 127.0.0.1).
+    const metrics = async () => Number((await httpFrom('127.0.0.6', node.port, 'GET', '/metrics')).body
+      .match(/^chatd_refusals_total\{reason="connections_per_address"\} (\d+)$/m)?.[1] ?? -1);
+    try {
+      for (let i = 0; i < 5; i++) held.push(await connectFrom('127.0.0.5', node.port));
+      const sixth = await rawExchange(node.port, 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n', 2_000, '127.0.0.5');
+      assert.match(sixth.text, /^HTTP\/1\.1 503 /, sixth.text);
+      const other = await httpFrom('127.0.0.7', node.port, 'GET', '/healthz');
+      assert.equal(other.status, 200);
+      assert.equal(await metrics(), 1);
+      held.pop().destroy();
+      await eventually('a freed place is usable again', async () =>
+        /^HTTP\/1\.1 200 /.test((await rawExchange(node.port, 'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 2_000, '127.0.0.5')).text));
+    } finally {
+      for (const s of held) s.destroy();
+      await node.stop();
+    }
+  });
+
+  test('new SockJS sessions and new rooms per address are rate limited', async () => {
+    const node = await startChatd({ name: 'chatd-abuse-rates',
+      args: ['--sockjs-session-rate', '1', '--sockjs-session-burst', '3', '--room-create-per-minute', '1', '--room-create-burst', '2'] });
+    try {
+      const tag = Math.random().toString(36).slice(2, 8);
+      const opened = [];
+      for (let i = 0; i < 6; i++) opened.push((await httpFrom('127.0.0.1', node.port, 'POST', `/ws-stomp/000/${tag}${i}/xhr`)).status);
+      assert.deepEqual(opened.slice(0, 3), [200, 200, 200]);
+      assert.ok(opened.slice(3).every((s) => s === 429), JSON.stringify(opened));
+      assert.equal((await httpFrom('127.0.0.2', node.port, 'POST', `/ws-stomp/000/${tag}x/xhr`)).status, 200);
+      assert.ok(await refusals(node.base, 'sockjs_session_rate') >= 3);
+
+      const form = { headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'name=r' };
+      const made = [];
+      for (let i = 0; i < 4; i++) made.push((await httpFrom('127.0.0.1', node.port, 'POST', '/chat/room', form)).status);
+      assert.deepEqual(made.slice(0, 2), [200, 200]);
+      assert.deepEqual(made.slice(2), [429, 429]);
+      const refused = await httpFrom('127.0.0.1', node.port, 'POST', '/chat/room', form);
+      assert.match(JSON.parse(refused.body).error, /too many rooms/);
+      assert.equal((await httpFrom('127.0.0.2', node.port, 'POST', '/chat/room', form)).status, 200);
+    } finally {
+      await node.stop();
+    }
+  });
+
+  test('X-Forwarded-For names the client only when a trusted proxy sends it', async () => {
+    const node = await startChatd({ name: 'chatd-abuse-xff',
+      args: ['--trusted-proxies', '127.0.0.1', '--room-create-per-minute', '1', '--room-create-burst', '1'] });
+    try {
+      const form = (xff) => ({ headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-forwarded-for': xff }, body: 'name=r' });
+      // Through the trusted proxy (127.0.0.1): each forwarded client has its own allowance.
+      assert.equal((await httpFrom('127.0.0.1', node.port, 'POST', '/chat/room', form('198.51.100.1'))).status, 200);
+      assert.equal((await httpFrom('127.0.0.1', node.port, 'POST', '/chat/room', form('198.51.100.1'))).status, 429);
+      assert.equal((await httpFrom('127.0.0.1', node.port, 'POST', '/chat/room', form('198.51.100.2'))).status, 200);
+      // A forged left-most entry does not help: the proxy's own entry is the right-most one.
+      assert.equal((await httpFrom('127.0.0.1', node.port, 'POST', '/chat/room', form('6.6.6.6, 198.51.100.2'))).status, 429);
+      // From an untrusted peer (127.0.0.2) the header is ignored: it is counted as itself.
+      assert.equal((await httpFrom('127.0.0.2', node.port, 'POST', '/chat/room', form('198.51.100.3'))).status, 200);
+      assert.equal((await httpFrom('127.0.0.2', node.port, 'POST', '/chat/room', form('198.51.100.4'))).status, 429);
+    } finally {
+      await node.stop();
+    }
+  });
+});
+
+describe('finding 5: a SockJS session belongs to the address that opened it', () => {
+  const frame = (s) => JSON.stringify([s]);
+  const open = async (node, from, url) => {
+    const r = await httpFrom(from, node.port, 'POST', `${url}/xhr`);
+    assert.equal(r.status, 200);
+    assert.equal(r.body, 'o\n');
+    const c = await httpFrom(from, node.port, 'POST', `${url}/xhr_send`, { body: frame('CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0') });
+    assert.equal(c.status, 204);
+    assert.match((await httpFrom(from, node.port, 'POST', `${url}/xhr`)).body, /CONNECTED/);
+  };
+
+  test('another address can neither send into it, read from it nor close it', async () => {
+    const node = await startChatd({ name: 'chatd-abuse-bind' });
+    try {
+      const url = `/ws-stomp/000/${Math.random().toString(36).slice(2, 10)}`;
+      await open(node, '127.0.0.1', url);
+      const disconnect = { body: frame('DISCONNECT\nreceipt:bye\n\n\0') };
+      assert.equal((await httpFrom('127.0.0.2', node.port, 'POST', `${url}/xhr_send`, disconnect)).status, 404);
+      assert.equal((await httpFrom('127.0.0.2', node.port, 'POST', `${url}/xhr`)).status, 404);
+      assert.equal(await refusals(node.base, 'sockjs_foreign_address'), 2);
+      // The owner's session is untouched: it still answers its own DISCONNECT.
+      assert.equal((await httpFrom('127.0.0.1', node.port, 'POST', `${url}/xhr_send`, disconnect)).status, 204);
+      assert.match((await httpFrom('127.0.0.1', node.port, 'POST', `${url}/xhr`)).body, /receipt-id:bye/);
+    } finally {
+      await node.stop();
+    }
+  });
+
+  test('--sockjs-bind none lets a client whose address changes keep its session', async () => {
+    const node = await startChatd({ name: 'chatd-abuse-nobind', args: ['--sockjs-bind', 'none'] });
+    try {
+      const url = `/ws-stomp/000/${Math.random().toString(36).slice(2, 10)}`;
+      await open(node, '127.0.0.1', url);
+      const r = await httpFrom('127.0.0.2', node.port, 'POST', `${url}/xhr_send`, { body: frame('DISCONNECT\nreceipt:moved\n\n\0') });
+      assert.equal(r.status, 204);
+      assert.match((await httpFrom('127.0.0.2', node.port, 'POST', `${url}/xhr`)).body, /receipt-id:moved/);
+    } finally {
+      await node.stop();
+    }
+  });
+});
+
+describe('finding 6: dead peers that declined heart-beats are found', () => {
+  // A peer that vanishes without a FIN cannot be made on loopback; what can be seen is that
+  // the kernel is probing the server's side of such a connection, via ss(8).
+  const hasSs = spawnSync('ss', ['-V']).status === 0;
+
+  test('a connection that declined heart-beats has TCP keepalive probing within the bound', { skip: hasSs ? false : 'ss (iproute2) is not installed' }, async () => {
+    const node = await startChatd({ name: 'chatd-abuse-keepalive',
+      args: ['--tcp-keepalive-idle-ms', '3000', '--tcp-keepalive-interval-ms', '1000', '--tcp-keepalive-probes', '2'] });
+    try {
+      const c = await rawStomp(node.base); // CONNECT with heart-beat:0,0: no heart-beats either way
+      const timers = () => spawnSync('ss', ['-tnoH', 'state', 'established', `( sport = :${node.port} )`], { encoding: 'utf8' }).stdout;
+      let seen = '';
+      await eventually('a keepalive timer on the server side', () => {
+        seen = timers();
+        return /timer:\(keepalive,/.test(seen);
+      }, 5_000).catch(() => { throw new Error(`no keepalive timer on port ${node.port}: ${seen}`); });
+      const m = seen.match(/timer:\(keepalive,([\d.]+)(ms|sec|min)/);
+      const secs = Number(m[1]) * { ms: 0.001, sec: 1, min: 60 }[m[2]];
+      assert.ok(secs <= 3, `the first probe is due in ${secs} s, over the configured 3 s idle`);
+      c.ws.terminate();
+    } finally {
+      await node.stop();
+    }
+  });
+});
+
+describe('finding 12: one log line per refusal, rate-limited, optionally JSON', () => {
+  test('--log-format json writes one JSON object per refused client', async () => {
+    const node = await startChatd({ name: 'chatd-abuse-log', args: ['--log-format', 'json'] });
+    try {
+      const t0 = Date.now();
+      for (let i = 0; i < 30; i++)
+        await rawExchange(node.port, 'POST /chat/room HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n', 2_000);
+      let events = [];
+      await eventually('refusal lines in the log', () => {
+        events = readFileSync(node.log, 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l))
+          .filter((e) => e.event === 'refused' && e.reason === 'http_framing');
+        return events.length > 0;
+      });
+      const seconds = Math.ceil((Date.now() - t0) / 1000);
+      assert.equal(typeof events[0].ts, 'number');
+      assert.match(events[0].client, /^127\.0\.0\.1$/);
+      // The log keeps at most 10 lines a second of one kind.
+      assert.ok(events.length >= 10 && events.length <= 10 * (seconds + 1), `${events.length} lines in ${seconds} s`);
+      if (seconds <= 1) assert.ok(events.length < 30, 'not every refusal got a line');
+      assert.equal(await refusals(node.base, 'http_framing'), 30, 'the counter counts every one');
+    } finally {
       await node.stop();
     }
   });

@@ -28,10 +28,11 @@ void answer_cors(Responder& r, Response res) {
 }
 
 // xhr_send: the body's messages go to the session's STOMP, in order; 204 at once.
-void answer_send(Server& server, const sockjs::Route& route, Responder& r) {
+void answer_send(Server& server, const sockjs::Route& route, Responder& r, const boost::asio::ip::address& client) {
   const Request& req = r.request();
   auto session = server.sockjs().find(std::string(route.session));
-  if (!session) return r.respond(json_error(req, http::status::not_found, "no such SockJS session"));
+  // Someone else's session is answered like one that does not exist: its id stays a secret.
+  if (!session || !server.may_use(*session, client)) return r.respond(json_error(req, http::status::not_found, "no such SockJS session"));
   std::vector<std::string> messages;
   if (auto ec = sockjs::decode_messages(req.body(), sockjs::Source::xhr_send, messages))
     return answer_cors(r, make_response(req, http::status::internal_server_error, ec.message(), kText));
@@ -44,7 +45,8 @@ void answer_send(Server& server, const sockjs::Route& route, Responder& r) {
 
 }  // namespace
 
-std::optional<sockjs::Route> answer_sockjs(Server& server, const std::string& path, Responder& r) {
+std::optional<sockjs::Route> answer_sockjs(Server& server, const std::string& path, Responder& r,
+                                           const boost::asio::ip::address& client) {
   using Kind = sockjs::Route::Kind;
   const Request& req = r.request();
   const auto method = req.method();
@@ -93,7 +95,7 @@ std::optional<sockjs::Route> answer_sockjs(Server& server, const std::string& pa
   if (route.transport == sockjs::Transport::websocket) no_upgrade();
   else if (method == http::verb::options) preflight("OPTIONS, POST");
   else if (method != http::verb::post) r.respond(method_not_allowed(req, "OPTIONS, POST"));
-  else if (route.transport == sockjs::Transport::xhr_send) answer_send(server, route, r);
+  else if (route.transport == sockjs::Transport::xhr_send) answer_send(server, route, r, client);
   else return route;
   return std::nullopt;
 }

@@ -3,6 +3,8 @@
 // receiving transports.
 #pragma once
 
+#include <boost/asio/ip/address.hpp>
+
 #include <optional>
 #include <string>
 
@@ -14,7 +16,9 @@ namespace chatd::net {
 class Server;
 
 // Answers the request for `path` on `r`, or returns its route when it is a receiving request
-// (xhr, xhr_streaming) that the connection must answer itself with an XhrReceiver.
-std::optional<sockjs::Route> answer_sockjs(Server& server, const std::string& path, Responder& r);
+// (xhr, xhr_streaming) that the connection must answer itself with an XhrReceiver. `client`
+// sent the request (ServerConfig::sockjs_bind_address).
+std::optional<sockjs::Route> answer_sockjs(Server& server, const std::string& path, Responder& r,
+                                           const boost::asio::ip::address& client);
 
 }  // namespace chatd::net

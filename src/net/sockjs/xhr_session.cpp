@@ -2,6 +2,7 @@
 
 #include <boost/asio/post.hpp>
 
+#include "log/log.h"
 #include "net/server.h"
 #include "net/sessions.h"
 
@@ -22,11 +23,13 @@ sockjs::Session::Limits model_limits(const chat::Limits& lim, const Limits& net)
 
 }  // namespace
 
-XhrSession::XhrSession(Server& server, asio::io_context& loop, std::string id, ConnectionSlot slot)
+XhrSession::XhrSession(Server& server, asio::io_context& loop, std::string id, ConnectionSlot slot,
+                       asio::ip::address owner)
     : server_(server),
       slot_(std::move(slot)),
       loop_(loop),
       id_(std::move(id)),
+      owner_(std::move(owner)),
       model_(model_limits(server.hub().limits(), server.config().limits)),
       timer_(loop) {}
 
@@ -135,6 +138,7 @@ void XhrSession::send(chat::Outbound&& out) {
   if (!model_.push(std::move(frame))) {
     // StompSession stops at max_outbound_bytes first; this is the hard stop behind it.
     server_.hub().slow_consumers.fetch_add(1, std::memory_order_relaxed);
+    log::event("slow_consumer", {{"sockjs_session", id_}, {"pending_bytes", std::to_string(model_.pending_bytes())}});
     return close("slow consumer");
   }
   schedule_pump();
@@ -227,18 +231,21 @@ std::shared_ptr<XhrSession> SockJsRegistry::find(const std::string& id) {
   return it == sessions_.end() ? nullptr : it->second;
 }
 
-std::shared_ptr<XhrSession> SockJsRegistry::find_or_create(const std::string& id, asio::io_context& loop, bool& full) {
+std::shared_ptr<XhrSession> SockJsRegistry::find_or_create(const std::string& id, asio::io_context& loop,
+                                                           const asio::ip::address& client, bool& full) {
   full = false;
   std::shared_ptr<XhrSession> s;
   {
     std::lock_guard lock(mu_);
     if (auto it = sessions_.find(id); it != sessions_.end()) return it->second;
-    auto slot = server_.shutting_down() ? ConnectionSlot() : server_.take_connection();
+    bool per_address = false;
+    auto slot = server_.shutting_down() ? ConnectionSlot() : server_.take_connection(client, per_address);
+    if (per_address) server_.hub().refusals.count(chat::Refusal::connections_per_address, client.to_string());
     if (!slot) {
       full = true;
       return nullptr;
     }
-    s = std::make_shared<XhrSession>(server_, loop, id, std::move(slot));
+    s = std::make_shared<XhrSession>(server_, loop, id, std::move(slot), client);
     sessions_.emplace(id, s);
   }
   // Created on the caller's loop, which is `loop`: start before any post can reach it.

@@ -40,7 +40,12 @@ class SockJsReceiver {
 
 class XhrSession final : public chat::Transport, public std::enable_shared_from_this<XhrSession> {
  public:
-  XhrSession(Server& server, boost::asio::io_context& loop, std::string id, ConnectionSlot slot);
+  XhrSession(Server& server, boost::asio::io_context& loop, std::string id, ConnectionSlot slot,
+             boost::asio::ip::address owner);
+
+  // The client address that opened the session; with ServerConfig::sockjs_bind_address only
+  // it may send to, read from or close the session (finding 5: the URL alone is not a key).
+  const boost::asio::ip::address& owner() const { return owner_; }
   ~XhrSession() override;
 
   boost::asio::io_context& loop() { return loop_; }
@@ -83,6 +88,7 @@ class XhrSession final : public chat::Transport, public std::enable_shared_from_
   ConnectionSlot slot_;
   boost::asio::io_context& loop_;
   std::string id_;
+  boost::asio::ip::address owner_;
   sockjs::Session model_;
   std::shared_ptr<chat::StompSession> stomp_;
   Receiver current_;             // key null: no receiver
@@ -107,7 +113,9 @@ class SockJsRegistry {
   // Returns the session `id`, creating it on `loop` when `create` (nullptr when it does not
   // exist and may not be created, or when the node is full).
   std::shared_ptr<XhrSession> find(const std::string& id);
-  std::shared_ptr<XhrSession> find_or_create(const std::string& id, boost::asio::io_context& loop, bool& full);
+  // A new session belongs to `client`.
+  std::shared_ptr<XhrSession> find_or_create(const std::string& id, boost::asio::io_context& loop,
+                                             const boost::asio::ip::address& client, bool& full);
   void erase(const std::string& id, const XhrSession* s);
 
  private:

@@ -1,0 +1,100 @@
+// The embedded store refuses a damaged or truncated file at start and reports DOWN while
+// writes fail (issue 13, finding 9).
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+
+#include "store/room_store.h"
+
+using namespace chatd;
+
+namespace {
+
+class EmbeddedStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir = std::filesystem::temp_directory_path() /
+          ("chatd-embedded-" + std::to_string(::getpid()) + "-" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir);
+    cfg.data_dir = dir.string();
+    cfg.max_rooms = 100000;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir); }
+
+  // Returns the error of creating room `i` in `s` synchronously.
+  static std::error_code create(store::RoomStore& s, int i) {
+    std::error_code out = make_error_code(std::errc::timed_out);
+    s.create({"00000000-0000-4000-8000-" + std::string(12 - std::to_string(i).size(), '0') + std::to_string(i),
+              "room " + std::to_string(i)},
+             [&](std::error_code ec) { out = ec; });
+    return out;
+  }
+
+  // Returns the message of the exception opening the store throws ("" when it opens).
+  std::string open_error() {
+    try {
+      store::make_embedded_store(cfg);
+    } catch (const std::runtime_error& e) {
+      return e.what();
+    }
+    return "";
+  }
+
+  std::filesystem::path dir;
+  store::StoreConfig cfg;
+};
+
+}  // namespace
+
+TEST_F(EmbeddedStoreTest, AZeroByteFileIsRefused) {
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "chatd.db").close();
+  EXPECT_NE(open_error().find("is empty (0 bytes)"), std::string::npos) << open_error();
+}
+
+TEST_F(EmbeddedStoreTest, ADamagedFileIsRefusedNotServedInPart) {
+  {
+    auto s = store::make_embedded_store(cfg);
+    for (int i = 0; i < 3000; ++i) ASSERT_FALSE(create(*s, i));
+  }
+  auto db = dir / "chatd.db";
+  std::filesystem::remove(dir / "chatd.db-wal");
+  std::filesystem::remove(dir / "chatd.db-shm");
+  auto size = std::filesystem::file_size(db);
+  ASSERT_GT(size, 16u * 4096);
+  {
+    // Overwrite one page in the middle (page 10) with garbage, as a bad disk would.
+    std::fstream f(db, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(9 * 4096);
+    std::string junk(4096, '\xA5');
+    f.write(junk.data(), static_cast<std::streamsize>(junk.size()));
+  }
+  auto why = open_error();
+  EXPECT_NE(why.find("is damaged"), std::string::npos) << why;
+}
+
+TEST_F(EmbeddedStoreTest, FailedWritesTurnItDownUntilOneSucceeds) {
+  auto s = store::make_embedded_store(cfg);
+  ASSERT_FALSE(create(*s, 0));
+  EXPECT_TRUE(s->up());
+  // A full disk, as far as this process can tell: files may not grow past their size now.
+  std::signal(SIGXFSZ, SIG_IGN);
+  rlimit old{};
+  ::getrlimit(RLIMIT_FSIZE, &old);
+  rlimit tight = old;
+  tight.rlim_cur = 64 * 1024;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &tight), 0);
+  std::error_code ec;
+  for (int i = 1; i < 5000 && !ec; ++i) ec = create(*s, i);
+  ::setrlimit(RLIMIT_FSIZE, &old);
+  EXPECT_EQ(ec, store::Error::engine_down);
+  EXPECT_FALSE(s->up()) << "a store that cannot write must not report UP";
+  EXPECT_NE(s->describe().find("last write failed"), std::string::npos) << s->describe();
+  EXPECT_FALSE(create(*s, 9999));
+  EXPECT_TRUE(s->up());
+}
