@@ -23,6 +23,7 @@ struct Limits {
   std::size_t max_sender_bytes = 64;     // a nickname, not an essay
   std::size_t max_room_name_bytes = 100;
   std::size_t max_rooms = 100000;        // per store; 100k rooms are ~10 MiB of JSON
+  std::size_t room_list_max = 1000;      // one GET /chat/rooms page: ~60 KiB, and the seed's page lists them all
 
   // Connections and memory
   std::size_t max_connections = 18000;  // a process may hold 20,000 files; keep headroom

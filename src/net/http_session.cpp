@@ -163,7 +163,7 @@ class HttpSession final : public Closable,
     }
     if (path == "/chat/rooms") {
       if (method != http::verb::get) return not_allowed("GET");
-      return list_rooms(server_.rooms(), shared_from_this());
+      return list_rooms(server_.rooms(), server_.hub().limits(), *url, shared_from_this());
     }
     if (path == "/chat/room") {
       if (method == http::verb::post) {

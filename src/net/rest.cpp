@@ -3,18 +3,49 @@
 #include <boost/json.hpp>
 #include <boost/url.hpp>
 
+#include <algorithm>
+#include <charconv>
+#include <limits>
+
 #include "chat/rules.h"
 
 namespace chatd::net {
 namespace http = boost::beast::http;
 
-void list_rooms(chat::Rooms& rooms, ResponderPtr r) {
-  rooms.list_rooms([r](std::error_code ec, std::vector<store::Room> all) {
+namespace {
+
+// Returns the query parameter `name` as a number in [0, max], `fallback` when absent, or
+// nullopt when it is not such a number.
+std::optional<std::size_t> number_param(const boost::urls::url_view& url, std::string_view name, std::size_t fallback,
+                                        std::size_t max) {
+  auto it = url.params().find(name);
+  if (it == url.params().end()) return fallback;
+  std::string v = (*it).value;
+  std::size_t out = 0;
+  auto res = std::from_chars(v.data(), v.data() + v.size(), out);
+  if (v.empty() || res.ec != std::errc() || res.ptr != v.data() + v.size() || out > max) return std::nullopt;
+  return out;
+}
+
+}  // namespace
+
+void list_rooms(chat::Rooms& rooms, const chat::Limits& limits, const boost::urls::url_view& url, ResponderPtr r) {
+  auto offset = number_param(url, "offset", 0, std::numeric_limits<std::uint32_t>::max());
+  auto limit = number_param(url, "limit", limits.room_list_max, limits.room_list_max);
+  if (!offset || !limit)
+    return r->respond(json_error(r->request(), http::status::bad_request,
+                                 "offset and limit must be whole numbers; limit at most " + std::to_string(limits.room_list_max)));
+  rooms.list_rooms([r, from = *offset, n = *limit](std::error_code ec, std::vector<store::Room> all) {
     if (ec) return r->respond(json_error(r->request(), http::status::service_unavailable, ec.message()));
+    const std::size_t first = std::min(from, all.size()), last = std::min(all.size(), first + n);
     boost::json::array a;
-    a.reserve(all.size());
-    for (auto& room : all) a.push_back(boost::json::object{{"roomId", room.id}, {"name", room.name}});
-    r->respond(make_response(r->request(), http::status::ok, boost::json::serialize(a), kJson));
+    a.reserve(last - first);
+    for (std::size_t i = first; i < last; ++i) a.push_back(boost::json::object{{"roomId", all[i].id}, {"name", all[i].name}});
+    auto res = make_response(r->request(), http::status::ok, boost::json::serialize(a), kJson);
+    res.set("X-Total-Count", std::to_string(all.size()));
+    if (last < all.size())
+      res.set(http::field::link, "</chat/rooms?offset=" + std::to_string(last) + "&limit=" + std::to_string(n) + ">; rel=\"next\"");
+    r->respond(std::move(res));
   });
 }
 

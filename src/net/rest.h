@@ -11,7 +11,10 @@
 
 namespace chatd::net {
 
-void list_rooms(chat::Rooms& rooms, ResponderPtr r);
+// One page of rooms in creation order: ?offset=K (default 0) and ?limit=N (default and at most
+// Limits::room_list_max). X-Total-Count says how many there are; Link rel="next" names the next
+// page while there is one. The body stays the seed's plain array.
+void list_rooms(chat::Rooms& rooms, const chat::Limits& limits, const boost::urls::url_view& url, ResponderPtr r);
 // `id` as it came in the path; anything but a room id is a 404.
 void find_room(chat::Rooms& rooms, std::string_view id, ResponderPtr r);
 // The name comes from the query (`url`), a form body, or a JSON body {"name": ...}.

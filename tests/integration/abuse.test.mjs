@@ -447,3 +447,26 @@ describe('finding 12: one log line per refusal, rate-limited, optionally JSON', 
     }
   });
 });
+
+describe('finding 7: the room list is paged', () => {
+  test('GET /chat/rooms answers at most --room-list-max rooms, with the total and the next page', async () => {
+    const node = await startChatd({ name: 'chatd-abuse-rooms', args: ['--room-list-max', '5'] });
+    try {
+      const made = [];
+      for (let i = 0; i < 7; i++) made.push(await createRoom(node.base, `room ${i}`));
+      const first = await fetch(`${node.base}/chat/rooms`);
+      assert.equal(first.status, 200);
+      assert.deepEqual(await first.json(), made.slice(0, 5), "the seed's plain array, in creation order");
+      assert.equal(first.headers.get('x-total-count'), '7');
+      assert.equal(first.headers.get('link'), '</chat/rooms?offset=5&limit=5>; rel="next"');
+      const next = await fetch(`${node.base}/chat/rooms?offset=5&limit=5`);
+      assert.deepEqual(await next.json(), made.slice(5));
+      assert.equal(next.headers.get('link'), null);
+      assert.deepEqual(await (await fetch(`${node.base}/chat/rooms?offset=1&limit=2`)).json(), made.slice(1, 3));
+      for (const bad of ['limit=6', 'limit=-1', 'offset=x', 'limit='])
+        assert.equal((await fetch(`${node.base}/chat/rooms?${bad}`)).status, 400, bad);
+    } finally {
+      await node.stop();
+    }
+  });
+});
