@@ -244,6 +244,21 @@ void Hub::list_rooms(ListFn done) { store_.list(std::move(done)); }
 
 void Hub::find_room(std::string_view id, FindFn done) { store_.find(canonical_room_id(id), std::move(done)); }
 
+void Hub::room_messages(std::string_view id, std::uint64_t before, std::size_t limit, PageFn done) {
+  auto room_id = canonical_room_id(id);
+  store_.find(room_id, [this, room_id, before, limit, done = std::move(done)](std::error_code ec, std::optional<store::Room> room) mutable {
+    if (ec) return done(Error::store_unavailable, {});
+    if (!room) return done(Error::unknown_room, {});
+    bus_.history({room_id, 0, before, limit}, [done = std::move(done)](std::error_code hec, bus::History h) {
+      if (hec) return done(Error::history_unavailable, {});
+      Page p{{}, std::move(h.epoch), h.first_seq, h.last_seq};
+      p.bodies.reserve(h.messages.size());
+      for (auto& m : h.messages) p.bodies.push_back(with_seq(m.payload, m.seq, m.epoch));
+      done({}, std::move(p));
+    });
+  });
+}
+
 EngineHealth Hub::bus_health() const { return {bus_.up(), bus_.describe()}; }
 
 EngineHealth Hub::store_health() const { return {store_.up(), store_.describe()}; }

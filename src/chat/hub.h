@@ -183,6 +183,7 @@ class Hub final : public Rooms, public NodeView {
   void list_rooms(ListFn done) override;
   void find_room(std::string_view id, FindFn done) override;
   void create_room(std::string name, CreateFn done) override;
+  void room_messages(std::string_view id, std::uint64_t before, std::size_t limit, PageFn done) override;
 
   // Returns whether room `id` is known to exist (a cache of what the store said; false means
   // "ask the store", e.g. with check_room).

@@ -24,6 +24,14 @@ class Rooms {
   using ListFn = std::function<void(std::error_code, std::vector<store::Room>)>;
   using FindFn = std::function<void(std::error_code, std::optional<store::Room>)>;
   using CreateFn = std::function<void(std::error_code, store::Room)>;
+  // A page of a room's history: the message bodies as subscribers get them, ascending seq.
+  struct Page {
+    std::vector<std::string> bodies;
+    std::string epoch;
+    std::uint64_t first_seq = 0;  // oldest retained (0: none)
+    std::uint64_t last_seq = 0;   // newest assigned
+  };
+  using PageFn = std::function<void(std::error_code, Page)>;
 
   virtual ~Rooms() = default;
   // Every room. `done` runs on any thread.
@@ -38,6 +46,9 @@ class Rooms {
   // chat::Error::unknown_room, store_unavailable or publish_failed. Runs on any thread.
   using PublishedFn = std::function<void(std::error_code, std::string message_json)>;
   virtual void publish_from_api(ChatMessage m, PublishedFn done) = 0;
+  // The newest `limit` retained messages of room `id` with seq < `before` (0: no bound);
+  // Error::unknown_room when there is no such room. `done` runs on any thread.
+  virtual void room_messages(std::string_view id, std::uint64_t before, std::size_t limit, PageFn done) = 0;
 };
 
 // One engine's health as /healthz reports it.

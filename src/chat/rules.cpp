@@ -33,6 +33,7 @@ class Category final : public std::error_category {
       case Error::bad_client_id: return "x-client-id must be 1 to --max-client-id-bytes printable characters";
       case Error::rate_limited: return "too many messages: slow down (--send-rate)";
       case Error::room_busy: return "this room gets too many messages right now: try again shortly (--room-send-rate)";
+      case Error::history_unavailable: return "the room's history could not be read; try again";
     }
     return "unknown chat error";
   }

@@ -30,6 +30,7 @@ enum class Error {
   bad_client_id,       // x-client-id empty or longer than Limits::max_client_id_bytes
   rate_limited,        // this connection sent faster than Limits::send_rate / send_burst
   room_busy,           // the room took more than Limits::room_send_rate / room_send_burst
+  history_unavailable, // the message engine could not read the room's history
 };
 const std::error_category& error_category() noexcept;
 std::error_code make_error_code(Error e) noexcept;

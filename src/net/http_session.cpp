@@ -186,7 +186,12 @@ class HttpSession final : public Closable,
     static constexpr std::string_view kRoom = "/chat/room/";
     if (path.rfind(kRoom, 0) == 0) {
       if (method != http::verb::get) return not_allowed("GET");
-      return find_room(server_.rooms(), std::string_view(path).substr(kRoom.size()), shared_from_this());
+      std::string_view rest = std::string_view(path).substr(kRoom.size());
+      static constexpr std::string_view kMessages = "/messages";
+      if (rest.size() > kMessages.size() && rest.substr(rest.size() - kMessages.size()) == kMessages)
+        return room_messages(server_.rooms(), server_.hub().limits(), rest.substr(0, rest.size() - kMessages.size()), *url,
+                             shared_from_this());
+      return find_room(server_.rooms(), rest, shared_from_this());
     }
     if (path.rfind("/api/", 0) == 0)
       return server_.api().handle(path, server_.rooms(), server_.node(), server_.hub().limits(),

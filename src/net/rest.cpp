@@ -87,4 +87,32 @@ void create_room(chat::Rooms& rooms, const chat::Limits& limits, const boost::ur
   });
 }
 
+void room_messages(chat::Rooms& rooms, const chat::Limits& limits, std::string_view id, const boost::urls::url_view& url,
+                   ResponderPtr r) {
+  const Request& req = r->request();
+  if (!chat::is_room_id(id)) return r->respond(json_error(req, http::status::not_found, "no such room"));
+  auto before = number_param(url, "before", 0, std::numeric_limits<std::size_t>::max());
+  if (!before) return r->respond(json_error(req, http::status::bad_request, "before must be a seq, a whole number"));
+  auto limit = number_param(url, "limit", std::min<std::size_t>(50, limits.max_replay), limits.max_replay);
+  if (!limit || *limit == 0)
+    return r->respond(json_error(req, http::status::bad_request,
+                                 "limit must be a number from 1 to " + std::to_string(limits.max_replay)));
+  rooms.room_messages(id, *before, *limit, [r](std::error_code ec, chat::Rooms::Page page) {
+    if (ec == chat::Error::unknown_room) return r->respond(json_error(r->request(), http::status::not_found, ec.message()));
+    if (ec) return r->respond(json_error(r->request(), http::status::service_unavailable, ec.message()));
+    // The bodies are JSON objects already: join them rather than parse and print them again.
+    std::string body = "[";
+    for (auto& b : page.bodies) {
+      if (body.size() > 1) body += ',';
+      body += b;
+    }
+    body += ']';
+    auto res = make_response(r->request(), http::status::ok, std::move(body), kJson);
+    res.set("x-epoch", page.epoch);
+    res.set("x-first-seq", std::to_string(page.first_seq));
+    res.set("x-last-seq", std::to_string(page.last_seq));
+    r->respond(std::move(res));
+  });
+}
+
 }  // namespace chatd::net

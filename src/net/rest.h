@@ -19,5 +19,10 @@ void list_rooms(chat::Rooms& rooms, const chat::Limits& limits, const boost::url
 void find_room(chat::Rooms& rooms, std::string_view id, ResponderPtr r);
 // The name comes from the query (`url`), a form body, or a JSON body {"name": ...}.
 void create_room(chat::Rooms& rooms, const chat::Limits& limits, const boost::urls::url_view& url, ResponderPtr r);
+// GET /chat/room/{id}/messages?before=SEQ&limit=N: a JSON array of the newest N (default 50, at
+// most Limits::max_replay) retained messages below SEQ, ascending, shaped as live bodies;
+// headers x-epoch, x-first-seq, x-last-seq.
+void room_messages(chat::Rooms& rooms, const chat::Limits& limits, std::string_view id, const boost::urls::url_view& url,
+                   ResponderPtr r);
 
 }  // namespace chatd::net
