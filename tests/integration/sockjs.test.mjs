@@ -273,10 +273,19 @@ describe('SockJS sessions', () => {
       assert.equal((await post(`${url}/xhr_send`, subscribeReceipted(`/sub/chat/room/${room.roomId}`))).status, 204);
       await eventually('the RECEIPT', () => first.text.includes('receipt-id:sub'), 5_000);
 
-      // 40 messages of about 9 KB each, about 360 KB: well past one response's 128 KiB.
+      // 40 messages of about 9 KB each, about 360 KB: well past one response's 128 KiB. Until the
+      // first response ends, each message is sent once the previous one arrived, so the response
+      // rolls over at 128 KiB instead of carrying one batch that all arrived before its first
+      // write; the rest is sent while no response is attached and must wait for the next one.
       const total = 40;
-      for (let i = 0; i < total; i++) speaker.chat('TALK', room.roomId, 'big', bigText(i));
+      let sent = 0;
+      while (!first.ended && sent < total) {
+        speaker.chat('TALK', room.roomId, 'big', bigText(sent++));
+        await eventually(`message ${sent} in the first response`, () => first.ended || numbered(first.text).length >= sent, 10_000);
+      }
       await Promise.race([first.done, new Promise((_, no) => setTimeout(() => no(new Error('first response never ended')), 10_000))]);
+      assert.ok(sent < total, `the first response ended only after all ${total} messages`);
+      for (; sent < total; sent++) speaker.chat('TALK', room.roomId, 'big', bigText(sent));
       assert.ok(first.bytes >= 128 * 1024, `ended after ${first.bytes} bytes`);
       assert.ok(first.text.endsWith('\n'), 'ends on a frame boundary');
       assert.doesNotMatch(first.text, /c\[/, 'a rollover is not a close');
