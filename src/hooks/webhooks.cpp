@@ -126,10 +126,12 @@ class Core : public std::enable_shared_from_this<Core> {
     }
     if (stopped_) return;
     for (auto& e : in) queue_.push_back(std::move(e));
-    // Drop the oldest beyond the bound, but never what is in flight: its answer decides it.
+    // Drop the oldest beyond the bound, in flight or not: the request already holds its copy,
+    // and whatever its answer, a newer event is worth more to a backend that was away.
     std::size_t dropped = 0;
-    while (queue_.size() > cfg_.max_queue && queue_.size() > in_flight_) {
-      queue_.erase(queue_.begin() + static_cast<std::ptrdiff_t>(in_flight_));
+    while (queue_.size() > cfg_.max_queue) {
+      queue_.pop_front();
+      if (in_flight_) --in_flight_;
       ++dropped;
     }
     if (dropped) {
@@ -143,7 +145,7 @@ class Core : public std::enable_shared_from_this<Core> {
 
   // Sends now if a full batch waits, else arms the linger timer for the rest.
   void maybe_send_in_loop() {
-    if (stopped_ || in_flight_ || backing_off_ || queue_.empty()) return;
+    if (stopped_ || requesting_ || backing_off_ || queue_.empty()) return;
     if (queue_.size() >= cfg_.max_batch) {
       linger_.cancel();
       lingering_ = false;
@@ -156,11 +158,12 @@ class Core : public std::enable_shared_from_this<Core> {
     linger_.async_wait([self = shared_from_this()](beast::error_code ec) {
       if (ec || self->stopped_) return;
       self->lingering_ = false;
-      if (!self->in_flight_ && !self->backing_off_ && !self->queue_.empty()) self->send_in_loop();
+      if (!self->requesting_ && !self->backing_off_ && !self->queue_.empty()) self->send_in_loop();
     });
   }
 
   void send_in_loop() {
+    requesting_ = true;
     in_flight_ = std::min(queue_.size(), cfg_.max_batch);
     std::string body = "{\"node\":\"" + cfg_.node_id + "\",\"sent\":" + std::to_string(now_ms()) + ",\"events\":[";
     for (std::size_t i = 0; i < in_flight_; ++i) {
@@ -233,6 +236,7 @@ class Core : public std::enable_shared_from_this<Core> {
   void done_with_batch_in_loop() {
     queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(in_flight_));
     in_flight_ = 0;
+    requesting_ = false;
     queue_length_.store(queue_.size(), std::memory_order_relaxed);
     backoff_ = kFirstBackoff;
     maybe_send_in_loop();
@@ -244,6 +248,7 @@ class Core : public std::enable_shared_from_this<Core> {
     requests_failed_.fetch_add(1, std::memory_order_relaxed);
     close_in_loop();
     in_flight_ = 0;
+    requesting_ = false;
     log_in_loop("POST " + cfg_.url + " failed (" + why + "); retrying in " + std::to_string(backoff_.count()) +
                 " ms with " + std::to_string(queue_.size()) + " events queued");
     backing_off_ = true;
@@ -293,7 +298,8 @@ class Core : public std::enable_shared_from_this<Core> {
   bool drain_posted_ = false;
 
   std::deque<Event> queue_;     // oldest first; the first in_flight_ are in the current POST
-  std::size_t in_flight_ = 0;
+  std::size_t in_flight_ = 0;   // fewer than the POST carries once older events were dropped
+  bool requesting_ = false;     // a POST is on the wire
   bool connected_ = false;
   bool lingering_ = false;
   bool backing_off_ = false;
