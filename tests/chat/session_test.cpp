@@ -493,6 +493,7 @@ TEST_F(SessionTest, SubscribeToARoomOnlyTheStoreKnowsWorks) {
 // Finding 3: past its burst a connection's SENDs get 429 on the error queue; one that keeps
 // sending at more than twice its rate is disconnected.
 TEST_F(SessionTest, SendRateLimitThenDisconnect) {
+  loop.poll();  // Hub::start posted work for this hub: let it run before the hub goes
   hub.reset();
   chat::HubConfig hc;
   hc.node_id = "test";
