@@ -14,7 +14,8 @@ BEFORE=${CHATD_BEFORE:-}  # an older chatd binary to compare with, optional
 AFTER=${CHATD_BIN:-$ROOT/build-bench/chatd/src/app/chatd}
 OUT=${BENCH_OUT:-$ROOT/build-bench/results}/fanout-writes-$(date -u +%Y%m%dT%H%M%SZ).jsonl; mkdir -p "$(dirname "$OUT")"; : > "$OUT"
 PORT=${BENCH_PORT_BASE:-29600}
-export CHATD_SEND_RATE=0 CHATD_ROOM_SEND_RATE=0  # one generator connection sends far past a person
+# One generator connection sends far past a person, and 1000 come from one address.
+export CHATD_SEND_RATE=0 CHATD_ROOM_SEND_RATE=0 CHATD_MAX_CONNECTIONS_PER_ADDRESS=0 CHATD_ROOM_CREATE_PER_MINUTE=0
 "$ROOT/bench/peers/centrifugo/install.sh" > /dev/null && "$ROOT/bench/peers/ceiling/install.sh" > /dev/null || exit 1
 for rep in 1 2 3; do
  for burst in 20 1; do

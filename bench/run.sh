@@ -38,7 +38,8 @@ LOADGEN=$ROOT/build-bench/loadgen/chatd_loadgen
 CHATD=${CHATD_BIN:-$ROOT/build-bench/chatd/src/app/chatd}
 # The bench measures capacity: one load-generator connection sends far past a person's rate,
 # so chatd's flood limits (issue 13) are off here, through their environment variables.
-export CHATD_SEND_RATE=0 CHATD_ROOM_SEND_RATE=0
+# The generator is one sender on few loopback addresses: the abuse limits meant for people stay off.
+export CHATD_SEND_RATE=0 CHATD_ROOM_SEND_RATE=0 CHATD_MAX_CONNECTIONS_PER_ADDRESS=0 CHATD_ROOM_CREATE_PER_MINUTE=0
 SPRING_JAR=$ROOT/bench/peers/spring/target/spring-peer.jar
 CENTRIFUGO="" CEILING=""
 OUT=${BENCH_OUT:-$ROOT/build-bench/results}
