@@ -19,6 +19,7 @@
   const text = $('text');
   const send = $('send');
   const composer = $('composer');
+  const older = $('older');
 
   const params = new URLSearchParams(location.search);
   const roomId = (() => {
@@ -70,20 +71,35 @@
     return d.toLocaleTimeString('ko-KR', { hour: '2-digit', minute: '2-digit' });
   }
 
-  const seen = new Set(); // message ids: a redelivered message is shown once
+  // ---- the conversation as shown ----
+  //
+  // Every message from the server has a seq, rising within the room's epoch. The page keeps the
+  // list in seq order whatever way a message came (live, replayed on resume, paged over REST),
+  // shows each seq once, and remembers the newest seq it saw so a reconnect resumes from there.
+  // A "generation" is one run of comparable seqs: it changes when the server says the room's
+  // history was reset (new epoch, or seqs started again), so old and new seqs are never compared.
+  let gen = 0;
+  let epoch = null;      // the epoch of the current generation, once known
+  let lastSeq = 0;       // newest seq seen in this generation (0: none yet)
+  let oldestSeq = 0;     // oldest seq shown in this generation (0: none)
+  const seen = new Set(); // `${gen}:${seq}` shown, and message ids without a seq
 
-  function renderMessage(m, nick) {
-    if (m.id != null) {
-      if (seen.has(m.id)) return;
-      seen.add(m.id);
-    }
+  // Starts a new generation: nothing shown so far compares with what comes next.
+  function newGeneration(ep) {
+    gen += 1;
+    epoch = ep ?? null;
+    lastSeq = 0;
+    oldestSeq = 0;
+  }
+
+  function buildMessage(m, nick) {
     const sender = String(m.sender ?? '');
     const body = String(m.message ?? '');
-    let li;
+    const li = document.createElement('li');
     if (m.type === 'ENTER' || m.type === 'QUIT' || m.type === 'SYSTEM') {
-      li = notice(body || (m.type === 'ENTER' ? `${sender}님 등장!` : `${sender}님 퇴장`));
+      li.className = 'notice';
+      li.textContent = body || (m.type === 'ENTER' ? `${sender}님 등장!` : `${sender}님 퇴장`);
     } else {
-      li = document.createElement('li');
       li.className = 'msg' + (sender === nick ? ' mine' : '');
       const who = document.createElement('span');
       who.className = 'sender';
@@ -99,11 +115,109 @@
       if (typeof m.ts === 'number') time.dateTime = new Date(m.ts).toISOString();
       bubble.append(t, time);
       li.append(who, bubble);
-      append(li);
     }
     li.dataset.type = String(m.type);
-    if (m.seq != null) li.dataset.seq = String(m.seq);
     if (m.id != null) li.dataset.id = String(m.id);
+    return li;
+  }
+
+  // Returns whether `m` is new to the page (and marks it seen).
+  function firstSight(m) {
+    const key = Number.isSafeInteger(m.seq) ? `${gen}:${m.seq}` : (m.id != null ? `id:${m.id}` : null);
+    if (key === null) return true;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  }
+
+  // Puts `msgs` (ascending seq, all of this generation, none shown yet) in the list in seq order.
+  // `older`: they come from paging back, so the view keeps its place instead of following them.
+  function place(msgs, nick, { older = false } = {}) {
+    const fresh = msgs.filter(firstSight);
+    if (!fresh.length) return 0;
+    const lis = fresh.map((m) => {
+      const li = buildMessage(m, nick);
+      if (Number.isSafeInteger(m.seq)) {
+        li.dataset.seq = String(m.seq);
+        li.dataset.gen = String(gen);
+      }
+      return li;
+    });
+    const top = fresh[0].seq;
+    // The first shown message of this generation with a higher seq, if any: they go before it.
+    let anchor = null;
+    if (Number.isSafeInteger(top) && oldestSeq && top < lastSeq) {
+      for (const li of messages.querySelectorAll(`li[data-gen="${gen}"]`)) {
+        if (Number(li.dataset.seq) > top) { anchor = li; break; }
+      }
+    }
+    const keepFromBottom = log.scrollHeight - log.scrollTop;
+    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 80;
+    if (anchor) anchor.before(...lis);
+    else messages.append(...lis);
+    if (older || (anchor && !atBottom)) log.scrollTop = log.scrollHeight - keepFromBottom;
+    else if (atBottom) log.scrollTop = log.scrollHeight;
+    for (const m of fresh) {
+      if (!Number.isSafeInteger(m.seq)) continue;
+      if (m.seq > lastSeq) lastSeq = m.seq;
+      if (!oldestSeq || m.seq < oldestSeq) oldestSeq = m.seq;
+    }
+    updateOlder();
+    return fresh.length;
+  }
+
+  // A message from the subscription (live or replayed). Returns nothing.
+  function receive(m, nick) {
+    if (typeof m.epoch === 'string' && m.epoch !== epoch) {
+      // The first message, or the room's history was replaced under a live subscription.
+      if (epoch !== null) newGeneration(m.epoch);
+      else epoch = m.epoch;
+    }
+    place([m], nick);
+  }
+
+  // ---- older messages (REST) ----
+
+  const OLDER_PAGE = 50;
+  let olderDone = false;   // the server said nothing older is kept
+  let olderBusy = false;
+
+  function updateOlder() {
+    older.hidden = !oldestSeq || olderDone || oldestSeq <= 1;
+  }
+
+  // Fetches up to `limit` messages of the room with seq below `before`. Resolves with
+  // { msgs, epoch, firstSeq } or throws.
+  async function fetchPage(before, limit) {
+    const base = `/chat/room/${encodeURIComponent(roomId)}/messages?before=${before}`;
+    const get = (url) => fetch(url, { headers: { Accept: 'application/json' }, cache: 'no-store' });
+    let res = await get(`${base}&limit=${limit}`);
+    // A limit above the server's --max-replay is refused: its default page size is not.
+    if (res.status === 400) res = await get(base);
+    if (!res.ok) throw new Error(`${res.status} ${res.statusText}`);
+    const msgs = await res.json();
+    return { msgs: Array.isArray(msgs) ? msgs : [], epoch: res.headers.get('x-epoch'),
+             firstSeq: Number(res.headers.get('x-first-seq') || 0) };
+  }
+
+  async function loadOlder(nick) {
+    if (olderBusy || !oldestSeq) return;
+    olderBusy = true;
+    older.disabled = true;
+    const g = gen;
+    try {
+      const page = await fetchPage(oldestSeq, OLDER_PAGE);
+      if (g !== gen || (epoch && page.epoch && page.epoch !== epoch)) return; // history was reset meanwhile
+      const msgs = page.msgs.filter((m) => Number.isSafeInteger(m.seq) && m.seq < oldestSeq);
+      place(msgs, nick, { older: true });
+      if (!msgs.length || (page.firstSeq && oldestSeq <= page.firstSeq)) olderDone = true;
+    } catch (e) {
+      notice(`이전 메시지를 불러오지 못했습니다: ${e.message}`, 'error');
+    } finally {
+      olderBusy = false;
+      older.disabled = false;
+      updateOlder();
+    }
   }
 
   // ---- transport ----
@@ -126,6 +240,27 @@
 
   // ---- the conversation ----
 
+  const HISTORY_ON_OPEN = 50; // messages shown on entering (SUBSCRIBE x-history)
+  const GAP_PAGE = 100;       // messages per REST page when filling a gap the replay left
+  const GAP_PAGES = 50;       // at most this many pages (5,000 messages) per gap
+
+  // A SEND's x-client-id: unique per message, so a retry after a reconnect is published once.
+  const pageId = (() => {
+    const b = new Uint8Array(8);
+    crypto.getRandomValues(b);
+    return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  })();
+  let sent = 0;
+  const newClientId = () => `${pageId}-${++sent}`;
+
+  // What a HISTORY notice (MESSAGE header x-history-status) means for the reader.
+  function historyText(n) {
+    if (n.status === 'reset') return '서버의 대화 기록이 초기화되어, 연결이 끊긴 동안의 메시지를 볼 수 없습니다.';
+    if (n.status === 'unavailable') return '서버가 지난 메시지를 불러오지 못해, 연결이 끊긴 동안의 메시지가 빠졌을 수 있습니다.';
+    if (n.reason === 'retention') return '연결이 끊긴 동안의 메시지 중 일부는 보관 기간이 지나 더 이상 없습니다.';
+    return '연결이 끊긴 동안의 메시지 중 일부를 불러오지 못했습니다.';
+  }
+
   function start(nick) {
     if (typeof StompJs === 'undefined' || typeof SockJS === 'undefined') {
       setState('error');
@@ -134,7 +269,9 @@
     }
     let entered = false;     // ENTER is announced once per page, not on every reconnect
     let everConnected = false;
+    let subscribed = false;  // the room was subscribed once: later subscriptions resume
     let leaving = false;
+    const outbox = new Map(); // receipt id -> SEND not yet confirmed, sent again after a reconnect
 
     const client = new StompJs.Client({
       webSocketFactory: socketFactory(),
@@ -147,12 +284,69 @@
       debug: () => {},
     });
 
-    function publish(type, message) {
-      client.publish({
+    function transmit(frame) {
+      const receipt = frame.headers.receipt;
+      if (receipt) client.watchForReceipt(receipt, () => outbox.delete(receipt));
+      client.publish(frame);
+    }
+
+    // Sends one chat message. Unless `once`, it is kept until its RECEIPT (or its error) comes
+    // and sent again, with the same x-client-id, after a reconnect.
+    function publish(type, message, { once = false } = {}) {
+      const id = newClientId();
+      const frame = {
         destination: '/pub/chat/message',
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', 'x-client-id': id },
         body: JSON.stringify({ type, roomId, sender: nick, message }),
-      });
+      };
+      if (!once) {
+        frame.headers.receipt = id;
+        outbox.set(id, frame);
+      }
+      transmit(frame);
+    }
+
+    // The room's SUBSCRIBE headers: the last messages on entering; afterwards, everything after
+    // the newest seq seen (in its epoch), so nothing said while away is missing.
+    function roomHeaders() {
+      if (!subscribed) return { 'x-history': String(HISTORY_ON_OPEN) };
+      const h = { 'x-since-seq': String(lastSeq) };
+      if (epoch) h['x-epoch'] = epoch;
+      return h;
+    }
+
+    // Pages the messages between `since` (seen) and `from` (replayed) in over REST: the server
+    // replays at most --max-replay messages, the older missed ones are still in its history.
+    async function fillGap(since, from) {
+      const g = gen;
+      let before = from;
+      for (let i = 0; i < GAP_PAGES && before > since + 1; i++) {
+        let page;
+        try {
+          page = await fetchPage(before, GAP_PAGE);
+        } catch {
+          break;
+        }
+        if (g !== gen || (page.epoch && epoch && page.epoch !== epoch)) return;
+        const msgs = page.msgs.filter((m) => Number.isSafeInteger(m.seq) && m.seq > since && m.seq < before);
+        if (!msgs.length) return; // nothing more between them is kept
+        place(msgs, nick);
+        before = msgs[0].seq;
+      }
+      if (g === gen && before > since + 1) notice(historyText({ status: 'partial' }), 'error');
+    }
+
+    function onHistoryNotice(n) {
+      if (n.status === 'reset') {
+        newGeneration(typeof n.epoch === 'string' ? n.epoch : null);
+        lastSeq = Math.max(0, Number(n.fromSeq) - 1) || 0;
+      } else if (n.status === 'partial' && n.reason === 'replay-limit') {
+        // Not lost, only not replayed: fetch it instead of saying it is missing.
+        void fillGap(Number(n.sinceSeq) || 0, Number(n.fromSeq) || 0);
+        return;
+      }
+      const li = notice(historyText(n), 'error');
+      li.dataset.history = `${n.status}/${n.reason}`;
     }
 
     client.beforeConnect = () => {
@@ -161,18 +355,24 @@
 
     client.onConnect = () => {
       setState('connected');
-      if (everConnected) notice('다시 연결되었습니다. 끊긴 동안의 메시지는 보이지 않을 수 있습니다.');
       everConnected = true;
       client.subscribe(`/sub/chat/room/${roomId}`, (frame) => {
         let m;
         try { m = JSON.parse(frame.body); } catch { return; }
-        if (m && typeof m === 'object') renderMessage(m, nick);
-      });
+        if (!m || typeof m !== 'object') return;
+        if (frame.headers['x-history-status']) onHistoryNotice(m);
+        else receive(m, nick);
+      }, roomHeaders());
+      subscribed = true;
       client.subscribe('/user/queue/errors', (frame) => {
         let e;
         try { e = JSON.parse(frame.body); } catch { e = { error: frame.body }; }
-        notice(`오류: ${e.error ?? frame.body}`, 'error');
+        const receipt = frame.headers['receipt-id'] ?? e?.receipt;
+        if (receipt != null) outbox.delete(String(receipt)); // refused: sending again would not help
+        notice(`오류: ${e?.error ?? frame.body}`, 'error');
       });
+      // Sends the connection may have lost, in their order; the server publishes each id once.
+      for (const frame of outbox.values()) transmit(frame);
       if (!entered) {
         publish('ENTER', '');
         entered = true;
@@ -188,6 +388,17 @@
       setState(everConnected ? 'reconnecting' : 'connecting');
     };
 
+    // The network went away (a tunnel, Wi-Fi to LTE): the socket is dead even if the browser
+    // has not noticed yet; drop it now rather than after the heart-beat timeout, and resume.
+    window.addEventListener('offline', () => {
+      if (client.connected) client.forceDisconnect();
+    });
+    // Back online: connect now rather than when the backoff timer says.
+    window.addEventListener('online', () => {
+      if (leaving || client.connected) return;
+      void client.deactivate({ force: true }).then(() => { if (!leaving) client.activate(); });
+    });
+
     composer.addEventListener('submit', (ev) => {
       ev.preventDefault();
       const body = text.value.trim();
@@ -202,6 +413,8 @@
       text.focus();
     });
 
+    older.addEventListener('click', () => void loadOlder(nick));
+
     // Enter sends, Shift+Enter breaks the line; Enter that ends a Korean IME composition does not.
     text.addEventListener('keydown', (ev) => {
       if (ev.key !== 'Enter' || ev.shiftKey || ev.isComposing || ev.keyCode === 229) return;
@@ -215,13 +428,14 @@
 
     window.addEventListener('pagehide', () => {
       leaving = true;
-      if (client.connected) publish('QUIT', '');
+      if (client.connected) publish('QUIT', '', { once: true });
       client.deactivate();
     });
 
     setState('connecting');
     client.activate();
-    window.chatdRoom = { client, roomId, nick }; // for tests and the console
+    // For tests and the console.
+    window.chatdRoom = { client, roomId, nick, outbox, get lastSeq() { return lastSeq; }, get epoch() { return epoch; } };
   }
 
   async function loadRoom() {
