@@ -9,6 +9,7 @@
 #include <boost/asio/signal_set.hpp>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <chrono>
 #include <iostream>
@@ -109,6 +110,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<store::RoomStore> rooms;
   std::unique_ptr<bus::MessageBus> messages;
   std::unique_ptr<chat::EventSink> webhooks;
+  std::shared_ptr<auth::JwtVerifier> jwt;  // --auth jwt
   std::unique_ptr<chat::Hub> hub;
   std::unique_ptr<net::Server> server;
   auto stop_engines = [&] {
@@ -135,6 +137,14 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (!opt.api_key_file.empty()) opt.server.api.key = read_secret(opt.api_key_file, "--api-key-file");
+    if (opt.auth_jwt) {
+      jwt = std::make_shared<auth::JwtVerifier>(opt.jwt);
+      opt.hub.verifier = jwt;
+      if (opt.auth_dev_mint) {
+        opt.server.dev_mint_secret = auth::read_secret_file(opt.jwt.secret_file);
+        std::cerr << "chatd: WARNING --auth-dev-mint is on: anyone can get a token for any name (development only)\n";
+      }
+    }
     hub = std::make_unique<chat::Hub>(opt.hub, *rooms, *messages, workers);
     if (!opt.webhooks.url.empty()) {
       opt.webhooks.node_id = opt.bus.node_id;
@@ -166,9 +176,23 @@ int main(int argc, char** argv) {
     });
   });
 
+  // SIGHUP rereads the JWT key files (key rotation); a file that does not load keeps the old keys.
+  asio::signal_set hangups(engine, SIGHUP);
+  std::function<void()> on_hangup = [&] {
+    hangups.async_wait([&](boost::system::error_code ec, int) {
+      if (ec) return;
+      std::string why;
+      if (!jwt) std::cerr << "chatd: SIGHUP: nothing to reload (--auth none)\n";
+      else if (jwt->reload(why)) std::cerr << "chatd: SIGHUP: JWT keys reloaded, " << jwt->key_count() << " key(s)\n";
+      else std::cerr << "chatd: SIGHUP: JWT keys NOT reloaded, keeping the old ones: " << why << '\n';
+      on_hangup();
+    });
+  };
+  on_hangup();
+
   std::cerr << "chatd: listening on http://" << opt.server.address << ':' << server->port() << " node="
             << opt.bus.node_id << " bus=" << messages->describe() << " store=" << rooms->describe()
-            << " workers=" << n << " web-root=" << (server->files().size() ? opt.server.web_root : "(none)")
+            << " auth=" << (jwt ? "jwt" : "none") << " workers=" << n << " web-root=" << (server->files().size() ? opt.server.web_root : "(none)")
             << std::endl;
 
   std::vector<std::thread> threads;

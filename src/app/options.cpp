@@ -142,6 +142,34 @@ const std::vector<Spec>& specs() {
       {"kafka-history-read-ms", "kafka: time one history read may spend reading the topic",
        [](const Options& o) { return std::to_string(o.bus.kafka_history_read_ms); },
        [](Options& o, const std::string& v) { o.bus.kafka_history_read_ms = parse_number("kafka-history-read-ms", v, 100, 60000); }},
+      {"auth", "who may speak: none (the body's sender is trusted) | jwt (a token proves it)",
+       [](const Options& o) { return std::string(o.auth_jwt ? "jwt" : "none"); },
+       [](Options& o, const std::string& v) {
+         if (v != "none" && v != "jwt") throw std::invalid_argument("--auth must be none or jwt");
+         o.auth_jwt = v == "jwt";
+       }},
+      {"jwt-secret-file", "--auth jwt: file holding the HS256 secret (at least 32 bytes)",
+       [](const Options& o) { return o.jwt.secret_file; }, [](Options& o, const std::string& v) { o.jwt.secret_file = v; }},
+      {"jwt-public-key-file", "--auth jwt: PEM public key for RS256 (RSA) or ES256 (EC P-256) tokens",
+       [](const Options& o) { return o.jwt.public_key_file; }, [](Options& o, const std::string& v) { o.jwt.public_key_file = v; }},
+      {"jwt-jwks-file", "--auth jwt: JWKS file, keys chosen by kid; reread on SIGHUP",
+       [](const Options& o) { return o.jwt.jwks_file; }, [](Options& o, const std::string& v) { o.jwt.jwks_file = v; }},
+      {"jwt-issuer", "--auth jwt: required iss claim (empty: not checked)", [](const Options& o) { return o.jwt.issuer; },
+       [](Options& o, const std::string& v) { o.jwt.issuer = v; }},
+      {"jwt-audience", "--auth jwt: required aud claim (empty: not checked)", [](const Options& o) { return o.jwt.audience; },
+       [](Options& o, const std::string& v) { o.jwt.audience = v; }},
+      {"jwt-clock-skew", "--auth jwt: seconds of clock difference allowed on exp and nbf",
+       [](const Options& o) { return std::to_string(o.jwt.clock_skew.count()); },
+       [](Options& o, const std::string& v) { o.jwt.clock_skew = std::chrono::seconds(parse_number<std::int64_t>("jwt-clock-skew", v, 0, 600)); }},
+      {"allowed-origins", "web origins that may use WebSocket, SockJS and REST: default (same origin + localhost) | * | list",
+       [](const Options& o) { return o.server.allowed_origins.spec(); },
+       [](Options& o, const std::string& v) { o.server.allowed_origins = net::AllowedOrigins::parse(v); }},
+      {"auth-dev-mint", "DEV ONLY: POST /auth/dev-token mints a token for any nickname with --jwt-secret-file: on | off",
+       [](const Options& o) { return std::string(o.auth_dev_mint ? "on" : "off"); },
+       [](Options& o, const std::string& v) {
+         if (v != "on" && v != "off") throw std::invalid_argument("--auth-dev-mint must be on or off");
+         o.auth_dev_mint = v == "on";
+       }},
       string_opt("api-key-file", "file whose first line is the X-API-Key of the server API under /api/ (absent: API off)",
                  &Options::api_key_file),
       {"api-rate", "server API calls per second, all callers together", [](const Options& o) { return std::to_string(static_cast<int>(o.server.api.rate)); },
@@ -288,6 +316,10 @@ Options parse_options(const std::vector<std::string>& args, const std::vector<st
     throw std::invalid_argument("--max-frame-bytes must exceed --max-message-bytes by at least 1024");
   if (o.webhooks.max_queue < o.webhooks.max_batch)
     throw std::invalid_argument("--webhook-queue must hold at least --webhook-batch events");
+  if (o.auth_dev_mint && (!o.auth_jwt || o.jwt.secret_file.empty()))
+    throw std::invalid_argument("--auth-dev-mint needs --auth jwt and --jwt-secret-file (it signs with that secret)");
+  if (!o.auth_jwt && !(o.jwt.secret_file.empty() && o.jwt.public_key_file.empty() && o.jwt.jwks_file.empty()))
+    throw std::invalid_argument("--jwt-* key files are used with --auth jwt only");
   o.store.data_dir = o.data_dir;
   o.bus.data_dir = o.data_dir;
   o.store.max_rooms = l.max_rooms;

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "auth/jwt.h"
 #include "bus/message_bus.h"
 #include "chat/hub.h"
 #include "hooks/webhooks.h"
@@ -23,6 +24,9 @@ struct Options {
   std::string webhook_secret_file;      // read at start-up; its content is the HMAC key
   std::string api_key_file;             // read at start-up; absent: the server API is off
   std::string data_dir = "./data";
+  bool auth_jwt = false;     // --auth jwt (default none: the body's sender is trusted, as the seed's clients expect)
+  auth::JwtConfig jwt;       // keys and claim checks for --auth jwt
+  bool auth_dev_mint = false;  // --auth-dev-mint: POST /auth/dev-token mints tokens (dev only)
   unsigned threads = 0;  // 0: one worker per core
   bool help = false;
   bool log_json = false;  // --log-format json

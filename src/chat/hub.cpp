@@ -116,6 +116,15 @@ void Shard::close_all_in_loop(std::string_view reason) {
   for (auto* s : all) s->fail_in_loop("server shutting down", reason);
 }
 
+std::size_t Shard::close_user_in_loop(const std::string& user, std::string_view reason) {
+  assert_in_loop();
+  std::vector<StompSession*> theirs;
+  for (auto* s : sessions_)
+    if (auto* who = s->identity(); who && who->user == user) theirs.push_back(s);
+  for (auto* s : theirs) s->fail_in_loop("disconnected", reason);
+  return theirs.size();
+}
+
 // ---- Hub ------------------------------------------------------------------------------
 
 Hub::Hub(HubConfig cfg, store::RoomStore& store, bus::MessageBus& bus,
@@ -129,6 +138,11 @@ Hub::Hub(HubConfig cfg, store::RoomStore& store, bus::MessageBus& bus,
       interest_(bus, *workers.at(0), workers.size()) {
   for (std::size_t i = 0; i < workers.size(); ++i)
     shards_.push_back(std::make_unique<Shard>(*this, *workers[i], i));
+}
+
+void Hub::close_user(const std::string& user, std::string reason) {
+  for (auto& s : shards_)
+    boost::asio::post(s->loop(), [sh = s.get(), user, reason] { sh->close_user_in_loop(user, reason); });
 }
 
 void Hub::start() {

@@ -24,6 +24,7 @@
 
 #include "bus/message_bus.h"
 #include "chat/events.h"
+#include "chat/identity.h"
 #include "chat/interest.h"
 #include "chat/limits.h"
 #include "chat/rate_limit.h"
@@ -85,6 +86,8 @@ struct HubConfig {
   Texts texts;
   std::string node_id = "chatd";
   std::string server_name = "chatd/0.1.0";
+  // --auth jwt: proves the token every CONNECT must carry. Null: --auth none.
+  std::shared_ptr<const TokenVerifier> verifier;
 };
 
 // A worker's share of the node. Every *_in_loop member runs on the worker's loop only.
@@ -112,6 +115,9 @@ class Shard {
   void stop_sweeps();
   // Asks every session to close; used at shutdown.
   void close_all_in_loop(std::string_view reason);
+  // Closes, with an ERROR frame saying `reason`, every session of this shard whose identity's
+  // user is `user`. Returns how many.
+  std::size_t close_user_in_loop(const std::string& user, std::string_view reason);
 
   // Debug builds check that a *_in_loop member runs on this shard's loop thread (muduo's
   // assertInLoopThread); the thread is learnt when the loop first runs the shard's sweeps.
@@ -160,6 +166,11 @@ class Hub final : public Rooms, public NodeView {
   void publish_from_api(ChatMessage m, Rooms::PublishedFn done) override;
 
   const HubConfig& config() const { return cfg_; }
+  // The token verifier (--auth jwt), or null (--auth none).
+  const TokenVerifier* verifier() const { return cfg_.verifier.get(); }
+  // From any thread: closes every session of `user` on every shard of this node (each shard
+  // on its own loop). Other nodes are not reached.
+  void close_user(const std::string& user, std::string reason);
   const Limits& limits() const { return cfg_.limits; }
   Shard& shard(std::size_t i) { return *shards_[i]; }
   std::size_t shard_count() const { return shards_.size(); }

@@ -22,6 +22,9 @@ enum class Refusal : std::size_t {
   sockjs_session_rate,     // a new SockJS session over the address's rate (429)
   room_create_rate,        // a room creation over the address's rate (429)
   sockjs_foreign_address,  // a SockJS request from an address other than the session's (404)
+  auth_failed,             // --auth jwt: a missing, bad or expired token (ERROR or 401)
+  room_forbidden,          // --auth jwt: a SUBSCRIBE or SEND to a restricted room (403)
+  foreign_origin,          // an Origin not in --allowed-origins (403)
   count_,
 };
 
@@ -37,6 +40,9 @@ constexpr std::string_view to_string(Refusal r) {
     case Refusal::sockjs_session_rate: return "sockjs_session_rate";
     case Refusal::room_create_rate: return "room_create_rate";
     case Refusal::sockjs_foreign_address: return "sockjs_foreign_address";
+    case Refusal::auth_failed: return "auth_failed";
+    case Refusal::room_forbidden: return "room_forbidden";
+    case Refusal::foreign_origin: return "foreign_origin";
     case Refusal::count_: break;
   }
   return "unknown";

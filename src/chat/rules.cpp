@@ -34,6 +34,8 @@ class Category final : public std::error_category {
       case Error::rate_limited: return "too many messages: slow down (--send-rate)";
       case Error::room_busy: return "this room gets too many messages right now: try again shortly (--room-send-rate)";
       case Error::history_unavailable: return "the room's history could not be read; try again";
+      case Error::not_yourself: return "sender must be your own name (the token's name, else its sub)";
+      case Error::room_forbidden: return "you may not enter this room";
     }
     return "unknown chat error";
   }
@@ -187,7 +189,7 @@ std::string new_room_id() {
 }
 
 std::optional<ChatMessage> parse_chat_message(std::string_view body, const Limits& limits,
-                                              std::error_code& ec) {
+                                              std::error_code& ec, const std::string* speaker) {
   ec = {};
   boost::system::error_code jec;
   auto v = boost::json::parse(body, jec);
@@ -217,7 +219,9 @@ std::optional<ChatMessage> parse_chat_message(std::string_view body, const Limit
   std::optional<std::string> nick;
   std::string why;
   if (sender) nick = check_name(*sender, limits.max_sender_bytes, why);
+  else if (speaker) nick = *speaker;
   if (!room || !is_room_id(*room)) ec = Error::bad_room_id;
+  else if (speaker && (!nick || *nick != *speaker)) ec = Error::not_yourself;
   else if (!nick) ec = Error::bad_sender;
   else if (m.type == MessageType::talk && (!text || text->empty())) ec = Error::empty_message;
   else if (text && text->size() > limits.max_message_bytes) ec = Error::message_too_long;

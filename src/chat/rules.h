@@ -31,6 +31,8 @@ enum class Error {
   rate_limited,        // this connection sent faster than Limits::send_rate / send_burst
   room_busy,           // the room took more than Limits::room_send_rate / room_send_burst
   history_unavailable, // the message engine could not read the room's history
+  not_yourself,        // --auth jwt: the body's sender is not the token's name (403)
+  room_forbidden,      // --auth jwt: a restricted room this identity may not enter (403)
 };
 const std::error_category& error_category() noexcept;
 std::error_code make_error_code(Error e) noexcept;
@@ -46,9 +48,12 @@ struct ChatMessage {
   std::string message;
 };
 
-// Returns the message read from a SEND body, or the rule it breaks in `ec`.
+// Returns the message read from a SEND body, or the rule it breaks in `ec`. With `speaker`
+// (--auth jwt: the token's name) the message speaks for it: a body without `sender` gets it,
+// one whose `sender` differs is refused (Error::not_yourself), so nobody can ENTER, TALK or QUIT
+// as someone else.
 std::optional<ChatMessage> parse_chat_message(std::string_view body, const Limits& limits,
-                                              std::error_code& ec);
+                                              std::error_code& ec, const std::string* speaker = nullptr);
 
 // Returns whether `id` is a UUID in its canonical 8-4-4-4-12 hex form.
 bool is_room_id(std::string_view id);

@@ -39,6 +39,7 @@ int status_for(std::error_code ec) {
   if (ec == Error::unknown_room || ec == Error::unknown_destination) return 404;
   if (ec == Error::rate_limited || ec == Error::room_busy) return 429;
   if (ec == Error::message_too_long) return 413;
+  if (ec == Error::not_yourself || ec == Error::room_forbidden) return 403;
   if (ec == Error::publish_failed || ec == Error::store_unavailable) return 503;
   return 400;
 }
@@ -64,6 +65,10 @@ auto StompSession::back_in_loop(Fn fn) {
       if (auto self = weak.lock(); self && self->transport_) fn(*self, args...);
     });
   };
+}
+
+void StompSession::set_url_token(std::string token) {
+  if (!token.empty()) url_token_ = std::make_unique<std::string>(std::move(token));
 }
 
 void StompSession::start_in_loop() {
@@ -134,6 +139,7 @@ void StompSession::on_connect(stomp::Frame& f) {
   }
   version_ = *v;
   parser_.set_version(version_);
+  if (hub_.verifier() && !authenticate(f)) return;
 
   const auto& lim = hub_.limits();
   // Options bound both to a day, so they fit the codec's 32-bit milliseconds.
@@ -160,6 +166,41 @@ void StompSession::on_connect(stomp::Frame& f) {
   state_ = State::connected;
   send_bytes(stomp::encode(ok, version_));
   if (auto r = f.header("receipt")) send_receipt(*r);
+}
+
+bool StompSession::authenticate(stomp::Frame& f) {
+  auto url_token = std::move(url_token_);
+  std::string_view token;
+  if (auto a = f.header("Authorization"); a && a->size() > 7 && (a->starts_with("Bearer ") || a->starts_with("bearer ")))
+    token = std::string_view(*a).substr(7);
+  else if (auto p = f.header("passcode"); p && !p->empty())
+    token = *p;  // stomp.js 2.3.3 and other clients that only send login/passcode
+  else if (url_token)
+    token = *url_token;
+  if (token.empty()) {
+    hub_.refusals.count(Refusal::auth_failed);
+    fail_in_loop("unauthorized (no token)",
+                 "--auth jwt: send the token in CONNECT's Authorization: Bearer header, its passcode header, or "
+                 "the URL's access_token parameter.");
+    return false;
+  }
+  std::string why;
+  auto who = hub_.verifier()->verify(token, why);
+  if (who) {
+    // The name is shown to everyone as sender: it must pass the rules a nickname passes.
+    std::string bad;
+    auto nick = check_name(who->name, hub_.limits().max_sender_bytes, bad);
+    if (!nick) why = "the token's name " + bad;
+    else if (*nick != who->name) why = "the token's name has invisible characters at its ends";
+    if (!why.empty()) who.reset();
+  }
+  if (!who) {
+    hub_.refusals.count(Refusal::auth_failed);
+    fail_in_loop("unauthorized (" + why + ")", "The token was refused: " + why + ".");
+    return false;
+  }
+  identity_ = std::move(who);
+  return true;
 }
 
 void StompSession::on_subscribe(stomp::Frame& f) {
@@ -291,7 +332,7 @@ void StompSession::on_send(stomp::Frame& f) {
   if (*dest != kSendDestination)
     return settle(slot, {404, make_error_code(Error::unknown_destination).message(), std::move(receipt)});
   std::error_code ec;
-  auto m = parse_chat_message(f.body, hub_.limits(), ec);
+  auto m = parse_chat_message(f.body, hub_.limits(), ec, identity_ ? &identity_->name : nullptr);
   if (!m) return settle(slot, {status_for(ec), ec.message(), std::move(receipt)});
   std::string client_id;
   if (auto c = f.header("x-client-id")) {
@@ -566,6 +607,10 @@ void StompSession::tick_in_loop(Clock::time_point now) {
     return;
   }
   if (state_ != State::connected) return;
+  // The sweep is the expiry timer: no timer object per session. An expired token stops the
+  // session within a second, so an expired user stops receiving.
+  if (identity_ && identity_->expires_at && hub_.verifier()->expired(identity_->expires_at))
+    return fail_in_loop("token expired", "The token expired while the session was open; reconnect with a new one.");
   if (expect_every_.count() && now - last_read_ > 2 * expect_every_) {
     return fail_in_loop("heart-beat timeout", "Nothing arrived from the client for " +
                                                   std::to_string(duration_cast<milliseconds>(now - last_read_).count()) + " ms.");

@@ -40,6 +40,14 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   // Ends the conversation with an ERROR frame (message header + body), then closes.
   void fail_in_loop(std::string_view message, std::string_view detail);
 
+  // A token from the connection's URL (access_token=), proved at CONNECT when CONNECT carries
+  // none. Call before the first bytes.
+  void set_url_token(std::string token);
+  // Who this session speaks for: set at CONNECT with --auth jwt, null before and with --auth
+  // none. Valid while the session lives; copy the pointer (identity_ptr) to keep it longer.
+  const Identity* identity() const { return identity_.get(); }
+  const IdentityPtr& identity_ptr() const { return identity_; }
+
   const std::string& id() const { return id_; }
   bool connected() const { return state_ == State::connected; }
   bool closed() const { return state_ == State::closed; }
@@ -70,6 +78,9 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
 
   void on_frame(stomp::Frame& f);
   void on_connect(stomp::Frame& f);
+  // --auth jwt: proves CONNECT's token (Authorization: Bearer, passcode, else the URL's) and
+  // sets identity_. Returns false after failing the session.
+  bool authenticate(stomp::Frame& f);
   void on_subscribe(stomp::Frame& f);
   void on_unsubscribe(stomp::Frame& f);
   // The store answered whether a subscription's room exists: join it or refuse it with 404.
@@ -122,6 +133,8 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   Hub& hub_;
   Transport* transport_;  // null once closed
   std::string id_;
+  IdentityPtr identity_;                   // null: --auth none, or not connected yet
+  std::unique_ptr<std::string> url_token_;  // until CONNECT; a pointer keeps idle sessions small
   State state_ = State::awaiting_connect;
   stomp::Parser parser_;
   stomp::Version version_ = stomp::Version::v1_2;

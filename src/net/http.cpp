@@ -1,5 +1,7 @@
 #include "net/http.h"
 
+#include <boost/url/parse.hpp>
+
 #include "chat/rules.h"
 
 namespace chatd::net {
@@ -23,6 +25,20 @@ Response method_not_allowed(const Request& req, std::string_view allow) {
   auto res = json_error(req, http::status::method_not_allowed, "method not allowed");
   res.set(http::field::allow, allow);
   return res;
+}
+
+std::string_view bearer_token(const Request& req) {
+  std::string_view h = req[http::field::authorization];
+  if (h.size() > 7 && (h.starts_with("Bearer ") || h.starts_with("bearer "))) return h.substr(7);
+  return {};
+}
+
+std::string access_token(const Request& req) {
+  auto url = boost::urls::parse_origin_form(req.target());
+  if (!url) return {};
+  auto it = url->params().find("access_token");
+  if (it == url->params().end() || !(*it).has_value) return {};
+  return std::string((*it).value);
 }
 
 }  // namespace chatd::net

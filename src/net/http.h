@@ -27,6 +27,12 @@ Response json_error(const Request& req, boost::beast::http::status status, std::
 // Returns 405 with the Allow header set to `allow`.
 Response method_not_allowed(const Request& req, std::string_view allow);
 
+// Returns the token of an `Authorization: Bearer <token>` header, or "".
+std::string_view bearer_token(const Request& req);
+// Returns the request target's `access_token` query parameter (percent-decoded), or "".
+// Browsers cannot set headers on a WebSocket handshake, so --auth jwt reads it there too.
+std::string access_token(const Request& req);
+
 // The connection a request arrived on, as a handler sees it. The request stays valid and
 // unchanged until the handler responds; respond() may be called from any thread, once.
 class Responder {

@@ -13,10 +13,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <optional>
 #include <random>
 
+#include "auth/jwt.h"
 #include "net/http.h"
 #include "net/rest.h"
 #include "net/server.h"
@@ -137,6 +139,37 @@ class HttpSession final : public Closable,
     std::string path = url->path();  // percent-decoded
     auto method = req.method();
 
+    // Everything a page on another site could use to act as the user: the WebSocket and SockJS
+    // endpoints, the REST API and the dev token. Pages, assets and health stay open.
+    const bool api = path == "/chat/rooms" || path == "/chat/room" ||
+                      (path.rfind("/chat/room/", 0) == 0 && path.rfind("/chat/room/enter/", 0) != 0) || path == "/auth/dev-token";
+    if (api || path == "/ws-stomp" || path.rfind("/ws-stomp/", 0) == 0) {
+      std::string_view origin = req[http::field::origin];
+      if (!server_.config().allowed_origins.allows(origin, req[http::field::host])) {
+        server_.hub().refusals.count(chat::Refusal::foreign_origin, std::string(origin.substr(0, 100)));
+        req.keep_alive(false);
+        return write(json_error(req, http::status::forbidden, "origin not allowed (--allowed-origins)"));
+      }
+      if (api && !origin.empty()) cors_origin_ = origin;
+    }
+    if (api && method == http::verb::options) {
+      auto res = make_response(req, http::status::no_content, "", "text/plain");
+      res.set(http::field::access_control_allow_methods, "GET, POST, OPTIONS");
+      res.set(http::field::access_control_allow_headers, "Authorization, Content-Type");
+      res.set(http::field::access_control_max_age, "600");
+      return write(std::move(res));
+    }
+    if (path == "/auth/dev-token") return dev_token(*url);
+    if (api && server_.hub().verifier()) {  // --auth jwt: the REST API needs the token too
+      std::string why;
+      if (!server_.identify(req, why)) {
+        server_.hub().refusals.count(chat::Refusal::auth_failed, client().to_string());
+        auto res = json_error(req, http::status::unauthorized, "unauthorized: " + why);
+        res.set(http::field::www_authenticate, "Bearer");
+        return write(std::move(res));
+      }
+    }
+
     if ((path == "/ws-stomp" || path.rfind("/ws-stomp/", 0) == 0) && beast::websocket::is_upgrade(req)) {
       // Raw WebSocket on the base (or {base}/websocket); SockJS framing on a session's path.
       sockjs::Route route;
@@ -225,14 +258,14 @@ class HttpSession final : public Closable,
     const auto who = client();
     auto session = server_.sockjs().find(std::string(route.session));
     // Someone else's session is answered like one that does not exist: its id stays a secret.
-    if (session && !server_.may_use(*session, who)) return write(json_error(req_, http::status::not_found, "no such SockJS session"));
+    if (session && !server_.may_use(*session, who, req_)) return write(json_error(req_, http::status::not_found, "no such SockJS session"));
     if (!session) {
       if (!server_.admit_sockjs_session(who)) {
         server_.hub().refusals.count(chat::Refusal::sockjs_session_rate, who.to_string());
         return write(json_error(req_, http::status::too_many_requests, "too many new SockJS sessions from your address"));
       }
       bool full = false;
-      session = server_.sockjs().find_or_create(std::string(route.session), loop, who, full);
+      session = server_.sockjs().find_or_create(std::string(route.session), loop, who, req_, full);
     }
     if (!session) return write(json_error(req_, http::status::service_unavailable, "too many connections"));
     stream_.expires_never();
@@ -267,7 +300,33 @@ class HttpSession final : public Closable,
     });
   }
 
+  // POST /auth/dev-token?name=N (or a form body name=N): a token for nickname N, signed with
+  // --jwt-secret-file. Only with --auth-dev-mint, a development aid: anyone may be anyone.
+  void dev_token(const boost::urls::url_view& url) {
+    const auto& secret = server_.config().dev_mint_secret;
+    if (secret.empty()) return write(json_error(req_, http::status::not_found, "no route for /auth/dev-token (--auth-dev-mint is off)"));
+    if (req_.method() != http::verb::post) return not_allowed("POST");
+    std::string raw;
+    if (auto it = url.params().find("name"); it != url.params().end()) raw = (*it).value;
+    else if (auto form = boost::urls::parse_query(req_.body()); form)
+      if (auto f = form->find("name"); f != form->end()) raw = (*f).value;
+    std::string why;
+    auto name = chat::check_name(raw, server_.hub().limits().max_sender_bytes, why);
+    if (!name) return write(json_error(req_, http::status::bad_request, "name " + why));
+    const auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    const std::int64_t ttl = 3600;  // an hour: long enough for a demo, short enough to see expiry
+    boost::json::object claims{{"sub", "dev:" + *name}, {"name", *name}, {"iat", now}, {"exp", now + ttl}, {"dev", true}};
+    auto token = auth::mint_hs256(secret, boost::json::serialize(claims));
+    write(make_response(req_, http::status::ok,
+                        boost::json::serialize(boost::json::object{{"token", token}, {"name", *name}, {"expiresIn", ttl}}), kJson));
+  }
+
   void write(Response res) {
+    if (!cors_origin_.empty()) {
+      res.set(http::field::access_control_allow_origin, cors_origin_);
+      res.set(http::field::vary, "Origin");
+      cors_origin_.clear();
+    }
     res_ = std::move(res);
     if (server_.shutting_down()) res_.keep_alive(false);
     http::async_write(stream_, res_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
@@ -290,6 +349,7 @@ class HttpSession final : public Closable,
   Request req_;
   Response res_;
   bool handed_over_ = false;
+  std::string cors_origin_;  // an allowed cross-site Origin of the REST request being answered
 
   XhrReceiver rx_{*this, server_};  // answers SockJS receiving requests on this connection
 };

@@ -147,10 +147,30 @@ bool Server::admit_sockjs_session(const asio::ip::address& client) {
                            static_cast<double>(lim.sockjs_session_burst));
 }
 
-bool Server::may_use(const XhrSession& session, const asio::ip::address& client) {
-  if (!cfg_.sockjs_bind_address || session.owner() == client) return true;
+bool Server::may_use(const XhrSession& session, const asio::ip::address& client, const Request& req) {
+  if (!session.user().empty()) {
+    // Bound to a user: any address (a phone changing networks), but only that user's token.
+    std::string why;
+    auto who = identify(req, why);
+    if (who && who->user == session.user()) return true;
+  } else if (!cfg_.sockjs_bind_address || session.owner() == client) {
+    return true;
+  }
   hub_.refusals.count(chat::Refusal::sockjs_foreign_address, client.to_string());
   return false;
+}
+
+chat::IdentityPtr Server::identify(const Request& req, std::string& why) const {
+  why.clear();
+  auto* verifier = hub_.verifier();
+  if (!verifier) return nullptr;
+  std::string token(bearer_token(req));
+  if (token.empty()) token = access_token(req);
+  if (token.empty()) {
+    why = "no token: send Authorization: Bearer <token>";
+    return nullptr;
+  }
+  return verifier->verify(token, why);
 }
 
 bool Server::admit_room_create(const asio::ip::address& client) {

@@ -22,6 +22,7 @@
 #include "net/client_address.h"
 #include "net/health.h"
 #include "net/limits.h"
+#include "net/origins.h"
 
 namespace chatd::net {
 
@@ -33,6 +34,8 @@ struct ServerConfig {
   ApiConfig api;         // the server API under /api/; off without a key
   ProxyList trusted_proxies;       // whose X-Forwarded-For is believed (--trusted-proxies)
   bool sockjs_bind_address = true;  // a SockJS session answers only the address that opened it
+  AllowedOrigins allowed_origins;   // --allowed-origins: WebSocket, SockJS and REST
+  std::string dev_mint_secret;      // --auth-dev-mint: the HS256 secret POST /auth/dev-token signs with
 };
 
 class StaticFiles;
@@ -127,7 +130,12 @@ class Server {
   bool admit_room_create(const boost::asio::ip::address& client);
   // Returns whether `client` may use `session`: with sockjs_bind_address only the address that
   // opened it may (finding 5). Counts a refusal otherwise.
-  bool may_use(const XhrSession& session, const boost::asio::ip::address& client);
+  // A session opened with a valid access_token (--auth jwt) is bound to that token's user
+  // instead: `req` must carry an access_token of the same user.
+  bool may_use(const XhrSession& session, const boost::asio::ip::address& client, const Request& req);
+  // --auth jwt: returns the identity `req` proves (Authorization: Bearer, else access_token),
+  // or null with the reason in `why`. --auth none: null with `why` empty.
+  chat::IdentityPtr identify(const Request& req, std::string& why) const;
   std::atomic<std::uint64_t> accepted{0};
   std::atomic<std::uint64_t> refused{0};
   // sendmsg/write calls on client sockets, and sockets reset past Limits::write_timeout.

@@ -54,15 +54,17 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   }
 
   // Writes the 101 answer, then reads. `early` holds bytes the client sent past the request.
-  void start(std::string handshake, std::string early) {
+  void start(std::string handshake, std::string early, std::string url_token) {
     boost::system::error_code ec;
     socket_.non_blocking(true, ec);
     handshake_ = std::move(handshake);
     asio::async_write(socket_, asio::buffer(handshake_),
-                      [self = shared_from_this(), early = std::move(early)](boost::system::error_code wec, std::size_t) {
+                      [self = shared_from_this(), early = std::move(early), url_token = std::move(url_token)](
+                          boost::system::error_code wec, std::size_t) mutable {
                         std::string().swap(self->handshake_);  // `= {}` would keep its capacity
                         if (wec) return self->on_gone();
                         self->stomp_ = std::make_shared<chat::StompSession>(self->pick_shard(), *self, new_session_id());
+                        self->stomp_->set_url_token(std::move(url_token));
                         self->stomp_->start_in_loop();
                         if (self->keepalive_) self->arm_keepalive();
                         if (!early.empty() && !self->on_bytes(early)) return;
@@ -511,7 +513,10 @@ void run_websocket(Server& server, tcp::socket socket, Request req, boost::beast
   (framing ? *framing : raw_ws_framing()).append_open(handshake);
   auto data = buffer.cdata();
   std::string early(static_cast<const char*>(data.data()), data.size());
-  std::make_shared<WsSession>(server, std::move(socket), std::move(framing), std::move(slot))->start(std::move(handshake), std::move(early));
+  // --auth jwt: a browser cannot set headers on the handshake, so the token may ride in the URL.
+  std::string url_token = server.hub().verifier() ? access_token(req) : std::string();
+  std::make_shared<WsSession>(server, std::move(socket), std::move(framing), std::move(slot))
+      ->start(std::move(handshake), std::move(early), std::move(url_token));
 }
 
 }  // namespace chatd::net

@@ -7,11 +7,13 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <list>
 #include <mutex>
 #include <thread>
 
+#include "auth/jwt.h"
 #include "chat/session.h"
 
 using namespace chatd;
@@ -88,6 +90,7 @@ class SessionTest : public ::testing::Test {
     hc.limits.max_outbound_bytes = 8192;
     hc.limits.max_subscriptions = 3;
     hc.limits.max_replay = 8;
+    configure(hc);
     hub = std::make_unique<chat::Hub>(hc, *rooms, *bus, std::vector<boost::asio::io_context*>{&loop});
     hub->start();
     hub->create_room("lunch", [&](std::error_code ec, store::Room r) {
@@ -95,6 +98,8 @@ class SessionTest : public ::testing::Test {
       room = r.id;
     });
   }
+  // Lets a derived fixture change the hub's configuration before the hub is built.
+  virtual void configure(chat::HubConfig&) {}
   void TearDown() override {
     sessions.clear();
     hub.reset();
@@ -656,4 +661,121 @@ TEST_F(HistoryTest, AClientIdIsPublishedOnceAndItsReceiptsCarryTheSeq) {
   feed(s, "SEND\ndestination:/pub/chat/message\nx-client-id:" + std::string(200, 'x') + "\nreceipt:r4" + body + '\0');
   EXPECT_NE(t.written.find("x-client-id must be"), std::string::npos) << t.written;
   EXPECT_FALSE(t.closed);
+}
+
+// Returns a JwtConfig with what `set` changes (designated initializers would have to name every field).
+template <class F>
+chatd::auth::JwtConfig config(F set) {
+  chatd::auth::JwtConfig c;
+  set(c);
+  return c;
+}
+
+// --auth jwt: the real verifier over an HS256 secret file, with a clock the test moves.
+class AuthSessionTest : public SessionTest {
+ protected:
+  void configure(chat::HubConfig& hc) override {
+    std::filesystem::create_directories(dir);
+    auto secret = dir / "secret";
+    std::ofstream(secret) << kSecret;
+    auto v = std::make_shared<auth::JwtVerifier>(config([&](auth::JwtConfig& c) { c.secret_file = secret.string(); c.clock_skew = std::chrono::seconds(0); }));
+    v->set_clock([this] { return now.load(); });
+    hc.verifier = v;
+  }
+  std::string token(std::string_view sub, std::string_view name, std::int64_t exp) {
+    return auth::mint_hs256(kSecret, "{\"sub\":\"" + std::string(sub) + "\",\"name\":\"" + std::string(name) +
+                                         "\",\"exp\":" + std::to_string(exp) + "}");
+  }
+  // Returns a session connected with `header` (e.g. "passcode:<token>") in its CONNECT.
+  chat::StompSession& connect(RecordingTransport& t, const std::string& header) {
+    auto& s = open(t);
+    feed(s, "CONNECT\naccept-version:1.2\n" + header + "\n\n" + '\0');
+    return s;
+  }
+  static constexpr std::string_view kSecret = "a-test-secret-of-at-least-32-bytes!!";
+  std::atomic<std::int64_t> now{1'800'000'000};
+};
+
+TEST_F(AuthSessionTest, ConnectWithoutATokenIsRefused) {
+  RecordingTransport t;
+  auto& s = open(t);
+  feed(s, std::string("CONNECT\naccept-version:1.2\n\n") + '\0');
+  EXPECT_EQ(t.written.rfind("ERROR\nmessage:unauthorized (no token)\n", 0), 0u) << t.written;
+  EXPECT_TRUE(t.closed);
+  EXPECT_FALSE(s.connected());
+  EXPECT_EQ(hub->refusals.get(chat::Refusal::auth_failed), 1u);
+}
+
+TEST_F(AuthSessionTest, ExpiredOrForgedTokensAreRefusedWithTheReason) {
+  RecordingTransport a, b;
+  connect(a, "Authorization:Bearer " + token("u1", "짱구", now - 1));
+  EXPECT_EQ(a.written.rfind("ERROR\nmessage:unauthorized (token expired)\n", 0), 0u) << a.written;
+  EXPECT_TRUE(a.closed);
+  auto forged = auth::mint_hs256("another-secret-of-at-least-32-bytes!", R"({"sub":"u1"})");
+  connect(b, "passcode:" + forged);
+  EXPECT_EQ(b.written.rfind("ERROR\nmessage:unauthorized (bad signature)\n", 0), 0u) << b.written;
+}
+
+TEST_F(AuthSessionTest, SenderComesFromTheTokenAndSpoofingIsRefused) {
+  RecordingTransport t;
+  auto& s = connect(t, "Authorization:Bearer " + token("u1", "짱구", now + 60));
+  ASSERT_TRUE(s.connected()) << t.written;
+  ASSERT_NE(s.identity(), nullptr);
+  EXPECT_EQ(s.identity()->user, "u1");
+  EXPECT_EQ(s.identity()->name, "짱구");
+  feed(s, "SUBSCRIBE\nid:e\ndestination:/user/queue/errors\n\n" + std::string(1, '\0') + "SUBSCRIBE\nid:r\ndestination:/sub/chat/room/" +
+              room + "\nreceipt:r1\n\n" + std::string(1, '\0'));
+  t.written.clear();
+  // Someone else's name, for TALK and for ENTER: refused, the session stays.
+  feed(s, talk("hi", "철수") + '\0');
+  feed(s, "SEND\ndestination:/pub/chat/message\n\n{\"type\":\"ENTER\",\"roomId\":\"" + room + "\",\"sender\":\"철수\"}" + '\0');
+  EXPECT_EQ(count(t.written, "\"status\":403"), 2u) << t.written;
+  EXPECT_EQ(count(t.written, "sender must be your own name"), 2u) << t.written;
+  EXPECT_TRUE(s.connected());
+  // Its own name, or none at all: delivered as the token's name.
+  feed(s, talk("mine", "짱구") + '\0');
+  feed(s, "SEND\ndestination:/pub/chat/message\n\n{\"type\":\"TALK\",\"roomId\":\"" + room + "\",\"message\":\"anon\"}" + '\0');
+  EXPECT_EQ(count(t.written, "\"sender\":\"짱구\""), 2u) << t.written;
+  EXPECT_EQ(count(t.written, "철수"), 0u) << t.written;
+}
+
+TEST_F(AuthSessionTest, AnExpiringTokenClosesTheLiveSession) {
+  RecordingTransport t;
+  auto& s = connect(t, "passcode:" + token("u1", "짱구", now + 5));
+  ASSERT_TRUE(s.connected()) << t.written;
+  s.tick_in_loop(std::chrono::steady_clock::now());
+  EXPECT_FALSE(t.closed);
+  now += 5;
+  s.tick_in_loop(std::chrono::steady_clock::now());
+  EXPECT_TRUE(t.closed);
+  EXPECT_NE(t.written.find("ERROR\nmessage:token expired\n"), std::string::npos) << t.written;
+}
+
+TEST_F(AuthSessionTest, TheUrlTokenServesWhenConnectHasNone) {
+  RecordingTransport t;
+  auto& s = open(t);
+  s.set_url_token(token("u2", "Ann", now + 60));
+  feed(s, std::string("CONNECT\naccept-version:1.2\n\n") + '\0');
+  ASSERT_TRUE(s.connected()) << t.written;
+  EXPECT_EQ(s.identity()->user, "u2");
+}
+
+TEST_F(AuthSessionTest, CloseUserEndsEverySessionOfThatUserOnly) {
+  RecordingTransport a, b, c;
+  connect(a, "passcode:" + token("u1", "짱구", now + 60));
+  connect(b, "passcode:" + token("u1", "짱구", now + 60));
+  connect(c, "passcode:" + token("u2", "철수", now + 60));
+  EXPECT_EQ(hub->shard(0).close_user_in_loop("u1", "removed by an operator"), 2u);
+  EXPECT_TRUE(a.closed);
+  EXPECT_TRUE(b.closed);
+  EXPECT_FALSE(c.closed);
+  EXPECT_NE(a.written.find("ERROR\nmessage:disconnected\n"), std::string::npos) << a.written;
+}
+
+TEST_F(SessionTest, WithoutAuthTheBodySenderIsTrustedAndThereIsNoIdentity) {
+  RecordingTransport t;
+  auto& s = open(t);
+  feed(s, std::string("CONNECT\naccept-version:1.2\npasscode:whatever\n\n") + '\0');
+  ASSERT_TRUE(s.connected());
+  EXPECT_EQ(s.identity(), nullptr);
 }

@@ -24,12 +24,14 @@ sockjs::Session::Limits model_limits(const chat::Limits& lim, const Limits& net)
 }  // namespace
 
 XhrSession::XhrSession(Server& server, asio::io_context& loop, std::string id, ConnectionSlot slot,
-                       asio::ip::address owner)
+                       asio::ip::address owner, std::string user, std::string url_token)
     : server_(server),
       slot_(std::move(slot)),
       loop_(loop),
       id_(std::move(id)),
       owner_(std::move(owner)),
+      user_(std::move(user)),
+      url_token_(std::move(url_token)),
       model_(model_limits(server.hub().limits(), server.config().limits)),
       timer_(loop) {}
 
@@ -44,6 +46,8 @@ chat::Shard& XhrSession::shard_for_loop() {
 
 void XhrSession::start_in_loop() {
   stomp_ = std::make_shared<chat::StompSession>(shard_for_loop(), *this, new_session_id());
+  stomp_->set_url_token(std::move(url_token_));
+  std::string().swap(url_token_);
   stomp_->start_in_loop();
   detached_at_ = last_sent_ = Clock::now();
   arm_timer_in_loop();
@@ -232,7 +236,7 @@ std::shared_ptr<XhrSession> SockJsRegistry::find(const std::string& id) {
 }
 
 std::shared_ptr<XhrSession> SockJsRegistry::find_or_create(const std::string& id, asio::io_context& loop,
-                                                           const asio::ip::address& client, bool& full) {
+                                                           const asio::ip::address& client, const Request& req, bool& full) {
   full = false;
   std::shared_ptr<XhrSession> s;
   {
@@ -245,7 +249,13 @@ std::shared_ptr<XhrSession> SockJsRegistry::find_or_create(const std::string& id
       full = true;
       return nullptr;
     }
-    s = std::make_shared<XhrSession>(server_, loop, id, std::move(slot), client);
+    std::string user, token;
+    if (server_.hub().verifier()) {
+      token = access_token(req);
+      std::string why;
+      if (auto who = server_.identify(req, why)) user = who->user;  // else CONNECT says why
+    }
+    s = std::make_shared<XhrSession>(server_, loop, id, std::move(slot), client, std::move(user), std::move(token));
     sessions_.emplace(id, s);
   }
   // Created on the caller's loop, which is `loop`: start before any post can reach it.

@@ -40,8 +40,12 @@ class SockJsReceiver {
 
 class XhrSession final : public chat::Transport, public std::enable_shared_from_this<XhrSession> {
  public:
+  // `user` (--auth jwt, from a valid access_token on the opening request): the session is
+  // bound to that user rather than to the address. `url_token` goes to STOMP for CONNECT.
   XhrSession(Server& server, boost::asio::io_context& loop, std::string id, ConnectionSlot slot,
-             boost::asio::ip::address owner);
+             boost::asio::ip::address owner, std::string user = {}, std::string url_token = {});
+  // The user the session is bound to; empty: bound to owner() (or to nobody, --sockjs-bind none).
+  const std::string& user() const { return user_; }
 
   // The client address that opened the session; with ServerConfig::sockjs_bind_address only
   // it may send to, read from or close the session (finding 5: the URL alone is not a key).
@@ -89,6 +93,8 @@ class XhrSession final : public chat::Transport, public std::enable_shared_from_
   boost::asio::io_context& loop_;
   std::string id_;
   boost::asio::ip::address owner_;
+  std::string user_;
+  std::string url_token_;  // handed to STOMP at start
   sockjs::Session model_;
   std::shared_ptr<chat::StompSession> stomp_;
   Receiver current_;             // key null: no receiver
@@ -113,9 +119,9 @@ class SockJsRegistry {
   // Returns the session `id`, creating it on `loop` when `create` (nullptr when it does not
   // exist and may not be created, or when the node is full).
   std::shared_ptr<XhrSession> find(const std::string& id);
-  // A new session belongs to `client`.
+  // A new session belongs to `client`, or with a valid access_token in `req` to its user.
   std::shared_ptr<XhrSession> find_or_create(const std::string& id, boost::asio::io_context& loop,
-                                             const boost::asio::ip::address& client, bool& full);
+                                             const boost::asio::ip::address& client, const Request& req, bool& full);
   void erase(const std::string& id, const XhrSession* s);
 
  private:

@@ -1,0 +1,35 @@
+// Who a STOMP session speaks for. With --auth none a session has no identity (the body's
+// `sender` is trusted, as the seed's clients expect); with --auth jwt it is what the token
+// proved at CONNECT and never changes for the session's life.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace chatd::chat {
+
+struct Identity {
+  std::string user;                // the token's `sub`: stable, unique, never shown
+  std::string name;                // shown as `sender`: the `name` claim, else `sub`
+  std::vector<std::string> rooms;  // the `rooms` claim: restricted rooms the token opens
+  std::int64_t expires_at = 0;     // `exp` in seconds since the epoch; 0: no expiry
+};
+using IdentityPtr = std::shared_ptr<const Identity>;
+
+// Proves tokens (--auth jwt). Implementations are shared by every worker thread, so verify()
+// must be safe to call concurrently.
+class TokenVerifier {
+ public:
+  virtual ~TokenVerifier() = default;
+  // Returns the identity `token` (a compact JWS) proves, or null with the reason in `why`
+  // (worded to be shown to the client: "token expired", "bad signature", ...).
+  virtual IdentityPtr verify(std::string_view token, std::string& why) const = 0;
+  // Returns whether an identity whose token expires at `expires_at` (Identity::expires_at,
+  // non-zero) has expired by now, allowing the configured clock skew.
+  virtual bool expired(std::int64_t expires_at) const = 0;
+};
+
+}  // namespace chatd::chat
