@@ -371,24 +371,36 @@ chat::IdentityPtr JwtVerifier::verify(std::string_view token, std::string& why) 
     kid = k->get_string();
   }
 
-  // The key decides the algorithm, not the token: only keys made for `alg` are tried.
+  // The key decides the algorithm, not the token: only keys made for `alg` are tried. A kid
+  // picks the key set's key of that kid; keys from the single-key files have none and serve
+  // any token of their algorithm.
   auto set = keys();
-  bool some_key = false, kid_known = false;
-  bool verified = false;
+  std::size_t keyed = 0;
+  bool kid_matches = false;
+  for (const auto& k : set->keys) {
+    keyed += !k.kid.empty();
+    kid_matches = kid_matches || (!kid.empty() && k.kid == kid);
+  }
+  auto candidate = [&](const Key& k) {
+    if (k.kid.empty()) return !kid_matches;
+    if (!kid.empty()) return k.kid == kid;
+    return keyed == 1;  // a key set of one key needs no kid
+  };
+  bool some_key = false, verified = false;
   const std::string_view signed_part = token.substr(0, d2);
   for (const auto& k : set->keys) {
-    if (!k.kid.empty() && !kid.empty() && k.kid != kid) continue;
-    if (!k.kid.empty() && kid.empty() && set->keys.size() > 1) continue;  // a key set needs the kid
-    kid_known = true;
-    if (k.alg != alg) continue;
+    if (!candidate(k) || k.alg != alg) continue;
     some_key = true;
     if (verify_signature(k, signed_part, sig)) {
       verified = true;
       break;
     }
   }
-  if (!kid_known) return fail(kid.empty() ? "token has no kid and the key set has several keys" : "unknown kid");
-  if (!some_key) return fail("alg " + std::string(alg_name) + " does not fit the server's key");
+  if (!some_key) {
+    if (!kid.empty() && !kid_matches && keyed) return fail("unknown kid");
+    if (kid.empty() && keyed > 1) return fail("token has no kid and the key set has several keys");
+    return fail("alg " + std::string(alg_name) + " does not fit the server's key");
+  }
   if (!verified) return fail("bad signature");
 
   auto pv = boost::json::parse(payload_json, ec);

@@ -141,7 +141,7 @@ class HttpSession final : public Closable,
 
     // Everything a page on another site could use to act as the user: the WebSocket and SockJS
     // endpoints, the REST API and the dev token. Pages, assets and health stay open.
-    const bool api = path == "/chat/rooms" || path == "/chat/room" ||
+    const bool api = path == "/chat/rooms" || (path == "/chat/room" && method != http::verb::get && method != http::verb::head) ||
                       (path.rfind("/chat/room/", 0) == 0 && path.rfind("/chat/room/enter/", 0) != 0) || path == "/auth/dev-token";
     if (api || path == "/ws-stomp" || path.rfind("/ws-stomp/", 0) == 0) {
       std::string_view origin = req[http::field::origin];
