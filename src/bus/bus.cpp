@@ -29,6 +29,13 @@ const std::error_category& error_category() noexcept {
 
 std::error_code make_error_code(Error e) noexcept { return {static_cast<int>(e), error_category()}; }
 
+bool valid_control_type(std::string_view type) noexcept {
+  if (type.empty() || type.size() > kMaxControlType) return false;
+  for (char c : type)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-')) return false;
+  return true;
+}
+
 std::unique_ptr<MessageBus> make_bus(const BusConfig& cfg, boost::asio::io_context& engine) {
   if (cfg.kind == "local") return make_local_bus(cfg, engine);
   if (cfg.kind == "redis") return make_redis_bus(cfg, engine);

@@ -14,6 +14,14 @@
 // The group.id the consumer carries (`chatd-<node_id>`) is only a label: it is never joined and
 // never committed to.
 //
+// The control channel (publish_control) rides in the same topic: a record with no key, on
+// partition 0, whose header chatd-control names its type (chatd-origin: the publishing node).
+// Why not a topic of its own: the consumer already reads every partition of this topic from
+// its end, so every node gets control records with no second topic to create, authorise,
+// watch for recreation or assign; and keyless records were always skipped as "not ours", so
+// history reads and older nodes ignore them. The cost: they take a few offsets of partition 0
+// (seqs are not contiguous anyway) and are kept as long as the topic keeps chat.
+//
 // Threads: start() spawns two. The consumer thread sets up the topic and assignment, then
 // consumes and calls on_deliver in partition order, and fires subscribe() callbacks. The producer
 // thread serves delivery reports (publish's `done`) and probes the broker while it is down.
@@ -63,6 +71,9 @@ constexpr int kFlushOnStopMs = 5000;
 constexpr milliseconds kTopicIdCheckInterval{5000};
 // The record header that carries a SEND's x-client-id.
 constexpr const char* kClientIdHeader = "x-client-id";
+// The record headers of a control message: its type and its publishing node.
+constexpr const char* kControlHeader = "chatd-control";
+constexpr const char* kOriginHeader = "chatd-origin";
 // History requests waiting for the reader thread; past it a request is refused at once.
 constexpr std::size_t kMaxQueuedReads = 10000;
 
@@ -173,6 +184,30 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     lock.unlock();
     std::unique_ptr<Pending> failed(opaque);
     // A full local queue means the broker has been away for a while: refuse rather than block.
+    answer(*failed, err == RdKafka::ERR__QUEUE_FULL ? Error::rejected : final_error(err, up()), 0);
+  }
+
+  void on_control(ControlFn fn) override { control_ = std::move(fn); }
+
+  void publish_control(ControlMessage m, DoneFn done) override {
+    if (!valid_control_type(m.type) || m.body.size() > kMaxControlBody) return done(Error::rejected);
+    std::shared_lock lock(stop_mu_);
+    if (stopped_ || !producer_) {
+      lock.unlock();
+      return done(Error::stopped);
+    }
+    std::unique_ptr<RdKafka::Headers> headers(RdKafka::Headers::create());
+    headers->add(kControlHeader, m.type);
+    headers->add(kOriginHeader, cfg_.node_id);
+    auto* opaque = new Pending{[done](std::error_code ec, std::uint64_t) { done(ec); }, {}, {}};
+    RdKafka::ErrorCode err = producer_->produce(cfg_.kafka_topic, 0, RdKafka::Producer::RK_MSG_COPY,
+                                                m.body.data(), m.body.size(), nullptr, 0, 0, headers.get(), opaque);
+    if (err == RdKafka::ERR_NO_ERROR) {
+      (void)headers.release();
+      return;
+    }
+    lock.unlock();
+    std::unique_ptr<Pending> failed(opaque);
     answer(*failed, err == RdKafka::ERR__QUEUE_FULL ? Error::rejected : final_error(err, up()), 0);
   }
 
@@ -565,8 +600,9 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     // The offset: strictly increasing per room (one room, one partition), identical on every
     // node, but not contiguous (other rooms share the partition). +1 so that 0 means "none".
     const auto seq = static_cast<std::uint64_t>(msg.offset()) + 1;
-    if (!msg.key_pointer()) {  // a keyless record is not one of ours
+    if (!msg.key_pointer()) {  // a keyless record is a control message or not one of ours
       cache_.advance(p, seq);
+      deliver_control(msg);
       return;
     }
     std::string room(static_cast<const char*>(msg.key_pointer()), msg.key_len());
@@ -584,6 +620,21 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     if (cfg_.history_size > 0) cache_.add(p, room, seq, ts, payload);
     else cache_.advance(p, seq);
     if (deliver_) deliver_(Delivery{std::move(room), seq, consumer_epoch_, std::move(payload)});
+  }
+
+  // Hands a control record to the control handler; other keyless records are ignored.
+  void deliver_control(RdKafka::Message& msg) {
+    RdKafka::Headers* headers = msg.headers();
+    if (!headers || !control_) return;
+    const RdKafka::Headers::Header type = headers->get_last(kControlHeader);
+    const RdKafka::Headers::Header origin = headers->get_last(kOriginHeader);
+    if (type.err() != RdKafka::ERR_NO_ERROR || !type.value()) return;
+    ControlMessage m{std::string(static_cast<const char*>(type.value()), type.value_size()), {},
+                     std::string(static_cast<const char*>(msg.payload()), msg.len())};
+    if (!valid_control_type(m.type)) return;
+    if (origin.err() == RdKafka::ERR_NO_ERROR && origin.value())
+      m.origin.assign(static_cast<const char*>(origin.value()), origin.value_size());
+    control_(std::move(m));
   }
 
   void set_epoch(const std::string& id) {
@@ -816,6 +867,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
 
   BusConfig cfg_;
   DeliverFn deliver_;
+  ControlFn control_;  // set before start
   KafkaHistoryCache cache_;
   KafkaDedupeWindow dedupe_;
   std::string consumer_epoch_;  // consumer thread only; epoch_ is the shared copy

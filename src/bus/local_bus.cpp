@@ -95,6 +95,22 @@ class LocalBus final : public MessageBus {
     done(Error::stopped, {});
   }
 
+  void on_control(ControlFn fn) override { control_ = std::move(fn); }
+
+  // One node: the only receiver is this one, at once, on the caller's thread.
+  void publish_control(ControlMessage m, DoneFn done) override {
+    if (!valid_control_type(m.type) || m.body.size() > kMaxControlBody) return done(Error::rejected);
+    bool stopping;
+    {
+      std::lock_guard lock(mu_);
+      stopping = stopping_;
+    }
+    if (stopping) return done(Error::stopped);
+    m.origin = cfg_.node_id;
+    if (control_) control_(std::move(m));
+    done({});
+  }
+
   void subscribe(const std::string&, DoneFn ready) override { ready({}); }
   void unsubscribe(const std::string&) override {}
 
@@ -261,6 +277,7 @@ class LocalBus final : public MessageBus {
   std::unique_ptr<HistoryFile> reader_file_;  // reader thread only
   std::string epoch_;
   std::atomic<bool> write_failing_{false};
+  ControlFn control_;  // set before start
 
   std::mutex mu_;
   std::condition_variable wake_writer_;

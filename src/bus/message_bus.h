@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <vector>
 
@@ -69,6 +70,26 @@ struct History {
 // Called once, from any thread.
 using HistoryFn = std::function<void(std::error_code, History)>;
 
+// The control channel: small typed messages from node to node (not room traffic), such as
+// "close this user's sessions" or "this room was deleted". Every node connected to the engine
+// when one is published receives it, the publishing node included (through the engine, like
+// a room message), once. Nothing is kept: a node that is down or not yet started misses it
+// (Redis pub/sub, and Kafka nodes start at the end of the log). No order across messages from
+// different nodes; one node's control messages arrive in the order it published them.
+struct ControlMessage {
+  std::string type;    // what it is: 1..kMaxControlType of [a-z0-9_.-], e.g. "disconnect"
+  std::string origin;  // the publishing node's BusConfig::node_id (set by the bus)
+  std::string body;    // opaque bytes, JSON by convention; at most kMaxControlBody
+};
+inline constexpr std::size_t kMaxControlType = 64;
+// A control message names something (a user, a room); it never carries chat traffic.
+inline constexpr std::size_t kMaxControlBody = 16 * 1024;
+// Returns whether `type` is a valid control message type.
+bool valid_control_type(std::string_view type) noexcept;
+// Called with every control message, from the engine's thread (redis, kafka) or, on the local
+// bus, from the publisher's. It must not block.
+using ControlFn = std::function<void(ControlMessage&&)>;
+
 class MessageBus {
  public:
   virtual ~MessageBus() = default;
@@ -93,6 +114,13 @@ class MessageBus {
   // subscribers; unsubscribe() on 1 -> 0. Engines that deliver everything may ignore both.
   virtual void subscribe(const std::string& room_id, DoneFn ready) = 0;
   virtual void unsubscribe(const std::string& room_id) = 0;
+
+  // Sets where control messages go (see ControlMessage). Call once, before start().
+  virtual void on_control(ControlFn fn) = 0;
+  // Sends m.type and m.body to every node (m.origin is ignored). `done` gets an empty code once
+  // the engine accepted it, Error::rejected for a type or body out of bounds, else the reason
+  // it never will be sent. Never blocks.
+  virtual void publish_control(ControlMessage m, DoneFn done) = 0;
 
   // Whether the engine is reachable now, and a short human-readable state for /healthz.
   virtual bool up() const = 0;

@@ -4,6 +4,9 @@
 //   chatd:{<room>}:hist        the room's history, a stream with ids "<seq>-0", fields t (ms), p
 //   chatd:{<room>}:cid:<id>    a SEND's x-client-id within the dedupe window -> its seq
 //   chatd:{<room>}:live        the channel; each message is "<seq> <epoch> <payload>"
+// and one channel for the control channel (MessageBus::publish_control), a plain PUBLISH that
+// every node subscribes to for its whole life:
+//   chatd:control              "<type> <origin length> <origin><body>"
 // One Lua function (a Redis 7 function library, FUNCTION LOAD in each connection's setup, then
 // FCALL) does the dedupe check, INCR, XADD (trimmed by count and age) and PUBLISH in one step;
 // Redis runs functions one at a time, so seq order, history order and delivery order are the
@@ -35,6 +38,7 @@ namespace {
 
 constexpr std::string_view kKeyPrefix = "chatd:{";
 constexpr std::string_view kChannelSuffix = "}:live";
+constexpr std::string_view kControlChannel = "chatd:control";
 // Before the hash tag, the counter was chatd:seq:<room>; a room's first publish since then
 // carries it over, so seq continues (one Redis only: the old key is in another Cluster slot).
 constexpr std::string_view kOldSeqPrefix = "chatd:seq:";
@@ -198,6 +202,7 @@ class Core : public std::enable_shared_from_this<Core> {
         history_size_(std::to_string(cfg.history_size)),
         history_ttl_ms_(std::to_string(std::chrono::milliseconds(cfg.history_ttl).count())),
         dedupe_window_s_(std::to_string(std::max<std::int64_t>(1, cfg.dedupe_window.count()))),
+        node_id_(cfg.node_id),
         rng_(std::random_device{}()) {}
 
   // Separate from the constructor: the hooks need a finished object.
@@ -215,6 +220,7 @@ class Core : public std::enable_shared_from_this<Core> {
 
   void start_in_loop(DeliverFn deliver) {
     deliver_ = std::move(deliver);
+    if (!control_) control_ = [](ControlMessage&&) {};
     pub_->start_in_loop();
     hist_->start_in_loop();
     sub_->start_in_loop();
@@ -246,6 +252,28 @@ class Core : public std::enable_shared_from_this<Core> {
                            return done(Error::rejected, 0);
                          done({}, static_cast<std::uint64_t>(r->element[0]->integer));
                        });
+  }
+
+  void publish_control_in_loop(ControlMessage m, DoneFn done) {
+    std::string data = std::move(m.type);
+    data.append(" ").append(std::to_string(node_id_.size())).append(" ").append(node_id_).append(m.body);
+    pub_->command_in_loop({"PUBLISH", std::string(kControlChannel), std::move(data)},
+                          [done = std::move(done)](redis::Status st, const redisReply* r) {
+                            if (st != redis::Status::ok) return done(failure(st));
+                            done(r->type == REDIS_REPLY_INTEGER ? std::error_code{} : Error::rejected);
+                          });
+  }
+
+  // Returns the control message in a "<type> <origin length> <origin><body>" publish, or nullopt.
+  static std::optional<ControlMessage> parse_control(std::string_view data) {
+    const auto space = data.find(' ');
+    if (space == std::string_view::npos || !valid_control_type(data.substr(0, space))) return std::nullopt;
+    const auto rest = data.substr(space + 1);
+    const auto len = leading_number(rest, ' ');
+    const auto at = rest.find(' ');
+    if (!len || at == std::string_view::npos || rest.size() - at - 1 < *len) return std::nullopt;
+    return ControlMessage{std::string(data.substr(0, space)), std::string(rest.substr(at + 1, *len)),
+                          std::string(rest.substr(at + 1 + *len))};
   }
 
   void history_in_loop(HistoryRequest req, HistoryFn done) {
@@ -324,6 +352,7 @@ class Core : public std::enable_shared_from_this<Core> {
     for (auto& [room, rs] : rooms_) fire(rs, Error::stopped);
     rooms_.clear();
     deliver_ = nullptr;
+    control_ = nullptr;
   }
 
   void send_subscribe(const std::string& room, RoomSub& rs) {
@@ -339,6 +368,7 @@ class Core : public std::enable_shared_from_this<Core> {
   // Every room wanted here is subscribed again on each (re)connect.
   void on_sub_up_in_loop() {
     sub_ever_up_ = true;
+    sub_->subscribe_in_loop(kControlChannel);
     for (auto& [room, rs] : rooms_)
       if (rs.wanted) send_subscribe(room, rs);
   }
@@ -357,6 +387,11 @@ class Core : public std::enable_shared_from_this<Core> {
     if (r.type != REDIS_REPLY_ARRAY || r.elements < 3) return;
     const std::string_view kind = str(r.element[0]);
     const std::string_view channel = str(r.element[1]);
+    if (channel == kControlChannel) {
+      if (kind != "message" || !control_) return;
+      if (auto m = parse_control(str(r.element[2]))) control_(std::move(*m));
+      return;
+    }
     if (!channel.starts_with(kKeyPrefix) || !channel.ends_with(kChannelSuffix)) return;
     const std::string room(channel.substr(kKeyPrefix.size(),
                                           channel.size() - kKeyPrefix.size() - kChannelSuffix.size()));
@@ -391,8 +426,10 @@ class Core : public std::enable_shared_from_this<Core> {
   const std::string history_size_, history_ttl_ms_, dedupe_window_s_;  // script arguments
   std::shared_ptr<redis::Connection> pub_, hist_, sub_;
   const Library library_ = make_library();
+  const std::string node_id_;
   std::mt19937_64 rng_;  // engine thread only
   std::atomic<bool> stopped_{false};
+  ControlFn control_;  // set before start
   // Engine thread only:
   DeliverFn deliver_;
   std::unordered_map<std::string, RoomSub> rooms_;
@@ -424,6 +461,16 @@ class RedisBus final : public MessageBus {
     boost::asio::post(core_->io_, [c = core_, room = std::move(room_id), body = std::move(payload),
                                    opts = std::move(opts), done = std::move(done)]() mutable {
       c->publish_in_loop(std::move(room), std::move(body), std::move(opts), std::move(done));
+    });
+  }
+
+  void on_control(ControlFn fn) override { core_->control_ = std::move(fn); }
+
+  void publish_control(ControlMessage m, DoneFn done) override {
+    if (core_->stopped_) return done(Error::stopped);
+    if (!valid_control_type(m.type) || m.body.size() > kMaxControlBody) return done(Error::rejected);
+    boost::asio::post(core_->io_, [c = core_, m = std::move(m), done = std::move(done)]() mutable {
+      c->publish_control_in_loop(std::move(m), std::move(done));
     });
   }
 

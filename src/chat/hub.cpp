@@ -135,6 +135,7 @@ Hub::Hub(HubConfig cfg, store::RoomStore& store, bus::MessageBus& bus,
       id_prefix_(cfg_.node_id + "-" + new_room_id().substr(0, 8) + "-"),
       store_(store),
       bus_(bus),
+      control_(bus),
       interest_(bus, *workers.at(0), workers.size()) {
   for (std::size_t i = 0; i < workers.size(); ++i)
     shards_.push_back(std::make_unique<Shard>(*this, *workers[i], i));

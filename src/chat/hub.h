@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "bus/message_bus.h"
+#include "chat/control.h"
 #include "chat/events.h"
 #include "chat/identity.h"
 #include "chat/interest.h"
@@ -208,7 +209,12 @@ class Hub final : public Rooms, public NodeView {
   EngineHealth bus_health() const override;
   EngineHealth store_health() const override;
   NodeCounters counters() const override;
-  std::string integration_metrics() const override { return events_ ? events_->metrics_text() : std::string(); }
+  std::string integration_metrics() const override {
+    return control_.metrics_text() + (events_ ? events_->metrics_text() : std::string());
+  }
+
+  // The node-to-node control channel (CONTROL-CHANNEL.md). Register handlers before start().
+  ControlChannel& control() { return control_; }
 
   // Counters, also for /healthz and /metrics through counters().
   std::uint64_t published() const { return published_.load(std::memory_order_relaxed); }
@@ -231,6 +237,7 @@ class Hub final : public Rooms, public NodeView {
   std::string id_prefix_;  // "<node>-<nonce>-": message ids are this plus a counter
   store::RoomStore& store_;
   bus::MessageBus& bus_;
+  ControlChannel control_;
   std::vector<std::unique_ptr<Shard>> shards_;
 
   RoomInterest interest_;

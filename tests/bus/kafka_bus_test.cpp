@@ -73,6 +73,10 @@ class Node {
  public:
   Node(const std::string& topic, const std::string& id, const std::function<void(BusConfig&)>& tune = {})
       : bus_(make_kafka_bus(tuned(config(topic, id), tune), io_)) {
+    bus_->on_control([this](ControlMessage&& m) {
+      std::lock_guard lock(mu_);
+      controls_.push_back(std::move(m));
+    });
     bus_->start([this](Delivery&& d) {
       std::lock_guard lock(mu_);
       got_.push_back(std::move(d));
@@ -112,6 +116,18 @@ class Node {
     std::lock_guard lock(mu_);
     return got_;
   }
+  std::vector<ControlMessage> controls() {
+    std::lock_guard lock(mu_);
+    return controls_;
+  }
+  // Publishes a control message and waits (15 s) for `done`.
+  std::error_code publish_control(std::string type, std::string body) {
+    auto p = std::make_shared<std::promise<std::error_code>>();
+    bus_->publish_control({std::move(type), {}, std::move(body)}, [p](std::error_code ec) { p->set_value(ec); });
+    auto f = p->get_future();
+    if (f.wait_for(15s) != std::future_status::ready) return Error::timed_out;
+    return f.get();
+  }
   std::size_t count() {
     std::lock_guard lock(mu_);
     return got_.size();
@@ -136,6 +152,7 @@ class Node {
   std::mutex mu_;
   std::condition_variable arrived_;
   std::vector<Delivery> got_;
+  std::vector<ControlMessage> controls_;
 };
 
 // Counts publish() outcomes.
@@ -174,6 +191,33 @@ void expect_increasing_seq_per_room(const std::vector<Delivery>& ds) {
     EXPECT_GT(d.seq, last[d.room_id]) << "room " << d.room_id << " payload " << d.payload;
     last[d.room_id] = d.seq;
   }
+}
+
+TEST(KafkaBus, ControlMessagesReachEveryNodeAndStayOutOfRoomsAndHistory) {
+  const std::string topic = fresh_topic("control");
+  Node a(topic, "node-a"), b(topic, "node-b");
+  ASSERT_FALSE(a.subscribe("lunch"));
+  ASSERT_FALSE(b.subscribe("lunch"));  // both assigned at the end: what follows reaches both
+  ASSERT_FALSE(a.publish("lunch", "before").first);
+  ASSERT_FALSE(b.publish_control("disconnect", "{\"user\":\"kim\"}"));
+  ASSERT_FALSE(a.publish_control("room.deleted", "lunch"));
+  ASSERT_FALSE(a.publish("lunch", "after").first);
+  for (Node* n : {&a, &b}) {
+    ASSERT_TRUE(eventually([&] { return n->controls().size() == 2 && n->count() == 2; }, 15s))
+        << n->controls().size() << " " << n->count();
+    auto c = n->controls();
+    std::sort(c.begin(), c.end(), [](auto& x, auto& y) { return x.type < y.type; });
+    EXPECT_EQ(c[0].type, "disconnect");
+    EXPECT_EQ(c[0].origin, "node-b");
+    EXPECT_EQ(c[0].body, "{\"user\":\"kim\"}");
+    EXPECT_EQ(c[1].type, "room.deleted");
+    EXPECT_EQ(c[1].origin, "node-a");
+    EXPECT_EQ(payloads_of(n->got(), "lunch"), (std::vector<std::string>{"before", "after"}));
+  }
+  auto [ec, h] = a.history({"lunch", 0, 0, 10});
+  ASSERT_FALSE(ec);
+  ASSERT_EQ(h.messages.size(), 2u) << "history holds the room's messages only";
+  EXPECT_EQ(a.publish_control("Bad Type", "x"), make_error_code(Error::rejected));
 }
 
 TEST(KafkaBus, EveryNodeSeesEveryMessageOfEveryRoom) {

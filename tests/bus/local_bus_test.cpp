@@ -51,6 +51,10 @@ class LocalBusTest : public ::testing::Test {
   void open() {
     if (bus) bus->stop();
     bus = make_local_bus(cfg, io);
+    bus->on_control([this](ControlMessage&& m) {
+      std::lock_guard lock(mu);
+      controls.push_back(std::move(m));
+    });
     bus->start([this](Delivery&& d) {
       std::lock_guard lock(mu);
       got.push_back(std::move(d));
@@ -91,6 +95,7 @@ class LocalBusTest : public ::testing::Test {
   std::unique_ptr<MessageBus> bus;
   std::mutex mu;
   std::vector<Delivery> got;
+  std::vector<ControlMessage> controls;
 };
 
 }  // namespace
@@ -286,4 +291,24 @@ TEST_F(LocalBusTest, AStoppedBusRefuses) {
   std::promise<std::error_code> p;
   bus->history({"r", 0, 0, 1}, [&](std::error_code ec, History) { p.set_value(ec); });
   EXPECT_EQ(p.get_future().get(), Error::stopped);
+}
+
+TEST_F(LocalBusTest, ControlMessagesReachThisNodeAtOnceAndBadOnesAreRefused) {
+  cfg.node_id = "solo";
+  open();
+  std::vector<std::error_code> answers;
+  auto done = [&](std::error_code ec) { answers.push_back(ec); };
+  bus->publish_control({"disconnect", "ignored", "{\"user\":\"kim\"}"}, done);
+  bus->publish_control({"Bad Type", {}, "x"}, done);
+  bus->publish_control({"big", {}, std::string(kMaxControlBody + 1, 'x')}, done);
+  ASSERT_EQ(answers.size(), 3u);
+  EXPECT_FALSE(answers[0]);
+  EXPECT_EQ(answers[1], make_error_code(Error::rejected));
+  EXPECT_EQ(answers[2], make_error_code(Error::rejected));
+  std::lock_guard lock(mu);
+  ASSERT_EQ(controls.size(), 1u);
+  EXPECT_EQ(controls[0].type, "disconnect");
+  EXPECT_EQ(controls[0].origin, "solo") << "the bus sets the origin, not the caller";
+  EXPECT_EQ(controls[0].body, "{\"user\":\"kim\"}");
+  EXPECT_TRUE(got.empty()) << "control messages are not room traffic";
 }

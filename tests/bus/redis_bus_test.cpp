@@ -25,6 +25,10 @@ struct Node {
     cfg.redis_url = url;
     if (tune) tune(cfg);
     bus = make_bus(cfg, engine.io());
+    bus->on_control([this](ControlMessage&& m) {
+      std::lock_guard lock(mu);
+      controls.push_back(std::move(m));
+    });
     bus->start([this](Delivery&& d) {
       std::lock_guard lock(mu);
       got[d.room_id].push_back(std::move(d));
@@ -69,10 +73,24 @@ struct Node {
     return got[room];
   }
 
+  // Returns the code publish_control's `done` got (timed_out after 3 s).
+  std::error_code publish_control(std::string type, std::string body) {
+    auto p = std::make_shared<std::promise<std::error_code>>();
+    bus->publish_control({std::move(type), {}, std::move(body)}, [p](std::error_code ec) { p->set_value(ec); });
+    auto f = p->get_future();
+    if (f.wait_for(3s) != std::future_status::ready) return make_error_code(Error::timed_out);
+    return f.get();
+  }
+  std::vector<ControlMessage> control_messages() {
+    std::lock_guard lock(mu);
+    return controls;
+  }
+
   Engine engine;
   std::unique_ptr<MessageBus> bus;
   std::mutex mu;
   std::map<std::string, std::vector<Delivery>> got;
+  std::vector<ControlMessage> controls;
 };
 
 bool both_up(Node& a, Node& b) {
@@ -118,6 +136,44 @@ TEST(RedisBus, TwoNodesSeeOneOrderWithContiguousSeq) {
     EXPECT_EQ(da[i].payload, who + " #" + std::to_string(next_of[who]++));
   }
   EXPECT_EQ(c.count("lunch"), 0u) << "a node only gets the rooms it subscribed";
+}
+
+TEST(RedisBus, ControlMessagesReachEveryNodeWithTheirTypeOriginAndBytes) {
+  RedisServer redis;
+  Node a(redis.url(), [](BusConfig& c) { c.node_id = "node-a"; });
+  Node b(redis.url(), [](BusConfig& c) { c.node_id = "node b"; });  // a space in the id
+  ASSERT_TRUE(both_up(a, b));
+  // The control channel is subscribed once the subscriber connection is up; publish until
+  // both have seen a probe, so the checks below do not race the subscription.
+  ASSERT_TRUE(test::eventually([&] {
+    a.publish_control("probe", "");
+    return !a.control_messages().empty() && !b.control_messages().empty();
+  }));
+  const std::string body("{\"user\":\"kim\"}\0 with a NUL and spaces", 36);
+  ASSERT_FALSE(b.publish_control("disconnect", body));
+  ASSERT_FALSE(a.publish_control("room.deleted", "r1"));
+  auto last_two = [](Node& n) {
+    std::vector<ControlMessage> out;
+    for (auto& m : n.control_messages())
+      if (m.type != "probe") out.push_back(m);
+    return out;
+  };
+  ASSERT_TRUE(test::eventually([&] { return last_two(a).size() == 2 && last_two(b).size() == 2; }));
+  for (Node* n : {&a, &b}) {
+    auto got = last_two(*n);
+    // Two publishers: no order between them is promised, so find each by type.
+    auto& d = got[0].type == "disconnect" ? got[0] : got[1];
+    auto& r = got[0].type == "disconnect" ? got[1] : got[0];
+    EXPECT_EQ(d.type, "disconnect");
+    EXPECT_EQ(d.origin, "node b");
+    EXPECT_EQ(d.body, body);
+    EXPECT_EQ(r.type, "room.deleted");
+    EXPECT_EQ(r.origin, "node-a");
+    EXPECT_EQ(r.body, "r1");
+  }
+  EXPECT_EQ(a.count("r1"), 0u) << "control messages are not room traffic";
+  EXPECT_EQ(a.publish_control("Bad Type", "x"), make_error_code(Error::rejected));
+  EXPECT_EQ(a.publish_control("big", std::string(kMaxControlBody + 1, 'x')), make_error_code(Error::rejected));
 }
 
 // The hub publishes from the engine thread (a room lookup answered there) while a worker

@@ -62,6 +62,8 @@ class CountingBus final : public bus::MessageBus {
   }
   void subscribe(const std::string& room, bus::DoneFn ready) override { inner_->subscribe(room, std::move(ready)); }
   void unsubscribe(const std::string& room) override { inner_->unsubscribe(room); }
+  void on_control(bus::ControlFn fn) override { inner_->on_control(std::move(fn)); }
+  void publish_control(bus::ControlMessage m, bus::DoneFn done) override { inner_->publish_control(std::move(m), std::move(done)); }
   bool up() const override { return inner_->up(); }
   std::string describe() const override { return inner_->describe(); }
   void stop() override { inner_->stop(); }
@@ -367,6 +369,8 @@ class OrderBus final : public bus::MessageBus {
     ready({});
   }
   void unsubscribe(const std::string& room) override { record("unsubscribe " + room); }
+  void on_control(bus::ControlFn) override {}
+  void publish_control(bus::ControlMessage, bus::DoneFn done) override { done({}); }
   bool up() const override { return true; }
   std::string describe() const override { return "order"; }
   void stop() override {}
