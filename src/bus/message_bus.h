@@ -38,8 +38,9 @@ struct Delivery {
   std::string payload;    // exactly the bytes given to publish()
 };
 
-// Called with every message of every room this node subscribed to, in per-room order: from the
-// engine's thread (redis, kafka) or, on the local bus, from the publisher's. It must not block.
+// Called with every message of every room this node subscribed to, in per-room order, from the
+// bus's own thread: the engine's (redis, kafka) or, on the local bus, its writer thread once the
+// message is in the history file (never the publisher's). It must not block.
 using DeliverFn = std::function<void(Delivery&&)>;
 // Called once, from any thread.
 using DoneFn = std::function<void(std::error_code)>;
@@ -63,7 +64,10 @@ struct HistoryRequest {
 };
 struct History {
   std::string epoch;              // the room's current epoch (assigned on first use if new)
-  std::uint64_t first_seq = 0;    // oldest seq still retained (0: nothing retained)
+  std::uint64_t first_seq = 0;    // the seq from which the room's history is whole: nothing of
+                                  // the room with seq >= first_seq was dropped (0: nothing is
+                                  // retained). Not always a seq the room has: on Kafka it is a
+                                  // place in the partition (its oldest retained offset + 1).
   std::uint64_t last_seq = 0;     // newest seq assigned so far (0: none yet)
   std::vector<Delivery> messages; // ascending seq, each with the room's epoch
 };

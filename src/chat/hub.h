@@ -2,8 +2,8 @@
 // (its sessions and their room subscriptions), touched only on that worker's loop.
 //
 // One message's way: a session's SEND -> Hub::publish (checks the room, stamps id/ts) ->
-// bus -> Hub::on_delivery on the bus's delivering thread (the engine's, or the publisher's on
-// the local bus; adds seq, encodes the MESSAGE frame once) ->
+// bus -> Hub::on_delivery on the bus's delivering thread (the engine's, or the local bus's
+// writer thread once the message is in its history file; adds seq, encodes the MESSAGE once) ->
 // each Shard::deliver_local_in_loop -> every local subscriber's write queue.
 #pragma once
 

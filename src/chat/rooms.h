@@ -28,7 +28,7 @@ class Rooms {
   struct Page {
     std::vector<std::string> bodies;
     std::string epoch;
-    std::uint64_t first_seq = 0;  // oldest retained (0: none)
+    std::uint64_t first_seq = 0;  // history is whole from this seq on (0: nothing retained)
     std::uint64_t last_seq = 0;   // newest assigned
   };
   using PageFn = std::function<void(std::error_code, Page)>;
