@@ -142,6 +142,9 @@ bool HistoryFile::append(const std::vector<Row>& rows, std::size_t keep_per_room
   std::unordered_map<std::string_view, std::uint64_t> last;  // room -> newest seq in this batch
   bool ok = true;
   for (const auto& r : rows) {
+    auto& l = last[r.room_id];
+    l = std::max(l, r.seq);
+    if (keep_per_room == 0) continue;  // history off: only the seqs are kept
     Reset reset{insert_};
     bind_text(insert_, 1, r.room_id);
     bind_u64(insert_, 2, r.seq);
@@ -153,8 +156,6 @@ bool HistoryFile::append(const std::vector<Row>& rows, std::size_t keep_per_room
       ok = false;
       break;
     }
-    auto& l = last[r.room_id];
-    l = std::max(l, r.seq);
   }
   for (auto it = last.begin(); ok && it != last.end(); ++it) {
     const std::string room(it->first);
@@ -164,7 +165,7 @@ bool HistoryFile::append(const std::vector<Row>& rows, std::size_t keep_per_room
       bind_u64(upsert_seq_, 2, it->second);
       ok = sqlite3_step(upsert_seq_) == SQLITE_DONE;
     }
-    if (ok && it->second > keep_per_room) {
+    if (ok && keep_per_room > 0 && it->second > keep_per_room) {
       Reset reset{trim_};
       bind_text(trim_, 1, room);
       bind_u64(trim_, 2, it->second - keep_per_room);

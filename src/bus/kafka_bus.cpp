@@ -784,6 +784,9 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     // ahead of this one's is not "ahead of history"; what this node has not consumed yet (above
     // cached.position) reaches the subscriber live.
     h.last_seq = std::max(cached.position, static_cast<std::uint64_t>(std::max<std::int64_t>(high, 0)));
+    // History off (--history-size 0): nothing is retained as far as clients are told, so a
+    // resume hears that instead of getting nothing and no notice.
+    if (cfg_.history_size == 0) return {};
     std::int64_t retained = low;
     if (cfg_.history_ttl.count() > 0) {
       std::vector<RdKafka::TopicPartition*> at{RdKafka::TopicPartition::create(

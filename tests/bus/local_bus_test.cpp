@@ -221,6 +221,22 @@ TEST_F(LocalBusTest, HistoryIsBoundedBySize) {
   EXPECT_EQ(seqs(from_old).front(), 16u) << "a resume from before the window starts at the oldest kept";
 }
 
+TEST_F(LocalBusTest, HistorySizeZeroKeepsNoMessagesButTheSeqs) {
+  cfg.history_size = 0;
+  open();
+  for (int i = 0; i < 5; ++i) publish("r", "m");
+  ASSERT_TRUE(eventually([&] { return delivered().size() == 5; }, 5s)) << "delivered as always";
+  auto h = history({"r", 0, 0, 100});
+  EXPECT_TRUE(h.messages.empty());
+  EXPECT_EQ(h.first_seq, 0u) << "nothing retained, so a resume is told so";
+  EXPECT_EQ(h.last_seq, 5u);
+  EXPECT_EQ(publish("r", "x", "c-1").second, 6u);
+  EXPECT_EQ(publish("r", "x", "c-1").second, 6u) << "x-client-id still de-duplicates";
+  open();
+  EXPECT_EQ(publish("r", "after a restart").second, 7u) << "the seq continues";
+  EXPECT_TRUE(history({"r", 0, 0, 100}).messages.empty());
+}
+
 TEST_F(LocalBusTest, HistoryIsBoundedByAge) {
   cfg.history_ttl = 1s;
   open();

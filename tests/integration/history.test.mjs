@@ -255,6 +255,42 @@ describe('history bounds', () => {
   });
 });
 
+describe('history off (--history-size 0)', () => {
+  let node;
+  before(async () => { node = await startChatd({ name: 'history-off', args: ['--history-size', '0', ...unlimited] }); });
+  after(async () => { await node?.stop(); });
+
+  test('nothing is kept: x-history and REST are empty, a resume is told "partial", seqs and dedupe stay', async () => {
+    const { roomId } = await createRoom(node.base, 'off');
+    const s = await stompOverWebSocket(node.base);
+    const seqs = await sendMany(s, roomId, 'x', 5);
+    assert.deepEqual(seqs, range(1, 5));
+    const res = await fetch(`${node.base}/chat/room/${roomId}/messages`);
+    assert.deepEqual(await res.json(), []);
+    assert.equal(res.headers.get('x-last-seq'), '5');
+    const joined = await s.subscribeConfirmed(dest(roomId), { 'x-history': '10' });
+    const resumed = s.subscribe(dest(roomId), { 'x-since-seq': '2', 'x-epoch': res.headers.get('x-epoch') });
+    await resumed.waitFor(1);
+    const [n] = notices(resumed);
+    assert.deepEqual([n.status, n.reason, n.firstSeq, n.fromSeq], ['partial', 'retention', 0, 6]);
+    const id = { 'x-client-id': `off-${process.pid}` };
+    const once = [];
+    for (let i = 0; i < 2; i++) {
+      once.push(await new Promise((ok) => {
+        const receipt = `off-${i}`;
+        s.client.watchForReceipt(receipt, (f) => ok(Number(f.headers['x-seq'])));
+        s.client.publish({ destination: '/pub/chat/message', body: talk(roomId, 'x', 'once'), headers: { receipt, ...id } });
+      }));
+    }
+    assert.deepEqual(once, [6, 6], 'x-client-id still de-duplicates');
+    await joined.waitFor(1);
+    await resumed.waitFor(2);
+    assert.deepEqual(chatMessages(joined).map((m) => m.seq), [6], 'x-history: only live');
+    assert.deepEqual(chatMessages(resumed).map((m) => m.seq), [6], 'a resume: the notice, then live');
+    await s.close();
+  });
+});
+
 async function epochOf(node, roomId) {
   const res = await fetch(`${node.base}/chat/room/${roomId}/messages?limit=1`);
   return res.headers.get('x-epoch');
