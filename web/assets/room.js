@@ -90,6 +90,7 @@
     epoch = ep ?? null;
     lastSeq = 0;
     oldestSeq = 0;
+    olderDone = false; // the new epoch's history is paged from its own start
   }
 
   function buildMessage(m, nick) {
