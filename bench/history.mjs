@@ -1,5 +1,6 @@
 // Issue 9's figures (not a test: it prints a table and writes a section of BENCHMARKS.md):
 //   CHATD_BIN=build-bench/chatd/src/app/chatd node bench/history.mjs [--reps 3] [--quick] [--no-write]
+//                                                 [--engines embedded,redis] [--only cost]
 //
 // 1. What history costs: bench/loadgen's rooms scenario (100 rooms × 10 members, 100-byte
 //    messages, one sender per room with 4 unanswered messages in flight) against chatd with
@@ -28,7 +29,10 @@ const flag = (name) => argv.includes(name);
 const value = (name, dflt) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1] : dflt; };
 const QUICK = flag('--quick');
 const REPS = Number(value('--reps', QUICK ? 1 : 3));
-const WRITE = !flag('--no-write');
+const ENGINES = value('--engines', 'embedded,redis').split(',');
+const ONLY_COST = value('--only', '') === 'cost';
+// A partial run prints its figures but does not replace the section written by a whole one.
+const WRITE = !flag('--no-write') && !ONLY_COST && ENGINES.length === 2;
 const DURATION = QUICK ? 3 : 8;
 const HERD_ROOMS = QUICK ? 20 : 100;
 const HERD_PER_ROOM = 10;
@@ -209,10 +213,14 @@ const loads = [loadavg()];
 const results = {};
 const redis = await redisServer();
 try {
-  for (const engine of ['embedded', 'redis']) {
+  for (const engine of ENGINES) {
     log(`== ${engine}: history on vs off`);
     results[engine] = { cost: await cost(engine, engine === 'redis' ? redis : null) };
     loads.push(loadavg());
+    if (ONLY_COST) {
+      log(`   ${JSON.stringify(results[engine].cost)}`);
+      continue;
+    }
     if (engine === 'redis') await redis.flush();
     const node = await chatd(engine, redis, true, `bench-hist-${engine}-resume`);
     try {
@@ -231,6 +239,7 @@ try {
   await redis.stop();
 }
 
+if (ONLY_COST) process.exit(0);
 const k = (x) => (x >= 10_000 ? `${(x / 1000).toFixed(0)}k` : `${Math.round(x)}`);
 const ms = (x) => `${x.toFixed(x < 10 ? 1 : 0)} ms`;
 const ratio = (a, b) => (b ? (a / b).toFixed(2) : '–');
