@@ -177,6 +177,14 @@ bool HistoryFile::append(const std::vector<Row>& rows, std::size_t keep_per_room
   return false;
 }
 
+bool HistoryFile::erase_room(const std::string& room) {
+  auto* st = prepare("DELETE FROM messages WHERE room = ?");
+  bind_text(st, 1, room);
+  const bool ok = sqlite3_step(st) == SQLITE_DONE;
+  sqlite3_finalize(st);
+  return ok;
+}
+
 std::size_t HistoryFile::prune_before(std::int64_t cutoff_ms, std::size_t max_rows) {
   // The expired rows are the oldest rowids: find the last of them among the first max_rows.
   auto* st = prepare("SELECT max(rowid) FROM (SELECT rowid, ts FROM messages ORDER BY rowid LIMIT ?) WHERE ts < ?");

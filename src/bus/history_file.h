@@ -53,6 +53,10 @@ class HistoryFile {
   // the file refused the write.
   bool append(const std::vector<Row>& rows, std::size_t keep_per_room);
 
+  // Deletes every row of `room` (its seq is kept, so it never goes back). Returns false when
+  // the file refused.
+  bool erase_room(const std::string& room);
+
   // Deletes rows written before `cutoff_ms`, at most `max_rows` of them; returns how many.
   std::size_t prune_before(std::int64_t cutoff_ms, std::size_t max_rows);
 

@@ -111,6 +111,17 @@ class LocalBus final : public MessageBus {
     done({});
   }
 
+  // The writer thread deletes the rows, after what was queued before.
+  void delete_history(const std::string& room_id, DoneFn done) override {
+    std::unique_lock lock(mu_);
+    if (stopping_) {
+      lock.unlock();
+      return done(Error::stopped);
+    }
+    erasures_.emplace_back(room_id, std::move(done));
+    wake_writer_.notify_one();
+  }
+
   void subscribe(const std::string&, DoneFn ready) override { ready({}); }
   void unsubscribe(const std::string&) override {}
 
@@ -191,20 +202,31 @@ class LocalBus final : public MessageBus {
     auto next_prune = std::chrono::steady_clock::now();
     std::vector<Queued> batch;
     std::vector<HistoryFile::Row> rows;
+    std::vector<std::pair<std::string, DoneFn>> erasures;
     for (;;) {
       DeliverFn deliver;
       {
         std::unique_lock lock(mu_);
-        wake_writer_.wait_for(lock, kPruneEvery, [&] { return !queue_.empty() || stopping_; });
-        if (queue_.empty() && stopping_) break;
+        wake_writer_.wait_for(lock, kPruneEvery, [&] { return !queue_.empty() || !erasures_.empty() || stopping_; });
+        if (queue_.empty() && erasures_.empty() && stopping_) break;
         batch.swap(queue_);
+        erasures.swap(erasures_);
         deliver = deliver_;
       }
       if (std::chrono::steady_clock::now() >= next_prune) {
         prune();
         next_prune = std::chrono::steady_clock::now() + kPruneEvery;
       }
-      if (batch.empty()) continue;
+      // Rooms deleted after the batch's messages were queued: erased once those are written.
+      auto erase_rooms = [&] {
+        for (auto& [room, done] : erasures)
+          done(writer_file_->erase_room(room) ? std::error_code{} : make_error_code(Error::engine_down));
+        erasures.clear();
+      };
+      if (batch.empty()) {
+        erase_rooms();
+        continue;
+      }
       rows.clear();
       for (auto& q : batch) rows.push_back(q.row);
       const bool ok = writer_file_->append(rows, cfg_.history_size);
@@ -218,6 +240,7 @@ class LocalBus final : public MessageBus {
         q.done(ok ? std::error_code{} : make_error_code(Error::engine_down), ok ? q.row.seq : 0);
       }
       batch.clear();
+      erase_rooms();
     }
   }
 
@@ -285,6 +308,7 @@ class LocalBus final : public MessageBus {
   bool stopping_ = false;
   std::unordered_map<std::string, std::uint64_t> seqs_;  // every room's last assigned seq
   std::vector<Queued> queue_;                            // numbered, not yet written
+  std::vector<std::pair<std::string, DoneFn>> erasures_; // rooms whose history goes, not yet gone
   std::unordered_map<std::string, Seen> ids_;            // "room\nclient id" -> its publish
   std::deque<std::pair<std::int64_t, std::string>> id_order_;  // ids_ in arrival order
 

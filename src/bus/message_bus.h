@@ -126,6 +126,12 @@ class MessageBus {
   // it never will be sent. Never blocks.
   virtual void publish_control(ControlMessage m, DoneFn done) = 0;
 
+  // Forgets the history of a deleted room (DELETE /api/rooms, idle expiry). `done` (any
+  // thread): empty once it is gone. Kafka cannot delete single records: it answers at once and
+  // the records stay until the topic's retention removes them (nothing serves them: history
+  // is read only for rooms that exist).
+  virtual void delete_history(const std::string& room_id, DoneFn done) = 0;
+
   // Whether the engine is reachable now, and a short human-readable state for /healthz.
   virtual bool up() const = 0;
   virtual std::string describe() const = 0;

@@ -264,6 +264,15 @@ class Core : public std::enable_shared_from_this<Core> {
                           });
   }
 
+  // The room's seq, epoch and history keys, in one slot (the hash tag); dedupe keys expire.
+  void delete_history_in_loop(const std::string& room, DoneFn done) {
+    pub_->command_in_loop({"DEL", key_of(room, "seq"), key_of(room, "epoch"), key_of(room, "hist")},
+                          [done = std::move(done)](redis::Status st, const redisReply* r) {
+                            if (st != redis::Status::ok) return done(failure(st));
+                            done(r->type == REDIS_REPLY_INTEGER ? std::error_code{} : Error::rejected);
+                          });
+  }
+
   // Returns the control message in a "<type> <origin length> <origin><body>" publish, or nullopt.
   static std::optional<ControlMessage> parse_control(std::string_view data) {
     const auto space = data.find(' ');
@@ -471,6 +480,13 @@ class RedisBus final : public MessageBus {
     if (!valid_control_type(m.type) || m.body.size() > kMaxControlBody) return done(Error::rejected);
     boost::asio::post(core_->io_, [c = core_, m = std::move(m), done = std::move(done)]() mutable {
       c->publish_control_in_loop(std::move(m), std::move(done));
+    });
+  }
+
+  void delete_history(const std::string& room_id, DoneFn done) override {
+    if (core_->stopped_) return done(Error::stopped);
+    boost::asio::post(core_->io_, [c = core_, room = room_id, done = std::move(done)]() mutable {
+      c->delete_history_in_loop(room, std::move(done));
     });
   }
 

@@ -110,6 +110,23 @@ void Shard::sweep() {
   });
 }
 
+std::size_t Shard::disconnect_in_loop(const std::string& user, const std::string& session, const std::string& reason) {
+  assert_in_loop();
+  std::vector<StompSession*> hit;
+  for (auto* s : sessions_)
+    if ((!session.empty() && s->id() == session) || (!user.empty() && s->user() == user)) hit.push_back(s);
+  for (auto* s : hit) s->fail_in_loop("disconnected by the server", reason.empty() ? "The application closed this session." : reason);
+  return hit.size();
+}
+
+void Shard::end_room_in_loop(const SharedMessagePtr& notice) {
+  assert_in_loop();
+  auto it = rooms_.find(notice->room_id);
+  if (it == rooms_.end()) return;
+  const auto subs = it->second;  // each ending subscription leaves rooms_
+  for (const auto& s : subs) s.session->end_room_subscription_in_loop(notice, s.sub);
+}
+
 void Shard::close_all_in_loop(std::string_view reason) {
   assert_in_loop();
   std::vector<StompSession*> all(sessions_.begin(), sessions_.end());
@@ -136,7 +153,8 @@ Hub::Hub(HubConfig cfg, store::RoomStore& store, bus::MessageBus& bus,
       store_(store),
       bus_(bus),
       control_(bus),
-      interest_(bus, *workers.at(0), workers.size()) {
+      interest_(bus, *workers.at(0), workers.size()),
+      actions_(*this, store, bus, control_, *workers.at(0), cfg_.room_idle_expiry) {
   for (std::size_t i = 0; i < workers.size(); ++i)
     shards_.push_back(std::make_unique<Shard>(*this, *workers[i], i));
 }
@@ -149,6 +167,20 @@ void Hub::close_user(const std::string& user, std::string reason) {
 void Hub::start() {
   bus_.start([this](bus::Delivery&& d) { on_delivery(std::move(d)); });
   for (auto& s : shards_) boost::asio::post(s->loop(), [sh = s.get()] { sh->start_sweeps(); });
+  actions_.start();
+}
+
+void Hub::forget_room(const std::string& id) {
+  std::unique_lock lock(rooms_mu_);
+  known_rooms_.erase(id);
+}
+
+void Hub::delete_room(std::string_view id, CreateFn done) {
+  actions_.delete_room(canonical_room_id(id), ServerActions::DeleteReason::api, std::move(done));
+}
+
+void Hub::disconnect(std::string user, std::string session, std::string reason, std::function<void(std::error_code)> done) {
+  actions_.disconnect({std::move(user), std::move(session)}, std::move(reason), std::move(done));
 }
 
 bool Hub::known_room(const std::string& id) {
@@ -225,6 +257,7 @@ void Hub::publish_known(const ChatMessage& m, std::string client_id, bus::Publis
     return done(make_error_code(Error::room_busy), 0);
   }
   published_.fetch_add(1, std::memory_order_relaxed);
+  actions_.note_active(m.room_id);
   auto payload = stamp_new(m);
   // The publishing node reports the message, so a backend hears of it once, not once per node.
   std::string reported;
@@ -244,6 +277,7 @@ void Hub::publish_from_api(ChatMessage m, Rooms::PublishedFn done) {
     if (ec) return done(Error::store_unavailable, {});
     if (!room) return done(Error::unknown_room, {});
     published_.fetch_add(1, std::memory_order_relaxed);
+    actions_.note_active(m.room_id);
     auto payload = stamp_new(m);
     bus_.publish(m.room_id, payload, {}, [this, room_id = m.room_id, payload, done](std::error_code ec2, std::uint64_t seq) {
       if (ec2) return done(Error::publish_failed, {});

@@ -32,6 +32,7 @@
 #include "chat/refusals.h"
 #include "chat/rooms.h"
 #include "chat/rules.h"
+#include "chat/server_actions.h"
 #include "stomp/stomp.h"
 #include "store/room_store.h"
 
@@ -89,6 +90,7 @@ struct HubConfig {
   std::string server_name = "chatd/0.1.0";
   // --auth jwt: proves the token every CONNECT must carry. Null: --auth none.
   std::shared_ptr<const TokenVerifier> verifier;
+  std::chrono::seconds room_idle_expiry{0};  // 0: rooms never expire (--room-idle-expiry)
 };
 
 // A worker's share of the node. Every *_in_loop member runs on the worker's loop only.
@@ -114,6 +116,12 @@ class Shard {
   // Starts the once-a-second sweep that sends and checks heart-beats.
   void start_sweeps();
   void stop_sweeps();
+  // Closes the sessions whose user() is `user` or whose id() is `session` (one of them
+  // empty) with ERROR "disconnected by the server" and `reason`; returns how many.
+  std::size_t disconnect_in_loop(const std::string& user, const std::string& session, const std::string& reason);
+  // Sends `notice` (a deleted room's ROOM_CLOSED) on every local subscription of its room,
+  // then ends those subscriptions.
+  void end_room_in_loop(const SharedMessagePtr& notice);
   // Asks every session to close; used at shutdown.
   void close_all_in_loop(std::string_view reason);
   // Closes, with an ERROR frame saying `reason`, every session of this shard whose identity's
@@ -179,9 +187,14 @@ class Hub final : public Rooms, public NodeView {
   // Interest in a room of a subscription on shard `shard`, from any thread (RoomInterest).
   // `ready` gets an empty code once messages published afterwards are sure to reach this node.
   void join(const std::string& room_id, std::size_t shard, bus::DoneFn ready) {
+    actions_.note_active(room_id);
     interest_.join(room_id, shard, std::move(ready));
   }
   void leave(const std::string& room_id, std::size_t shard) { interest_.leave(room_id, shard); }
+  // Returns the rooms with a subscriber on this node.
+  std::vector<std::string> rooms_with_subscribers() { return interest_.rooms(); }
+  // Room `id` was deleted: it is no longer known to exist here.
+  void forget_room(const std::string& id);
 
   // Checks that the room exists, stamps id and ts, publishes. `done` runs on any thread with
   // the message's seq. A non-empty `client_id` (x-client-id) already used in the room within
@@ -196,6 +209,9 @@ class Hub final : public Rooms, public NodeView {
   void find_room(std::string_view id, FindFn done) override;
   void create_room(std::string name, CreateFn done) override;
   void room_messages(std::string_view id, std::uint64_t before, std::size_t limit, PageFn done) override;
+  void delete_room(std::string_view id, CreateFn done) override;
+  void disconnect(std::string user, std::string session, std::string reason,
+                  std::function<void(std::error_code)> done) override;
 
   // Returns whether room `id` is known to exist (a cache of what the store said; false means
   // "ask the store", e.g. with check_room).
@@ -210,7 +226,7 @@ class Hub final : public Rooms, public NodeView {
   EngineHealth store_health() const override;
   NodeCounters counters() const override;
   std::string integration_metrics() const override {
-    return control_.metrics_text() + (events_ ? events_->metrics_text() : std::string());
+    return control_.metrics_text() + actions_.metrics_text() + (events_ ? events_->metrics_text() : std::string());
   }
 
   // The node-to-node control channel (CONTROL-CHANNEL.md). Register handlers before start().
@@ -251,7 +267,7 @@ class Hub final : public Rooms, public NodeView {
   std::unordered_map<std::string, std::vector<PendingPublish>> lookups_;  // rooms being looked up
 
   std::shared_mutex rooms_mu_;
-  std::unordered_set<std::string> known_rooms_;  // rooms are never deleted, so a hit stays true
+  std::unordered_set<std::string> known_rooms_;  // a deleted room leaves it (forget_room) on every node
 
   // Per-room SEND buckets (Limits::room_send_rate), for rooms known to exist only.
   KeyedBuckets room_rate_;
@@ -261,6 +277,8 @@ class Hub final : public Rooms, public NodeView {
   std::atomic<std::uint64_t> next_id_{0};
   std::atomic<std::uint64_t> published_{0};
   std::atomic<std::uint64_t> from_bus_{0};
+  // Last: it listens on control_ and reads the shards.
+  ServerActions actions_;
 };
 
 }  // namespace chatd::chat

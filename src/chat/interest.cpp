@@ -56,6 +56,15 @@ void RoomInterest::leave(const std::string& room_id, std::size_t shard) {
   for (auto& w : waiters) w(bus::Error::stopped);
 }
 
+std::vector<std::string> RoomInterest::rooms() {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> out;
+  out.reserve(rooms_.size());
+  for (const auto& [room, interest] : rooms_)
+    if (interest.count > 0) out.push_back(room);
+  return out;
+}
+
 bool RoomInterest::shards_with(const std::string& room_id, std::vector<std::size_t>& shards) {
   shards.clear();
   std::lock_guard lock(mu_);

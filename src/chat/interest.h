@@ -34,6 +34,9 @@ class RoomInterest {
   // empty) when this node has none.
   bool shards_with(const std::string& room_id, std::vector<std::size_t>& shards);
 
+  // Returns the rooms with at least one subscription on this node.
+  std::vector<std::string> rooms();
+
  private:
   struct Interest {
     std::size_t count = 0;

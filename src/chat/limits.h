@@ -66,6 +66,7 @@ struct Limits {
 struct Texts {
   std::string enter = "{sender}님 등장!";  // "{sender} has entered"
   std::string quit = "{sender}님 퇴장!";   // "{sender} has left"
+  std::string room_closed = "방이 닫혔습니다";  // "this room was closed": a deleted room's last notice
 };
 
 }  // namespace chatd::chat

@@ -49,6 +49,14 @@ class Rooms {
   // The newest `limit` retained messages of room `id` with seq < `before` (0: no bound);
   // Error::unknown_room when there is no such room. `done` runs on any thread.
   virtual void room_messages(std::string_view id, std::uint64_t before, std::size_t limit, PageFn done) = 0;
+  // Deletes room `id` on every node, from the store and its history (DELETE /api/rooms/{id}).
+  // `done` gets the deleted room, or Error::unknown_room, store_unavailable. Any thread.
+  virtual void delete_room(std::string_view id, CreateFn done) = 0;
+  // Closes, on every node, the sessions of `user` or the session `session` (exactly one is
+  // non-empty), with an ERROR whose body is `reason` (POST /api/disconnect). `done` gets an
+  // empty code once the request left for every node, else the bus's reason. Any thread.
+  virtual void disconnect(std::string user, std::string session, std::string reason,
+                          std::function<void(std::error_code)> done) = 0;
 };
 
 // One engine's health as /healthz reports it.

@@ -50,7 +50,7 @@ StompSession::StompSession(Shard& shard, Transport& transport, std::string id)
     : shard_(shard),
       hub_(shard.hub()),
       transport_(&transport),
-      id_(std::move(id)),
+      id_(hub_.node_id() + "-" + std::move(id)),
       parser_(stomp::Limits{hub_.limits().max_frame_bytes, hub_.limits().max_headers,
                             hub_.limits().max_header_line}) {}
 
@@ -334,6 +334,7 @@ void StompSession::on_send(stomp::Frame& f) {
   std::error_code ec;
   auto m = parse_chat_message(f.body, hub_.limits(), ec, identity_ ? &identity_->name : nullptr);
   if (!m) return settle(slot, {status_for(ec), ec.message(), std::move(receipt)});
+  user_ = m->sender;
   std::string client_id;
   if (auto c = f.header("x-client-id")) {
     if (!is_client_id(*c, hub_.limits().max_client_id_bytes)) {
@@ -626,6 +627,20 @@ void StompSession::fail_in_loop(std::string_view message, std::string_view detai
   send_bytes(stomp::encode(err, version_));
   state_ = State::closing;
   transport_->close(message);
+}
+
+void StompSession::end_room_subscription_in_loop(const SharedMessagePtr& notice, const std::string& sub) {
+  shard_.assert_in_loop();
+  auto it = std::find_if(subs_.begin(), subs_.end(), [&](const auto& kv) {
+    return kv.second.escaped == sub && kv.second.room_id == notice->room_id && !kv.second.pending;
+  });
+  if (it == subs_.end()) return;
+  replays_.erase(sub);  // what a replay held belongs to a room that is gone
+  deliver_in_loop(notice, sub);
+  shard_.unsubscribe_in_loop(notice->room_id, this, sub);
+  hub_.leave(notice->room_id, shard_.index());
+  hub_.report_subscription(ChatEvent::Kind::leave, notice->room_id, id_);
+  subs_.erase(it);
 }
 
 void StompSession::leave_all_rooms() {

@@ -48,7 +48,15 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   const Identity* identity() const { return identity_.get(); }
   const IdentityPtr& identity_ptr() const { return identity_; }
 
+  // The room of subscription `sub` (escaped id) was deleted: sends `notice` on it, then ends
+  // the subscription as an UNSUBSCRIBE would, without a RECEIPT. The connection stays.
+  void end_room_subscription_in_loop(const SharedMessagePtr& notice, const std::string& sub);
+
+  // CONNECTED's session header: "<node id>-<id given>", unique across nodes.
   const std::string& id() const { return id_; }
+  // Who /api/disconnect's "user" names: the identity's user (--auth jwt); with --auth none,
+  // the sender of the last chat message this session sent (empty before its first).
+  const std::string& user() const { return identity_ ? identity_->user : user_; }
   bool connected() const { return state_ == State::connected; }
   bool closed() const { return state_ == State::closed; }
 
@@ -133,6 +141,7 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   Hub& hub_;
   Transport* transport_;  // null once closed
   std::string id_;
+  std::string user_;  // --auth none: the sender of the last chat message sent
   IdentityPtr identity_;                   // null: --auth none, or not connected yet
   std::unique_ptr<std::string> url_token_;  // until CONNECT; a pointer keeps idle sessions small
   State state_ = State::awaiting_connect;

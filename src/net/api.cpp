@@ -5,6 +5,7 @@
 
 #include <boost/json.hpp>
 
+#include <optional>
 #include <sstream>
 
 #include "chat/rules.h"
@@ -19,6 +20,11 @@ std::array<unsigned char, 32> digest(std::string_view s) {
   SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), out.data());
   return out;
 }
+
+// Bounds of /api/disconnect's fields: a user name or session id, and a sentence for the ERROR.
+constexpr std::size_t kMaxTargetBytes = 256;
+constexpr std::size_t kMaxReasonBytes = 1000;
+constexpr std::string_view kRoomsPath = "/api/rooms/";
 
 constexpr const char* kOutcomeNames[] = {"ok", "unauthorized", "forbidden", "rate_limited", "bad_request", "not_found", "failed"};
 
@@ -96,6 +102,52 @@ void ServerApi::handle(std::string_view path, chat::Rooms& rooms, const chat::No
       if (pec == chat::Error::unknown_room) return answer(r, not_found, json_error(rq, http::status::not_found, "no such room"));
       if (pec) return answer(r, failed, json_error(rq, http::status::service_unavailable, pec.message()));
       answer(r, ok, make_response(rq, http::status::ok, std::move(message), kJson));
+    });
+  }
+  if (path == "/api/disconnect") {
+    if (req.method() != http::verb::post) return answer(r, bad_request, method_not_allowed(req, "POST"));
+    boost::system::error_code ec;
+    auto v = boost::json::parse(req.body(), ec);
+    if (ec || !v.is_object()) return answer(r, bad_request, json_error(req, http::status::bad_request, "body must be a JSON object"));
+    auto& o = v.as_object();
+    // Returns the field `k`: nullopt when absent, "" (refused below) when not a usable string.
+    auto field = [&](const char* k, std::size_t max) -> std::optional<std::string> {
+      auto* f = o.if_contains(k);
+      if (!f) return std::nullopt;
+      if (!f->is_string() || f->as_string().empty() || f->as_string().size() > max) return std::string();
+      return std::string(f->as_string());
+    };
+    auto user = field("user", kMaxTargetBytes), session = field("session", kMaxTargetBytes);
+    auto reason = field("reason", kMaxReasonBytes);
+    if (user.has_value() == session.has_value() || (user && user->empty()) || (session && session->empty()))
+      return answer(r, bad_request, json_error(req, http::status::bad_request,
+                                               "give exactly one of user or session, a string of 1 to " +
+                                                   std::to_string(kMaxTargetBytes) + " bytes"));
+    if (reason && reason->empty())
+      return answer(r, bad_request, json_error(req, http::status::bad_request,
+                                               "reason must be a string of 1 to " + std::to_string(kMaxReasonBytes) + " bytes"));
+    boost::json::object accepted;
+    if (user) accepted["user"] = *user;
+    else accepted["session"] = *session;
+    return rooms.disconnect(user.value_or(""), session.value_or(""), reason.value_or(""),
+                            [this, r, body = boost::json::serialize(accepted)](std::error_code dec) {
+                              const auto& rq = r->request();
+                              if (dec) return answer(r, failed, json_error(rq, http::status::service_unavailable, dec.message()));
+                              // Accepted: each node closes its sessions when the request reaches it.
+                              answer(r, ok, make_response(rq, http::status::accepted, body, kJson));
+                            });
+  }
+
+  if (path.starts_with(kRoomsPath) && path.find('/', kRoomsPath.size()) == std::string_view::npos) {
+    if (req.method() != http::verb::delete_) return answer(r, bad_request, method_not_allowed(req, "DELETE"));
+    auto id = path.substr(kRoomsPath.size());
+    if (!chat::is_room_id(id)) return answer(r, bad_request, json_error(req, http::status::bad_request, "not a room id"));
+    return rooms.delete_room(id, [this, r](std::error_code dec, store::Room room) {
+      const auto& rq = r->request();
+      if (dec == chat::Error::unknown_room) return answer(r, not_found, json_error(rq, http::status::not_found, "no such room"));
+      if (dec) return answer(r, failed, json_error(rq, http::status::service_unavailable, dec.message()));
+      boost::json::object o{{"roomId", room.id}, {"name", room.name}, {"deleted", true}};
+      answer(r, ok, make_response(rq, http::status::ok, boost::json::serialize(o), kJson));
     });
   }
   answer(r, not_found, json_error(req, http::status::not_found, "no API call " + std::string(path)));

@@ -3,8 +3,11 @@
 // created by a person clicking a button), so callers' threads may run them directly.
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <stdexcept>
 #include <unordered_map>
@@ -13,6 +16,11 @@
 
 namespace chatd::store {
 namespace {
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 class EmbeddedStore final : public RoomStore {
  public:
@@ -39,7 +47,11 @@ class EmbeddedStore final : public RoomStore {
       exec("PRAGMA journal_mode=WAL");
       exec("PRAGMA synchronous=NORMAL");
       exec("CREATE TABLE IF NOT EXISTS rooms (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-           " id TEXT UNIQUE NOT NULL, name TEXT NOT NULL)");
+           " id TEXT UNIQUE NOT NULL, name TEXT NOT NULL, last_active INTEGER NOT NULL DEFAULT 0)");
+      // A file from before idle expiry: add the column (SQLite refuses it when present).
+      sqlite3_exec(db_, "ALTER TABLE rooms ADD COLUMN last_active INTEGER NOT NULL DEFAULT 0", nullptr, nullptr, nullptr);
+      // Rooms never marked count as active from now, so enabling expiry deletes nothing at once.
+      exec(("UPDATE rooms SET last_active = " + std::to_string(now_ms()) + " WHERE last_active = 0").c_str());
       load();
     } catch (...) {
       sqlite3_close(db_);
@@ -52,17 +64,17 @@ class EmbeddedStore final : public RoomStore {
     std::error_code ec;
     {
       std::lock_guard lock(mu_);
+      const std::int64_t now = now_ms();
+      std::int64_t seq = 0;
       if (rooms_.size() >= max_rooms_) {
         ec = Error::full;
-      } else if (!insert(room)) {
+      } else if (!insert(room, now, seq)) {
+        failed_locked();
         ec = Error::engine_down;
-        last_error_ = sqlite3_errmsg(db_);
-        write_failed_ = true;
       } else {
-        last_error_.clear();
-        write_failed_ = false;
-        index_.emplace(room.id, rooms_.size());
-        rooms_.push_back(std::move(room));
+        succeeded_locked();
+        index_.emplace(room.id, Slot{seq, now});
+        rooms_.emplace(seq, std::move(room));
       }
     }
     done(ec);
@@ -72,7 +84,8 @@ class EmbeddedStore final : public RoomStore {
     std::vector<Room> copy;
     {
       std::lock_guard lock(mu_);
-      copy = rooms_;
+      copy.reserve(rooms_.size());
+      for (const auto& [seq, room] : rooms_) copy.push_back(room);
     }
     done({}, std::move(copy));
   }
@@ -81,9 +94,65 @@ class EmbeddedStore final : public RoomStore {
     std::optional<Room> found;
     {
       std::lock_guard lock(mu_);
-      if (auto it = index_.find(room_id); it != index_.end()) found = rooms_[it->second];
+      if (auto it = index_.find(room_id); it != index_.end()) found = rooms_.at(it->second.seq);
     }
     done({}, std::move(found));
+  }
+
+  void remove(const std::string& room_id, std::int64_t idle_before_ms, RemoveFn done) override {
+    std::error_code ec;
+    bool removed = false;
+    {
+      std::lock_guard lock(mu_);
+      auto it = index_.find(room_id);
+      if (it != index_.end() && (idle_before_ms == 0 || it->second.last_active < idle_before_ms)) {
+        if (!run("DELETE FROM rooms WHERE id = ?", room_id)) {
+          failed_locked();
+          ec = Error::engine_down;
+        } else {
+          succeeded_locked();
+          rooms_.erase(it->second.seq);
+          index_.erase(it);
+          removed = true;
+        }
+      }
+    }
+    done(ec, removed);
+  }
+
+  void touch(std::vector<std::string> room_ids, std::int64_t now_ms, CreateFn done) override {
+    std::error_code ec;
+    {
+      std::lock_guard lock(mu_);
+      bool ok = sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr) == SQLITE_OK;
+      for (const auto& id : room_ids) {
+        auto it = index_.find(id);
+        if (!ok || it == index_.end() || it->second.last_active >= now_ms) continue;
+        it->second.last_active = now_ms;
+        ok = run("UPDATE rooms SET last_active = ? WHERE id = ?", id, now_ms);
+      }
+      ok = ok && sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK;
+      if (!ok) {
+        failed_locked();
+        sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+        ec = Error::engine_down;
+      }
+    }
+    done(ec);
+  }
+
+  void idle(std::int64_t before_ms, std::size_t limit, ListFn done) override {
+    std::vector<std::pair<std::int64_t, std::int64_t>> found;  // last_active, seq
+    std::vector<Room> out;
+    {
+      std::lock_guard lock(mu_);
+      for (const auto& [id, slot] : index_)
+        if (slot.last_active < before_ms) found.emplace_back(slot.last_active, slot.seq);
+      std::sort(found.begin(), found.end());
+      if (found.size() > limit) found.resize(limit);
+      for (auto& [t, seq] : found) out.push_back(rooms_.at(seq));
+    }
+    done({}, std::move(out));
   }
 
   // Down while the last write failed (disk full, I/O error): /healthz must not say UP while
@@ -123,9 +192,31 @@ class EmbeddedStore final : public RoomStore {
                                "a partial room list. (sqlite3 " + path_ + " .recover can save what is readable.)");
   }
 
+  void failed_locked() {
+    last_error_ = sqlite3_errmsg(db_);
+    write_failed_ = true;
+  }
+  void succeeded_locked() {
+    last_error_.clear();
+    write_failed_ = false;
+  }
+
+  // Runs `sql` with the text `id` as its first parameter (and `n`, if any, as its first,
+  // `id` then second). Returns whether it reached the file.
+  bool run(const char* sql, const std::string& id, std::optional<std::int64_t> n = std::nullopt) {
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db_, sql, -1, &st, nullptr) != SQLITE_OK) return false;
+    int at = 1;
+    if (n) sqlite3_bind_int64(st, at++, *n);
+    sqlite3_bind_text(st, at, id.data(), static_cast<int>(id.size()), SQLITE_TRANSIENT);
+    bool ok = sqlite3_step(st) == SQLITE_DONE;
+    sqlite3_finalize(st);
+    return ok;
+  }
+
   void load() {
     sqlite3_stmt* st = nullptr;
-    if (sqlite3_prepare_v2(db_, "SELECT id, name FROM rooms ORDER BY seq", -1, &st, nullptr) != SQLITE_OK)
+    if (sqlite3_prepare_v2(db_, "SELECT id, name, seq, last_active FROM rooms ORDER BY seq", -1, &st, nullptr) != SQLITE_OK)
       throw std::runtime_error(path_ + ": " + sqlite3_errmsg(db_));
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -133,8 +224,9 @@ class EmbeddedStore final : public RoomStore {
         auto p = sqlite3_column_text(st, col);
         return std::string(p ? reinterpret_cast<const char*>(p) : "");
       };
-      index_.emplace(text(0), rooms_.size());
-      rooms_.push_back(Room{text(0), text(1)});
+      const std::int64_t seq = sqlite3_column_int64(st, 2);
+      index_.emplace(text(0), Slot{seq, sqlite3_column_int64(st, 3)});
+      rooms_.emplace(seq, Room{text(0), text(1)});
     }
     std::string why = rc == SQLITE_DONE ? "" : sqlite3_errmsg(db_);
     sqlite3_finalize(st);
@@ -142,15 +234,17 @@ class EmbeddedStore final : public RoomStore {
                                                " of them (" + why + "); chatd will not serve a partial room list.");
   }
 
-  // Returns whether the room reached the file.
-  bool insert(const Room& room) {
+  // Returns whether the room reached the file; `seq` gets its row's seq (creation order).
+  bool insert(const Room& room, std::int64_t now, std::int64_t& seq) {
     sqlite3_stmt* st = nullptr;
-    if (sqlite3_prepare_v2(db_, "INSERT INTO rooms (id, name) VALUES (?, ?)", -1, &st, nullptr) != SQLITE_OK)
+    if (sqlite3_prepare_v2(db_, "INSERT INTO rooms (id, name, last_active) VALUES (?, ?, ?)", -1, &st, nullptr) != SQLITE_OK)
       return false;
     sqlite3_bind_text(st, 1, room.id.data(), static_cast<int>(room.id.size()), SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, room.name.data(), static_cast<int>(room.name.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, now);
     bool ok = sqlite3_step(st) == SQLITE_DONE;
     sqlite3_finalize(st);
+    if (ok) seq = sqlite3_last_insert_rowid(db_);
     return ok;
   }
 
@@ -160,8 +254,12 @@ class EmbeddedStore final : public RoomStore {
   mutable std::mutex mu_;
   std::atomic<bool> write_failed_{false};
   std::string last_error_;  // under mu_
-  std::vector<Room> rooms_;  // creation order, which GET /chat/rooms keeps
-  std::unordered_map<std::string, std::size_t> index_;
+  struct Slot {
+    std::int64_t seq;          // the row's seq: the key in rooms_
+    std::int64_t last_active;  // ms; creation or the latest touch
+  };
+  std::map<std::int64_t, Room> rooms_;  // by seq: creation order, which GET /chat/rooms keeps
+  std::unordered_map<std::string, Slot> index_;
 };
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
+#include <chrono>
 #include <stdexcept>
 
 #include "redis/connection.h"
@@ -18,15 +19,63 @@ namespace chatd::store {
 namespace {
 
 constexpr const char* kRoomsKey = "CHAT_ROOM";
+// Each room's last activity (ms), a sorted set for idle expiry. The hash tag puts it in
+// CHAT_ROOM's Redis Cluster slot, so one script may use both.
+constexpr const char* kActiveKey = "{CHAT_ROOM}:active";
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 // Creates the room unless the hash already holds max_rooms other rooms, in one step so two
-// nodes cannot both pass the check. Returns 1 when stored, 0 when full.
+// nodes cannot both pass the check, and marks it active now. Returns 1 when stored, 0 when full.
 constexpr const char* kCreateScript = R"lua(
 if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
   return 0
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 return 1
+)lua";
+
+// KEYS: rooms, active. ARGV: id, idle_before (0: remove whatever its activity). Returns 1
+// when this call removed the room. HDEL answers 1 once, so one node of many wins.
+constexpr const char* kRemoveScript = R"lua(
+local cut = tonumber(ARGV[2])
+if cut > 0 then
+  local s = redis.call('ZSCORE', KEYS[2], ARGV[1])
+  if s and tonumber(s) >= cut then return 0 end
+end
+local n = redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return n
+)lua";
+
+// KEYS: rooms, active. ARGV: now, ids... Marks existing rooms active; never moves one back.
+constexpr const char* kTouchScript = R"lua(
+local now = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
+    local s = redis.call('ZSCORE', KEYS[2], ARGV[i])
+    if not s or tonumber(s) < now then redis.call('ZADD', KEYS[2], now, ARGV[i]) end
+  end
+end
+return 1
+)lua";
+
+// KEYS: rooms, active. ARGV: before, limit, now. Returns ids of rooms last active before
+// `before`. Rooms created before activity was kept are marked active now; marks of rooms that
+// are gone are dropped.
+constexpr const char* kIdleScript = R"lua(
+if redis.call('ZCARD', KEYS[2]) < redis.call('HLEN', KEYS[1]) then
+  for _, id in ipairs(redis.call('HKEYS', KEYS[1])) do redis.call('ZADD', KEYS[2], 'NX', ARGV[3], id) end
+end
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])) do
+  if redis.call('HEXISTS', KEYS[1], id) == 1 then out[#out + 1] = id else redis.call('ZREM', KEYS[2], id) end
+end
+return out
 )lua";
 
 std::error_code to_error(redis::Status st) {
@@ -39,6 +88,9 @@ class Core : public std::enable_shared_from_this<Core> {
       : io_(io), display_(ep.display()), max_rooms_(max_rooms) {
     conn_ = redis::Connection::create(io, std::move(ep), {.name = "store"}, {});
     create_script_ = conn_->add_script(kCreateScript);
+    remove_script_ = conn_->add_script(kRemoveScript);
+    touch_script_ = conn_->add_script(kTouchScript);
+    idle_script_ = conn_->add_script(kIdleScript);
   }
 
   void start() {
@@ -46,7 +98,8 @@ class Core : public std::enable_shared_from_this<Core> {
   }
 
   void create_in_loop(Room room, CreateFn done) {
-    conn_->eval_in_loop(create_script_, {kRoomsKey}, {room.id, to_json(room), std::to_string(max_rooms_)},
+    conn_->eval_in_loop(create_script_, {kRoomsKey, kActiveKey},
+                        {room.id, to_json(room), std::to_string(max_rooms_), std::to_string(now_ms())},
                         [done = std::move(done)](redis::Status st, const redisReply* r) {
                           if (st != redis::Status::ok) return done(to_error(st));
                           if (r->type != REDIS_REPLY_INTEGER) return done(Error::engine_down);
@@ -87,13 +140,46 @@ class Core : public std::enable_shared_from_this<Core> {
                            });
   }
 
+  void remove_in_loop(std::string room_id, std::int64_t idle_before_ms, RemoveFn done) {
+    conn_->eval_in_loop(remove_script_, {kRoomsKey, kActiveKey}, {std::move(room_id), std::to_string(idle_before_ms)},
+                        [done = std::move(done)](redis::Status st, const redisReply* r) {
+                          if (st != redis::Status::ok) return done(to_error(st), false);
+                          if (r->type != REDIS_REPLY_INTEGER) return done(Error::engine_down, false);
+                          done({}, r->integer == 1);
+                        });
+  }
+
+  void touch_in_loop(std::vector<std::string> ids, std::int64_t now, CreateFn done) {
+    if (ids.empty()) return done({});
+    ids.insert(ids.begin(), std::to_string(now));
+    conn_->eval_in_loop(touch_script_, {kRoomsKey, kActiveKey}, std::move(ids),
+                        [done = std::move(done)](redis::Status st, const redisReply* r) {
+                          if (st != redis::Status::ok) return done(to_error(st));
+                          done(r->type == REDIS_REPLY_INTEGER ? std::error_code{} : Error::engine_down);
+                        });
+  }
+
+  void idle_in_loop(std::int64_t before_ms, std::size_t limit, ListFn done) {
+    conn_->eval_in_loop(idle_script_, {kRoomsKey, kActiveKey},
+                        {std::to_string(before_ms), std::to_string(limit), std::to_string(now_ms())},
+                        [done = std::move(done)](redis::Status st, const redisReply* r) {
+                          if (st != redis::Status::ok) return done(to_error(st), {});
+                          if (r->type != REDIS_REPLY_ARRAY) return done(Error::engine_down, {});
+                          std::vector<Room> rooms;  // ids only: the caller looks each one up
+                          for (std::size_t i = 0; i < r->elements; ++i)
+                            if (r->element[i]->type == REDIS_REPLY_STRING)
+                              rooms.push_back(Room{std::string(r->element[i]->str, r->element[i]->len), {}});
+                          done({}, std::move(rooms));
+                        });
+  }
+
   void stop_in_loop() { conn_->stop_in_loop(); }
 
   boost::asio::io_context& io_;
   std::string display_;
   std::size_t max_rooms_;
   std::shared_ptr<redis::Connection> conn_;
-  std::size_t create_script_ = 0;
+  std::size_t create_script_ = 0, remove_script_ = 0, touch_script_ = 0, idle_script_ = 0;
   std::atomic<bool> stopped_{false};
 };
 
@@ -119,6 +205,25 @@ class RedisStore final : public RoomStore {
     if (core_->stopped_) return done(Error::stopped, std::nullopt);
     boost::asio::post(core_->io_, [c = core_, id = room_id, done = std::move(done)]() mutable {
       c->find_in_loop(std::move(id), std::move(done));
+    });
+  }
+
+  void remove(const std::string& room_id, std::int64_t idle_before_ms, RemoveFn done) override {
+    if (core_->stopped_) return done(Error::stopped, false);
+    boost::asio::post(core_->io_, [c = core_, id = room_id, idle_before_ms, done = std::move(done)]() mutable {
+      c->remove_in_loop(std::move(id), idle_before_ms, std::move(done));
+    });
+  }
+  void touch(std::vector<std::string> room_ids, std::int64_t now_ms, CreateFn done) override {
+    if (core_->stopped_) return done(Error::stopped);
+    boost::asio::post(core_->io_, [c = core_, ids = std::move(room_ids), now_ms, done = std::move(done)]() mutable {
+      c->touch_in_loop(std::move(ids), now_ms, std::move(done));
+    });
+  }
+  void idle(std::int64_t before_ms, std::size_t limit, ListFn done) override {
+    if (core_->stopped_) return done(Error::stopped, {});
+    boost::asio::post(core_->io_, [c = core_, before_ms, limit, done = std::move(done)]() mutable {
+      c->idle_in_loop(before_ms, limit, std::move(done));
     });
   }
 

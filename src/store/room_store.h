@@ -38,6 +38,8 @@ std::optional<Room> room_from_json(std::string_view json);
 using CreateFn = std::function<void(std::error_code)>;
 using ListFn = std::function<void(std::error_code, std::vector<Room>)>;
 using FindFn = std::function<void(std::error_code, std::optional<Room>)>;
+// `removed`: whether this call removed the room (false: it did not exist, or stayed; see remove).
+using RemoveFn = std::function<void(std::error_code, bool removed)>;
 
 // Callbacks run once each, on any thread (possibly inside the call itself); they must not block.
 class RoomStore {
@@ -46,6 +48,16 @@ class RoomStore {
   virtual void create(Room room, CreateFn done) = 0;
   virtual void list(ListFn done) = 0;
   virtual void find(const std::string& room_id, FindFn done) = 0;
+  // Removes the room, atomically: of two nodes removing one room, one gets removed = true.
+  // With idle_before_ms != 0 it is removed only if its last activity (touch, or creation) is
+  // older than that (idle expiry: a room touched since the sweep looked stays).
+  virtual void remove(const std::string& room_id, std::int64_t idle_before_ms, RemoveFn done) = 0;
+  // Records that these rooms were active at `now_ms` (ids of rooms that do not exist are
+  // ignored). A room's activity never goes back.
+  virtual void touch(std::vector<std::string> room_ids, std::int64_t now_ms, CreateFn done) = 0;
+  // Returns up to `limit` rooms last active before `before_ms` (rooms from before activity
+  // was recorded count as active when first asked).
+  virtual void idle(std::int64_t before_ms, std::size_t limit, ListFn done) = 0;
   virtual bool up() const = 0;
   virtual std::string describe() const = 0;
   virtual void stop() = 0;

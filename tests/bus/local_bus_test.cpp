@@ -328,3 +328,18 @@ TEST_F(LocalBusTest, ControlMessagesReachThisNodeAtOnceAndBadOnesAreRefused) {
   EXPECT_EQ(controls[0].body, "{\"user\":\"kim\"}");
   EXPECT_TRUE(got.empty()) << "control messages are not room traffic";
 }
+
+TEST_F(LocalBusTest, DeletedHistoryIsGoneAndTheSeqNeverGoesBack) {
+  open();
+  ASSERT_FALSE(publish("gone", "a").first);
+  ASSERT_FALSE(publish("gone", "b").first);
+  ASSERT_FALSE(publish("kept", "c").first);
+  std::promise<std::error_code> erased;
+  bus->delete_history("gone", [&](std::error_code ec) { erased.set_value(ec); });
+  ASSERT_FALSE(erased.get_future().get());
+  EXPECT_TRUE(history({"gone", 0, 0, 10}).messages.empty());
+  EXPECT_EQ(history({"kept", 0, 0, 10}).messages.size(), 1u);
+  open();  // and after a restart
+  EXPECT_TRUE(history({"gone", 0, 0, 10}).messages.empty());
+  EXPECT_EQ(publish("gone", "late").second, 3u);
+}

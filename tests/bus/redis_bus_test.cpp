@@ -176,6 +176,23 @@ TEST(RedisBus, ControlMessagesReachEveryNodeWithTheirTypeOriginAndBytes) {
   EXPECT_EQ(a.publish_control("big", std::string(kMaxControlBody + 1, 'x')), make_error_code(Error::rejected));
 }
 
+TEST(RedisBus, DeletedHistoryIsGone) {
+  RedisServer redis;
+  Node a(redis.url());
+  ASSERT_TRUE(test::eventually([&] { return a.bus->up(); }));
+  ASSERT_FALSE(a.publish("gone", "x"));
+  ASSERT_FALSE(a.publish("kept", "y"));
+  auto p = std::make_shared<std::promise<std::error_code>>();
+  a.bus->delete_history("gone", [p](std::error_code ec) { p->set_value(ec); });
+  auto f = p->get_future();
+  ASSERT_EQ(f.wait_for(3s), std::future_status::ready);
+  ASSERT_FALSE(f.get());
+  auto [ec, h] = a.history({"gone", 0, 0, 10});
+  ASSERT_FALSE(ec);
+  EXPECT_TRUE(h.messages.empty());
+  EXPECT_EQ(a.history({"kept", 0, 0, 10}).second.messages.size(), 1u);
+}
+
 // The hub publishes from the engine thread (a room lookup answered there) while a worker
 // publishes the same sender's next message. Asio keeps posts made on a one-thread context's
 // own thread aside until the running handler returns, so a post from the worker could

@@ -63,6 +63,7 @@ class CountingBus final : public bus::MessageBus {
   void subscribe(const std::string& room, bus::DoneFn ready) override { inner_->subscribe(room, std::move(ready)); }
   void unsubscribe(const std::string& room) override { inner_->unsubscribe(room); }
   void on_control(bus::ControlFn fn) override { inner_->on_control(std::move(fn)); }
+  void delete_history(const std::string& room, bus::DoneFn done) override { inner_->delete_history(room, std::move(done)); }
   void publish_control(bus::ControlMessage m, bus::DoneFn done) override { inner_->publish_control(std::move(m), std::move(done)); }
   bool up() const override { return inner_->up(); }
   std::string describe() const override { return inner_->describe(); }
@@ -181,7 +182,7 @@ TEST_F(SessionTest, ConnectNegotiatesVersionAndHeartBeat) {
   auto& s = open(t);
   feed(s, std::string("CONNECT\naccept-version:1.0,1.1,1.2\nheart-beat:5000,20000\n\n") + '\0');
   EXPECT_TRUE(s.connected());
-  EXPECT_EQ(t.written.rfind("CONNECTED\nversion:1.2\nheart-beat:10000,10000\nserver:chatd/0.1.0\nsession:s0\n\n", 0), 0u)
+  EXPECT_EQ(t.written.rfind("CONNECTED\nversion:1.2\nheart-beat:10000,10000\nserver:chatd/0.1.0\nsession:test-s0\n\n", 0), 0u)
       << t.written;
 }
 
@@ -370,6 +371,7 @@ class OrderBus final : public bus::MessageBus {
   }
   void unsubscribe(const std::string& room) override { record("unsubscribe " + room); }
   void on_control(bus::ControlFn) override {}
+  void delete_history(const std::string&, bus::DoneFn done) override { done({}); }
   void publish_control(bus::ControlMessage, bus::DoneFn done) override { done({}); }
   bool up() const override { return true; }
   std::string describe() const override { return "order"; }

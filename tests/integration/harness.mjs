@@ -282,6 +282,7 @@ export class StompSession {
     this.client = client;
     this.errors = []; // ERROR frames
     this.closed = false;
+    this.connected = null; // the CONNECTED frame (its `session` header names the session)
   }
 
   // Subscribes and returns the Collector of what arrives.
@@ -336,7 +337,7 @@ function connectWith(webSocketFactory, { connectHeaders = {}, timeoutMs = 10_000
   });
   const session = new StompSession(client);
   return withTimeout(new Promise((ok, fail) => {
-    client.onConnect = () => ok(session);
+    client.onConnect = (f) => { session.connected = f; ok(session); };
     client.onStompError = (f) => {
       session.errors.push(f);
       fail(new Error(`STOMP ERROR: ${f.headers.message} ${f.body}`));

@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -97,4 +98,45 @@ TEST_F(EmbeddedStoreTest, FailedWritesTurnItDownUntilOneSucceeds) {
   EXPECT_NE(s->describe().find("last write failed"), std::string::npos) << s->describe();
   EXPECT_FALSE(create(*s, 9999));
   EXPECT_TRUE(s->up());
+}
+
+TEST_F(EmbeddedStoreTest, RemoveTouchAndIdleSurviveARestartAndKeepTheListOrder) {
+  const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::system_clock::now().time_since_epoch()).count();
+  auto id = [](int i) { return "00000000-0000-4000-8000-" + std::string(12 - std::to_string(i).size(), '0') + std::to_string(i); };
+  auto idle = [](store::RoomStore& s, std::int64_t before) {
+    std::vector<std::string> ids;
+    s.idle(before, 100, [&](std::error_code ec, std::vector<store::Room> rooms) {
+      EXPECT_FALSE(ec);
+      for (auto& r : rooms) ids.push_back(r.id);
+    });
+    return ids;
+  };
+  auto remove = [](store::RoomStore& s, const std::string& room, std::int64_t idle_before) {
+    bool out = false;
+    s.remove(room, idle_before, [&](std::error_code ec, bool removed) {
+      EXPECT_FALSE(ec);
+      out = removed;
+    });
+    return out;
+  };
+  {
+    auto s = store::make_embedded_store(cfg);
+    for (int i = 1; i <= 4; ++i) ASSERT_FALSE(create(*s, i));
+    EXPECT_TRUE(idle(*s, now - 60'000).empty());
+    s->touch({id(2), id(9)}, now + 120'000, [](std::error_code ec) { EXPECT_FALSE(ec); });
+    EXPECT_EQ(idle(*s, now + 60'000), (std::vector<std::string>{id(1), id(3), id(4)}));
+    EXPECT_FALSE(remove(*s, id(2), now + 60'000)) << "touched after the cut: stays";
+    EXPECT_TRUE(remove(*s, id(3), now + 60'000));
+    EXPECT_FALSE(remove(*s, id(3), 0)) << "removed once";
+  }
+  auto s = store::make_embedded_store(cfg);  // what was written is what a restart reads
+  std::vector<std::string> listed;
+  s->list([&](std::error_code, std::vector<store::Room> rooms) {
+    for (auto& r : rooms) listed.push_back(r.id);
+  });
+  EXPECT_EQ(listed, (std::vector<std::string>{id(1), id(2), id(4)})) << "creation order, without the removed";
+  EXPECT_EQ(idle(*s, now + 60'000), (std::vector<std::string>{id(1), id(4)}));
+  ASSERT_FALSE(create(*s, 5));
+  s->list([&](std::error_code, std::vector<store::Room> rooms) { EXPECT_EQ(rooms.back().id, id(5)); });
 }

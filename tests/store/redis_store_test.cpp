@@ -1,6 +1,8 @@
 // The redis store against a real redis-server: two stores are two chatd nodes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
 #include <future>
 
 #include "redis/redis_server.h"
@@ -46,6 +48,34 @@ struct Node {
     return f.get();
   }
 
+  std::pair<std::error_code, bool> remove(const std::string& id, std::int64_t idle_before = 0) {
+    std::promise<std::pair<std::error_code, bool>> p;
+    store->remove(id, idle_before, [&](std::error_code ec, bool removed) { p.set_value({ec, removed}); });
+    auto f = p.get_future();
+    EXPECT_EQ(f.wait_for(3s), std::future_status::ready);
+    return f.get();
+  }
+  std::error_code touch(std::vector<std::string> ids, std::int64_t now) {
+    std::promise<std::error_code> p;
+    store->touch(std::move(ids), now, [&](std::error_code ec) { p.set_value(ec); });
+    auto f = p.get_future();
+    EXPECT_EQ(f.wait_for(3s), std::future_status::ready);
+    return f.get();
+  }
+  std::vector<std::string> idle(std::int64_t before) {
+    std::promise<std::vector<std::string>> p;
+    store->idle(before, 100, [&](std::error_code ec, std::vector<Room> rooms) {
+      EXPECT_FALSE(ec);
+      std::vector<std::string> ids;
+      for (auto& r : rooms) ids.push_back(r.id);
+      std::sort(ids.begin(), ids.end());
+      p.set_value(ids);
+    });
+    auto f = p.get_future();
+    EXPECT_EQ(f.wait_for(3s), std::future_status::ready);
+    return f.get();
+  }
+
   Engine engine;
   std::unique_ptr<RoomStore> store;
 };
@@ -79,6 +109,34 @@ TEST(RedisStore, RoomsCreatedOnOneNodeAreSeenByAnother) {
   // The hash holds exactly the Spring-compatible JSON, so other tools can read it.
   EXPECT_EQ(redis.command({"HGET", "CHAT_ROOM", "id-2"}), to_json(Room{"id-2", "점심 메뉴"}));
   EXPECT_EQ(redis.command({"HLEN", "CHAT_ROOM"}), "3");
+}
+
+std::int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+TEST(RedisStore, RemoveIsWonByOneNodeAndIdleRoomsAreThoseNotTouched) {
+  RedisServer redis;
+  Node a(redis.url()), b(redis.url());
+  ASSERT_TRUE(test::eventually([&] { return a.store->up() && b.store->up(); }));
+  const std::string r1 = "00000000-0000-4000-8000-000000000001", r2 = "00000000-0000-4000-8000-000000000002",
+                    r3 = "00000000-0000-4000-8000-000000000003";
+  for (auto& id : {r1, r2, r3}) ASSERT_FALSE(a.create({id, "room"}));
+  const std::int64_t later = wall_ms() + 60'000;
+  EXPECT_EQ(a.idle(wall_ms() - 60'000), std::vector<std::string>{}) << "just created: active";
+  EXPECT_EQ(a.idle(later), (std::vector<std::string>{r1, r2, r3}));
+  ASSERT_FALSE(b.touch({r2, "00000000-0000-4000-8000-00000000dead"}, later + 1));
+  EXPECT_EQ(a.idle(later), (std::vector<std::string>{r1, r3}));
+  // Idle removal keeps a room touched since: r2 is active after `later`.
+  EXPECT_EQ(a.remove(r2, later), std::make_pair(std::error_code{}, false));
+  // Two nodes remove r1: exactly one wins.
+  auto x = a.remove(r1, later), y = b.remove(r1, later);
+  EXPECT_FALSE(x.first || y.first);
+  EXPECT_NE(x.second, y.second);
+  EXPECT_FALSE(b.find(r1).second);
+  EXPECT_EQ(a.remove(r3), std::make_pair(std::error_code{}, true));
+  EXPECT_EQ(a.idle(later), std::vector<std::string>{}) << "removed rooms leave the activity set";
+  EXPECT_EQ(a.list().second.size(), 1u);
 }
 
 TEST(RedisStore, RoomLimitHoldsAcrossNodes) {
