@@ -6,6 +6,7 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 
 #include <filesystem>
@@ -163,16 +164,23 @@ int main(int argc, char** argv) {
   for (auto* w : workers) guards.push_back(asio::make_work_guard(*w));
 
   asio::signal_set signals(engine, SIGINT, SIGTERM);
+  auto stop_all = [&] {
+    messages->stop();
+    rooms->stop();
+    for (auto& g : guards) g.reset();
+    for (auto* w : workers) w->stop();
+    engine_guard.reset();
+    engine.stop();
+  };
   signals.async_wait([&](boost::system::error_code ec, int sig) {
     if (ec) return;
     std::cerr << "chatd: signal " << sig << ", draining\n";
     server->shutdown([&] {
-      messages->stop();
-      rooms->stop();
-      for (auto& g : guards) g.reset();
-      for (auto* w : workers) w->stop();
-      engine_guard.reset();
-      engine.stop();
+      // Sessions closed during the drain queued their leave events: the backend gets a bounded
+      // chance to receive them (--webhook-drain-ms); then the engines stop, from a worker, since
+      // stopping them waits on the engine thread the webhooks answer on.
+      if (webhooks) webhooks->drain(opt.webhooks.drain, [&] { asio::post(*workers[0], stop_all); });
+      else stop_all();
     });
   });
 

@@ -4,7 +4,9 @@
 // forwards them (hooks/webhooks) sends each event once however many nodes there are.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace chatd::chat {
@@ -37,6 +39,12 @@ class EventSink {
   virtual void on_event(ChatEvent e) = 0;
   // Prometheus text for /metrics.
   virtual std::string metrics_text() const = 0;
+  // Shutdown: keeps sending what is queued for at most `within`, then stops and calls `done`
+  // (any thread). A sink that queues nothing calls it at once.
+  virtual void drain(std::chrono::milliseconds within, std::function<void()> done) {
+    (void)within;
+    done();
+  }
 };
 
 }  // namespace chatd::chat

@@ -62,7 +62,7 @@ class Core : public std::enable_shared_from_this<Core> {
  public:
   Core(WebhookConfig cfg, asio::io_context& io)
       : cfg_(std::move(cfg)), target_(parse_target(cfg_.url)), io_(io), resolver_(io), stream_(io),
-        linger_(io), backoff_timer_(io) {}
+        linger_(io), backoff_timer_(io), drain_timer_(io) {}
 
   void push(chat::ChatEvent e) {
     std::string json;
@@ -89,6 +89,20 @@ class Core : public std::enable_shared_from_this<Core> {
       self->backoff_timer_.cancel();
       beast::error_code ignored;
       self->stream_.socket().close(ignored);
+    });
+  }
+
+  // Shutdown: sends what is queued (the linger and backoff still apply) until the queue is
+  // empty or `within` passed, then stops; what is left is lost, counted and logged.
+  void drain(std::chrono::milliseconds within, std::function<void()> done) {
+    asio::post(io_, [self = shared_from_this(), within, done = std::move(done)]() mutable {
+      self->drain_in_loop();  // what on_event queued before the call
+      self->drained_ = std::move(done);
+      self->drain_timer_.expires_after(within);
+      self->drain_timer_.async_wait([self](beast::error_code ec) {
+        if (!ec) self->finish_drain_in_loop();
+      });
+      self->check_drained_in_loop();
     });
   }
 
@@ -240,6 +254,7 @@ class Core : public std::enable_shared_from_this<Core> {
     queue_length_.store(queue_.size(), std::memory_order_relaxed);
     backoff_ = kFirstBackoff;
     maybe_send_in_loop();
+    check_drained_in_loop();
   }
 
   // The batch stays at the head of the queue and goes again after a backoff.
@@ -259,6 +274,26 @@ class Core : public std::enable_shared_from_this<Core> {
       self->backing_off_ = false;
       if (!self->queue_.empty()) self->send_in_loop();
     });
+  }
+
+  void check_drained_in_loop() {
+    if (drained_ && queue_.empty() && !requesting_) finish_drain_in_loop();
+  }
+
+  void finish_drain_in_loop() {
+    if (!drained_) return;
+    drain_timer_.cancel();
+    if (!queue_.empty()) {
+      dropped_total_.fetch_add(queue_.size(), std::memory_order_relaxed);
+      std::cerr << "chatd: webhooks: shutting down with " << queue_.size() << " events not sent\n";
+    }
+    auto done = std::move(drained_);
+    drained_ = nullptr;
+    stopped_ = true;
+    linger_.cancel();
+    backoff_timer_.cancel();
+    close_in_loop();
+    done();
   }
 
   void close_in_loop() {
@@ -289,6 +324,8 @@ class Core : public std::enable_shared_from_this<Core> {
   beast::tcp_stream stream_;
   asio::steady_timer linger_;
   asio::steady_timer backoff_timer_;
+  asio::steady_timer drain_timer_;
+  std::function<void()> drained_;  // set while draining at shutdown
   http::request<http::string_body> req_;
   http::response<http::string_body> res_;
   beast::flat_buffer read_buffer_;
@@ -323,6 +360,9 @@ class Webhooks final : public chat::EventSink {
     if (wants(e.kind)) core_->push(std::move(e));
   }
   std::string metrics_text() const override { return core_->metrics(); }
+  void drain(std::chrono::milliseconds within, std::function<void()> done) override {
+    core_->drain(within, std::move(done));
+  }
 
  private:
   unsigned events_;

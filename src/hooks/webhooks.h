@@ -26,6 +26,7 @@ struct WebhookConfig {
   std::chrono::milliseconds linger{20};          // a lone event waits this long for company
   std::chrono::milliseconds timeout{5000};       // per request, connect to answer
   std::chrono::milliseconds max_backoff{30000};  // retries double from 100 ms up to this
+  std::chrono::milliseconds drain{5000};         // SIGTERM: time to send what is queued
 };
 
 // Returns the bit set for "message,join,leave,room" (any subset, comma-separated; "all").

@@ -7,7 +7,7 @@
 // run standalone (`node --test tests/integration/kafka_cluster.test.mjs`) it starts its own.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -481,4 +481,62 @@ describe('broker restart mid-chat', () => {
         await stopAll([sender, onB]);
       }
     });
+});
+
+describe('server API on two Kafka nodes: disconnect and room deletion travel as control records', () => {
+  let redis, nodeA, nodeB, keyDir;
+  const api = (node, path, method, body) => fetch(`${node.base}${path}`, {
+    method, headers: { 'X-API-Key': 'kafka-key', 'content-type': 'application/json' }, body: body && JSON.stringify(body),
+  });
+  before(async () => {
+    keyDir = mkdtempSync(join(tmpdir(), 'chatd-kafka-api-'));
+    writeFileSync(join(keyDir, 'key'), 'kafka-key\n');
+    redis = await startRedis();
+    const args = ['--api-key-file', join(keyDir, 'key')];
+    nodeA = await kafkaNode({ name: 'kafka-api-A', redis, args });
+    nodeB = await kafkaNode({ name: 'kafka-api-B', redis, args });
+  }, { timeout: 90_000 });
+  after(async () => {
+    await stopAll([redis, nodeA, nodeB]);
+    rmSync(keyDir, { recursive: true, force: true });
+  }, { timeout: 30_000 });
+
+  test("disconnect by user closes that user's sessions on both nodes", { timeout: 60_000 }, async () => {
+    const room = await createRoom(nodeA.base, 'kafka moderation');
+    const kimA = await stompOverWebSocket(nodeA.base);
+    const kimB = await stompOverWebSocket(nodeB.base);
+    const lee = await stompOverWebSocket(nodeB.base);
+    try {
+      const seen = await lee.subscribeConfirmed(dest(room));
+      kimA.chat('ENTER', room.roomId, 'kim');
+      kimB.chat('TALK', room.roomId, 'kim', 'second tab');
+      await seen.waitFor(2, 15_000);
+      assert.equal((await api(nodeA, '/api/disconnect', 'POST', { user: 'kim' })).status, 202);
+      for (const s of [kimA, kimB]) {
+        assert.ok(await eventually(() => s.errors.length > 0 && s.closed, 15_000), 'kim closed with an ERROR');
+        assert.equal(s.errors[0].headers.message, 'disconnected by the server');
+      }
+      assert.equal(lee.closed, false);
+    } finally {
+      await stopAll([kimA, kimB, lee]);
+    }
+  });
+
+  test('room deletion ends the subscriptions on both nodes and removes the room', { timeout: 60_000 }, async () => {
+    const room = await createRoom(nodeB.base, 'kafka dinner over');
+    const a = await stompOverWebSocket(nodeA.base);
+    const b = await stompOverWebSocket(nodeB.base);
+    try {
+      const atA = await a.subscribeConfirmed(dest(room));
+      const atB = await b.subscribeConfirmed(dest(room));
+      assert.equal((await api(nodeA, `/api/rooms/${room.roomId}`, 'DELETE')).status, 200);
+      for (const c of [atA, atB]) {
+        const [notice] = await c.waitForMessages(1, 15_000);
+        assert.deepEqual([notice.type, notice.event, notice.roomId], ['SYSTEM', 'ROOM_CLOSED', room.roomId]);
+      }
+      for (const n of [nodeA, nodeB]) assert.equal((await fetch(`${n.base}/chat/room/${room.roomId}`)).status, 404);
+    } finally {
+      await stopAll([a, b]);
+    }
+  });
 });

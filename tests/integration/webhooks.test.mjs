@@ -178,3 +178,49 @@ describe('webhooks from two nodes over Redis', () => {
     }
   });
 });
+
+describe('webhooks at shutdown and for deleted rooms', () => {
+  test('SIGTERM sends what is still queued (even after 500s), within --webhook-drain-ms', async (t) => {
+    const rx = await startReceiver();
+    const key = secretFile();
+    const api = mkdtempSync(join(tmpdir(), 'chatd-hook-api-'));
+    writeFileSync(join(api, 'key'), 'k\n');
+    t.after(async () => { await rx.close(); key.remove(); rmSync(api, { recursive: true, force: true }); });
+    const node = await startChatd({ name: 'chatd-hooks-drain', args: ['--webhook-url', rx.url, '--webhook-secret-file', key.file,
+      '--webhook-drain-ms', '8000', '--api-key-file', join(api, 'key')] });
+    const room = await createRoom(node.base, 'closing time');
+    const gone = await createRoom(node.base, 'deleted');
+    const alice = await stompOverWebSocket(node.base);
+    const seen = await alice.subscribeConfirmed(`/sub/chat/room/${room.roomId}`);
+    const res = await fetch(`${node.base}/api/rooms/${gone.roomId}`, { method: 'DELETE', headers: { 'X-API-Key': 'k' } });
+    assert.equal(res.status, 200);
+    rx.failNext = 3; // the backend stumbles: the events wait in chatd's backoff when SIGTERM comes
+    for (let i = 0; i < 5; i++) alice.chat('TALK', room.roomId, 'alice', `last ${i}`);
+    await seen.waitFor(5);
+    const exit = await node.stop({ killAfterMs: 20_000 });
+    assert.equal(exit.code, 0, JSON.stringify(exit));
+    const got = rx.accepted();
+    assert.equal(got.filter((e) => e.type === 'message' && e.roomId === room.roomId).length, 5, 'every message reached the backend');
+    assert.ok(got.some((e) => e.type === 'leave' && e.roomId === room.roomId), 'the leave of the session closed at shutdown too');
+    const deleted = got.find((e) => e.type === 'room' && e.roomId === gone.roomId && e.data.deleted);
+    assert.ok(deleted, 'a room event with deleted:true');
+    assert.equal(deleted.data.why, 'api');
+    assert.equal(rx.badSignatures, 0);
+  });
+
+  test('a backend that never answers 2xx delays SIGTERM by at most --webhook-drain-ms', async (t) => {
+    const rx = await startReceiver();
+    t.after(() => rx.close());
+    rx.failNext = 1_000_000;
+    const node = await startChatd({ name: 'chatd-hooks-drain-bound', args: ['--webhook-url', rx.url, '--webhook-drain-ms', '1500',
+      '--drain-timeout-ms', '500'] });
+    await createRoom(node.base, 'never delivered');
+    await eventually('a failed POST', () => rx.posts.length > 0);
+    const t0 = Date.now();
+    const exit = await node.stop({ killAfterMs: 20_000 });
+    const took = Date.now() - t0;
+    assert.equal(exit.code, 0);
+    assert.ok(took >= 1_000 && took < 8_000, `exited after ${took} ms`);
+    assert.match(node.tail(20), /shutting down with 1 events not sent/);
+  });
+});
