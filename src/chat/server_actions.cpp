@@ -132,8 +132,15 @@ void ServerActions::on_room_deleted(const bus::ControlMessage& m) {
 
 void ServerActions::note_active(const std::string& room_id) {
   if (idle_expiry_.count() == 0) return;
-  std::lock_guard lock(active_mu_);
-  active_.insert(room_id);
+  bool first;
+  {
+    std::lock_guard lock(active_mu_);
+    first = active_.insert(room_id).second;
+  }
+  // The room's first activity here since the last sweep is written at once, not at the next
+  // sweep: a room someone just joined or wrote to must not be expired by another node's sweep
+  // in between. Later activity in the same period changes nothing the sweeps could see.
+  if (first) store_.touch({room_id}, now_ms(), [](std::error_code) {});
 }
 
 void ServerActions::start() {
