@@ -110,11 +110,13 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<store::RoomStore> rooms;
   std::unique_ptr<bus::MessageBus> messages;
+  std::unique_ptr<bus::Presence> presence;
   std::unique_ptr<chat::EventSink> webhooks;
   std::shared_ptr<auth::JwtVerifier> jwt;  // --auth jwt
   std::unique_ptr<chat::Hub> hub;
   std::unique_ptr<net::Server> server;
   auto stop_engines = [&] {
+    if (presence) presence->stop();
     if (messages) messages->stop();
     if (rooms) rooms->stop();
     engine_guard.reset();
@@ -146,7 +148,8 @@ int main(int argc, char** argv) {
         std::cerr << "chatd: WARNING --auth-dev-mint is on: anyone can get a token for any name (development only)\n";
       }
     }
-    hub = std::make_unique<chat::Hub>(opt.hub, *rooms, *messages, workers);
+    if (opt.presence) presence = bus::make_presence(opt.bus, opt.presence_cfg, engine);
+    hub = std::make_unique<chat::Hub>(opt.hub, *rooms, *messages, workers, presence.get());
     if (!opt.webhooks.url.empty()) {
       opt.webhooks.node_id = opt.bus.node_id;
       if (!opt.webhook_secret_file.empty()) opt.webhooks.secret = read_secret(opt.webhook_secret_file, "--webhook-secret-file");
@@ -165,6 +168,7 @@ int main(int argc, char** argv) {
 
   asio::signal_set signals(engine, SIGINT, SIGTERM);
   auto stop_all = [&] {
+    if (presence) presence->stop();
     messages->stop();
     rooms->stop();
     for (auto& g : guards) g.reset();

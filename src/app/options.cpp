@@ -195,6 +195,28 @@ const std::vector<Spec>& specs() {
       {"webhook-drain-ms", "SIGTERM: time to send the webhook events still queued before exiting",
        [](const Options& o) { return std::to_string(o.webhooks.drain.count()); },
        [](Options& o, const std::string& v) { o.webhooks.drain = std::chrono::milliseconds(parse_number<std::int64_t>("webhook-drain-ms", v, 0, 600'000)); }},
+      {"presence", "on: who is in each room, joins and leaves announced by the server (README Presence); off: ENTER and QUIT "
+                   "are published as sent",
+       [](const Options& o) { return std::string(o.presence ? "on" : "off"); },
+       [](Options& o, const std::string& v) {
+         if (v != "on" && v != "off") throw std::invalid_argument("--presence must be on or off");
+         o.presence = v == "on";
+       }},
+      {"presence-grace", "how long a member whose connection dropped without goodbye stays in (seconds, or 1m)",
+       [](const Options& o) { return std::to_string(o.hub.presence_grace.count() / 1000) + "s"; },
+       [](Options& o, const std::string& v) { o.hub.presence_grace = parse_duration("presence-grace", v, 0, 3600); }},
+      {"presence-node-timeout", "a node silent this long is dead and its members leave (seconds; heartbeats every fifth of it)",
+       [](const Options& o) { return std::to_string(o.presence_cfg.node_timeout.count() / 1000) + "s"; },
+       [](Options& o, const std::string& v) {
+         o.presence_cfg.node_timeout = parse_duration("presence-node-timeout", v, 2, 3600);
+         o.presence_cfg.heartbeat = o.presence_cfg.node_timeout / 5;
+       }},
+      {"presence-announce-max", "rooms with more members announce no single join or leave",
+       [](const Options& o) { return std::to_string(o.hub.presence_announce_max); },
+       [](Options& o, const std::string& v) {
+         o.hub.presence_announce_max = parse_number<std::size_t>("presence-announce-max", v, 0, 100'000'000);
+       }},
+      size_opt("max-member-list", "names one members answer lists (the count is always exact)", &L::max_member_list, 1, 1'000'000),
       {"enter-text", "announcement replacing an ENTER message's text", [](const Options& o) { return o.hub.texts.enter; },
        [](Options& o, const std::string& v) { o.hub.texts.enter = v; }},
       {"quit-text", "announcement replacing a QUIT message's text", [](const Options& o) { return o.hub.texts.quit; },

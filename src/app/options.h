@@ -8,6 +8,7 @@
 
 #include "auth/jwt.h"
 #include "bus/message_bus.h"
+#include "bus/presence.h"
 #include "chat/hub.h"
 #include "hooks/webhooks.h"
 #include "net/server.h"
@@ -19,6 +20,8 @@ struct Options {
   net::ServerConfig server;
   chat::HubConfig hub;
   bus::BusConfig bus;
+  bool presence = true;                 // --presence on|off
+  bus::PresenceConfig presence_cfg;
   store::StoreConfig store;
   hooks::WebhookConfig webhooks;        // url empty: no webhooks
   std::string webhook_secret_file;      // read at start-up; its content is the HMAC key

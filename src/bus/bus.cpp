@@ -1,4 +1,5 @@
 #include "bus/message_bus.h"
+#include "bus/presence.h"
 
 #include <stdexcept>
 
@@ -41,6 +42,12 @@ std::unique_ptr<MessageBus> make_bus(const BusConfig& cfg, boost::asio::io_conte
   if (cfg.kind == "redis") return make_redis_bus(cfg, engine);
   if (cfg.kind == "kafka") return make_kafka_bus(cfg, engine);
   throw std::invalid_argument("unknown bus '" + cfg.kind + "' (expected local, redis or kafka)");
+}
+
+std::unique_ptr<Presence> make_presence(const BusConfig& cfg, const PresenceConfig& pcfg, boost::asio::io_context& engine) {
+  if (cfg.kind == "redis") return make_redis_presence(cfg, pcfg, engine);
+  if (cfg.kind == "kafka") return make_kafka_presence(cfg, pcfg);
+  return make_local_presence(engine);
 }
 
 }  // namespace chatd::bus

@@ -8,6 +8,7 @@
 #include <cassert>
 
 #include "chat/session.h"
+#include "log/log.h"
 
 namespace chatd::chat {
 
@@ -106,6 +107,7 @@ void Shard::sweep() {
     // A tick may close a session; closing is asynchronous, but copy to be safe.
     std::vector<StompSession*> all(sessions_.begin(), sessions_.end());
     for (auto* s : all) s->tick_in_loop(now);
+    if (index_ == 0) hub_.expire_presence();  // one shard is enough: the roster is the node's
     sweep();
   });
 }
@@ -145,7 +147,7 @@ std::size_t Shard::close_user_in_loop(const std::string& user, std::string_view 
 // ---- Hub ------------------------------------------------------------------------------
 
 Hub::Hub(HubConfig cfg, store::RoomStore& store, bus::MessageBus& bus,
-         const std::vector<boost::asio::io_context*>& workers)
+         const std::vector<boost::asio::io_context*>& workers, bus::Presence* presence)
     : cfg_(std::move(cfg)),
       // Node id plus a per-process nonce: ids stay unique across restarts and even when two
       // nodes are given the same --node-id.
@@ -154,6 +156,7 @@ Hub::Hub(HubConfig cfg, store::RoomStore& store, bus::MessageBus& bus,
       bus_(bus),
       control_(bus),
       interest_(bus, *workers.at(0), workers.size()),
+      presence_(presence),
       actions_(*this, store, bus, control_, *workers.at(0), cfg_.room_idle_expiry) {
   for (std::size_t i = 0; i < workers.size(); ++i)
     shards_.push_back(std::make_unique<Shard>(*this, *workers[i], i));
@@ -166,6 +169,10 @@ void Hub::close_user(const std::string& user, std::string reason) {
 
 void Hub::start() {
   bus_.start([this](bus::Delivery&& d) { on_delivery(std::move(d)); });
+  if (presence_)
+    presence_->start([this](const std::string& room, const std::string& member, std::size_t count) {
+      announce(MessageType::quit, room, member, count, nullptr);
+    });
   for (auto& s : shards_) boost::asio::post(s->loop(), [sh = s.get()] { sh->start_sweeps(); });
   actions_.start();
 }
@@ -250,8 +257,8 @@ void Hub::report_message(const std::string& room_id, std::uint64_t seq, std::str
   events_->on_event({ChatEvent::Kind::message, room_id, "m-" + room_id + "-" + std::to_string(seq), seq, std::move(payload)});
 }
 
-void Hub::publish_known(const ChatMessage& m, std::string client_id, bus::PublishedFn done) {
-  if (!room_rate_.take(m.room_id, static_cast<double>(cfg_.limits.room_send_rate),
+void Hub::publish_known(const ChatMessage& m, std::string client_id, bus::PublishedFn done, bool rated) {
+  if (rated && !room_rate_.take(m.room_id, static_cast<double>(cfg_.limits.room_send_rate),
                        static_cast<double>(cfg_.limits.room_send_burst))) {
     refusals.count(Refusal::room_rate);
     return done(make_error_code(Error::room_busy), 0);
@@ -290,6 +297,78 @@ void Hub::publish_from_api(ChatMessage m, Rooms::PublishedFn done) {
 }
 
 void Hub::list_rooms(ListFn done) { store_.list(std::move(done)); }
+
+void Hub::presence_attach(const std::string& room, const std::string& member, std::function<void()> settled) {
+  {
+    std::lock_guard lock(presence_mu_);
+    // Engine calls are made under the lock so they reach the engine in the roster's order.
+    if (roster_.attach(room, member) == Roster::Step::join) {
+      presence_->join(room, member, [this, room, member, settled](std::error_code ec, bool first, std::size_t count) {
+        if (ec) log::event("presence_failed", {{"room", room}, {"member", member}, {"error", ec.message()}});
+        if (!ec && first) return announce(MessageType::enter, room, member, count, settled);
+        if (settled) settled();
+      });
+      return;
+    }
+  }
+  if (settled) settled();
+}
+
+void Hub::presence_detach(const std::string& room, const std::string& member, bool goodbye) {
+  const auto now = Roster::Clock::now();
+  std::lock_guard lock(presence_mu_);
+  if (roster_.detach(room, member, now, goodbye ? now : now + cfg_.presence_grace) == Roster::Step::leave)
+    engine_leave_locked(room, member);
+}
+
+void Hub::expire_presence() {
+  if (!presence_) return;
+  std::lock_guard lock(presence_mu_);
+  for (auto& [room, member] : roster_.expire(Roster::Clock::now())) engine_leave_locked(room, member);
+}
+
+void Hub::engine_leave_locked(const std::string& room, const std::string& member) {
+  presence_->leave(room, member, [this, room, member](std::error_code ec, bool last, std::size_t count) {
+    if (ec) log::event("presence_failed", {{"room", room}, {"member", member}, {"error", ec.message()}});
+    if (!ec && last) announce(MessageType::quit, room, member, count, nullptr);
+  });
+}
+
+void Hub::announce(MessageType type, const std::string& room, const std::string& member, std::size_t count,
+                   std::function<void()> done) {
+  // A leave that empties the room has count 0 after it; a join counts itself.
+  const std::size_t size = type == MessageType::quit ? count + 1 : count;
+  if (size > cfg_.presence_announce_max) {
+    if (done) done();
+    return;
+  }
+  ChatMessage m{type, room, member, {}};
+  auto answered = [done = std::move(done)](std::error_code, std::uint64_t) {
+    if (done) done();
+  };
+  if (known_room(room)) return publish_known(m, {}, std::move(answered), false);
+  publish(m, {}, std::move(answered));  // a dead node's member, in a room this node never saw
+}
+
+void Hub::room_members(std::string_view id, MembersFn done) {
+  if (!presence_) return done(Error::presence_off, {});
+  auto room_id = canonical_room_id(id);
+  check_room(room_id, [this, room_id, done = std::move(done)](std::error_code ec) mutable {
+    if (ec) return done(ec, {});
+    presence_->members(room_id, cfg_.limits.max_member_list, [done = std::move(done)](std::error_code pec, bus::MemberList l) {
+      if (pec) return done(Error::presence_unavailable, {});
+      done({}, std::move(l));
+    });
+  });
+}
+
+void Hub::member_counts(std::vector<std::string> ids, CountsFn done) {
+  if (!presence_) return done(Error::presence_off, {});
+  presence_->counts(std::move(ids), [done = std::move(done)](std::error_code ec, std::vector<std::size_t> c) {
+    if (ec) return done(Error::presence_unavailable, {});
+    done({}, std::move(c));
+  });
+}
 
 void Hub::find_room(std::string_view id, FindFn done) { store_.find(canonical_room_id(id), std::move(done)); }
 

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "bus/message_bus.h"
+#include "bus/presence.h"
 #include "chat/control.h"
 #include "chat/events.h"
 #include "chat/identity.h"
@@ -31,6 +32,7 @@
 #include "chat/rate_limit.h"
 #include "chat/refusals.h"
 #include "chat/rooms.h"
+#include "chat/roster.h"
 #include "chat/rules.h"
 #include "chat/server_actions.h"
 #include "stomp/stomp.h"
@@ -91,6 +93,13 @@ struct HubConfig {
   // --auth jwt: proves the token every CONNECT must carry. Null: --auth none.
   std::shared_ptr<const TokenVerifier> verifier;
   std::chrono::seconds room_idle_expiry{0};  // 0: rooms never expire (--room-idle-expiry)
+  // Presence (README "Presence"): how long a member whose last connection dropped without
+  // goodbye stays in, so a reconnect within it is neither a leave nor a join. Page reloads and
+  // network changes come back within a few seconds.
+  std::chrono::milliseconds presence_grace{5000};
+  // Rooms with more members than this announce no single join or leave: each announcement
+  // goes to every member, so a storm of N joins would cost N^2 deliveries. Counts stay exact.
+  std::size_t presence_announce_max = 500;
 };
 
 // A worker's share of the node. Every *_in_loop member runs on the worker's loop only.
@@ -159,8 +168,9 @@ class Shard {
 
 class Hub final : public Rooms, public NodeView {
  public:
+  // `presence` null: presence is off (ENTER and QUIT are published as they come, as the seed did).
   Hub(HubConfig cfg, store::RoomStore& store, bus::MessageBus& bus,
-      const std::vector<boost::asio::io_context*>& workers);
+      const std::vector<boost::asio::io_context*>& workers, bus::Presence* presence = nullptr);
   Hub(const Hub&) = delete;
   Hub& operator=(const Hub&) = delete;
 
@@ -204,8 +214,21 @@ class Hub final : public Rooms, public NodeView {
   // Reads the room's retained history (x-history, resume, REST paging). `done` runs on any thread.
   void history(bus::HistoryRequest req, bus::HistoryFn done) { bus_.history(std::move(req), std::move(done)); }
 
+  // Presence, from any thread. A connection of `member` is in `room`: when that is news for
+  // the cluster, an ENTER is published. `settled` runs (any thread) once that ENTER was
+  // accepted by the bus, or at once when nothing is announced.
+  bool presence_on() const { return presence_ != nullptr; }
+  void presence_attach(const std::string& room, const std::string& member, std::function<void()> settled);
+  // A connection of `member` left `room`: at once with a `goodbye` (QUIT, UNSUBSCRIBE,
+  // DISCONNECT), else after the grace period. A QUIT is published when it is news.
+  void presence_detach(const std::string& room, const std::string& member, bool goodbye);
+  // Leaves the members whose grace period is over; the sweep calls it about once a second.
+  void expire_presence();
+
   // Rooms (REST)
   void list_rooms(ListFn done) override;
+  void room_members(std::string_view id, MembersFn done) override;
+  void member_counts(std::vector<std::string> ids, CountsFn done) override;
   void find_room(std::string_view id, FindFn done) override;
   void create_room(std::string name, CreateFn done) override;
   void room_messages(std::string_view id, std::uint64_t before, std::size_t limit, PageFn done) override;
@@ -242,7 +265,13 @@ class Hub final : public Rooms, public NodeView {
 
  private:
   void on_delivery(bus::Delivery&& d);  // the bus's delivering thread
-  void publish_known(const ChatMessage& m, std::string client_id, bus::PublishedFn done);
+  // `rated`: counts against Limits::room_send_rate (server announcements do not).
+  void publish_known(const ChatMessage& m, std::string client_id, bus::PublishedFn done, bool rated = true);
+  // Publishes the server's ENTER or QUIT for `member` unless the room is past
+  // presence_announce_max; then runs `done` (may be empty).
+  void announce(MessageType type, const std::string& room, const std::string& member, std::size_t count,
+                std::function<void()> done);
+  void engine_leave_locked(const std::string& room, const std::string& member);
   // Returns `m` as it travels: stamped with a new id and the time.
   std::string stamp_new(const ChatMessage& m);
   // Tells the event sink, if it wants messages, that `payload` was published with `seq`.
@@ -271,6 +300,10 @@ class Hub final : public Rooms, public NodeView {
 
   // Per-room SEND buckets (Limits::room_send_rate), for rooms known to exist only.
   KeyedBuckets room_rate_;
+
+  bus::Presence* presence_;
+  std::mutex presence_mu_;  // roster_ and the order of engine calls
+  Roster roster_;
 
   EventSink* events_ = nullptr;
   std::atomic<std::uint64_t> next_event_{0};

@@ -13,6 +13,7 @@
 #include <system_error>
 #include <vector>
 
+#include "bus/presence.h"
 #include "chat/refusals.h"
 #include "chat/rules.h"
 #include "store/room_store.h"
@@ -57,6 +58,14 @@ class Rooms {
   // empty code once the request left for every node, else the bus's reason. Any thread.
   virtual void disconnect(std::string user, std::string session, std::string reason,
                           std::function<void(std::error_code)> done) = 0;
+  // Who is in room `id` now, on every node: the count and at most Limits::max_member_list
+  // names; Error::unknown_room, Error::presence_off, or Error::presence_unavailable.
+  using MembersFn = std::function<void(std::error_code, bus::MemberList)>;
+  virtual void room_members(std::string_view id, MembersFn done) = 0;
+  // The member counts of rooms `ids` (canonical ids), in their order; an error when presence
+  // is off or its engine did not answer. `done` runs on any thread.
+  using CountsFn = std::function<void(std::error_code, std::vector<std::size_t>)>;
+  virtual void member_counts(std::vector<std::string> ids, CountsFn done) = 0;
 };
 
 // One engine's health as /healthz reports it.

@@ -36,6 +36,8 @@ class Category final : public std::error_category {
       case Error::history_unavailable: return "the room's history could not be read; try again";
       case Error::not_yourself: return "sender must be your own name (the token's name, else its sub)";
       case Error::room_forbidden: return "you may not enter this room";
+      case Error::presence_off: return "presence is off on this node (--presence off)";
+      case Error::presence_unavailable: return "who is in the room could not be read; try again";
     }
     return "unknown chat error";
   }

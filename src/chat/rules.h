@@ -33,6 +33,8 @@ enum class Error {
   history_unavailable, // the message engine could not read the room's history
   not_yourself,        // --auth jwt: the body's sender is not the token's name (403)
   room_forbidden,      // --auth jwt: a restricted room this identity may not enter (403)
+  presence_off,        // presence is off on this node (--presence off)
+  presence_unavailable,// the presence engine did not answer
 };
 const std::error_category& error_category() noexcept;
 std::error_code make_error_code(Error e) noexcept;

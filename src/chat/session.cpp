@@ -289,7 +289,9 @@ void StompSession::join_room(const std::string& sub_id, const std::string& room,
   });
   hub_.join(room, shard_.index(), [confirmed = std::move(confirmed)](std::error_code ec) mutable {
     if (ec != bus::Error::stopped) confirmed(ec);
-  });  hub_.report_subscription(ChatEvent::Kind::join, room, id_);
+  });
+  hub_.report_subscription(ChatEvent::Kind::join, room, id_);
+  if (hub_.presence_on()) update_presence(room, true, nullptr);  // an ENTER may have come first
 }
 
 void StompSession::on_unsubscribe(stomp::Frame& f) {
@@ -305,7 +307,9 @@ void StompSession::on_unsubscribe(stomp::Frame& f) {
       replays_.erase(it->second.escaped);
       hub_.report_subscription(ChatEvent::Kind::leave, it->second.room_id, id_);
     }
+    auto room = std::move(it->second.room_id);
     subs_.erase(it);
+    if (hub_.presence_on() && !room.empty()) update_presence(room, true, nullptr);
   }
   if (auto r = f.header("receipt")) settle(open_answer(), {0, {}, *r});
 }
@@ -335,6 +339,21 @@ void StompSession::on_send(stomp::Frame& f) {
   auto m = parse_chat_message(f.body, hub_.limits(), ec, identity_ ? &identity_->name : nullptr);
   if (!m) return settle(slot, {status_for(ec), ec.message(), std::move(receipt)});
   user_ = m->sender;
+  if (hub_.presence_on() && (m->type == MessageType::enter || m->type == MessageType::quit) &&
+      subscribed(m->room_id, false)) {
+    // The connection's ENTER and QUIT say whether it is in the room; the server announces
+    // a join or leave only when it is news for the room (not a second tab, not a reconnect).
+    auto member = member_name(m->sender);
+    if (m->type == MessageType::enter) {
+      entered_.try_emplace(m->room_id, std::move(member));  // the first name holds for this connection
+    } else if (auto e = entered_.find(m->room_id); e != entered_.end() && e->second == member) {
+      entered_.erase(e);
+    }
+    update_presence(m->room_id, true, back_in_loop([slot, receipt = std::move(receipt)](StompSession& s) mutable {
+      if (s.state_ == State::connected) s.settle(slot, {0, {}, std::move(receipt)});
+    }));
+    return;
+  }
   std::string client_id;
   if (auto c = f.header("x-client-id")) {
     if (!is_client_id(*c, hub_.limits().max_client_id_bytes)) {
@@ -354,6 +373,7 @@ void StompSession::on_send(stomp::Frame& f) {
 }
 
 void StompSession::on_disconnect(stomp::Frame& f) {
+  goodbye_ = true;
   std::optional<std::string> receipt;
   if (auto r = f.header("receipt")) receipt = *r;
   settle(open_answer(), {0, {}, std::move(receipt), true});
@@ -641,6 +661,10 @@ void StompSession::end_room_subscription_in_loop(const SharedMessagePtr& notice,
   hub_.leave(notice->room_id, shard_.index());
   hub_.report_subscription(ChatEvent::Kind::leave, notice->room_id, id_);
   subs_.erase(it);
+  if (hub_.presence_on()) {
+    entered_.erase(notice->room_id);  // the room is gone: nobody is in it any more
+    update_presence(notice->room_id, true, nullptr);
+  }
 }
 
 void StompSession::leave_all_rooms() {
@@ -653,6 +677,36 @@ void StompSession::leave_all_rooms() {
   subs_.clear();
   errors_sub_.reset();
   replays_.clear();
+  // A connection that said DISCONNECT left; one that dropped may be back within the grace period.
+  for (auto& [room, member] : present_) hub_.presence_detach(room, member, goodbye_);
+  present_.clear();
+  entered_.clear();
+}
+
+std::string StompSession::member_name(const std::string& sender) const {
+  return identity_ ? identity_->name : sender;
+}
+
+bool StompSession::subscribed(const std::string& room, bool confirmed) const {
+  for (const auto& [id, sub] : subs_)
+    if (sub.room_id == room && !(confirmed && sub.pending)) return true;
+  return false;
+}
+
+void StompSession::update_presence(const std::string& room, bool goodbye, std::function<void()> settled) {
+  auto e = entered_.find(room);
+  const bool in = e != entered_.end() && state_ == State::connected && subscribed(room, true);
+  auto p = present_.find(room);
+  if (in && p == present_.end()) {
+    present_.emplace(room, e->second);
+    hub_.presence_attach(room, e->second, std::move(settled));
+    return;
+  }
+  if (!in && p != present_.end()) {
+    hub_.presence_detach(room, p->second, goodbye);
+    present_.erase(p);
+  }
+  if (settled) settled();
 }
 
 void StompSession::on_closed_in_loop() {

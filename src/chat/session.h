@@ -132,6 +132,17 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   // Reports a chat-level rejection on /user/queue/errors (if subscribed); keeps the session.
   void reject(int status, std::string_view error, const std::string* receipt = nullptr);
   void leave_all_rooms();
+
+  // Presence (README "Presence"). A connection is in a room's member list once it holds a
+  // confirmed subscription of the room and has ENTERed it. The member is the name others see:
+  // with --auth jwt the token's (so an ENTER can only be one's own), with --auth none the
+  // sender the connection's first ENTER for the room named.
+  std::string member_name(const std::string& sender) const;
+  bool subscribed(const std::string& room, bool confirmed) const;
+  // Brings the roster in line with whether this connection is in `room` now; `goodbye`: a
+  // leave takes effect at once, not after the grace period. `settled` runs once any
+  // announcement it caused was published (at once when none).
+  void update_presence(const std::string& room, bool goodbye, std::function<void()> settled);
   // Returns a callable for other threads that runs fn(*this, args...) on this session's loop
   // if the session is still open by then.
   template <class Fn>
@@ -161,6 +172,9 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   TokenBucket send_bucket_;   // SENDs admitted
   TokenBucket flood_bucket_;  // SENDs refused: empty means sustained abuse
   std::uint64_t next_sub_serial_ = 0;
+  std::unordered_map<std::string, std::string> entered_;  // room -> member its ENTER named
+  std::unordered_map<std::string, std::string> present_;  // room -> member, as the roster has it
+  bool goodbye_ = false;                                  // DISCONNECT came: leaves are not drops
   std::vector<Answer> answers_;  // answers_[0] is slot answers_base_
   std::uint64_t answers_base_ = 0;
 };

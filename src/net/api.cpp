@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "chat/rules.h"
+#include "net/rest.h"
 
 namespace chatd::net {
 namespace {
@@ -148,6 +149,22 @@ void ServerApi::handle(std::string_view path, chat::Rooms& rooms, const chat::No
       if (dec) return answer(r, failed, json_error(rq, http::status::service_unavailable, dec.message()));
       boost::json::object o{{"roomId", room.id}, {"name", room.name}, {"deleted", true}};
       answer(r, ok, make_response(rq, http::status::ok, boost::json::serialize(o), kJson));
+    });
+  }
+
+  // GET /api/rooms/{roomId}/members: the same answer as /chat/room/{roomId}/members.
+  static constexpr std::string_view kMembers = "/members";
+  if (path.starts_with(kRoomsPath) && path.size() > kRoomsPath.size() + kMembers.size() &&
+      path.substr(path.size() - kMembers.size()) == kMembers) {
+    if (req.method() != http::verb::get) return answer(r, bad_request, method_not_allowed(req, "GET"));
+    auto id = path.substr(kRoomsPath.size(), path.size() - kRoomsPath.size() - kMembers.size());
+    if (!chat::is_room_id(id)) return answer(r, not_found, json_error(req, http::status::not_found, "no such room"));
+    return rooms.room_members(id, [this, r, room = chat::canonical_room_id(id)](std::error_code ec, bus::MemberList l) {
+      const auto& rq = r->request();
+      if (ec == chat::Error::unknown_room || ec == chat::Error::presence_off)
+        return answer(r, not_found, json_error(rq, http::status::not_found, ec.message()));
+      if (ec) return answer(r, failed, json_error(rq, http::status::service_unavailable, ec.message()));
+      answer(r, ok, make_response(rq, http::status::ok, members_json(room, l), kJson));
     });
   }
   answer(r, not_found, json_error(req, http::status::not_found, "no API call " + std::string(path)));

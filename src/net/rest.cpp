@@ -35,17 +35,28 @@ void list_rooms(chat::Rooms& rooms, const chat::Limits& limits, const boost::url
   if (!offset || !limit)
     return r->respond(json_error(r->request(), http::status::bad_request,
                                  "offset and limit must be whole numbers; limit at most " + std::to_string(limits.room_list_max)));
-  rooms.list_rooms([r, from = *offset, n = *limit](std::error_code ec, std::vector<store::Room> all) {
+  rooms.list_rooms([&rooms, r, from = *offset, n = *limit](std::error_code ec, std::vector<store::Room> all) {
     if (ec) return r->respond(json_error(r->request(), http::status::service_unavailable, ec.message()));
     const std::size_t first = std::min(from, all.size()), last = std::min(all.size(), first + n);
-    boost::json::array a;
-    a.reserve(last - first);
-    for (std::size_t i = first; i < last; ++i) a.push_back(boost::json::object{{"roomId", all[i].id}, {"name", all[i].name}});
-    auto res = make_response(r->request(), http::status::ok, boost::json::serialize(a), kJson);
-    res.set("X-Total-Count", std::to_string(all.size()));
-    if (last < all.size())
-      res.set(http::field::link, "</chat/rooms?offset=" + std::to_string(last) + "&limit=" + std::to_string(n) + ">; rel=\"next\"");
-    r->respond(std::move(res));
+    std::vector<std::string> ids;
+    ids.reserve(last - first);
+    for (std::size_t i = first; i < last; ++i) ids.push_back(all[i].id);
+    // Counts only for this page's rooms: one cheap read per room, never a member list.
+    rooms.member_counts(ids, [r, all = std::move(all), first, last, n](std::error_code cec, std::vector<std::size_t> counts) {
+      const bool counted = !cec && counts.size() == last - first;
+      boost::json::array a;
+      a.reserve(last - first);
+      for (std::size_t i = first; i < last; ++i) {
+        boost::json::object o{{"roomId", all[i].id}, {"name", all[i].name}};
+        if (counted) o["memberCount"] = counts[i - first];
+        a.push_back(std::move(o));
+      }
+      auto res = make_response(r->request(), http::status::ok, boost::json::serialize(a), kJson);
+      res.set("X-Total-Count", std::to_string(all.size()));
+      if (last < all.size())
+        res.set(http::field::link, "</chat/rooms?offset=" + std::to_string(last) + "&limit=" + std::to_string(n) + ">; rel=\"next\"");
+      r->respond(std::move(res));
+    });
   });
 }
 
@@ -111,6 +122,25 @@ void room_messages(chat::Rooms& rooms, const chat::Limits& limits, std::string_v
     res.set("x-epoch", page.epoch);
     res.set("x-first-seq", std::to_string(page.first_seq));
     res.set("x-last-seq", std::to_string(page.last_seq));
+    r->respond(std::move(res));
+  });
+}
+
+std::string members_json(std::string_view room_id, const bus::MemberList& l) {
+  boost::json::array names;
+  names.reserve(l.names.size());
+  for (const auto& m : l.names) names.emplace_back(m);
+  return boost::json::serialize(boost::json::object{{"roomId", room_id}, {"count", l.count}, {"members", std::move(names)}});
+}
+
+void room_members(chat::Rooms& rooms, std::string_view id, ResponderPtr r) {
+  if (!chat::is_room_id(id)) return r->respond(json_error(r->request(), http::status::not_found, "no such room"));
+  rooms.room_members(id, [r, room = chat::canonical_room_id(id)](std::error_code ec, bus::MemberList l) {
+    if (ec == chat::Error::unknown_room || ec == chat::Error::presence_off)
+      return r->respond(json_error(r->request(), http::status::not_found, ec.message()));
+    if (ec) return r->respond(json_error(r->request(), http::status::service_unavailable, ec.message()));
+    auto res = make_response(r->request(), http::status::ok, members_json(room, l), kJson);
+    res.set(http::field::cache_control, "no-store");
     r->respond(std::move(res));
   });
 }

@@ -13,7 +13,8 @@ namespace chatd::net {
 
 // One page of rooms in creation order: ?offset=K (default 0) and ?limit=N (default and at most
 // Limits::room_list_max). X-Total-Count says how many there are; Link rel="next" names the next
-// page while there is one. The body stays the seed's plain array.
+// page while there is one. The body stays the seed's plain array; each entry also carries
+// "memberCount" while presence is on and its engine answers.
 void list_rooms(chat::Rooms& rooms, const chat::Limits& limits, const boost::urls::url_view& url, ResponderPtr r);
 // `id` as it came in the path; anything but a room id is a 404.
 void find_room(chat::Rooms& rooms, std::string_view id, ResponderPtr r);
@@ -24,5 +25,13 @@ void create_room(chat::Rooms& rooms, const chat::Limits& limits, const boost::ur
 // headers x-epoch, x-first-seq, x-last-seq.
 void room_messages(chat::Rooms& rooms, const chat::Limits& limits, std::string_view id, const boost::urls::url_view& url,
                    ResponderPtr r);
+
+// GET /chat/room/{id}/members: {"roomId","count","members":[names…]} — who is in the room on
+// every node; members holds at most Limits::max_member_list names, count is exact. 404 for an
+// unknown room or when presence is off; 503 when the presence engine does not answer.
+void room_members(chat::Rooms& rooms, std::string_view id, ResponderPtr r);
+
+// The JSON body of a members answer.
+std::string members_json(std::string_view room_id, const bus::MemberList& l);
 
 }  // namespace chatd::net

@@ -1,0 +1,306 @@
+// Presence in Redis. Keys (the room's key shares the bus's hash tag, so a room stays on one
+// Redis Cluster slot; every script touches one key):
+//   chatd:{<room>}:members            hash: member -> how many nodes hold that member
+//   chatd:presence:node:<node>:<run>  hash: "<room>\n<member>" -> 1, what this run of a node holds
+//   chatd:presence:nodes              sorted set: "<node>:<run>" -> last heartbeat (Redis time, ms)
+// A node HINCRBYs a member on its first connection and decrements on its last, so the reply
+// says whether the join or leave is news for the whole cluster; HLEN is the room's count.
+//
+// Every heartbeat (PresenceConfig::heartbeat) a node stamps its entry in the sorted set and
+// claims the entries older than node_timeout: ZREM inside one script, so exactly one node
+// claims a dead run. The claimant takes that run's members out of their rooms and reports those
+// now held by no node. So a dead node's members leave within node_timeout + heartbeat. A
+// restarted node is a new run; its previous run is a dead node like any other.
+//
+// A node that finds its own entry gone (claimed while it was cut off) or reconnects to a Redis
+// that may have restarted empty puts back what it holds, without announcing anything.
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <hiredis/hiredis.h>
+
+#include <atomic>
+#include <optional>
+#include <random>
+#include <set>
+
+#include "bus/presence.h"
+#include "log/log.h"
+#include "redis/connection.h"
+#include "redis/endpoint.h"
+#include "redis/loop.h"
+
+namespace chatd::bus {
+namespace {
+
+std::string members_key(const std::string& room) { return "chatd:{" + room + "}:members"; }
+constexpr std::string_view kNodes = "chatd:presence:nodes";
+constexpr std::string_view kNodePrefix = "chatd:presence:node:";
+
+// KEYS: room hash. ARGV: member. Returns {1 if the member was on no node, count}.
+constexpr std::string_view kJoin = R"lua(
+local n=redis.call('HINCRBY',KEYS[1],ARGV[1],1)
+if n<1 then redis.call('HSET',KEYS[1],ARGV[1],1) n=1 end
+return {n==1 and 1 or 0, redis.call('HLEN',KEYS[1])}
+)lua";
+
+// KEYS: room hash. ARGV: member. Returns {1 if no node holds the member any more, count}.
+// A member the hash does not have (Redis lost it) is no news.
+constexpr std::string_view kLeave = R"lua(
+if redis.call('HEXISTS',KEYS[1],ARGV[1])==0 then return {0, redis.call('HLEN',KEYS[1])} end
+local n=redis.call('HINCRBY',KEYS[1],ARGV[1],-1)
+if n<=0 then redis.call('HDEL',KEYS[1],ARGV[1]) end
+return {n<=0 and 1 or 0, redis.call('HLEN',KEYS[1])}
+)lua";
+
+// KEYS: nodes. ARGV: this run, timeout ms. Stamps this run; returns {1 if its entry was gone,
+// dead runs claimed}.
+constexpr std::string_view kBeat = R"lua(
+local t=redis.call('TIME') local now=t[1]*1000+math.floor(t[2]/1000)
+local fresh=redis.call('ZADD',KEYS[1],now,ARGV[1])
+local dead=redis.call('ZRANGEBYSCORE',KEYS[1],'-inf',now-tonumber(ARGV[2]))
+for _,d in ipairs(dead) do redis.call('ZREM',KEYS[1],d) end
+return {fresh, dead}
+)lua";
+
+// KEYS: room hash. ARGV: member, limit. Returns {count, up to limit names}.
+constexpr std::string_view kMembers = R"lua(
+local n=redis.call('HLEN',KEYS[1])
+if n<=tonumber(ARGV[2]) then return {n, redis.call('HKEYS',KEYS[1])} end
+return {n, redis.call('HRANDFIELD',KEYS[1],tonumber(ARGV[2]))}
+)lua";
+
+std::string run_nonce() {
+  std::random_device rd;
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%08x%08x", rd(), rd());
+  return buf;
+}
+
+// Returns {flag, count} from a script's two-integer reply, or nullopt.
+std::optional<std::pair<bool, std::size_t>> flag_and_count(const redisReply* r) {
+  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_INTEGER ||
+      r->element[1]->type != REDIS_REPLY_INTEGER)
+    return std::nullopt;
+  return std::make_pair(r->element[0]->integer == 1, static_cast<std::size_t>(r->element[1]->integer));
+}
+
+class Core : public std::enable_shared_from_this<Core> {
+ public:
+  Core(boost::asio::io_context& io, const BusConfig& cfg, const PresenceConfig& pcfg)
+      : io_(io), pcfg_(pcfg), run_(cfg.node_id + ":" + run_nonce()), node_key_(std::string(kNodePrefix) + run_), timer_(io) {}
+
+  void init(const redis::Endpoint& ep) {
+    conn_ = redis::Connection::create(io_, ep, {.name = "presence"},
+                                      {.on_up = [w = weak_from_this()] {
+                                         if (auto self = w.lock()) self->reassert_in_loop();
+                                       },
+                                       .on_down = nullptr,
+                                       .on_push = nullptr});
+    join_ = conn_->add_script(std::string(kJoin));
+    leave_ = conn_->add_script(std::string(kLeave));
+    beat_ = conn_->add_script(std::string(kBeat));
+    members_ = conn_->add_script(std::string(kMembers));
+  }
+
+  void start_in_loop(GoneFn gone) {
+    gone_ = std::move(gone);
+    conn_->start_in_loop();
+    beat_in_loop();
+  }
+
+  void stop_in_loop() {
+    stopped_ = true;
+    timer_.cancel();
+    conn_->stop_in_loop();
+  }
+
+  static std::string field(const std::string& room, const std::string& member) { return room + "\n" + member; }
+
+  void join_in_loop(const std::string& room, const std::string& member, ChangedFn done) {
+    held_.insert(field(room, member));
+    conn_->command_in_loop({"HSET", node_key_, field(room, member), "1"}, [](redis::Status, const redisReply*) {});
+    conn_->eval_in_loop(join_, {members_key(room)}, {member}, [done = std::move(done)](redis::Status st, const redisReply* r) {
+      if (st != redis::Status::ok) return done(Error::engine_down, false, 0);
+      auto fc = flag_and_count(r);
+      if (!fc) return done(Error::rejected, false, 0);
+      done({}, fc->first, fc->second);
+    });
+  }
+
+  void leave_in_loop(const std::string& room, const std::string& member, ChangedFn done) {
+    held_.erase(field(room, member));
+    conn_->command_in_loop({"HDEL", node_key_, field(room, member)}, [](redis::Status, const redisReply*) {});
+    conn_->eval_in_loop(leave_, {members_key(room)}, {member}, [done = std::move(done)](redis::Status st, const redisReply* r) {
+      if (st != redis::Status::ok) return done(Error::engine_down, false, 0);
+      auto fc = flag_and_count(r);
+      if (!fc) return done(Error::rejected, false, 0);
+      done({}, fc->first, fc->second);
+    });
+  }
+
+  void members_in_loop(const std::string& room, std::size_t limit, MembersFn done) {
+    conn_->eval_in_loop(members_, {members_key(room)}, {"", std::to_string(limit)},
+                        [done = std::move(done)](redis::Status st, const redisReply* r) {
+                          if (st != redis::Status::ok) return done(Error::engine_down, {});
+                          if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_INTEGER ||
+                              r->element[1]->type != REDIS_REPLY_ARRAY)
+                            return done(Error::rejected, {});
+                          MemberList l;
+                          l.count = static_cast<std::size_t>(r->element[0]->integer);
+                          for (std::size_t i = 0; i < r->element[1]->elements; ++i) {
+                            auto* e = r->element[1]->element[i];
+                            if (e->type == REDIS_REPLY_STRING) l.names.emplace_back(e->str, e->len);
+                          }
+                          done({}, std::move(l));
+                        });
+  }
+
+  void counts_in_loop(std::vector<std::string> rooms, CountsFn done) {
+    if (rooms.empty()) return boost::asio::post(io_, [done = std::move(done)] { done({}, {}); });
+    // Pipelined HLENs: one round trip for the page however many rooms it holds.
+    struct Gather {
+      std::vector<std::size_t> counts;
+      std::size_t left;
+      bool failed = false;
+      CountsFn done;
+    };
+    auto g = std::make_shared<Gather>(Gather{std::vector<std::size_t>(rooms.size(), 0), rooms.size(), false, std::move(done)});
+    for (std::size_t i = 0; i < rooms.size(); ++i)
+      conn_->command_in_loop({"HLEN", members_key(rooms[i])}, [g, i](redis::Status st, const redisReply* r) {
+        if (st != redis::Status::ok || r->type != REDIS_REPLY_INTEGER) g->failed = true;
+        else g->counts[i] = static_cast<std::size_t>(r->integer);
+        if (--g->left == 0) g->done(g->failed ? make_error_code(Error::engine_down) : std::error_code(), std::move(g->counts));
+      });
+  }
+
+  bool up() const { return conn_->up(); }
+
+ private:
+  void beat_in_loop() {
+    if (stopped_) return;
+    conn_->eval_in_loop(beat_, {std::string(kNodes)}, {run_, std::to_string(pcfg_.node_timeout.count())},
+                        [w = weak_from_this()](redis::Status st, const redisReply* r) {
+                          auto self = w.lock();
+                          if (!self || st != redis::Status::ok || r->type != REDIS_REPLY_ARRAY || r->elements != 2) return;
+                          if (r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == 1 && self->beaten_)
+                            self->reassert_in_loop();  // claimed as dead while cut off: put back what is held
+                          self->beaten_ = true;
+                          auto* dead = r->element[1];
+                          for (std::size_t i = 0; dead->type == REDIS_REPLY_ARRAY && i < dead->elements; ++i)
+                            if (dead->element[i]->type == REDIS_REPLY_STRING)
+                              self->reap_in_loop(std::string(dead->element[i]->str, dead->element[i]->len));
+                        });
+    timer_.expires_after(pcfg_.heartbeat);
+    timer_.async_wait([w = weak_from_this()](boost::system::error_code ec) {
+      if (auto self = w.lock(); self && !ec) self->beat_in_loop();
+    });
+  }
+
+  // Takes the members of dead run `run` out of their rooms; reports those now nowhere.
+  void reap_in_loop(const std::string& run) {
+    auto key = std::string(kNodePrefix) + run;
+    log::event("presence_node_dead", {{"run", run}});
+    conn_->command_in_loop({"HGETALL", key}, [w = weak_from_this(), key](redis::Status st, const redisReply* r) {
+      auto self = w.lock();
+      if (!self || st != redis::Status::ok || r->type != REDIS_REPLY_ARRAY) return;
+      for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
+        auto* f = r->element[i];
+        if (f->type != REDIS_REPLY_STRING) continue;
+        std::string fv(f->str, f->len);
+        auto nl = fv.find('\n');
+        if (nl == std::string::npos) continue;
+        auto room = fv.substr(0, nl), member = fv.substr(nl + 1);
+        self->conn_->eval_in_loop(self->leave_, {members_key(room)}, {member},
+                                  [w, room, member](redis::Status st2, const redisReply* r2) {
+                                    auto s2 = w.lock();
+                                    std::optional<std::pair<bool, std::size_t>> fc;
+                                    if (st2 == redis::Status::ok) fc = flag_and_count(r2);
+                                    if (s2 && fc && fc->first && s2->gone_) s2->gone_(room, member, fc->second);
+                                  });
+      }
+      self->conn_->command_in_loop({"DEL", key}, [](redis::Status, const redisReply*) {});
+    });
+  }
+
+  // Puts back every member this node holds that Redis does not have (HSETNX says which).
+  void reassert_in_loop() {
+    for (const auto& f : held_) {
+      auto nl = f.find('\n');
+      conn_->command_in_loop({"HSETNX", node_key_, f, "1"}, [w = weak_from_this(), room = f.substr(0, nl),
+                                                              member = f.substr(nl + 1)](redis::Status st, const redisReply* r) {
+        auto self = w.lock();
+        if (!self || st != redis::Status::ok || r->type != REDIS_REPLY_INTEGER || r->integer != 1) return;
+        if (!self->held_.count(field(room, member))) return;  // left meanwhile
+        self->conn_->eval_in_loop(self->join_, {members_key(room)}, {member}, [](redis::Status, const redisReply*) {});
+      });
+    }
+  }
+
+  boost::asio::io_context& io_;
+  PresenceConfig pcfg_;
+  std::string run_;
+  std::string node_key_;
+  boost::asio::steady_timer timer_;
+  std::shared_ptr<redis::Connection> conn_;
+  std::size_t join_ = 0, leave_ = 0, beat_ = 0, members_ = 0;
+  GoneFn gone_;
+  std::set<std::string> held_;  // "<room>\n<member>" this node has joined
+  bool beaten_ = false;         // the first heartbeat was answered
+  bool stopped_ = false;
+
+ public:
+  boost::asio::io_context& io() { return io_; }
+};
+
+class RedisPresence final : public Presence {
+ public:
+  RedisPresence(boost::asio::io_context& io, const redis::Endpoint& ep, const BusConfig& cfg, const PresenceConfig& pcfg)
+      : core_(std::make_shared<Core>(io, cfg, pcfg)) {
+    core_->init(ep);
+  }
+  ~RedisPresence() override { stop(); }
+
+  void start(GoneFn gone) override {
+    boost::asio::post(core_->io(), [c = core_, gone = std::move(gone)]() mutable { c->start_in_loop(std::move(gone)); });
+  }
+  void join(const std::string& room, const std::string& member, ChangedFn done) override {
+    boost::asio::post(core_->io(), [c = core_, room, member, done = std::move(done)]() mutable {
+      c->join_in_loop(room, member, std::move(done));
+    });
+  }
+  void leave(const std::string& room, const std::string& member, ChangedFn done) override {
+    boost::asio::post(core_->io(), [c = core_, room, member, done = std::move(done)]() mutable {
+      c->leave_in_loop(room, member, std::move(done));
+    });
+  }
+  void members(const std::string& room, std::size_t limit, MembersFn done) override {
+    boost::asio::post(core_->io(), [c = core_, room, limit, done = std::move(done)]() mutable {
+      c->members_in_loop(room, limit, std::move(done));
+    });
+  }
+  void counts(std::vector<std::string> rooms, CountsFn done) override {
+    boost::asio::post(core_->io(), [c = core_, rooms = std::move(rooms), done = std::move(done)]() mutable {
+      c->counts_in_loop(std::move(rooms), std::move(done));
+    });
+  }
+  bool up() const override { return core_->up(); }
+  void stop() override {
+    if (stopped_.exchange(true)) return;
+    redis::run_in_loop_and_wait(core_->io(), [c = core_] { c->stop_in_loop(); });
+  }
+
+ private:
+  std::shared_ptr<Core> core_;
+  std::atomic<bool> stopped_{false};
+};
+
+}  // namespace
+
+std::unique_ptr<Presence> make_redis_presence(const BusConfig& cfg, const PresenceConfig& pcfg,
+                                              boost::asio::io_context& engine) {
+  return std::make_unique<RedisPresence>(engine, redis::verified_endpoint(cfg.redis_url), cfg, pcfg);
+}
+
+}  // namespace chatd::bus

@@ -1,0 +1,96 @@
+// Presence (README "Presence"): who is in a room on every node, joins and leaves announced by
+// the server once per person, a dropped tab leaving after the grace period (and not at all when
+// it reconnects within it), and a killed node's members leaving within the node timeout.
+// On one embedded node and on two nodes sharing Redis; kafka_presence.test.mjs does Kafka.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { createRoom, eventually, startChatd, startRedis, stompOverWebSocket } from './harness.mjs';
+import { announcements, enter, members, nodeKillTest, presenceArgs, presenceTests } from './presence.mjs';
+
+describe('presence on one embedded node', () => {
+  let node, dir;
+  const apiKey = 'presence-test-key';
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'chatd-presence-'));
+    writeFileSync(join(dir, 'key'), `${apiKey}\n`);
+    node = await startChatd({ name: 'presence-local', args: [...presenceArgs, '--api-key-file', join(dir, 'key')] });
+  });
+  after(async () => {
+    await node?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  presenceTests('embedded', () => [node, node]);
+
+  test('REST and the server API answer the same; unknown rooms are 404', async () => {
+    const room = await createRoom(node.base, 'api');
+    const alice = await enter(node, room.roomId, 'alice');
+    try {
+      assert.deepEqual(await members(node, room.roomId), { count: 1, names: ['alice'] });
+      const res = await fetch(`${node.base}/api/rooms/${room.roomId}/members`, { headers: { 'X-API-Key': apiKey } });
+      assert.equal(res.status, 200);
+      assert.deepEqual(await res.json(), { roomId: room.roomId, count: 1, members: ['alice'] });
+      const none = await fetch(`${node.base}/chat/room/00000000-0000-4000-8000-000000000000/members`);
+      assert.equal(none.status, 404);
+      assert.equal((await fetch(`${node.base}/api/rooms/${room.roomId}/members`)).status, 401);
+    } finally {
+      await alice.s.close();
+    }
+  });
+
+  test('a deleted room has no members left; its member is in other rooms still', async () => {
+    const room = await createRoom(node.base, 'to delete');
+    const other = await createRoom(node.base, 'to keep');
+    const alice = await enter(node, room.roomId, 'alice');
+    const inOther = await alice.s.subscribeConfirmed(`/sub/chat/room/${other.roomId}`);
+    alice.s.chat('ENTER', other.roomId, 'alice');
+    try {
+      await eventually('alice in both', async () => (await members(node, other.roomId)).count === 1);
+      const res = await fetch(`${node.base}/api/rooms/${room.roomId}`, { method: 'DELETE', headers: { 'X-API-Key': apiKey } });
+      assert.equal(res.status, 200);
+      const gone = await fetch(`${node.base}/chat/room/${room.roomId}/members`);
+      assert.equal(gone.status, 404);
+      assert.deepEqual(await members(node, other.roomId), { count: 1, names: ['alice'] });
+      assert.deepEqual(announcements(inOther), ['ENTER alice']);
+    } finally {
+      await alice.s.close();
+    }
+  });
+
+  test('a subscriber that never ENTERs is no member; a TALK does not make one', async () => {
+    const room = await createRoom(node.base, 'watchers');
+    const w = await stompOverWebSocket(node.base);
+    try {
+      const inbox = await w.subscribeConfirmed(`/sub/chat/room/${room.roomId}`);
+      w.chat('TALK', room.roomId, 'lurker', 'hi');
+      await inbox.waitFor(1);
+      assert.deepEqual(announcements(inbox), []);
+      assert.deepEqual(await members(node, room.roomId), { count: 0, names: [] });
+    } finally {
+      await w.close();
+    }
+  });
+});
+
+describe('presence on two nodes sharing Redis', () => {
+  let redis, a, b;
+  const args = () => ['--bus', 'redis', '--store', 'redis', '--redis', redis.url, ...presenceArgs];
+  before(async () => {
+    redis = await startRedis({ name: 'redis-presence' });
+    a = await startChatd({ name: 'presence-redis-a', args: args() });
+    b = await startChatd({ name: 'presence-redis-b', args: args() });
+  });
+  after(async () => {
+    await a?.stop();
+    await b?.stop();
+    await redis?.stop();
+  });
+
+  presenceTests('redis', () => [a, b]);
+
+  nodeKillTest('redis', () => [a, b]);
+});
