@@ -168,7 +168,33 @@
   }
 
   // A message from the subscription (live or replayed). Returns nothing.
+  // ---- who is here (GET /chat/room/{roomId}/members) ----
+
+  const membersBox = $('members');
+  let membersTimer = null;
+  async function loadMembers() {
+    try {
+      const res = await fetch(`/chat/room/${encodeURIComponent(roomId)}/members`,
+                              { headers: { Accept: 'application/json' }, cache: 'no-store' });
+      if (!res.ok) return; // presence off (404) or unavailable: the box stays as it was
+      const body = await res.json();
+      $('member-count').textContent = String(body.count);
+      $('member-list').replaceChildren(...body.members.slice().sort().map((name) => {
+        const li = document.createElement('li');
+        li.textContent = name;
+        return li;
+      }));
+      membersBox.hidden = false;
+    } catch { /* the next ENTER or QUIT tries again */ }
+  }
+  // ENTER and QUIT change who is here; a burst of them costs one request.
+  function membersChanged() {
+    if (membersTimer) return;
+    membersTimer = setTimeout(() => { membersTimer = null; void loadMembers(); }, 200);
+  }
+
   function receive(m, nick) {
+    if (m.type === 'ENTER' || m.type === 'QUIT') membersChanged();
     if (typeof m.epoch === 'string' && m.epoch !== epoch) {
       // The first message, or the room's history was replaced under a live subscription.
       if (epoch !== null) newGeneration(m.epoch);
@@ -268,7 +294,6 @@
       notice('브라우저 라이브러리가 없습니다 (/assets/vendor/): 서버에서 `npm ci`를 실행하세요.', 'error');
       return;
     }
-    let entered = false;     // ENTER is announced once per page, not on every reconnect
     let everConnected = false;
     let subscribed = false;  // the room was subscribed once: later subscriptions resume
     let leaving = false;
@@ -374,10 +399,10 @@
       });
       // Sends the connection may have lost, in their order; the server publishes each id once.
       for (const frame of outbox.values()) transmit(frame);
-      if (!entered) {
-        publish('ENTER', '');
-        entered = true;
-      }
+      // ENTER on every connect: it tells the server this connection is in the room. The server
+      // announces only news, so a reconnect within --presence-grace shows nothing.
+      publish('ENTER', '', { once: true });
+      membersChanged();
     };
 
     client.onStompError = (frame) => {
