@@ -16,6 +16,13 @@
 // before sending the next), "history" (reads, so a long replay never delays a publish behind it
 // on the socket) and "subscribe" (pub/sub mode). Redis pub/sub keeps nothing: a node that is not
 // subscribed when a message is published never sees it live; history is how it catches up.
+//
+// On a Redis Cluster (redis+cluster://) each of the three is one connection per primary
+// (redis::Shards), a room's keys and channel share its slot through the hash tag, the function
+// publishes with SPUBLISH and the node subscribes with SSUBSCRIBE on the primary that owns the
+// room's slot, so a message crosses only its shard. A room whose shard changes (failover, slot
+// move) is subscribed again on the new owner; its SUBSCRIBE is confirmed only once that shard
+// confirmed.
 #include <boost/asio/post.hpp>
 
 #include <hiredis/hiredis.h>
@@ -29,9 +36,10 @@
 #include <unordered_map>
 
 #include "bus/message_bus.h"
-#include "redis/connection.h"
 #include "redis/endpoint.h"
 #include "redis/loop.h"
+#include "redis/shards.h"
+#include "redis/slot.h"
 
 namespace chatd::bus {
 namespace {
@@ -40,8 +48,10 @@ constexpr std::string_view kKeyPrefix = "chatd:{";
 constexpr std::string_view kChannelSuffix = "}:live";
 constexpr std::string_view kControlChannel = "chatd:control";
 // Before the hash tag, the counter was chatd:seq:<room>; a room's first publish since then
-// carries it over, so seq continues (one Redis only: the old key is in another Cluster slot).
+// carries it over, so seq continues. One Redis only: that key is in another Cluster slot, so on
+// a cluster (always newer than the hash tag) the functions get kNoOldSeq, a key never written.
 constexpr std::string_view kOldSeqPrefix = "chatd:seq:";
+constexpr std::string_view kNoOldSeq = "no-old-seq";
 
 // Both functions' helpers, defined once when the library loads. sq: the seq of a stream id.
 // young: the seq of the oldest entry of stream k with seq in [lo, hi] whose t is >= cut, or 0;
@@ -69,7 +79,8 @@ end
 )lua";
 
 // KEYS: seq, epoch, hist, old seq key[, dedupe key]. ARGV: channel, payload, history size,
-// history ttl ms, dedupe window s, epoch candidate. Returns {seq, epoch, 1 if a retry}.
+// history ttl ms, dedupe window s, epoch candidate, PUBLISH or SPUBLISH (cluster). Returns
+// {seq, epoch, 1 if a retry}.
 // A counter that INCR just created (1) continues from the old key or the stream's newest id,
 // whichever is larger, so a lost (evicted) counter can never make XADD refuse the room's next
 // id. The age trim looks at the oldest entry every 16th publish (reads skip expired entries
@@ -99,7 +110,7 @@ if n>0 then
   end
  end
 end
-redis.call('PUBLISH',ARGV[1],string.format('%d ',s)..e..' '..ARGV[2])
+redis.call(ARGV[7],ARGV[1],string.format('%d ',s)..e..' '..ARGV[2])
 if KEYS[5] then redis.call('SET',KEYS[5],s,'EX',ARGV[5]) end
 return {s,e,0}
 )lua";
@@ -185,20 +196,25 @@ std::optional<std::uint64_t> leading_number(std::string_view s, char stop) {
   return v;
 }
 
-// One room this node wants. `pending` counts (UN)SUBSCRIBEs whose reply has not come back:
-// Redis answers in order, so when it reaches 0 the server's state is our last command.
+// One room this node wants. `pending` counts (UN)SUBSCRIBEs sent to `shard` whose reply has not
+// come back: Redis answers in order, so when it reaches 0 that shard's state is our last command.
 struct RoomSub {
   bool wanted = false;
   bool confirmed = false;
   int pending = 0;
-  std::vector<DoneFn> waiters;  // subscribe() calls waiting for the confirmation
+  redis::Shards::ShardId shard = 0;  // where the last (UN)SUBSCRIBE went; 0: nowhere yet
+  std::vector<DoneFn> waiters;       // subscribe() calls waiting for the confirmation
 };
 
 class Core : public std::enable_shared_from_this<Core> {
  public:
-  Core(boost::asio::io_context& io, const redis::Endpoint& ep, const BusConfig& cfg)
+  Core(boost::asio::io_context& io, const redis::Target& target, const BusConfig& cfg)
       : io_(io),
-        display_(ep.display()),
+        display_(target.display()),
+        cluster_(target.cluster),
+        publish_verb_(cluster_ ? "SPUBLISH" : "PUBLISH"),
+        subscribe_verb_(cluster_ ? "SSUBSCRIBE" : "SUBSCRIBE"),
+        unsubscribe_verb_(cluster_ ? "SUNSUBSCRIBE" : "UNSUBSCRIBE"),
         history_size_(std::to_string(cfg.history_size)),
         history_ttl_ms_(std::to_string(std::chrono::milliseconds(cfg.history_ttl).count())),
         dedupe_window_s_(std::to_string(std::max<std::int64_t>(1, cfg.dedupe_window.count()))),
@@ -206,16 +222,17 @@ class Core : public std::enable_shared_from_this<Core> {
         rng_(std::random_device{}()) {}
 
   // Separate from the constructor: the hooks need a finished object.
-  void init(const redis::Endpoint& ep) {
-    pub_ = redis::Connection::create(io_, ep, {.name = "publish"}, {});
+  void init(const redis::Target& target) {
+    pub_ = redis::Shards::create(io_, target, {.name = "publish"}, {});
     pub_->set_function_library(library_.code);
-    hist_ = redis::Connection::create(io_, ep, {.name = "history"}, {});
+    hist_ = redis::Shards::create(io_, target, {.name = "history"}, {});
     hist_->set_function_library(library_.code);
-    sub_ = redis::Connection::create(
-        io_, ep, {.name = "subscribe", .health_ping = false},
-        {.on_up = [this] { on_sub_up_in_loop(); },
-         .on_down = [this](const std::string&) { on_sub_down_in_loop(); },
-         .on_push = [this](const redisReply& r) { on_push_in_loop(r); }});
+    sub_ = redis::Shards::create(
+        io_, target, {.name = "subscribe", .health_ping = false, .push_only = true},
+        {.on_up = [this](redis::Shards::ShardId id) { on_sub_up_in_loop(id); },
+         .on_down = [this](redis::Shards::ShardId id) { on_sub_down_in_loop(id); },
+         .on_push = [this](redis::Shards::ShardId id, const redisReply& r) { on_push_in_loop(id, r); },
+         .on_map_changed = [this] { follow_map_in_loop(); }});
   }
 
   void start_in_loop(DeliverFn deliver) {
@@ -238,26 +255,41 @@ class Core : public std::enable_shared_from_this<Core> {
     return st == redis::Status::stopped ? Error::stopped : Error::engine_down;
   }
 
+  std::string old_seq_key(std::string_view room) const {
+    return cluster_ ? key_of(room, kNoOldSeq) : std::string(kOldSeqPrefix).append(room);
+  }
+
   void publish_in_loop(std::string room, std::string payload, PublishOptions opts, PublishedFn done) {
-    std::vector<std::string> keys{key_of(room, "seq"), key_of(room, "epoch"), key_of(room, "hist"),
-                                  std::string(kOldSeqPrefix).append(room)};
+    std::vector<std::string> keys{key_of(room, "seq"), key_of(room, "epoch"), key_of(room, "hist"), old_seq_key(room)};
     if (!opts.client_id.empty()) keys.push_back(key_of(room, "cid:" + opts.client_id));
     pub_->fcall_in_loop(library_.publish, std::move(keys),
-                       {channel_of(room), std::move(payload), history_size_, history_ttl_ms_,
-                        dedupe_window_s_, epoch_candidate()},
-                       [done = std::move(done)](redis::Status st, const redisReply* r) {
-                         if (st != redis::Status::ok) return done(failure(st), 0);
-                         if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
-                             r->element[0]->type != REDIS_REPLY_INTEGER)
-                           return done(Error::rejected, 0);
-                         done({}, static_cast<std::uint64_t>(r->element[0]->integer));
-                       });
+                        {channel_of(room), std::move(payload), history_size_, history_ttl_ms_, dedupe_window_s_,
+                         epoch_candidate(), publish_verb_},
+                        [done = std::move(done)](redis::Status st, const redisReply* r) {
+                          if (st != redis::Status::ok) return done(failure(st), 0);
+                          // CLUSTERDOWN, TRYAGAIN, a failover in progress: not an answer yet.
+                          if (r->type == REDIS_REPLY_ERROR && is_transient(str_of(r))) return done(Error::engine_down, 0);
+                          if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+                              r->element[0]->type != REDIS_REPLY_INTEGER)
+                            return done(Error::rejected, 0);
+                          done({}, static_cast<std::uint64_t>(r->element[0]->integer));
+                        });
+  }
+
+  static std::string_view str_of(const redisReply* r) {
+    return r && (r->type == REDIS_REPLY_ERROR || r->type == REDIS_REPLY_STRING) ? std::string_view(r->str, r->len)
+                                                                                 : std::string_view{};
+  }
+  // Returns whether a Redis error means "ask again later" rather than "never".
+  static bool is_transient(std::string_view error) {
+    return error.starts_with("CLUSTERDOWN") || error.starts_with("TRYAGAIN") || error.starts_with("MOVED") ||
+           error.starts_with("ASK") || error.starts_with("LOADING") || error.starts_with("READONLY");
   }
 
   void publish_control_in_loop(ControlMessage m, DoneFn done) {
     std::string data = std::move(m.type);
     data.append(" ").append(std::to_string(node_id_.size())).append(" ").append(node_id_).append(m.body);
-    pub_->command_in_loop({"PUBLISH", std::string(kControlChannel), std::move(data)},
+    pub_->command_in_loop(kControlChannel, {"PUBLISH", std::string(kControlChannel), std::move(data)},
                           [done = std::move(done)](redis::Status st, const redisReply* r) {
                             if (st != redis::Status::ok) return done(failure(st));
                             done(r->type == REDIS_REPLY_INTEGER ? std::error_code{} : Error::rejected);
@@ -266,7 +298,7 @@ class Core : public std::enable_shared_from_this<Core> {
 
   // The room's seq, epoch and history keys, in one slot (the hash tag); dedupe keys expire.
   void delete_history_in_loop(const std::string& room, DoneFn done) {
-    pub_->command_in_loop({"DEL", key_of(room, "seq"), key_of(room, "epoch"), key_of(room, "hist")},
+    pub_->command_in_loop(key_of(room, "seq"), {"DEL", key_of(room, "seq"), key_of(room, "epoch"), key_of(room, "hist")},
                           [done = std::move(done)](redis::Status st, const redisReply* r) {
                             if (st != redis::Status::ok) return done(failure(st));
                             done(r->type == REDIS_REPLY_INTEGER ? std::error_code{} : Error::rejected);
@@ -288,12 +320,12 @@ class Core : public std::enable_shared_from_this<Core> {
   void history_in_loop(HistoryRequest req, HistoryFn done) {
     const std::string& room = req.room_id;
     hist_->fcall_in_loop(
-        library_.history,
-        {key_of(room, "seq"), key_of(room, "epoch"), key_of(room, "hist"), std::string(kOldSeqPrefix).append(room)},
-        {std::to_string(req.after_seq), std::to_string(req.before_seq), std::to_string(req.limit),
-         history_size_, history_ttl_ms_, epoch_candidate()},
+        library_.history, {key_of(room, "seq"), key_of(room, "epoch"), key_of(room, "hist"), old_seq_key(room)},
+        {std::to_string(req.after_seq), std::to_string(req.before_seq), std::to_string(req.limit), history_size_,
+         history_ttl_ms_, epoch_candidate()},
         [room, newest_first = req.after_seq == 0, done = std::move(done)](redis::Status st, const redisReply* r) {
           if (st != redis::Status::ok) return done(failure(st), {});
+          if (r->type == REDIS_REPLY_ERROR && is_transient(str_of(r))) return done(Error::engine_down, {});
           History h;
           if (!parse_history(*r, room, h)) return done(Error::rejected, {});
           if (newest_first) std::reverse(h.messages.begin(), h.messages.end());
@@ -331,14 +363,12 @@ class Core : public std::enable_shared_from_this<Core> {
     rs.waiters.push_back(std::move(ready));
     if (rs.wanted && rs.confirmed) return fire(rs, {});
     const bool was_wanted = std::exchange(rs.wanted, true);
-    if (!sub_->up()) {
-      // Still wanted: subscribed when the connection comes (back) up. During the first
-      // connect the caller just waits for that.
-      if (sub_ever_up_) fire(rs, Error::engine_down);
-      return;
-    }
-    // A SUBSCRIBE already in flight will confirm; after an UNSUBSCRIBE in flight, send anew.
-    if (!was_wanted || rs.pending == 0) send_subscribe(room, rs);
+    // A SUBSCRIBE already in flight to the room's shard will confirm; else send one (also
+    // after an UNSUBSCRIBE in flight).
+    if (was_wanted && rs.pending > 0 && rs.shard == sub_->shard_of(channel_of(room))) return;
+    // Its shard is down: still wanted, so subscribed when that shard comes (back) up. During
+    // the first connect the caller just waits for that.
+    if (!send_subscribe(room, rs) && sub_ever_up_) fire(rs, Error::engine_down);
   }
 
   void unsubscribe_in_loop(const std::string& room) {
@@ -348,7 +378,7 @@ class Core : public std::enable_shared_from_this<Core> {
     rs.wanted = false;
     rs.confirmed = false;
     fire(rs, std::make_error_code(std::errc::operation_canceled));
-    if (sub_->unsubscribe_in_loop(channel_of(room))) ++rs.pending;
+    if (rs.shard != 0 && sub_->send_push_in_loop(rs.shard, {unsubscribe_verb_, channel_of(room)})) ++rs.pending;
     if (rs.pending == 0) rooms_.erase(it);
   }
 
@@ -364,8 +394,20 @@ class Core : public std::enable_shared_from_this<Core> {
     control_ = nullptr;
   }
 
-  void send_subscribe(const std::string& room, RoomSub& rs) {
-    if (sub_->subscribe_in_loop(channel_of(room))) ++rs.pending;
+  // Sends (S)SUBSCRIBE for `room` to the shard that serves its channel now. Returns false when
+  // that shard is not up (nothing sent).
+  bool send_subscribe(const std::string& room, RoomSub& rs) {
+    const std::string channel = channel_of(room);
+    const auto shard = sub_->shard_of(channel);
+    if (shard != rs.shard) {  // answers from the old shard no longer count
+      rs.pending = 0;
+      rs.confirmed = false;
+      rs.shard = 0;
+    }
+    if (shard == 0 || !sub_->send_push_in_loop(shard, {subscribe_verb_, channel})) return false;
+    rs.shard = shard;
+    ++rs.pending;
+    return true;
   }
 
   static void fire(RoomSub& rs, std::error_code ec) {
@@ -374,30 +416,87 @@ class Core : public std::enable_shared_from_this<Core> {
     for (auto& w : waiters) w(ec);
   }
 
-  // Every room wanted here is subscribed again on each (re)connect.
-  void on_sub_up_in_loop() {
+  // Every room wanted here whose channel that shard serves is subscribed again on each
+  // (re)connect.
+  void on_sub_up_in_loop(redis::Shards::ShardId id) {
     sub_ever_up_ = true;
-    sub_->subscribe_in_loop(kControlChannel);
-    for (auto& [room, rs] : rooms_)
-      if (rs.wanted) send_subscribe(room, rs);
+    if (control_shard_ == 0 && sub_->send_push_in_loop(id, {"SUBSCRIBE", std::string(kControlChannel)}))
+      control_shard_ = id;
+    for (auto& [room, rs] : rooms_) {
+      if (!rs.wanted || sub_->shard_of(channel_of(room)) != id) continue;
+      if (rs.shard == id) rs.pending = 0;  // a new connection: nothing of the old one answers
+      rs.confirmed = false;
+      send_subscribe(room, rs);
+    }
   }
 
-  void on_sub_down_in_loop() {
+  void on_sub_down_in_loop(redis::Shards::ShardId id) {
+    // The control channel is a plain PUBLISH, which reaches every node of a cluster: one
+    // subscription on any shard that is up is enough.
+    if (control_shard_ == id) {
+      control_shard_ = sub_->any_up_shard();
+      if (control_shard_ != 0 && !sub_->send_push_in_loop(control_shard_, {"SUBSCRIBE", std::string(kControlChannel)}))
+        control_shard_ = 0;
+    }
     for (auto it = rooms_.begin(); it != rooms_.end();) {
       RoomSub& rs = it->second;
+      if (rs.shard != id && !(rs.shard == 0 && sub_->shard_of(channel_of(it->first)) == id)) {
+        ++it;
+        continue;
+      }
       rs.confirmed = false;
       rs.pending = 0;
+      rs.shard = 0;
       fire(rs, Error::engine_down);
       it = rs.wanted ? std::next(it) : rooms_.erase(it);
     }
   }
 
-  void on_push_in_loop(const redisReply& r) {
+  // The slot map changed (failover, slots moved): rooms whose channel has another shard now
+  // leave the old one and subscribe on the new one.
+  void follow_map_in_loop() {
+    for (auto it = rooms_.begin(); it != rooms_.end();) {
+      const std::string& room = it->first;
+      RoomSub& rs = it->second;
+      const auto now = sub_->shard_of(channel_of(room));
+      if (now == rs.shard && (rs.shard != 0 || !rs.wanted)) {
+        ++it;
+        continue;
+      }
+      if (rs.shard != 0) sub_->send_push_in_loop(rs.shard, {unsubscribe_verb_, channel_of(room)});
+      rs.shard = 0;
+      rs.pending = 0;
+      rs.confirmed = false;
+      if (!rs.wanted) {
+        it = rooms_.erase(it);
+        continue;
+      }
+      send_subscribe(room, rs);
+      ++it;
+    }
+  }
+
+  // A redirect for a (S)SUBSCRIBE names the slot that moved: its rooms on that shard start
+  // over once the map is read again.
+  void on_redirect_in_loop(redis::Shards::ShardId id, std::string_view error) {
+    auto rd = redis::parse_redirect(error);
+    if (!rd) return;
+    for (auto& [room, rs] : rooms_) {
+      if (rs.shard != id || redis::key_slot(channel_of(room)) != rd->slot) continue;
+      rs.shard = 0;
+      rs.pending = 0;
+      rs.confirmed = false;
+    }
+    sub_->refresh_in_loop();
+  }
+
+  void on_push_in_loop(redis::Shards::ShardId id, const redisReply& r) {
+    if (r.type == REDIS_REPLY_ERROR) return on_redirect_in_loop(id, std::string_view(r.str, r.len));
     if (r.type != REDIS_REPLY_ARRAY || r.elements < 3) return;
     const std::string_view kind = str(r.element[0]);
     const std::string_view channel = str(r.element[1]);
     if (channel == kControlChannel) {
-      if (kind != "message" || !control_) return;
+      if (kind != "message" || !control_ || id != control_shard_) return;
       if (auto m = parse_control(str(r.element[2]))) control_(std::move(*m));
       return;
     }
@@ -407,7 +506,8 @@ class Core : public std::enable_shared_from_this<Core> {
     auto it = rooms_.find(room);
     if (it == rooms_.end()) return;
     RoomSub& rs = it->second;
-    if (kind == "message") {
+    if (rs.shard != id) return;  // from a shard this room has left
+    if (kind == "message" || kind == "smessage") {
       if (!rs.wanted || !deliver_) return;
       // "<seq> <epoch> <payload>"
       const std::string_view data = str(r.element[2]);
@@ -418,22 +518,35 @@ class Core : public std::enable_shared_from_this<Core> {
       Delivery d{room, *seq, std::string(data.substr(space + 1, space2 - space - 1)),
                  std::string(data.substr(space2 + 1))};
       deliver_(std::move(d));
-    } else if (kind == "subscribe" || kind == "unsubscribe") {
-      if (rs.pending > 0) --rs.pending;
-      if (rs.pending != 0) return;
-      if (rs.wanted && kind == "subscribe") {
-        rs.confirmed = true;
-        fire(rs, {});
-      } else if (!rs.wanted) {
-        rooms_.erase(it);
+      return;
+    }
+    const bool subscribed = kind == "subscribe" || kind == "ssubscribe";
+    if (!subscribed && kind != "unsubscribe" && kind != "sunsubscribe") return;
+    if (rs.pending == 0) {
+      // Not an answer to us: the shard dropped the channel (its slot moved away, the node
+      // became a replica). Subscribe again where the map says, once it is read again.
+      if (!subscribed && rs.wanted) {
+        rs.confirmed = false;
+        rs.shard = 0;
+        sub_->refresh_in_loop();
       }
+      return;
+    }
+    if (--rs.pending != 0) return;
+    if (rs.wanted && subscribed) {
+      rs.confirmed = true;
+      fire(rs, {});
+    } else if (!rs.wanted) {
+      rooms_.erase(it);
     }
   }
 
   boost::asio::io_context& io_;
   std::string display_;
+  const bool cluster_;
+  const std::string publish_verb_, subscribe_verb_, unsubscribe_verb_;
   const std::string history_size_, history_ttl_ms_, dedupe_window_s_;  // script arguments
-  std::shared_ptr<redis::Connection> pub_, hist_, sub_;
+  std::shared_ptr<redis::Shards> pub_, hist_, sub_;
   const Library library_ = make_library();
   const std::string node_id_;
   std::mt19937_64 rng_;  // engine thread only
@@ -443,14 +556,15 @@ class Core : public std::enable_shared_from_this<Core> {
   DeliverFn deliver_;
   std::unordered_map<std::string, RoomSub> rooms_;
   bool sub_ever_up_ = false;
+  redis::Shards::ShardId control_shard_ = 0;  // where the control channel is subscribed
   bool stopped_in_loop_ = false;
 };
 
 class RedisBus final : public MessageBus {
  public:
-  RedisBus(boost::asio::io_context& io, const redis::Endpoint& ep, const BusConfig& cfg)
-      : core_(std::make_shared<Core>(io, ep, cfg)) {
-    core_->init(ep);
+  RedisBus(boost::asio::io_context& io, const redis::Target& target, const BusConfig& cfg)
+      : core_(std::make_shared<Core>(io, target, cfg)) {
+    core_->init(target);
   }
   ~RedisBus() override { stop(); }
 
@@ -527,7 +641,7 @@ class RedisBus final : public MessageBus {
 }  // namespace
 
 std::unique_ptr<MessageBus> make_redis_bus(const BusConfig& cfg, boost::asio::io_context& engine) {
-  return std::make_unique<RedisBus>(engine, redis::verified_endpoint(cfg.redis_url), cfg);
+  return std::make_unique<RedisBus>(engine, redis::verified_target(cfg.redis_url), cfg);
 }
 
 }  // namespace chatd::bus

@@ -22,6 +22,7 @@ struct Connection::Watch {
   bool want_read = false, want_write = false;
   bool reading = false, writing = false;  // a wait is in flight
   std::weak_ptr<Watch> self;
+  Connection* pushes = nullptr;  // set: replies are read by its read_pushes_in_loop, not hiredis
 
   void arm_read() {
     if (!ac || !want_read || reading) return;
@@ -30,7 +31,9 @@ struct Connection::Watch {
                   [w = self.lock()](const boost::system::error_code& ec) {
                     w->reading = false;
                     if (ec == boost::asio::error::operation_aborted || !w->ac || !w->want_read) return;
-                    redisAsyncHandleRead(w->ac);  // may free the context: w->ac then is null
+                    // Either may free the context: w->ac then is null.
+                    if (w->pushes) w->pushes->read_pushes_in_loop();
+                    else redisAsyncHandleRead(w->ac);
                     w->arm_read();
                   });
   }
@@ -213,6 +216,9 @@ void Connection::setup_done_in_loop() {
     log::event("engine_up", {{"engine", "redis"}, {"connection", opts_.name}, {"address", ep_.display()}});
   ping_outstanding_ = false;
   if (opts_.health_ping) schedule_ping_in_loop();
+  // From here on, this connection reads its replies itself. The PING reply being handled now
+  // is the last one hiredis dispatches; nothing else was asked for yet.
+  if (opts_.push_only && watch_) watch_->pushes = this;
   if (hooks_.on_up) hooks_.on_up();
 }
 
@@ -266,12 +272,12 @@ bool Connection::accepting() const {
   return state_ == State::up || (state_ == State::connecting && !ever_up_);
 }
 
-void Connection::command_in_loop(std::vector<std::string> argv, ReplyFn done) {
+void Connection::command_in_loop(const std::vector<std::string>& argv, ReplyFn done) {
   if (!accepting()) {
     done(state_ == State::stopped ? Status::stopped : Status::down, nullptr);
     return;
   }
-  send_in_loop(std::move(argv), std::move(done));
+  send_in_loop(argv, std::move(done));
 }
 
 void Connection::eval_in_loop(std::size_t script, std::vector<std::string> keys,
@@ -293,6 +299,11 @@ void Connection::call_in_loop(std::string_view verb, std::string_view what, std:
     done(state_ == State::stopped ? Status::stopped : Status::down, nullptr);
     return;
   }
+  send_in_loop(script_call_argv(verb, what, std::move(keys), std::move(args)), std::move(done));
+}
+
+std::vector<std::string> script_call_argv(std::string_view verb, std::string_view what, std::vector<std::string> keys,
+                                          std::vector<std::string> args) {
   std::vector<std::string> argv;
   argv.reserve(3 + keys.size() + args.size());
   argv.emplace_back(verb);
@@ -300,10 +311,10 @@ void Connection::call_in_loop(std::string_view verb, std::string_view what, std:
   argv.push_back(std::to_string(keys.size()));
   for (auto& k : keys) argv.push_back(std::move(k));
   for (auto& a : args) argv.push_back(std::move(a));
-  send_in_loop(std::move(argv), std::move(done));
+  return argv;
 }
 
-void Connection::send_in_loop(std::vector<std::string> argv, ReplyFn done) {
+void Connection::send_in_loop(const std::vector<std::string>& argv, ReplyFn done) {
   if (!ac_) {
     done(state_ == State::stopped ? Status::stopped : Status::down, nullptr);
     return;
@@ -324,18 +335,48 @@ void Connection::send_in_loop(std::vector<std::string> argv, ReplyFn done) {
   }
 }
 
+bool Connection::send_push_in_loop(const std::vector<std::string>& argv) {
+  if (state_ != State::up || !ac_ || !watch_ || !watch_->pushes) return false;
+  std::vector<const char*> ptrs(argv.size());
+  std::vector<std::size_t> lens(argv.size());
+  for (std::size_t i = 0; i < argv.size(); ++i) {
+    ptrs[i] = argv[i].data();
+    lens[i] = argv[i].size();
+  }
+  // Straight into the output buffer, with no callback queued: replies come to on_push.
+  if (redisAppendCommandArgv(&ac_->c, static_cast<int>(argv.size()), ptrs.data(), lens.data()) != REDIS_OK)
+    return false;
+  Watch::add_write(watch_.get());
+  return true;
+}
+
 bool Connection::subscribe_in_loop(std::string_view channel) {
-  if (state_ != State::up || !ac_) return false;
-  const char* argv[] = {"SUBSCRIBE", channel.data()};
-  const std::size_t lens[] = {9, channel.size()};
-  return redisAsyncCommandArgv(ac_, &Connection::on_push_reply, this, 2, argv, lens) == REDIS_OK;
+  return send_push_in_loop({"SUBSCRIBE", std::string(channel)});
 }
 
 bool Connection::unsubscribe_in_loop(std::string_view channel) {
-  if (state_ != State::up || !ac_) return false;
-  const char* argv[] = {"UNSUBSCRIBE", channel.data()};
-  const std::size_t lens[] = {11, channel.size()};
-  return redisAsyncCommandArgv(ac_, &Connection::on_push_reply, this, 2, argv, lens) == REDIS_OK;
+  return send_push_in_loop({"UNSUBSCRIBE", std::string(channel)});
+}
+
+// Reads what arrived and hands every complete reply to on_push; a closed socket or a protocol
+// error drops the connection (a reconnect follows).
+void Connection::read_pushes_in_loop() {
+  redisAsyncContext* ac = ac_;
+  if (!ac) return;
+  if (redisBufferRead(&ac->c) != REDIS_OK) {
+    drop_in_loop(ac->c.errstr[0] ? ac->c.errstr : "connection closed");
+    return;
+  }
+  while (ac_ == ac) {  // on_push may drop or stop this connection
+    void* reply = nullptr;
+    if (redisGetReplyFromReader(&ac->c, &reply) != REDIS_OK) {
+      drop_in_loop(ac->c.errstr[0] ? ac->c.errstr : "unreadable reply");
+      return;
+    }
+    if (!reply) return;
+    std::unique_ptr<redisReply, void (*)(void*)> own(static_cast<redisReply*>(reply), &freeReplyObject);
+    if (state_ != State::stopped && hooks_.on_push) hooks_.on_push(*own);
+  }
 }
 
 void Connection::on_connect(const redisAsyncContext* ac, int status) {
@@ -364,12 +405,6 @@ void Connection::on_reply(redisAsyncContext*, void* reply, void* privdata) {
     return;
   }
   p->done(Status::ok, r);
-}
-
-void Connection::on_push_reply(redisAsyncContext*, void* reply, void* privdata) {
-  auto* self = static_cast<Connection*>(privdata);
-  if (!reply || self->state_ == State::stopped || !self->hooks_.on_push) return;
-  self->hooks_.on_push(*static_cast<const redisReply*>(reply));
 }
 
 }  // namespace chatd::redis

@@ -29,9 +29,18 @@ enum class Status { ok, down, stopped };
 // Runs once per command on the engine thread; `reply` is non-null exactly when Status::ok.
 using ReplyFn = std::function<void(Status, const redisReply* reply)>;
 
+// Returns `verb what numkeys keys... args...`: an EVAL or FCALL command line.
+std::vector<std::string> script_call_argv(std::string_view verb, std::string_view what, std::vector<std::string> keys,
+                                          std::vector<std::string> args);
+
 struct ConnectionOptions {
   std::string name;                 // "publish", "subscribe", "store": for describe()
   bool health_ping = true;          // off for subscriber connections (PING is odd there)
+  // Subscriber connections: after the setup, every reply (confirmations, messages, errors) goes
+  // to Hooks::on_push in arrival order, and commands go out with send_push_in_loop. hiredis
+  // 0.14 (Debian 12) routes pub/sub replies itself and knows only SUBSCRIBE and PSUBSCRIBE, so
+  // sharded pub/sub (SSUBSCRIBE, smessage) needs replies read here.
+  bool push_only = false;
   std::chrono::milliseconds connect_timeout{3000};  // connect + setup, per attempt
   std::chrono::milliseconds ping_every{1000};
   std::chrono::milliseconds ping_timeout{3000};     // a silent server this long is dropped
@@ -73,7 +82,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // Sends argv; `done` runs once with its reply. While down it runs at once with
   // Status::down (fail fast); during the very first connect commands wait behind the setup.
-  void command_in_loop(std::vector<std::string> argv, ReplyFn done);
+  // argv is only read: a caller that may resend it (a cluster redirect) keeps it.
+  void command_in_loop(const std::vector<std::string>& argv, ReplyFn done);
   // EVAL of a registered script: keys then args.
   void eval_in_loop(std::size_t script, std::vector<std::string> keys,
                     std::vector<std::string> args, ReplyFn done);
@@ -81,8 +91,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // sent (nor hashed by Redis) on every call.
   void fcall_in_loop(std::string_view function, std::vector<std::string> keys, std::vector<std::string> args,
                      ReplyFn done);
-  // Subscriber connections: (UN)SUBSCRIBE one channel; replies and messages go to on_push.
-  // Returns false while down (nothing sent).
+  // push_only connections: sends argv, e.g. SSUBSCRIBE channel; its replies go to on_push.
+  // Returns false while not up (nothing sent).
+  bool send_push_in_loop(const std::vector<std::string>& argv);
+  // push_only connections: (UN)SUBSCRIBE one channel. Returns false while not up.
   bool subscribe_in_loop(std::string_view channel);
   bool unsubscribe_in_loop(std::string_view channel);
 
@@ -98,7 +110,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void lost_in_loop(const std::string& why);
   void schedule_ping_in_loop();
   bool accepting() const;
-  void send_in_loop(std::vector<std::string> argv, ReplyFn done);
+  void send_in_loop(const std::vector<std::string>& argv, ReplyFn done);
+  void read_pushes_in_loop();
   void call_in_loop(std::string_view verb, std::string_view what, std::vector<std::string> keys,
                     std::vector<std::string> args, ReplyFn done);
   void set_describe(std::string s);
@@ -106,7 +119,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   static void on_connect(const redisAsyncContext* ac, int status);
   static void on_disconnect(const redisAsyncContext* ac, int status);
   static void on_reply(redisAsyncContext* ac, void* reply, void* privdata);
-  static void on_push_reply(redisAsyncContext* ac, void* reply, void* privdata);
 
   enum class State { idle, connecting, up, waiting, stopped };
 

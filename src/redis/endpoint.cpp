@@ -65,28 +65,34 @@ struct ReplyFree {
 };
 using ReplyPtr = std::unique_ptr<redisReply, ReplyFree>;
 
-}  // namespace
-
-void resolve_and_verify(Endpoint& ep, std::chrono::milliseconds timeout) {
-  const std::string where = "Redis at " + ep.display();
-  {
-    boost::asio::io_context io;
-    boost::asio::ip::tcp::resolver resolver(io);
-    boost::system::error_code ec;
-    auto results = resolver.resolve(ep.host, std::to_string(ep.port), ec);
-    if (ec || results.empty()) throw std::runtime_error("cannot resolve " + where + ": " + ec.message());
-    ep.address = results.begin()->endpoint().address().to_string();
+// A blocking connection for start-up checks: resolved, connected, logged in, db selected.
+class StartupClient {
+ public:
+  StartupClient(Endpoint& ep, std::chrono::milliseconds timeout) : where_("Redis at " + ep.display()) {
+    {
+      boost::asio::io_context io;
+      boost::asio::ip::tcp::resolver resolver(io);
+      boost::system::error_code ec;
+      auto results = resolver.resolve(ep.host, std::to_string(ep.port), ec);
+      if (ec || results.empty()) throw std::runtime_error("cannot resolve " + where_ + ": " + ec.message());
+      ep.address = results.begin()->endpoint().address().to_string();
+    }
+    timeval tv{};
+    tv.tv_sec = static_cast<long>(timeout.count() / 1000);
+    tv.tv_usec = static_cast<long>((timeout.count() % 1000) * 1000);
+    c_.reset(redisConnectWithTimeout(ep.address.c_str(), ep.port, tv));
+    if (!c_) throw std::runtime_error("cannot reach " + where_ + ": out of memory");
+    if (c_->err) throw std::runtime_error("cannot reach " + where_ + ": " + c_->errstr);
+    redisSetTimeout(c_.get(), tv);
+    if (!ep.password.empty()) {
+      if (ep.user.empty()) call("the password (AUTH)", {"AUTH", ep.password});
+      else call("the user and password (AUTH)", {"AUTH", ep.user, ep.password});
+    }
+    if (ep.db != 0) call("SELECT", {"SELECT", std::to_string(ep.db)});
   }
-  timeval tv{};
-  tv.tv_sec = static_cast<long>(timeout.count() / 1000);
-  tv.tv_usec = static_cast<long>((timeout.count() % 1000) * 1000);
-  std::unique_ptr<redisContext, ContextFree> c(redisConnectWithTimeout(ep.address.c_str(), ep.port, tv));
-  if (!c) throw std::runtime_error("cannot reach " + where + ": out of memory");
-  if (c->err) throw std::runtime_error("cannot reach " + where + ": " + c->errstr);
-  redisSetTimeout(c.get(), tv);
 
   // Returns the reply to argv, or throws naming `step` and what Redis said.
-  auto call = [&](const char* step, std::vector<std::string> argv) {
+  ReplyPtr call(const std::string& step, const std::vector<std::string>& argv) {
     std::vector<const char*> ptrs;
     std::vector<std::size_t> lens;
     for (const auto& a : argv) {
@@ -94,17 +100,122 @@ void resolve_and_verify(Endpoint& ep, std::chrono::milliseconds timeout) {
       lens.push_back(a.size());
     }
     ReplyPtr r(static_cast<redisReply*>(
-        redisCommandArgv(c.get(), static_cast<int>(ptrs.size()), ptrs.data(), lens.data())));
-    if (!r) throw std::runtime_error(where + " did not answer " + step + ": " + c->errstr);
+        redisCommandArgv(c_.get(), static_cast<int>(ptrs.size()), ptrs.data(), lens.data())));
+    if (!r) throw std::runtime_error(where_ + " did not answer " + step + ": " + c_->errstr);
     if (r->type == REDIS_REPLY_ERROR)
-      throw std::runtime_error(where + " refused " + step + ": " + std::string(r->str, r->len));
-  };
-  if (!ep.password.empty()) {
-    if (ep.user.empty()) call("the password (AUTH)", {"AUTH", ep.password});
-    else call("the user and password (AUTH)", {"AUTH", ep.user, ep.password});
+      throw std::runtime_error(where_ + " refused " + step + ": " + std::string(r->str, r->len));
+    return r;
   }
-  if (ep.db != 0) call("SELECT", {"SELECT", std::to_string(ep.db)});
-  call("PING", {"PING"});
+  const std::string& where() const { return where_; }
+
+ private:
+  std::string where_;
+  std::unique_ptr<redisContext, ContextFree> c_;
+};
+
+}  // namespace
+
+void resolve_and_verify(Endpoint& ep, std::chrono::milliseconds timeout) {
+  StartupClient c(ep, timeout);
+  c.call("PING", {"PING"});
+}
+
+std::string Target::display() const {
+  std::string out = cluster ? "cluster " : "";
+  for (std::size_t i = 0; i < seeds.size(); ++i) {
+    if (i) out += ',';
+    out += cluster ? seeds[i].host + ":" + std::to_string(seeds[i].port) : seeds[i].display();
+  }
+  return out;
+}
+
+Target parse_target(std::string_view url) {
+  constexpr std::string_view kScheme = "redis+cluster://";
+  Target t;
+  if (!url.starts_with(kScheme)) {
+    t.seeds.push_back(parse_url(url));
+    return t;
+  }
+  t.cluster = true;
+  auto bad = [&](const std::string& why) {
+    return std::runtime_error("bad Redis Cluster URL '" + std::string(url) + "': " + why +
+                              " (expected redis+cluster://[[user]:password@]host:port[,host:port...])");
+  };
+  std::string_view rest = url.substr(kScheme.size());
+  std::string userinfo;
+  if (const auto at = rest.rfind('@'); at != std::string_view::npos) {
+    userinfo = std::string(rest.substr(0, at + 1));
+    rest.remove_prefix(at + 1);
+  }
+  if (rest.empty()) throw bad("no host");
+  while (!rest.empty()) {
+    const auto comma = rest.find(',');
+    const std::string_view one = rest.substr(0, comma);
+    if (one.empty()) throw bad("empty host in the list");
+    if (one.find('/') != std::string_view::npos || one.find('?') != std::string_view::npos)
+      throw bad("no path (db) or query allowed: a cluster has only db 0");
+    Endpoint ep;
+    try {
+      ep = parse_url("redis://" + userinfo + std::string(one));
+    } catch (const std::runtime_error&) {
+      throw bad("cannot read '" + std::string(one) + "'");
+    }
+    t.seeds.push_back(std::move(ep));
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    if (comma != std::string_view::npos && rest.empty()) throw bad("trailing comma");
+  }
+  return t;
+}
+
+std::optional<std::vector<SlotRange>> parse_cluster_slots(const redisReply& r, const std::string& asked_host) {
+  if (r.type != REDIS_REPLY_ARRAY) return std::nullopt;
+  std::vector<SlotRange> out;
+  for (std::size_t i = 0; i < r.elements; ++i) {
+    const redisReply* e = r.element[i];
+    // [first, last, [host, port, id, ...], replicas...]
+    if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 || e->element[0]->type != REDIS_REPLY_INTEGER ||
+        e->element[1]->type != REDIS_REPLY_INTEGER || e->element[2]->type != REDIS_REPLY_ARRAY ||
+        e->element[2]->elements < 2 || e->element[2]->element[0]->type != REDIS_REPLY_STRING ||
+        e->element[2]->element[1]->type != REDIS_REPLY_INTEGER)
+      return std::nullopt;
+    const long long first = e->element[0]->integer, last = e->element[1]->integer;
+    const long long port = e->element[2]->element[1]->integer;
+    if (first < 0 || last < first || last >= 16384 || port <= 0 || port > 65535) return std::nullopt;
+    SlotRange s;
+    s.first = static_cast<std::uint16_t>(first);
+    s.last = static_cast<std::uint16_t>(last);
+    s.host.assign(e->element[2]->element[0]->str, e->element[2]->element[0]->len);
+    if (s.host.empty() || s.host == "?") s.host = asked_host;
+    s.port = static_cast<std::uint16_t>(port);
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+Target verified_target(std::string_view url) {
+  Target t = parse_target(url);
+  if (!t.cluster) {
+    resolve_and_verify(t.seeds.front(), std::chrono::seconds(3));
+    return t;
+  }
+  std::string why;
+  for (auto& seed : t.seeds) {
+    try {
+      StartupClient c(seed, std::chrono::seconds(3));
+      ReplyPtr info = c.call("CLUSTER INFO (is it a cluster node, cluster-enabled yes?)", {"CLUSTER", "INFO"});
+      const std::string_view text(info->str ? info->str : "", info->str ? info->len : 0);
+      if (text.find("cluster_state:ok") == std::string_view::npos)
+        throw std::runtime_error(c.where() + " says the cluster is not ok (some slots are not served)");
+      ReplyPtr slots = c.call("CLUSTER SLOTS", {"CLUSTER", "SLOTS"});
+      auto map = parse_cluster_slots(*slots, seed.address);
+      if (!map || map->empty()) throw std::runtime_error(c.where() + " answered CLUSTER SLOTS with no slot map");
+      t.slots = std::move(*map);
+      return t;
+    } catch (const std::runtime_error& e) {
+      why += (why.empty() ? "" : "; ") + std::string(e.what());
+    }
+  }
+  throw std::runtime_error("no node of the Redis Cluster can be used: " + why);
 }
 
 Endpoint verified_endpoint(std::string_view url) {

@@ -2,6 +2,13 @@
 // the Spring chat tutorials keep it), so every node and every restart sees the same rooms.
 // All Redis traffic runs on the engine thread over one pipelined connection; callers' threads
 // only post to it.
+//
+// On a Redis Cluster the hash is still one key, so all room records share its slot (one shard
+// holds them, with the activity set, which is hash-tagged into the same slot). That is a
+// choice: the room list stays one HGETALL, atomic with the room limit, and readable by the
+// Spring tutorials' clients; room records are small and read only on room create, list, lookup
+// and expiry, while every message goes to its room's own slot (see the redis bus). A deployment
+// with millions of rooms would index them per slot instead.
 #include <boost/asio/post.hpp>
 
 #include <hiredis/hiredis.h>
@@ -10,9 +17,9 @@
 #include <chrono>
 #include <stdexcept>
 
-#include "redis/connection.h"
 #include "redis/endpoint.h"
 #include "redis/loop.h"
+#include "redis/shards.h"
 #include "store/room_store.h"
 
 namespace chatd::store {
@@ -84,13 +91,9 @@ std::error_code to_error(redis::Status st) {
 
 class Core : public std::enable_shared_from_this<Core> {
  public:
-  Core(boost::asio::io_context& io, redis::Endpoint ep, std::size_t max_rooms)
-      : io_(io), display_(ep.display()), max_rooms_(max_rooms) {
-    conn_ = redis::Connection::create(io, std::move(ep), {.name = "store"}, {});
-    create_script_ = conn_->add_script(kCreateScript);
-    remove_script_ = conn_->add_script(kRemoveScript);
-    touch_script_ = conn_->add_script(kTouchScript);
-    idle_script_ = conn_->add_script(kIdleScript);
+  Core(boost::asio::io_context& io, redis::Target target, std::size_t max_rooms)
+      : io_(io), display_(target.display()), max_rooms_(max_rooms) {
+    conn_ = redis::Shards::create(io, std::move(target), {.name = "store"}, {});
   }
 
   void start() {
@@ -98,7 +101,7 @@ class Core : public std::enable_shared_from_this<Core> {
   }
 
   void create_in_loop(Room room, CreateFn done) {
-    conn_->eval_in_loop(create_script_, {kRoomsKey, kActiveKey},
+    conn_->eval_in_loop(kCreateScript, {kRoomsKey, kActiveKey},
                         {room.id, to_json(room), std::to_string(max_rooms_), std::to_string(now_ms())},
                         [done = std::move(done)](redis::Status st, const redisReply* r) {
                           if (st != redis::Status::ok) return done(to_error(st));
@@ -110,7 +113,7 @@ class Core : public std::enable_shared_from_this<Core> {
   // Rooms come back sorted by name, then id: the hash keeps no order and every node must
   // list the same rooms the same way.
   void list_in_loop(ListFn done) {
-    conn_->command_in_loop({"HGETALL", kRoomsKey}, [done = std::move(done)](redis::Status st, const redisReply* r) {
+    conn_->command_in_loop(kRoomsKey, {"HGETALL", kRoomsKey}, [done = std::move(done)](redis::Status st, const redisReply* r) {
       if (st != redis::Status::ok) return done(to_error(st), {});
       if (r->type != REDIS_REPLY_ARRAY) return done(Error::engine_down, {});
       std::vector<Room> rooms;
@@ -129,7 +132,7 @@ class Core : public std::enable_shared_from_this<Core> {
   }
 
   void find_in_loop(std::string room_id, FindFn done) {
-    conn_->command_in_loop({"HGET", kRoomsKey, std::move(room_id)},
+    conn_->command_in_loop(kRoomsKey, {"HGET", kRoomsKey, std::move(room_id)},
                            [done = std::move(done)](redis::Status st, const redisReply* r) {
                              if (st != redis::Status::ok) return done(to_error(st), std::nullopt);
                              if (r->type == REDIS_REPLY_NIL) return done({}, std::nullopt);
@@ -141,7 +144,7 @@ class Core : public std::enable_shared_from_this<Core> {
   }
 
   void remove_in_loop(std::string room_id, std::int64_t idle_before_ms, RemoveFn done) {
-    conn_->eval_in_loop(remove_script_, {kRoomsKey, kActiveKey}, {std::move(room_id), std::to_string(idle_before_ms)},
+    conn_->eval_in_loop(kRemoveScript, {kRoomsKey, kActiveKey}, {std::move(room_id), std::to_string(idle_before_ms)},
                         [done = std::move(done)](redis::Status st, const redisReply* r) {
                           if (st != redis::Status::ok) return done(to_error(st), false);
                           if (r->type != REDIS_REPLY_INTEGER) return done(Error::engine_down, false);
@@ -152,7 +155,7 @@ class Core : public std::enable_shared_from_this<Core> {
   void touch_in_loop(std::vector<std::string> ids, std::int64_t now, CreateFn done) {
     if (ids.empty()) return done({});
     ids.insert(ids.begin(), std::to_string(now));
-    conn_->eval_in_loop(touch_script_, {kRoomsKey, kActiveKey}, std::move(ids),
+    conn_->eval_in_loop(kTouchScript, {kRoomsKey, kActiveKey}, std::move(ids),
                         [done = std::move(done)](redis::Status st, const redisReply* r) {
                           if (st != redis::Status::ok) return done(to_error(st));
                           done(r->type == REDIS_REPLY_INTEGER ? std::error_code{} : Error::engine_down);
@@ -160,7 +163,7 @@ class Core : public std::enable_shared_from_this<Core> {
   }
 
   void idle_in_loop(std::int64_t before_ms, std::size_t limit, ListFn done) {
-    conn_->eval_in_loop(idle_script_, {kRoomsKey, kActiveKey},
+    conn_->eval_in_loop(kIdleScript, {kRoomsKey, kActiveKey},
                         {std::to_string(before_ms), std::to_string(limit), std::to_string(now_ms())},
                         [done = std::move(done)](redis::Status st, const redisReply* r) {
                           if (st != redis::Status::ok) return done(to_error(st), {});
@@ -178,15 +181,14 @@ class Core : public std::enable_shared_from_this<Core> {
   boost::asio::io_context& io_;
   std::string display_;
   std::size_t max_rooms_;
-  std::shared_ptr<redis::Connection> conn_;
-  std::size_t create_script_ = 0, remove_script_ = 0, touch_script_ = 0, idle_script_ = 0;
+  std::shared_ptr<redis::Shards> conn_;
   std::atomic<bool> stopped_{false};
 };
 
 class RedisStore final : public RoomStore {
  public:
-  RedisStore(boost::asio::io_context& io, redis::Endpoint ep, std::size_t max_rooms)
-      : core_(std::make_shared<Core>(io, std::move(ep), max_rooms)) {
+  RedisStore(boost::asio::io_context& io, redis::Target target, std::size_t max_rooms)
+      : core_(std::make_shared<Core>(io, std::move(target), max_rooms)) {
     core_->start();
   }
   ~RedisStore() override { stop(); }
@@ -242,7 +244,7 @@ class RedisStore final : public RoomStore {
 }  // namespace
 
 std::unique_ptr<RoomStore> make_redis_store(const StoreConfig& cfg, boost::asio::io_context& engine) {
-  return std::make_unique<RedisStore>(engine, redis::verified_endpoint(cfg.redis_url), cfg.max_rooms);
+  return std::make_unique<RedisStore>(engine, redis::verified_target(cfg.redis_url), cfg.max_rooms);
 }
 
 }  // namespace chatd::store

@@ -40,5 +40,36 @@ TEST(RedisUrl, RejectsWhatCanNeverWork) {
   }
 }
 
+TEST(RedisClusterUrl, ReadsSeedsAndOnePassword) {
+  auto t = parse_target("redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001,[::1]:7002");
+  EXPECT_TRUE(t.cluster);
+  ASSERT_EQ(t.seeds.size(), 3u);
+  EXPECT_EQ(t.seeds[0].host, "10.0.0.1");
+  EXPECT_EQ(t.seeds[0].port, 7000);
+  EXPECT_EQ(t.seeds[2].host, "::1");
+  EXPECT_EQ(t.seeds[2].port, 7002);
+  for (const auto& ep : t.seeds) EXPECT_EQ(ep.password, "pw");
+  EXPECT_EQ(t.display(), "cluster 10.0.0.1:7000,10.0.0.2:7001,::1:7002");  // never the password
+
+  auto one = parse_target("redis+cluster://alice:s%40cret@h");
+  ASSERT_EQ(one.seeds.size(), 1u);
+  EXPECT_EQ(one.seeds[0].user, "alice");
+  EXPECT_EQ(one.seeds[0].password, "s@cret");
+  EXPECT_EQ(one.seeds[0].port, 6379);
+
+  auto single = parse_target("redis://127.0.0.1:6380/2");
+  EXPECT_FALSE(single.cluster);
+  ASSERT_EQ(single.seeds.size(), 1u);
+  EXPECT_EQ(single.seeds[0].db, 2);
+}
+
+TEST(RedisClusterUrl, RejectsWhatCanNeverWork) {
+  for (const char* bad : {"redis+cluster://", "redis+cluster://h:1,", "redis+cluster://h:1,,h:2",
+                          "redis+cluster://h:1/2", "redis+cluster://h:1?x=1", "redis+cluster://h:0",
+                          "redis+cluster://:pw@", "redis+cluster://h:port"}) {
+    EXPECT_THROW(parse_target(bad), std::runtime_error) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace chatd::redis
