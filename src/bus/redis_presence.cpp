@@ -27,9 +27,9 @@
 
 #include "bus/presence.h"
 #include "log/log.h"
-#include "redis/connection.h"
 #include "redis/endpoint.h"
 #include "redis/loop.h"
+#include "redis/shards.h"
 
 namespace chatd::bus {
 namespace {
@@ -91,17 +91,16 @@ class Core : public std::enable_shared_from_this<Core> {
   Core(boost::asio::io_context& io, const BusConfig& cfg, const PresenceConfig& pcfg)
       : io_(io), pcfg_(pcfg), run_(cfg.node_id + ":" + run_nonce()), node_key_(std::string(kNodePrefix) + run_), timer_(io) {}
 
-  void init(const redis::Endpoint& ep) {
-    conn_ = redis::Connection::create(io_, ep, {.name = "presence"},
-                                      {.on_up = [w = weak_from_this()] {
-                                         if (auto self = w.lock()) self->reassert_in_loop();
-                                       },
-                                       .on_down = nullptr,
-                                       .on_push = nullptr});
-    join_ = conn_->add_script(std::string(kJoin));
-    leave_ = conn_->add_script(std::string(kLeave));
-    beat_ = conn_->add_script(std::string(kBeat));
-    members_ = conn_->add_script(std::string(kMembers));
+  // On a Redis Cluster: one connection per primary (redis::Shards); every script has one key,
+  // so each runs on that key's shard. Any shard coming (back) up reasserts what this node holds.
+  void init(const redis::Target& target) {
+    conn_ = redis::Shards::create(io_, target, {.name = "presence"},
+                                  {.on_up = [w = weak_from_this()](redis::Shards::ShardId) {
+                                    if (auto self = w.lock()) self->reassert_in_loop();
+                                  },
+                                   .on_down = nullptr,
+                                   .on_push = nullptr,
+                                   .on_map_changed = nullptr});
   }
 
   void start_in_loop(GoneFn gone) {
@@ -120,8 +119,8 @@ class Core : public std::enable_shared_from_this<Core> {
 
   void join_in_loop(const std::string& room, const std::string& member, ChangedFn done) {
     held_.insert(field(room, member));
-    conn_->command_in_loop({"HSET", node_key_, field(room, member), "1"}, [](redis::Status, const redisReply*) {});
-    conn_->eval_in_loop(join_, {members_key(room)}, {member}, [done = std::move(done)](redis::Status st, const redisReply* r) {
+    conn_->command_in_loop(node_key_, {"HSET", node_key_, field(room, member), "1"}, [](redis::Status, const redisReply*) {});
+    conn_->eval_in_loop(kJoin, {members_key(room)}, {member}, [done = std::move(done)](redis::Status st, const redisReply* r) {
       if (st != redis::Status::ok) return done(Error::engine_down, false, 0);
       auto fc = flag_and_count(r);
       if (!fc) return done(Error::rejected, false, 0);
@@ -131,8 +130,8 @@ class Core : public std::enable_shared_from_this<Core> {
 
   void leave_in_loop(const std::string& room, const std::string& member, ChangedFn done) {
     held_.erase(field(room, member));
-    conn_->command_in_loop({"HDEL", node_key_, field(room, member)}, [](redis::Status, const redisReply*) {});
-    conn_->eval_in_loop(leave_, {members_key(room)}, {member}, [done = std::move(done)](redis::Status st, const redisReply* r) {
+    conn_->command_in_loop(node_key_, {"HDEL", node_key_, field(room, member)}, [](redis::Status, const redisReply*) {});
+    conn_->eval_in_loop(kLeave, {members_key(room)}, {member}, [done = std::move(done)](redis::Status st, const redisReply* r) {
       if (st != redis::Status::ok) return done(Error::engine_down, false, 0);
       auto fc = flag_and_count(r);
       if (!fc) return done(Error::rejected, false, 0);
@@ -141,7 +140,7 @@ class Core : public std::enable_shared_from_this<Core> {
   }
 
   void members_in_loop(const std::string& room, std::size_t limit, MembersFn done) {
-    conn_->eval_in_loop(members_, {members_key(room)}, {"", std::to_string(limit)},
+    conn_->eval_in_loop(kMembers, {members_key(room)}, {"", std::to_string(limit)},
                         [done = std::move(done)](redis::Status st, const redisReply* r) {
                           if (st != redis::Status::ok) return done(Error::engine_down, {});
                           if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_INTEGER ||
@@ -168,7 +167,7 @@ class Core : public std::enable_shared_from_this<Core> {
     };
     auto g = std::make_shared<Gather>(Gather{std::vector<std::size_t>(rooms.size(), 0), rooms.size(), false, std::move(done)});
     for (std::size_t i = 0; i < rooms.size(); ++i)
-      conn_->command_in_loop({"HLEN", members_key(rooms[i])}, [g, i](redis::Status st, const redisReply* r) {
+      conn_->command_in_loop(members_key(rooms[i]), {"HLEN", members_key(rooms[i])}, [g, i](redis::Status st, const redisReply* r) {
         if (st != redis::Status::ok || r->type != REDIS_REPLY_INTEGER) g->failed = true;
         else g->counts[i] = static_cast<std::size_t>(r->integer);
         if (--g->left == 0) g->done(g->failed ? make_error_code(Error::engine_down) : std::error_code(), std::move(g->counts));
@@ -180,7 +179,7 @@ class Core : public std::enable_shared_from_this<Core> {
  private:
   void beat_in_loop() {
     if (stopped_) return;
-    conn_->eval_in_loop(beat_, {std::string(kNodes)}, {run_, std::to_string(pcfg_.node_timeout.count())},
+    conn_->eval_in_loop(kBeat, {std::string(kNodes)}, {run_, std::to_string(pcfg_.node_timeout.count())},
                         [w = weak_from_this()](redis::Status st, const redisReply* r) {
                           auto self = w.lock();
                           if (!self || st != redis::Status::ok || r->type != REDIS_REPLY_ARRAY || r->elements != 2) return;
@@ -202,7 +201,7 @@ class Core : public std::enable_shared_from_this<Core> {
   void reap_in_loop(const std::string& run) {
     auto key = std::string(kNodePrefix) + run;
     log::event("presence_node_dead", {{"run", run}});
-    conn_->command_in_loop({"HGETALL", key}, [w = weak_from_this(), key](redis::Status st, const redisReply* r) {
+    conn_->command_in_loop(key, {"HGETALL", key}, [w = weak_from_this(), key](redis::Status st, const redisReply* r) {
       auto self = w.lock();
       if (!self || st != redis::Status::ok || r->type != REDIS_REPLY_ARRAY) return;
       for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
@@ -212,7 +211,7 @@ class Core : public std::enable_shared_from_this<Core> {
         auto nl = fv.find('\n');
         if (nl == std::string::npos) continue;
         auto room = fv.substr(0, nl), member = fv.substr(nl + 1);
-        self->conn_->eval_in_loop(self->leave_, {members_key(room)}, {member},
+        self->conn_->eval_in_loop(kLeave, {members_key(room)}, {member},
                                   [w, room, member](redis::Status st2, const redisReply* r2) {
                                     auto s2 = w.lock();
                                     std::optional<std::pair<bool, std::size_t>> fc;
@@ -220,7 +219,7 @@ class Core : public std::enable_shared_from_this<Core> {
                                     if (s2 && fc && fc->first && s2->gone_) s2->gone_(room, member, fc->second);
                                   });
       }
-      self->conn_->command_in_loop({"DEL", key}, [](redis::Status, const redisReply*) {});
+      self->conn_->command_in_loop(key, {"DEL", key}, [](redis::Status, const redisReply*) {});
     });
   }
 
@@ -228,12 +227,12 @@ class Core : public std::enable_shared_from_this<Core> {
   void reassert_in_loop() {
     for (const auto& f : held_) {
       auto nl = f.find('\n');
-      conn_->command_in_loop({"HSETNX", node_key_, f, "1"}, [w = weak_from_this(), room = f.substr(0, nl),
+      conn_->command_in_loop(node_key_, {"HSETNX", node_key_, f, "1"}, [w = weak_from_this(), room = f.substr(0, nl),
                                                               member = f.substr(nl + 1)](redis::Status st, const redisReply* r) {
         auto self = w.lock();
         if (!self || st != redis::Status::ok || r->type != REDIS_REPLY_INTEGER || r->integer != 1) return;
         if (!self->held_.count(field(room, member))) return;  // left meanwhile
-        self->conn_->eval_in_loop(self->join_, {members_key(room)}, {member}, [](redis::Status, const redisReply*) {});
+        self->conn_->eval_in_loop(kJoin, {members_key(room)}, {member}, [](redis::Status, const redisReply*) {});
       });
     }
   }
@@ -243,8 +242,7 @@ class Core : public std::enable_shared_from_this<Core> {
   std::string run_;
   std::string node_key_;
   boost::asio::steady_timer timer_;
-  std::shared_ptr<redis::Connection> conn_;
-  std::size_t join_ = 0, leave_ = 0, beat_ = 0, members_ = 0;
+  std::shared_ptr<redis::Shards> conn_;
   GoneFn gone_;
   std::set<std::string> held_;  // "<room>\n<member>" this node has joined
   bool beaten_ = false;         // the first heartbeat was answered
@@ -256,9 +254,10 @@ class Core : public std::enable_shared_from_this<Core> {
 
 class RedisPresence final : public Presence {
  public:
-  RedisPresence(boost::asio::io_context& io, const redis::Endpoint& ep, const BusConfig& cfg, const PresenceConfig& pcfg)
+  RedisPresence(boost::asio::io_context& io, const redis::Target& target, const BusConfig& cfg,
+                const PresenceConfig& pcfg)
       : core_(std::make_shared<Core>(io, cfg, pcfg)) {
-    core_->init(ep);
+    core_->init(target);
   }
   ~RedisPresence() override { stop(); }
 
@@ -300,7 +299,7 @@ class RedisPresence final : public Presence {
 
 std::unique_ptr<Presence> make_redis_presence(const BusConfig& cfg, const PresenceConfig& pcfg,
                                               boost::asio::io_context& engine) {
-  return std::make_unique<RedisPresence>(engine, redis::verified_endpoint(cfg.redis_url), cfg, pcfg);
+  return std::make_unique<RedisPresence>(engine, redis::verified_target(cfg.redis_url), cfg, pcfg);
 }
 
 }  // namespace chatd::bus
