@@ -8,6 +8,10 @@
 //
 //   node bench/presence/storm.mjs [--engine redis|kafka|both] [--connections N] [--workers K] [--no-write]
 //
+// Each engine runs twice: presence on, then --presence off as the control: the same storm of
+// connects and SUBSCRIBEs with no ENTER or QUIT (published as sent, 10,000 of them would be a
+// 10,000^2 fan-out), so the talker's latency there is what the connection storm alone costs.
+//
 // Clients are raw WebSocket + STOMP frames, spread over K worker processes (default 4), so no
 // process comes near the 20,000 open-file limit. Rooms past --presence-announce-max (500) send
 // no per-person ENTER/QUIT, so the storm measures presence itself, not a 10,000^2 fan-out.
@@ -36,7 +40,7 @@ if (process.env.STORM_WORKER) {
   const sockets = [];
   process.on('message', async (msg) => {
     if (msg.cmd === 'join') {
-      const { ports, roomId, first, count, inFlight } = msg;
+      const { ports, roomId, first, count, inFlight, enter } = msg;
       let next = 0;
       const one = async () => {
         while (next < count) {
@@ -59,7 +63,7 @@ if (process.env.STORM_WORKER) {
           await connected;
           s.write(Buffer.concat([
             frame(`SUBSCRIBE\nid:0\ndestination:/sub/chat/room/${roomId}\n\n\0`),
-            frame(`SEND\ndestination:/pub/chat/message\ncontent-type:application/json\n\n${JSON.stringify({ type: 'ENTER', roomId, sender: `p${i}`, message: '' })}\0`),
+            ...(!enter ? [] : [frame(`SEND\ndestination:/pub/chat/message\ncontent-type:application/json\n\n${JSON.stringify({ type: 'ENTER', roomId, sender: `p${i}`, message: '' })}\0`)]),
           ]));
           sockets.push({ s, i });
         }
@@ -69,7 +73,7 @@ if (process.env.STORM_WORKER) {
     } else if (msg.cmd === 'leave') {
       for (const { s, i } of sockets) {
         s.write(Buffer.concat([
-          frame(`SEND\ndestination:/pub/chat/message\ncontent-type:application/json\n\n${JSON.stringify({ type: 'QUIT', roomId: msg.roomId, sender: `p${i}`, message: '' })}\0`),
+          ...(!msg.enter ? [] : [frame(`SEND\ndestination:/pub/chat/message\ncontent-type:application/json\n\n${JSON.stringify({ type: 'QUIT', roomId: msg.roomId, sender: `p${i}`, message: '' })}\0`)]),
           frame('DISCONNECT\n\n\0'),
         ]));
         s.end();
@@ -98,10 +102,10 @@ async function main() {
   const { createRoom, startChatd, startRedis, stompOverWebSocket } = harness;
 
   const rows = [];
-  for (const engine of engineArg === 'both' ? ['redis', 'kafka'] : [engineArg]) {
+  for (const engine of engineArg === 'both' ? ['redis', 'kafka'] : [engineArg]) for (const presence of ['on', 'off']) {
     let redis, broker;
     redis = await startRedis({ name: 'redis-storm' });
-    const common = ['--store', 'redis', '--redis', redis.url, '--max-connections', '18000'];
+    const common = ['--store', 'redis', '--redis', redis.url, '--max-connections', '18000', '--presence', presence];
     let busArgs;
     if (engine === 'redis') {
       busArgs = ['--bus', 'redis'];
@@ -157,18 +161,18 @@ async function main() {
       phase = 'join';
       const per = Math.ceil(N / K);
       const t0 = Date.now();
-      const joined = all('join', (k) => ({ ports: [a.port, b.port], first: k * per, count: Math.min(per, N - k * per), inFlight: 50 }));
+      const joined = all('join', (k) => ({ ports: [a.port, b.port], first: k * per, count: Math.min(per, N - k * per), inFlight: 50, enter: presence === 'on' }));
       await joined;
       const sent = Date.now() - t0;
-      const okJoin = await waitCount(N, 120_000);
+      const okJoin = presence === 'on' ? await waitCount(N, 120_000) : false;
       const joinMs = Date.now() - t0;
       phase = 'held';
       await sleep(2000);
 
       phase = 'leave';
       const t1 = Date.now();
-      await all('leave', () => ({}));
-      const okLeave = await waitCount(0, 120_000);
+      await all('leave', () => ({ enter: presence === 'on' }));
+      const okLeave = presence === 'on' ? await waitCount(0, 120_000) : false;
       const leaveMs = Date.now() - t1;
       phase = 'after';
       await sleep(1000);
@@ -180,7 +184,7 @@ async function main() {
         return { n: xs.length, p50: xs[Math.floor(xs.length / 2)] ?? NaN, p99: xs[Math.min(xs.length - 1, Math.floor(xs.length * 0.99))] ?? NaN };
       };
       const q = median('quiet'), j = median('join'), l = median('leave');
-      const row = { engine, N, sentMs: sent, joinMs: okJoin ? joinMs : null, leaveMs: okLeave ? leaveMs : null, quiet: q, join: j, leave: l };
+      const row = { engine, presence, N, sentMs: sent, joinMs: okJoin ? joinMs : null, leaveMs: okLeave ? leaveMs : null, quiet: q, join: j, leave: l };
       console.log(JSON.stringify(row));
       rows.push(row);
       await talker.close();
@@ -203,11 +207,14 @@ async function main() {
     'time from the first connect until GET /chat/room/{id}/members says N (then 0) on BOTH nodes;',
     'it includes opening the connections ("all ENTERs sent"). Live traffic: a TALK every 20 ms from',
     'node A, timed at a listener on node B (ms, median / p99), quiet vs during each storm, in one',
-    'sitting on the shared 2-core machine: read the ratios, not the absolute numbers.',
+    'sitting on the shared 2-core machine: read the ratios, not the absolute numbers. The',
+    '`--presence off` row is the control: the same connects and SUBSCRIBEs with no ENTER or QUIT',
+    '(which would be published as sent: a 10,000² fan-out), so its ratios are the connection storm',
+    'alone. Rooms past --presence-announce-max (500) announce no single join or leave.',
     '',
-    '| engine | connections | all ENTERs sent (ms) | join: count right on both nodes (ms) | leave: count right (ms) | talker quiet p50 / p99 | during join p50 / p99 (×) | during leave p50 / p99 (×) |',
-    '|---|---|---|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.engine} | ${r.N} | ${r.sentMs} | ${f(r.joinMs)} | ${f(r.leaveMs)} | ${r.quiet.p50} / ${r.quiet.p99} | ${r.join.p50} / ${r.join.p99} (${(r.join.p50 / r.quiet.p50).toFixed(1)}) | ${r.leave.p50} / ${r.leave.p99} (${(r.leave.p50 / r.quiet.p50).toFixed(1)}) |`),
+    '| engine | presence | connections | all ENTERs sent (ms) | join: count right on both nodes (ms) | leave: count right (ms) | talker quiet p50 / p99 | during join p50 / p99 (×) | during leave p50 / p99 (×) |',
+    '|---|---|---|---|---|---|---|---|---|',
+    ...rows.map((r) => `| ${r.engine} | ${r.presence} | ${r.N} | ${r.sentMs} | ${f(r.joinMs)} | ${f(r.leaveMs)} | ${r.quiet.p50} / ${r.quiet.p99} | ${r.join.p50} / ${r.join.p99} (${(r.join.p50 / r.quiet.p50).toFixed(1)}) | ${r.leave.p50} / ${r.leave.p99} (${(r.leave.p50 / r.quiet.p50).toFixed(1)}) |`),
     '',
   ];
   console.log(lines.join('\n'));
