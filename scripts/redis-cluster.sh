@@ -11,7 +11,9 @@
 # The cluster bus uses port+10000, so P+N*(R+1)+10000 must stay below 65536 (P < 55000 is safe).
 # cluster-node-timeout is 2000 ms (CHATD_REDIS_NODE_TIMEOUT) and replicas take over however old
 # their data (cluster-replica-validity-factor 0): a killed primary's replica takes over within
-# a few seconds, which is what the tests exercise. start returns once every replica is in sync.
+# a few seconds, which is what the tests exercise. cluster-require-full-coverage no keeps the
+# other shards serving while one has no primary (chat in their rooms never stops); use it in
+# production too. start returns once every replica is in sync.
 set -euo pipefail
 
 die() { echo "redis-cluster.sh: $*" >&2; exit 1; }
@@ -66,6 +68,7 @@ start() {
     rm -rf "$d"; mkdir -p "$d"
     local args=(--port "$p" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file "$d/nodes.conf"
                 --cluster-node-timeout "$node_timeout" --cluster-replica-validity-factor 0
+                --cluster-require-full-coverage no
                 --repl-diskless-sync-delay 0 --save "" --appendonly no --dir "$d"
                 --logfile "$d/redis.log" --pidfile "$d/redis.pid" --daemonize yes)
     if [[ -n $password ]]; then args+=(--requirepass "$password" --masterauth "$password"); fi

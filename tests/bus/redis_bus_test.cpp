@@ -4,12 +4,15 @@
 
 #include <boost/asio/post.hpp>
 
+#include <algorithm>
 #include <future>
 #include <map>
 #include <mutex>
 
 #include "bus/message_bus.h"
+#include "redis/redis_cluster.h"
 #include "redis/redis_server.h"
+#include "redis/slot.h"
 
 namespace chatd::bus {
 namespace {
@@ -690,6 +693,138 @@ TEST(RedisBus, BadConfigurationFailsAtStartWithinSeconds) {
   ASSERT_FALSE(a.subscribe("r"));
   ASSERT_FALSE(b.publish("r", "hi"));
   EXPECT_TRUE(test::eventually([&] { return a.count("r") == 1; }));
+}
+
+// ---- on a Redis Cluster: 3 primaries + 3 replicas (scripts/redis-cluster.sh) ----
+
+// Returns one room name per primary, for the slot ranges `redis-cli --cluster create` gives 3
+// primaries (0-5460, 5461-10922, 10923-16383: ports base, base+1, base+2).
+std::vector<std::string> rooms_per_shard() {
+  std::vector<std::string> rooms(3);
+  for (int i = 0; std::any_of(rooms.begin(), rooms.end(), [](auto& r) { return r.empty(); }); ++i) {
+    std::string room = "room-" + std::to_string(i);
+    const auto slot = redis::key_slot("chatd:{" + room + "}:live");
+    const int shard = slot <= 5460 ? 0 : slot <= 10922 ? 1 : 2;
+    if (rooms[static_cast<std::size_t>(shard)].empty()) rooms[static_cast<std::size_t>(shard)] = room;
+  }
+  return rooms;
+}
+
+// Returns whether a publish to `room` through `from` succeeded and reached both nodes within
+// `limit`, publishing again after each failure.
+bool publishes_again(Node& from, Node& a, Node& b, const std::string& room, std::chrono::milliseconds limit) {
+  int n = 0;
+  return test::eventually(
+      [&] {
+        const std::string body = "again " + std::to_string(n++);
+        if (from.publish(room, body)) return false;
+        return test::eventually([&] {
+          auto da = a.deliveries(room), db = b.deliveries(room);
+          return !da.empty() && da.back().payload == body && !db.empty() && db.back().payload == body;
+        }, 3s);
+      },
+      limit);
+}
+
+// Returns whether the deliveries of `room` are the same on both nodes, with ascending seqs.
+bool one_order(Node& a, Node& b, const std::string& room) {
+  auto da = a.deliveries(room), db = b.deliveries(room);
+  if (da.size() != db.size()) return false;
+  for (std::size_t i = 0; i < da.size(); ++i)
+    if (da[i].seq != db[i].seq || da[i].payload != db[i].payload || (i && da[i].seq <= da[i - 1].seq)) return false;
+  return true;
+}
+
+TEST(RedisClusterBus, EveryShardCarriesOnlyItsRoomsInOneOrderAndControlReachesEveryNode) {
+  test::RedisCluster cluster;
+  Node a(cluster.url(), [](BusConfig& c) { c.node_id = "a"; });
+  Node b(cluster.url(), [](BusConfig& c) { c.node_id = "b"; });
+  ASSERT_TRUE(both_up(a, b)) << a.bus->describe();
+  const auto rooms = rooms_per_shard();
+  for (const auto& r : rooms) {
+    ASSERT_FALSE(a.subscribe(r));
+    ASSERT_FALSE(b.subscribe(r));
+  }
+  constexpr int kEach = 100;
+  std::atomic<int> ok{0}, failed{0};
+  for (int i = 0; i < kEach; ++i)
+    for (const auto& r : rooms)
+      (i % 2 ? a : b).bus->publish(r, r + " #" + std::to_string(i), {},
+                                   [&](std::error_code ec, std::uint64_t) { ++(ec ? failed : ok); });
+  ASSERT_TRUE(test::eventually([&] { return ok + failed == 3 * kEach; }));
+  EXPECT_EQ(failed, 0);
+  for (std::size_t k = 0; k < rooms.size(); ++k) {
+    const auto& r = rooms[k];
+    ASSERT_TRUE(test::eventually([&] { return a.count(r) == kEach && b.count(r) == kEach; })) << r;
+    auto da = a.deliveries(r);
+    int next[2] = {0, 1};  // node b published the even numbers, node a the odd ones
+    for (std::size_t i = 0; i < da.size(); ++i) {
+      EXPECT_EQ(da[i].seq, i + 1);
+      const int n = std::stoi(da[i].payload.substr(da[i].payload.find('#') + 1));
+      EXPECT_EQ(n, next[n % 2]) << "each publisher keeps its order";
+      next[n % 2] = n + 2;
+    }
+    EXPECT_TRUE(one_order(a, b, r));
+    // Sharded pub/sub: the channel is subscribed on its owner only, once per node.
+    for (int shard = 0; shard < 3; ++shard) {
+      const std::string n = cluster.cli(cluster.port(shard), "pubsub shardnumsub chatd:{" + r + "}:live");
+      EXPECT_EQ(n.substr(n.rfind('\n') + 1), static_cast<std::size_t>(shard) == k ? "2" : "0") << r << " on " << shard;
+    }
+  }
+  // The control channel (a plain PUBLISH, cluster-wide) reaches both nodes once each.
+  ASSERT_TRUE(test::eventually([&] {
+    a.publish_control("probe", "");
+    return !a.control_messages().empty() && !b.control_messages().empty();
+  }));
+  ASSERT_FALSE(b.publish_control("disconnect", "kim"));
+  auto of_type = [](Node& n, const std::string& type) {
+    auto all = n.control_messages();
+    return std::count_if(all.begin(), all.end(), [&](auto& m) { return m.type == type && m.origin == "b"; });
+  };
+  ASSERT_TRUE(test::eventually([&] { return of_type(a, "disconnect") == 1 && of_type(b, "disconnect") == 1; }));
+}
+
+TEST(RedisClusterBus, GracefulFailoverAndAKilledPrimaryAreFollowed) {
+  test::RedisCluster cluster;
+  Node a(cluster.url()), b(cluster.url());
+  ASSERT_TRUE(both_up(a, b)) << a.bus->describe();
+  const auto rooms = rooms_per_shard();
+  for (const auto& r : rooms) {
+    ASSERT_FALSE(a.subscribe(r));
+    ASSERT_FALSE(b.subscribe(r));
+  }
+  ASSERT_TRUE(publishes_again(a, a, b, rooms[0], 5s));
+  int replica = 0;
+  for (int k = 3; k < 6; ++k)
+    if (cluster.cli(cluster.port(k), "info replication").find("master_port:" + std::to_string(cluster.port(0))) !=
+        std::string::npos)
+      replica = cluster.port(k);
+  ASSERT_NE(replica, 0);
+
+  // CLUSTER FAILOVER: the old primary stays up as a replica and answers MOVED; publishes must
+  // follow to the new primary and keep reaching both nodes.
+  ASSERT_EQ(cluster.cli(replica, "cluster failover"), "OK");
+  EXPECT_TRUE(publishes_again(a, a, b, rooms[0], 20s)) << a.bus->describe();
+  EXPECT_TRUE(publishes_again(b, a, b, rooms[0], 5s));
+  EXPECT_TRUE(one_order(a, b, rooms[0]));
+  // (Redis 7.0 keeps the sharded subscriptions of a demoted primary: as a replica it still
+  // gets its shard's messages, so delivery never paused.)
+
+  // kill -9 of that new primary: the old one takes over again; the other shards never stop.
+  cluster.kill9(replica);
+  const auto killed = std::chrono::steady_clock::now();
+  int other_failed = 0;
+  bool back = false;
+  while (!back && std::chrono::steady_clock::now() - killed < 30s) {
+    if (a.publish(rooms[1], "meanwhile")) ++other_failed;
+    back = !a.publish(rooms[0], "probe");
+    if (!back) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(back) << a.bus->describe();
+  EXPECT_EQ(other_failed, 0) << "a room of another shard never stops";
+  EXPECT_TRUE(publishes_again(b, a, b, rooms[0], 10s)) << b.bus->describe();
+  EXPECT_TRUE(one_order(a, b, rooms[0]));
+  EXPECT_TRUE(test::eventually([&] { return a.bus->up() && b.bus->up(); }, 10s)) << a.bus->describe();
 }
 
 }  // namespace

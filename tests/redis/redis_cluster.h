@@ -78,6 +78,8 @@ class RedisCluster {
   }
   static bool port_free(int port) {
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    int on = 1;  // as redis-server binds: a port in TIME_WAIT is free for it
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
