@@ -233,6 +233,7 @@ const std::vector<Spec>& specs() {
       size_opt("max-room-name-bytes", "longest room name in bytes", &L::max_room_name_bytes, 1, 4096),
       size_opt("room-list-max", "rooms in one GET /chat/rooms page (default and largest ?limit)", &L::room_list_max, 1, 1000000),
       size_opt("max-rooms", "rooms the store accepts", &L::max_rooms, 1, 100000000),
+      size_opt("max-room-members", "members a restricted room may list (POST /chat/room members=)", &L::max_room_members, 1, 1000000),
       size_opt("max-connections", "open connections per node (a process may hold 20,000 files here)", &L::max_connections, 1, 10000000),
       size_opt("max-outbound-bytes", "bytes queued to one slow reader before it is disconnected", &L::max_outbound_bytes, 4096, 1 << 30),
       size_opt("max-http-body", "largest HTTP request body", &L::max_http_body, 256, 16 << 20),

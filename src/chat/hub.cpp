@@ -180,6 +180,7 @@ void Hub::start() {
 void Hub::forget_room(const std::string& id) {
   std::unique_lock lock(rooms_mu_);
   known_rooms_.erase(id);
+  restricted_rooms_.erase(id);
 }
 
 void Hub::delete_room(std::string_view id, CreateFn done) {
@@ -200,19 +201,39 @@ void Hub::remember_room(const std::string& id) {
   known_rooms_.insert(id);
 }
 
+void Hub::remember_access(const store::Room& room) {
+  if (!room.restricted) return;
+  std::unique_lock lock(rooms_mu_);
+  restricted_rooms_.try_emplace(room.id, room);
+}
+
+bool may_enter(const Identity* who, const store::Room& room) {
+  if (!who || !room.restricted) return true;
+  auto has = [](const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); };
+  return has(room.members, who->user) || has(who->rooms, room.id);
+}
+
+bool Hub::may_enter(const Identity* who, const std::string& id) {
+  if (!who) return true;
+  std::shared_lock lock(rooms_mu_);
+  auto it = restricted_rooms_.find(id);
+  return it == restricted_rooms_.end() || chat::may_enter(who, it->second);
+}
+
 void Hub::check_room(const std::string& id, std::function<void(std::error_code)> done) {
   if (known_room(id)) return done({});
   store_.find(id, [this, id, done = std::move(done)](std::error_code ec, std::optional<store::Room> room) {
     if (ec) return done(make_error_code(Error::store_unavailable));
     if (!room) return done(make_error_code(Error::unknown_room));
+    remember_access(*room);
     remember_room(id);
     done({});
   });
 }
 
-void Hub::publish(const ChatMessage& m, std::string client_id, bus::PublishedFn done) {
+void Hub::publish(const ChatMessage& m, std::string client_id, bus::PublishedFn done, IdentityPtr who) {
   if (known_room(m.room_id)) {
-    publish_known(m, std::move(client_id), std::move(done));
+    publish_known(m, std::move(client_id), std::move(done), true, who.get());
     return;
   }
   {
@@ -220,11 +241,11 @@ void Hub::publish(const ChatMessage& m, std::string client_id, bus::PublishedFn 
     // sender's messages leave in the order they came.
     std::lock_guard lock(lookups_mu_);
     if (known_room(m.room_id)) {
-      publish_known(m, std::move(client_id), std::move(done));
+      publish_known(m, std::move(client_id), std::move(done), true, who.get());
       return;
     }
     auto [it, first] = lookups_.try_emplace(m.room_id);
-    it->second.push_back({m, std::move(client_id), std::move(done)});
+    it->second.push_back({m, std::move(client_id), std::move(done), std::move(who)});
     if (!first) return;
   }
   store_.find(m.room_id, [this, room_id = m.room_id](std::error_code ec, std::optional<store::Room> room) {
@@ -236,7 +257,8 @@ void Hub::publish(const ChatMessage& m, std::string client_id, bus::PublishedFn 
       // Publish the waiting ones first and only then mark the room known, all under the lock:
       // a SEND that finds the room unknown waits here and so goes out after them.
       if (!ec && room) {
-        for (auto& p : waiting) publish_known(p.message, std::move(p.client_id), std::move(p.done));
+        remember_access(*room);
+        for (auto& p : waiting) publish_known(p.message, std::move(p.client_id), std::move(p.done), true, p.who.get());
         remember_room(room_id);
       }
     }
@@ -257,7 +279,11 @@ void Hub::report_message(const std::string& room_id, std::uint64_t seq, std::str
   events_->on_event({ChatEvent::Kind::message, room_id, "m-" + room_id + "-" + std::to_string(seq), seq, std::move(payload)});
 }
 
-void Hub::publish_known(const ChatMessage& m, std::string client_id, bus::PublishedFn done, bool rated) {
+void Hub::publish_known(const ChatMessage& m, std::string client_id, bus::PublishedFn done, bool rated, const Identity* who) {
+  if (!may_enter(who, m.room_id)) {
+    refusals.count(Refusal::room_forbidden);
+    return done(make_error_code(Error::room_forbidden), 0);
+  }
   if (rated && !room_rate_.take(m.room_id, static_cast<double>(cfg_.limits.room_send_rate),
                        static_cast<double>(cfg_.limits.room_send_burst))) {
     refusals.count(Refusal::room_rate);
@@ -414,8 +440,24 @@ void Hub::report_subscription(ChatEvent::Kind kind, const std::string& room_id, 
 }
 
 void Hub::create_room(std::string name, CreateFn done) {
-  store::Room room{new_room_id(), std::move(name)};
+  store::Room room;
+  room.id = new_room_id();
+  room.name = std::move(name);
+  create_stored(std::move(room), std::move(done));
+}
+
+void Hub::create_restricted_room(std::string name, std::vector<std::string> members, CreateFn done) {
+  store::Room room;
+  room.id = new_room_id();
+  room.name = std::move(name);
+  room.restricted = true;
+  room.members = std::move(members);
+  create_stored(std::move(room), std::move(done));
+}
+
+void Hub::create_stored(store::Room room, CreateFn done) {
   store_.create(room, [this, room, done = std::move(done)](std::error_code ec) {
+    if (!ec) remember_access(room);
     if (!ec) remember_room(room.id);
     if (!ec && events_ && events_->wants(ChatEvent::Kind::room))
       events_->on_event({ChatEvent::Kind::room, room.id, "r-" + room.id, 0, store::to_json(room)});

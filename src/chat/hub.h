@@ -209,7 +209,9 @@ class Hub final : public Rooms, public NodeView {
   // Checks that the room exists, stamps id and ts, publishes. `done` runs on any thread with
   // the message's seq. A non-empty `client_id` (x-client-id) already used in the room within
   // the bus's window is not published again: `done` gets the first one's seq.
-  void publish(const ChatMessage& m, std::string client_id, bus::PublishedFn done);
+  // With `who` (--auth jwt) a restricted room `who` may not enter is refused with
+  // Error::room_forbidden.
+  void publish(const ChatMessage& m, std::string client_id, bus::PublishedFn done, IdentityPtr who = {});
 
   // Reads the room's retained history (x-history, resume, REST paging). `done` runs on any thread.
   void history(bus::HistoryRequest req, bus::HistoryFn done) { bus_.history(std::move(req), std::move(done)); }
@@ -231,6 +233,7 @@ class Hub final : public Rooms, public NodeView {
   void member_counts(std::vector<std::string> ids, CountsFn done) override;
   void find_room(std::string_view id, FindFn done) override;
   void create_room(std::string name, CreateFn done) override;
+  void create_restricted_room(std::string name, std::vector<std::string> members, CreateFn done) override;
   void room_messages(std::string_view id, std::uint64_t before, std::size_t limit, PageFn done) override;
   void delete_room(std::string_view id, CreateFn done) override;
   void disconnect(std::string user, std::string session, std::string reason,
@@ -242,6 +245,9 @@ class Hub final : public Rooms, public NodeView {
   // Answers whether room `id` exists: an empty code, Error::unknown_room or
   // Error::store_unavailable. Runs `done` at once for a known room, else on any thread.
   void check_room(const std::string& id, std::function<void(std::error_code)> done);
+  // Returns whether `who` may enter room `id`, a room known_room() knows (may_enter above;
+  // null `who`: --auth none, yes).
+  bool may_enter(const Identity* who, const std::string& id);
 
   // NodeView (/healthz, /metrics)
   const std::string& node_id() const override { return cfg_.node_id; }
@@ -266,7 +272,9 @@ class Hub final : public Rooms, public NodeView {
  private:
   void on_delivery(bus::Delivery&& d);  // the bus's delivering thread
   // `rated`: counts against Limits::room_send_rate (server announcements do not).
-  void publish_known(const ChatMessage& m, std::string client_id, bus::PublishedFn done, bool rated = true);
+  // With `who` (--auth jwt) a restricted room it may not enter is refused (room_forbidden).
+  void publish_known(const ChatMessage& m, std::string client_id, bus::PublishedFn done, bool rated = true,
+                     const Identity* who = nullptr);
   // Publishes the server's ENTER or QUIT for `member` unless the room is past
   // presence_announce_max; then runs `done` (may be empty).
   void announce(MessageType type, const std::string& room, const std::string& member, std::size_t count,
@@ -277,6 +285,9 @@ class Hub final : public Rooms, public NodeView {
   // Tells the event sink, if it wants messages, that `payload` was published with `seq`.
   void report_message(const std::string& room_id, std::uint64_t seq, std::string payload);
   void remember_room(const std::string& id);
+  void create_stored(store::Room room, CreateFn done);
+  // Caches who may enter `room` if it is restricted; before the room is remembered.
+  void remember_access(const store::Room& room);
 
   HubConfig cfg_;
   std::string id_prefix_;  // "<node>-<nonce>-": message ids are this plus a counter
@@ -291,12 +302,14 @@ class Hub final : public Rooms, public NodeView {
     ChatMessage message;
     std::string client_id;
     bus::PublishedFn done;
+    IdentityPtr who;
   };
   std::mutex lookups_mu_;
   std::unordered_map<std::string, std::vector<PendingPublish>> lookups_;  // rooms being looked up
 
   std::shared_mutex rooms_mu_;
   std::unordered_set<std::string> known_rooms_;  // a deleted room leaves it (forget_room) on every node
+  std::unordered_map<std::string, store::Room> restricted_rooms_;  // of the known ones, by id
 
   // Per-room SEND buckets (Limits::room_send_rate), for rooms known to exist only.
   KeyedBuckets room_rate_;

@@ -24,6 +24,7 @@ struct Limits {
   std::size_t max_room_name_bytes = 100;
   std::size_t max_rooms = 100000;        // per store; 100k rooms are ~10 MiB of JSON
   std::size_t max_member_list = 1000;    // names one members answer lists; the count is always exact
+  std::size_t max_room_members = 1000;   // a restricted room's member list: a big group, ~30 KiB of JSON
   std::size_t room_list_max = 1000;      // one GET /chat/rooms page: ~60 KiB, and the seed's page lists them all
 
   // Connections and memory

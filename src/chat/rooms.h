@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "bus/presence.h"
+#include "chat/identity.h"
 #include "chat/refusals.h"
 #include "chat/rules.h"
 #include "store/room_store.h"
@@ -42,6 +43,9 @@ class Rooms {
   // Creates a room named `name` (as check_room_name returned it); store::Error::full when the
   // store holds Limits::max_rooms. `done` runs on any thread.
   virtual void create_room(std::string name, CreateFn done) = 0;
+  // Creates a restricted room (--auth jwt) that admits `members` (token subs, the creator among
+  // them) and tokens whose `rooms` claim names it. `done` runs on any thread.
+  virtual void create_restricted_room(std::string name, std::vector<std::string> members, CreateFn done) = 0;
   // Publishes `m` for the server API (POST /api/publish): the room must exist, as for a SEND.
   // `done` gets the message as subscribers receive it, with its seq, as a JSON object; or
   // chat::Error::unknown_room, store_unavailable or publish_failed. Runs on any thread.
@@ -67,6 +71,11 @@ class Rooms {
   using CountsFn = std::function<void(std::error_code, std::vector<std::size_t>)>;
   virtual void member_counts(std::vector<std::string> ids, CountsFn done) = 0;
 };
+
+// Returns whether `who` may see and enter `room`: a public room, or a restricted one that lists
+// `who->user` as a member or is named by `who->rooms`. A null `who` means --auth none, where
+// every room is open.
+bool may_enter(const Identity* who, const store::Room& room);
 
 // One engine's health as /healthz reports it.
 struct EngineHealth {

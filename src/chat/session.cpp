@@ -238,6 +238,7 @@ void StompSession::on_subscribe(stomp::Frame& f) {
   if (receipt) slot = open_answer();
   std::string receipt_id = receipt ? *receipt : std::string();
   if (hub_.known_room(room)) {
+    if (!hub_.may_enter(identity_.get(), room)) return refuse_room(slot ? *slot : open_answer(), receipt_id);
     subs_.emplace(sub_id, Subscription{room, escaped});
     return join_room(sub_id, room, escaped, slot, std::move(receipt_id), *ask);
   }
@@ -262,6 +263,10 @@ void StompSession::on_room_checked(const std::string& sub_id, std::uint64_t seri
     std::optional<std::string> r;
     if (!receipt.empty()) r = receipt;
     return settle(slot, {status_for(ec), ec.message(), std::move(r)});
+  }
+  if (!hub_.may_enter(identity_.get(), it->second.room_id)) {
+    subs_.erase(it);
+    return refuse_room(slot, receipt);
   }
   it->second.pending = false;
   join_room(sub_id, it->second.room_id, it->second.escaped, slot, receipt, ask);
@@ -292,6 +297,13 @@ void StompSession::join_room(const std::string& sub_id, const std::string& room,
   });
   hub_.report_subscription(ChatEvent::Kind::join, room, id_);
   if (hub_.presence_on()) update_presence(room, true, nullptr);  // an ENTER may have come first
+}
+
+void StompSession::refuse_room(std::uint64_t slot, const std::string& receipt) {
+  hub_.refusals.count(Refusal::room_forbidden);
+  std::optional<std::string> r;
+  if (!receipt.empty()) r = receipt;
+  settle(slot, {403, make_error_code(Error::room_forbidden).message(), std::move(r)});
 }
 
 void StompSession::on_unsubscribe(stomp::Frame& f) {
@@ -369,7 +381,7 @@ void StompSession::on_send(stomp::Frame& f) {
     a.seq = seq;
     s.settle(slot, std::move(a));
   });
-  hub_.publish(*m, std::move(client_id), std::move(answered));
+  hub_.publish(*m, std::move(client_id), std::move(answered), identity_);
 }
 
 void StompSession::on_disconnect(stomp::Frame& f) {

@@ -98,6 +98,9 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   // history `ask`ed for is replayed.
   void join_room(const std::string& sub_id, const std::string& room, const std::string& escaped,
                  std::optional<std::uint64_t> slot, std::string receipt, std::optional<HistoryAsk> ask);
+  // A SUBSCRIBE to a restricted room this identity may not enter: 403 on /user/queue/errors
+  // in `slot`, no subscription (as for an unknown room).
+  void refuse_room(std::uint64_t slot, const std::string& receipt);
   void on_send(stomp::Frame& f);
   void on_disconnect(stomp::Frame& f);
 

@@ -160,9 +160,11 @@ class HttpSession final : public Closable,
       return write(std::move(res));
     }
     if (path == "/auth/dev-token") return dev_token(*url);
+    chat::IdentityPtr caller;  // --auth jwt: who calls the REST API (null: --auth none)
     if (api && server_.hub().verifier()) {  // --auth jwt: the REST API needs the token too
       std::string why;
-      if (!server_.identify(req, why)) {
+      caller = server_.identify(req, why);
+      if (!caller) {
         server_.hub().refusals.count(chat::Refusal::auth_failed, client().to_string());
         auto res = json_error(req, http::status::unauthorized, "unauthorized: " + why);
         res.set(http::field::www_authenticate, "Bearer");
@@ -196,7 +198,7 @@ class HttpSession final : public Closable,
     }
     if (path == "/chat/rooms") {
       if (method != http::verb::get) return not_allowed("GET");
-      return list_rooms(server_.rooms(), server_.hub().limits(), *url, shared_from_this());
+      return list_rooms(server_.rooms(), server_.hub().limits(), *url, shared_from_this(), std::move(caller));
     }
     if (path == "/chat/room") {
       if (method == http::verb::post) {
@@ -204,7 +206,7 @@ class HttpSession final : public Closable,
           server_.hub().refusals.count(chat::Refusal::room_create_rate, client().to_string());
           return write(json_error(req, http::status::too_many_requests, "too many rooms created from your address; try again later"));
         }
-        return create_room(server_.rooms(), server_.hub().limits(), *url, shared_from_this());
+        return create_room(server_.rooms(), server_.hub().limits(), *url, shared_from_this(), std::move(caller));
       }
       if (method == http::verb::get) return page("/room.html");
       return not_allowed("GET, POST");
@@ -226,8 +228,8 @@ class HttpSession final : public Closable,
       static constexpr std::string_view kMessages = "/messages";
       if (rest.size() > kMessages.size() && rest.substr(rest.size() - kMessages.size()) == kMessages)
         return room_messages(server_.rooms(), server_.hub().limits(), rest.substr(0, rest.size() - kMessages.size()), *url,
-                             shared_from_this());
-      return find_room(server_.rooms(), rest, shared_from_this());
+                             shared_from_this(), std::move(caller));
+      return find_room(server_.rooms(), rest, shared_from_this(), std::move(caller));
     }
     if (path.rfind("/api/", 0) == 0)
       return server_.api().handle(path, server_.rooms(), server_.node(), server_.hub().limits(),

@@ -27,16 +27,22 @@ std::optional<std::size_t> number_param(const boost::urls::url_view& url, std::s
   return out;
 }
 
+// Answers with the page of room `id`'s history (room_messages, after the checks).
+void room_page(chat::Rooms& rooms, const std::string& id, std::size_t before, std::size_t limit, ResponderPtr r);
+
 }  // namespace
 
-void list_rooms(chat::Rooms& rooms, const chat::Limits& limits, const boost::urls::url_view& url, ResponderPtr r) {
+void list_rooms(chat::Rooms& rooms, const chat::Limits& limits, const boost::urls::url_view& url, ResponderPtr r,
+                chat::IdentityPtr who) {
   auto offset = number_param(url, "offset", 0, std::numeric_limits<std::uint32_t>::max());
   auto limit = number_param(url, "limit", limits.room_list_max, limits.room_list_max);
   if (!offset || !limit)
     return r->respond(json_error(r->request(), http::status::bad_request,
                                  "offset and limit must be whole numbers; limit at most " + std::to_string(limits.room_list_max)));
-  rooms.list_rooms([&rooms, r, from = *offset, n = *limit](std::error_code ec, std::vector<store::Room> all) {
+  rooms.list_rooms([&rooms, r, from = *offset, n = *limit, who](std::error_code ec, std::vector<store::Room> all) {
     if (ec) return r->respond(json_error(r->request(), http::status::service_unavailable, ec.message()));
+    // Only what the caller may enter is listed; the page counts those.
+    if (who) std::erase_if(all, [&](const store::Room& room) { return !chat::may_enter(who.get(), room); });
     const std::size_t first = std::min(from, all.size()), last = std::min(all.size(), first + n);
     std::vector<std::string> ids;
     ids.reserve(last - first);
@@ -48,6 +54,7 @@ void list_rooms(chat::Rooms& rooms, const chat::Limits& limits, const boost::url
       a.reserve(last - first);
       for (std::size_t i = first; i < last; ++i) {
         boost::json::object o{{"roomId", all[i].id}, {"name", all[i].name}};
+        if (all[i].restricted) o["restricted"] = true;
         if (counted) o["memberCount"] = counts[i - first];
         a.push_back(std::move(o));
       }
@@ -60,38 +67,82 @@ void list_rooms(chat::Rooms& rooms, const chat::Limits& limits, const boost::url
   });
 }
 
-void find_room(chat::Rooms& rooms, std::string_view id, ResponderPtr r) {
+void find_room(chat::Rooms& rooms, std::string_view id, ResponderPtr r, chat::IdentityPtr who) {
   if (!chat::is_room_id(id)) return r->respond(json_error(r->request(), http::status::not_found, "no such room"));
-  rooms.find_room(id, [r](std::error_code ec, std::optional<store::Room> room) {
+  rooms.find_room(id, [r, who](std::error_code ec, std::optional<store::Room> room) {
     if (ec) return r->respond(json_error(r->request(), http::status::service_unavailable, ec.message()));
     if (!room) return r->respond(json_error(r->request(), http::status::not_found, "no such room"));
+    if (!chat::may_enter(who.get(), *room)) return r->respond(json_error(r->request(), http::status::forbidden, "you may not enter this room"));
     r->respond(make_response(r->request(), http::status::ok, store::to_json(*room), kJson));
   });
 }
 
-void create_room(chat::Rooms& rooms, const chat::Limits& limits, const boost::urls::url_view& url, ResponderPtr r) {
+void create_room(chat::Rooms& rooms, const chat::Limits& limits, const boost::urls::url_view& url, ResponderPtr r,
+                 chat::IdentityPtr who) {
   const Request& req = r->request();
-  std::optional<std::string> name;
-  if (auto it = url.params().find("name"); it != url.params().end()) name = (*it).value;
   auto type = req[http::field::content_type];
-  if (!name && type.rfind("application/x-www-form-urlencoded", 0) == 0) {
+  std::optional<boost::urls::url> form;  // a form body, as a query the URL parser decodes
+  if (type.rfind("application/x-www-form-urlencoded", 0) == 0) {
     // Forms encode spaces as '+'; make them %20 so the URL parser decodes them.
-    std::string form = "/?";
-    for (char c : req.body()) form += c == '+' ? std::string("%20") : std::string(1, c);
-    if (auto u = boost::urls::parse_origin_form(form))
-      if (auto it = u->params().find("name"); it != u->params().end()) name = (*it).value;
+    std::string f = "/?";
+    for (char c : req.body()) f += c == '+' ? std::string("%20") : std::string(1, c);
+    if (auto u = boost::urls::parse_origin_form(f)) form.emplace(*u);
   }
-  if (!name && type.rfind("application/json", 0) == 0) {
+  boost::json::object json;
+  if (type.rfind("application/json", 0) == 0) {
     boost::system::error_code jec;
     auto v = boost::json::parse(req.body(), jec);
-    if (!jec && v.is_object())
-      if (auto n = v.get_object().if_contains("name"); n && n->is_string()) name = std::string(n->get_string());
+    if (!jec && v.is_object()) json = std::move(v.get_object());
   }
+  // Returns field `key` from the query, else the form, else a JSON string member.
+  auto field = [&](std::string_view key) -> std::optional<std::string> {
+    if (auto it = url.params().find(key); it != url.params().end()) return std::string((*it).value);
+    if (form)
+      if (auto it = form->params().find(key); it != form->params().end()) return std::string((*it).value);
+    if (auto v = json.if_contains(key); v && v->is_string()) return std::string(v->get_string());
+    return std::nullopt;
+  };
+  auto name = field("name");
   if (!name) return r->respond(json_error(req, http::status::bad_request, "name is required (query parameter or form field)"));
   std::string why;
   auto ok = chat::check_room_name(*name, limits.max_room_name_bytes, why);
   if (!ok) return r->respond(json_error(req, http::status::bad_request, why));
-  rooms.create_room(std::move(*ok), [r](std::error_code ec, store::Room room) {
+
+  // A restricted room: `members` (comma-separated, or a JSON array of token subs) and/or
+  // `restricted=true` (then only the creator and tokens whose `rooms` claim names it).
+  std::vector<std::string> members;
+  bool restricted = false;
+  if (auto m = json.if_contains("members"); m && m->is_array()) {
+    restricted = true;
+    for (const auto& u : m->get_array()) {
+      if (!u.is_string()) return r->respond(json_error(req, http::status::bad_request, "members must be token subs (strings)"));
+      members.emplace_back(u.get_string());
+    }
+  } else if (auto list = field("members")) {
+    restricted = true;
+    for (std::string_view rest = *list; !rest.empty();) {
+      auto comma = rest.find(',');
+      if (auto one = rest.substr(0, comma); !one.empty()) members.emplace_back(one);
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+  }
+  if (auto x = json.if_contains("restricted"); x && x->is_bool()) restricted = restricted || x->get_bool();
+  else if (auto f = field("restricted")) restricted = restricted || *f == "true" || *f == "1";
+  if (!restricted) {
+    return rooms.create_room(std::move(*ok), [r](std::error_code ec, store::Room room) {
+      if (ec == store::Error::full) return r->respond(json_error(r->request(), http::status::insufficient_storage, ec.message()));
+      if (ec) return r->respond(json_error(r->request(), http::status::service_unavailable, ec.message()));
+      r->respond(make_response(r->request(), http::status::ok, store::to_json(room), kJson));
+    });
+  }
+  if (!who) return r->respond(json_error(req, http::status::bad_request, "restricted rooms need --auth jwt: without it nobody is proven a member"));
+  if (std::find(members.begin(), members.end(), who->user) == members.end()) members.push_back(who->user);
+  if (members.size() > limits.max_room_members)
+    return r->respond(json_error(req, http::status::bad_request, "at most " + std::to_string(limits.max_room_members) + " members (--max-room-members)"));
+  for (const auto& u : members)
+    if (u.size() > 256) return r->respond(json_error(req, http::status::bad_request, "a member (token sub) is at most 256 bytes"));
+  rooms.create_restricted_room(std::move(*ok), std::move(members), [r](std::error_code ec, store::Room room) {
     if (ec == store::Error::full) return r->respond(json_error(r->request(), http::status::insufficient_storage, ec.message()));
     if (ec) return r->respond(json_error(r->request(), http::status::service_unavailable, ec.message()));
     r->respond(make_response(r->request(), http::status::ok, store::to_json(room), kJson));
@@ -99,7 +150,7 @@ void create_room(chat::Rooms& rooms, const chat::Limits& limits, const boost::ur
 }
 
 void room_messages(chat::Rooms& rooms, const chat::Limits& limits, std::string_view id, const boost::urls::url_view& url,
-                   ResponderPtr r) {
+                   ResponderPtr r, chat::IdentityPtr who) {
   const Request& req = r->request();
   if (!chat::is_room_id(id)) return r->respond(json_error(req, http::status::not_found, "no such room"));
   auto before = number_param(url, "before", 0, std::numeric_limits<std::size_t>::max());
@@ -108,7 +159,26 @@ void room_messages(chat::Rooms& rooms, const chat::Limits& limits, std::string_v
   if (!limit || *limit == 0)
     return r->respond(json_error(req, http::status::bad_request,
                                  "limit must be a number from 1 to " + std::to_string(limits.max_replay)));
-  rooms.room_messages(id, *before, *limit, [r](std::error_code ec, chat::Rooms::Page page) {
+  if (who) {
+    // A restricted room's history is for those who may enter it: look first.
+    auto ask = [&rooms, id = std::string(id), before = *before, limit = *limit, r](std::error_code ec, std::optional<store::Room> room) mutable {
+      if (ec == chat::Error::room_forbidden) return r->respond(json_error(r->request(), http::status::forbidden, ec.message()));
+      if (ec) return r->respond(json_error(r->request(), http::status::service_unavailable, ec.message()));
+      if (!room) return r->respond(json_error(r->request(), http::status::not_found, "no such room"));
+      room_page(rooms, id, before, limit, std::move(r));
+    };
+    return rooms.find_room(id, [who, ask = std::move(ask)](std::error_code ec, std::optional<store::Room> room) mutable {
+      if (!ec && room && !chat::may_enter(who.get(), *room)) ec = chat::Error::room_forbidden;
+      ask(ec, std::move(room));
+    });
+  }
+  room_page(rooms, std::string(id), *before, *limit, std::move(r));
+}
+
+namespace {
+
+void room_page(chat::Rooms& rooms, const std::string& id, std::size_t before, std::size_t limit, ResponderPtr r) {
+  rooms.room_messages(id, before, limit, [r](std::error_code ec, chat::Rooms::Page page) {
     if (ec == chat::Error::unknown_room) return r->respond(json_error(r->request(), http::status::not_found, ec.message()));
     if (ec) return r->respond(json_error(r->request(), http::status::service_unavailable, ec.message()));
     // The bodies are JSON objects already: join them rather than parse and print them again.
@@ -125,6 +195,8 @@ void room_messages(chat::Rooms& rooms, const chat::Limits& limits, std::string_v
     r->respond(std::move(res));
   });
 }
+
+}  // namespace
 
 std::string members_json(std::string_view room_id, const bus::MemberList& l) {
   boost::json::array names;

@@ -4,6 +4,9 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+
+#include <boost/json.hpp>
+
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -52,6 +55,12 @@ class EmbeddedStore final : public RoomStore {
       sqlite3_exec(db_, "ALTER TABLE rooms ADD COLUMN last_active INTEGER NOT NULL DEFAULT 0", nullptr, nullptr, nullptr);
       // Rooms never marked count as active from now, so enabling expiry deletes nothing at once.
       exec(("UPDATE rooms SET last_active = " + std::to_string(now_ms()) + " WHERE last_active = 0").c_str());
+      // Restricted rooms (issue 10): `access` holds the member list as a JSON array; NULL is
+      // public. Files from before it get the column, every old room public.
+      sqlite3_stmt* probe = nullptr;
+      if (sqlite3_prepare_v2(db_, "SELECT access FROM rooms LIMIT 0", -1, &probe, nullptr) != SQLITE_OK)
+        exec("ALTER TABLE rooms ADD COLUMN access TEXT");
+      sqlite3_finalize(probe);
       load();
     } catch (...) {
       sqlite3_close(db_);
@@ -216,7 +225,7 @@ class EmbeddedStore final : public RoomStore {
 
   void load() {
     sqlite3_stmt* st = nullptr;
-    if (sqlite3_prepare_v2(db_, "SELECT id, name, seq, last_active FROM rooms ORDER BY seq", -1, &st, nullptr) != SQLITE_OK)
+    if (sqlite3_prepare_v2(db_, "SELECT id, name, seq, last_active, access FROM rooms ORDER BY seq", -1, &st, nullptr) != SQLITE_OK)
       throw std::runtime_error(path_ + ": " + sqlite3_errmsg(db_));
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -226,7 +235,16 @@ class EmbeddedStore final : public RoomStore {
       };
       const std::int64_t seq = sqlite3_column_int64(st, 2);
       index_.emplace(text(0), Slot{seq, sqlite3_column_int64(st, 3)});
-      rooms_.emplace(seq, Room{text(0), text(1)});
+      Room room{text(0), text(1)};
+      if (sqlite3_column_type(st, 4) != SQLITE_NULL) {
+        room.restricted = true;
+        boost::system::error_code jec;
+        auto v = boost::json::parse(text(4), jec);
+        if (jec || !v.is_array()) throw std::runtime_error(path_ + ": room " + room.id + " has an unreadable member list");
+        for (const auto& u : v.get_array())
+          if (u.is_string()) room.members.emplace_back(u.get_string());
+      }
+      rooms_.emplace(seq, std::move(room));
     }
     std::string why = rc == SQLITE_DONE ? "" : sqlite3_errmsg(db_);
     sqlite3_finalize(st);
@@ -237,11 +255,19 @@ class EmbeddedStore final : public RoomStore {
   // Returns whether the room reached the file; `seq` gets its row's seq (creation order).
   bool insert(const Room& room, std::int64_t now, std::int64_t& seq) {
     sqlite3_stmt* st = nullptr;
-    if (sqlite3_prepare_v2(db_, "INSERT INTO rooms (id, name, last_active) VALUES (?, ?, ?)", -1, &st, nullptr) != SQLITE_OK)
+    if (sqlite3_prepare_v2(db_, "INSERT INTO rooms (id, name, last_active, access) VALUES (?, ?, ?, ?)", -1, &st, nullptr) != SQLITE_OK)
       return false;
     sqlite3_bind_text(st, 1, room.id.data(), static_cast<int>(room.id.size()), SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, room.name.data(), static_cast<int>(room.name.size()), SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 3, now);
+    if (room.restricted) {
+      boost::json::array m;
+      for (const auto& u : room.members) m.emplace_back(u);
+      auto access = boost::json::serialize(m);
+      sqlite3_bind_text(st, 4, access.data(), static_cast<int>(access.size()), SQLITE_TRANSIENT);
+    } else {
+      sqlite3_bind_null(st, 4);
+    }
     bool ok = sqlite3_step(st) == SQLITE_DONE;
     sqlite3_finalize(st);
     if (ok) seq = sqlite3_last_insert_rowid(db_);

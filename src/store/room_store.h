@@ -25,12 +25,20 @@ const std::error_category& error_category() noexcept;
 std::error_code make_error_code(Error e) noexcept;
 
 struct Room {
+  // A constructor rather than an aggregate: Room{id, name} stays the way to write a public room.
+  Room(std::string room_id = {}, std::string room_name = {}, bool is_restricted = false, std::vector<std::string> member_subs = {})
+      : id(std::move(room_id)), name(std::move(room_name)), restricted(is_restricted), members(std::move(member_subs)) {}
   std::string id;    // a UUID, lower case
   std::string name;
+  // --auth jwt: a restricted room admits only its `members` (token subs) and tokens whose
+  // `rooms` claim names it; a public room admits everyone.
+  bool restricted = false;
+  std::vector<std::string> members;
 };
 
 // Returns the room's JSON, {"roomId":"…","name":"…"}: the value kept in CHAT_ROOM and the
-// REST answer, as in the Spring chat tutorials.
+// REST answer, as in the Spring chat tutorials; a restricted room adds "restricted":true and
+// "members":[…].
 std::string to_json(const Room& r);
 // Returns the room read from its JSON, or nullopt when it is not a room.
 std::optional<Room> room_from_json(std::string_view json);

@@ -32,7 +32,14 @@ const std::error_category& error_category() noexcept {
 std::error_code make_error_code(Error e) noexcept { return {static_cast<int>(e), error_category()}; }
 
 std::string to_json(const Room& r) {
-  return boost::json::serialize(boost::json::object{{"roomId", r.id}, {"name", r.name}});
+  boost::json::object o{{"roomId", r.id}, {"name", r.name}};
+  if (r.restricted) {
+    o["restricted"] = true;
+    boost::json::array m;
+    for (const auto& u : r.members) m.emplace_back(u);
+    o["members"] = std::move(m);
+  }
+  return boost::json::serialize(o);
 }
 
 std::optional<Room> room_from_json(std::string_view json) {
@@ -43,7 +50,14 @@ std::optional<Room> room_from_json(std::string_view json) {
   auto id = o.if_contains("roomId");
   auto name = o.if_contains("name");
   if (!id || !name || !id->is_string() || !name->is_string()) return std::nullopt;
-  return Room{std::string(id->get_string()), std::string(name->get_string())};
+  Room r;
+  r.id = id->get_string();
+  r.name = name->get_string();
+  if (auto x = o.if_contains("restricted"); x && x->is_bool()) r.restricted = x->get_bool();
+  if (auto m = o.if_contains("members"); m && m->is_array())
+    for (const auto& u : m->get_array())
+      if (u.is_string()) r.members.emplace_back(u.get_string());
+  return r;
 }
 
 std::unique_ptr<RoomStore> make_store(const StoreConfig& cfg, boost::asio::io_context& engine) {

@@ -196,6 +196,52 @@ describe('stomp.js 2.3.3 over SockJS', () => {
   });
 });
 
+describe('restricted rooms', () => {
+  test('only members and tokens naming the room may list, read, subscribe or send', async () => {
+    const alice = token('u-alice', 'Alice');
+    const res = await rest('/chat/room', { tok: alice, method: 'POST', body: new URLSearchParams({ name: 'private', members: 'u-bob' }) });
+    assert.equal(res.status, 200, await res.clone().text());
+    const priv = await res.json();
+    assert.equal(priv.restricted, true);
+    assert.deepEqual(priv.members.sort(), ['u-alice', 'u-bob']);
+    const bob = token('u-bob', 'Bob');
+    const eve = token('u-eve', 'Eve');
+    const carol = hs256({ sub: 'u-carol', name: 'Carol', rooms: [priv.roomId], exp: now() + 600 });
+
+    const ids = async (tok) => (await (await rest('/chat/rooms', { tok })).json()).map((r) => r.roomId);
+    assert.ok((await ids(bob)).includes(priv.roomId));
+    assert.ok((await ids(carol)).includes(priv.roomId), 'the rooms claim opens it');
+    assert.ok(!(await ids(eve)).includes(priv.roomId), 'not listed for others');
+    assert.ok((await ids(eve)).includes(room), 'public rooms still are');
+    assert.equal((await rest(`/chat/room/${priv.roomId}`, { tok: eve })).status, 403);
+    assert.equal((await rest(`/chat/room/${priv.roomId}/messages`, { tok: eve })).status, 403);
+    assert.equal((await rest(`/chat/room/${priv.roomId}/messages`, { tok: bob })).status, 200);
+
+    const sBob = await stompOverWebSocket(node.base, { connectHeaders: { passcode: bob } });
+    const sEve = await stompOverWebSocket(node.base, { connectHeaders: { passcode: eve } });
+    const sCarol = await stompOverWebSocket(node.base, { connectHeaders: { passcode: carol } });
+    try {
+      const seen = await sBob.subscribeConfirmed(`/sub/chat/room/${priv.roomId}`);
+      const carolSeen = await sCarol.subscribeConfirmed(`/sub/chat/room/${priv.roomId}`);
+      const eveErrors = sEve.subscribe('/user/queue/errors');
+      const eveSeen = sEve.subscribe(`/sub/chat/room/${priv.roomId}`, { receipt: 'eve-sub' });
+      sEve.publish('/pub/chat/message', JSON.stringify({ type: 'TALK', roomId: priv.roomId, message: 'let me in' }));
+      const [subRefused, sendRefused] = await eveErrors.waitForMessages(2);
+      assert.equal(subRefused.status, 403);
+      assert.equal(subRefused.receipt, 'eve-sub');
+      assert.match(subRefused.error, /may not enter/);
+      assert.equal(sendRefused.status, 403);
+      sBob.publish('/pub/chat/message', JSON.stringify({ type: 'TALK', roomId: priv.roomId, message: 'members only' }));
+      assert.equal((await seen.waitForMessages(1))[0].message, 'members only');
+      assert.equal((await carolSeen.waitForMessages(1))[0].sender, 'Bob');
+      assert.equal(eveSeen.frames.length, 0);
+      assert.equal(sEve.errors.length, 0, 'a refusal keeps the session');
+    } finally {
+      await Promise.all([sBob.close(), sEve.close(), sCarol.close()]);
+    }
+  });
+});
+
 describe('a raw client', () => {
   // Sends frames written by hand and resolves with everything the server wrote until it closed
   // or `untilText` appeared.

@@ -1,6 +1,7 @@
 // The embedded store refuses a damaged or truncated file at start and reports DOWN while
 // writes fail (issue 13, finding 9).
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -139,4 +140,47 @@ TEST_F(EmbeddedStoreTest, RemoveTouchAndIdleSurviveARestartAndKeepTheListOrder) 
   EXPECT_EQ(idle(*s, now + 60'000), (std::vector<std::string>{id(1), id(4)}));
   ASSERT_FALSE(create(*s, 5));
   s->list([&](std::error_code, std::vector<store::Room> rooms) { EXPECT_EQ(rooms.back().id, id(5)); });
+}
+
+TEST_F(EmbeddedStoreTest, RestrictedRoomsKeepTheirMembersAcrossRestarts) {
+  {
+    auto s = store::make_embedded_store(cfg);
+    std::error_code ec = make_error_code(std::errc::timed_out);
+    s->create(store::Room("00000000-0000-4000-8000-000000000001", "secret", true, {"u-a", "u-b"}), [&](std::error_code e) { ec = e; });
+    ASSERT_FALSE(ec);
+    ASSERT_FALSE(create(*s, 2));
+  }
+  auto s = store::make_embedded_store(cfg);
+  std::vector<store::Room> rooms;
+  s->list([&](std::error_code, std::vector<store::Room> all) { rooms = std::move(all); });
+  ASSERT_EQ(rooms.size(), 2u);
+  EXPECT_TRUE(rooms[0].restricted);
+  EXPECT_EQ(rooms[0].members, (std::vector<std::string>{"u-a", "u-b"}));
+  EXPECT_FALSE(rooms[1].restricted);
+  EXPECT_TRUE(rooms[1].members.empty());
+  // The JSON (Redis's CHAT_ROOM value and the REST answer) carries the same.
+  auto back = store::room_from_json(store::to_json(rooms[0]));
+  ASSERT_TRUE(back);
+  EXPECT_TRUE(back->restricted);
+  EXPECT_EQ(back->members, rooms[0].members);
+  EXPECT_EQ(store::to_json(rooms[1]), R"({"roomId":"00000000-0000-4000-8000-000000000002","name":"room 2"})");
+}
+
+TEST_F(EmbeddedStoreTest, AFileFromBeforeRestrictedRoomsOpensWithEveryRoomPublic) {
+  std::filesystem::create_directories(dir);
+  // The schema chatd wrote before issue 10 (no access column).
+  {
+    auto s = store::make_embedded_store(cfg);
+    ASSERT_FALSE(create(*s, 1));
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir / "chatd.db").string().c_str(), &db), SQLITE_OK);
+  EXPECT_EQ(sqlite3_exec(db, "ALTER TABLE rooms DROP COLUMN access", nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  sqlite3_close(db);
+  auto s = store::make_embedded_store(cfg);
+  std::vector<store::Room> rooms;
+  s->list([&](std::error_code, std::vector<store::Room> all) { rooms = std::move(all); });
+  ASSERT_EQ(rooms.size(), 1u);
+  EXPECT_FALSE(rooms[0].restricted);
+  EXPECT_FALSE(create(*s, 2));
 }
