@@ -175,7 +175,7 @@
   async function loadMembers() {
     try {
       const res = await fetch(`/chat/room/${encodeURIComponent(roomId)}/members`,
-                              { headers: { Accept: 'application/json' }, cache: 'no-store' });
+                              { headers: chatdAuth.headers({ Accept: 'application/json' }), cache: 'no-store' });
       if (!res.ok) return; // presence off (404) or unavailable: the box stays as it was
       const body = await res.json();
       $('member-count').textContent = String(body.count);
@@ -217,7 +217,7 @@
   // { msgs, epoch, firstSeq } or throws.
   async function fetchPage(before, limit) {
     const base = `/chat/room/${encodeURIComponent(roomId)}/messages?before=${before}`;
-    const get = (url) => fetch(url, { headers: { Accept: 'application/json' }, cache: 'no-store' });
+    const get = (url) => fetch(url, { headers: chatdAuth.headers({ Accept: 'application/json' }), cache: 'no-store' });
     let res = await get(`${base}&limit=${limit}`);
     // A limit above the server's --max-replay is refused: its default page size is not.
     if (res.status === 400) res = await get(base);
@@ -252,7 +252,7 @@
   function socketFactory() {
     if (params.get('raw') === '1') {
       const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-      return () => new WebSocket(`${scheme}//${location.host}${ENDPOINT}`,
+      return () => new WebSocket(`${scheme}//${location.host}${chatdAuth.url(ENDPOINT)}`,
                                  ['v12.stomp', 'v11.stomp', 'v10.stomp']);
     }
     // Only the transports chatd serves, so SockJS never waits on eventsource, iframe or jsonp.
@@ -262,7 +262,8 @@
       if (SOCKJS_TRANSPORTS.includes(forced)) options.transports = [forced];
       else console.warn(`chatd: unknown transport "${forced}", using ${SOCKJS_TRANSPORTS.join(', ')}`);
     }
-    return () => new SockJS(ENDPOINT, null, options);
+    // --auth jwt: the token rides on the URL (and in CONNECT), read afresh at each connect.
+    return () => new SockJS(chatdAuth.url(ENDPOINT), null, options);
   }
 
   // ---- the conversation ----
@@ -309,6 +310,11 @@
       heartbeatOutgoing: 10000,
       debug: () => {},
     });
+    // --auth jwt: a token near expiry is replaced before each (re)connect.
+    client.beforeConnect = async () => {
+      if (await chatdAuth.needed()) await chatdAuth.login(nick).catch((e) => notice(`로그인 실패: ${e.message}`, 'error'));
+      client.connectHeaders = chatdAuth.headers();
+    };
 
     function transmit(frame) {
       const receipt = frame.headers.receipt;
@@ -467,7 +473,7 @@
   async function loadRoom() {
     try {
       const res = await fetch(`/chat/room/${encodeURIComponent(roomId)}`,
-                              { headers: { Accept: 'application/json' }, cache: 'no-store' });
+                              { headers: chatdAuth.headers({ Accept: 'application/json' }), cache: 'no-store' });
       if (res.status === 404) {
         $('room-name').textContent = '없는 채팅방';
         notice('채팅방을 찾을 수 없습니다.', 'error');
@@ -511,8 +517,20 @@
 
   (async () => {
     setState('idle');
-    if (!(await loadRoom())) return;
-    const nick = readNick() || (await askNick());
+    // --auth jwt: log in as the nickname before anything asks the server (auth.js); the
+    // name shown is the token's.
+    const jwt = await chatdAuth.needed().catch(() => false);
+    if (!jwt && !(await loadRoom())) return;
+    let nick = readNick() || (await askNick());
+    if (jwt) {
+      try {
+        nick = (await chatdAuth.login(nick)).name;
+      } catch (e) {
+        notice(`로그인 실패: ${e.message}`, 'error');
+        return;
+      }
+      if (!(await loadRoom())) return;
+    }
     start(nick);
     text.focus();
   })();

@@ -28,6 +28,7 @@
 
   nickname.value = readNick();
   nickname.addEventListener('input', () => saveNick(nickname.value.trim()));
+  nickname.addEventListener('change', () => { if (chatdAuth.token() === null) load(); });
 
   // Keeps ?transport= and ?raw= so a forced transport follows the user into the room.
   function enterHref(roomId) {
@@ -62,9 +63,22 @@
     return `${res.status} ${res.statusText}`;
   }
 
+  // --auth jwt: logs in as the nickname first (auth.js); false when there is none yet.
+  async function signedIn() {
+    if (!(await chatdAuth.needed())) return true;
+    const nick = nickname.value.trim();
+    if (!nick) {
+      say('이 서버는 로그인이 필요합니다: 닉네임을 입력하세요.', true);
+      return false;
+    }
+    await chatdAuth.login(nick);
+    return true;
+  }
+
   async function load() {
     try {
-      const res = await fetch('/chat/rooms', { headers: { Accept: 'application/json' }, cache: 'no-store' });
+      if (!(await signedIn())) return;
+      const res = await fetch('/chat/rooms', { headers: chatdAuth.headers({ Accept: 'application/json' }), cache: 'no-store' });
       if (!res.ok) throw new Error(await errorText(res));
       const rooms = await res.json();
       render(Array.isArray(rooms) ? rooms : []);
@@ -85,9 +99,10 @@
       return;
     }
     try {
+      if (!(await signedIn())) return;
       const res = await fetch('/chat/room', {
         method: 'POST',
-        headers: { Accept: 'application/json' },
+        headers: chatdAuth.headers({ Accept: 'application/json' }),
         body: new URLSearchParams({ name }), // form-encoded, as the Spring tutorials post it
       });
       if (!res.ok) throw new Error(await errorText(res));
