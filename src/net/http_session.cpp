@@ -224,7 +224,7 @@ class HttpSession final : public Closable,
       std::string_view rest = std::string_view(path).substr(kRoom.size());
       static constexpr std::string_view kMembers = "/members";
       if (rest.size() > kMembers.size() && rest.substr(rest.size() - kMembers.size()) == kMembers)
-        return room_members(server_.rooms(), rest.substr(0, rest.size() - kMembers.size()), shared_from_this());
+        return room_members(server_.rooms(), rest.substr(0, rest.size() - kMembers.size()), shared_from_this(), caller);
       static constexpr std::string_view kMessages = "/messages";
       if (rest.size() > kMessages.size() && rest.substr(rest.size() - kMessages.size()) == kMessages)
         return room_messages(server_.rooms(), server_.hub().limits(), rest.substr(0, rest.size() - kMessages.size()), *url,

@@ -205,8 +205,18 @@ std::string members_json(std::string_view room_id, const bus::MemberList& l) {
   return boost::json::serialize(boost::json::object{{"roomId", room_id}, {"count", l.count}, {"members", std::move(names)}});
 }
 
-void room_members(chat::Rooms& rooms, std::string_view id, ResponderPtr r) {
+void room_members(chat::Rooms& rooms, std::string_view id, ResponderPtr r, chat::IdentityPtr who) {
   if (!chat::is_room_id(id)) return r->respond(json_error(r->request(), http::status::not_found, "no such room"));
+  if (who) {
+    // Who is in a restricted room is for those who may enter it.
+    return rooms.find_room(id, [&rooms, id = std::string(id), r, who](std::error_code ec, std::optional<store::Room> room) {
+      if (ec) return r->respond(json_error(r->request(), http::status::service_unavailable, ec.message()));
+      if (!room) return r->respond(json_error(r->request(), http::status::not_found, "no such room"));
+      if (!chat::may_enter(who.get(), *room))
+        return r->respond(json_error(r->request(), http::status::forbidden, "you may not enter this room"));
+      room_members(rooms, id, r, nullptr);
+    });
+  }
   rooms.room_members(id, [r, room = chat::canonical_room_id(id)](std::error_code ec, bus::MemberList l) {
     if (ec == chat::Error::unknown_room || ec == chat::Error::presence_off)
       return r->respond(json_error(r->request(), http::status::not_found, ec.message()));

@@ -36,7 +36,8 @@ void room_messages(chat::Rooms& rooms, const chat::Limits& limits, std::string_v
 // GET /chat/room/{id}/members: {"roomId","count","members":[names…]} — who is in the room on
 // every node; members holds at most Limits::max_member_list names, count is exact. 404 for an
 // unknown room or when presence is off; 503 when the presence engine does not answer.
-void room_members(chat::Rooms& rooms, std::string_view id, ResponderPtr r);
+// `who` (--auth jwt): a restricted room it may not enter is 403.
+void room_members(chat::Rooms& rooms, std::string_view id, ResponderPtr r, chat::IdentityPtr who);
 
 // The JSON body of a members answer.
 std::string members_json(std::string_view room_id, const bus::MemberList& l);

@@ -215,6 +215,7 @@ describe('restricted rooms', () => {
     assert.ok((await ids(eve)).includes(room), 'public rooms still are');
     assert.equal((await rest(`/chat/room/${priv.roomId}`, { tok: eve })).status, 403);
     assert.equal((await rest(`/chat/room/${priv.roomId}/messages`, { tok: eve })).status, 403);
+    assert.equal((await rest(`/chat/room/${priv.roomId}/members`, { tok: eve })).status, 403);
     assert.equal((await rest(`/chat/room/${priv.roomId}/messages`, { tok: bob })).status, 200);
 
     const sBob = await stompOverWebSocket(node.base, { connectHeaders: { passcode: bob } });
