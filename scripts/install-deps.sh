@@ -10,9 +10,10 @@ build_pkgs=(g++ cmake ninja-build pkg-config ccache
 test_pkgs=(libgtest-dev redis-server chromium default-jre-headless maven
            fonts-nanum fonts-noto-color-emoji  # Korean and emoji glyphs for browser screenshots
            dpkg-dev systemd  # the .deb test: dpkg-shlibdeps for its Depends, systemd-analyze for the unit
-           iproute2)         # ss: the keepalive test reads chatd's socket timers
+           iproute2          # ss: the keepalive test reads chatd's socket timers
+           clang libclang-rt-14-dev)  # the fuzz targets run in CI (ctest -L fuzz): libFuzzer
 bench_pkgs=(libbenchmark-dev rabbitmq-server linux-perf)
-# libFuzzer ships with clang's compiler-rt (CHATD_FUZZ=ON).
+# libFuzzer ships with clang's compiler-rt (CHATD_FUZZ=ON); `test` has them too.
 fuzz_pkgs=(clang libclang-rt-14-dev)
 
 pkgs=("${build_pkgs[@]}")

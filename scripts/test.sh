@@ -16,6 +16,13 @@ echo "== tests (RelWithDebInfo build)"
 (cd build && ctest --output-on-failure -j2 --timeout 900)
 
 if [ "${CHATD_SKIP_SANITIZERS:-0}" != 1 ]; then
+# The libFuzzer targets, each for CHATD_FUZZ_SECONDS from the seed corpus in fuzz/corpus.
+echo "== fuzz targets, ${CHATD_FUZZ_SECONDS:-30} s each (clang, libFuzzer + ASan + UBSan)"
+CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCHATD_FUZZ=ON \
+  -DBUILD_TESTING=OFF -DCHATD_FUZZ_SECONDS="${CHATD_FUZZ_SECONDS:-30}" >/dev/null
+ninja -C build-fuzz fuzz_stomp fuzz_ws fuzz_sockjs
+(cd build-fuzz && ctest --output-on-failure -L fuzz)
+
   echo "== tests under ASan + UBSan"
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCHATD_SANITIZE=ON >/dev/null
   ninja -C build-asan
