@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The second README command: install what is missing, build, and run every test: unit tests,
-# integration tests on real chatd processes with real redis-server, Kafka and Chromium, then
-# the unit tests and the core integration test again under ASan + UBSan.
+# integration tests on real chatd processes with real redis-server, Kafka and Chromium, the
+# Autobahn conformance run, each fuzz target for a bounded time, then the unit tests and the
+# core integration test again under ASan + UBSan.
 # Set CHATD_SKIP_SANITIZERS=1 to skip the second build while iterating.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,10 +13,9 @@ scripts/install-deps.sh test
 if [ -x scripts/kafka.sh ]; then scripts/kafka.sh fetch; fi
 scripts/build.sh
 
-echo "== tests (RelWithDebInfo build)"
+echo "== tests (RelWithDebInfo build; includes -L conformance, Autobahn against ws_echo)"
 (cd build && ctest --output-on-failure -j2 --timeout 900)
 
-if [ "${CHATD_SKIP_SANITIZERS:-0}" != 1 ]; then
 # The libFuzzer targets, each for CHATD_FUZZ_SECONDS from the seed corpus in fuzz/corpus.
 echo "== fuzz targets, ${CHATD_FUZZ_SECONDS:-30} s each (clang, libFuzzer + ASan + UBSan)"
 CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCHATD_FUZZ=ON \
@@ -23,6 +23,7 @@ CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo 
 ninja -C build-fuzz fuzz_stomp fuzz_ws fuzz_sockjs
 (cd build-fuzz && ctest --output-on-failure -L fuzz)
 
+if [ "${CHATD_SKIP_SANITIZERS:-0}" != 1 ]; then
   echo "== tests under ASan + UBSan"
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCHATD_SANITIZE=ON >/dev/null
   ninja -C build-asan
