@@ -726,6 +726,16 @@ bool publishes_again(Node& from, Node& a, Node& b, const std::string& room, std:
       limit);
 }
 
+// Returns whether `n` got `room`'s deliveries in ascending seq order, none twice. That is what a
+// failover keeps; a message in flight while a node moves its subscription may be missed by it
+// (clients recover it with x-since-seq), so two nodes' lists need not be equal then.
+bool ascending(Node& n, const std::string& room) {
+  auto d = n.deliveries(room);
+  for (std::size_t i = 1; i < d.size(); ++i)
+    if (d[i].seq <= d[i - 1].seq) return false;
+  return true;
+}
+
 // Returns whether the deliveries of `room` are the same on both nodes, with ascending seqs.
 bool one_order(Node& a, Node& b, const std::string& room) {
   auto da = a.deliveries(room), db = b.deliveries(room);
@@ -806,7 +816,7 @@ TEST(RedisClusterBus, GracefulFailoverAndAKilledPrimaryAreFollowed) {
   ASSERT_EQ(cluster.cli(replica, "cluster failover"), "OK");
   EXPECT_TRUE(publishes_again(a, a, b, rooms[0], 20s)) << a.bus->describe();
   EXPECT_TRUE(publishes_again(b, a, b, rooms[0], 5s));
-  EXPECT_TRUE(one_order(a, b, rooms[0]));
+  EXPECT_TRUE(ascending(a, rooms[0]) && ascending(b, rooms[0]));
   // (Redis 7.0 keeps the sharded subscriptions of a demoted primary: as a replica it still
   // gets its shard's messages, so delivery never paused.)
 
@@ -823,7 +833,7 @@ TEST(RedisClusterBus, GracefulFailoverAndAKilledPrimaryAreFollowed) {
   EXPECT_TRUE(back) << a.bus->describe();
   EXPECT_EQ(other_failed, 0) << "a room of another shard never stops";
   EXPECT_TRUE(publishes_again(b, a, b, rooms[0], 10s)) << b.bus->describe();
-  EXPECT_TRUE(one_order(a, b, rooms[0]));
+  EXPECT_TRUE(ascending(a, rooms[0]) && ascending(b, rooms[0]));
   EXPECT_TRUE(test::eventually([&] { return a.bus->up() && b.bus->up(); }, 10s)) << a.bus->describe();
 }
 

@@ -456,13 +456,15 @@ describe('finding 7: the room list is paged', () => {
       for (let i = 0; i < 7; i++) made.push(await createRoom(node.base, `room ${i}`));
       const first = await fetch(`${node.base}/chat/rooms`);
       assert.equal(first.status, 200);
-      assert.deepEqual(await first.json(), made.slice(0, 5), "the seed's plain array, in creation order");
+      // Entries may carry more than the seed's fields (memberCount): compare what it reads.
+      const seedFields = async (res) => (await res.json()).map(({ roomId, name }) => ({ roomId, name }));
+      assert.deepEqual(await seedFields(first), made.slice(0, 5), "the seed's plain array, in creation order");
       assert.equal(first.headers.get('x-total-count'), '7');
       assert.equal(first.headers.get('link'), '</chat/rooms?offset=5&limit=5>; rel="next"');
       const next = await fetch(`${node.base}/chat/rooms?offset=5&limit=5`);
-      assert.deepEqual(await next.json(), made.slice(5));
+      assert.deepEqual(await seedFields(next), made.slice(5));
       assert.equal(next.headers.get('link'), null);
-      assert.deepEqual(await (await fetch(`${node.base}/chat/rooms?offset=1&limit=2`)).json(), made.slice(1, 3));
+      assert.deepEqual(await seedFields(await fetch(`${node.base}/chat/rooms?offset=1&limit=2`)), made.slice(1, 3));
       for (const bad of ['limit=6', 'limit=-1', 'offset=x', 'limit='])
         assert.equal((await fetch(`${node.base}/chat/rooms?${bad}`)).status, 400, bad);
     } finally {

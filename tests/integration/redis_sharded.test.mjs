@@ -31,7 +31,8 @@ const portFree = (port) => new Promise((ok) => {
 // Returns a base port P with P..P+5 and their cluster bus ports (P+10000...) free.
 async function freeClusterBase() {
   for (let i = 0; i < 100; i++) {
-    const p = 30000 + Math.floor(Math.random() * 20000);
+    // Below the ephemeral range (32768+) and the test Kafka broker (29092), bus ports included.
+    const p = 10000 + Math.floor(Math.random() * 8000);
     let ok = true;
     for (let k = 0; k < 6 && ok; k++) ok = (await portFree(p + k)) && (await portFree(p + 10000 + k));
     if (ok) return p;

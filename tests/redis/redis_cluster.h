@@ -69,7 +69,8 @@ class RedisCluster {
   static int free_base() {
     std::mt19937 rng(std::random_device{}());
     for (int attempt = 0; attempt < 100; ++attempt) {
-      const int base = 30000 + static_cast<int>(rng() % 20000);
+      // Below the kernel's ephemeral range (32768+) and the test Kafka broker (29092), bus ports included.
+      const int base = 10000 + static_cast<int>(rng() % 8000);
       bool ok = true;
       for (int k = 0; k < 6 && ok; ++k) ok = port_free(base + k) && port_free(base + 10000 + k);
       if (ok) return base;
