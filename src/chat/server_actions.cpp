@@ -42,7 +42,9 @@ ServerActions::ServerActions(Hub& hub, store::RoomStore& store, bus::MessageBus&
   control_.listen(std::string(kRoomDeleted), [this](const bus::ControlMessage& m) { on_room_deleted(m); });
 }
 
-ServerActions::~ServerActions() { stop(); }
+// No post from here: a handler posted now would run after this object is gone. The timer's own
+// destructor cancels a pending wait, whose handler then touches nothing of ours.
+ServerActions::~ServerActions() { stopped_.store(true); }
 
 void ServerActions::disconnect(DisconnectTarget target, std::string reason, DoneFn done) {
   boost::json::object o{{"reason", reason}};
