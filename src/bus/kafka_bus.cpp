@@ -26,6 +26,13 @@
 // consumes and calls on_deliver in partition order, and fires subscribe() callbacks. The producer
 // thread serves delivery reports (publish's `done`) and probes the broker while it is down.
 // publish() never blocks: a full local queue answers Error::rejected at once.
+//
+// A fatal producer error (librdkafka gives up on the idempotent producer, e.g. after a sequence
+// gap it cannot explain: rd_kafka_fatal_error) leaves that handle refusing every message for
+// good. The producer thread then replaces it with a new one (a new producer id). What the old
+// one had not sent yet fails with engine_down (librdkafka purges it); what it had in flight gets
+// the broker's answer as usual. Failed messages are never retried behind the sender's back (it
+// may retry with the same x-client-id, published once). The consumer and the reader go on.
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafkacpp.h>
 
@@ -248,11 +255,22 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     s += up() ? "up" : "down";
     int parts = assigned_partitions_.load(std::memory_order_acquire);
     s += parts > 0 ? ", " + std::to_string(parts) + " partitions assigned" : ", not assigned yet";
+    if (int n = replacements_.load(std::memory_order_relaxed); n > 0)
+      s += ", producer replaced " + std::to_string(n) + "x after fatal errors";
     if (!up()) {
       std::lock_guard lock(state_mu_);
       if (!last_error_.empty()) s += " (last error: " + last_error_ + ")";
     }
     return s;
+  }
+
+  // Testing only (inject_kafka_fatal_error): a fabricated fatal error on the current producer,
+  // as librdkafka raises for an idempotence failure. Returns false once stopped.
+  bool inject_fatal_error(const std::string& reason) {
+    std::shared_lock lock(stop_mu_);
+    if (stopped_ || !producer_) return false;
+    return rd_kafka_test_fatal_error(producer_->c_ptr(), RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                                     reason.c_str()) == RD_KAFKA_RESP_ERR_NO_ERROR;
   }
 
   void stop() override {
@@ -293,9 +311,11 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
       producer_->purge(RdKafka::Producer::PURGE_QUEUE | RdKafka::Producer::PURGE_INFLIGHT);
     }
     if (producer_thread_.joinable()) producer_thread_.join();
+    for (auto& p : retired_) p->purge(RdKafka::Producer::PURGE_QUEUE | RdKafka::Producer::PURGE_INFLIGHT);
     if (producer_) {
       auto deadline = Clock::now() + milliseconds(2000);
       while (producer_->outq_len() > 0 && Clock::now() < deadline) producer_->poll(50);
+      while (!retired_.empty() && Clock::now() < deadline) drain_retired(50);
     }
   }
 
@@ -306,7 +326,9 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     if (msg.err() == RdKafka::ERR_NO_ERROR) mark_up();
     else note_error("delivery: " + msg.errstr());
     if (!pending) return;
-    const std::error_code ec = final_error(msg.err(), up());
+    std::error_code ec = final_error(msg.err(), up());
+    // Purged by a producer's replacement, not by stop(): the engine failed, the node goes on.
+    if (ec == Error::stopped && replacing_.load(std::memory_order_acquire)) ec = Error::engine_down;
     std::uint64_t seq = 0;
     if (!ec) {
       seq = static_cast<std::uint64_t>(msg.offset()) + 1;
@@ -350,6 +372,8 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     if (ev.type() != RdKafka::Event::EVENT_ERROR) return;
     std::string what = RdKafka::err2str(ev.err()) + (ev.str().empty() ? "" : ": " + ev.str());
     if (ev.err() == RdKafka::ERR__ALL_BROKERS_DOWN || ev.fatal()) set_up(false, what);
+    // Before the purge's delivery reports, which follow on the same queue (see dr_cb).
+    if (ev.fatal()) replacing_.store(true, std::memory_order_release);
     note_error(std::move(what));
   }
 
@@ -424,7 +448,9 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
   // Creates the topic if missing. Returns false (and notes why) if the broker did not answer.
   bool create_topic() {
     char why[512] = {};
-    rd_kafka_t* rk = producer_->c_ptr();
+    // The consumer's handle (any client can send admin requests): the producer thread may be
+    // replacing the producer meanwhile.
+    rd_kafka_t* rk = consumer_->c_ptr();
     rd_kafka_NewTopic_t* topic = rd_kafka_NewTopic_new(
         cfg_.kafka_topic.c_str(), cfg_.kafka_partitions, cfg_.kafka_replication, why, sizeof why);
     if (!topic) throw std::runtime_error(std::string("kafka bus: topic: ") + why);
@@ -857,11 +883,15 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     return {};
   }
 
-  // The producer thread: serves delivery reports and notices the broker coming back.
+  // The producer thread: serves delivery reports, notices the broker coming back, and replaces
+  // a producer that hit a fatal error.
   void run_producer_loop() {
     auto next_probe = Clock::now();
     while (!quit_.load(std::memory_order_acquire)) {
       producer_->poll(100);
+      std::string fatal;
+      if (producer_->fatal_error(fatal) != RdKafka::ERR_NO_ERROR) replace_producer(fatal);
+      drain_retired(0);
       if (!up() && Clock::now() >= next_probe) {
         RdKafka::Metadata* raw = nullptr;
         if (producer_->metadata(false, nullptr, &raw, 1000) == RdKafka::ERR_NO_ERROR) mark_up();
@@ -869,6 +899,45 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
         next_probe = Clock::now() + kProbeInterval;
       }
     }
+  }
+
+  // On the producer thread: swaps in a new producer for one that hit a fatal error. The old one
+  // fails what it had queued (engine_down, see dr_cb) and stays in retired_, polled, until its
+  // requests in flight are answered too.
+  void replace_producer(const std::string& why) {
+    std::unique_ptr<RdKafka::Producer> old;
+    {
+      std::unique_lock lock(stop_mu_);  // no publish() between the two handles
+      if (stopped_) return;             // stop() purges it and answers everything
+      old = std::move(producer_);
+      replacing_.store(true, std::memory_order_release);
+      try {
+        make_producer();
+      } catch (const std::exception& e) {  // the same settings worked at start: not expected
+        std::fprintf(stderr, "kafka bus %s: cannot replace the producer: %s\n", cfg_.node_id.c_str(), e.what());
+        producer_ = std::move(old);
+        return;
+      }
+    }
+    const int held = old->outq_len();
+    replacements_.fetch_add(1, std::memory_order_relaxed);
+    std::fprintf(stderr,
+                 "kafka bus %s: producer fatal error (%s): replaced by a new producer; %d message(s) were still "
+                 "with the old one (unsent ones fail, those in flight get the broker's answer)\n",
+                 cfg_.node_id.c_str(), why.c_str(), held);
+    note_error("producer fatal error: " + why);
+    old->purge(RdKafka::Producer::PURGE_QUEUE);  // librdkafka did already; a late produce() may not be
+    retired_.push_back(std::move(old));
+    drain_retired(50);
+  }
+
+  // Serves the delivery reports of retired producers (waiting up to `wait_ms` each) and drops
+  // those that have nothing left. On the producer thread, or in stop() after it ended.
+  void drain_retired(int wait_ms) {
+    if (retired_.empty()) return;
+    for (auto& p : retired_) p->poll(wait_ms);
+    std::erase_if(retired_, [](const auto& p) { return p->outq_len() == 0; });
+    if (retired_.empty()) replacing_.store(false, std::memory_order_release);
   }
 
   BusConfig cfg_;
@@ -892,6 +961,10 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
   rd_kafka_queue_t* consumer_queue_ = nullptr;  // only to wake consume() early
   std::thread producer_thread_;
   std::thread consumer_thread_;
+  // Producers replaced after a fatal error, until they answered what they held (producer thread).
+  std::vector<std::unique_ptr<RdKafka::Producer>> retired_;
+  std::atomic<bool> replacing_{false};  // from a fatal error until its producer answered everything
+  std::atomic<int> replacements_{0};
 
   std::atomic<bool> up_{false};
   std::atomic<int> assigned_partitions_{0};
@@ -912,6 +985,11 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
 
 std::unique_ptr<MessageBus> make_kafka_bus(const BusConfig& cfg, boost::asio::io_context&) {
   return std::make_unique<KafkaBus>(cfg);
+}
+
+bool inject_kafka_fatal_error(MessageBus& bus, const std::string& reason) {
+  auto* kafka = dynamic_cast<KafkaBus*>(&bus);
+  return kafka && kafka->inject_fatal_error(reason);
 }
 
 }  // namespace chatd::bus

@@ -169,6 +169,11 @@ std::unique_ptr<MessageBus> make_local_bus(const BusConfig& cfg, boost::asio::io
 std::unique_ptr<MessageBus> make_redis_bus(const BusConfig& cfg, boost::asio::io_context& engine);
 std::unique_ptr<MessageBus> make_kafka_bus(const BusConfig& cfg, boost::asio::io_context& engine);
 
+// Testing only: gives a started Kafka bus's producer a fabricated fatal error (librdkafka's
+// rd_kafka_test_fatal_error, as an idempotence failure would), which the bus must survive.
+// Returns false if `bus` is not a Kafka bus, is stopped, or already had one pending.
+bool inject_kafka_fatal_error(MessageBus& bus, const std::string& reason);
+
 }  // namespace chatd::bus
 
 namespace std {
