@@ -6,6 +6,11 @@
 #                                              format D (first time only), start, wait, print the
 #                                              pid; --fresh first stops a broker left in D, wipes D
 #   scripts/kafka.sh stop --dir D              SIGTERM, then SIGKILL after a bound
+#   scripts/kafka.sh kill --dir D              SIGKILL at once (a crash)
+#
+# One member of a replicated cluster (scripts/kafka-cluster.sh drives these): start also takes
+#   --node-id N --controller-port C --voters 1@host:c1,2@host:c2,... --cluster-id ID --replication R
+# (R > 1: internal topics get R replicas and new topics default to R, min.insync.replicas 2).
 #
 # The jars live outside git in ${CHATD_CACHE:-$HOME/.cache/chatd}/kafka-<version>/libs.
 # Restarting with the same --dir keeps the data and the controller port, so a test can bounce
@@ -59,13 +64,15 @@ alive() {
 
 classpath() { local IFS=:; local jars=("$libs"/*.jar); echo "${jars[*]}"; }
 
-write_config() {  # dir port controller_port
-  local dir=$1 port=$2 cport=$3
+write_config() {  # dir port controller_port node_id voters replication
+  local dir=$1 port=$2 cport=$3 node=$4 voters=$5 rf=$6
+  local isr=1
+  ((rf > 1)) && isr=2  # acks=all then means "on at least 2 brokers"; one may be down
   cat >"$dir/server.properties" <<PROPS
 # Written by scripts/kafka.sh: one combined broker + controller for tests, tuned to start fast.
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$cport
+node.id=$node
+controller.quorum.voters=$voters
 listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
 advertised.listeners=PLAINTEXT://127.0.0.1:$port
 controller.listener.names=CONTROLLER
@@ -73,15 +80,15 @@ inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 log.dirs=$dir/data
 num.partitions=3
-default.replication.factor=1
-min.insync.replicas=1
-offsets.topic.replication.factor=1
+default.replication.factor=$rf
+min.insync.replicas=$isr
+offsets.topic.replication.factor=$rf
 offsets.topic.num.partitions=3
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
 transaction.state.log.num.partitions=3
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$isr
 group.initial.rebalance.delay.ms=0
 num.network.threads=2
 num.io.threads=2
@@ -90,15 +97,30 @@ background.threads=2
 log.retention.hours=1
 log.segment.bytes=16777216
 PROPS
+  if ((rf > 1)); then
+    cat >>"$dir/server.properties" <<PROPS
+# A replicated test cluster on one box: notice a dead broker within seconds, not the defaults'
+# 9-18 s, so a leader killed mid-chat is replaced quickly. Never elect an out-of-sync replica.
+broker.session.timeout.ms=6000
+broker.heartbeat.interval.ms=1000
+replica.lag.time.max.ms=10000
+unclean.leader.election.enable=false
+PROPS
+  fi
 }
 
 start() {
-  local port="" dir="" fresh=0
+  local port="" dir="" fresh=0 node=1 cport="" voters="" cluster_id="" rf=1
   while (($#)); do
     case $1 in
       --port) port=$2; shift 2 ;;
       --dir) dir=$2; shift 2 ;;
       --fresh) fresh=1; shift ;;
+      --node-id) node=$2; shift 2 ;;
+      --controller-port) cport=$2; shift 2 ;;
+      --voters) voters=$2; shift 2 ;;
+      --cluster-id) cluster_id=$2; shift 2 ;;
+      --replication) rf=$2; shift 2 ;;
       *) die "start: unknown argument $1" ;;
     esac
   done
@@ -112,18 +134,20 @@ start() {
   if port_open "$port"; then die "port $port is already in use"; fi
 
   local cp; cp=$(classpath)
-  local jvm=(java -Xms128m -Xmx512m -XX:+UseG1GC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true
+  local jvm=(java -Xms128m -Xmx"${KAFKA_HEAP_MAX:-512m}" -XX:+UseG1GC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true
              -Dlog4j2.configurationFile="$here/kafka/log4j2.properties" -Dkafka.logs.dir="$dir/logs"
              -cp "$cp")
   # A restart on the same dir keeps the controller port and the formatted storage.
-  local cport
-  if [[ -f $dir/controller.port ]]; then cport=$(cat "$dir/controller.port")
-  else cport=$(free_port "$port"); echo "$cport" >"$dir/controller.port"; fi
-  write_config "$dir" "$port" "$cport"
+  if [[ -z $cport ]]; then
+    if [[ -f $dir/controller.port ]]; then cport=$(cat "$dir/controller.port")
+    else cport=$(free_port "$port"); fi
+  fi
+  echo "$cport" >"$dir/controller.port"
+  [[ -n $voters ]] || voters="$node@127.0.0.1:$cport"
+  write_config "$dir" "$port" "$cport" "$node" "$voters" "$rf"
   if [[ ! -f $dir/data/meta.properties ]]; then
-    local cluster_id
     # Like Kafka's own Uuid.randomUuid(): never a leading '-', which the tool reads as an option.
-    cluster_id=-
+    [[ -n $cluster_id ]] || cluster_id=-
     while [[ $cluster_id == -* ]]; do
       cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
     done
@@ -175,10 +199,31 @@ stop() {
   rm -f "$dir/kafka.pid"
 }
 
+# SIGKILL, as a crash would: no controlled shutdown, no leadership handed over first.
+kill_broker() {
+  local dir=""
+  while (($#)); do
+    case $1 in
+      --dir) dir=$2; shift 2 ;;
+      *) die "kill: unknown argument $1" ;;
+    esac
+  done
+  [[ -n $dir ]] || die "usage: kafka.sh kill --dir D"
+  [[ -f $dir/kafka.pid ]] || return 0
+  local pid; pid=$(cat "$dir/kafka.pid")
+  if alive "$dir"; then
+    kill -KILL "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + stop_timeout))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+  fi
+  rm -f "$dir/kafka.pid"
+}
+
 cmd=${1:-}; shift || true
 case $cmd in
   fetch) fetch ;;
   start) start "$@" ;;
   stop) stop "$@" ;;
-  *) echo "usage: kafka.sh fetch | start --port P --dir D | stop --dir D" >&2; exit 2 ;;
+  kill) kill_broker "$@" ;;
+  *) echo "usage: kafka.sh fetch | start --port P --dir D | stop --dir D | kill --dir D" >&2; exit 2 ;;
 esac

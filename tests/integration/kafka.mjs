@@ -20,9 +20,14 @@ export function uniqueTopic(prefix = 'chatroom') {
 
 // Runs scripts/kafka.sh with `args`; resolves with its stdout, rejects on a non-zero exit or
 // after timeoutMs (then the script is killed).
-export function runKafkaSh(args, { timeoutMs = 120_000 } = {}) {
+export function runKafkaSh(args, opts) {
+  return runScript(kafkaSh, args, opts);
+}
+
+// Runs the script at `path` with `args` (as runKafkaSh does kafka.sh).
+export function runScript(path, args, { timeoutMs = 120_000 } = {}) {
   return new Promise((ok, fail) => {
-    const child = spawn(kafkaSh, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(path, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => { out += d; });
@@ -32,7 +37,7 @@ export function runKafkaSh(args, { timeoutMs = 120_000 } = {}) {
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       if (code === 0) ok(out.trim());
-      else fail(new Error(`kafka.sh ${args.join(' ')}: exit ${code ?? signal}\n${err.slice(-2000)}`));
+      else fail(new Error(`${path} ${args.join(' ')}: exit ${code ?? signal}\n${err.slice(-2000)}`));
     });
   });
 }
@@ -151,4 +156,74 @@ export function percentiles(values) {
   const s = [...values].sort((a, b) => a - b);
   const at = (q) => s[Math.min(s.length - 1, Math.floor(s.length * q))];
   return { n: s.length, p50: at(0.5), p99: at(0.99), max: s[s.length - 1] };
+}
+
+// Asks the broker at `address` ('host:port') for `topic`'s partitions with a Kafka Metadata
+// request (v4, which Kafka 2.x to 4.x all answer), so a test can find a partition's leader
+// without a Kafka client library. Resolves with { brokers: Map(id -> 'host:port'),
+// partitions: [{ partition, leader, replicas, isr, error }] } (empty if the topic is unknown);
+// rejects on a socket error or after timeoutMs.
+export function kafkaMetadata(address, topic, { timeoutMs = 5_000 } = {}) {
+  const [host, port] = address.split(':');
+  const str = (s) => {
+    const b = Buffer.from(s, 'utf8');
+    const len = Buffer.alloc(2);
+    len.writeInt16BE(b.length);
+    return Buffer.concat([len, b]);
+  };
+  const i16 = (v) => { const b = Buffer.alloc(2); b.writeInt16BE(v); return b; };
+  const i32 = (v) => { const b = Buffer.alloc(4); b.writeInt32BE(v); return b; };
+  const body = Buffer.concat([
+    i16(3), i16(4), i32(1), str('chatd-test'),  // header: Metadata v4, correlation id, client id
+    i32(1), str(topic), Buffer.from([0]),       // topics [topic], allow_auto_topic_creation false
+  ]);
+  return new Promise((ok, fail) => {
+    const sock = createConnection({ host, port: Number(port) });
+    let got = Buffer.alloc(0);
+    const timer = setTimeout(() => { sock.destroy(); fail(new Error(`metadata from ${address}: timed out`)); }, timeoutMs);
+    sock.on('connect', () => sock.write(Buffer.concat([i32(body.length), body])));
+    sock.on('error', (e) => { clearTimeout(timer); fail(e); });
+    sock.on('data', (d) => {
+      got = Buffer.concat([got, d]);
+      if (got.length < 4 || got.length < 4 + got.readInt32BE(0)) return;
+      clearTimeout(timer);
+      sock.destroy();
+      try { ok(parseMetadataV4(got.subarray(4))); } catch (e) { fail(e); }
+    });
+  });
+}
+
+function parseMetadataV4(b) {
+  let at = 4;  // correlation id
+  const i8 = () => b.readInt8((at += 1) - 1);
+  const i16 = () => b.readInt16BE((at += 2) - 2);
+  const i32 = () => b.readInt32BE((at += 4) - 4);
+  const str = () => {
+    const n = i16();
+    if (n < 0) return null;
+    const s = b.toString('utf8', at, at + n);
+    at += n;
+    return s;
+  };
+  const array = (item) => Array.from({ length: Math.max(0, i32()) }, item);
+  i32();  // throttle_time_ms
+  const brokers = new Map(array(() => {
+    const id = i32();
+    const h = str();
+    const p = i32();
+    str();  // rack
+    return [id, `${h}:${p}`];
+  }));
+  str();  // cluster id
+  i32();  // controller id
+  const topics = array(() => {
+    const error = i16();
+    const name = str();
+    i8();  // is_internal
+    const partitions = array(() => ({
+      error: i16(), partition: i32(), leader: i32(), replicas: array(() => i32()), isr: array(() => i32()),
+    }));
+    return { error, name, partitions };
+  });
+  return { brokers, partitions: topics[0]?.error === 0 ? topics[0].partitions : [] };
 }
