@@ -177,44 +177,27 @@ start() {
   echo "$pid"
 }
 
+# stop: SIGTERM, then SIGKILL after a bound. With --kill: SIGKILL at once, as a crash would (no
+# controlled shutdown, no leadership handed over first).
 stop() {
-  local dir=""
+  local dir="" sig=TERM
   while (($#)); do
     case $1 in
       --dir) dir=$2; shift 2 ;;
+      --kill) sig=KILL; shift ;;
       *) die "stop: unknown argument $1" ;;
     esac
   done
   [[ -n $dir ]] || die "usage: kafka.sh stop --dir D"
   [[ -f $dir/kafka.pid ]] || return 0
   local pid; pid=$(cat "$dir/kafka.pid")
-  if alive "$dir" && kill -TERM "$pid" 2>/dev/null; then
+  if alive "$dir" && kill -"$sig" "$pid" 2>/dev/null; then
     local deadline=$((SECONDS + stop_timeout))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
     if kill -0 "$pid" 2>/dev/null; then
       echo "kafka.sh: broker $pid ignored SIGTERM for ${stop_timeout} s; killing" >&2
       kill -KILL "$pid" 2>/dev/null || true
     fi
-  fi
-  rm -f "$dir/kafka.pid"
-}
-
-# SIGKILL, as a crash would: no controlled shutdown, no leadership handed over first.
-kill_broker() {
-  local dir=""
-  while (($#)); do
-    case $1 in
-      --dir) dir=$2; shift 2 ;;
-      *) die "kill: unknown argument $1" ;;
-    esac
-  done
-  [[ -n $dir ]] || die "usage: kafka.sh kill --dir D"
-  [[ -f $dir/kafka.pid ]] || return 0
-  local pid; pid=$(cat "$dir/kafka.pid")
-  if alive "$dir"; then
-    kill -KILL "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + stop_timeout))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
   fi
   rm -f "$dir/kafka.pid"
 }
@@ -224,6 +207,6 @@ case $cmd in
   fetch) fetch ;;
   start) start "$@" ;;
   stop) stop "$@" ;;
-  kill) kill_broker "$@" ;;
+  kill) stop --kill "$@" ;;
   *) echo "usage: kafka.sh fetch | start --port P --dir D | stop --dir D | kill --dir D" >&2; exit 2 ;;
 esac
