@@ -11,6 +11,7 @@ test_pkgs=(libgtest-dev redis-server chromium default-jre-headless maven
            fonts-nanum fonts-noto-color-emoji  # Korean and emoji glyphs for browser screenshots
            dpkg-dev systemd  # the .deb test: dpkg-shlibdeps for its Depends, systemd-analyze for the unit
            iproute2          # ss: the keepalive test reads chatd's socket timers
+           haproxy           # the load balancer test (deploy/haproxy.cfg in front of 3 nodes)
            clang libclang-rt-14-dev)  # the fuzz targets run in CI (ctest -L fuzz): libFuzzer
 bench_pkgs=(libbenchmark-dev rabbitmq-server linux-perf)
 # libFuzzer ships with clang's compiler-rt (CHATD_FUZZ=ON); `test` has them too.
