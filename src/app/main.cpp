@@ -141,6 +141,7 @@ int main(int argc, char** argv) {
     }
     if (!opt.api_key_file.empty()) opt.server.api.key = read_secret(opt.api_key_file, "--api-key-file");
     if (opt.auth_jwt) {
+      opt.jwt.max_name_bytes = opt.hub.limits.max_sender_bytes;
       jwt = std::make_shared<auth::JwtVerifier>(opt.jwt);
       opt.hub.verifier = jwt;
       if (opt.auth_dev_mint) {

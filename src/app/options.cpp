@@ -79,6 +79,16 @@ Spec duration_opt(std::string name, std::string help, std::chrono::seconds bus::
           [name, field, min_s, max_s](Options& o, const std::string& v) { o.bus.*field = parse_duration(name, v, min_s, max_s); }};
 }
 
+// An on|off switch; `flag` is a generic lambda naming the bool in a (const or not) Options.
+template <typename Flag>
+Spec switch_opt(std::string name, std::string help, Flag flag) {
+  return {name, std::move(help), [flag](const Options& o) { return std::string(flag(o) ? "on" : "off"); },
+          [name, flag](Options& o, const std::string& v) {
+            if (v != "on" && v != "off") throw std::invalid_argument("--" + name + " must be on or off");
+            flag(o) = v == "on";
+          }};
+}
+
 Spec string_opt(std::string name, std::string help, std::string Options::*field) {
   return {name, std::move(help), [field](const Options& o) { return o.*field; },
           [field](Options& o, const std::string& v) { o.*field = v; }};
@@ -161,15 +171,13 @@ const std::vector<Spec>& specs() {
       {"jwt-clock-skew", "--auth jwt: seconds of clock difference allowed on exp and nbf",
        [](const Options& o) { return std::to_string(o.jwt.clock_skew.count()); },
        [](Options& o, const std::string& v) { o.jwt.clock_skew = std::chrono::seconds(parse_number<std::int64_t>("jwt-clock-skew", v, 0, 600)); }},
+      switch_opt("jwt-require-exp", "--auth jwt: refuse tokens without an exp claim: on | off",
+                 [](auto& o) -> auto& { return o.jwt.require_exp; }),
       {"allowed-origins", "web origins that may use WebSocket, SockJS and REST: default (same origin + localhost) | * | list",
        [](const Options& o) { return o.server.allowed_origins.spec(); },
        [](Options& o, const std::string& v) { o.server.allowed_origins = net::AllowedOrigins::parse(v); }},
-      {"auth-dev-mint", "DEV ONLY: POST /auth/dev-token mints a token for any nickname with --jwt-secret-file: on | off",
-       [](const Options& o) { return std::string(o.auth_dev_mint ? "on" : "off"); },
-       [](Options& o, const std::string& v) {
-         if (v != "on" && v != "off") throw std::invalid_argument("--auth-dev-mint must be on or off");
-         o.auth_dev_mint = v == "on";
-       }},
+      switch_opt("auth-dev-mint", "DEV ONLY: POST /auth/dev-token mints a token for any nickname with --jwt-secret-file: on | off",
+                 [](auto& o) -> auto& { return o.auth_dev_mint; }),
       string_opt("api-key-file", "file whose first line is the X-API-Key of the server API under /api/ (absent: API off)",
                  &Options::api_key_file),
       {"api-rate", "server API calls per second, all callers together", [](const Options& o) { return std::to_string(static_cast<int>(o.server.api.rate)); },
@@ -195,13 +203,9 @@ const std::vector<Spec>& specs() {
       {"webhook-drain-ms", "SIGTERM: time to send the webhook events still queued before exiting",
        [](const Options& o) { return std::to_string(o.webhooks.drain.count()); },
        [](Options& o, const std::string& v) { o.webhooks.drain = std::chrono::milliseconds(parse_number<std::int64_t>("webhook-drain-ms", v, 0, 600'000)); }},
-      {"presence", "on: who is in each room, joins and leaves announced by the server (README Presence); off: ENTER and QUIT "
-                   "are published as sent",
-       [](const Options& o) { return std::string(o.presence ? "on" : "off"); },
-       [](Options& o, const std::string& v) {
-         if (v != "on" && v != "off") throw std::invalid_argument("--presence must be on or off");
-         o.presence = v == "on";
-       }},
+      switch_opt("presence", "on: who is in each room, joins and leaves announced by the server (README Presence); off: ENTER "
+                             "and QUIT are published as sent",
+                 [](auto& o) -> auto& { return o.presence; }),
       {"presence-grace", "how long a member whose connection dropped without goodbye stays in (seconds, or 1m)",
        [](const Options& o) { return std::to_string(o.hub.presence_grace.count() / 1000) + "s"; },
        [](Options& o, const std::string& v) { o.hub.presence_grace = parse_duration("presence-grace", v, 0, 3600); }},

@@ -410,6 +410,7 @@ chat::IdentityPtr JwtVerifier::verify(std::string_view token, std::string& why) 
   if (!time_claim(c, "exp", exp) || !time_claim(c, "nbf", nbf)) return fail("exp and nbf must be numbers");
   const auto now = this->now();
   const auto skew = cfg_.clock_skew.count();
+  if (!exp && cfg_.require_exp) return fail("token has no exp");
   if (exp && now >= *exp + skew) return fail("token expired");
   if (nbf && now + skew < *nbf) return fail("token not yet valid (nbf)");
   if (!cfg_.issuer.empty()) {
@@ -428,10 +429,18 @@ chat::IdentityPtr JwtVerifier::verify(std::string_view token, std::string& why) 
   auto sub = c.if_contains("sub");
   if (!sub || !sub->is_string() || sub->get_string().empty()) return fail("token has no sub");
   if (sub->get_string().size() > 256) return fail("sub too long");
+  // Presence joins a member's user and name with a control character (chat::member_key).
+  for (unsigned char ch : sub->get_string())
+    if (ch < 0x20 || ch == 0x7f) return fail("sub has control characters");
   auto id = std::make_shared<chat::Identity>();
   id->user = sub->get_string();
-  id->name = id->user;
-  if (auto n = c.if_contains("name"); n && n->is_string() && !n->get_string().empty()) id->name = n->get_string();
+  std::string_view shown = id->user;
+  if (auto n = c.if_contains("name"); n && n->is_string() && !n->get_string().empty()) shown = n->get_string();
+  // The shown name is every message's sender, checked like a sender the client typed.
+  std::string name_why;
+  auto name = chat::check_name(shown, cfg_.max_name_bytes, name_why);
+  if (!name) return fail("name " + name_why);
+  id->name = std::move(*name);
   if (auto r = c.if_contains("rooms")) {
     if (!r->is_array() || r->get_array().size() > cfg_.max_rooms_claim)
       return fail("rooms must be an array of at most " + std::to_string(cfg_.max_rooms_claim) + " room ids");

@@ -5,7 +5,9 @@
 // Refused, each with its own reason: `alg` none or anything but HS256/RS256/ES256; an `alg`
 // that is not the chosen key's (no HMAC with a public key as secret); a `kid` no key has; a bad
 // signature; `exp` passed or `nbf` not reached (both with --jwt-clock-skew); `iss`/`aud` other
-// than --jwt-issuer/--jwt-audience when set; no `sub`.
+// than --jwt-issuer/--jwt-audience when set; no `sub`, or one with control characters; a `name`
+// that is not a nickname the chat would accept as a sender; no `exp` unless require_exp is off
+// (a token that never expires would keep a session open for good).
 #pragma once
 
 #include <chrono>
@@ -30,6 +32,8 @@ struct JwtConfig {
   std::chrono::seconds clock_skew{30};  // servers' clocks disagree by seconds, not minutes
   std::size_t max_token_bytes = 8192;   // a CONNECT header line holds no more
   std::size_t max_rooms_claim = 1000;   // entries of the `rooms` claim
+  std::size_t max_name_bytes = 64;      // the `name` claim becomes `sender`: chat::Limits::max_sender_bytes
+  bool require_exp = true;              // --jwt-require-exp
 };
 
 // The keys of one load of the configured files; immutable once built.

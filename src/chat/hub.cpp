@@ -368,7 +368,7 @@ void Hub::announce(MessageType type, const std::string& room, const std::string&
     if (done) done();
     return;
   }
-  ChatMessage m{type, room, member, {}};
+  ChatMessage m{type, room, std::string(member_shown(member)), {}};
   auto answered = [done = std::move(done)](std::error_code, std::uint64_t) {
     if (done) done();
   };
@@ -383,6 +383,7 @@ void Hub::room_members(std::string_view id, MembersFn done) {
     if (ec) return done(ec, {});
     presence_->members(room_id, cfg_.limits.max_member_list, [done = std::move(done)](std::error_code pec, bus::MemberList l) {
       if (pec) return done(Error::presence_unavailable, {});
+      for (auto& name : l.names) name = std::string(member_shown(name));
       done({}, std::move(l));
     });
   });

@@ -19,6 +19,25 @@ struct Identity {
 };
 using IdentityPtr = std::shared_ptr<const Identity>;
 
+// Presence's name for one person in a room. With a token it is the user and the name to show,
+// joined by a unit separator (neither a `sub` nor a sender may hold control characters), so two
+// people who chose one name are two members and one person's tabs are one. Without a token
+// there is no person but the nickname: the sender itself.
+inline std::string member_key(const Identity* who, std::string_view sender) {
+  if (!who) return std::string(sender);
+  std::string key;
+  key.reserve(who->user.size() + 1 + who->name.size());
+  key.append(who->user).push_back('\x1f');
+  key.append(who->name);
+  return key;
+}
+
+// The name to show for a member_key: the sender in ENTER, QUIT and member lists.
+inline std::string_view member_shown(std::string_view member) {
+  auto sep = member.find('\x1f');
+  return sep == std::string_view::npos ? member : member.substr(sep + 1);
+}
+
 // Proves tokens (--auth jwt). Implementations are shared by every worker thread, so verify()
 // must be safe to call concurrently.
 class TokenVerifier {

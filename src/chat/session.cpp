@@ -696,7 +696,7 @@ void StompSession::leave_all_rooms() {
 }
 
 std::string StompSession::member_name(const std::string& sender) const {
-  return identity_ ? identity_->name : sender;
+  return member_key(identity_.get(), sender);
 }
 
 bool StompSession::subscribed(const std::string& room, bool confirmed) const {

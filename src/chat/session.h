@@ -137,9 +137,9 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   void leave_all_rooms();
 
   // Presence (README "Presence"). A connection is in a room's member list once it holds a
-  // confirmed subscription of the room and has ENTERed it. The member is the name others see:
-  // with --auth jwt the token's (so an ENTER can only be one's own), with --auth none the
-  // sender the connection's first ENTER for the room named.
+  // confirmed subscription of the room and has ENTERed it. The member is chat::member_key:
+  // with --auth jwt the token's user and name (so an ENTER can only be one's own), with
+  // --auth none the sender the connection's first ENTER for the room named.
   std::string member_name(const std::string& sender) const;
   bool subscribed(const std::string& room, bool confirmed) const;
   // Brings the roster in line with whether this connection is in `room` now; `goodbye`: a

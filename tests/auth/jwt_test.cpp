@@ -148,10 +148,46 @@ TEST_F(Jwt, Hs256GoodTokenGivesIdentity) {
 TEST_F(Jwt, NameFallsBackToSub) {
   auto v = verifier(config([&](auth::JwtConfig& c) { c.secret_file = write("s", kSecret); }));
   std::string why;
-  auto id = v->verify(auth::mint_hs256(kSecret, R"({"sub":"alice"})"), why);
+  auto id = v->verify(auth::mint_hs256(kSecret, R"({"sub":"alice","exp":1900000000})"), why);
   ASSERT_TRUE(id) << why;
   EXPECT_EQ(id->name, "alice");
+}
+
+TEST_F(Jwt, TokenWithoutExpRefusedUnlessAllowed) {
+  std::string why;
+  auto strict = verifier(config([&](auth::JwtConfig& c) { c.secret_file = write("s", kSecret); }));
+  EXPECT_FALSE(strict->verify(auth::mint_hs256(kSecret, R"({"sub":"alice"})"), why));
+  EXPECT_EQ(why, "token has no exp");
+  auto lax = verifier(config([&](auth::JwtConfig& c) {
+    c.secret_file = write("s", kSecret);
+    c.require_exp = false;
+  }));
+  auto id = lax->verify(auth::mint_hs256(kSecret, R"({"sub":"alice"})"), why);
+  ASSERT_TRUE(id) << why;
   EXPECT_EQ(id->expires_at, 0);
+}
+
+TEST_F(Jwt, SubAndNameMustBeShowable) {
+  auto v = verifier(config([&](auth::JwtConfig& c) {
+    c.secret_file = write("s", kSecret);
+    c.max_name_bytes = 16;
+  }));
+  std::string why;
+  auto mint = [](const boost::json::object& extra) {
+    boost::json::object c{{"exp", 1900000000}};
+    for (const auto& kv : extra) c[kv.key()] = kv.value();
+    return auth::mint_hs256(kSecret, boost::json::serialize(c));
+  };
+  EXPECT_FALSE(v->verify(mint({{"sub", "a\x1f" "b"}}), why));
+  EXPECT_EQ(why, "sub has control characters");
+  EXPECT_FALSE(v->verify(mint({{"sub", "a"}, {"name", "tab\there"}}), why));
+  EXPECT_EQ(why.rfind("name ", 0), 0u) << why;
+  EXPECT_FALSE(v->verify(mint({{"sub", "a"}, {"name", std::string(17, 'x')}}), why));
+  EXPECT_FALSE(v->verify(mint({{"sub", "a"}, {"name", "   "}}), why));
+  // The shown name is trimmed as a typed sender is, so the two compare equal.
+  auto id = v->verify(mint({{"sub", "a"}, {"name", "  짱구 "}}), why);
+  ASSERT_TRUE(id) << why;
+  EXPECT_EQ(id->name, "짱구");
 }
 
 TEST_F(Jwt, BadSignatureRefused) {
@@ -213,9 +249,9 @@ TEST_F(Jwt, ExpiredAndNotYetValid) {
   EXPECT_FALSE(v->verify(auth::mint_hs256(kSecret, R"({"sub":"a","exp":)" + std::to_string(kNow - 31) + "}"), why));
   EXPECT_EQ(why, "token expired");
   EXPECT_TRUE(v->verify(auth::mint_hs256(kSecret, R"({"sub":"a","exp":)" + std::to_string(kNow - 29) + "}"), why)) << "within skew";
-  EXPECT_FALSE(v->verify(auth::mint_hs256(kSecret, R"({"sub":"a","nbf":)" + std::to_string(kNow + 31) + "}"), why));
+  EXPECT_FALSE(v->verify(auth::mint_hs256(kSecret, R"({"sub":"a","exp":1900000000,"nbf":)" + std::to_string(kNow + 31) + "}"), why));
   EXPECT_EQ(why, "token not yet valid (nbf)");
-  EXPECT_TRUE(v->verify(auth::mint_hs256(kSecret, R"({"sub":"a","nbf":)" + std::to_string(kNow + 29) + "}"), why));
+  EXPECT_TRUE(v->verify(auth::mint_hs256(kSecret, R"({"sub":"a","exp":1900000000,"nbf":)" + std::to_string(kNow + 29) + "}"), why));
   EXPECT_FALSE(v->verify(auth::mint_hs256(kSecret, R"({"sub":"a","exp":"soon"})"), why));
   EXPECT_TRUE(v->expired(kNow - 30));
   EXPECT_FALSE(v->expired(kNow - 29));
@@ -224,13 +260,13 @@ TEST_F(Jwt, ExpiredAndNotYetValid) {
 TEST_F(Jwt, IssuerAndAudience) {
   auto v = verifier(config([&](auth::JwtConfig& c) { c.secret_file = write("s", kSecret); c.issuer = "https://id.example"; c.audience = "chatd"; }));
   std::string why;
-  EXPECT_TRUE(v->verify(auth::mint_hs256(kSecret, R"({"sub":"a","iss":"https://id.example","aud":"chatd"})"), why)) << why;
-  EXPECT_TRUE(v->verify(auth::mint_hs256(kSecret, R"({"sub":"a","iss":"https://id.example","aud":["x","chatd"]})"), why)) << why;
-  EXPECT_FALSE(v->verify(auth::mint_hs256(kSecret, R"({"sub":"a","iss":"https://evil.example","aud":"chatd"})"), why));
+  EXPECT_TRUE(v->verify(auth::mint_hs256(kSecret, R"({"sub":"a","exp":1900000000,"iss":"https://id.example","aud":"chatd"})"), why)) << why;
+  EXPECT_TRUE(v->verify(auth::mint_hs256(kSecret, R"({"sub":"a","exp":1900000000,"iss":"https://id.example","aud":["x","chatd"]})"), why)) << why;
+  EXPECT_FALSE(v->verify(auth::mint_hs256(kSecret, R"({"sub":"a","exp":1900000000,"iss":"https://evil.example","aud":"chatd"})"), why));
   EXPECT_EQ(why, "wrong issuer (iss)");
-  EXPECT_FALSE(v->verify(auth::mint_hs256(kSecret, R"({"sub":"a","iss":"https://id.example","aud":"other"})"), why));
+  EXPECT_FALSE(v->verify(auth::mint_hs256(kSecret, R"({"sub":"a","exp":1900000000,"iss":"https://id.example","aud":"other"})"), why));
   EXPECT_EQ(why, "wrong audience (aud)");
-  EXPECT_FALSE(v->verify(auth::mint_hs256(kSecret, R"({"sub":"a","aud":"chatd"})"), why));
+  EXPECT_FALSE(v->verify(auth::mint_hs256(kSecret, R"({"sub":"a","exp":1900000000,"aud":"chatd"})"), why));
   EXPECT_EQ(why, "wrong issuer (iss)");
 }
 
@@ -238,9 +274,9 @@ TEST_F(Jwt, MalformedTokensRefused) {
   auto v = verifier(config([&](auth::JwtConfig& c) { c.secret_file = write("s", kSecret); }));
   std::string why;
   for (std::string t : {"", "abc", "a.b", "a.b.c.d", "!!.e30.x", "e30.e30.e30"}) EXPECT_FALSE(v->verify(t, why)) << t;
-  EXPECT_FALSE(v->verify(auth::mint_hs256(kSecret, R"({"name":"no sub"})"), why));
+  EXPECT_FALSE(v->verify(auth::mint_hs256(kSecret, R"({"name":"no sub","exp":1900000000})"), why));
   EXPECT_EQ(why, "token has no sub");
-  EXPECT_FALSE(v->verify(auth::mint_hs256(kSecret, R"({"sub":"a","rooms":["not-a-room"]})"), why));
+  EXPECT_FALSE(v->verify(auth::mint_hs256(kSecret, R"({"sub":"a","exp":1900000000,"rooms":["not-a-room"]})"), why));
   EXPECT_FALSE(v->verify(std::string(9000, 'a'), why));
   EXPECT_EQ(why, "token too long");
 }

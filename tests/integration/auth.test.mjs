@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import WebSocket from 'ws';
 import SockJS from 'sockjs-client';
 
-import { eventually, startChatd, stompOverSockJS, stompOverWebSocket } from './harness.mjs';
+import { eventually, startChatd, startRedis, stompOverSockJS, stompOverWebSocket } from './harness.mjs';
 
 const require = createRequire(import.meta.url);
 const { Stomp } = require('stompjs/lib/stomp.js'); // stomp.js 2.3.3, as the seed's page used it
@@ -116,7 +116,8 @@ describe('STOMP with @stomp/stompjs', () => {
     const cases = [
       [{}, /unauthorized \(no token\)/],
       [{ Authorization: `Bearer ${hs256({ sub: 'a', exp: now() - 1 })}` }, /unauthorized \(token expired\)/],
-      [{ passcode: hs256({ sub: 'a', nbf: now() + 60 }) }, /unauthorized \(token not yet valid/],
+      [{ passcode: hs256({ sub: 'a', nbf: now() + 60, exp: now() + 600 }) }, /unauthorized \(token not yet valid/],
+      [{ passcode: hs256({ sub: 'a' }) }, /unauthorized \(token has no exp\)/],
       [{ passcode: `${token('a', 'A').slice(0, -4)}AAAA` }, /unauthorized \(bad signature\)/],
       [{ passcode: `${b64url('{"alg":"none"}')}.${b64url('{"sub":"a"}')}.` }, /unauthorized \(unsigned tokens/],
       [{ passcode: rs256({ sub: 'a' }, 'rsa-9') }, /unauthorized \(unknown kid\)/],
@@ -239,6 +240,96 @@ describe('restricted rooms', () => {
       assert.equal(sEve.errors.length, 0, 'a refusal keeps the session');
     } finally {
       await Promise.all([sBob.close(), sEve.close(), sCarol.close()]);
+    }
+  });
+});
+
+describe('presence keys on the token', () => {
+  test('two people who chose one name are two members; one person with two tabs is one', async () => {
+    const res = await rest('/chat/room', { tok: token('owner', 'Owner'), method: 'POST', body: new URLSearchParams({ name: 'namesakes' }) });
+    const roomId = (await res.json()).roomId;
+    const tabs = [];
+    const enter = async (tok) => {
+      const s = await stompOverWebSocket(node.base, { connectHeaders: { passcode: tok } });
+      tabs.push(s);
+      const inbox = await s.subscribeConfirmed(`/sub/chat/room/${roomId}`);
+      const receipt = `enter-${tabs.length}`;
+      const confirmed = new Promise((ok) => s.client.watchForReceipt(receipt, ok));
+      s.publish('/pub/chat/message', JSON.stringify({ type: 'ENTER', roomId, message: '' }), { receipt });
+      await confirmed;
+      return inbox;
+    };
+    const members = async () => (await (await rest(`/chat/room/${roomId}/members`, { tok: token('owner', 'Owner') })).json());
+    try {
+      const first = await enter(token('u-kim-1', 'Kim'));
+      await enter(token('u-kim-1', 'Kim')); // the same person's second tab
+      await enter(token('u-kim-2', 'Kim'));
+      const list = await members();
+      assert.equal(list.count, 2);
+      assert.deepEqual(list.members, ['Kim', 'Kim'], 'the names shown, never the token subs');
+      const entered = () => first.messages.filter((m) => m.type === 'ENTER').map((m) => m.sender);
+      await eventually('both people announced, once each', () => entered().length === 2);
+      assert.deepEqual(entered(), ['Kim', 'Kim']);
+      await tabs.pop().close(); // u-kim-2 leaves: a QUIT, though a Kim is still here
+      await eventually('the second Kim left', async () => (await members()).count === 1);
+      await eventually('QUIT announced', () => first.messages.some((m) => m.type === 'QUIT' && m.sender === 'Kim'));
+    } finally {
+      await Promise.all(tabs.map((s) => s.close()));
+    }
+  });
+});
+
+describe('two nodes sharing Redis, one secret', () => {
+  let redis, a, b;
+  before(async () => {
+    redis = await startRedis({ name: 'redis-auth' });
+    const args = ['--auth', 'jwt', '--jwt-secret-file', join(dir, 'secret'), '--bus', 'redis', '--store', 'redis', '--redis', redis.url];
+    a = await startChatd({ name: 'chatd-auth-a', args });
+    b = await startChatd({ name: 'chatd-auth-b', args });
+  });
+  after(async () => {
+    await a?.stop();
+    await b?.stop();
+    await redis?.stop();
+  });
+
+  test('a token proves the same person on every node: sender, presence and restricted rooms', async () => {
+    const alice = token('u-alice', 'Alice');
+    const bob = token('u-bob', 'Bob');
+    const eve = token('u-eve', 'Eve');
+    const post = (node, tok, body) => fetch(`${node.base}/chat/room`, { method: 'POST', headers: { authorization: `Bearer ${tok}` }, body });
+    const open = await (await post(a, alice, new URLSearchParams({ name: 'both nodes' }))).json();
+    const closed = await (await post(a, alice, new URLSearchParams({ name: 'alice and bob', members: 'u-bob' }))).json();
+    const sA = await stompOverWebSocket(a.base, { connectHeaders: { passcode: alice } });
+    const sB = await stompOverWebSocket(b.base, { connectHeaders: { passcode: bob } });
+    const sE = await stompOverWebSocket(b.base, { connectHeaders: { passcode: eve } });
+    try {
+      const onA = await sA.subscribeConfirmed(`/sub/chat/room/${open.roomId}`);
+      const onB = await sB.subscribeConfirmed(`/sub/chat/room/${open.roomId}`);
+      for (const s of [sA, sB]) s.publish('/pub/chat/message', JSON.stringify({ type: 'ENTER', roomId: open.roomId, message: '' }));
+      sA.publish('/pub/chat/message', JSON.stringify({ type: 'TALK', roomId: open.roomId, message: 'from node a' }));
+      const bobErrors = sB.subscribe('/user/queue/errors');
+      sB.publish('/pub/chat/message', JSON.stringify({ type: 'TALK', roomId: open.roomId, sender: 'Alice', message: 'spoofed' }));
+      assert.equal((await bobErrors.waitForMessages(1))[0].status, 403, 'the other node refuses a spoofed sender too');
+      await eventually('bob on b sees alice talk', () => onB.messages.some((m) => m.type === 'TALK' && m.sender === 'Alice'));
+      assert.ok(!onA.messages.some((m) => m.message === 'spoofed'));
+      for (const node of [a, b]) {
+        await eventually(`both members on ${node.base}`, async () => {
+          const res = await fetch(`${node.base}/chat/room/${open.roomId}/members`, { headers: { authorization: `Bearer ${eve}` } });
+          const body = await res.json();
+          return body.count === 2 && body.members.slice().sort().join() === 'Alice,Bob';
+        });
+      }
+      // A restricted room made on a is restricted on b.
+      assert.equal((await fetch(`${b.base}/chat/room/${closed.roomId}`, { headers: { authorization: `Bearer ${eve}` } })).status, 403);
+      assert.equal((await fetch(`${b.base}/chat/room/${closed.roomId}`, { headers: { authorization: `Bearer ${bob}` } })).status, 200);
+      const eveErrors = sE.subscribe('/user/queue/errors');
+      sE.subscribe(`/sub/chat/room/${closed.roomId}`, { receipt: 'eve-in' });
+      const [refused] = await eveErrors.waitForMessages(1);
+      assert.equal(refused.status, 403);
+      await sB.subscribeConfirmed(`/sub/chat/room/${closed.roomId}`);
+    } finally {
+      await Promise.all([sA.close(), sB.close(), sE.close()]);
     }
   });
 });
