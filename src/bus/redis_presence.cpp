@@ -7,10 +7,14 @@
 // says whether the join or leave is news for the whole cluster; HLEN is the room's count.
 //
 // Every heartbeat (PresenceConfig::heartbeat) a node stamps its entry in the sorted set and
-// claims the entries older than node_timeout: ZREM inside one script, so exactly one node
-// claims a dead run. The claimant takes that run's members out of their rooms and reports those
-// now held by no node. So a dead node's members leave within node_timeout + heartbeat. A
-// restarted node is a new run; its previous run is a dead node like any other.
+// claims the entries older than node_timeout inside one script, so exactly one node claims a
+// dead run: its entry becomes "reaping:<run>", stamped with the claim time. The claimant takes
+// that run's members out of their rooms one by one (leave, then forget the field), reports
+// those now held by no node, and removes the claim only when every member is out. A claimant
+// that dies midway leaves its claim to go stale like a heartbeat: another node claims it again
+// and finishes from the fields left. So a dead node's members leave within node_timeout +
+// heartbeat (a dead reaper adds one more timeout). A restarted node is a new run; its previous
+// run is a dead node like any other.
 //
 // A node that finds its own entry gone (claimed while it was cut off) or reconnects to a Redis
 // that may have restarted empty puts back what it holds, without announcing anything.
@@ -54,14 +58,20 @@ if n<=0 then redis.call('HDEL',KEYS[1],ARGV[1]) end
 return {n<=0 and 1 or 0, redis.call('HLEN',KEYS[1])}
 )lua";
 
-// KEYS: nodes. ARGV: this run, timeout ms. Stamps this run; returns {1 if its entry was gone,
-// dead runs claimed}.
+// KEYS: nodes. ARGV: this run, timeout ms. Stamps this run, claims silent runs and stale
+// claims; returns {1 if its entry was gone, runs claimed}.
 constexpr std::string_view kBeat = R"lua(
 local t=redis.call('TIME') local now=t[1]*1000+math.floor(t[2]/1000)
 local fresh=redis.call('ZADD',KEYS[1],now,ARGV[1])
-local dead=redis.call('ZRANGEBYSCORE',KEYS[1],'-inf',now-tonumber(ARGV[2]))
-for _,d in ipairs(dead) do redis.call('ZREM',KEYS[1],d) end
-return {fresh, dead}
+local stale=redis.call('ZRANGEBYSCORE',KEYS[1],'-inf',now-tonumber(ARGV[2]))
+local runs={}
+for _,d in ipairs(stale) do
+  local run=d
+  if string.sub(d,1,8)=='reaping:' then run=string.sub(d,9) else redis.call('ZREM',KEYS[1],d) end
+  redis.call('ZADD',KEYS[1],now,'reaping:'..run)
+  runs[#runs+1]=run
+end
+return {fresh, runs}
 )lua";
 
 // KEYS: room hash. ARGV: member, limit. Returns {count, up to limit names}.
@@ -197,13 +207,28 @@ class Core : public std::enable_shared_from_this<Core> {
     });
   }
 
-  // Takes the members of dead run `run` out of their rooms; reports those now nowhere.
+  // Takes the members of dead run `run` out of their rooms; reports those now nowhere. Each
+  // field is forgotten only after its leave was applied, and the claim is released only when
+  // all were: whatever is left when this node dies midway, the next claimant finishes.
   void reap_in_loop(const std::string& run) {
     auto key = std::string(kNodePrefix) + run;
     log::event("presence_node_dead", {{"run", run}});
-    conn_->command_in_loop(key, {"HGETALL", key}, [w = weak_from_this(), key](redis::Status st, const redisReply* r) {
+    conn_->command_in_loop(key, {"HGETALL", key}, [w = weak_from_this(), key, run](redis::Status st, const redisReply* r) {
       auto self = w.lock();
       if (!self || st != redis::Status::ok || r->type != REDIS_REPLY_ARRAY) return;
+      struct Reap {
+        std::size_t left = 1;  // one for the loop below, so the claim cannot be released inside it
+        bool failed = false;
+      };
+      auto reap = std::make_shared<Reap>();
+      auto finished = [w, key, run, reap](bool ok) {
+        auto s = w.lock();
+        reap->failed = reap->failed || !ok;
+        if (--reap->left != 0 || reap->failed || !s) return;
+        s->conn_->command_in_loop(key, {"DEL", key}, [](redis::Status, const redisReply*) {});
+        s->conn_->command_in_loop(std::string(kNodes), {"ZREM", std::string(kNodes), "reaping:" + run},
+                                  [](redis::Status, const redisReply*) {});
+      };
       for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
         auto* f = r->element[i];
         if (f->type != REDIS_REPLY_STRING) continue;
@@ -211,15 +236,20 @@ class Core : public std::enable_shared_from_this<Core> {
         auto nl = fv.find('\n');
         if (nl == std::string::npos) continue;
         auto room = fv.substr(0, nl), member = fv.substr(nl + 1);
+        ++reap->left;
         self->conn_->eval_in_loop(kLeave, {members_key(room)}, {member},
-                                  [w, room, member](redis::Status st2, const redisReply* r2) {
+                                  [w, key, fv, room, member, finished](redis::Status st2, const redisReply* r2) {
                                     auto s2 = w.lock();
                                     std::optional<std::pair<bool, std::size_t>> fc;
                                     if (st2 == redis::Status::ok) fc = flag_and_count(r2);
-                                    if (s2 && fc && fc->first && s2->gone_) s2->gone_(room, member, fc->second);
+                                    if (!s2 || !fc) return finished(false);
+                                    if (fc->first && s2->gone_) s2->gone_(room, member, fc->second);
+                                    s2->conn_->command_in_loop(key, {"HDEL", key, fv}, [finished](redis::Status st3, const redisReply*) {
+                                      finished(st3 == redis::Status::ok);
+                                    });
                                   });
       }
-      self->conn_->command_in_loop(key, {"DEL", key}, [](redis::Status, const redisReply*) {});
+      finished(true);
     });
   }
 

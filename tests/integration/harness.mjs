@@ -134,12 +134,17 @@ export async function startChatd({ args = [], env = {}, name = 'chatd', port, da
 }
 
 // Sends one inline command to a Redis server and resolves with the first reply line.
+// `command` is an inline command line, or an array of arguments (sent as RESP, so they may
+// hold spaces and line breaks).
 export function redisCommand(port, command, { timeoutMs = 2_000 } = {}) {
+  const wire = Array.isArray(command)
+    ? `*${command.length}\r\n${command.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`
+    : `${command}\r\n`;
   return new Promise((ok, fail) => {
     const s = createConnection({ host: '127.0.0.1', port });
     let buf = '';
     const timer = setTimeout(() => { s.destroy(); fail(new Error(`redis ${command}: no reply in ${timeoutMs} ms`)); }, timeoutMs);
-    s.on('connect', () => s.write(`${command}\r\n`));
+    s.on('connect', () => s.write(wire));
     s.on('data', (d) => {
       buf += d.toString('utf8');
       const eol = buf.indexOf('\r\n');

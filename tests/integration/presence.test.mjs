@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { createRoom, eventually, startChatd, startRedis, stompOverWebSocket } from './harness.mjs';
+import { createRoom, eventually, redisCommand, startChatd, startRedis, stompOverWebSocket } from './harness.mjs';
 import { announcements, enter, members, nodeKillTest, presenceArgs, presenceTests } from './presence.mjs';
 
 describe('presence on one embedded node', () => {
@@ -93,4 +93,27 @@ describe('presence on two nodes sharing Redis', () => {
   presenceTests('redis', () => [a, b]);
 
   nodeKillTest('redis', () => [a, b]);
+
+  test('redis: a run whose reaper died midway is reaped by another node', async () => {
+    const room = await createRoom(a.base, 'half reaped');
+    const watcher = await enter(a, room.roomId, 'watcher');
+    try {
+      // What a node that claimed dead run "gone:1" and then died before finishing leaves behind:
+      // its stale claim, the run's last field, and the member it still counts in the room.
+      const run = 'gone:1';
+      for (const cmd of [
+        ['HSET', `chatd:{${room.roomId}}:members`, 'ghost', '1'],
+        ['HSET', `chatd:presence:node:${run}`, `${room.roomId}\nghost`, '1'],
+        ['ZADD', 'chatd:presence:nodes', '1', `reaping:${run}`],
+      ]) assert.match(await redisCommand(redis.port, cmd), /^:/, cmd.join(' '));
+      await eventually('the ghost leaves', async () => (await members(a, room.roomId)).count === 1);
+      assert.deepEqual((await members(a, room.roomId)).names, ['watcher']); // b was killed above
+      await eventually('its QUIT announced', () => announcements(watcher.inbox).includes('QUIT ghost'));
+      await eventually('the claim released', async () =>
+        (await redisCommand(redis.port, ['ZSCORE', 'chatd:presence:nodes', `reaping:${run}`])) === '$-1');
+      assert.equal(await redisCommand(redis.port, ['EXISTS', `chatd:presence:node:${run}`]), ':0');
+    } finally {
+      await watcher.s.close();
+    }
+  });
 });
