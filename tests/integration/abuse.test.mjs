@@ -433,7 +433,7 @@ describe('finding 12: one log line per refusal, rate-limited, optionally JSON', 
       await eventually('refusal lines in the log', () => {
         events = readFileSync(node.log, 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l))
           .filter((e) => e.event === 'refused' && e.reason === 'http_framing');
-        return events.length > 0;
+        return events.length >= 10; // the log may still be writing when the first lines show
       });
       const seconds = Math.ceil((Date.now() - t0) / 1000);
       assert.equal(typeof events[0].ts, 'number');
