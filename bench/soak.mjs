@@ -132,11 +132,33 @@ function openStomp(port, localAddress, onFrame, path) {
 const C = {
   delivered: 0, replayed: 0, sent: 0, acked: 0, lostGaps: 0, dups: 0, notices: 0, errorsQueue: 0, errorFrames: 0,
   unexpectedClose: 0, connectFailed: 0, drops: 0, resumes: 0, moves: 0, noSeq: 0, tailMissing: 0,
+  replayLimit: 0, restRecovered: 0,
 };
 const E = { flood: [], ping: [], nonreader: [], xhr: [] }; // episode results
 let latWindow = []; // own-message round trips (ms) since the last row
 let gapLines = 0; // the first 20 gaps are logged
 const roomMaxSeq = new Map(); // roomId -> highest seq acknowledged by a RECEIPT (x-seq)
+
+// Pages GET /chat/room/{id}/messages back from `fromSeq` until `sinceSeq`: what a resume past
+// --max-replay left out. Every seq in between must come back, in order; a missing one is lost.
+const PAGE = Number(process.env.CHATD_MAX_REPLAY || 1000); // a REST page holds at most --max-replay
+async function recoverOverRest(roomId, sinceSeq, fromSeq) {
+  let before = fromSeq; let got = 0;
+  try {
+    for (let page = 0; page < 100 && before > sinceSeq + 1; page++) {
+      const rows = JSON.parse(await get(port, `/chat/room/${roomId}/messages?before=${before}&limit=${PAGE}`));
+      if (!Array.isArray(rows)) throw new Error(`GET messages: ${JSON.stringify(rows).slice(0, 120)}`);
+      if (!rows.length) break;
+      const want = rows.filter((m) => m.seq > sinceSeq);
+      for (let i = want.length - 1; i >= 0 && want[i].seq === before - 1; i--) { before = want[i].seq; got++; }
+      if (want.length && before !== want[0].seq) break; // a hole inside the page
+      if (want.length < rows.length) break;
+    }
+  } catch (err) { log(`REST recovery of ${roomId}: ${err.message}`); }
+  C.restRecovered += got;
+  const missing = fromSeq - 1 - sinceSeq - got;
+  if (missing > 0) { C.lostGaps += missing; log(`REST recovery of ${roomId} (${sinceSeq}, ${fromSeq}): ${missing} missing`); }
+}
 
 class Client {
   constructor(id, port, addr, roomId) {
@@ -173,7 +195,16 @@ class Client {
     if (f.command !== 'MESSAGE') return;
     if (f.headers.subscription === 'e') { C.errorsQueue++; if (C.errorsQueue <= 5) log(`client ${this.id} error queue: ${f.body.slice(0, 120)}`); return; }
     if (f.headers.subscription !== `s${this.subId}`) return; // left that room; in flight
-    if (f.headers['x-history-status']) { C.notices++; if (C.notices <= 20) log(`client ${this.id} HISTORY ${f.body.slice(0, 160)}`); return; }
+    if (f.headers['x-history-status']) {
+      let n = {}; try { n = JSON.parse(f.body); } catch { /* counted below */ }
+      // More than --max-replay missed: documented; the rest is paged over REST, as the page does.
+      if (n.status === 'partial' && n.reason === 'replay-limit' && n.epoch === this.epochs.get(n.roomId)) {
+        C.replayLimit++; this.seqs.set(n.roomId, n.fromSeq - 1);
+        recoverOverRest(n.roomId, n.sinceSeq, n.fromSeq);
+        return;
+      }
+      C.notices++; if (C.notices <= 20) log(`client ${this.id} HISTORY ${f.body.slice(0, 160)}`); return;
+    }
     let m; try { m = JSON.parse(f.body); } catch { C.noSeq++; return; }
     C.delivered++;
     if (typeof m.seq !== 'number') { C.noSeq++; return; }
@@ -454,7 +485,7 @@ const verdicts = [
   '| check | figure | holds? |', '|---|---|---|',
   `| RSS flat after warm-up (${(warm / 60).toFixed(1)} min): growth to the highest sample within 10 % | ${mib(warmRss)} → max ${mib(maxRss)} MiB (${growthPct.toFixed(1)} %), slope ${slope.toFixed(1)} MiB/h | ${verdict(growthPct < 10)} |`,
   `| open files: back to the baseline once every client left | before clients ${baseline.fds}, start ${samples[0].fds}, end ${last.fds}, after all left ${after.fds}${after.notDrained ? ' (sessions not all closed within 30 s)' : ''} | ${verdict(!after.notDrained && Math.abs(after.fds - baseline.fds) <= 2)} |`,
-  `| well-behaved clients lost nothing | ${C.delivered} messages received (${C.sent} sent, ${C.acked} acknowledged); seq gaps ${C.lostGaps}, tail missing ${C.tailMissing}, duplicates ${C.dups}, HISTORY notices ${C.notices}, ERRORs ${C.errorFrames}, /user/queue/errors ${C.errorsQueue}, closes not asked for ${C.unexpectedClose} | ${verdict(loss === 0)} |`,
+  `| well-behaved clients lost nothing | ${C.delivered} messages received (${C.sent} sent, ${C.acked} acknowledged); seq gaps ${C.lostGaps}, tail missing ${C.tailMissing}, resumes past --max-replay ${C.replayLimit} (their ${C.restRecovered} older messages all paged back over REST unless counted as gaps), duplicates ${C.dups}, HISTORY notices ${C.notices}, ERRORs ${C.errorFrames}, /user/queue/errors ${C.errorsQueue}, closes not asked for ${C.unexpectedClose} | ${verdict(loss === 0)} |`,
   `| drops and moves | ${C.drops} drops (${C.resumes} resumed with x-since-seq), ${C.moves} room changes, ${C.connectFailed} connects failed | ${verdict(C.connectFailed === 0)} |`,
   `| flooders disconnected (ERROR too many messages) | ${okCount(E.flood.map((f) => f.closedMs))}, ${msStats(E.flood.map((f) => f.closedMs))} after the first SEND; it read ${E.flood.reduce((a, f) => a + f.r429, 0)} of its 429s before the ERROR | ${verdict(E.flood.length > 0 && E.flood.every((f) => f.closedMs >= 0))} |`,
   `| ping-flooding non-readers reset | ${okCount(E.ping.map((p) => p.closedMs))}, ${msStats(E.ping.map((p) => p.closedMs))}; chatd took at most ${Math.max(0, ...E.ping.map((p) => p.uploadedMiB))} MiB of pings from one | ${verdict(E.ping.length > 0 && E.ping.every((p) => p.closedMs >= 0))} |`,
