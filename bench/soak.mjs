@@ -278,8 +278,9 @@ function post(port, path, localAddress, body = '', headers = {}) {
 // Resolves with ms since `since` until chatd closed `sock` (our end no longer ESTABLISHED), or -1
 // after capMs. Asks the kernel (ss): a socket that does not read would not see the reset.
 async function closedWithin(sock, since, capMs) {
-  const lport = sock.localPort;
-  const established = () => execFileSync('ss', ['-Htn', 'state', 'established', `( sport = :${lport} and dport = :${port} )`]).toString().trim() !== '';
+  // Address and port: 5,000 clients from 20 addresses reuse the same port numbers.
+  const src = `${sock.localAddress}:${sock.localPort}`;
+  const established = () => execFileSync('ss', ['-Htn', 'state', 'established', `( src ${src} and dport = :${port} )`]).toString().trim() !== '';
   while (Date.now() - since < capMs) { if (sock.destroyed || !established()) return Date.now() - since; await sleep(250); }
   return -1;
 }
