@@ -3,7 +3,8 @@
 # chatd on several shards:
 #
 #   scripts/redis-cluster.sh start --dir D --port P [--primaries N] [--replicas R] [--password PW]
-#       starts N*(R+1) redis-server processes on ports P, P+1, ... (N=3, R=1 by default), joins
+#       starts N*(R+1) redis-server processes on ports P, P+1, ... (N=3, R=1 by default; N of 1
+#       or 2 only with R=0, as benchmarks use them), joins
 #       them with `redis-cli --cluster create`, waits until the cluster is ok on every node, and
 #       prints the chatd URL: redis+cluster://127.0.0.1:P,127.0.0.1:P+1,...
 #   scripts/redis-cluster.sh stop --dir D      SIGTERM, then SIGKILL after a bound; wipes nothing
@@ -60,7 +61,8 @@ start() {
   [[ -n $port ]] || die "--port is required"
   local total=$((primaries * (replicas + 1)))
   (( port + total + 10000 < 65536 )) || die "--port too high: the cluster bus uses port+10000"
-  (( primaries >= 3 )) || die "Redis Cluster needs at least 3 primaries"
+  (( primaries >= 3 || replicas == 0 )) || die "replicas need at least 3 primaries (redis-cli --cluster create)"
+  (( primaries >= 1 )) || die "--primaries must be at least 1"
   mkdir -p "$dir"
   local addrs=() urls=()
   for i in $(seq 0 $((total - 1))); do
@@ -83,8 +85,20 @@ start() {
     done
     [[ $ok == 1 ]] || die "redis-server on port $p did not start (log: $dir/$p/redis.log)"
   done
-  cli "$port" --cluster create "${addrs[@]}" --cluster-replicas "$replicas" --cluster-yes >"$dir/create.log" 2>&1 ||
-    { cat "$dir/create.log" >&2; die "redis-cli --cluster create failed"; }
+  if ((primaries >= 3)); then
+    cli "$port" --cluster create "${addrs[@]}" --cluster-replicas "$replicas" --cluster-yes >"$dir/create.log" 2>&1 ||
+      { cat "$dir/create.log" >&2; die "redis-cli --cluster create failed"; }
+  else
+    # redis-cli refuses fewer than 3 primaries; 1 or 2 shards (benchmarks compare them) are
+    # set up by hand: even slot ranges, distinct config epochs, then the nodes meet.
+    local i
+    for ((i = 0; i < primaries; i++)); do
+      local p=$((port + i))
+      cli "$p" cluster addslotsrange $((16384 * i / primaries)) $((16384 * (i + 1) / primaries - 1)) >/dev/null
+      cli "$p" cluster set-config-epoch $((i + 1)) >/dev/null
+      ((i == 0)) || cli "$p" cluster meet 127.0.0.1 "$port" >/dev/null
+    done
+  fi
   # Every node must agree the cluster is ok (all slots served) before anyone uses it.
   for a in "${addrs[@]}"; do
     local p=${a##*:} ok=0

@@ -86,6 +86,7 @@ struct Options {
   std::string login, passcode;
   std::string vhost = "/";
   std::vector<int> server_pids;  // CPU and RSS are summed over these
+  std::vector<int> engine_pids;  // CPU reported per pid (the engine's shards: Redis, Kafka)
   bool sub_receipt = true;  // ready only once the SUBSCRIBE's RECEIPT arrives
   int connect_concurrency = 200;  // handshakes in progress per worker
   double connect_timeout = 120;
@@ -103,7 +104,8 @@ struct Options {
                "  --duration S --warmup S --drain S --size BYTES\n"
                "  --sub-prefix /sub/chat/room/ --send-dest /pub/chat/message (or /topic/{room})\n"
                "  --body-format chatd|raw --room-ids a,b --room-source rest|names --protocol stomp|raw|centrifugo\n"
-               "  --login U --passcode P --vhost / --server-pids PID[,PID] --label TEXT --sub-receipt yes|no\n"
+               "  --login U --passcode P --vhost / --server-pids PID[,PID] --engine-pids PID[,PID] --label TEXT\n"
+               "  --sub-receipt yes|no\n"
                "  --connect-concurrency N --connect-timeout S --addr-span N --fd-budget N\n",
                why);
   std::exit(2);
@@ -157,6 +159,7 @@ Options parse_options(int argc, char** argv) {
     else if (key == "--passcode") o.passcode = val;
     else if (key == "--vhost") o.vhost = val;
     else if (key == "--server-pid" || key == "--server-pids") o.server_pids = integers();
+    else if (key == "--engine-pids") o.engine_pids = integers();
     else if (key == "--sub-receipt") o.sub_receipt = val == "yes" || val == "1" || val == "true";
     else if (key == "--connect-concurrency") o.connect_concurrency = integer();
     else if (key == "--connect-timeout") o.connect_timeout = num();
@@ -951,9 +954,16 @@ int main(int argc, char** argv) {
   sleep_until_ns(wb);
   const double cpu0 = proc_cpu_seconds(o.server_pids);
   const double gen0 = proc_cpu_seconds(kid_pids);
+  std::vector<double> engine0;
+  for (int p : o.engine_pids) engine0.push_back(proc_cpu_seconds_one(p));
   sleep_until_ns(we);
   const double cpu1 = proc_cpu_seconds(o.server_pids);
   const double gen1 = proc_cpu_seconds(kid_pids);
+  boost::json::array engine_cpu;  // per engine pid, -1 when unreadable
+  for (std::size_t i = 0; i < o.engine_pids.size(); ++i) {
+    const double v = proc_cpu_seconds_one(o.engine_pids[i]);
+    engine_cpu.push_back(v >= 0 && engine0[i] >= 0 ? v - engine0[i] : -1.0);
+  }
   const double rss_held = proc_rss_kb(o.server_pids);
 
   // Bounded wait for the children; stragglers are killed.
@@ -1031,6 +1041,7 @@ int main(int argc, char** argv) {
   j["server_rss_before_kb"] = rss_before;
   j["server_rss_held_kb"] = rss_held;
   j["server_rss_per_conn_kb"] = rss_per_conn;
+  j["engine_cpu_s"] = engine_cpu;
   j["server_cpu_connect_s"] = (cpu_before_connect >= 0 && cpu0 >= 0) ? cpu0 - cpu_before_connect : -1.0;
   j["procs"] = o.procs;
   j["children_ok"] = children_ok;
