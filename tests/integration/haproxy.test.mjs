@@ -7,7 +7,7 @@
 // same x-client-id. At the end: every client is connected, and every client of a room has every
 // acknowledged message exactly once, all in the same order. What the restarts cost is printed.
 //
-// CHATD_LB_WS_CLIENTS / CHATD_LB_SOCKJS_CLIENTS change the client counts (default 300 / 30).
+// CHATD_LB_WS_CLIENTS / CHATD_LB_SOCKJS_CLIENTS change the client counts (default 1000 / 50).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -26,8 +26,8 @@ const haproxyBin = ['/usr/sbin/haproxy', '/usr/bin/haproxy'].find((p) => existsS
 const skip = haproxyBin ? false : 'SKIPPED: haproxy is not installed (scripts/install-deps.sh test installs it)';
 if (skip) console.log(skip);
 
-const wsClients = Number(process.env.CHATD_LB_WS_CLIENTS || 300);
-const sockjsClients = Number(process.env.CHATD_LB_SOCKJS_CLIENTS || 30);
+const wsClients = Number(process.env.CHATD_LB_WS_CLIENTS || 1000);
+const sockjsClients = Number(process.env.CHATD_LB_SOCKJS_CLIENTS || 50);
 const roomCount = 10;
 
 // Resolves true once the (async) pred holds, polling every `everyMs`; false after timeoutMs.
@@ -370,4 +370,28 @@ describe('HAProxy in front of 3 chatd nodes on Redis', { skip }, () => {
 
   test('kill -9 of one node under chat: its clients reconnect through the proxy to the others and resume',
     { timeout: 300_000 }, (t) => chatThrough(t, [{ node: 1, signal: 'SIGKILL' }]));
+
+  // Last: Redis comes back empty. Every node shares the engine, so all of them go; HAProxy then
+  // answers 503 itself, and takes them back once their engine is.
+  test('nodes whose engine is down leave rotation and come back with it', { timeout: 120_000 }, async (t) => {
+    const names = ['chatd/n1', 'chatd/n2', 'chatd/n3'];
+    const t0 = Date.now();
+    await redis.stop({ signal: 'SIGKILL' });
+    assert.ok(await until(async () => {
+      const st = await serverStates(socket).catch(() => ({}));
+      return names.every((n) => st[n] && st[n] !== 'UP');
+    }, 30_000), 'HAProxy took every node out while Redis was down');
+    const out = Date.now() - t0;
+    const res = await fetch(`${lbBase}/chat/rooms`, { signal: AbortSignal.timeout(5_000) });
+    assert.equal(res.status, 503, 'the proxy answers 503 with no node in rotation');
+    for (const n of nodes) assert.ok(n.isAlive(), 'no node exited');
+    redis = await startRedis({ port: redis.port });
+    const t1 = Date.now();
+    assert.ok(await until(async () => {
+      const st = await serverStates(socket).catch(() => ({}));
+      return names.every((n) => st[n] === 'UP');
+    }, 60_000), 'every node back in rotation once Redis was');
+    t.diagnostic(`Redis killed: all nodes out of rotation after ${out} ms; back ${Date.now() - t1} ms after Redis restarted`);
+    assert.equal((await fetch(`${lbBase}/chat/rooms`)).status, 200);
+  });
 });
