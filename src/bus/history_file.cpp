@@ -4,6 +4,7 @@
 #include <limits>
 #include <random>
 #include <stdexcept>
+#include <tuple>
 
 namespace chatd::bus {
 namespace {
@@ -57,13 +58,24 @@ HistoryFile::HistoryFile(const std::string& path) : path_(path) {
     sqlite3_busy_timeout(db_, 5000);
     exec("PRAGMA journal_mode=WAL");
     exec("PRAGMA synchronous=NORMAL");
+    // No automatic checkpoint (its fsyncs would stall the writer): the hook counts the WAL's
+    // pages and the owner checkpoints (LocalBus, from another thread). After a checkpoint the
+    // WAL file is cut back to this size.
+    sqlite3_wal_hook(db_, &HistoryFile::on_wal, this);
+    exec("PRAGMA journal_size_limit=67108864");
     exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)");
     exec("CREATE TABLE IF NOT EXISTS room_seq (room TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID");
-    // A rowid table: rowids grow with writing time, so the rows --history-ttl expires are a
-    // prefix of the rowid order and pruning needs no index on ts.
-    exec("CREATE TABLE IF NOT EXISTS messages (room TEXT NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT NULL,"
+    // Keyed by (room, seq) and nothing else: a message is one B-tree insert, and a room's rows
+    // are its history in order. Age pruning walks each room from its oldest row (a room's ts
+    // grow with its seq), so no index on ts is needed.
+    exec("CREATE TABLE IF NOT EXISTS history (room TEXT NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT NULL,"
+         " payload BLOB NOT NULL, client_id TEXT, PRIMARY KEY (room, seq)) WITHOUT ROWID");
+    // What was written since the last flush, in writing order: appending here dirties only the
+    // table's last pages, where a row in `history` dirties a page of its room's (one page per
+    // room per commit, most of a page per message when many rooms talk at once).
+    exec("CREATE TABLE IF NOT EXISTS journal (room TEXT NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT NULL,"
          " payload BLOB NOT NULL, client_id TEXT)");
-    exec("CREATE UNIQUE INDEX IF NOT EXISTS messages_room_seq ON messages (room, seq)");
+    migrate();
     // The epoch is drawn once per file; INSERT OR IGNORE keeps a concurrent opener's.
     auto* st = prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)");
     auto fresh = new_epoch();
@@ -75,18 +87,43 @@ HistoryFile::HistoryFile(const std::string& path) : path_(path) {
     sqlite3_finalize(st);
     if (epoch_.empty()) throw std::runtime_error(path_ + ": no epoch");
 
-    insert_ = prepare("INSERT OR REPLACE INTO messages (room, seq, ts, payload, client_id) VALUES (?, ?, ?, ?, ?)");
+    insert_ = prepare("INSERT INTO journal (room, seq, ts, payload, client_id) VALUES (?, ?, ?, ?, ?)");
     upsert_seq_ = prepare("INSERT INTO room_seq (room, seq) VALUES (?, ?)"
                           " ON CONFLICT (room) DO UPDATE SET seq = max(seq, excluded.seq)");
-    trim_ = prepare("DELETE FROM messages WHERE room = ? AND seq <= ?");
-    read_after_ = prepare("SELECT seq, payload FROM messages WHERE room = ? AND seq > ? AND seq < ? AND ts >= ?"
+    trim_ = prepare("DELETE FROM history WHERE room = ? AND seq <= ?");
+    read_after_ = prepare("SELECT seq, payload FROM history WHERE room = ? AND seq > ? AND seq < ? AND ts >= ?"
                           " ORDER BY seq LIMIT ?");
-    read_before_ = prepare("SELECT seq, payload FROM messages WHERE room = ? AND seq < ? AND ts >= ?"
+    read_before_ = prepare("SELECT seq, payload FROM history WHERE room = ? AND seq > ? AND seq < ? AND ts >= ?"
                            " ORDER BY seq DESC LIMIT ?");
     // A room's ts grow with its seq, so this stops at the first row young enough.
-    first_seq_ = prepare("SELECT seq FROM messages WHERE room = ? AND ts >= ? ORDER BY seq LIMIT 1");
+    first_seq_ = prepare("SELECT seq FROM history WHERE room = ? AND seq > ? AND ts >= ? ORDER BY seq LIMIT 1");
   } catch (...) {
     sqlite3_close_v2(db_);
+    throw;
+  }
+}
+
+// A file written before the `history` table (one rowid table `messages` with a unique index on
+// (room, seq)) is moved into it in one transaction, so an upgrade keeps every message.
+void HistoryFile::migrate() {
+  auto* st = prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages'");
+  const bool old = sqlite3_step(st) == SQLITE_ROW;
+  sqlite3_finalize(st);
+  if (!old) return;
+  exec("BEGIN IMMEDIATE");
+  try {
+    // Another opener may have moved it while this one waited for the lock.
+    st = prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages'");
+    const bool still = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    if (still) {
+      exec("INSERT OR REPLACE INTO history (room, seq, ts, payload, client_id)"
+           " SELECT room, seq, ts, payload, client_id FROM messages ORDER BY room, seq");
+      exec("DROP TABLE messages");
+    }
+    exec("COMMIT");
+  } catch (...) {
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
     throw;
   }
 }
@@ -112,6 +149,17 @@ sqlite3_stmt* HistoryFile::prepare(const char* sql) {
   return st;
 }
 
+int HistoryFile::on_wal(void* self, sqlite3*, const char*, int pages) {
+  static_cast<HistoryFile*>(self)->wal_pages_.store(pages, std::memory_order_relaxed);
+  return SQLITE_OK;
+}
+
+bool HistoryFile::checkpoint() {
+  int log = 0, done = 0;
+  const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+  return rc == SQLITE_OK && log == done;
+}
+
 std::string HistoryFile::last_error() const { return sqlite3_errmsg(db_); }
 
 std::unordered_map<std::string, std::uint64_t> HistoryFile::load_seqs() {
@@ -123,28 +171,37 @@ std::unordered_map<std::string, std::uint64_t> HistoryFile::load_seqs() {
 }
 
 std::vector<HistoryFile::ClientId> HistoryFile::load_client_ids(std::int64_t since_ms) {
-  // Newest first along the rowid (writing order), stopping at the first row that is too old.
+  // Each room from its newest row back, stopping at its first row that is too old.
   std::vector<ClientId> out;
-  auto* st = prepare("SELECT room, client_id, seq, ts FROM messages ORDER BY rowid DESC");
-  while (sqlite3_step(st) == SQLITE_ROW) {
-    auto ts = sqlite3_column_int64(st, 3);
-    if (ts < since_ms) break;
-    if (sqlite3_column_type(st, 1) == SQLITE_NULL) continue;
-    out.push_back({column_text(st, 0), column_text(st, 1), static_cast<std::uint64_t>(sqlite3_column_int64(st, 2)), ts});
+  auto* rooms = prepare("SELECT room FROM room_seq");
+  auto* st = prepare("SELECT client_id, seq, ts FROM history WHERE room = ? ORDER BY seq DESC");
+  while (sqlite3_step(rooms) == SQLITE_ROW) {
+    auto room = column_text(rooms, 0);
+    Reset reset{st};
+    bind_text(st, 1, room);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+      auto ts = sqlite3_column_int64(st, 2);
+      if (ts < since_ms) break;
+      if (sqlite3_column_type(st, 0) == SQLITE_NULL) continue;
+      out.push_back({room, column_text(st, 0), static_cast<std::uint64_t>(sqlite3_column_int64(st, 1)), ts});
+    }
   }
   sqlite3_finalize(st);
-  std::reverse(out.begin(), out.end());
+  sqlite3_finalize(rooms);
+  std::sort(out.begin(), out.end(), [](const ClientId& x, const ClientId& y) {
+    return std::tie(x.ts_ms, x.room_id, x.seq) < std::tie(y.ts_ms, y.room_id, y.seq);
+  });
   return out;
 }
 
-bool HistoryFile::append(const std::vector<Row>& rows, std::size_t keep_per_room) {
+bool HistoryFile::append(const std::vector<Row>& rows, bool keep_rows) {
   if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) return false;
   std::unordered_map<std::string_view, std::uint64_t> last;  // room -> newest seq in this batch
   bool ok = true;
   for (const auto& r : rows) {
     auto& l = last[r.room_id];
     l = std::max(l, r.seq);
-    if (keep_per_room == 0) continue;  // history off: only the seqs are kept
+    if (!keep_rows) continue;  // history off: only the seqs are kept
     Reset reset{insert_};
     bind_text(insert_, 1, r.room_id);
     bind_u64(insert_, 2, r.seq);
@@ -157,20 +214,45 @@ bool HistoryFile::append(const std::vector<Row>& rows, std::size_t keep_per_room
       break;
     }
   }
-  for (auto it = last.begin(); ok && it != last.end(); ++it) {
-    const std::string room(it->first);
-    {
-      Reset reset{upsert_seq_};
-      bind_text(upsert_seq_, 1, room);
-      bind_u64(upsert_seq_, 2, it->second);
-      ok = sqlite3_step(upsert_seq_) == SQLITE_DONE;
+  // With rows kept, the journal holds the seqs until flush() copies them to room_seq: a commit
+  // then touches only the journal's last pages.
+  for (auto it = last.begin(); ok && !keep_rows && it != last.end(); ++it) {
+    Reset reset{upsert_seq_};
+    bind_text(upsert_seq_, 1, std::string(it->first));
+    bind_u64(upsert_seq_, 2, it->second);
+    ok = sqlite3_step(upsert_seq_) == SQLITE_DONE;
+  }
+  if (ok && sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK) return true;
+  sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  return false;
+}
+
+bool HistoryFile::flush(std::size_t keep_per_room) {
+  if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) return false;
+  bool ok = true;
+  try {
+    exec("INSERT INTO room_seq (room, seq) SELECT room, max(seq) FROM journal WHERE true GROUP BY room"
+         " ON CONFLICT (room) DO UPDATE SET seq = max(seq, excluded.seq)");
+    // Sorted by room, so each room's pages are written once per flush, however many rows.
+    exec("INSERT OR REPLACE INTO history (room, seq, ts, payload, client_id)"
+         " SELECT room, seq, ts, payload, client_id FROM journal ORDER BY room, seq");
+    if (keep_per_room > 0) {
+      // Each flushed room keeps its newest keep_per_room.
+      auto* st = trim_;
+      auto* rooms = prepare("SELECT room, max(seq) FROM journal GROUP BY room");
+      while (ok && sqlite3_step(rooms) == SQLITE_ROW) {
+        const auto last = static_cast<std::uint64_t>(sqlite3_column_int64(rooms, 1));
+        if (last <= keep_per_room) continue;
+        Reset reset{st};
+        bind_text(st, 1, column_text(rooms, 0));
+        bind_u64(st, 2, last - keep_per_room);
+        ok = sqlite3_step(st) == SQLITE_DONE;
+      }
+      sqlite3_finalize(rooms);
     }
-    if (ok && keep_per_room > 0 && it->second > keep_per_room) {
-      Reset reset{trim_};
-      bind_text(trim_, 1, room);
-      bind_u64(trim_, 2, it->second - keep_per_room);
-      ok = sqlite3_step(trim_) == SQLITE_DONE;
-    }
+    if (ok) exec("DELETE FROM journal");
+  } catch (const std::runtime_error&) {
+    ok = false;
   }
   if (ok && sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK) return true;
   sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
@@ -178,38 +260,76 @@ bool HistoryFile::append(const std::vector<Row>& rows, std::size_t keep_per_room
 }
 
 bool HistoryFile::erase_room(const std::string& room) {
-  auto* st = prepare("DELETE FROM messages WHERE room = ?");
-  bind_text(st, 1, room);
-  const bool ok = sqlite3_step(st) == SQLITE_DONE;
-  sqlite3_finalize(st);
-  return ok;
+  if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) return false;
+  bool ok = true;
+  // The journal's seqs go to room_seq first, so the room's seq never goes back.
+  for (const char* sql : {"INSERT INTO room_seq (room, seq) SELECT room, max(seq) FROM journal WHERE room = ?1 GROUP BY room"
+                          " ON CONFLICT (room) DO UPDATE SET seq = max(seq, excluded.seq)",
+                          "DELETE FROM history WHERE room = ?1", "DELETE FROM journal WHERE room = ?1"}) {
+    auto* st = prepare(sql);
+    bind_text(st, 1, room);
+    ok = sqlite3_step(st) == SQLITE_DONE && ok;
+    sqlite3_finalize(st);
+  }
+  if (ok && sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK) return true;
+  sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  return false;
 }
 
-std::size_t HistoryFile::prune_before(std::int64_t cutoff_ms, std::size_t max_rows) {
-  // The expired rows are the oldest rowids: find the last of them among the first max_rows.
-  auto* st = prepare("SELECT max(rowid) FROM (SELECT rowid, ts FROM messages ORDER BY rowid LIMIT ?) WHERE ts < ?");
-  sqlite3_bind_int64(st, 1, static_cast<sqlite3_int64>(max_rows));
-  sqlite3_bind_int64(st, 2, cutoff_ms);
-  sqlite3_int64 upto = 0;
-  if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) upto = sqlite3_column_int64(st, 0);
-  sqlite3_finalize(st);
-  if (upto == 0) return 0;
-  st = prepare("DELETE FROM messages WHERE rowid <= ?");
-  sqlite3_bind_int64(st, 1, upto);
-  std::size_t n = 0;
-  if (sqlite3_step(st) == SQLITE_DONE) n = static_cast<std::size_t>(sqlite3_changes(db_));
-  sqlite3_finalize(st);
-  return n;
+std::size_t HistoryFile::prune(std::int64_t cutoff_ms, std::size_t keep_per_room, std::size_t rooms_per_transaction) {
+  auto* rooms = prepare("SELECT room, seq FROM room_seq WHERE room > ? ORDER BY room LIMIT ?");
+  auto* young = prepare("SELECT seq FROM history WHERE room = ? AND ts >= ? ORDER BY seq LIMIT 1");
+  auto* drop = prepare("DELETE FROM history WHERE room = ? AND seq <= ?");
+  std::size_t deleted = 0;
+  std::string after;  // the last room done: rooms are walked in key order, a chunk at a time
+  for (bool more = true; more;) {
+    if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) break;
+    bind_text(rooms, 1, after);
+    sqlite3_bind_int64(rooms, 2, static_cast<sqlite3_int64>(rooms_per_transaction));
+    std::size_t n = 0;
+    bool ok = true;
+    while (ok && sqlite3_step(rooms) == SQLITE_ROW) {
+      ++n;
+      after = column_text(rooms, 0);
+      const auto last = static_cast<std::uint64_t>(sqlite3_column_int64(rooms, 1));
+      // Everything before the room's first young row goes (all of it if none is young), and
+      // what the size bound leaves out.
+      std::uint64_t upto = last > keep_per_room ? last - keep_per_room : 0;
+      {
+        Reset reset{young};
+        bind_text(young, 1, after);
+        sqlite3_bind_int64(young, 2, cutoff_ms);
+        const int rc = sqlite3_step(young);
+        if (rc == SQLITE_ROW) upto = std::max(upto, static_cast<std::uint64_t>(sqlite3_column_int64(young, 0)) - 1);
+        else if (rc == SQLITE_DONE) upto = std::numeric_limits<std::uint64_t>::max();
+        else ok = false;
+      }
+      if (ok && upto > 0) {
+        Reset reset{drop};
+        bind_text(drop, 1, after);
+        bind_u64(drop, 2, upto);
+        ok = sqlite3_step(drop) == SQLITE_DONE;
+        if (ok) deleted += static_cast<std::size_t>(sqlite3_changes(db_));
+      }
+    }
+    sqlite3_reset(rooms);
+    sqlite3_clear_bindings(rooms);
+    more = ok && n == rooms_per_transaction;
+    sqlite3_exec(db_, ok ? "COMMIT" : "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+  for (auto* st : {rooms, young, drop}) sqlite3_finalize(st);
+  return deleted;
 }
 
-bool HistoryFile::read(const HistoryRequest& req, std::int64_t cutoff_ms, History& out) {
+bool HistoryFile::read(const HistoryRequest& req, std::int64_t cutoff_ms, std::uint64_t floor_seq, History& out) {
   // One read transaction: first_seq and the messages come from the same snapshot.
   if (sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK) return false;
   bool ok = true;
   {
     Reset reset{first_seq_};
     bind_text(first_seq_, 1, req.room_id);
-    sqlite3_bind_int64(first_seq_, 2, cutoff_ms);
+    bind_u64(first_seq_, 2, floor_seq);
+    sqlite3_bind_int64(first_seq_, 3, cutoff_ms);
     int rc = sqlite3_step(first_seq_);
     if (rc == SQLITE_ROW) out.first_seq = static_cast<std::uint64_t>(sqlite3_column_int64(first_seq_, 0));
     else ok = rc == SQLITE_DONE;
@@ -219,16 +339,10 @@ bool HistoryFile::read(const HistoryRequest& req, std::int64_t cutoff_ms, Histor
     auto* st = req.after_seq ? read_after_ : read_before_;
     Reset reset{st};
     bind_text(st, 1, req.room_id);
-    if (req.after_seq) {
-      bind_u64(st, 2, req.after_seq);
-      bind_u64(st, 3, before);
-      sqlite3_bind_int64(st, 4, cutoff_ms);
-      bind_u64(st, 5, static_cast<std::uint64_t>(req.limit));
-    } else {
-      bind_u64(st, 2, before);
-      sqlite3_bind_int64(st, 3, cutoff_ms);
-      bind_u64(st, 4, static_cast<std::uint64_t>(req.limit));
-    }
+    bind_u64(st, 2, std::max(req.after_seq, floor_seq));
+    bind_u64(st, 3, before);
+    sqlite3_bind_int64(st, 4, cutoff_ms);
+    bind_u64(st, 5, static_cast<std::uint64_t>(req.limit));
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
       Delivery d;

@@ -4,10 +4,17 @@
 //
 // The file has one epoch, drawn when the file is created: losing the file loses every room's
 // history at once, and a new file means new numbering.
+//
+// Messages are appended to `journal` (writing order) as they come, and moved into `history`, a
+// WITHOUT ROWID table keyed (room, seq), by flush(): a burst over many rooms then costs a few
+// sequential pages, not a page per room per commit. read() reads `history` only; the caller
+// keeps what is in the journal in memory (LocalBus). A file from before these tables (one
+// rowid table `messages`) is moved into `history` on open.
 #pragma once
 
 #include <sqlite3.h>
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <unordered_map>
@@ -47,34 +54,51 @@ class HistoryFile {
   // Returns the client ids written at or after `since_ms`, oldest first.
   std::vector<ClientId> load_client_ids(std::int64_t since_ms);
 
-  // Writes `rows` and each room's new last seq in one transaction (no fsync: WAL with
-  // synchronous=NORMAL survives a crash of the process, not of the machine), then drops each
-  // touched room's rows beyond the newest `keep_per_room`. Returns false (and rolls back) when
-  // the file refused the write.
-  bool append(const std::vector<Row>& rows, std::size_t keep_per_room);
+  // Writes `rows` to the journal, or when !keep_rows only each room's new last seq, in one
+  // transaction (no fsync: WAL with synchronous=NORMAL survives a crash of the process, not of
+  // the machine). Returns false (and rolls back) when the file refused the write.
+  bool append(const std::vector<Row>& rows, bool keep_rows);
 
-  // Deletes every row of `room` (its seq is kept, so it never goes back). Returns false when
-  // the file refused.
+  // Moves the journal into `history` (and its seqs into room_seq) in one transaction, then drops each moved room's rows
+  // beyond its newest `keep_per_room` (0: no bound). Returns false (and rolls back) when the
+  // file refused.
+  bool flush(std::size_t keep_per_room);
+
+  // Deletes every row of `room`, journal included (its seq is kept, so it never goes back).
+  // Returns false when the file refused.
   bool erase_room(const std::string& room);
 
-  // Deletes rows written before `cutoff_ms`, at most `max_rows` of them; returns how many.
-  std::size_t prune_before(std::int64_t cutoff_ms, std::size_t max_rows);
+  // Deletes, room by room, the rows written before `cutoff_ms` and those beyond each room's
+  // newest `keep_per_room` (0: all of them), committing every `rooms_per_transaction` rooms;
+  // returns how many. The journal is not pruned: it is young.
+  std::size_t prune(std::int64_t cutoff_ms, std::size_t keep_per_room, std::size_t rooms_per_transaction);
 
-  // Reads what `req` asks for (one snapshot), ignoring rows written before `cutoff_ms` that a
-  // prune has not removed yet: messages ascending, first_seq; leaves epoch and last_seq to the
-  // caller. Returns false when the file could not be read.
-  bool read(const HistoryRequest& req, std::int64_t cutoff_ms, History& out);
+  // Reads what `req` asks for (one snapshot), ignoring rows that a prune or trim has not
+  // removed yet: those written before `cutoff_ms` and those with seq <= `floor_seq`. Fills
+  // messages (ascending) and first_seq; leaves epoch and last_seq to the caller. Returns false
+  // when the file could not be read.
+  bool read(const HistoryRequest& req, std::int64_t cutoff_ms, std::uint64_t floor_seq, History& out);
+
+  // Returns how many pages the WAL held after this connection's last commit (it grows until a
+  // checkpoint has copied it all and the next commit starts it over).
+  int wal_pages() const { return wal_pages_.load(std::memory_order_relaxed); }
+  // Copies what it can of the WAL into the file without waiting for anyone (PASSIVE); returns
+  // true when all of it was copied. This connection never checkpoints by itself.
+  bool checkpoint();
 
   // Returns a message of the last failure, for logs.
   std::string last_error() const;
 
  private:
+  static int on_wal(void* self, sqlite3* db, const char* name, int pages);
+  void migrate();
   void exec(const char* sql);
   sqlite3_stmt* prepare(const char* sql);
 
   std::string path_;
   std::string epoch_;
   sqlite3* db_ = nullptr;
+  std::atomic<int> wal_pages_{0};
   sqlite3_stmt* insert_ = nullptr;
   sqlite3_stmt* upsert_seq_ = nullptr;
   sqlite3_stmt* trim_ = nullptr;

@@ -1,6 +1,7 @@
 // The local bus with its embedded history (SQLite in a temp data dir): order, seq, epoch,
 // the history queries, bounds by size and age, x-client-id de-duplication, and a restart.
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <boost/asio/io_context.hpp>
 
@@ -97,6 +98,24 @@ class LocalBusTest : public ::testing::Test {
   std::vector<Delivery> got;
   std::vector<ControlMessage> controls;
 };
+
+// Runs `sql` on the SQLite file at `path` (a connection of its own); returns the first column
+// of the last row it produced as text ("" if none). Fails the test on an error.
+std::string sql_on(const std::filesystem::path& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  std::string last;
+  char* err = nullptr;
+  auto keep = [](void* out, int n, char** cols, char**) {
+    if (n > 0) *static_cast<std::string*>(out) = cols[0] ? cols[0] : "";
+    return 0;
+  };
+  EXPECT_EQ(sqlite3_exec(db, sql.c_str(), keep, &last, &err), SQLITE_OK) << (err ? err : "") << " in " << sql;
+  sqlite3_free(err);
+  sqlite3_close(db);
+  return last;
+}
 
 }  // namespace
 
@@ -342,4 +361,81 @@ TEST_F(LocalBusTest, DeletedHistoryIsGoneAndTheSeqNeverGoesBack) {
   open();  // and after a restart
   EXPECT_TRUE(history({"gone", 0, 0, 10}).messages.empty());
   EXPECT_EQ(publish("gone", "late").second, 3u);
+}
+
+// A history.db written by the chatd before the (room, seq) table: a rowid table `messages`.
+// Opening it moves every message, keeps the epoch, and the seqs and client ids carry on.
+TEST_F(LocalBusTest, AFileOfTheOldSchemaIsMovedWithoutLosingAMessage) {
+  std::filesystem::create_directories(dir);
+  const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::system_clock::now().time_since_epoch()).count();
+  std::string sql =
+      "PRAGMA journal_mode=WAL;"
+      "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+      "CREATE TABLE room_seq (room TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;"
+      "CREATE TABLE messages (room TEXT NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT NULL,"
+      " payload BLOB NOT NULL, client_id TEXT);"
+      "CREATE UNIQUE INDEX messages_room_seq ON messages (room, seq);"
+      "INSERT INTO meta VALUES ('epoch', 'oldepoch1234');"
+      "INSERT INTO room_seq VALUES ('a', 30), ('b', 2);";
+  for (int i = 1; i <= 30; ++i)
+    sql += "INSERT INTO messages VALUES ('a', " + std::to_string(i) + ", " + std::to_string(now) + ", 'a" +
+           std::to_string(i) + "', " + (i == 30 ? "'cid-30'" : "NULL") + ");";
+  sql += "INSERT INTO messages VALUES ('b', 1, " + std::to_string(now) + ", 'b1', NULL);"
+         "INSERT INTO messages VALUES ('b', 2, " + std::to_string(now) + ", 'b2', NULL);";
+  sql_on(dir / "history.db", sql);
+
+  cfg.history_size = 20;
+  open();
+  auto a = history({"a", 0, 0, 100});
+  std::vector<std::uint64_t> want;
+  for (std::uint64_t i = 11; i <= 30; ++i) want.push_back(i);
+  EXPECT_EQ(seqs(a), want) << "the newest history_size of the old rows";
+  EXPECT_EQ(a.messages.back().payload, "a30");
+  EXPECT_EQ(a.epoch, "oldepoch1234") << "an upgrade is not a new epoch";
+  EXPECT_EQ(a.last_seq, 30u);
+  EXPECT_EQ(seqs(history({"b", 0, 0, 100})), (std::vector<std::uint64_t>{1, 2}));
+  EXPECT_EQ(publish("a", "new", "cid-30").second, 30u) << "a client id written by the old file still de-duplicates";
+  EXPECT_EQ(publish("a", "new").second, 31u);
+  EXPECT_EQ(sql_on(dir / "history.db", "SELECT count(*) FROM sqlite_master WHERE name = 'messages'"), "0");
+}
+
+// What a killed process leaves: rows in the journal that room_seq does not count yet. They are
+// history after a restart, and the room's seq continues after them.
+TEST_F(LocalBusTest, TheJournalAKilledProcessLeftIsKeptAndCounted) {
+  open();
+  for (int i = 1; i <= 3; ++i) publish("r", "m" + std::to_string(i));
+  bus->stop();
+  bus.reset();
+  const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::system_clock::now().time_since_epoch()).count();
+  ASSERT_EQ(sql_on(dir / "history.db", "SELECT count(*) FROM journal"), "0") << "a clean stop leaves no journal";
+  sql_on(dir / "history.db", "INSERT INTO journal VALUES ('r', 4, " + std::to_string(now) + ", 'm4', 'cid-4'),"
+                             " ('r', 5, " + std::to_string(now) + ", 'm5', NULL)");
+  open();
+  auto h = history({"r", 0, 0, 10});
+  EXPECT_EQ(seqs(h), (std::vector<std::uint64_t>{1, 2, 3, 4, 5}));
+  EXPECT_EQ(h.last_seq, 5u);
+  EXPECT_EQ(publish("r", "m6").second, 6u);
+  EXPECT_EQ(publish("r", "again", "cid-4").second, 4u);
+}
+
+// Messages still in the journal (read from memory) and those already moved to the per-room
+// table read as one history, for every kind of request.
+TEST_F(LocalBusTest, HistoryReadsAcrossTheJournalAndTheTable) {
+  open();
+  for (int i = 1; i <= 5; ++i) publish("r", "m" + std::to_string(i));
+  ASSERT_TRUE(eventually([&] { return sql_on(dir / "history.db", "SELECT count(*) FROM journal") == "0"; }, 10s))
+      << "the journal is moved within a few seconds";
+  ASSERT_EQ(sql_on(dir / "history.db", "SELECT count(*) FROM history WHERE room = 'r'"), "5");
+  for (int i = 6; i <= 10; ++i) publish("r", "m" + std::to_string(i));
+  std::vector<std::uint64_t> all{1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+  EXPECT_EQ(seqs(history({"r", 0, 0, 100})), all);
+  EXPECT_EQ(seqs(history({"r", 0, 0, 7})), (std::vector<std::uint64_t>{4, 5, 6, 7, 8, 9, 10})) << "the newest 7";
+  EXPECT_EQ(seqs(history({"r", 3, 0, 4})), (std::vector<std::uint64_t>{4, 5, 6, 7})) << "the oldest 4 above 3";
+  EXPECT_EQ(seqs(history({"r", 0, 8, 4})), (std::vector<std::uint64_t>{4, 5, 6, 7})) << "the newest 4 below 8";
+  EXPECT_EQ(seqs(history({"r", 5, 0, 100})), (std::vector<std::uint64_t>{6, 7, 8, 9, 10}));
+  auto h = history({"r", 0, 0, 100});
+  EXPECT_EQ(h.first_seq, 1u);
+  for (std::size_t i = 0; i < h.messages.size(); ++i) EXPECT_EQ(h.messages[i].payload, "m" + std::to_string(i + 1));
 }
