@@ -1,7 +1,5 @@
 #include "chat/hub.h"
 
-#include <boost/json.hpp>
-
 #include <boost/asio/post.hpp>
 
 #include <algorithm>
@@ -156,8 +154,11 @@ Hub::Hub(HubConfig cfg, store::RoomStore& store, bus::MessageBus& bus,
       bus_(bus),
       control_(bus),
       interest_(bus, *workers.at(0), workers.size()),
+      publisher_(cfg_.limits, cfg_.texts, id_prefix_, store, bus, refusals),
       presence_(presence),
       actions_(*this, store, bus, control_, *workers.at(0), cfg_.room_idle_expiry) {
+  // A publish keeps its room from idle expiry.
+  publisher_.set_activity_hook([this](const std::string& room_id) { actions_.note_active(room_id); });
   for (std::size_t i = 0; i < workers.size(); ++i)
     shards_.push_back(std::make_unique<Shard>(*this, *workers[i], i));
 }
@@ -177,11 +178,7 @@ void Hub::start() {
   actions_.start();
 }
 
-void Hub::forget_room(const std::string& id) {
-  std::unique_lock lock(rooms_mu_);
-  known_rooms_.erase(id);
-  restricted_rooms_.erase(id);
-}
+void Hub::forget_room(const std::string& id) { publisher_.forget_room(id); }
 
 void Hub::delete_room(std::string_view id, CreateFn done) {
   actions_.delete_room(canonical_room_id(id), ServerActions::DeleteReason::api, std::move(done));
@@ -191,135 +188,9 @@ void Hub::disconnect(std::string user, std::string session, std::string reason, 
   actions_.disconnect({std::move(user), std::move(session)}, std::move(reason), std::move(done));
 }
 
-bool Hub::known_room(const std::string& id) {
-  std::shared_lock lock(rooms_mu_);
-  return known_rooms_.count(id) != 0;
-}
-
-void Hub::remember_room(const std::string& id) {
-  std::unique_lock lock(rooms_mu_);
-  known_rooms_.insert(id);
-}
-
-void Hub::remember_access(const store::Room& room) {
-  if (!room.restricted) return;
-  std::unique_lock lock(rooms_mu_);
-  restricted_rooms_.try_emplace(room.id, room);
-}
-
-bool may_enter(const Identity* who, const store::Room& room) {
-  if (!who || !room.restricted) return true;
-  auto has = [](const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); };
-  return has(room.members, who->user) || has(who->rooms, room.id);
-}
-
-bool Hub::may_enter(const Identity* who, const std::string& id) {
-  if (!who) return true;
-  std::shared_lock lock(rooms_mu_);
-  auto it = restricted_rooms_.find(id);
-  return it == restricted_rooms_.end() || chat::may_enter(who, it->second);
-}
-
-void Hub::check_room(const std::string& id, std::function<void(std::error_code)> done) {
-  if (known_room(id)) return done({});
-  store_.find(id, [this, id, done = std::move(done)](std::error_code ec, std::optional<store::Room> room) {
-    if (ec) return done(make_error_code(Error::store_unavailable));
-    if (!room) return done(make_error_code(Error::unknown_room));
-    remember_access(*room);
-    remember_room(id);
-    done({});
-  });
-}
-
-void Hub::publish(const ChatMessage& m, std::string client_id, bus::PublishedFn done, IdentityPtr who) {
-  if (known_room(m.room_id)) {
-    publish_known(m, std::move(client_id), std::move(done), true, who.get());
-    return;
-  }
-  {
-    // While a room's first lookup is in flight, later messages for it wait behind it, so a
-    // sender's messages leave in the order they came.
-    std::lock_guard lock(lookups_mu_);
-    if (known_room(m.room_id)) {
-      publish_known(m, std::move(client_id), std::move(done), true, who.get());
-      return;
-    }
-    auto [it, first] = lookups_.try_emplace(m.room_id);
-    it->second.push_back({m, std::move(client_id), std::move(done), std::move(who)});
-    if (!first) return;
-  }
-  store_.find(m.room_id, [this, room_id = m.room_id](std::error_code ec, std::optional<store::Room> room) {
-    std::vector<PendingPublish> waiting;
-    {
-      std::lock_guard lock(lookups_mu_);
-      waiting.swap(lookups_[room_id]);
-      lookups_.erase(room_id);
-      // Publish the waiting ones first and only then mark the room known, all under the lock:
-      // a SEND that finds the room unknown waits here and so goes out after them.
-      if (!ec && room) {
-        remember_access(*room);
-        for (auto& p : waiting) publish_known(p.message, std::move(p.client_id), std::move(p.done), true, p.who.get());
-        remember_room(room_id);
-      }
-    }
-    if (ec || !room)
-      for (auto& p : waiting) p.done(ec ? Error::store_unavailable : Error::unknown_room, 0);
-  });
-}
-
-std::string Hub::stamp_new(const ChatMessage& m) {
-  auto n = next_id_.fetch_add(1, std::memory_order_relaxed);
-  auto ts = std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::system_clock::now().time_since_epoch()).count();
-  return stamp(m, id_prefix_ + std::to_string(n), ts, cfg_.texts);
-}
-
-void Hub::report_message(const std::string& room_id, std::uint64_t seq, std::string payload) {
-  // Its id is the room and seq: a retried SEND (x-client-id) reports the same event again.
-  events_->on_event({ChatEvent::Kind::message, room_id, "m-" + room_id + "-" + std::to_string(seq), seq, std::move(payload)});
-}
-
-void Hub::publish_known(const ChatMessage& m, std::string client_id, bus::PublishedFn done, bool rated, const Identity* who) {
-  if (!may_enter(who, m.room_id)) {
-    refusals.count(Refusal::room_forbidden);
-    return done(make_error_code(Error::room_forbidden), 0);
-  }
-  if (rated && !room_rate_.take(m.room_id, static_cast<double>(cfg_.limits.room_send_rate),
-                       static_cast<double>(cfg_.limits.room_send_burst))) {
-    refusals.count(Refusal::room_rate);
-    return done(make_error_code(Error::room_busy), 0);
-  }
-  published_.fetch_add(1, std::memory_order_relaxed);
-  actions_.note_active(m.room_id);
-  auto payload = stamp_new(m);
-  // The publishing node reports the message, so a backend hears of it once, not once per node.
-  std::string reported;
-  if (events_ && events_->wants(ChatEvent::Kind::message)) reported = payload;
-  bus_.publish(m.room_id, std::move(payload), bus::PublishOptions{std::move(client_id)},
-               [this, room_id = m.room_id, reported = std::move(reported), done = std::move(done)](
-                   std::error_code ec, std::uint64_t seq) mutable {
-                 if (!ec && !reported.empty()) report_message(room_id, seq, std::move(reported));
-                 done(ec ? make_error_code(Error::publish_failed) : ec, seq);
-               });
-}
-
-void Hub::publish_from_api(ChatMessage m, Rooms::PublishedFn done) {
-  m.room_id = canonical_room_id(m.room_id);
-  auto room_id = m.room_id;
-  store_.find(room_id, [this, m = std::move(m), done = std::move(done)](std::error_code ec, std::optional<store::Room> room) {
-    if (ec) return done(Error::store_unavailable, {});
-    if (!room) return done(Error::unknown_room, {});
-    published_.fetch_add(1, std::memory_order_relaxed);
-    actions_.note_active(m.room_id);
-    auto payload = stamp_new(m);
-    bus_.publish(m.room_id, payload, {}, [this, room_id = m.room_id, payload, done](std::error_code ec2, std::uint64_t seq) {
-      if (ec2) return done(Error::publish_failed, {});
-      if (events_ && events_->wants(ChatEvent::Kind::message)) report_message(room_id, seq, payload);
-      auto answer = boost::json::parse(payload).as_object();
-      answer["seq"] = seq;
-      done({}, boost::json::serialize(answer));
-    });
-  });
+void Hub::set_event_sink(EventSink* sink) {
+  events_ = sink;
+  publisher_.set_event_sink(sink);
 }
 
 void Hub::list_rooms(ListFn done) { store_.list(std::move(done)); }
@@ -372,7 +243,7 @@ void Hub::announce(MessageType type, const std::string& room, const std::string&
   auto answered = [done = std::move(done)](std::error_code, std::uint64_t) {
     if (done) done();
   };
-  if (known_room(room)) return publish_known(m, {}, std::move(answered), false);
+  if (known_room(room)) return publisher_.publish_known(m, {}, std::move(answered), false);
   publish(m, {}, std::move(answered));  // a dead node's member, in a room this node never saw
 }
 
@@ -458,8 +329,7 @@ void Hub::create_restricted_room(std::string name, std::vector<std::string> memb
 
 void Hub::create_stored(store::Room room, CreateFn done) {
   store_.create(room, [this, room, done = std::move(done)](std::error_code ec) {
-    if (!ec) remember_access(room);
-    if (!ec) remember_room(room.id);
+    if (!ec) publisher_.remember_room(room);
     if (!ec && events_ && events_->wants(ChatEvent::Kind::room))
       events_->on_event({ChatEvent::Kind::room, room.id, "r-" + room.id, 0, store::to_json(room)});
     done(ec, room);

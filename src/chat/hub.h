@@ -1,7 +1,10 @@
 // The node's chat core. The Hub is shared by every worker thread; each worker owns a Shard
 // (its sessions and their room subscriptions), touched only on that worker's loop.
 //
-// One message's way: a session's SEND -> Hub::publish (checks the room, stamps id/ts) ->
+// The Hub wires the node together (Publisher, RoomInterest, the shards, the bus) and does the
+// fan-out; net reaches it only through the Rooms and NodeView doors.
+//
+// One message's way: a session's SEND -> Publisher::publish (checks the room, stamps id/ts) ->
 // bus -> Hub::on_delivery on the bus's delivering thread (the engine's, or the local bus's
 // writer thread once the message is in its history file; adds seq, encodes the MESSAGE once) ->
 // each Shard::deliver_local_in_loop -> every local subscriber's write queue.
@@ -15,7 +18,6 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -29,6 +31,7 @@
 #include "chat/identity.h"
 #include "chat/interest.h"
 #include "chat/limits.h"
+#include "chat/publisher.h"
 #include "chat/rate_limit.h"
 #include "chat/refusals.h"
 #include "chat/rooms.h"
@@ -178,11 +181,13 @@ class Hub final : public Rooms, public NodeView {
   void start();
 
   // Where events for the application backend go (webhooks); null: nowhere. Set before start().
-  void set_event_sink(EventSink* sink) { events_ = sink; }
+  void set_event_sink(EventSink* sink);
   EventSink* event_sink() const { return events_; }
   // Reports that session `session_id` began (join) or ended (leave) a subscription of a room.
   void report_subscription(ChatEvent::Kind kind, const std::string& room_id, const std::string& session_id);
-  void publish_from_api(ChatMessage m, Rooms::PublishedFn done) override;
+  void publish_from_api(ChatMessage m, Rooms::PublishedFn done) override {
+    publisher_.publish_from_api(std::move(m), std::move(done));
+  }
 
   const HubConfig& config() const { return cfg_; }
   // The token verifier (--auth jwt), or null (--auth none).
@@ -206,12 +211,11 @@ class Hub final : public Rooms, public NodeView {
   // Room `id` was deleted: it is no longer known to exist here.
   void forget_room(const std::string& id);
 
-  // Checks that the room exists, stamps id and ts, publishes. `done` runs on any thread with
-  // the message's seq. A non-empty `client_id` (x-client-id) already used in the room within
-  // the bus's window is not published again: `done` gets the first one's seq.
-  // With `who` (--auth jwt) a restricted room `who` may not enter is refused with
-  // Error::room_forbidden.
-  void publish(const ChatMessage& m, std::string client_id, bus::PublishedFn done, IdentityPtr who = {});
+  // Room-checked publish (Publisher::publish): `done` runs on any thread with the seq. With
+  // `who` (--auth jwt) a restricted room `who` may not enter is refused (room_forbidden).
+  void publish(const ChatMessage& m, std::string client_id, bus::PublishedFn done, IdentityPtr who = {}) {
+    publisher_.publish(m, std::move(client_id), std::move(done), std::move(who));
+  }
 
   // Reads the room's retained history (x-history, resume, REST paging). `done` runs on any thread.
   void history(bus::HistoryRequest req, bus::HistoryFn done) { bus_.history(std::move(req), std::move(done)); }
@@ -239,15 +243,13 @@ class Hub final : public Rooms, public NodeView {
   void disconnect(std::string user, std::string session, std::string reason,
                   std::function<void(std::error_code)> done) override;
 
-  // Returns whether room `id` is known to exist (a cache of what the store said; false means
-  // "ask the store", e.g. with check_room).
-  bool known_room(const std::string& id);
-  // Answers whether room `id` exists: an empty code, Error::unknown_room or
-  // Error::store_unavailable. Runs `done` at once for a known room, else on any thread.
-  void check_room(const std::string& id, std::function<void(std::error_code)> done);
-  // Returns whether `who` may enter room `id`, a room known_room() knows (may_enter above;
-  // null `who`: --auth none, yes).
-  bool may_enter(const Identity* who, const std::string& id);
+  // Whether room `id` exists and `who` may enter it, as Publisher::known_room, check_room and
+  // may_enter answer it.
+  bool known_room(const std::string& id) { return publisher_.known_room(id); }
+  void check_room(const std::string& id, std::function<void(std::error_code)> done) {
+    publisher_.check_room(id, std::move(done));
+  }
+  bool may_enter(const Identity* who, const std::string& id) { return publisher_.may_enter(who, id); }
 
   // NodeView (/healthz, /metrics)
   const std::string& node_id() const override { return cfg_.node_id; }
@@ -262,7 +264,7 @@ class Hub final : public Rooms, public NodeView {
   ControlChannel& control() { return control_; }
 
   // Counters, also for /healthz and /metrics through counters().
-  std::uint64_t published() const { return published_.load(std::memory_order_relaxed); }
+  std::uint64_t published() const { return publisher_.published(); }
   std::uint64_t delivered_from_bus() const { return from_bus_.load(std::memory_order_relaxed); }
   std::atomic<std::uint64_t> slow_consumers{0};
   std::atomic<std::uint64_t> protocol_errors{0};
@@ -271,23 +273,12 @@ class Hub final : public Rooms, public NodeView {
 
  private:
   void on_delivery(bus::Delivery&& d);  // the bus's delivering thread
-  // `rated`: counts against Limits::room_send_rate (server announcements do not).
-  // With `who` (--auth jwt) a restricted room it may not enter is refused (room_forbidden).
-  void publish_known(const ChatMessage& m, std::string client_id, bus::PublishedFn done, bool rated = true,
-                     const Identity* who = nullptr);
   // Publishes the server's ENTER or QUIT for `member` unless the room is past
   // presence_announce_max; then runs `done` (may be empty).
   void announce(MessageType type, const std::string& room, const std::string& member, std::size_t count,
                 std::function<void()> done);
   void engine_leave_locked(const std::string& room, const std::string& member);
-  // Returns `m` as it travels: stamped with a new id and the time.
-  std::string stamp_new(const ChatMessage& m);
-  // Tells the event sink, if it wants messages, that `payload` was published with `seq`.
-  void report_message(const std::string& room_id, std::uint64_t seq, std::string payload);
-  void remember_room(const std::string& id);
   void create_stored(store::Room room, CreateFn done);
-  // Caches who may enter `room` if it is restricted; before the room is remembered.
-  void remember_access(const store::Room& room);
 
   HubConfig cfg_;
   std::string id_prefix_;  // "<node>-<nonce>-": message ids are this plus a counter
@@ -297,22 +288,7 @@ class Hub final : public Rooms, public NodeView {
   std::vector<std::unique_ptr<Shard>> shards_;
 
   RoomInterest interest_;
-
-  struct PendingPublish {
-    ChatMessage message;
-    std::string client_id;
-    bus::PublishedFn done;
-    IdentityPtr who;
-  };
-  std::mutex lookups_mu_;
-  std::unordered_map<std::string, std::vector<PendingPublish>> lookups_;  // rooms being looked up
-
-  std::shared_mutex rooms_mu_;
-  std::unordered_set<std::string> known_rooms_;  // a deleted room leaves it (forget_room) on every node
-  std::unordered_map<std::string, store::Room> restricted_rooms_;  // of the known ones, by id
-
-  // Per-room SEND buckets (Limits::room_send_rate), for rooms known to exist only.
-  KeyedBuckets room_rate_;
+  Publisher publisher_;
 
   bus::Presence* presence_;
   std::mutex presence_mu_;  // roster_ and the order of engine calls
@@ -320,8 +296,6 @@ class Hub final : public Rooms, public NodeView {
 
   EventSink* events_ = nullptr;
   std::atomic<std::uint64_t> next_event_{0};
-  std::atomic<std::uint64_t> next_id_{0};
-  std::atomic<std::uint64_t> published_{0};
   std::atomic<std::uint64_t> from_bus_{0};
   // Last: it listens on control_ and reads the shards.
   ServerActions actions_;
