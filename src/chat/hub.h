@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -53,6 +54,26 @@ struct SharedMessage {
   std::uint64_t seq = 0;
   std::string epoch;
   stomp::SplitMessage frame;
+
+  // The frame's head and tail re-encoded for a transport that cannot send STOMP bytes as they
+  // are (SockJS over WebSocket escapes them into JSON strings). Made by the first subscriber
+  // that asks, on whichever shard's thread that is, then shared by every subscriber of every
+  // shard. One process has one such encoder (SockJS's): the first one given is kept.
+  struct EncodedParts {
+    std::string head, tail;
+  };
+  using PartEncoder = void (*)(std::string& out, std::string_view text);
+  const EncodedParts& encoded_parts(PartEncoder encode) const {
+    std::call_once(encoded_once_, [&] {
+      encode(encoded_.head, frame.head);
+      encode(encoded_.tail, frame.tail);
+    });
+    return encoded_;
+  }
+
+ private:
+  mutable std::once_flag encoded_once_;
+  mutable EncodedParts encoded_;
 };
 using SharedMessagePtr = std::shared_ptr<const SharedMessage>;
 

@@ -234,12 +234,6 @@ void append_message(std::string& out, std::string_view message) {
   append_messages(out, std::span<const std::string_view>(&message, 1));
 }
 
-void append_message_parts(std::string& out, std::span<const std::string_view> parts) {
-  out += "a[\"";
-  for (const auto p : parts) append_escaped(out, p);
-  out += "\"]";
-}
-
 void append_escaped(std::string& out, std::string_view text) {
   out.reserve(out.size() + text.size() + 8);
   std::size_t i = 0;

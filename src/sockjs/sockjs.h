@@ -89,15 +89,12 @@ void append_close(std::string& out, Close c);
 // "a[\"m1\",\"m2\"]": each message is UTF-8 text, escaped by append_escaped().
 void append_messages(std::string& out, std::span<const std::string_view> messages);
 void append_message(std::string& out, std::string_view message);
-// "a[\"...\"]" with one message made of `parts` joined, each split at code point boundaries:
-// a MESSAGE frame as stomp::SplitMessage gives it, {head, subscription id, tail}.
-void append_message_parts(std::string& out, std::span<const std::string_view> parts);
 
 // Appends `text` JSON-escaped without the quotes, also escaping what SockJS requires
 // (U+0000–U+001F, U+200C–U+200F, U+2028–U+202F, U+2060–U+206F, U+FFF0–U+FFFF) as \uXXXX.
 // Invalid UTF-8 bytes become \ufffd, one per byte. Escaping is concatenative at code point
-// boundaries, so fan-out can escape a MESSAGE frame's shared head and tail once and only the
-// per-subscriber part each time:
+// boundaries, so fan-out escapes a MESSAGE frame's shared head and tail once per delivery
+// and only the per-subscriber part each time (net/sockjs/ws_framing.cpp):
 //   frame = "a[\"" + escaped(head) + escaped(subscription) + escaped(tail) + "\"]"
 void append_escaped(std::string& out, std::string_view text);
 
@@ -121,25 +118,18 @@ std::string info_json(std::uint32_t entropy, bool websocket = true);
 // browsers that buffer the first 2 KiB of a response start delivering it.
 std::string_view xhr_streaming_prelude();
 
-// Timing and size rules of the protocol, as plain numbers; the caller owns the clocks.
-struct Timing {
-  std::uint32_t heartbeat_ms = 25'000;         // "h" when nothing else was sent: proxies drop idle
-  std::uint32_t disconnect_delay_ms = 5'000;   // a session with no receiving request ends after this
-  std::size_t streaming_bytes_limit = 128 * 1024;  // end an xhr_streaming response after this,
-                                                   // so the browser frees what it buffered
-};
-
 // The outbound half of one SockJS session on the xhr transports, as a pure state machine:
 // what each receiving request (xhr or xhr_streaming) is sent, when its response must end, and
 // what waits in between. The websocket transport needs none of this: it writes "o", then each
 // frame as one text message. Not thread-safe: use it from the session's own executor. The
-// caller owns the clocks: it calls heartbeat() after Timing::heartbeat_ms of silence on an
-// attached receiver, and ends the session after Timing::disconnect_delay_ms without one.
+// caller owns the clocks and their settings (net::Limits): it calls heartbeat() after a
+// period of silence on an attached receiver, and ends the session when none came for a while.
 class Session {
  public:
+  // The caller's settings (net::Limits holds the defaults and their reasons).
   struct Limits {
-    std::size_t max_pending_bytes = 1024 * 1024;     // messages waiting for a receiver
-    std::size_t streaming_bytes_limit = 128 * 1024;  // Timing::streaming_bytes_limit
+    std::size_t max_pending_bytes;      // messages waiting for a receiver
+    std::size_t streaming_bytes_limit;  // an xhr_streaming response ends after this many bytes
   };
 
   // What to do to the attached (or just-arrived) receiving response.
@@ -148,7 +138,6 @@ class Session {
     bool finish = false;  // then end the response; the receiver is detached
   };
 
-  Session() = default;
   explicit Session(Limits limits) : limits_(limits) {}
 
   // A receiving request arrived on `t` (xhr or xhr_streaming). A second receiver while one is

@@ -220,17 +220,6 @@ TEST(SockJsEscape, ConcatenatesAtCodePointBoundaries) {
   EXPECT_EQ(escaped(a) + escaped(b) + escaped(c), escaped(a + b + c));
 }
 
-TEST(SockJsFrames, MessageFromPartsEqualsTheWholeMessage) {
-  const std::string head = "MESSAGE\ndestination:/sub/chat/room/1\nsubscription:";
-  const std::string sub = "sub-0";
-  const std::string tail = "\n\n{\"message\":\"점심 🍜\"}" + std::string(1, '\0');
-  const std::vector<std::string_view> parts{head, sub, tail};
-  std::string from_parts, whole;
-  sj::append_message_parts(from_parts, parts);
-  sj::append_message(whole, head + sub + tail);
-  EXPECT_EQ(from_parts, whole);
-}
-
 // ---- client payloads ----
 
 TEST(SockJsDecode, XhrSendArray) {
@@ -381,10 +370,12 @@ TEST(SockJsMisc, NewlineFramingAndNames) {
 
 namespace {
 const std::string prelude(sj::xhr_streaming_prelude());
+// net::Limits' defaults, as chatd runs the session.
+constexpr sj::Session::Limits kLimits{.max_pending_bytes = 1024 * 1024, .streaming_bytes_limit = 128 * 1024};
 }  // namespace
 
 TEST(SockJsSession, PollingOpensThenWaitsThenTakesOneFramePerRequest) {
-  sj::Session s;
+  sj::Session s(kLimits);
   auto w = s.attach(Transport::xhr);
   EXPECT_EQ(w.bytes, "o\n");
   EXPECT_TRUE(w.finish);
@@ -405,7 +396,7 @@ TEST(SockJsSession, PollingOpensThenWaitsThenTakesOneFramePerRequest) {
 }
 
 TEST(SockJsSession, MessagesWaitForTheNextPoll) {
-  sj::Session s;
+  sj::Session s(kLimits);
   s.attach(Transport::xhr);
   ASSERT_TRUE(s.push("m1"));
   ASSERT_TRUE(s.push("m2"));
@@ -417,7 +408,7 @@ TEST(SockJsSession, MessagesWaitForTheNextPoll) {
 }
 
 TEST(SockJsSession, StreamingKeepsTheResponseOpen) {
-  sj::Session s;
+  sj::Session s(kLimits);
   auto w = s.attach(Transport::xhr_streaming);
   EXPECT_EQ(w.bytes, prelude + "o\n");
   EXPECT_FALSE(w.finish);
@@ -451,7 +442,7 @@ TEST(SockJsSession, StreamingResponseEndsAfterItsByteLimit) {
 }
 
 TEST(SockJsSession, ASecondReceiverIsTurnedAway) {
-  sj::Session s;
+  sj::Session s(kLimits);
   s.attach(Transport::xhr_streaming);
   const auto w = s.attach(Transport::xhr);
   EXPECT_EQ(w.bytes, "c[2010,\"Another connection still open\"]\n");
@@ -462,7 +453,7 @@ TEST(SockJsSession, ASecondReceiverIsTurnedAway) {
 }
 
 TEST(SockJsSession, CloseFlushesThenSendsTheCloseFrameToEveryLaterReceiver) {
-  sj::Session s;
+  sj::Session s(kLimits);
   s.attach(Transport::xhr_streaming);
   ASSERT_TRUE(s.push("last words"));
   auto w = s.close(sj::go_away);
@@ -479,7 +470,7 @@ TEST(SockJsSession, CloseFlushesThenSendsTheCloseFrameToEveryLaterReceiver) {
 }
 
 TEST(SockJsSession, CloseWithoutAReceiverWaitsForTheNextOne) {
-  sj::Session s;
+  sj::Session s(kLimits);
   s.attach(Transport::xhr);  // "o"
   ASSERT_TRUE(s.push("m"));
   EXPECT_EQ(s.close({3000, "Go away!"}).bytes, "");
@@ -500,7 +491,7 @@ TEST(SockJsSession, PendingBytesAreBounded) {
 }
 
 TEST(SockJsSession, NothingToWriteWithoutAReceiver) {
-  sj::Session s;
+  sj::Session s(kLimits);
   EXPECT_EQ(s.heartbeat().bytes, "");
   EXPECT_EQ(s.flush().bytes, "");
   EXPECT_FALSE(s.opened());

@@ -33,8 +33,10 @@ class SockJsFraming final : public WsFraming {
     return true;
   }
 
-  // Encodes the batch as one a["frame",...] text message: a frame per JSON string, a shared
-  // MESSAGE escaped piecewise so its head and tail are not copied first.
+  // Encodes the batch as one a["frame",...] text message: a frame per JSON string. A shared
+  // MESSAGE's head and tail are escaped once per delivery, by the first SockJS subscriber of
+  // any shard (SharedMessage::encoded_parts), and copied from there; only the subscription id
+  // is escaped per subscriber. Escaping is concatenative, so the pieces join into one string.
   void begin_write() override { used_ = 0; }
 
   void append_batch(const std::vector<chat::Outbound>& batch, std::size_t, std::string& header,
@@ -48,9 +50,14 @@ class SockJsFraming final : public WsFraming {
     for (auto& o : batch) {
       out += first ? "\"" : ",\"";
       first = false;
-      if (o.shared) sockjs::append_escaped(out, o.shared->frame.head);
-      sockjs::append_escaped(out, o.own);
-      if (o.shared) sockjs::append_escaped(out, o.shared->frame.tail);
+      if (!o.shared) {
+        sockjs::append_escaped(out, o.own);
+      } else {
+        const auto& parts = o.shared->encoded_parts(&sockjs::append_escaped);
+        out += parts.head;
+        sockjs::append_escaped(out, o.own);
+        out += parts.tail;
+      }
       out += '"';
     }
     out += ']';

@@ -12,12 +12,10 @@ namespace asio = boost::asio;
 namespace {
 
 sockjs::Session::Limits model_limits(const chat::Limits& lim, const Limits& net) {
-  sockjs::Session::Limits l;
-  l.streaming_bytes_limit = net.sockjs_streaming_bytes;
   // StompSession refuses deliveries past max_outbound_bytes (slow consumer); leave room
   // above it for the ERROR frame that says so.
-  l.max_pending_bytes = lim.max_outbound_bytes + 2 * lim.max_frame_bytes + 64 * 1024;
-  return l;
+  return {.max_pending_bytes = lim.max_outbound_bytes + 2 * lim.max_frame_bytes + 64 * 1024,
+          .streaming_bytes_limit = net.sockjs_streaming_bytes};
 }
 
 
