@@ -1,5 +1,7 @@
-// Every bound chatd enforces, in one place. Each default says why it is what it is; all of
-// them are settable from the command line and CHATD_* variables (app/options.cpp).
+// The bounds the chat core enforces: STOMP input, chat messages, send rates, heart-beats and a
+// session's outbound queue. The transports' bounds (connections, HTTP, sockets) are net::Limits.
+// Each default says why it is what it is; all of them are settable from the command line and
+// CHATD_* variables (app/options.cpp).
 #pragma once
 
 #include <chrono>
@@ -25,21 +27,9 @@ struct Limits {
   std::size_t max_rooms = 100000;        // per store; 100k rooms are ~10 MiB of JSON
   std::size_t max_member_list = 1000;    // names one members answer lists; the count is always exact
   std::size_t max_room_members = 1000;   // a restricted room's member list: a big group, ~30 KiB of JSON
-  std::size_t room_list_max = 1000;      // one GET /chat/rooms page: ~60 KiB, and the seed's page lists them all
 
-  // Connections and memory
-  std::size_t max_connections = 18000;  // a process may hold 20,000 files; keep headroom
-  // Per client address (the TCP peer, or X-Forwarded-For from a trusted proxy), so one
-  // address cannot take the node for itself. Rates are a second (rooms: a minute); 0: off.
-  std::size_t max_connections_per_address = 500;  // an office behind one NAT; 1/36 of the node
-  std::size_t sockjs_session_rate = 10;     // new SockJS sessions a second; a page opens one
-  std::size_t sockjs_session_burst = 100;   // ... tabs reconnecting after a network change
-  std::size_t room_create_per_minute = 60;  // people make a few rooms a day; a script is not a person
-  std::size_t room_create_burst = 60;
+  // Memory
   std::size_t max_outbound_bytes = 1024 * 1024;  // per session; past it the reader is too slow
-  std::size_t max_http_body = 16 * 1024;         // POST /chat/room carries one name
-  std::size_t max_http_header = 8 * 1024;        // Beast's default; cookies fit
-  std::size_t max_http_target = 2 * 1024;        // longer URLs get 414
 
   // Flooding (issue 13). A SEND over the bound gets 429 on /user/queue/errors; a connection
   // that keeps sending at more than twice its rate is disconnected.
@@ -53,15 +43,6 @@ struct Limits {
   std::chrono::milliseconds heartbeat_send{10000};     // what the server offers to send
   std::chrono::milliseconds heartbeat_receive{10000};  // what the server asks the client for
   std::chrono::milliseconds connect_timeout{10000};    // upgrade to CONNECT
-  std::chrono::milliseconds drain_timeout{5000};       // SIGTERM to exit
-  // A client that takes no byte of a pending write for this long is gone or stuck: its socket
-  // is reset, which also frees what the kernel holds for it. Spring's sendTimeLimit default.
-  std::chrono::milliseconds write_timeout{10000};
-  // A peer that vanished without a FIN (power cut, NAT entry dropped) and declined STOMP
-  // heart-beats is found by TCP keepalive within idle + interval x probes (45 s); 0 idle: off.
-  std::chrono::milliseconds tcp_keepalive_idle{30000};
-  std::chrono::milliseconds tcp_keepalive_interval{5000};
-  std::size_t tcp_keepalive_probes = 3;
 };
 
 // Chat wording that an operator may localize.

@@ -18,7 +18,7 @@ enum class Refusal : std::size_t {
   send_rate,               // a SEND over the connection's rate (429)
   send_flood,              // a connection closed for sending at more than twice its rate
   room_rate,               // a SEND over the room's rate on this node (429)
-  connections_per_address, // a connection or SockJS session over Limits::max_connections_per_address (503)
+  connections_per_address, // a connection or SockJS session over net::Limits::max_connections_per_address (503)
   sockjs_session_rate,     // a new SockJS session over the address's rate (429)
   room_create_rate,        // a room creation over the address's rate (429)
   sockjs_foreign_address,  // a SockJS request from an address other than the session's (404)

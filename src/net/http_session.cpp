@@ -80,10 +80,10 @@ class HttpSession final : public Closable,
 
  private:
   void do_read() {
-    auto& lim = server_.hub().limits();
+    auto& lim = server_.config().limits;
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(lim.max_http_header));
-    parser_->body_limit(std::max(lim.max_http_body, sockjs_send_limit(lim)));
+    parser_->body_limit(std::max(lim.max_http_body, sockjs_send_limit(server_.hub().limits())));
     stream_.expires_after(server_.config().limits.http_idle_timeout);
     // Asio keeps freed operation blocks per thread for the next operation of any kind. This
     // read's block is large, and the WebSocket session's wait-for-readable, which every idle
@@ -119,7 +119,7 @@ class HttpSession final : public Closable,
       return write(json_error(req, http::status::bad_request, "Transfer-Encoding must end in chunked"));
     }
     req_ = parser_->release();
-    if (req_.body().size() > server_.hub().limits().max_http_body && !req_.target().ends_with("/xhr_send")) {
+    if (req_.body().size() > server_.config().limits.max_http_body && !req_.target().ends_with("/xhr_send")) {
       req_.keep_alive(false);
       return write(json_error(req_, http::status::payload_too_large, "request body too large"));
     }
@@ -132,7 +132,7 @@ class HttpSession final : public Closable,
       req.keep_alive(false);
       return write(json_error(req, http::status::service_unavailable, "server shutting down"));
     }
-    if (req.target().size() > server_.hub().limits().max_http_target)
+    if (req.target().size() > server_.config().limits.max_http_target)
       return write(json_error(req, http::status::uri_too_long, "request target too long"));
     auto url = boost::urls::parse_origin_form(req.target());
     if (!url) return write(json_error(req, http::status::bad_request, "malformed request target"));
@@ -198,7 +198,7 @@ class HttpSession final : public Closable,
     }
     if (path == "/chat/rooms") {
       if (method != http::verb::get) return not_allowed("GET");
-      return list_rooms(server_.rooms(), server_.hub().limits(), *url, shared_from_this(), std::move(caller));
+      return list_rooms(server_.rooms(), server_.config().limits, *url, shared_from_this(), std::move(caller));
     }
     if (path == "/chat/room") {
       if (method == http::verb::post) {

@@ -32,7 +32,7 @@ void room_page(chat::Rooms& rooms, const std::string& id, std::size_t before, st
 
 }  // namespace
 
-void list_rooms(chat::Rooms& rooms, const chat::Limits& limits, const boost::urls::url_view& url, ResponderPtr r,
+void list_rooms(chat::Rooms& rooms, const Limits& limits, const boost::urls::url_view& url, ResponderPtr r,
                 chat::IdentityPtr who) {
   auto offset = number_param(url, "offset", 0, std::numeric_limits<std::uint32_t>::max());
   auto limit = number_param(url, "limit", limits.room_list_max, limits.room_list_max);

@@ -8,17 +8,18 @@
 #include "chat/limits.h"
 #include "chat/rooms.h"
 #include "net/http.h"
+#include "net/limits.h"
 
 namespace chatd::net {
 
 // One page of rooms in creation order: ?offset=K (default 0) and ?limit=N (default and at most
-// Limits::room_list_max). X-Total-Count says how many there are; Link rel="next" names the next
+// net::Limits::room_list_max). X-Total-Count says how many there are; Link rel="next" names the next
 // page while there is one. The body stays the seed's plain array; each entry also carries
 // "memberCount" while presence is on and its engine answers.
 //
 // `who` (--auth jwt; null with --auth none) is the caller: the list holds only rooms it may
 // enter (chat::may_enter), and a restricted room it may not enter is 403 everywhere.
-void list_rooms(chat::Rooms& rooms, const chat::Limits& limits, const boost::urls::url_view& url, ResponderPtr r,
+void list_rooms(chat::Rooms& rooms, const Limits& limits, const boost::urls::url_view& url, ResponderPtr r,
                 chat::IdentityPtr who);
 // `id` as it came in the path; anything but a room id is a 404.
 void find_room(chat::Rooms& rooms, std::string_view id, ResponderPtr r, chat::IdentityPtr who);
@@ -28,7 +29,7 @@ void find_room(chat::Rooms& rooms, std::string_view id, ResponderPtr r, chat::Id
 void create_room(chat::Rooms& rooms, const chat::Limits& limits, const boost::urls::url_view& url, ResponderPtr r,
                  chat::IdentityPtr who);
 // GET /chat/room/{id}/messages?before=SEQ&limit=N: a JSON array of the newest N (default 50, at
-// most Limits::max_replay) retained messages below SEQ, ascending, shaped as live bodies;
+// most chat::Limits::max_replay) retained messages below SEQ, ascending, shaped as live bodies;
 // headers x-epoch, x-first-seq, x-last-seq.
 void room_messages(chat::Rooms& rooms, const chat::Limits& limits, std::string_view id, const boost::urls::url_view& url,
                    ResponderPtr r, chat::IdentityPtr who);

@@ -26,7 +26,7 @@ namespace {
 // dropped after `probes` unanswered ones. TCP_USER_TIMEOUT gives the same bound to data the
 // peer never acknowledges, which keepalive does not probe. Errors are ignored: a socket that
 // cannot have them still works, it is only found later.
-void set_keepalive(tcp::socket& s, const chat::Limits& lim) {
+void set_keepalive(tcp::socket& s, const Limits& lim) {
   using namespace std::chrono;
   if (lim.tcp_keepalive_idle.count() == 0) return;
   auto secs = [](milliseconds d) { return static_cast<int>(std::max<milliseconds::rep>(1, (d.count() + 999) / 1000)); };
@@ -80,7 +80,7 @@ void Server::do_accept() {
     if (!ec) {
       accepted.fetch_add(1, std::memory_order_relaxed);
       socket.set_option(tcp::no_delay(true), ec);
-      set_keepalive(socket, hub_.limits());
+      set_keepalive(socket, cfg_.limits);
       auto peer = socket.remote_endpoint(ec);
       bool per_address = false;
       auto slot = ec ? ConnectionSlot() : take_connection(peer.address(), per_address);
@@ -125,7 +125,7 @@ void AddressCounts::remove(const std::string& address) {
 
 ConnectionSlot Server::take_connection(const asio::ip::address& client, bool& per_address) {
   per_address = false;
-  const auto& lim = hub_.limits();
+  const auto& lim = cfg_.limits;
   if (connections.load(std::memory_order_relaxed) >= lim.max_connections) return {};
   AddressCounts* counts = nullptr;
   std::string key;
@@ -142,7 +142,7 @@ ConnectionSlot Server::take_connection(const asio::ip::address& client, bool& pe
 }
 
 bool Server::admit_sockjs_session(const asio::ip::address& client) {
-  const auto& lim = hub_.limits();
+  const auto& lim = cfg_.limits;
   return sockjs_rate_.take(client.to_string(), static_cast<double>(lim.sockjs_session_rate),
                            static_cast<double>(lim.sockjs_session_burst));
 }
@@ -174,7 +174,7 @@ chat::IdentityPtr Server::identify(const Request& req, std::string& why) const {
 }
 
 bool Server::admit_room_create(const asio::ip::address& client) {
-  const auto& lim = hub_.limits();
+  const auto& lim = cfg_.limits;
   return room_create_rate_.take(client.to_string(), static_cast<double>(lim.room_create_per_minute) / 60.0,
                                 static_cast<double>(lim.room_create_burst));
 }
@@ -207,7 +207,7 @@ void Server::shutdown(std::function<void()> done) {
     asio::post(shard.loop(), [&shard] { shard.close_all_in_loop("the server is shutting down; reconnect to another node"); });
   }
   // Poll until every connection is gone or the drain bound passes.
-  auto deadline = std::chrono::steady_clock::now() + hub_.limits().drain_timeout;
+  auto deadline = std::chrono::steady_clock::now() + cfg_.limits.drain_timeout;
   auto timer = std::make_shared<asio::steady_timer>(*workers_[0]);
   auto poll = std::make_shared<std::function<void()>>();
   *poll = [this, timer, deadline, done = std::move(done), poll]() {

@@ -331,7 +331,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   // is reset (issue 13, finding 2: an ERROR queued behind a write that never completes would
   // otherwise hold the socket, and the kernel's send queue, for good).
   void arm_write_deadline() {
-    auto timeout = server_.hub().limits().write_timeout;
+    auto timeout = server_.config().limits.write_timeout;
     blocked_->deadline.expires_at(blocked_->progress + timeout);
     blocked_->deadline.async_wait([self = shared_from_this(), timeout](boost::system::error_code ec) {
       if (ec || self->gone_ || !self->blocked_) return;

@@ -105,7 +105,7 @@ void XhrReceiver::continue_write() {
 // Wakes write_timeout after the client last took bytes; a client that took nothing since is
 // reset, which also frees what the kernel held for it (issue 13, finding 2).
 void XhrReceiver::arm_deadline() {
-  auto timeout = server_.hub().limits().write_timeout;
+  auto timeout = server_.config().limits.write_timeout;
   rx_deadline_->expires_at(rx_progress_ + timeout);
   rx_deadline_->async_wait([this, hold = conn_.hold(), timeout](boost::system::error_code ec) {
     if (ec || rx_dead_ || !rx_deadline_) return;
@@ -153,7 +153,7 @@ void XhrReceiver::watch_receiver() {
     // handler was the last owner; dropping it would close the socket with unread input,
     // which the kernel answers with a reset).
     auto& buffer = conn_.read_buffer();
-    const std::size_t cap = server_.hub().limits().max_http_header + sockjs_send_limit(server_.hub().limits());
+    const std::size_t cap = server_.config().limits.max_http_header + sockjs_send_limit(server_.hub().limits());
     if (buffer.size() >= cap) {
       pinned_ = hold;
       return;

@@ -78,7 +78,7 @@ class XhrReceiver final : public SockJsReceiver {
   std::string rx_inflight_;        // being written, from rx_pos_ on
   std::size_t rx_pos_ = 0;
   bool rx_fin_inflight_ = false;   // rx_inflight_ ends the response
-  // Armed while the client leaves part of a write untaken; see chat::Limits::write_timeout.
+  // Armed while the client leaves part of a write untaken; see net::Limits::write_timeout.
   std::unique_ptr<boost::asio::steady_timer> rx_deadline_;
   std::chrono::steady_clock::time_point rx_progress_;
   std::string rx_head_;
