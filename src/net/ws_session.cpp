@@ -25,6 +25,7 @@
 #include "net/socket_write.h"
 #include "net/ws_framing.h"
 #include "ws/websocket.h"
+#include "net/ws_handshake.h"
 
 namespace chatd::net {
 namespace asio = boost::asio;
@@ -506,7 +507,7 @@ void run_websocket(Server& server, tcp::socket socket, Request req, boost::beast
   }
   std::string handshake =
       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nServer: chatd\r\n"
-      "Sec-WebSocket-Accept: " + ws::accept_key(key) + "\r\n";
+      "Sec-WebSocket-Accept: " + ws_accept_key(key) + "\r\n";
   if (auto p = choose_subprotocol(req[http::field::sec_websocket_protocol]); !p.empty())
     handshake.append("Sec-WebSocket-Protocol: ").append(p).append("\r\n");
   handshake.append("\r\n");

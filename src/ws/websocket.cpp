@@ -1,7 +1,6 @@
 #include "ws/websocket.h"
 
 #include <algorithm>
-#include <array>
 #include <cstring>
 
 #include "utf8/utf8.h"
@@ -60,59 +59,6 @@ void unmask_copy(char* dst, const char* src, std::size_t n, const std::uint8_t (
     std::memcpy(dst + i, &w, 8);
   }
   for (; i < n; ++i) dst[i] = static_cast<char>(src[i] ^ static_cast<char>(rotated[i & 7]));
-}
-
-// SHA-1 (FIPS 180-4) of `data`: only for the handshake's accept key, which RFC 6455 defines
-// with it; nothing here relies on it for security.
-std::array<std::uint8_t, 20> sha1(std::string_view data) {
-  std::uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
-  const auto rotl = [](std::uint32_t x, unsigned n) { return (x << n) | (x >> (32 - n)); };
-  // The message, a 0x80 byte, zeros to 56 mod 64, then the bit length big-endian.
-  std::string m(data);
-  const std::uint64_t bits = std::uint64_t{data.size()} * 8;
-  m += static_cast<char>(0x80);
-  while (m.size() % 64 != 56) m += '\0';
-  for (int k = 7; k >= 0; --k) m += static_cast<char>((bits >> (8 * k)) & 0xFF);
-  for (std::size_t off = 0; off < m.size(); off += 64) {
-    std::uint32_t w[80];
-    for (std::size_t t = 0; t < 16; ++t) {
-      w[t] = static_cast<std::uint32_t>(read_be(reinterpret_cast<const unsigned char*>(m.data()) + off + 4 * t, 4));
-    }
-    for (std::size_t t = 16; t < 80; ++t) w[t] = rotl(w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16], 1);
-    std::uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
-    for (std::size_t t = 0; t < 80; ++t) {
-      std::uint32_t f, k;
-      if (t < 20) {
-        f = (b & c) | (~b & d);
-        k = 0x5A827999;
-      } else if (t < 40) {
-        f = b ^ c ^ d;
-        k = 0x6ED9EBA1;
-      } else if (t < 60) {
-        f = (b & c) | (b & d) | (c & d);
-        k = 0x8F1BBCDC;
-      } else {
-        f = b ^ c ^ d;
-        k = 0xCA62C1D6;
-      }
-      const std::uint32_t temp = rotl(a, 5) + f + e + k + w[t];
-      e = d;
-      d = c;
-      c = rotl(b, 30);
-      b = a;
-      a = temp;
-    }
-    h[0] += a;
-    h[1] += b;
-    h[2] += c;
-    h[3] += d;
-    h[4] += e;
-  }
-  std::array<std::uint8_t, 20> out;
-  for (std::size_t i = 0; i < 5; ++i) {
-    for (std::size_t k = 0; k < 4; ++k) out[4 * i + k] = static_cast<std::uint8_t>(h[i] >> (24 - 8 * k));
-  }
-  return out;
 }
 
 bool valid_close_code(std::uint16_t c) {
@@ -338,28 +284,6 @@ std::string pong_frame(std::string_view payload) {
   std::string out;
   append_header(out, Opcode::pong, payload.size());
   out += payload;
-  return out;
-}
-
-std::string accept_key(std::string_view client_key) {
-  static constexpr std::string_view guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-  std::string input;
-  input.reserve(client_key.size() + guid.size());
-  input.append(client_key).append(guid);
-  const auto digest = sha1(input);
-  // Base64 of the 20-byte digest: six full 3-byte groups, then two bytes and one '='.
-  static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve(28);
-  for (std::size_t i = 0; i < digest.size(); i += 3) {
-    const std::size_t n = std::min<std::size_t>(3, digest.size() - i);
-    std::uint32_t group = std::uint32_t{digest[i]} << 16;
-    if (n > 1) group |= std::uint32_t{digest[i + 1]} << 8;
-    if (n > 2) group |= digest[i + 2];
-    for (std::size_t k = 0; k < 4; ++k) {
-      out += k <= n ? alphabet[(group >> (18 - 6 * k)) & 0x3F] : '=';
-    }
-  }
   return out;
 }
 

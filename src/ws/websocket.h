@@ -98,9 +98,6 @@ std::string close_frame(std::uint16_t code, std::string_view reason);
 // Returns a pong frame echoing `payload`.
 std::string pong_frame(std::string_view payload);
 
-// Returns the Sec-WebSocket-Accept value for a client's Sec-WebSocket-Key.
-std::string accept_key(std::string_view client_key);
-
 }  // namespace chatd::ws
 
 namespace std {

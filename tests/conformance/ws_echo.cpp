@@ -1,11 +1,11 @@
 // ws_echo: an RFC 6455 echo server for the Autobahn|Testsuite fuzzingclient (CTest
 // `conformance_autobahn`). It speaks WebSocket through chatd's own code: the handshake's accept
-// key (ws::accept_key), the frame decoder with its reassembly, control-frame, UTF-8 and close
-// checks (ws::Decoder), the server encoders (ws::append_header, pong_frame, close_frame) and the
-// close codes chatd answers a protocol error with (ws::close_code_for). What it does with each
-// decoded event is what WsSession does: a pong per ping, the client's close code echoed, a
-// protocol error closed with RFC 6455's code. Only the application differs: every message goes
-// back as it came (text or binary) instead of to STOMP.
+// key (net::ws_accept_key, the one WsSession uses), the frame decoder with its reassembly,
+// control-frame, UTF-8 and close checks (ws::Decoder), the server encoders (ws::append_header,
+// pong_frame, close_frame) and the close codes chatd answers a protocol error with
+// (ws::close_code_for). What it does with each decoded event is what WsSession does: a pong per
+// ping, the client's close code echoed, a protocol error closed with RFC 6455's code. Only the
+// application differs: every message goes back as it came (text or binary) instead of to STOMP.
 //
 //   ws_echo --port P [--max-message-bytes N]     (127.0.0.1 only; runs until killed)
 #include <boost/asio.hpp>
@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 
+#include "net/ws_handshake.h"
 #include "ws/websocket.h"
 
 namespace asio = boost::asio;
@@ -50,7 +51,7 @@ class EchoSession : public std::enable_shared_from_this<EchoSession> {
       return;
     }
     queue("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nServer: chatd-ws_echo\r\n"
-          "Sec-WebSocket-Accept: " + ws::accept_key(key) + "\r\n\r\n");
+          "Sec-WebSocket-Accept: " + chatd::net::ws_accept_key(key) + "\r\n\r\n");
     // Bytes the client sent past the request are frames already.
     auto early = buffer_.cdata();
     if (!on_bytes(std::string_view(static_cast<const char*>(early.data()), early.size()))) return;
