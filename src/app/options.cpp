@@ -73,6 +73,22 @@ std::chrono::seconds parse_duration(const std::string& name, const std::string& 
   return std::chrono::seconds(n * unit);
 }
 
+// A Redis timing: the store's and the bus's connections share it.
+Spec redis_ms_opt(std::string name, std::string help, std::chrono::milliseconds redis::Timing::*field, std::int64_t min) {
+  return {name, std::move(help), [field](const Options& o) { return std::to_string((o.bus.redis_timing.*field).count()); },
+          [name, field, min](Options& o, const std::string& v) {
+            o.bus.redis_timing.*field = o.store.redis_timing.*field =
+                std::chrono::milliseconds(parse_number<std::int64_t>(name, v, min, 3'600'000));
+          }};
+}
+
+Spec kafka_ms_opt(std::string name, std::string help, int bus::KafkaTiming::*field, int min) {
+  return {name, std::move(help), [field](const Options& o) { return std::to_string(o.bus.kafka_timing.*field); },
+          [name, field, min](Options& o, const std::string& v) {
+            o.bus.kafka_timing.*field = parse_number<int>(name, v, min, 3'600'000);
+          }};
+}
+
 Spec duration_opt(std::string name, std::string help, std::chrono::seconds bus::BusConfig::*field, std::int64_t min_s,
                   std::int64_t max_s) {
   return {name, std::move(help), [field](const Options& o) { return std::to_string((o.bus.*field).count()) + "s"; },
@@ -178,6 +194,16 @@ const std::vector<Spec>& specs() {
        [](Options& o, const std::string& v) { o.server.allowed_origins = net::AllowedOrigins::parse(v); }},
       switch_opt("auth-dev-mint", "DEV ONLY: POST /auth/dev-token mints a token for any nickname with --jwt-secret-file: on | off",
                  [](auto& o) -> auto& { return o.auth_dev_mint; }),
+      redis_ms_opt("redis-start-timeout-ms", "start-up check of Redis (connect, AUTH, PING), per step", &redis::Timing::start_timeout, 100),
+      redis_ms_opt("redis-connect-timeout-ms", "one reconnect attempt to Redis, connect and setup", &redis::Timing::connect_timeout, 100),
+      redis_ms_opt("redis-ping-ms", "PING an idle Redis connection this often", &redis::Timing::ping_every, 100),
+      redis_ms_opt("redis-ping-timeout-ms", "a Redis that answers no PING for this long is dropped and retried", &redis::Timing::ping_timeout, 100),
+      redis_ms_opt("redis-backoff-max-ms", "longest pause between Redis reconnect attempts", &redis::Timing::backoff_max, 100),
+      kafka_ms_opt("kafka-request-timeout-ms", "kafka: one set-up request (topic, partitions, id); start-up waits one", &bus::KafkaTiming::request_timeout_ms, 100),
+      kafka_ms_opt("kafka-probe-ms", "kafka: while the broker is down, ask it for metadata this often", &bus::KafkaTiming::probe_ms, 100),
+      kafka_ms_opt("kafka-partition-check-ms", "kafka: look for partitions added to the topic this often", &bus::KafkaTiming::partition_check_ms, 1000),
+      kafka_ms_opt("kafka-topic-check-ms", "kafka: read the topic id this often, to notice a recreated topic", &bus::KafkaTiming::topic_check_ms, 100),
+      kafka_ms_opt("kafka-flush-on-stop-ms", "kafka: at stop, time accepted messages get to reach the broker", &bus::KafkaTiming::flush_on_stop_ms, 0),
       string_opt("api-key-file", "file whose first line is the X-API-Key of the server API under /api/ (absent: API off)",
                  &Options::api_key_file),
       {"api-rate", "server API calls per second, all callers together", [](const Options& o) { return std::to_string(static_cast<int>(o.server.api.rate)); },

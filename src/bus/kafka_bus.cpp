@@ -62,20 +62,23 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-// How long the consumer thread may sleep in consume(); stop() and subscribe() wake it earlier.
+// How long the consumer and reader threads may sleep in one consume() or poll(): a slice, not
+// a timeout (stop() and subscribe() wake them, and every loop checks its clocks between slices),
+// so no option; short enough that a stop waits at most this long per thread.
 constexpr int kConsumeTimeoutMs = 100;
 // Pause between set-up attempts (create topic, find partitions, assign) while the broker is away.
 constexpr milliseconds kSetupRetry{500};
-// Each set-up request waits at most this long; start() makes one attempt before returning.
-constexpr int kSetupRequestTimeoutMs = 3000;
-// While down, the producer thread asks the broker for metadata this often to notice it is back.
-constexpr milliseconds kProbeInterval{1000};
-// How often the consumer looks for partitions added to the topic after start.
-constexpr milliseconds kPartitionCheckInterval{30000};
-// stop() waits this long for accepted messages to reach the broker before purging them.
-constexpr int kFlushOnStopMs = 5000;
-// How often the consumer asks for the topic's id, to notice a topic deleted and recreated.
-constexpr milliseconds kTopicIdCheckInterval{5000};
+// A broker-down probe (metadata request) waits at most this long: less than the probe interval.
+constexpr int kProbeTimeoutMs = 1000;
+// After stop()'s flush and purge, how long to wait for librdkafka to hand back what it held.
+constexpr milliseconds kPurgeWait{2000};
+// A topic created a moment ago may not be in the metadata yet: ask this many times, a slice apart.
+constexpr int kNewTopicChecks = 20;
+// A backwards history read from the topic starts with this many offsets, or 8 per message
+// wanted (other rooms share the partition), and widens 4x per window.
+constexpr std::int64_t kFirstReadWindow = 1000;
+constexpr std::int64_t kReadWindowPerMessage = 8;
+constexpr std::int64_t kReadWindowGrowth = 4;
 // The record header that carries a SEND's x-client-id.
 constexpr const char* kClientIdHeader = "x-client-id";
 // The record headers of a control message: its type and its publishing node.
@@ -307,13 +310,13 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     if (producer_) {
       // Give accepted messages a bounded chance to land (none if the broker is away: a node
       // shutting down during an outage should not wait on it), then fail the rest with `stopped`.
-      producer_->flush(up() ? kFlushOnStopMs : 0);
+      producer_->flush(up() ? cfg_.kafka_timing.flush_on_stop_ms : 0);
       producer_->purge(RdKafka::Producer::PURGE_QUEUE | RdKafka::Producer::PURGE_INFLIGHT);
     }
     if (producer_thread_.joinable()) producer_thread_.join();
     for (auto& p : retired_) p->purge(RdKafka::Producer::PURGE_QUEUE | RdKafka::Producer::PURGE_INFLIGHT);
     if (producer_) {
-      auto deadline = Clock::now() + milliseconds(2000);
+      auto deadline = Clock::now() + kPurgeWait;
       while (producer_->outq_len() > 0 && Clock::now() < deadline) producer_->poll(50);
       while (!retired_.empty() && Clock::now() < deadline) drain_retired(50);
     }
@@ -455,15 +458,15 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
         cfg_.kafka_topic.c_str(), cfg_.kafka_partitions, cfg_.kafka_replication, why, sizeof why);
     if (!topic) throw std::runtime_error(std::string("kafka bus: topic: ") + why);
     rd_kafka_AdminOptions_t* options = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
-    rd_kafka_AdminOptions_set_request_timeout(options, kSetupRequestTimeoutMs, why, sizeof why);
-    rd_kafka_AdminOptions_set_operation_timeout(options, kSetupRequestTimeoutMs, why, sizeof why);
+    rd_kafka_AdminOptions_set_request_timeout(options, cfg_.kafka_timing.request_timeout_ms, why, sizeof why);
+    rd_kafka_AdminOptions_set_operation_timeout(options, cfg_.kafka_timing.request_timeout_ms, why, sizeof why);
     rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);
     rd_kafka_CreateTopics(rk, &topic, 1, options, queue);
     // Waits in slices so stop() need not sit out the request timeout.
     rd_kafka_event_t* ev = nullptr;
-    auto deadline = Clock::now() + milliseconds(kSetupRequestTimeoutMs + 1000);
+    auto deadline = Clock::now() + milliseconds(cfg_.kafka_timing.request_timeout_ms + 1000);
     while (!ev && Clock::now() < deadline && !quit_.load(std::memory_order_acquire))
-      ev = rd_kafka_queue_poll(queue, 100);
+      ev = rd_kafka_queue_poll(queue, kConsumeTimeoutMs);
 
     bool ok = false;
     std::string error = "no answer to CreateTopics";
@@ -496,7 +499,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
       return 0;
     }
     RdKafka::Metadata* raw = nullptr;
-    RdKafka::ErrorCode err = consumer_->metadata(false, topic.get(), &raw, kSetupRequestTimeoutMs);
+    RdKafka::ErrorCode err = consumer_->metadata(false, topic.get(), &raw, cfg_.kafka_timing.request_timeout_ms);
     std::unique_ptr<RdKafka::Metadata> md(raw);
     if (err != RdKafka::ERR_NO_ERROR || !md || md->topics()->size() != 1) {
       note_error("metadata: " + RdKafka::err2str(err));
@@ -520,7 +523,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     for (int p = from; p < to && ok; ++p) {
       int64_t low = 0, high = 0;
       RdKafka::ErrorCode err = consumer_->query_watermark_offsets(cfg_.kafka_topic, p, &low, &high,
-                                                                 kSetupRequestTimeoutMs);
+                                                                 cfg_.kafka_timing.request_timeout_ms);
       if (err != RdKafka::ERR_NO_ERROR) {
         note_error("watermarks: " + RdKafka::err2str(err));
         ok = false;
@@ -544,7 +547,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
   bool set_up_consumer() {
     if (!create_topic()) return false;
     std::string why;
-    auto id = kafka_meta::fetch_topic_id(cfg_.kafka_brokers, cfg_.kafka_topic, milliseconds(kSetupRequestTimeoutMs), why);
+    auto id = kafka_meta::fetch_topic_id(cfg_.kafka_brokers, cfg_.kafka_topic, milliseconds(cfg_.kafka_timing.request_timeout_ms), why);
     if (!id) {
       note_error("topic id: " + why);
       return false;
@@ -552,8 +555,8 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     set_epoch(*id);
     // A topic created a moment ago may not be in the metadata yet: ask again briefly.
     int n = partition_count();
-    for (int i = 0; i < 20 && n <= 0 && !quit_.load(std::memory_order_acquire); ++i) {
-      std::this_thread::sleep_for(milliseconds(100));
+    for (int i = 0; i < kNewTopicChecks && n <= 0 && !quit_.load(std::memory_order_acquire); ++i) {
+      std::this_thread::sleep_for(milliseconds(kConsumeTimeoutMs));
       n = partition_count();
     }
     if (n <= 0 || !assign_at_end(0, n)) return false;
@@ -596,12 +599,12 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
       // "all brokers down" must not land after set-up has said up); stop() wakes it.
       std::unique_ptr<RdKafka::Message>(consumer_->consume(static_cast<int>(kSetupRetry.count())));
     }
-    auto next_check = Clock::now() + kPartitionCheckInterval;
-    auto next_id_check = Clock::now() + kTopicIdCheckInterval;
+    auto next_check = Clock::now() + milliseconds(cfg_.kafka_timing.partition_check_ms);
+    auto next_id_check = Clock::now() + milliseconds(cfg_.kafka_timing.topic_check_ms);
     while (!quit_.load(std::memory_order_acquire)) {
       if (Clock::now() >= next_id_check) {
         check_topic_id();
-        next_id_check = Clock::now() + kTopicIdCheckInterval;
+        next_id_check = Clock::now() + milliseconds(cfg_.kafka_timing.topic_check_ms);
       }
       if (assigned_partitions_.load(std::memory_order_acquire) == 0 && !set_up_consumer()) {
         std::unique_ptr<RdKafka::Message>(consumer_->consume(static_cast<int>(kSetupRetry.count())));
@@ -618,7 +621,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
       }
       if (Clock::now() >= next_check) {
         assign_new_partitions();
-        next_check = Clock::now() + kPartitionCheckInterval;
+        next_check = Clock::now() + milliseconds(cfg_.kafka_timing.partition_check_ms);
       }
     }
   }
@@ -681,7 +684,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
   // Everything remembered of the old one goes, and the new one is read from its end.
   void check_topic_id() {
     std::string why;
-    auto id = kafka_meta::fetch_topic_id(cfg_.kafka_brokers, cfg_.kafka_topic, milliseconds(kSetupRequestTimeoutMs), why);
+    auto id = kafka_meta::fetch_topic_id(cfg_.kafka_brokers, cfg_.kafka_topic, milliseconds(cfg_.kafka_timing.request_timeout_ms), why);
     if (!id || *id == consumer_epoch_) return;
     std::fprintf(stderr, "kafka bus %s: topic '%s' was recreated (id %s, was %s): history starts again\n",
                  cfg_.node_id.c_str(), cfg_.kafka_topic.c_str(), id->c_str(), consumer_epoch_.c_str());
@@ -753,7 +756,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
         ec = Error::timed_out;
         break;
       }
-      std::unique_ptr<RdKafka::Message> m(reader_->consume(100));
+      std::unique_ptr<RdKafka::Message> m(reader_->consume(kConsumeTimeoutMs));
       if (m->err() == RdKafka::ERR__TIMED_OUT) continue;
       if (m->err() == RdKafka::ERR__PARTITION_EOF) break;  // the end of the log
       if (m->err() != RdKafka::ERR_NO_ERROR) {
@@ -807,7 +810,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
 
     // What the topic still holds for this request: offsets [retained, high).
     std::int64_t low = 0, high = 0;
-    if (reader_->query_watermark_offsets(cfg_.kafka_topic, p, &low, &high, kSetupRequestTimeoutMs) != RdKafka::ERR_NO_ERROR)
+    if (reader_->query_watermark_offsets(cfg_.kafka_topic, p, &low, &high, cfg_.kafka_timing.request_timeout_ms) != RdKafka::ERR_NO_ERROR)
       return Error::engine_down;
     // The newest seq any node can have delivered: a client coming from a node whose consumer is
     // ahead of this one's is not "ahead of history"; what this node has not consumed yet (above
@@ -820,7 +823,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     if (cfg_.history_ttl.count() > 0) {
       std::vector<RdKafka::TopicPartition*> at{RdKafka::TopicPartition::create(
           cfg_.kafka_topic, p, now - milliseconds(cfg_.history_ttl).count())};
-      RdKafka::ErrorCode err = reader_->offsetsForTimes(at, kSetupRequestTimeoutMs);
+      RdKafka::ErrorCode err = reader_->offsetsForTimes(at, cfg_.kafka_timing.request_timeout_ms);
       const std::int64_t young = at[0]->offset();
       RdKafka::TopicPartition::destroy(at);
       if (err != RdKafka::ERR_NO_ERROR) return Error::engine_down;
@@ -858,7 +861,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     if (req.before_seq != 0) end = std::min(end, static_cast<std::int64_t>(req.before_seq) - 1);
     const std::size_t need = limit - std::min(limit, cached.messages.size());
     std::vector<Found> older;
-    std::int64_t window = std::max<std::int64_t>(1000, static_cast<std::int64_t>(need) * 8);
+    std::int64_t window = std::max<std::int64_t>(kFirstReadWindow, static_cast<std::int64_t>(need) * kReadWindowPerMessage);
     while (need > 0 && older.size() < need && end > retained) {
       const std::int64_t start = std::max(retained, end - window);
       std::vector<Found> part;
@@ -872,7 +875,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
         break;
       }
       end = start;
-      window *= 4;
+      window *= kReadWindowGrowth;
     }
     const std::size_t skip = older.size() > need ? older.size() - need : 0;
     for (std::size_t i = skip; i < older.size(); ++i) h.messages.push_back(std::move(older[i].d));
@@ -888,15 +891,15 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
   void run_producer_loop() {
     auto next_probe = Clock::now();
     while (!quit_.load(std::memory_order_acquire)) {
-      producer_->poll(100);
+      producer_->poll(kConsumeTimeoutMs);
       std::string fatal;
       if (producer_->fatal_error(fatal) != RdKafka::ERR_NO_ERROR) replace_producer(fatal);
       drain_retired(0);
       if (!up() && Clock::now() >= next_probe) {
         RdKafka::Metadata* raw = nullptr;
-        if (producer_->metadata(false, nullptr, &raw, 1000) == RdKafka::ERR_NO_ERROR) mark_up();
+        if (producer_->metadata(false, nullptr, &raw, kProbeTimeoutMs) == RdKafka::ERR_NO_ERROR) mark_up();
         delete raw;
-        next_probe = Clock::now() + kProbeInterval;
+        next_probe = Clock::now() + milliseconds(cfg_.kafka_timing.probe_ms);
       }
     }
   }

@@ -15,6 +15,8 @@
 #include <system_error>
 #include <vector>
 
+#include "redis/timing.h"
+
 namespace boost::asio { class io_context; }
 
 namespace chatd::bus {
@@ -140,6 +142,23 @@ class MessageBus {
   virtual void stop() = 0;
 };
 
+// How the Kafka bus paces its talks with the broker. Every field is an option (--kafka-*-ms);
+// each default says why.
+struct KafkaTiming {
+  // Each set-up request (create the topic, read its partitions and id) waits this long; start()
+  // makes one attempt before returning, so a broker that is away delays start-up by this much.
+  int request_timeout_ms = 3000;
+  // While the broker is down, the producer asks it for metadata this often: the node says it
+  // is back within about a second of the broker.
+  int probe_ms = 1000;
+  // Partitions added to the topic after start are found within this: rare, so seldom.
+  int partition_check_ms = 30000;
+  // The topic's id is read this often, to notice a topic deleted and recreated (a new epoch).
+  int topic_check_ms = 5000;
+  // At stop, accepted messages get this long to reach the broker before they are failed.
+  int flush_on_stop_ms = 5000;
+};
+
 struct BusConfig {
   std::string kind = "local";            // local | redis | kafka
   std::string redis_url = "redis://127.0.0.1:6379";
@@ -158,6 +177,8 @@ struct BusConfig {
   std::size_t kafka_history_cache_bytes = 256u << 20;
   std::size_t kafka_history_scan = 200000;  // records read per request
   int kafka_history_read_ms = 5000;         // time per request
+  redis::Timing redis_timing;               // --redis-*-ms, shared with the store
+  KafkaTiming kafka_timing;                 // --kafka-*-ms
 };
 
 // Returns the bus named by cfg.kind. Engines that need an event loop use `engine`, which the

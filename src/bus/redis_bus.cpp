@@ -219,16 +219,17 @@ class Core : public std::enable_shared_from_this<Core> {
         history_ttl_ms_(std::to_string(std::chrono::milliseconds(cfg.history_ttl).count())),
         dedupe_window_s_(std::to_string(std::max<std::int64_t>(1, cfg.dedupe_window.count()))),
         node_id_(cfg.node_id),
+        timing_(cfg.redis_timing),
         rng_(std::random_device{}()) {}
 
   // Separate from the constructor: the hooks need a finished object.
   void init(const redis::Target& target) {
-    pub_ = redis::Shards::create(io_, target, {.name = "publish"}, {});
+    pub_ = redis::Shards::create(io_, target, {.name = "publish", .timing = timing_}, {});
     pub_->set_function_library(library_.code);
-    hist_ = redis::Shards::create(io_, target, {.name = "history"}, {});
+    hist_ = redis::Shards::create(io_, target, {.name = "history", .timing = timing_}, {});
     hist_->set_function_library(library_.code);
     sub_ = redis::Shards::create(
-        io_, target, {.name = "subscribe", .health_ping = false, .push_only = true},
+        io_, target, {.name = "subscribe", .health_ping = false, .push_only = true, .timing = timing_},
         {.on_up = [this](redis::Shards::ShardId id) { on_sub_up_in_loop(id); },
          .on_down = [this](redis::Shards::ShardId id) { on_sub_down_in_loop(id); },
          .on_push = [this](redis::Shards::ShardId id, const redisReply& r) { on_push_in_loop(id, r); },
@@ -549,6 +550,7 @@ class Core : public std::enable_shared_from_this<Core> {
   std::shared_ptr<redis::Shards> pub_, hist_, sub_;
   const Library library_ = make_library();
   const std::string node_id_;
+  const redis::Timing timing_;
   std::mt19937_64 rng_;  // engine thread only
   std::atomic<bool> stopped_{false};
   ControlFn control_;  // set before start
@@ -641,7 +643,7 @@ class RedisBus final : public MessageBus {
 }  // namespace
 
 std::unique_ptr<MessageBus> make_redis_bus(const BusConfig& cfg, boost::asio::io_context& engine) {
-  return std::make_unique<RedisBus>(engine, redis::verified_target(cfg.redis_url), cfg);
+  return std::make_unique<RedisBus>(engine, redis::verified_target(cfg.redis_url, cfg.redis_timing.start_timeout), cfg);
 }
 
 }  // namespace chatd::bus

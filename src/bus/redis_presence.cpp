@@ -103,8 +103,8 @@ class Core : public std::enable_shared_from_this<Core> {
 
   // On a Redis Cluster: one connection per primary (redis::Shards); every script has one key,
   // so each runs on that key's shard. Any shard coming (back) up reasserts what this node holds.
-  void init(const redis::Target& target) {
-    conn_ = redis::Shards::create(io_, target, {.name = "presence"},
+  void init(const redis::Target& target, const redis::Timing& timing) {
+    conn_ = redis::Shards::create(io_, target, {.name = "presence", .timing = timing},
                                   {.on_up = [w = weak_from_this()](redis::Shards::ShardId) {
                                     if (auto self = w.lock()) self->reassert_in_loop();
                                   },
@@ -287,7 +287,7 @@ class RedisPresence final : public Presence {
   RedisPresence(boost::asio::io_context& io, const redis::Target& target, const BusConfig& cfg,
                 const PresenceConfig& pcfg)
       : core_(std::make_shared<Core>(io, cfg, pcfg)) {
-    core_->init(target);
+    core_->init(target, cfg.redis_timing);
   }
   ~RedisPresence() override { stop(); }
 
@@ -329,7 +329,7 @@ class RedisPresence final : public Presence {
 
 std::unique_ptr<Presence> make_redis_presence(const BusConfig& cfg, const PresenceConfig& pcfg,
                                               boost::asio::io_context& engine) {
-  return std::make_unique<RedisPresence>(engine, redis::verified_target(cfg.redis_url), cfg, pcfg);
+  return std::make_unique<RedisPresence>(engine, redis::verified_target(cfg.redis_url, cfg.redis_timing.start_timeout), cfg, pcfg);
 }
 
 }  // namespace chatd::bus

@@ -88,7 +88,7 @@ Connection::Connection(boost::asio::io_context& io, Endpoint ep, ConnectionOptio
       hooks_(std::move(hooks)),
       retry_timer_(io),
       ping_timer_(io),
-      backoff_(opts_.backoff_min) {
+      backoff_(kBackoffMin) {
   if (ep_.address.empty()) ep_.address = ep_.host;
   set_describe(opts_.name + " connecting");
 }
@@ -171,11 +171,11 @@ void Connection::connect_in_loop() {
   redisAsyncSetDisconnectCallback(ac, &Connection::on_disconnect);
   send_setup_in_loop();
 
-  retry_timer_.expires_after(opts_.connect_timeout);
+  retry_timer_.expires_after(opts_.timing.connect_timeout);
   retry_timer_.async_wait([weak = weak_from_this(), attempt](const boost::system::error_code& ec) {
     auto self = weak.lock();
     if (ec || !self || self->attempt_ != attempt || self->state_ != State::connecting) return;
-    self->drop_in_loop("no answer within " + std::to_string(self->opts_.connect_timeout.count()) + " ms");
+    self->drop_in_loop("no answer within " + std::to_string(self->opts_.timing.connect_timeout.count()) + " ms");
   });
 }
 
@@ -207,7 +207,7 @@ void Connection::send_setup_in_loop() {
 void Connection::setup_done_in_loop() {
   state_ = State::up;
   ever_up_ = true;
-  backoff_ = opts_.backoff_min;
+  backoff_ = kBackoffMin;
   retry_timer_.cancel();
   if (ac_) redisEnableKeepAlive(&ac_->c);  // notices a vanished host even when idle
   up_.store(true, std::memory_order_release);
@@ -229,12 +229,12 @@ void Connection::lost_in_loop(const std::string& why) {
   if (state_ == State::stopped) return;
   state_ = State::waiting;
   const auto delay = backoff_;
-  backoff_ = std::min(backoff_ * 2, opts_.backoff_max);
+  backoff_ = std::min(backoff_ * 2, opts_.timing.backoff_max);
   set_describe(opts_.name + " down: " + why + "; retrying in " + std::to_string(delay.count()) + " ms");
   // One line per outage, not per retry.
   if (ever_up_ && !std::exchange(announced_down_, true))
     log::event("engine_down", {{"engine", "redis"}, {"connection", opts_.name}, {"address", ep_.display()}, {"why", why},
-                               {"retry_max_ms", std::to_string(opts_.backoff_max.count())}});
+                               {"retry_max_ms", std::to_string(opts_.timing.backoff_max.count())}});
   const unsigned attempt = ++attempt_;
   retry_timer_.expires_after(delay);
   retry_timer_.async_wait([weak = weak_from_this(), attempt](const boost::system::error_code& ec) {
@@ -248,13 +248,13 @@ void Connection::lost_in_loop(const std::string& why) {
 // A server that stops answering (frozen, or a dead host with no RST) is dropped after
 // ping_timeout, so callers learn engine_down instead of waiting forever.
 void Connection::schedule_ping_in_loop() {
-  ping_timer_.expires_after(opts_.ping_every);
+  ping_timer_.expires_after(opts_.timing.ping_every);
   ping_timer_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
     auto self = weak.lock();
     if (ec || !self || self->state_ != State::up) return;
     if (self->ping_outstanding_) {
-      if (std::chrono::steady_clock::now() - self->ping_sent_ > self->opts_.ping_timeout) {
-        self->drop_in_loop("no reply to PING for " + std::to_string(self->opts_.ping_timeout.count()) + " ms");
+      if (std::chrono::steady_clock::now() - self->ping_sent_ > self->opts_.timing.ping_timeout) {
+        self->drop_in_loop("no reply to PING for " + std::to_string(self->opts_.timing.ping_timeout.count()) + " ms");
         return;
       }
     } else {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "redis/endpoint.h"
+#include "redis/timing.h"
 
 struct redisAsyncContext;
 struct redisReply;
@@ -41,11 +42,7 @@ struct ConnectionOptions {
   // 0.14 (Debian 12) routes pub/sub replies itself and knows only SUBSCRIBE and PSUBSCRIBE, so
   // sharded pub/sub (SSUBSCRIBE, smessage) needs replies read here.
   bool push_only = false;
-  std::chrono::milliseconds connect_timeout{3000};  // connect + setup, per attempt
-  std::chrono::milliseconds ping_every{1000};
-  std::chrono::milliseconds ping_timeout{3000};     // a silent server this long is dropped
-  std::chrono::milliseconds backoff_min{100};
-  std::chrono::milliseconds backoff_max{2000};
+  Timing timing;                    // the options' reconnect and ping pace
 };
 
 class Connection : public std::enable_shared_from_this<Connection> {

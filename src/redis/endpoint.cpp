@@ -192,16 +192,16 @@ std::optional<std::vector<SlotRange>> parse_cluster_slots(const redisReply& r, c
   return out;
 }
 
-Target verified_target(std::string_view url) {
+Target verified_target(std::string_view url, std::chrono::milliseconds timeout) {
   Target t = parse_target(url);
   if (!t.cluster) {
-    resolve_and_verify(t.seeds.front(), std::chrono::seconds(3));
+    resolve_and_verify(t.seeds.front(), timeout);
     return t;
   }
   std::string why;
   for (auto& seed : t.seeds) {
     try {
-      StartupClient c(seed, std::chrono::seconds(3));
+      StartupClient c(seed, timeout);
       ReplyPtr info = c.call("CLUSTER INFO (is it a cluster node, cluster-enabled yes?)", {"CLUSTER", "INFO"});
       const std::string_view text(info->str ? info->str : "", info->str ? info->len : 0);
       if (text.find("cluster_state:ok") == std::string_view::npos)
@@ -218,9 +218,9 @@ Target verified_target(std::string_view url) {
   throw std::runtime_error("no node of the Redis Cluster can be used: " + why);
 }
 
-Endpoint verified_endpoint(std::string_view url) {
+Endpoint verified_endpoint(std::string_view url, std::chrono::milliseconds timeout) {
   Endpoint ep = parse_url(url);
-  resolve_and_verify(ep, std::chrono::seconds(3));
+  resolve_and_verify(ep, timeout);
   return ep;
 }
 

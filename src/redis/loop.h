@@ -11,11 +11,15 @@
 
 namespace chatd::redis {
 
+// How long a stop() waits for the engine thread to run its teardown: a stuck engine thread
+// (a hung Redis call) must not hold up the process's shutdown longer than this.
+inline constexpr std::chrono::milliseconds kTeardownWait{2000};
+
 // Runs `f` on the engine thread and waits for it, at most `limit`. Runs it right here when
 // called on that thread or when the engine is stopped (then no other thread touches the
 // state). `f` must be idempotent: after a timeout it may still run later.
 inline void run_in_loop_and_wait(boost::asio::io_context& io, std::function<void()> f,
-                                 std::chrono::milliseconds limit = std::chrono::milliseconds(2000)) {
+                                 std::chrono::milliseconds limit = kTeardownWait) {
   if (io.get_executor().running_in_this_thread() || io.stopped()) {
     f();
     return;

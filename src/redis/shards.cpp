@@ -11,6 +11,10 @@ namespace {
 
 constexpr int kMaxHops = 5;  // redirects followed per command; more means the map is in flux
 constexpr std::chrono::milliseconds kRefreshEvery{500};  // while a slot or a primary is missing
+// A slot-map read connects for one CLUSTER SLOTS; a node that does not answer within this is
+// left for the next one (the read is retried every kRefreshEvery) rather than waited on for
+// the full Timing::connect_timeout while a failover is under way.
+constexpr std::chrono::milliseconds kMapConnectTimeout{1000};
 
 }  // namespace
 
@@ -183,10 +187,9 @@ void Shards::read_map_in_loop() {
     ep.port = seed.port;
   }
   const std::string asked = ep.address;
-  map_conn_ = Connection::create(io_, std::move(ep),
-                                 {.name = opts_.name + " slot map", .health_ping = false,
-                                  .connect_timeout = std::chrono::milliseconds(1000)},
-                                 {});
+  ConnectionOptions o{.name = opts_.name + " slot map", .health_ping = false, .timing = opts_.timing};
+  o.timing.connect_timeout = kMapConnectTimeout;
+  map_conn_ = Connection::create(io_, std::move(ep), std::move(o), {});
   map_conn_->start_in_loop();
   map_conn_->command_in_loop({"CLUSTER", "SLOTS"}, [weak = weak_from_this(), asked](Status st, const redisReply* r) {
     auto s = weak.lock();

@@ -91,9 +91,9 @@ std::error_code to_error(redis::Status st) {
 
 class Core : public std::enable_shared_from_this<Core> {
  public:
-  Core(boost::asio::io_context& io, redis::Target target, std::size_t max_rooms)
+  Core(boost::asio::io_context& io, redis::Target target, std::size_t max_rooms, const redis::Timing& timing)
       : io_(io), display_(target.display()), max_rooms_(max_rooms) {
-    conn_ = redis::Shards::create(io, std::move(target), {.name = "store"}, {});
+    conn_ = redis::Shards::create(io, std::move(target), {.name = "store", .timing = timing}, {});
   }
 
   void start() {
@@ -187,8 +187,8 @@ class Core : public std::enable_shared_from_this<Core> {
 
 class RedisStore final : public RoomStore {
  public:
-  RedisStore(boost::asio::io_context& io, redis::Target target, std::size_t max_rooms)
-      : core_(std::make_shared<Core>(io, std::move(target), max_rooms)) {
+  RedisStore(boost::asio::io_context& io, redis::Target target, std::size_t max_rooms, const redis::Timing& timing)
+      : core_(std::make_shared<Core>(io, std::move(target), max_rooms, timing)) {
     core_->start();
   }
   ~RedisStore() override { stop(); }
@@ -244,7 +244,8 @@ class RedisStore final : public RoomStore {
 }  // namespace
 
 std::unique_ptr<RoomStore> make_redis_store(const StoreConfig& cfg, boost::asio::io_context& engine) {
-  return std::make_unique<RedisStore>(engine, redis::verified_target(cfg.redis_url), cfg.max_rooms);
+  return std::make_unique<RedisStore>(engine, redis::verified_target(cfg.redis_url, cfg.redis_timing.start_timeout),
+                                      cfg.max_rooms, cfg.redis_timing);
 }
 
 }  // namespace chatd::store

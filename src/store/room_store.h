@@ -10,6 +10,8 @@
 #include <system_error>
 #include <vector>
 
+#include "redis/timing.h"
+
 namespace boost::asio { class io_context; }
 
 namespace chatd::store {
@@ -76,6 +78,7 @@ struct StoreConfig {
   std::string data_dir = "./data";
   std::string redis_url = "redis://127.0.0.1:6379";
   std::size_t max_rooms = 100000;
+  redis::Timing redis_timing;  // --redis-*-ms, shared with the bus
 };
 
 // Returns the store named by cfg.kind. Throws std::runtime_error when it cannot start
