@@ -15,6 +15,7 @@
 #include <boost/beast/http.hpp>
 
 #include <array>
+#include <cassert>
 #include <deque>
 #include <memory>
 #include <random>
@@ -24,8 +25,8 @@
 #include "net/sessions.h"
 #include "net/socket_write.h"
 #include "net/ws_framing.h"
-#include "ws/websocket.h"
 #include "net/ws_handshake.h"
+#include "ws/websocket.h"
 
 namespace chatd::net {
 namespace asio = boost::asio;
@@ -50,7 +51,8 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
         socket_(std::move(socket)),
         own_framing_(std::move(framing)),
         framing_(own_framing_ ? *own_framing_ : raw_ws_framing()),
-        decoder_(framing_.max_message_bytes(server.hub().limits().max_frame_bytes)) {
+        decoder_(framing_.max_message_bytes(server.hub().limits().max_frame_bytes)),
+        shard_(pick_shard()) {
     if (framing_.keepalive_period().count() > 0) keepalive_ = std::make_unique<KeepAlive>(socket_.get_executor());
   }
 
@@ -64,7 +66,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
                           boost::system::error_code wec, std::size_t) mutable {
                         std::string().swap(self->handshake_);  // `= {}` would keep its capacity
                         if (wec) return self->on_gone();
-                        self->stomp_ = std::make_shared<chat::StompSession>(self->pick_shard(), *self, new_session_id());
+                        self->stomp_ = std::make_shared<chat::StompSession>(self->shard_, *self, new_session_id());
                         self->stomp_->set_url_token(std::move(url_token));
                         self->stomp_->start_in_loop();
                         if (self->keepalive_) self->arm_keepalive();
@@ -75,6 +77,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
 
   // chat::Transport
   void send(chat::Outbound&& out) override {
+    assert_in_loop();
     if (gone_ || close_sent_) return;
     if (over_limit(out.size())) return drop_slow_consumer();
     queued_bytes_ += out.size();
@@ -83,6 +86,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   }
 
   void close(std::string_view reason) override {
+    assert_in_loop();
     if (close_requested_) return;
     close_requested_ = true;
     app_close_ = true;
@@ -98,13 +102,20 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   }
 
  private:
+  // Returns the shard of the loop the socket belongs to: the session and its StompSession
+  // live on that one loop.
   chat::Shard& pick_shard() {
     auto& hub = server_.hub();
     auto* mine = &socket_.get_executor().context();
     for (std::size_t i = 0; i < hub.shard_count(); ++i)
       if (&hub.shard(i).loop() == mine) return hub.shard(i);
+    assert(!"a WebSocket on a loop that is no worker's");
     return hub.shard(0);
   }
+
+  // Debug builds check that the session is touched on its own loop only (muduo's
+  // assertInLoopThread): its StompSession calls in there, and other threads post.
+  void assert_in_loop() const { assert(shard_.loop().get_executor().running_in_this_thread()); }
 
   // ---- reading ----
 
@@ -116,6 +127,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   }
 
   void on_readable() {
+    assert_in_loop();
     // The loop's shared read buffer (net::Limits::ws_read_chunk_bytes).
     static thread_local std::vector<char> chunk;
     const auto& lim = server_.config().limits;
@@ -311,6 +323,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   }
 
   void on_writable() {
+    assert_in_loop();
     auto& b = *blocked_;
     std::uint64_t calls = 0;
     std::size_t taken = 0;
@@ -390,6 +403,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
 
   // Runs once, when the connection can no longer be used.
   void on_gone() {
+    assert_in_loop();
     if (gone_) return;
     gone_ = true;
     if (stomp_) stomp_->on_closed_in_loop();
@@ -408,6 +422,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   std::unique_ptr<WsFraming> own_framing_;  // null for raw, which every raw session shares
   WsFraming& framing_;
   ws::Decoder decoder_;
+  chat::Shard& shard_;
   std::shared_ptr<chat::StompSession> stomp_;
   std::string handshake_;
   std::vector<chat::Outbound> queue_;  // a vector, not a deque: an idle session allocates nothing

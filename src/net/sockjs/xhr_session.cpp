@@ -2,6 +2,8 @@
 
 #include <boost/asio/post.hpp>
 
+#include <cassert>
+
 #include "log/log.h"
 #include "net/server.h"
 #include "net/sessions.h"
@@ -39,10 +41,14 @@ chat::Shard& XhrSession::shard_for_loop() {
   auto& hub = server_.hub();
   for (std::size_t i = 0; i < hub.shard_count(); ++i)
     if (&hub.shard(i).loop() == &loop_) return hub.shard(i);
+  assert(!"an xhr session on a loop that is no worker's");
   return hub.shard(0);
 }
 
+void XhrSession::assert_in_loop() const { assert(loop_.get_executor().running_in_this_thread()); }
+
 void XhrSession::start_in_loop() {
+  assert_in_loop();
   stomp_ = std::make_shared<chat::StompSession>(shard_for_loop(), *this, new_session_id());
   stomp_->set_url_token(std::move(url_token_));
   std::string().swap(url_token_);
@@ -87,6 +93,7 @@ void XhrSession::messages(std::vector<std::string> m) {
 }
 
 void XhrSession::receive_in_loop(Receiver r, sockjs::Transport t) {
+  assert_in_loop();
   if (ended_) {
     // Gone meanwhile: tell this receiver the session is over.
     std::string c;
@@ -109,6 +116,7 @@ void XhrSession::receive_in_loop(Receiver r, sockjs::Transport t) {
 
 // Hands `w` to receiver `r`; a finished response detaches it from the session.
 void XhrSession::deliver_in_loop(const Receiver& r, sockjs::Session::Write w) {
+  assert_in_loop();
   const bool is_current = r.key == current_.key && r.key != nullptr;
   asio::post(*r.loop, [h = r.handle, bytes = std::move(w.bytes), finish = w.finish]() mutable {
     if (auto rec = h.lock()) rec->deliver_in_loop(std::move(bytes), finish);
@@ -127,6 +135,7 @@ void XhrSession::deliver_in_loop(const Receiver& r, sockjs::Session::Write w) {
 }
 
 void XhrSession::send(chat::Outbound&& out) {
+  assert_in_loop();
   if (ended_ || model_.closed()) return;
   std::string frame;
   if (out.shared) {
@@ -147,6 +156,7 @@ void XhrSession::send(chat::Outbound&& out) {
 }
 
 void XhrSession::close(std::string_view reason) {
+  assert_in_loop();
   if (close_requested_ || ended_) return;
   close_requested_ = true;
   close_reason_.assign(reason.substr(0, 120));
@@ -167,6 +177,7 @@ void XhrSession::schedule_pump() {
 }
 
 void XhrSession::pump_in_loop() {
+  assert_in_loop();
   if (ended_ || busy_) return;
   if (close_requested_) {
     sockjs::Close c{sockjs::go_away.code, close_reason_.empty() ? sockjs::go_away.reason : std::string_view(close_reason_)};
@@ -184,6 +195,7 @@ void XhrSession::pump_in_loop() {
 // One timer per session, due at the next heart-beat (with a receiver) or at the disconnect
 // delay (without). It only moves earlier by re-arming; a late wake-up re-checks and re-arms.
 void XhrSession::arm_timer_in_loop() {
+  assert_in_loop();
   if (ended_) return;
   const auto& lim = server_.config().limits;
   auto due = current_.key ? last_sent_ + lim.sockjs_heartbeat : detached_at_ + lim.sockjs_disconnect_delay;
@@ -199,6 +211,7 @@ void XhrSession::arm_timer_in_loop() {
 }
 
 void XhrSession::on_timer_in_loop() {
+  assert_in_loop();
   if (ended_) return;
   const auto& lim = server_.config().limits;
   auto now = Clock::now();
@@ -212,6 +225,7 @@ void XhrSession::on_timer_in_loop() {
 
 // The session is over: STOMP leaves its rooms and the id is free again.
 void XhrSession::end_in_loop() {
+  assert_in_loop();
   if (ended_) return;
   ended_ = true;
   timer_.cancel();

@@ -87,6 +87,9 @@ class XhrSession final : public chat::Transport, public std::enable_shared_from_
   void on_timer_in_loop();
   void end_in_loop();
   chat::Shard& shard_for_loop();
+  // Debug builds check that a *_in_loop member runs on the session's loop (muduo's
+  // assertInLoopThread): other threads post to it.
+  void assert_in_loop() const;
 
   Server& server_;
   ConnectionSlot slot_;
