@@ -457,6 +457,13 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     rd_kafka_NewTopic_t* topic = rd_kafka_NewTopic_new(
         cfg_.kafka_topic.c_str(), cfg_.kafka_partitions, cfg_.kafka_replication, why, sizeof why);
     if (!topic) throw std::runtime_error(std::string("kafka bus: topic: ") + why);
+    // With acks=all a RECEIPT means "on min.insync.replicas brokers", and brokers default it to
+    // 1: a replicated topic would then lose what only a dying leader had. 2 of 3 (or more)
+    // keeps an acknowledged message on two brokers while chat goes on with one down. Only on
+    // creation: an existing topic's settings are its operator's.
+    if (cfg_.kafka_replication >= 3 &&
+        rd_kafka_NewTopic_set_config(topic, "min.insync.replicas", "2") != RD_KAFKA_RESP_ERR_NO_ERROR)
+      throw std::runtime_error("kafka bus: topic: min.insync.replicas");
     rd_kafka_AdminOptions_t* options = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
     rd_kafka_AdminOptions_set_request_timeout(options, cfg_.kafka_timing.request_timeout_ms, why, sizeof why);
     rd_kafka_AdminOptions_set_operation_timeout(options, cfg_.kafka_timing.request_timeout_ms, why, sizeof why);

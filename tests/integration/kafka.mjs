@@ -158,72 +158,100 @@ export function percentiles(values) {
   return { n: s.length, p50: at(0.5), p99: at(0.99), max: s[s.length - 1] };
 }
 
-// Asks the broker at `address` ('host:port') for `topic`'s partitions with a Kafka Metadata
-// request (v4, which Kafka 2.x to 4.x all answer), so a test can find a partition's leader
-// without a Kafka client library. Resolves with { brokers: Map(id -> 'host:port'),
-// partitions: [{ partition, leader, replicas, isr, error }] } (empty if the topic is unknown);
-// rejects on a socket error or after timeoutMs.
-export function kafkaMetadata(address, topic, { timeoutMs = 5_000 } = {}) {
+// Kafka's request encoding, enough for the two requests below (non-flexible versions).
+const enc = {
+  str(s) { const b = Buffer.from(s, 'utf8'); return Buffer.concat([enc.i16(b.length), b]); },
+  i16(v) { const b = Buffer.alloc(2); b.writeInt16BE(v); return b; },
+  i32(v) { const b = Buffer.alloc(4); b.writeInt32BE(v); return b; },
+};
+
+// Reads a response's fields in order.
+class KafkaReader {
+  constructor(b) { this.b = b; this.at = 4; }  // after the correlation id
+  i8() { return this.b.readInt8((this.at += 1) - 1); }
+  i16() { return this.b.readInt16BE((this.at += 2) - 2); }
+  i32() { return this.b.readInt32BE((this.at += 4) - 4); }
+  str() {
+    const n = this.i16();
+    if (n < 0) return null;
+    const s = this.b.toString('utf8', this.at, this.at + n);
+    this.at += n;
+    return s;
+  }
+  array(item) { return Array.from({ length: Math.max(0, this.i32()) }, item); }
+}
+
+// Sends one request (api key, version, body) to the broker at `address` ('host:port') and
+// resolves with a KafkaReader on its response; rejects on a socket error or after timeoutMs.
+function kafkaRequest(address, apiKey, version, body, timeoutMs) {
   const [host, port] = address.split(':');
-  const str = (s) => {
-    const b = Buffer.from(s, 'utf8');
-    const len = Buffer.alloc(2);
-    len.writeInt16BE(b.length);
-    return Buffer.concat([len, b]);
-  };
-  const i16 = (v) => { const b = Buffer.alloc(2); b.writeInt16BE(v); return b; };
-  const i32 = (v) => { const b = Buffer.alloc(4); b.writeInt32BE(v); return b; };
-  const body = Buffer.concat([
-    i16(3), i16(4), i32(1), str('chatd-test'),  // header: Metadata v4, correlation id, client id
-    i32(1), str(topic), Buffer.from([0]),       // topics [topic], allow_auto_topic_creation false
-  ]);
+  const msg = Buffer.concat([enc.i16(apiKey), enc.i16(version), enc.i32(1), enc.str('chatd-test'), body]);
   return new Promise((ok, fail) => {
     const sock = createConnection({ host, port: Number(port) });
     let got = Buffer.alloc(0);
-    const timer = setTimeout(() => { sock.destroy(); fail(new Error(`metadata from ${address}: timed out`)); }, timeoutMs);
-    sock.on('connect', () => sock.write(Buffer.concat([i32(body.length), body])));
+    const timer = setTimeout(() => { sock.destroy(); fail(new Error(`api ${apiKey} to ${address}: timed out`)); }, timeoutMs);
+    sock.on('connect', () => sock.write(Buffer.concat([enc.i32(msg.length), msg])));
     sock.on('error', (e) => { clearTimeout(timer); fail(e); });
     sock.on('data', (d) => {
       got = Buffer.concat([got, d]);
       if (got.length < 4 || got.length < 4 + got.readInt32BE(0)) return;
       clearTimeout(timer);
       sock.destroy();
-      try { ok(parseMetadataV4(got.subarray(4))); } catch (e) { fail(e); }
+      ok(new KafkaReader(got.subarray(4)));
     });
   });
 }
 
-function parseMetadataV4(b) {
-  let at = 4;  // correlation id
-  const i8 = () => b.readInt8((at += 1) - 1);
-  const i16 = () => b.readInt16BE((at += 2) - 2);
-  const i32 = () => b.readInt32BE((at += 4) - 4);
-  const str = () => {
-    const n = i16();
-    if (n < 0) return null;
-    const s = b.toString('utf8', at, at + n);
-    at += n;
-    return s;
-  };
-  const array = (item) => Array.from({ length: Math.max(0, i32()) }, item);
-  i32();  // throttle_time_ms
-  const brokers = new Map(array(() => {
-    const id = i32();
-    const h = str();
-    const p = i32();
-    str();  // rack
+// Asks the broker at `address` for `topic`'s partitions with a Metadata request (v4, which
+// Kafka 2.x to 4.x all answer), so a test can find a partition's leader without a Kafka client
+// library. Resolves with { brokers: Map(id -> 'host:port'), partitions: [{ partition, leader,
+// replicas, isr, error }] } (empty if the topic is unknown).
+export async function kafkaMetadata(address, topic, { timeoutMs = 5_000 } = {}) {
+  // topics [topic], allow_auto_topic_creation false
+  const r = await kafkaRequest(address, 3, 4, Buffer.concat([enc.i32(1), enc.str(topic), Buffer.from([0])]), timeoutMs);
+  r.i32();  // throttle_time_ms
+  const brokers = new Map(r.array(() => {
+    const id = r.i32();
+    const h = r.str();
+    const p = r.i32();
+    r.str();  // rack
     return [id, `${h}:${p}`];
   }));
-  str();  // cluster id
-  i32();  // controller id
-  const topics = array(() => {
-    const error = i16();
-    const name = str();
-    i8();  // is_internal
-    const partitions = array(() => ({
-      error: i16(), partition: i32(), leader: i32(), replicas: array(() => i32()), isr: array(() => i32()),
+  r.str();  // cluster id
+  r.i32();  // controller id
+  const topics = r.array(() => {
+    const error = r.i16();
+    const name = r.str();
+    r.i8();  // is_internal
+    const partitions = r.array(() => ({
+      error: r.i16(), partition: r.i32(), leader: r.i32(), replicas: r.array(() => r.i32()), isr: r.array(() => r.i32()),
     }));
     return { error, name, partitions };
   });
   return { brokers, partitions: topics[0]?.error === 0 ? topics[0].partitions : [] };
+}
+
+// Asks the broker at `address` for one config of `topic` with a DescribeConfigs request (v1).
+// Resolves with { value, source } (source: Kafka's ConfigSource, 1 = set on the topic itself,
+// 4/5 = a broker default), or null if the topic or config is unknown.
+export async function kafkaTopicConfig(address, topic, name, { timeoutMs = 5_000 } = {}) {
+  // resources [topic (type 2): [name]], include_synonyms false
+  const body = Buffer.concat([enc.i32(1), Buffer.from([2]), enc.str(topic), enc.i32(1), enc.str(name), Buffer.from([0])]);
+  const r = await kafkaRequest(address, 32, 1, body, timeoutMs);
+  r.i32();  // throttle_time_ms
+  let found = null;
+  r.array(() => {
+    const error = r.i16();
+    r.str(); r.i8(); r.str();  // error message, resource type, resource name
+    r.array(() => {
+      const key = r.str();
+      const value = r.str();
+      r.i8();  // read_only
+      const source = r.i8();
+      r.i8();  // is_sensitive
+      r.array(() => { r.str(); r.str(); r.i8(); });  // synonyms
+      if (error === 0 && key === name) found = { value, source };
+    });
+  });
+  return found;
 }

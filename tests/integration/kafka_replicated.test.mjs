@@ -16,7 +16,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import { createRoom, repoRoot, startChatd, startRedis, stompOverWebSocket } from './harness.mjs';
 import {
-  busUp, chatWithReceipt, eventually, healthz, kafkaMetadata, percentiles, runScript, uniqueTopic, waitForHealth,
+  busUp, chatWithReceipt, eventually, healthz, kafkaMetadata, kafkaTopicConfig, percentiles, runScript, uniqueTopic,
+  waitForHealth,
 } from './kafka.mjs';
 
 const clusterSh = join(repoRoot, 'scripts', 'kafka-cluster.sh');
@@ -82,6 +83,9 @@ describe('two nodes on 3 brokers (RF 3, min.insync.replicas 2)', () => {
     { timeout: 300_000 }, async (t) => {
       const p0 = await waitForPartition((p) => p.leader >= 0 && p.isr.length === 3, 'led, 3 in sync', 30_000);
       assert.equal(p0.replicas.length, 3, 'chatd created the topic with 3 replicas');
+      // Set on the topic by chatd (source 1), not only the test brokers' default.
+      assert.deepEqual(await kafkaTopicConfig(bootstrap.split(',')[0], topic, 'min.insync.replicas'),
+        { value: '2', source: 1 }, 'chatd created the topic with min.insync.replicas 2');
 
       const room = await createRoom(nodes[0].base, '복제된 카프카');
       const dest = `/sub/chat/room/${room.roomId}`;
