@@ -18,9 +18,9 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import {
-  artifactsDir, createRoom, freePort, repoRoot, startChatd, startRedis, stompOverSockJS, stompOverWebSocket, waitForPort,
+  artifactsDir, createRoom, repoRoot, startChatd, startRedis, stompOverSockJS, stompOverWebSocket, waitForPort,
 } from './harness.mjs';
-import { percentiles } from './kafka.mjs';
+import { freeLowPort, percentiles } from './kafka.mjs';
 
 const haproxyBin = ['/usr/sbin/haproxy', '/usr/bin/haproxy'].find((p) => existsSync(p));
 const skip = haproxyBin ? false : 'SKIPPED: haproxy is not installed (scripts/install-deps.sh test installs it)';
@@ -199,10 +199,15 @@ describe('HAProxy in front of 3 chatd nodes on Redis', { skip }, () => {
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'chatd-haproxy-'));
-    redis = await startRedis();
-    for (let i = 0; i < 3; i++) ports.push(await freePort());
+    // Below the ephemeral range: a node (and Redis, last) restarts on its port while a thousand
+    // clients and HAProxy open connections, any of which could otherwise take it as source port.
+    while (ports.length < 5) {
+      const p = await freeLowPort();
+      if (!ports.includes(p)) ports.push(p);
+    }
+    redis = await startRedis({ port: ports[4] });
     for (let i = 0; i < 3; i++) nodes.push(await startNode(i));
-    const lbPort = await freePort();
+    const lbPort = ports[3];
     socket = join(dir, 'haproxy.sock');
     mkdirSync(join(artifactsDir, 'logs'), { recursive: true });
     const log = createWriteStream(join(artifactsDir, 'logs', `haproxy-${lbPort}.log`));

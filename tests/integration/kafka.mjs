@@ -51,7 +51,7 @@ function portOpen(port) {
 
 // A free port below Linux's ephemeral range (as kafka.sh picks them), so no client socket can
 // hold it while the broker restarts.
-async function freeLowPort() {
+export async function freeLowPort() {
   for (let i = 0; i < 200; i++) {
     const p = 20_000 + Math.floor(Math.random() * 12_000);
     if (!(await portOpen(p))) return p;
