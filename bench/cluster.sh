@@ -149,7 +149,8 @@ start_nodes() {
   # Kafka: the bus must be up (topic created, partitions assigned) before rooms get traffic.
   for p in "${NODE_PORTS[@]}"; do
     local deadline=$((SECONDS + 60))
-    until curl -fs "http://127.0.0.1:$p/healthz" >/dev/null; do
+    until [[ $( { exec 3<>"/dev/tcp/127.0.0.1/$p"; } 2>/dev/null || exit 1
+                printf 'GET /healthz HTTP/1.0\r\n\r\n' >&3 && timeout 2 head -n 1 <&3) == *" 200 "* ]]; do
       ((SECONDS < deadline)) || { log "node on $p never healthy"; return 1; }
       sleep 0.5
     done

@@ -43,7 +43,13 @@ wait_for() {
   done
 }
 
-healthy() { curl -fs -o /dev/null "http://127.0.0.1:$1/healthz"; }
+# Whether GET /healthz on 127.0.0.1:$1 answers 200 (bash's /dev/tcp: no curl needed).
+healthy() {
+  local status
+  status=$( { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || exit 1
+            printf 'GET /healthz HTTP/1.0\r\n\r\n' >&3 && timeout 2 head -n 1 <&3)
+  [[ $status == *" 200 "* ]]
+}
 
 # HAProxy's view of server chatd/nN ("UP", "DOWN", ...), from its admin socket.
 lb_state() {
