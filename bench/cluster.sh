@@ -91,6 +91,8 @@ start_engine() {
     taskset -c $SERVER_CPU redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no \
       --daemonize yes --pidfile "$WORK/single.pid" --logfile "$WORK/single.log"
     wait_port "$rport" 10 || return 1
+    local n=0
+    while [[ ! -s $WORK/single.pid ]] && ((n++ < 50)); do sleep 0.1; done  # written after the port opens
     URL=redis://127.0.0.1:$rport
     ENGINE_PIDS=$(cat "$WORK/single.pid")
     BUS_FLAGS=(--bus redis --store redis --redis "$URL")
