@@ -95,14 +95,20 @@ Spec duration_opt(std::string name, std::string help, std::chrono::seconds bus::
           [name, field, min_s, max_s](Options& o, const std::string& v) { o.bus.*field = parse_duration(name, v, min_s, max_s); }};
 }
 
-// An on|off switch; `flag` is a generic lambda naming the bool in a (const or not) Options.
+// A choice of two words, `yes` setting the bool and `no` clearing it; `flag` is a generic
+// lambda naming the bool in a (const or not) Options.
+template <typename Flag>
+Spec choice_opt(std::string name, std::string help, std::string yes, std::string no, Flag flag) {
+  return {name, std::move(help), [flag, yes, no](const Options& o) { return flag(o) ? yes : no; },
+          [name, flag, yes, no](Options& o, const std::string& v) {
+            if (v != yes && v != no) throw std::invalid_argument("--" + name + " must be " + yes + " or " + no);
+            flag(o) = v == yes;
+          }};
+}
+
 template <typename Flag>
 Spec switch_opt(std::string name, std::string help, Flag flag) {
-  return {name, std::move(help), [flag](const Options& o) { return std::string(flag(o) ? "on" : "off"); },
-          [name, flag](Options& o, const std::string& v) {
-            if (v != "on" && v != "off") throw std::invalid_argument("--" + name + " must be on or off");
-            flag(o) = v == "on";
-          }};
+  return choice_opt(std::move(name), std::move(help), "on", "off", flag);
 }
 
 Spec string_opt(std::string name, std::string help, std::string Options::*field) {
@@ -168,12 +174,8 @@ const std::vector<Spec>& specs() {
       {"kafka-history-read-ms", "kafka: time one history read may spend reading the topic",
        [](const Options& o) { return std::to_string(o.bus.kafka_history_read_ms); },
        [](Options& o, const std::string& v) { o.bus.kafka_history_read_ms = parse_number("kafka-history-read-ms", v, 100, 60000); }},
-      {"auth", "who may speak: none (the body's sender is trusted) | jwt (a token proves it)",
-       [](const Options& o) { return std::string(o.auth_jwt ? "jwt" : "none"); },
-       [](Options& o, const std::string& v) {
-         if (v != "none" && v != "jwt") throw std::invalid_argument("--auth must be none or jwt");
-         o.auth_jwt = v == "jwt";
-       }},
+      choice_opt("auth", "who may speak: none (the body's sender is trusted) | jwt (a token proves it)", "jwt", "none",
+                 [](auto& o) -> auto& { return o.auth_jwt; }),
       {"jwt-secret-file", "--auth jwt: file holding the HS256 secret (at least 32 bytes)",
        [](const Options& o) { return o.jwt.secret_file; }, [](Options& o, const std::string& v) { o.jwt.secret_file = v; }},
       {"jwt-public-key-file", "--auth jwt: PEM public key for RS256 (RSA) or ES256 (EC P-256) tokens",
@@ -279,17 +281,9 @@ const std::vector<Spec>& specs() {
          o.server.trusted_proxies = net::ProxyList::parse(v);
          o.trusted_proxies_spec = v;
        }},
-      {"sockjs-bind", "a SockJS session answers only: address (the client that opened it) | none (any client)",
-       [](const Options& o) { return std::string(o.server.sockjs_bind_address ? "address" : "none"); },
-       [](Options& o, const std::string& v) {
-         if (v != "address" && v != "none") throw std::invalid_argument("--sockjs-bind must be address or none");
-         o.server.sockjs_bind_address = v == "address";
-       }},
-      {"log-format", "event lines on stderr: text | json", [](const Options& o) { return o.log_json ? std::string("json") : std::string("text"); },
-       [](Options& o, const std::string& v) {
-         if (v != "text" && v != "json") throw std::invalid_argument("--log-format must be text or json");
-         o.log_json = v == "json";
-       }},
+      choice_opt("sockjs-bind", "a SockJS session answers only: address (the client that opened it) | none (any client)",
+                 "address", "none", [](auto& o) -> auto& { return o.server.sockjs_bind_address; }),
+      choice_opt("log-format", "event lines on stderr: text | json", "json", "text", [](auto& o) -> auto& { return o.log_json; }),
       size_opt("send-rate", "SENDs a second one connection may make (0: no limit)", &L::send_rate, 0, 1000000),
       size_opt("send-burst", "SENDs one connection may make at once above its rate", &L::send_burst, 1, 10000000),
       size_opt("room-send-rate", "SENDs a second one room takes through this node (0: no limit)", &L::room_send_rate, 0, 10000000),

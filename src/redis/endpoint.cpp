@@ -218,10 +218,4 @@ Target verified_target(std::string_view url, std::chrono::milliseconds timeout) 
   throw std::runtime_error("no node of the Redis Cluster can be used: " + why);
 }
 
-Endpoint verified_endpoint(std::string_view url, std::chrono::milliseconds timeout) {
-  Endpoint ep = parse_url(url);
-  resolve_and_verify(ep, timeout);
-  return ep;
-}
-
 }  // namespace chatd::redis

@@ -33,11 +33,6 @@ Endpoint parse_url(std::string_view url);
 // Blocks: for start-up only. Throws std::runtime_error saying why Redis cannot be used.
 void resolve_and_verify(Endpoint& ep, std::chrono::milliseconds timeout);
 
-// Returns parse_url(url), resolved and verified with `timeout` per step (Timing::start_timeout):
-// what the store and the bus do at start-up. Throws std::runtime_error saying why Redis cannot
-// be used.
-Endpoint verified_endpoint(std::string_view url, std::chrono::milliseconds timeout);
-
 // One range of a Redis Cluster's slot map: slots first..last (inclusive) are served by the
 // primary at host:port, as CLUSTER SLOTS reports it.
 struct SlotRange {
@@ -61,7 +56,7 @@ struct Target {
 Target parse_target(std::string_view url);
 
 // Returns parse_target(url) resolved and verified with `timeout` per step
-// (Timing::start_timeout): a single server as verified_endpoint does; a cluster through the
+// (Timing::start_timeout): a single server by resolve_and_verify; a cluster through the
 // first seed that answers, which must be in cluster mode with every slot served, and whose
 // CLUSTER SLOTS becomes the initial map. For start-up only (blocks). Throws std::runtime_error
 // saying why Redis cannot be used.
