@@ -89,12 +89,12 @@ start_engine() {
   NODES=2
   if [[ $1 == single || $1 == single4 || $1 == kafka* ]]; then
     taskset -c $SERVER_CPU redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no \
-      --daemonize yes --pidfile "$WORK/single.pid" --logfile "$WORK/single.log"
+      --daemonize yes --pidfile "$WORK/redis.pid" --logfile "$WORK/redis-$rport.log"
     wait_port "$rport" 10 || return 1
     local n=0
-    while [[ ! -s $WORK/single.pid ]] && ((n++ < 50)); do sleep 0.1; done  # written after the port opens
+    while [[ ! -s $WORK/redis.pid ]] && ((n++ < 50)); do sleep 0.1; done  # written after the port opens
     URL=redis://127.0.0.1:$rport
-    ENGINE_PIDS=$(cat "$WORK/single.pid")
+    ENGINE_PIDS=$(cat "$WORK/redis.pid")
     BUS_FLAGS=(--bus redis --store redis --redis "$URL")
     [[ $1 == single4 ]] && NODES=4
   fi
@@ -132,7 +132,14 @@ start_engine() {
 stop_engine() {
   if [[ -d $WORK/kafka ]]; then timeout 60 scripts/kafka.sh stop --dir "$WORK/kafka" >/dev/null 2>&1; rm -rf "$WORK/kafka"; fi
   if [[ -d $WORK/kc ]]; then timeout 90 scripts/kafka-cluster.sh stop --dir "$WORK/kc" >/dev/null 2>&1; rm -rf "$WORK/kc"; fi
-  if [[ -f $WORK/single.pid ]]; then kill "$(cat "$WORK/single.pid")" 2>/dev/null; rm -f "$WORK/single.pid"; fi
+  # Waits for the exit: a Redis still shutting down would delete the next one's pid file.
+  if [[ -f $WORK/redis.pid ]]; then
+    local pid n=0
+    pid=$(cat "$WORK/redis.pid")
+    kill "$pid" 2>/dev/null
+    while kill -0 "$pid" 2>/dev/null && ((n++ < 100)); do sleep 0.1; done
+    rm -f "$WORK/redis.pid"
+  fi
   if [[ -d $WORK/rc ]]; then scripts/redis-cluster.sh stop --dir "$WORK/rc" >/dev/null 2>&1; rm -rf "$WORK/rc"; fi
 }
 
