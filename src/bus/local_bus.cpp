@@ -53,6 +53,9 @@ constexpr std::size_t kCommitRows = 1024;
 // little that is left itself, and the WAL starts over.
 constexpr int kCheckpointPages = 4096;
 constexpr int kCheckpointByWriterPages = 4 * kCheckpointPages;
+// And at least this often while anything was written: a checkpoint is what fsyncs the WAL
+// (synchronous=NORMAL), so this bounds what a power loss or OS crash can take.
+constexpr std::chrono::seconds kCheckpointEvery{10};
 
 class LocalBus final : public MessageBus {
  public:
@@ -339,8 +342,11 @@ class LocalBus final : public MessageBus {
     const int pages = writer_file_->wal_pages();
     if (pages >= kCheckpointByWriterPages) {
       writer_file_->checkpoint();
-    } else if (pages >= kCheckpointPages) {
-      std::lock_guard lock(checkpoint_mu_);
+      return;
+    }
+    std::lock_guard lock(checkpoint_mu_);
+    written_since_checkpoint_ = true;
+    if (pages >= kCheckpointPages) {
       checkpoint_wanted_ = true;
       wake_checkpointer_.notify_one();
     }
@@ -350,9 +356,11 @@ class LocalBus final : public MessageBus {
     for (;;) {
       {
         std::unique_lock lock(checkpoint_mu_);
-        wake_checkpointer_.wait(lock, [&] { return checkpoint_wanted_ || stopping_checkpoints_; });
+        wake_checkpointer_.wait_for(lock, kCheckpointEvery, [&] { return checkpoint_wanted_ || stopping_checkpoints_; });
         if (stopping_checkpoints_) break;
+        if (!checkpoint_wanted_ && !written_since_checkpoint_) continue;
         checkpoint_wanted_ = false;
+        written_since_checkpoint_ = false;
       }
       checkpoint_file_->checkpoint();
     }
@@ -470,6 +478,7 @@ class LocalBus final : public MessageBus {
   std::mutex checkpoint_mu_;
   std::condition_variable wake_checkpointer_;
   bool checkpoint_wanted_ = false;
+  bool written_since_checkpoint_ = false;
   bool stopping_checkpoints_ = false;
   std::thread checkpointer_;
 

@@ -439,3 +439,18 @@ TEST_F(LocalBusTest, HistoryReadsAcrossTheJournalAndTheTable) {
   EXPECT_EQ(h.first_seq, 1u);
   for (std::size_t i = 0; i < h.messages.size(); ++i) EXPECT_EQ(h.messages[i].payload, "m" + std::to_string(i + 1));
 }
+
+// The WAL is fsynced only by a checkpoint, so one runs within seconds of a write even when far
+// too little was written to trigger one by size: the main file alone (without its -wal) then
+// holds the message.
+TEST_F(LocalBusTest, WritesReachTheMainFileWithinACheckpointPeriod) {
+  open();
+  publish("r", "kept");
+  auto copy = dir / "copy.db";
+  ASSERT_TRUE(eventually([&] {
+    for (auto* tail : {"", "-wal", "-shm"}) std::filesystem::remove(copy.string() + tail);
+    std::filesystem::copy_file(dir / "history.db", copy);
+    return sql_on(copy, "SELECT count(*) FROM sqlite_master WHERE name = 'history'") == "1" &&
+           sql_on(copy, "SELECT count(*) FROM history WHERE room = 'r' AND CAST(payload AS TEXT) = 'kept'") == "1";
+  }, 25s)) << "a checkpoint every 10 s";
+}
