@@ -1,5 +1,5 @@
-// Two chatd nodes on a real Redis Cluster (3 primaries + 3 replicas, scripts/redis-cluster.sh):
-// rooms on every shard, one order per room across nodes, each shard carrying only its rooms'
+// Three chatd nodes on a real Redis Cluster (3 primaries + 3 replicas, scripts/redis-cluster.sh):
+// rooms on every shard, one order per room across nodes (300 rooms, a sender on each node), each shard carrying only its rooms'
 // messages (sharded pub/sub), history and resume, the room list, and a kill -9 of a primary
 // mid-chat: its replica takes over, the nodes follow and subscribe again, chat in the other
 // shards never stops. What the failover loses is measured and printed.
@@ -59,10 +59,14 @@ function slotMap(ports) {
   throw new Error('no cluster node answers CLUSTER SLOTS');
 }
 
-describe('two nodes on a Redis Cluster of 3 primaries + 3 replicas', () => {
+describe('three nodes on a Redis Cluster of 3 primaries + 3 replicas', () => {
   let dir, url, base, ports, nodes = [];
   const channel = (room) => `chatd:{${room.roomId}}:live`;
-  const slotOf = (room) => Number(cli(base, 'cluster', 'keyslot', channel(room)));
+  const slots = new Map(); // CLUSTER KEYSLOT once per room: each asks redis-cli
+  const slotOf = (room) => {
+    if (!slots.has(room.roomId)) slots.set(room.roomId, Number(cli(base, 'cluster', 'keyslot', channel(room))));
+    return slots.get(room.roomId);
+  };
   const ownerOf = (room, map) => map.find((r) => r.first <= slotOf(room) && slotOf(room) <= r.last).port;
 
   before(async () => {
@@ -70,8 +74,10 @@ describe('two nodes on a Redis Cluster of 3 primaries + 3 replicas', () => {
     base = await freeClusterBase();
     ports = Array.from({ length: 6 }, (_, k) => base + k);
     url = execFileSync(script, ['start', '--dir', dir, '--port', String(base), '--replicas', '1'], { encoding: 'utf8' }).trim();
-    const args = ['--bus', 'redis', '--store', 'redis', '--redis', url];
-    for (const n of ['a', 'b']) nodes.push(await startChatd({ name: `chatd-shards-${n}`, args }));
+    // The 300-room test makes and talks in rooms faster than a person would: no rate limits.
+    const args = ['--bus', 'redis', '--store', 'redis', '--redis', url, '--room-create-per-minute', '0', '--send-rate', '0',
+      '--max-subscriptions', '300'];
+    for (const n of ['a', 'b', 'c']) nodes.push(await startChatd({ name: `chatd-shards-${n}`, args }));
   });
   after(async () => {
     for (const n of nodes) await n.stop().catch(() => {});
@@ -118,7 +124,7 @@ describe('two nodes on a Redis Cluster of 3 primaries + 3 replicas', () => {
       for (const room of perShard) {
         for (const p of map.map((r) => r.port)) {
           const n = Number(cli(p, 'pubsub', 'shardnumsub', channel(room)).split('\n')[1]);
-          assert.equal(n, p === ownerOf(room, map) ? 2 : 0, `SSUBSCRIBE count of ${channel(room)} on ${p}`);
+          assert.equal(n, p === ownerOf(room, map) ? nodes.length : 0, `SSUBSCRIBE count of ${channel(room)} on ${p}`);
         }
       }
       const senders = [await stompOverWebSocket(nodes[0].base), await stompOverWebSocket(nodes[1].base)];
@@ -140,6 +146,52 @@ describe('two nodes on a Redis Cluster of 3 primaries + 3 replicas', () => {
       for (const room of perShard) {
         const owner = ownerOf(room, map);
         assert.equal(cli(owner, 'xlen', `chatd:{${room.roomId}}:hist`), String(2 * per));
+      }
+    } finally {
+      await closeAll(sessions);
+    }
+  });
+
+  test('300 rooms over every shard, 3 senders per room on 3 nodes: one order per room everywhere', async () => {
+    const map = slotMap(ports);
+    const many = await Promise.all(Array.from({ length: 300 }, (_, i) => createRoom(nodes[i % 3].base, `many ${i}`)));
+    const owned = new Map(map.map((r) => [r.port, many.filter((room) => ownerOf(room, map) === r.port)]));
+    for (const [port, list] of owned) assert.ok(list.length >= 50, `shard ${port} owns ${list.length} of 300 rooms`);
+    const sessions = [];
+    try {
+      // One subscriber per room on every node, all 300 rooms in one session each.
+      const boxes = [];
+      for (const n of nodes) {
+        const s = await stompOverWebSocket(n.base);
+        sessions.push(s);
+        const subscribed = await Promise.all(many.map((room) => s.subscribeConfirmed(dest(room), {}, 30_000)));
+        boxes.push(new Map(many.map((room, k) => [room.roomId, subscribed[k]])));
+      }
+      // Each shard holds the channels of its own rooms, subscribed once by each node; no other.
+      for (const [port, list] of owned) {
+        const others = many.filter((room) => ownerOf(room, map) !== port);
+        const counts = (rooms) => cli(port, 'pubsub', 'shardnumsub', ...rooms.map(channel)).split('\n').filter((_, k) => k % 2 === 1).map(Number);
+        assert.deepEqual(counts(list), list.map(() => 3), `shard ${port}: its rooms have one subscription per node`);
+        assert.ok(counts(others.slice(0, 50)).every((c) => c === 0), `shard ${port}: no channel of another shard's rooms`);
+      }
+      const senders = [];
+      for (const n of nodes) {
+        const s = await stompOverWebSocket(n.base);
+        sessions.push(s);
+        senders.push(s);
+      }
+      const per = 3;
+      for (let i = 0; i < per; i++)
+        for (const room of many) senders.forEach((s, k) => s.chat('TALK', room.roomId, `node${k}`, `${i}`));
+      for (const room of many) {
+        const got = [];
+        for (const mine of boxes) got.push(await mine.get(room.roomId).waitForMessages(3 * per, 30_000));
+        for (const other of got.slice(1))
+          assert.deepEqual(other.map((m) => m.id), got[0].map((m) => m.id), `room ${room.roomId}: one order on every node`);
+        assert.deepEqual(got[0].map((m) => m.seq), Array.from({ length: 3 * per }, (_, i) => i + 1));
+        for (let k = 0; k < 3; k++)
+          assert.deepEqual(got[0].filter((m) => m.sender === `node${k}`).map((m) => Number(m.message)),
+            Array.from({ length: per }, (_, i) => i), `room ${room.roomId}: sender on node ${k} keeps its order`);
       }
     } finally {
       await closeAll(sessions);
@@ -201,7 +253,7 @@ describe('two nodes on a Redis Cluster of 3 primaries + 3 replicas', () => {
       // A replica is promoted (cluster-node-timeout 2000 ms) and every node is green again.
       await eventually('a replica took over', () => slotMap(ports.filter((p) => p !== victim))
         .every((r) => r.port !== victim), 30_000);
-      await eventually('both nodes green', async () => (await health(nodes[0])) === 200 && (await health(nodes[1])) === 200, 30_000);
+      await eventually('every node green', async () => (await Promise.all(nodes.map(health))).every((h) => h === 200), 30_000);
       const greenAfter = Date.now() - killedAt;
       const ackedAtGreen = acked.v.length;
       await eventually('chat flows in the failed-over room again', () => acked.v.length >= ackedAtGreen + 20, 30_000);
