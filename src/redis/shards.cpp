@@ -10,6 +10,11 @@ namespace chatd::redis {
 namespace {
 
 constexpr int kMaxHops = 5;  // redirects followed per command; more means the map is in flux
+// While a slot migrates, a command over a room's keys that are split between the two nodes (or
+// that names a key neither has yet) is answered TRYAGAIN. Moving one room's few keys takes
+// milliseconds, so it is sent again a little later, for up to kTryAgainDelay * kMaxTryAgain.
+constexpr std::chrono::milliseconds kTryAgainDelay{50};
+constexpr int kMaxTryAgain = 40;
 constexpr std::chrono::milliseconds kRefreshEvery{500};  // while a slot or a primary is missing
 // A slot-map read connects for one CLUSTER SLOTS; a node that does not answer within this is
 // left for the next one (the read is retried every kRefreshEvery) rather than waited on for
@@ -247,9 +252,10 @@ void Shards::call_in_loop(std::string_view verb, std::string_view what, std::vec
 }
 
 // Sends argv to `node` (else the slot's primary). A MOVED points the slot at the node named and
-// resends there; an ASK resends there once, behind ASKING. The reply is the last node's.
+// resends there; an ASK resends there once, behind ASKING; a TRYAGAIN starts over from the
+// slot's primary after kTryAgainDelay. The reply is the last node's.
 void Shards::route_in_loop(std::shared_ptr<const std::vector<std::string>> argv, std::uint16_t slot,
-                           std::shared_ptr<Node> node, bool asking, int hops, ReplyFn done) {
+                           std::shared_ptr<Node> node, bool asking, int hops, ReplyFn done, int tries) {
   if (stopped_) return done(Status::stopped, nullptr);
   if (!node) node = single_ ? single_ : slots_[slot];
   if (!node) {
@@ -259,14 +265,24 @@ void Shards::route_in_loop(std::shared_ptr<const std::vector<std::string>> argv,
   if (asking) node->conn->command_in_loop({"ASKING"}, [](Status, const redisReply*) {});
   const std::string answering_host = node->addr.substr(0, node->addr.rfind(':'));
   node->conn->command_in_loop(
-      *argv, [weak = weak_from_this(), argv, slot, hops, answering_host, done = std::move(done)](
+      *argv, [weak = weak_from_this(), argv, slot, hops, tries, answering_host, done = std::move(done)](
                  Status st, const redisReply* r) mutable {
         auto s = weak.lock();
         if (!s || s->stopped_) return done(Status::stopped, nullptr);
         // Stopped while the Shards is not: its node was closed, serving nothing any more.
         if (st == Status::stopped) return done(Status::down, nullptr);
-        if (st != Status::ok || !s->target_.cluster || r->type != REDIS_REPLY_ERROR || hops >= kMaxHops)
-          return done(st, r);
+        if (st != Status::ok || !s->target_.cluster || r->type != REDIS_REPLY_ERROR) return done(st, r);
+        if (std::string_view(r->str, r->len).starts_with("TRYAGAIN") && tries < kMaxTryAgain) {
+          auto wait = std::make_shared<boost::asio::steady_timer>(s->io_, kTryAgainDelay);
+          wait->async_wait([weak, wait, argv = std::move(argv), slot, tries, done = std::move(done)](
+                               boost::system::error_code) mutable {
+            auto s2 = weak.lock();
+            if (!s2 || s2->stopped_) return done(Status::stopped, nullptr);
+            s2->route_in_loop(std::move(argv), slot, nullptr, false, 0, std::move(done), tries + 1);
+          });
+          return;
+        }
+        if (hops >= kMaxHops) return done(st, r);
         auto rd = parse_redirect(std::string_view(r->str, r->len));
         if (!rd) return done(st, r);
         auto target = s->node_for(rd->host.empty() ? answering_host : rd->host, rd->port);
@@ -274,7 +290,7 @@ void Shards::route_in_loop(std::shared_ptr<const std::vector<std::string>> argv,
           s->slots_[rd->slot] = target;
           s->schedule_refresh_in_loop(std::chrono::milliseconds(0));
         }
-        s->route_in_loop(std::move(argv), slot, std::move(target), !rd->moved, hops + 1, std::move(done));
+        s->route_in_loop(std::move(argv), slot, std::move(target), !rd->moved, hops + 1, std::move(done), tries);
       });
 }
 

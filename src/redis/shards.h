@@ -83,7 +83,7 @@ class Shards : public std::enable_shared_from_this<Shards> {
   void call_in_loop(std::string_view verb, std::string_view what, std::vector<std::string> keys,
                     std::vector<std::string> args, ReplyFn done);
   void route_in_loop(std::shared_ptr<const std::vector<std::string>> argv, std::uint16_t slot,
-                     std::shared_ptr<Node> node, bool asking, int hops, ReplyFn done);
+                     std::shared_ptr<Node> node, bool asking, int hops, ReplyFn done, int tries = 0);
   void schedule_refresh_in_loop(std::chrono::milliseconds after);
   void read_map_in_loop();
   bool complete_in_loop() const;

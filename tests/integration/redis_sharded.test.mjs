@@ -198,6 +198,59 @@ describe('three nodes on a Redis Cluster of 3 primaries + 3 replicas', () => {
     }
   });
 
+  test('a room whose slot is resharded to another primary keeps its subscribers, order and history', async () => {
+    const map = slotMap(ports);
+    const room = rooms[1];
+    const slot = slotOf(room);
+    const src = ownerOf(room, map);
+    const dst = map.map((r) => r.port).find((p) => p !== src);
+    const sessions = [];
+    try {
+      const boxes = [];
+      for (const n of nodes) {
+        const s = await stompOverWebSocket(n.base);
+        sessions.push(s);
+        boxes.push(await s.subscribeConfirmed(dest(room)));
+      }
+      const sender = await stompOverWebSocket(nodes[0].base);
+      sessions.push(sender);
+      const before = [];
+      for (let i = 0; i < 5; i++) before.push(await talkWithSeq(sender, room.roomId, 'r', `before ${i}`, 5_000));
+      // Move the slot as redis-cli --cluster reshard does: IMPORTING/MIGRATING, MIGRATE the
+      // keys, then give the slot to the new owner everywhere.
+      const id = (p) => cli(p, 'cluster', 'myid');
+      cli(dst, 'cluster', 'setslot', String(slot), 'importing', id(src));
+      cli(src, 'cluster', 'setslot', String(slot), 'migrating', id(dst));
+      const keys = cli(src, 'cluster', 'getkeysinslot', String(slot), '1000').split('\n').filter(Boolean);
+      assert.ok(keys.length > 0, 'the room has keys in its slot');
+      cli(src, 'migrate', '127.0.0.1', String(dst), '', '0', '5000', 'keys', ...keys);
+      // Mid-migration the old owner answers ASK for the keys it gave away, and the new one
+      // TRYAGAIN while a key the publish names exists on neither: the send waits for the end.
+      const during = talkWithSeq(sender, room.roomId, 'r', 'during', 10_000);
+      await sleep(300);
+      for (const p of map.map((r) => r.port)) cli(p, 'cluster', 'setslot', String(slot), 'node', id(dst));
+      assert.equal(await during, before[4] + 1, 'a send while the slot migrates is published once it moved');
+      before.push(await during);
+      await eventually('the new owner holds the subscriptions of every node', () =>
+        Number(cli(dst, 'pubsub', 'shardnumsub', channel(room)).split('\n')[1]) === nodes.length, 15_000);
+      const after = [];
+      for (let i = 0; i < 5; i++) {
+        const seq = await talkWithSeq(sender, room.roomId, 'r', `after ${i}`, 10_000);
+        assert.ok(seq, `send ${i} after the move got its receipt`);
+        after.push(seq);
+      }
+      assert.deepEqual(after, after.map((_, i) => before[5] + 1 + i), 'seq continues where it was');
+      const texts = [...before.slice(0, 5).map((_, i) => `before ${i}`), 'during', ...after.map((_, i) => `after ${i}`)];
+      for (const box of boxes) assert.deepEqual((await box.waitForMessages(11, 15_000)).map((m) => m.message), texts);
+      const late = await stompOverWebSocket(nodes[2].base);
+      sessions.push(late);
+      const hist = await (await late.subscribeConfirmed(dest(room), { 'x-history': '11' })).waitForMessages(11, 10_000);
+      assert.deepEqual(hist.map((m) => m.seq), [...before, ...after], 'history moved with the slot');
+    } finally {
+      await closeAll(sessions);
+    }
+  });
+
   test('history on join and resume with x-since-seq', async () => {
     const room = busy;
     const s = await stompOverWebSocket(nodes[1].base);
