@@ -50,11 +50,15 @@ constexpr std::string_view to_string(Refusal r) {
 
 class Refusals {
  public:
-  // Counts `r` and logs it (rate-limited), with `who` (a client address or session) if known.
-  void count(Refusal r, std::string_view who = {}) {
+  // Counts `r` and logs it (rate-limited), with `who` (the client address) and the STOMP
+  // `session` when known.
+  void count(Refusal r, std::string_view who = {}, std::string_view session = {}) {
     counts_[static_cast<std::size_t>(r)].fetch_add(1, std::memory_order_relaxed);
-    if (who.empty()) log::event("refused", {{"reason", to_string(r)}});
-    else log::event("refused", {{"reason", to_string(r)}, {"client", who}});
+    const auto reason = to_string(r);
+    if (session.empty() && who.empty()) log::event("refused", {{"reason", reason}});
+    else if (session.empty()) log::event("refused", {{"reason", reason}, {"client", who}});
+    else if (who.empty()) log::event("refused", {{"reason", reason}, {"session", session}});
+    else log::event("refused", {{"reason", reason}, {"client", who}, {"session", session}});
   }
   std::uint64_t get(Refusal r) const { return counts_[static_cast<std::size_t>(r)].load(std::memory_order_relaxed); }
 

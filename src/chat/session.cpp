@@ -178,7 +178,7 @@ bool StompSession::authenticate(stomp::Frame& f) {
   else if (url_token)
     token = *url_token;
   if (token.empty()) {
-    hub_.refusals.count(Refusal::auth_failed);
+    hub_.refusals.count(Refusal::auth_failed, client_, id_);
     fail_in_loop("unauthorized (no token)",
                  "--auth jwt: send the token in CONNECT's Authorization: Bearer header, its passcode header, or "
                  "the URL's access_token parameter.");
@@ -195,7 +195,7 @@ bool StompSession::authenticate(stomp::Frame& f) {
     if (!why.empty()) who.reset();
   }
   if (!who) {
-    hub_.refusals.count(Refusal::auth_failed);
+    hub_.refusals.count(Refusal::auth_failed, client_, id_);
     fail_in_loop("unauthorized (" + why + ")", "The token was refused: " + why + ".");
     return false;
   }
@@ -259,7 +259,7 @@ void StompSession::on_room_checked(const std::string& sub_id, std::uint64_t seri
   if (it == subs_.end() || it->second.serial != serial) return settle(slot, {});  // unsubscribed meanwhile
   if (ec) {
     subs_.erase(it);
-    if (ec == Error::unknown_room) hub_.refusals.count(Refusal::subscribe_unknown_room);
+    if (ec == Error::unknown_room) hub_.refusals.count(Refusal::subscribe_unknown_room, client_, id_);
     std::optional<std::string> r;
     if (!receipt.empty()) r = receipt;
     return settle(slot, {status_for(ec), ec.message(), std::move(r)});
@@ -300,7 +300,7 @@ void StompSession::join_room(const std::string& sub_id, const std::string& room,
 }
 
 void StompSession::refuse_room(std::uint64_t slot, const std::string& receipt) {
-  hub_.refusals.count(Refusal::room_forbidden);
+  hub_.refusals.count(Refusal::room_forbidden, client_, id_);
   std::optional<std::string> r;
   if (!receipt.empty()) r = receipt;
   settle(slot, {403, make_error_code(Error::room_forbidden).message(), std::move(r)});
@@ -338,11 +338,11 @@ void StompSession::on_send(stomp::Frame& f) {
     // Every refusal costs from a second bucket of the same size: a client that keeps sending
     // at more than twice its rate empties it and is disconnected.
     if (!flood_bucket_.take(now, static_cast<double>(lim.send_rate), static_cast<double>(lim.send_burst))) {
-      hub_.refusals.count(Refusal::send_flood);
+      hub_.refusals.count(Refusal::send_flood, client_, id_);
       return fail_in_loop("too many messages", "This connection kept sending faster than " + std::to_string(lim.send_rate) +
                                                    " messages a second after being told to slow down.");
     }
-    hub_.refusals.count(Refusal::send_rate);
+    hub_.refusals.count(Refusal::send_rate, client_, id_);
     return settle(slot, {429, make_error_code(Error::rate_limited).message(), std::move(receipt)});
   }
   if (*dest != kSendDestination)
@@ -654,7 +654,8 @@ void StompSession::tick_in_loop(Clock::time_point now) {
 
 void StompSession::fail_in_loop(std::string_view message, std::string_view detail) {
   if (state_ == State::closing || state_ == State::closed || !transport_) return;
-  log::event("session_closed", {{"session", id_}, {"reason", message}});
+  if (client_.empty()) log::event("session_closed", {{"session", id_}, {"reason", message}});
+  else log::event("session_closed", {{"session", id_}, {"client", client_}, {"reason", message}});
   stomp::Frame err{Command::error, {{"message", std::string(message)}, {"content-type", "text/plain"}}, std::string(detail)};
   send_bytes(stomp::encode(err, version_));
   state_ = State::closing;

@@ -43,6 +43,9 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   // A token from the connection's URL (access_token=), proved at CONNECT when CONNECT carries
   // none. Call before the first bytes.
   void set_url_token(std::string token);
+  // The client's address as the transport saw it (X-Forwarded-For from a trusted proxy), for
+  // the log lines that name this session. Call before the first bytes.
+  void set_client(std::string address) { client_ = std::move(address); }
   // Who this session speaks for: set at CONNECT with --auth jwt, null before and with --auth
   // none. Valid while the session lives; copy the pointer (identity_ptr) to keep it longer.
   const Identity* identity() const { return identity_.get(); }
@@ -155,6 +158,7 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   Hub& hub_;
   Transport* transport_;  // null once closed
   std::string id_;
+  std::string client_;  // set_client: for logs only
   std::string user_;  // --auth none: the sender of the last chat message sent
   IdentityPtr identity_;                   // null: --auth none, or not connected yet
   std::unique_ptr<std::string> url_token_;  // until CONNECT; a pointer keeps idle sessions small

@@ -21,6 +21,7 @@
 #include <random>
 
 #include "chat/session.h"
+#include "net/client_address.h"
 #include "net/server.h"
 #include "net/sessions.h"
 #include "net/socket_write.h"
@@ -57,17 +58,19 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   }
 
   // Writes the 101 answer, then reads. `early` holds bytes the client sent past the request.
-  void start(std::string handshake, std::string early, std::string url_token) {
+  void start(std::string handshake, std::string early, std::string url_token, std::string client) {
     boost::system::error_code ec;
     socket_.non_blocking(true, ec);
     handshake_ = std::move(handshake);
     asio::async_write(socket_, asio::buffer(handshake_),
-                      [self = shared_from_this(), early = std::move(early), url_token = std::move(url_token)](
+                      [self = shared_from_this(), early = std::move(early), url_token = std::move(url_token),
+                       client = std::move(client)](
                           boost::system::error_code wec, std::size_t) mutable {
                         std::string().swap(self->handshake_);  // `= {}` would keep its capacity
                         if (wec) return self->on_gone();
                         self->stomp_ = std::make_shared<chat::StompSession>(self->shard_, *self, new_session_id());
                         self->stomp_->set_url_token(std::move(url_token));
+                        self->stomp_->set_client(std::move(client));
                         self->stomp_->start_in_loop();
                         if (self->keepalive_) self->arm_keepalive();
                         if (!early.empty() && !self->on_bytes(early)) return;
@@ -531,8 +534,11 @@ void run_websocket(Server& server, tcp::socket socket, Request req, boost::beast
   std::string early(static_cast<const char*>(data.data()), data.size());
   // --auth jwt: a browser cannot set headers on the handshake, so the token may ride in the URL.
   std::string url_token = server.hub().verifier() ? access_token(req) : std::string();
+  boost::system::error_code ec;
+  auto peer = socket.remote_endpoint(ec);
+  std::string client = ec ? std::string() : client_address(peer.address(), req["X-Forwarded-For"], server.config().trusted_proxies).to_string();
   std::make_shared<WsSession>(server, std::move(socket), std::move(framing), std::move(slot))
-      ->start(std::move(handshake), std::move(early), std::move(url_token));
+      ->start(std::move(handshake), std::move(early), std::move(url_token), std::move(client));
 }
 
 }  // namespace chatd::net

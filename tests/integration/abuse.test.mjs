@@ -423,6 +423,26 @@ describe('finding 6: dead peers that declined heart-beats are found', () => {
 });
 
 describe('finding 12: one log line per refusal, rate-limited, optionally JSON', () => {
+  test('a STOMP refusal names the client address and the session', async () => {
+    const node = await startChatd({ name: 'chatd-abuse-log-stomp', args: ['--log-format', 'json', '--send-rate', '1', '--send-burst', '1'] });
+    const s = await stompOverWebSocket(node.base);
+    try {
+      const room = await createRoom(node.base, 'log who');
+      for (let i = 0; i < 3; i++) s.chat('TALK', room.roomId, 'fast', `m${i}`);
+      let line;
+      await eventually('a send_rate line', () => {
+        line = readFileSync(node.log, 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l))
+          .find((e) => e.event === 'refused' && e.reason === 'send_rate');
+        return line;
+      });
+      assert.equal(line.client, '127.0.0.1');
+      assert.match(line.session, /^node-[0-9a-f-]+-[0-9a-f]{16}$/); // <node id>-<16 hex>
+    } finally {
+      await s.close();
+      await node.stop();
+    }
+  });
+
   test('--log-format json writes one JSON object per refused client', async () => {
     const node = await startChatd({ name: 'chatd-abuse-log', args: ['--log-format', 'json'] });
     try {

@@ -51,6 +51,7 @@ void XhrSession::start_in_loop() {
   assert_in_loop();
   stomp_ = std::make_shared<chat::StompSession>(shard_for_loop(), *this, new_session_id());
   stomp_->set_url_token(std::move(url_token_));
+  stomp_->set_client(owner_.to_string());
   std::string().swap(url_token_);
   stomp_->start_in_loop();
   detached_at_ = last_sent_ = Clock::now();
