@@ -27,8 +27,10 @@ std::string column_text(sqlite3_stmt* st, int col) {
   return std::string(p ? reinterpret_cast<const char*>(p) : "", static_cast<std::size_t>(sqlite3_column_bytes(st, col)));
 }
 
+// SQLite copies the text (SQLITE_TRANSIENT): callers bind temporaries and strings they change
+// while the statement still steps; room ids and client ids are a few dozen bytes.
 void bind_text(sqlite3_stmt* st, int i, const std::string& s) {
-  sqlite3_bind_text(st, i, s.data(), static_cast<int>(s.size()), SQLITE_STATIC);
+  sqlite3_bind_text(st, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
 }
 
 void bind_u64(sqlite3_stmt* st, int i, std::uint64_t v) {
