@@ -52,6 +52,19 @@ for eng in ("redis", "kafka"):
         (f"2nodes-{eng}-max", "lost", f"2 nodes via {eng}, rooms max: lost (seq gaps)", "", "lower"),
         (f"2nodes-{eng}-50", "p50_us", f"2 nodes via {eng} @50%: latency p50", "ms", "lower"),
         (f"2nodes-{eng}-50", "p99_us", f"2 nodes via {eng} @50%: latency p99", "ms", "lower"),
+        (f"2nodes-{eng}-fixed", "rate_target", f"2 nodes via {eng} @ fixed rate: rate", "/s", "info"),
+        (f"2nodes-{eng}-fixed", "p50_us", f"2 nodes via {eng} @ fixed rate: latency p50", "ms", "lower"),
+        (f"2nodes-{eng}-fixed", "p99_us", f"2 nodes via {eng} @ fixed rate: latency p99", "ms", "lower"),
+    ]
+# How busy each core was in the measured window: a generator near 100 % caps the row it measures.
+# At a fraction of the maximum the server may still be nearly full: one write per delivery
+# costs more than the batched writes the maximum was measured with.
+for scen, name in (("fanout", "fan-out 1×{fan}"), ("fanout-b20", "fan-out 1×{fan}, bursts of 20"),
+                   ("fanout-b1", "fan-out 1×{fan}, single messages"), ("rooms-max", "rooms {rooms}×10 max"),
+                   ("rooms-25", "rooms {rooms}×10 @25%"), ("rooms-50", "rooms {rooms}×10 @50%")):
+    ROWS += [
+        (scen, "server_busy_pct", f"{name}: server core busy", "%", "info"),
+        (scen, "gen_busy_pct", f"{name}: generator core busy", "%", "info"),
     ]
 # Quality columns: any non-zero value makes a run's figures suspect, so they are shown too.
 CHECKS = ["lost", "undelivered", "reordered", "errors", "conns_failed", "conns_dropped", "send_skipped"]
@@ -93,7 +106,7 @@ def main():
     ap.add_argument("--write")
     a = ap.parse_args()
 
-    runs, skips = {}, []
+    runs, skips, warm = {}, [], {}
     for line in open(a.results):
         if not line.strip():
             continue
@@ -101,7 +114,16 @@ def main():
         if "skipped" in r:
             skips.append(r)
         else:
-            runs.setdefault((r["target"], r["scenario"]), []).append(r["r"])
+            x = r["r"]
+            d = x.get("duration_s") or 0
+            if d > 0:
+                for src, dst in (("server_cpu_s", "server_busy_pct"), ("loadgen_cpu_s", "gen_busy_pct")):
+                    if x.get(src, -1) >= 0:
+                        x[dst] = 100 * x[src] / d
+            if r["scenario"].startswith("warm-"):
+                warm.setdefault((r["target"], r["scenario"][5:]), []).append((r["rep"], x))
+            else:
+                runs.setdefault((r["target"], r["scenario"]), []).append(x)
 
     def med(t, s, f):
         v = [x[f] for x in runs.get((t, s), []) if x.get(f) is not None and x[f] != -1
@@ -136,7 +158,22 @@ def main():
         if bad:
             checks.append(f"- {NAMES.get(t, t)} {s}: " + ", ".join(f"{k} {v:g}" for k, v in bad.items()))
 
+    # Warm-up curves: deliveries/s of each timed warm-up step, then the measured median.
+    wlines = []
+    if warm:
+        wlines = ["| target | scenario | warm-up steps: deliveries/s | measured median | steps |", "|---|---|---|---|---|"]
+        for t in TARGETS:
+            for (wt, ws), steps in warm.items():
+                if wt != t:
+                    continue
+                curve = " → ".join(f"{x['deliveries_per_s']:,.0f}" for _, x in sorted(steps, key=lambda p: p[0]))
+                m = med(t, ws, "deliveries_per_s")
+                wlines.append(f"| {NAMES[t]} | {ws} | {curve} | {fmt(m, '/s')} | {len(steps)} |")
+    wtable = "\n".join(wlines)
+
     print(table)
+    if wtable:
+        print(wtable)
     for c in checks:
         print(c)
     for s in skips:
@@ -156,8 +193,9 @@ Written by `bench/run.sh` on {now}{' (**--quick smoke run: short, 1 repetition, 
 - Command: `{a.command}`
 - Method: each server pinned with `taskset` to core 0 (chatd with `--threads 1`), the generator
   (`bench/loadgen`, one thread) to core 1; every figure is the median of {a.reps} run(s). Servers are
-  restarted per scenario (per run for the idle ones) and given an untimed warm-up load before
-  the traffic scenarios (the JVM peer needs it for its JIT). Latency is end to end, from the message's
+  restarted per scenario (per run for the idle ones) and warmed before each traffic scenario
+  with that scenario's load in timed steps (5 s each) until a step is no more than 3 % above the best
+  before it (at least 3 steps; the JVM peer needs this for its JIT; the curves are below the table). Latency is end to end, from the message's
   intended send time (open-loop schedule, so no coordinated omission) to its arrival at each
   subscriber; percentiles come from a log-linear histogram with < 1 % bucket error. Deliveries
   are counted at the subscribers inside the measured window; server CPU is utime+stime from
@@ -177,13 +215,22 @@ Written by `bench/run.sh` on {now}{' (**--quick smoke run: short, 1 repetition, 
 {table}
 
 """
+        if wtable:
+            doc += "Warm-up curves (each step a fresh generator run on the same server process):\n\n" + wtable + "\n\n"
         if checks:
             doc += "Runs with loss, reordering, errors or failed connections (medians):\n\n" + "\n".join(checks) + "\n\n"
         if skips:
             doc += "Skipped:\n\n" + "\n".join(f"- {s['target']}/{s['scenario']}: {s['skipped']}" for s in skips) + "\n\n"
         doc += f"Raw results: `{os.path.relpath(a.results)}` (one JSON line per run, not committed).\n"
+        # The sections after the main table (dated, by hand or by other scripts) are kept.
+        rest = ""
+        if os.path.exists(a.write):
+            old = open(a.write).read()
+            i = old.find("\n## ")
+            if i >= 0:
+                rest = old[i + 1:]
         with open(a.write, "w") as f:
-            f.write(doc)
+            f.write(doc + ("\n" + rest if rest else ""))
         print(f"wrote {a.write}")
 
 

@@ -9,7 +9,8 @@
 # Every server runs pinned to core 0 and the generator to core 1; each server is started fresh
 # for each scenario (for the idle ones, for each repetition, so RSS starts from a clean process).
 # Every step is bounded by `timeout`. Environment: CHATD_BIN (default: a Release build in
-# build-bench/chatd), BENCH_COMMON_RATE (msgs/s of the same-rate run), BENCH_PORT_BASE
+# build-bench/chatd), BENCH_COMMON_RATE (msgs/s of the same-rate run),
+# BENCH_TWO_NODE_RATE (msgs/s of the two-node fixed-rate run, default 2000), BENCH_PORT_BASE
 # (default 21000), BENCH_OUT (default build-bench/results).
 set -uo pipefail
 
@@ -25,7 +26,7 @@ while (($#)); do
     --no-two-node) TWO_NODE=0 ;;
     --two-node-only) SINGLE=0 TARGETS=chatd ;;
     --no-write) WRITE=0 ;;
-    -h|--help) sed -n 2,13p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,14p "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -52,12 +53,13 @@ PIDS=()
 
 if ((QUICK)); then
   IDLE_SMALL=1000 IDLE_BIG=2000 HOLD=2
-  FANOUT_SUBS=200 ROOMS=100 MEMBERS=10 WARMUP=1 DURATION=3 CONNECT_TIMEOUT=60 WARM_SERVER=5 COMMON_RATE=100
+  FANOUT_SUBS=200 ROOMS=100 MEMBERS=10 WARMUP=1 DURATION=3 CONNECT_TIMEOUT=60 WARM_STEP=2 WARM_MIN=2 WARM_MAX=4 COMMON_RATE=100 TWO_NODE_RATE=200
 else
   IDLE_SMALL=10000 IDLE_BIG=18000 HOLD=5
-  FANOUT_SUBS=1000 ROOMS=1000 MEMBERS=10 WARMUP=3 DURATION=10 CONNECT_TIMEOUT=240 WARM_SERVER=20 COMMON_RATE=1000
+  FANOUT_SUBS=1000 ROOMS=1000 MEMBERS=10 WARMUP=3 DURATION=10 CONNECT_TIMEOUT=240 WARM_STEP=5 WARM_MIN=3 WARM_MAX=16 COMMON_RATE=1000 TWO_NODE_RATE=2000
 fi
 COMMON_RATE=${BENCH_COMMON_RATE:-$COMMON_RATE}
+TWO_NODE_RATE=${BENCH_TWO_NODE_RATE:-$TWO_NODE_RATE}
 LG_TIMEOUT=$((CONNECT_TIMEOUT + WARMUP + DURATION + 60))  # connect + run + drain (<=5 s) + margin
 
 log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -224,13 +226,25 @@ run_lg() {
   sleep 1  # let the server settle (close sockets, drain queues) before the next run
 }
 
-# An untimed load before a traffic scenario: the JVM peer runs interpreted code for its first
-# seconds, and every target gets the same treatment.
-warm_server() {
-  timeout $((WARM_SERVER + 90)) taskset -c $GEN_CPU "$LOADGEN" "${LG_ARGS[@]}" --mode rooms --conns 200 \
-    --rooms 20 --rate 0 --window 4 --warmup 0 --duration "$WARM_SERVER" --drain 2 --connect-timeout 60 \
-    >/dev/null 2>&1
-  sleep 1
+# Warms the server with the scenario's own load ($@: loadgen arguments) in timed steps until its
+# throughput stops rising: at least WARM_MIN steps, then until a step is no more than 3 % above
+# the best before it, at most WARM_MAX steps. The JVM peer runs interpreted code at first and
+# compiles its hot paths over tens of seconds; a native server is flat from the first step, so it
+# gets the minimum. Each step is one JSON line (scenario "warm-<scenario>", rep = step): the curve.
+warm_until_flat() {
+  local target=$1 scen=$2; shift 2
+  local step best=0 rate json
+  for step in $(seq "$WARM_MAX"); do
+    json=$(timeout $((WARM_STEP + CONNECT_TIMEOUT + 60)) taskset -c $GEN_CPU "$LOADGEN" "${LG_ARGS[@]}"              --server-pids "${SRV_PIDS:-$SRV_PID}" --label "$target/warm-$scen" --warmup 0              --duration "$WARM_STEP" --drain 2 --connect-timeout "$CONNECT_TIMEOUT" "$@" 2> /dev/null)
+    [[ -n $json ]] || { log "$target/$scen: warm-up step $step failed"; sleep 1; continue; }
+    printf '{"target":"%s","scenario":"warm-%s","rep":%d,"r":%s}\n' "$target" "$scen" "$step" "$json" >> "$RESULTS"
+    rate=$(python3 -c 'import json,sys; print(int(json.loads(sys.argv[1])["deliveries_per_s"]))' "$json")
+    log "$target/$scen: warm-up step $step: $rate deliveries/s"
+    sleep 1
+    if ((step >= WARM_MIN && rate * 100 <= best * 103)); then return 0; fi
+    ((rate > best)) && best=$rate
+  done
+  log "$target/$scen: still rising after $WARM_MAX warm-up steps"
 }
 
 skip() {
@@ -263,10 +277,11 @@ scenario_idle() {
 scenario_fanout() {
   local target=$1 scen=fanout
   start_target "$target" || { skip "$target" "$scen" "$SKIP_REASON"; return; }
-  warm_server
+  local args=(--mode fanout --conns "$FANOUT_SUBS" --rooms 1 --size 100 --window 32 --senders-per-room 4)
+  warm_until_flat "$target" "$scen" "${args[@]}"
   for rep in $(seq "$REPS"); do
     # Four senders keep the room busy enough that the server, not one sender's round trip, is the limit.
-    run_lg "$target" "$scen" "$rep" --mode fanout --conns "$FANOUT_SUBS" --rooms 1 --size 100 --window 32 --senders-per-room 4
+    run_lg "$target" "$scen" "$rep" "${args[@]}"
   done
   stop_target
 }
@@ -279,7 +294,8 @@ scenario_fanout_bursts() {
   for burst in 20 1; do
     scen=fanout-b$burst
     start_target "$target" || { skip "$target" "$scen" "$SKIP_REASON"; return; }
-    warm_server
+    local args=(--mode fanout --conns "$FANOUT_SUBS" --rooms 1 --size 100 --senders-per-room 1 --burst "$burst")
+    warm_until_flat "$target" "$scen" "${args[@]}"
     for rep in $(seq "$REPS"); do
       local perf_pid="" perf_out=$WORK/perf-$target-$scen-$rep.txt
       if command -v perf >/dev/null; then
@@ -287,7 +303,7 @@ scenario_fanout_bursts() {
           -p "$SRV_PID" -o "$perf_out" > /dev/null 2>&1 &
         perf_pid=$!
       fi
-      run_lg "$target" "$scen" "$rep" --mode fanout --conns "$FANOUT_SUBS" --rooms 1 --size 100 --senders-per-room 1 --burst "$burst"
+      run_lg "$target" "$scen" "$rep" "${args[@]}"
       local ok=$?
       if [[ -n $perf_pid ]]; then
         kill -INT "$perf_pid" 2>/dev/null
@@ -319,7 +335,9 @@ scenario_rooms() {
     return
   fi
   start_target "$target" || { skip "$target" rooms-max "$SKIP_REASON"; return; }
-  warm_server
+  # A fifth of the rooms: the same code paths, without connecting 10,000 clients per step.
+  warm_until_flat "$target" rooms-max --mode rooms --conns $((ROOMS * MEMBERS / 5)) --rooms $((ROOMS / 5)) \
+    --size 100 --rate 0 --window 4
   local conns=$((ROOMS * MEMBERS))
   for rep in $(seq "$REPS"); do
     run_lg "$target" rooms-max "$rep" --mode rooms --conns $conns --rooms $ROOMS --size 100 --rate 0 --window 4
@@ -392,7 +410,8 @@ scenario_two_nodes() {
       LG_ARGS=(--ports "$porta,$SRV_PORT")
       [[ -n $ids ]] && LG_ARGS+=(--room-ids "$ids")
       SRV_PIDS="$pa,$SRV_PID"
-      warm_server
+      warm_until_flat chatd "$scen-max" --mode rooms --conns $((ROOMS * MEMBERS / 5)) --rooms $((ROOMS / 5)) \
+        --size 100 --rate 0 --window 4
       local conns=$((ROOMS * MEMBERS)) max rate
       for rep in $(seq "$REPS"); do
         run_lg chatd "$scen-max" "$rep" --mode rooms --conns $conns --rooms $ROOMS --size 100 --rate 0 --window 4
@@ -401,6 +420,10 @@ scenario_two_nodes() {
       rate=$(python3 -c "print(max(1, round($max * 0.5)))")
       for rep in $(seq "$REPS"); do
         run_lg chatd "$scen-50" "$rep" --mode rooms --conns $conns --rooms $ROOMS --size 100 --rate "$rate"
+      done
+      # Issue 15's latency target is at one fixed rate, the same for both engines.
+      for rep in $(seq "$REPS"); do
+        run_lg chatd "$scen-fixed" "$rep" --mode rooms --conns $conns --rooms $ROOMS --size 100 --rate "$TWO_NODE_RATE"
       done
       unset SRV_PIDS
       stop_target
