@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -84,8 +85,13 @@ SharedMessagePtr encode_delivery(const bus::Delivery& d);
 // What a session writes: a shared MESSAGE with the subscriber's (escaped) subscription id
 // spliced in, or, when `shared` is null, bytes of its own in `own`.
 struct Outbound {
+  // How a WebSocket carries it: STOMP frames may share one text message with other frames; a
+  // WebSocket application other than STOMP (tests/conformance's echo) sends `own` as one text
+  // or binary message of its own.
+  enum class Kind : std::uint8_t { stomp_frame, text_message, binary_message };
   SharedMessagePtr shared;
   std::string own;
+  Kind kind = Kind::stomp_frame;
   std::size_t size() const {
     return shared ? shared->frame.head.size() + own.size() + shared->frame.tail.size() : own.size();
   }

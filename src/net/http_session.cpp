@@ -126,6 +126,13 @@ class HttpSession final : public Closable,
     handle();
   }
 
+  // The socket goes to a WebSocket session: this one stops tracking and timing it.
+  void hand_over() {
+    handed_over_ = true;
+    server_.untrack(this);
+    stream_.expires_never();
+  }
+
   void handle() {
     auto& req = req_;
     if (server_.shutting_down()) {
@@ -179,12 +186,15 @@ class HttpSession final : public Closable,
       bool raw = !ec && (route.kind == sockjs::Route::Kind::greeting || route.kind == sockjs::Route::Kind::raw_websocket);
       bool framed = !ec && route.kind == sockjs::Route::Kind::session && route.transport == sockjs::Transport::websocket;
       if (raw || framed) {
-        handed_over_ = true;
-        server_.untrack(this);
-        stream_.expires_never();
+        hand_over();
         return run_websocket(server_, stream_.release_socket(), std::move(req_), std::move(buffer_),
                              raw ? nullptr : make_sockjs_ws_framing(server_.config().limits.sockjs_heartbeat), std::move(slot_));
       }
+    }
+    if (auto app = server_.config().ws_apps.find(path); app != server_.config().ws_apps.end() && beast::websocket::is_upgrade(req)) {
+      hand_over();
+      return run_websocket_app(server_, stream_.release_socket(), std::move(req_), std::move(buffer_), nullptr,
+                               app->second(), std::move(slot_));
     }
     if (path == kSockJsBase || path.rfind(std::string(kSockJsBase) + "/", 0) == 0) {
       if (auto route = answer_sockjs(server_, path, *this, client())) sockjs_receive(*route);

@@ -23,6 +23,7 @@
 #include "net/health.h"
 #include "net/limits.h"
 #include "net/origins.h"
+#include "net/ws_app.h"
 
 namespace chatd::net {
 
@@ -36,6 +37,9 @@ struct ServerConfig {
   bool sockjs_bind_address = true;  // a SockJS session answers only the address that opened it
   AllowedOrigins allowed_origins;   // --allowed-origins: WebSocket, SockJS and REST
   std::string dev_mint_secret;      // --auth-dev-mint: the HS256 secret POST /auth/dev-token signs with
+  // WebSocket applications other than STOMP, by exact path. chatd's main adds none, so chatd
+  // serves none; tests/conformance's ws_echo serves its echo on "/" for Autobahn|Testsuite.
+  std::unordered_map<std::string, WsAppFactory> ws_apps;
 };
 
 class StaticFiles;

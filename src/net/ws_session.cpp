@@ -1,11 +1,13 @@
-// A STOMP session over a raw WebSocket, framed by ws/websocket.h. The socket is read only
-// when it is readable, into the loop's one shared buffer, so an idle connection owns no read
-// buffer; every complete message of a read goes to STOMP before anything is written.
+// A WebSocket session, framed by ws/websocket.h, running one application (net/ws_app.h: STOMP
+// in chatd). The socket is read only when it is readable, into the loop's one shared buffer, so
+// an idle connection owns no read buffer; every complete message of a read goes to the
+// application before anything is written.
 //
 // Writing: what the handlers of one loop turn queue for a socket leaves at the end of that
 // turn (the loop's flush list) in one sendmsg(2), STOMP frames coalesced into as few WebSocket
 // messages as the batch bound allows (STOMP allows several frames in one message), each
-// shared MESSAGE written from its shared bytes. What the kernel does not take stays where it
+// shared MESSAGE written from its shared bytes; another application's messages leave one
+// WebSocket message each, text or binary as it says. What the kernel does not take stays where it
 // is until the socket is writable again; meanwhile the client is not read (backpressure), every
 // byte waiting counts against max_outbound_bytes, and a client that takes nothing for
 // write_timeout is reset.
@@ -25,6 +27,7 @@
 #include "net/server.h"
 #include "net/sessions.h"
 #include "net/socket_write.h"
+#include "net/ws_app.h"
 #include "net/ws_framing.h"
 #include "net/ws_handshake.h"
 #include "ws/websocket.h"
@@ -46,32 +49,31 @@ std::string_view reason_of(std::string_view r) { return r.substr(0, 120); }
 class WsSession final : public chat::Transport, public std::enable_shared_from_this<WsSession> {
  public:
   // `framing` null: raw.
-  WsSession(Server& server, tcp::socket socket, std::unique_ptr<WsFraming> framing, ConnectionSlot slot)
+  WsSession(Server& server, tcp::socket socket, std::unique_ptr<WsFraming> framing, std::unique_ptr<WsApp> app,
+            ConnectionSlot slot)
       : server_(server),
         slot_(std::move(slot)),
         socket_(std::move(socket)),
         own_framing_(std::move(framing)),
         framing_(own_framing_ ? *own_framing_ : raw_ws_framing()),
-        decoder_(framing_.max_message_bytes(server.hub().limits().max_frame_bytes)),
+        app_(std::move(app)),
+        decoder_(app_->max_message_bytes()),
         shard_(pick_shard()) {
     if (framing_.keepalive_period().count() > 0) keepalive_ = std::make_unique<KeepAlive>(socket_.get_executor());
   }
 
   // Writes the 101 answer, then reads. `early` holds bytes the client sent past the request.
-  void start(std::string handshake, std::string early, std::string url_token, std::string client) {
+  void start(std::string handshake, std::string early, std::string client) {
     boost::system::error_code ec;
     socket_.non_blocking(true, ec);
     handshake_ = std::move(handshake);
     asio::async_write(socket_, asio::buffer(handshake_),
-                      [self = shared_from_this(), early = std::move(early), url_token = std::move(url_token),
-                       client = std::move(client)](
+                      [self = shared_from_this(), early = std::move(early), client = std::move(client)](
                           boost::system::error_code wec, std::size_t) mutable {
                         std::string().swap(self->handshake_);  // `= {}` would keep its capacity
                         if (wec) return self->on_gone();
-                        self->stomp_ = std::make_shared<chat::StompSession>(self->shard_, *self, new_session_id());
-                        self->stomp_->set_url_token(std::move(url_token));
-                        self->stomp_->set_client(std::move(client));
-                        self->stomp_->start_in_loop();
+                        self->app_open_ = true;
+                        self->app_->open_in_loop(self->shard_, *self, std::move(client));
                         if (self->keepalive_) self->arm_keepalive();
                         if (!early.empty() && !self->on_bytes(early)) return;
                         self->wait_readable();
@@ -105,7 +107,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   }
 
  private:
-  // Returns the shard of the loop the socket belongs to: the session and its StompSession
+  // Returns the shard of the loop the socket belongs to: the session and its application
   // live on that one loop.
   chat::Shard& pick_shard() {
     auto& hub = server_.hub();
@@ -117,7 +119,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   }
 
   // Debug builds check that the session is touched on its own loop only (muduo's
-  // assertInLoopThread): its StompSession calls in there, and other threads post.
+  // assertInLoopThread): its application calls in there, and other threads post.
   void assert_in_loop() const { assert(shard_.loop().get_executor().running_in_this_thread()); }
 
   // ---- reading ----
@@ -159,8 +161,8 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
       switch (r.status) {
         case ws::Decoder::Status::need_more: return true;
         case ws::Decoder::Status::message:
-          if (!stomp_ || close_requested_) break;
-          if (!framing_.on_message(decoder_.payload(), *stomp_, close_requested_)) close("Broken framing.");
+          if (!app_open_ || close_requested_) break;
+          if (!app_->on_message_in_loop(decoder_.payload(), decoder_.text(), close_requested_)) close("Broken framing.");
           break;
         case ws::Decoder::Status::ping: {
           auto pong = ws::pong_frame(decoder_.payload());
@@ -174,7 +176,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
         }
         case ws::Decoder::Status::pong: break;
         case ws::Decoder::Status::close:
-          // Answer the close handshake with the client's code; STOMP is over.
+          // Answer the close handshake with the client's code; the application is over.
           close_received_ = true;
           if (!close_requested_) {
             close_requested_ = true;
@@ -255,8 +257,8 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   };
 
   // Writes everything queued: control frames, the queued STOMP frames as WebSocket messages
-  // of at most net::Limits::ws_max_batch_bytes each, then the close frame when one is due. Returns the
-  // sendmsg calls made.
+  // of at most net::Limits::ws_max_batch_bytes each (another application's messages one each),
+  // then the close frame when one is due. Returns the sendmsg calls made.
   std::uint64_t do_write() {
     if (gone_ || close_sent_ || blocked_) return 0;
     auto& p = scratch;
@@ -271,8 +273,15 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     for (std::size_t i = 0; i < queue_.size();) {
       if (p.used == p.batches.size()) p.batches.emplace_back();
       auto& batch = p.batches[p.used++];
+      if (queue_[i].kind != chat::Outbound::Kind::stomp_frame) {
+        batch.push_back(std::move(queue_[i++]));
+        append_own_message(batch.front(), p.headers.emplace_back(), p.buffers);
+        continue;
+      }
       std::size_t bytes = 0;
-      for (; i < queue_.size() && (batch.empty() || bytes + queue_[i].size() <= max_batch); ++i) {
+      for (; i < queue_.size() && queue_[i].kind == chat::Outbound::Kind::stomp_frame &&
+             (batch.empty() || bytes + queue_[i].size() <= max_batch);
+           ++i) {
         bytes += queue_[i].size();
         batch.push_back(std::move(queue_[i]));
       }
@@ -308,6 +317,15 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
       after_write(r);
     }
     return calls;
+  }
+
+  // Appends an application's own message (not a STOMP frame) as one WebSocket message with
+  // the opcode it asked for; the buffers point into `o` and `header`.
+  static void append_own_message(const chat::Outbound& o, std::string& header, std::vector<asio::const_buffer>& buffers) {
+    auto op = o.kind == chat::Outbound::Kind::binary_message ? ws::Opcode::binary : ws::Opcode::text;
+    ws::append_header(header, op, o.own.size());
+    buffers.emplace_back(header.data(), header.size());
+    buffers.emplace_back(o.own.data(), o.own.size());
   }
 
   // A write finished (done) or broke (failed).
@@ -409,7 +427,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     assert_in_loop();
     if (gone_) return;
     gone_ = true;
-    if (stomp_) stomp_->on_closed_in_loop();
+    if (app_open_) app_->on_closed_in_loop();
     queue_.clear();
     queued_bytes_ = 0;
     if (blocked_) blocked_->deadline.cancel();
@@ -424,9 +442,9 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   tcp::socket socket_;
   std::unique_ptr<WsFraming> own_framing_;  // null for raw, which every raw session shares
   WsFraming& framing_;
+  std::unique_ptr<WsApp> app_;
   ws::Decoder decoder_;
   chat::Shard& shard_;
-  std::shared_ptr<chat::StompSession> stomp_;
   std::string handshake_;
   std::vector<chat::Outbound> queue_;  // a vector, not a deque: an idle session allocates nothing
   std::unique_ptr<Blocked> blocked_;   // null unless the kernel left part of a write
@@ -450,6 +468,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   bool close_sent_ = false;
   bool close_received_ = false;
   bool gone_ = false;
+  bool app_open_ = false;  // the 101 answer is out and app_ was opened
   std::string close_reason_;
 
   // Sessions of this loop with something to write and no write in flight. Each worker thread
@@ -512,6 +531,15 @@ std::string new_session_id() {
 
 void run_websocket(Server& server, tcp::socket socket, Request req, boost::beast::flat_buffer buffer,
                    std::unique_ptr<WsFraming> framing, ConnectionSlot slot) {
+  // --auth jwt: a browser cannot set headers on the handshake, so the token may ride in the URL.
+  std::string url_token = server.hub().verifier() ? access_token(req) : std::string();
+  auto app = make_stomp_ws_app(server.hub().limits(), framing ? *framing : raw_ws_framing(), std::move(url_token));
+  run_websocket_app(server, std::move(socket), std::move(req), std::move(buffer), std::move(framing), std::move(app),
+                    std::move(slot));
+}
+
+void run_websocket_app(Server& server, tcp::socket socket, Request req, boost::beast::flat_buffer buffer,
+                       std::unique_ptr<WsFraming> framing, std::unique_ptr<WsApp> app, ConnectionSlot slot) {
   // A refused upgrade gives the slot back as it returns; a session keeps it for life.
   if (req.method() != http::verb::get) {
     return refuse(std::move(socket), req.version(), http::status::method_not_allowed, "WebSocket upgrades use GET", false);
@@ -532,13 +560,11 @@ void run_websocket(Server& server, tcp::socket socket, Request req, boost::beast
   (framing ? *framing : raw_ws_framing()).append_open(handshake);
   auto data = buffer.cdata();
   std::string early(static_cast<const char*>(data.data()), data.size());
-  // --auth jwt: a browser cannot set headers on the handshake, so the token may ride in the URL.
-  std::string url_token = server.hub().verifier() ? access_token(req) : std::string();
   boost::system::error_code ec;
   auto peer = socket.remote_endpoint(ec);
   std::string client = ec ? std::string() : client_address(peer.address(), req["X-Forwarded-For"], server.config().trusted_proxies).to_string();
-  std::make_shared<WsSession>(server, std::move(socket), std::move(framing), std::move(slot))
-      ->start(std::move(handshake), std::move(early), std::move(url_token), std::move(client));
+  std::make_shared<WsSession>(server, std::move(socket), std::move(framing), std::move(app), std::move(slot))
+      ->start(std::move(handshake), std::move(early), std::move(client));
 }
 
 }  // namespace chatd::net

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Autobahn|Testsuite's fuzzingclient against ws_echo (chatd's WebSocket code): cases 1-7, 9 and
-# 10. Passes when no case is FAILED (in behavior or in closing behavior); NON-STRICT,
-# INFORMATIONAL and UNIMPLEMENTED are allowed (Autobahn's own verdicts for what RFC 6455
-# leaves open, e.g. failing fast on bad UTF-8 rather than at the message's end). Prints the
-# counts per case group.
+# Autobahn|Testsuite's fuzzingclient against ws_echo (chatd's net::Server and WsSession, the
+# session code /ws-stomp runs on, with a test-only echo application): cases 1-7, 9 and 10. Passes
+# when no case is FAILED (in behavior or in closing behavior); NON-STRICT, INFORMATIONAL and
+# UNIMPLEMENTED are allowed (Autobahn's own verdicts for what RFC 6455 leaves open, e.g. failing
+# fast on bad UTF-8 rather than at the message's end). Prints the counts per case group.
 #
 #   tests/conformance/autobahn.sh install           # PyPI autobahntestsuite for Python 2.7
 #   tests/conformance/autobahn.sh WS_ECHO OUT_DIR [CASES...]   # run (default cases below)
