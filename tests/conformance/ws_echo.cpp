@@ -24,35 +24,12 @@
 #include "net/server.h"
 #include "net/ws_app.h"
 #include "store/room_store.h"
+#include "conformance/echo_app.h"
 
 namespace asio = boost::asio;
 using namespace chatd;
 
 namespace {
-
-// Sends each message back as it came: one WebSocket message, text or binary, never joined
-// with another.
-class EchoApp final : public net::WsApp {
- public:
-  explicit EchoApp(std::size_t max_message) : max_message_(max_message) {}
-
-  std::size_t max_message_bytes() const override { return max_message_; }
-
-  void open_in_loop(chat::Shard&, chat::Transport& transport, std::string) override { transport_ = &transport; }
-
-  bool on_message_in_loop(std::string_view payload, bool text, const bool& closing) override {
-    if (closing || !transport_) return true;
-    auto kind = text ? chat::Outbound::Kind::text_message : chat::Outbound::Kind::binary_message;
-    transport_->send(chat::Outbound{nullptr, std::string(payload), kind});
-    return true;
-  }
-
-  void on_closed_in_loop() override { transport_ = nullptr; }
-
- private:
-  std::size_t max_message_;
-  chat::Transport* transport_ = nullptr;
-};
 
 int usage() {
   std::fprintf(stderr, "usage: ws_echo --port P [--max-message-bytes N]\n");
@@ -97,7 +74,7 @@ int main(int argc, char** argv) {
   net::ServerConfig cfg;
   cfg.address = "127.0.0.1";
   cfg.port = static_cast<std::uint16_t>(port);
-  cfg.ws_apps.emplace("/", [max_message] { return std::make_unique<EchoApp>(max_message); });
+  cfg.ws_apps.emplace("/", [max_message] { return std::make_unique<test::EchoApp>(max_message); });
 
   auto rooms = store::make_embedded_store(sc);
   auto messages = bus::make_local_bus(bc, engine);
