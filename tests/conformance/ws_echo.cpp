@@ -84,10 +84,12 @@ int main(int argc, char** argv) {
   hub.start();
 
   asio::signal_set signals(engine, SIGINT, SIGTERM);
-  // Stops as chatd's main does, from the worker: stopping the engines waits on the engine thread.
+  // Stops as chatd's main does: the server drains (echo sessions are not told to close, so a
+  // connection still open is waited for up to drain_timeout), then the engines stop from the
+  // worker, since stopping them waits on the engine thread.
   signals.async_wait([&](boost::system::error_code ec, int) {
     if (ec) return;
-    asio::post(worker, [&] {
+    server.shutdown([&] {
       messages->stop();
       rooms->stop();
       worker_guard.reset();

@@ -53,14 +53,18 @@ class Node {
     engine_thread_ = std::thread([this] { engine_.run(); });
     worker_thread_ = std::thread([this] { worker_.run(); });
   }
+  // Shuts down as chatd does: every connection gone (none is left holding the server) before
+  // the loops stop.
   ~Node() {
     asio::post(worker_, [this] {
-      messages_->stop();
-      rooms_->stop();
-      worker_guard_.reset();
-      worker_.stop();
-      engine_guard_.reset();
-      engine_.stop();
+      server_->shutdown([this] {
+        messages_->stop();
+        rooms_->stop();
+        worker_guard_.reset();
+        worker_.stop();
+        engine_guard_.reset();
+        engine_.stop();
+      });
     });
     worker_thread_.join();
     engine_thread_.join();
