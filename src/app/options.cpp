@@ -158,6 +158,12 @@ const std::vector<Spec>& specs() {
        [](Options& o, const std::string& v) { o.bus.history_size = parse_number<std::size_t>("history-size", v, 0, 10'000'000); }},
       duration_opt("history-ttl", "how long a message is kept (seconds, or 30m, 12h, 7d)", &bus::BusConfig::history_ttl, 1,
                    3650LL * 86400),
+      {"history-memory-messages", "embedded history: messages written but not yet folded into their rooms' rows that "
+       "are kept in memory for readers; past it, every room's are folded at once",
+       [](const Options& o) { return std::to_string(o.bus.history_memory_messages); },
+       [](Options& o, const std::string& v) {
+         o.bus.history_memory_messages = parse_number<std::size_t>("history-memory-messages", v, 1000, 10'000'000);
+       }},
       duration_opt("dedupe-window", "how long a SEND's x-client-id is remembered (seconds, or 5m)",
                    &bus::BusConfig::dedupe_window, 1, 86400),
       {"dedupe-max-ids", "x-client-ids remembered per node (local, kafka); past it the oldest are forgotten early",

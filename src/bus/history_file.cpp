@@ -1,7 +1,17 @@
 #include "bus/history_file.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <limits>
+#include <map>
 #include <random>
 #include <stdexcept>
 #include <tuple>
@@ -27,9 +37,14 @@ std::string column_text(sqlite3_stmt* st, int col) {
   return std::string(p ? reinterpret_cast<const char*>(p) : "", static_cast<std::size_t>(sqlite3_column_bytes(st, col)));
 }
 
+std::string_view column_blob(sqlite3_stmt* st, int col) {
+  auto* p = static_cast<const char*>(sqlite3_column_blob(st, col));
+  return {p ? p : "", static_cast<std::size_t>(sqlite3_column_bytes(st, col))};
+}
+
 // SQLite copies the text (SQLITE_TRANSIENT): callers bind temporaries and strings they change
 // while the statement still steps; room ids and client ids are a few dozen bytes.
-void bind_text(sqlite3_stmt* st, int i, const std::string& s) {
+void bind_text(sqlite3_stmt* st, int i, std::string_view s) {
   sqlite3_bind_text(st, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
 }
 
@@ -46,6 +61,89 @@ struct Reset {
   }
 };
 
+// The blobs' encoding, little-endian. A message: seq u64, ts i64, client id length u32,
+// payload length u32, client id, payload. A journal record: its length u32, then per message the
+// room's length u32 and room, then the message. A chunk row: its room's messages, ascending seq.
+void put_u32(std::string& b, std::size_t v) {
+  const auto x = static_cast<std::uint32_t>(v);
+  const char bytes[4] = {static_cast<char>(x), static_cast<char>(x >> 8), static_cast<char>(x >> 16), static_cast<char>(x >> 24)};
+  b.append(bytes, 4);
+}
+void put_u64(std::string& b, std::uint64_t x) {
+  put_u32(b, static_cast<std::size_t>(x & 0xffffffffu));
+  put_u32(b, static_cast<std::size_t>(x >> 32));
+}
+void put_message(std::string& b, std::uint64_t seq, std::int64_t ts, std::string_view client_id, std::string_view payload) {
+  put_u64(b, seq);
+  put_u64(b, static_cast<std::uint64_t>(ts));
+  put_u32(b, client_id.size());
+  put_u32(b, payload.size());
+  b.append(client_id);
+  b.append(payload);
+}
+
+// Reads the blobs above; every read is checked against the end, so a damaged blob ends the
+// walk (the callers answer an error) instead of reading past it.
+struct Reader {
+  std::string_view in;
+  bool ok = true;
+  std::uint64_t u(std::size_t n) {
+    if (!ok || in.size() < n) {
+      ok = false;
+      return 0;
+    }
+    std::uint64_t x = 0;
+    for (std::size_t i = 0; i < n; ++i) x |= static_cast<std::uint64_t>(static_cast<unsigned char>(in[i])) << (8 * i);
+    in.remove_prefix(n);
+    return x;
+  }
+  std::string_view bytes(std::size_t n) {
+    if (!ok || in.size() < n) {
+      ok = false;
+      return {};
+    }
+    auto s = in.substr(0, n);
+    in.remove_prefix(n);
+    return s;
+  }
+};
+
+struct MessageView {
+  std::uint64_t seq = 0;
+  std::int64_t ts_ms = 0;
+  std::string_view client_id;
+  std::string_view payload;
+};
+
+// Reads one message; returns false at the end of the blob or on damage (r.ok tells which).
+bool next_message(Reader& r, MessageView& m) {
+  if (r.in.empty()) return false;
+  m.seq = r.u(8);
+  m.ts_ms = static_cast<std::int64_t>(r.u(8));
+  const auto c = static_cast<std::size_t>(r.u(4));
+  const auto p = static_cast<std::size_t>(r.u(4));
+  m.client_id = r.bytes(c);
+  m.payload = r.bytes(p);
+  return r.ok;
+}
+
+constexpr const char* kBegin = "BEGIN IMMEDIATE";
+
+// A journal file is closed and a new one begun at this size, so that a file whose messages
+// are all folded can be deleted while messages keep coming.
+constexpr std::size_t kJournalFileBytes = 4u << 20;
+
+// Writes all of `data` to `fd`; returns false (errno set) when it could not.
+bool write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const auto n = ::write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
 }  // namespace
 
 HistoryFile::HistoryFile(const std::string& path) : path_(path) {
@@ -56,7 +154,8 @@ HistoryFile::HistoryFile(const std::string& path) : path_(path) {
     throw std::runtime_error("cannot open " + path_ + ": " + why);
   }
   try {
-    // Two connections (writer, reader) share the file; a rare lock wait must not fail a write.
+    // Three connections (writer, reader, checkpointer) share the file; a rare lock wait must
+    // not fail a write.
     sqlite3_busy_timeout(db_, 5000);
     exec("PRAGMA journal_mode=WAL");
     exec("PRAGMA synchronous=NORMAL");
@@ -67,16 +166,13 @@ HistoryFile::HistoryFile(const std::string& path) : path_(path) {
     exec("PRAGMA journal_size_limit=67108864");
     exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)");
     exec("CREATE TABLE IF NOT EXISTS room_seq (room TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID");
-    // Keyed by (room, seq) and nothing else: a message is one B-tree insert, and a room's rows
-    // are its history in order. Age pruning walks each room from its oldest row (a room's ts
-    // grow with its seq), so no index on ts is needed.
-    exec("CREATE TABLE IF NOT EXISTS history (room TEXT NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT NULL,"
-         " payload BLOB NOT NULL, client_id TEXT, PRIMARY KEY (room, seq)) WITHOUT ROWID");
-    // What was written since the last flush, in writing order: appending here dirties only the
-    // table's last pages, where a row in `history` dirties a page of its room's (one page per
-    // room per commit, most of a page per message when many rooms talk at once).
-    exec("CREATE TABLE IF NOT EXISTS journal (room TEXT NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT NULL,"
-         " payload BLOB NOT NULL, client_id TEXT)");
+    // A room's chunks are its history in order; last_ts lets age pruning and reads skip a
+    // chunk without decoding it (a room's ts grow with its seq).
+    exec("CREATE TABLE IF NOT EXISTS chunks (room TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,"
+         " last_ts INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (room, first_seq)) WITHOUT ROWID");
+    insert_chunk_ = prepare("INSERT OR REPLACE INTO chunks (room, first_seq, last_seq, last_ts, data) VALUES (?, ?, ?, ?, ?)");
+    upsert_seq_ = prepare("INSERT INTO room_seq (room, seq) VALUES (?, ?)"
+                          " ON CONFLICT (room) DO UPDATE SET seq = max(seq, excluded.seq)");
     migrate();
     // The epoch is drawn once per file; INSERT OR IGNORE keeps a concurrent opener's.
     auto* st = prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)");
@@ -89,39 +185,49 @@ HistoryFile::HistoryFile(const std::string& path) : path_(path) {
     sqlite3_finalize(st);
     if (epoch_.empty()) throw std::runtime_error(path_ + ": no epoch");
 
-    insert_ = prepare("INSERT INTO journal (room, seq, ts, payload, client_id) VALUES (?, ?, ?, ?, ?)");
-    upsert_seq_ = prepare("INSERT INTO room_seq (room, seq) VALUES (?, ?)"
-                          " ON CONFLICT (room) DO UPDATE SET seq = max(seq, excluded.seq)");
-    trim_ = prepare("DELETE FROM history WHERE room = ? AND seq <= ?");
-    read_after_ = prepare("SELECT seq, payload FROM history WHERE room = ? AND seq > ? AND seq < ? AND ts >= ?"
-                          " ORDER BY seq LIMIT ?");
-    read_before_ = prepare("SELECT seq, payload FROM history WHERE room = ? AND seq > ? AND seq < ? AND ts >= ?"
-                           " ORDER BY seq DESC LIMIT ?");
-    // A room's ts grow with its seq, so this stops at the first row young enough.
-    first_seq_ = prepare("SELECT seq FROM history WHERE room = ? AND seq > ? AND ts >= ? ORDER BY seq LIMIT 1");
+    // A chunk holds at most kChunkMessages, so first_seq <= ?2 bounds the walk to chunks that
+    // lie wholly at or below ?2 + kChunkMessages - 1 (the caller passes that difference).
+    trim_ = prepare("DELETE FROM chunks WHERE room = ? AND first_seq <= ?");
+    // From the chunk that may hold ?2 (the newest starting at or below it) upwards.
+    read_after_ = prepare("SELECT first_seq, data FROM chunks WHERE room = ?1 AND first_seq >= "
+                          "(SELECT coalesce(max(first_seq), 0) FROM chunks WHERE room = ?1 AND first_seq <= ?2)"
+                          " AND first_seq < ?3 AND last_ts >= ?4 ORDER BY first_seq");
+    read_before_ = prepare("SELECT first_seq, data FROM chunks WHERE room = ?1 AND first_seq < ?2 AND last_ts >= ?3"
+                           " ORDER BY first_seq DESC");
   } catch (...) {
     sqlite3_close_v2(db_);
     throw;
   }
 }
 
-// A file written before the `history` table (one rowid table `messages` with a unique index on
-// (room, seq)) is moved into it in one transaction, so an upgrade keeps every message.
+// Files of older layouts are moved into chunks in one transaction, so an upgrade keeps every
+// message: a rowid table `messages` (the first layout), and the WITHOUT ROWID (room, seq)
+// table `history` with a per-message `journal` (room, seq, ts, payload, client_id).
 void HistoryFile::migrate() {
-  auto* st = prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages'");
-  const bool old = sqlite3_step(st) == SQLITE_ROW;
-  sqlite3_finalize(st);
-  if (!old) return;
-  exec("BEGIN IMMEDIATE");
-  try {
-    // Another opener may have moved it while this one waited for the lock.
-    st = prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages'");
-    const bool still = sqlite3_step(st) == SQLITE_ROW;
+  auto has = [&](const char* sql) {
+    auto* st = prepare(sql);
+    const bool yes = sqlite3_step(st) == SQLITE_ROW;
     sqlite3_finalize(st);
-    if (still) {
-      exec("INSERT OR REPLACE INTO history (room, seq, ts, payload, client_id)"
-           " SELECT room, seq, ts, payload, client_id FROM messages ORDER BY room, seq");
+    return yes;
+  };
+  const char* old_messages = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages'";
+  const char* old_history = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'history'";
+  const char* old_journal = "SELECT 1 FROM pragma_table_info('journal') WHERE name = 'room'";
+  if (!has(old_messages) && !has(old_history) && !has(old_journal)) return;
+  exec(kBegin);
+  try {
+    // Another opener may have moved them while this one waited for the lock.
+    if (has(old_messages)) {
+      import_rows("SELECT room, seq, ts, payload, client_id FROM messages ORDER BY room, seq");
       exec("DROP TABLE messages");
+    }
+    if (has(old_history)) {
+      import_rows("SELECT room, seq, ts, payload, client_id FROM history ORDER BY room, seq");
+      exec("DROP TABLE history");
+    }
+    if (has(old_journal)) {  // what a killed process of that layout left
+      import_rows("SELECT room, seq, ts, payload, client_id FROM journal ORDER BY room, seq");
+      exec("DROP TABLE journal");
     }
     exec("COMMIT");
   } catch (...) {
@@ -130,8 +236,45 @@ void HistoryFile::migrate() {
   }
 }
 
+void HistoryFile::import_rows(const char* select_sql) {
+  std::unordered_map<std::string, std::uint64_t> folded;
+  auto* st = prepare("SELECT room, max(last_seq) FROM chunks GROUP BY room");
+  while (sqlite3_step(st) == SQLITE_ROW) folded[column_text(st, 0)] = static_cast<std::uint64_t>(sqlite3_column_int64(st, 1));
+  sqlite3_finalize(st);
+  std::string room;
+  std::vector<Stored> pending;
+  auto write = [&] {
+    if (pending.empty()) return;
+    if (!write_chunks(room, pending)) throw std::runtime_error(path_ + ": " + sqlite3_errmsg(db_));
+    pending.clear();
+  };
+  st = prepare(select_sql);
+  int rc = SQLITE_DONE;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    auto r = column_text(st, 0);
+    if (r != room || pending.size() == kChunkMessages) {
+      write();
+      room = std::move(r);
+    }
+    const auto seq = static_cast<std::uint64_t>(sqlite3_column_int64(st, 1));
+    auto& f = folded[room];
+    if (seq <= f) continue;
+    f = seq;
+    auto payload = column_blob(st, 3);
+    pending.push_back({seq, sqlite3_column_int64(st, 2), std::string(payload),
+                       sqlite3_column_type(st, 4) == SQLITE_NULL ? std::string() : column_text(st, 4), 0});
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_DONE) throw std::runtime_error(path_ + ": " + sqlite3_errmsg(db_));
+  write();
+  // Old journals were not counted in room_seq yet.
+  exec("INSERT INTO room_seq (room, seq) SELECT room, max(last_seq) FROM chunks WHERE true GROUP BY room"
+       " ON CONFLICT (room) DO UPDATE SET seq = max(seq, excluded.seq)");
+}
+
 HistoryFile::~HistoryFile() {
-  for (auto* st : {insert_, upsert_seq_, trim_, read_after_, read_before_, first_seq_}) sqlite3_finalize(st);
+  for (auto* st : {insert_chunk_, upsert_seq_, trim_, read_after_, read_before_}) sqlite3_finalize(st);
+  if (journal_fd_ >= 0) ::close(journal_fd_);
   sqlite3_close_v2(db_);
 }
 
@@ -162,7 +305,7 @@ bool HistoryFile::checkpoint() {
   return rc == SQLITE_OK && log == done;
 }
 
-std::string HistoryFile::last_error() const { return sqlite3_errmsg(db_); }
+std::string HistoryFile::last_error() const { return journal_error_.empty() ? sqlite3_errmsg(db_) : journal_error_; }
 
 std::unordered_map<std::string, std::uint64_t> HistoryFile::load_seqs() {
   std::unordered_map<std::string, std::uint64_t> out;
@@ -173,19 +316,18 @@ std::unordered_map<std::string, std::uint64_t> HistoryFile::load_seqs() {
 }
 
 std::vector<HistoryFile::ClientId> HistoryFile::load_client_ids(std::int64_t since_ms) {
-  // Each room from its newest row back, stopping at its first row that is too old.
   std::vector<ClientId> out;
   auto* rooms = prepare("SELECT room FROM room_seq");
-  auto* st = prepare("SELECT client_id, seq, ts FROM history WHERE room = ? ORDER BY seq DESC");
+  auto* st = prepare("SELECT data FROM chunks WHERE room = ? AND last_ts >= ? ORDER BY first_seq");
   while (sqlite3_step(rooms) == SQLITE_ROW) {
     auto room = column_text(rooms, 0);
     Reset reset{st};
     bind_text(st, 1, room);
+    sqlite3_bind_int64(st, 2, since_ms);
     while (sqlite3_step(st) == SQLITE_ROW) {
-      auto ts = sqlite3_column_int64(st, 2);
-      if (ts < since_ms) break;
-      if (sqlite3_column_type(st, 0) == SQLITE_NULL) continue;
-      out.push_back({room, column_text(st, 0), static_cast<std::uint64_t>(sqlite3_column_int64(st, 1)), ts});
+      Reader r{column_blob(st, 0)};
+      for (MessageView m; next_message(r, m);)
+        if (m.ts_ms >= since_ms && !m.client_id.empty()) out.push_back({room, std::string(m.client_id), m.seq, m.ts_ms});
     }
   }
   sqlite3_finalize(st);
@@ -196,31 +338,81 @@ std::vector<HistoryFile::ClientId> HistoryFile::load_client_ids(std::int64_t sin
   return out;
 }
 
-bool HistoryFile::append(const std::vector<Row>& rows, bool keep_rows) {
-  if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) return false;
-  std::unordered_map<std::string_view, std::uint64_t> last;  // room -> newest seq in this batch
+std::string HistoryFile::journal_path(std::uint64_t n) const {
+  auto base = path_;
+  if (base.ends_with(".db")) base.resize(base.size() - 3);
+  return base + ".journal." + std::to_string(n);
+}
+
+std::vector<std::pair<std::uint64_t, std::string>> HistoryFile::journal_files() const {
+  std::vector<std::pair<std::uint64_t, std::string>> out;
+  const auto prefix = std::filesystem::path(journal_path(0)).filename().string();
+  const auto stem = prefix.substr(0, prefix.size() - 1);  // without the "0"
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(std::filesystem::path(path_).parent_path().empty()
+                                                               ? std::filesystem::path(".")
+                                                               : std::filesystem::path(path_).parent_path(), ec)) {
+    const auto name = e.path().filename().string();
+    if (!name.starts_with(stem)) continue;
+    std::uint64_t n = 0;
+    const auto* first = name.data() + stem.size();
+    const auto* last = name.data() + name.size();
+    if (auto [p, err] = std::from_chars(first, last, n); err == std::errc() && p == last && first != last)
+      out.emplace_back(n, e.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+bool HistoryFile::append(std::span<const Row> rows, bool keep_rows, std::int64_t& batch) {
+  batch = 0;
+  if (keep_rows) {
+    if (journal_fd_ < 0 || journal_size_ >= kJournalFileBytes) {
+      if (journal_fd_ >= 0) ::close(journal_fd_);
+      journal_size_ = 0;
+      journal_fd_ = ::open(journal_path(++journal_n_).c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      if (journal_fd_ < 0) {
+        journal_error_ = std::strerror(errno);
+        return false;
+      }
+      journal_.push_back({journal_n_, 0});
+    }
+    buf_.assign(4, '\0');
+    for (const auto& r : rows) {
+      put_u32(buf_, r.room_id.size());
+      buf_.append(r.room_id);
+      put_message(buf_, r.seq, r.ts_ms, r.client_id, r.payload);
+    }
+    std::string len;
+    put_u32(len, buf_.size() - 4);
+    buf_.replace(0, 4, len);
+    if (!write_all(journal_fd_, buf_)) {
+      journal_error_ = std::strerror(errno);
+      // A torn record would end what a restart reads of this file: cut it off.
+      if (::ftruncate(journal_fd_, static_cast<off_t>(journal_size_)) != 0 ||
+          ::lseek(journal_fd_, static_cast<off_t>(journal_size_), SEEK_SET) < 0) {
+        ::close(journal_fd_);
+        journal_fd_ = -1;
+      }
+      return false;
+    }
+    journal_size_ += buf_.size();
+    batch = next_batch_++;
+    journal_.back().last_batch = batch;
+    journal_error_.clear();
+    return true;
+  }
+  // History off: only each room's newest seq is kept.
+  if (sqlite3_exec(db_, kBegin, nullptr, nullptr, nullptr) != SQLITE_OK) return false;
   bool ok = true;
+  std::unordered_map<std::string_view, std::uint64_t> last;
   for (const auto& r : rows) {
     auto& l = last[r.room_id];
     l = std::max(l, r.seq);
-    if (!keep_rows) continue;  // history off: only the seqs are kept
-    Reset reset{insert_};
-    bind_text(insert_, 1, r.room_id);
-    bind_u64(insert_, 2, r.seq);
-    sqlite3_bind_int64(insert_, 3, r.ts_ms);
-    sqlite3_bind_blob(insert_, 4, r.payload.data(), static_cast<int>(r.payload.size()), SQLITE_STATIC);
-    if (r.client_id.empty()) sqlite3_bind_null(insert_, 5);
-    else bind_text(insert_, 5, r.client_id);
-    if (sqlite3_step(insert_) != SQLITE_DONE) {
-      ok = false;
-      break;
-    }
   }
-  // With rows kept, the journal holds the seqs until flush() copies them to room_seq: a commit
-  // then touches only the journal's last pages.
-  for (auto it = last.begin(); ok && !keep_rows && it != last.end(); ++it) {
+  for (auto it = last.begin(); ok && it != last.end(); ++it) {
     Reset reset{upsert_seq_};
-    bind_text(upsert_seq_, 1, std::string(it->first));
+    bind_text(upsert_seq_, 1, it->first);
     bind_u64(upsert_seq_, 2, it->second);
     ok = sqlite3_step(upsert_seq_) == SQLITE_DONE;
   }
@@ -229,48 +421,140 @@ bool HistoryFile::append(const std::vector<Row>& rows, bool keep_rows) {
   return false;
 }
 
-bool HistoryFile::flush(std::size_t keep_per_room) {
-  if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) return false;
-  bool ok = true;
-  try {
-    exec("INSERT INTO room_seq (room, seq) SELECT room, max(seq) FROM journal WHERE true GROUP BY room"
-         " ON CONFLICT (room) DO UPDATE SET seq = max(seq, excluded.seq)");
-    // Sorted by room, so each room's pages are written once per flush, however many rows.
-    exec("INSERT OR REPLACE INTO history (room, seq, ts, payload, client_id)"
-         " SELECT room, seq, ts, payload, client_id FROM journal ORDER BY room, seq");
-    if (keep_per_room > 0) {
-      // Each flushed room keeps its newest keep_per_room.
-      auto* st = trim_;
-      auto* rooms = prepare("SELECT room, max(seq) FROM journal GROUP BY room");
-      while (ok && sqlite3_step(rooms) == SQLITE_ROW) {
-        const auto last = static_cast<std::uint64_t>(sqlite3_column_int64(rooms, 1));
-        if (last <= keep_per_room) continue;
-        Reset reset{st};
-        bind_text(st, 1, column_text(rooms, 0));
-        bind_u64(st, 2, last - keep_per_room);
-        ok = sqlite3_step(st) == SQLITE_DONE;
-      }
-      sqlite3_finalize(rooms);
+void HistoryFile::drop_journal_files(std::int64_t below) {
+  std::erase_if(journal_, [&](const JournalFile& f) {
+    if (f.last_batch >= below) return false;
+    if (f.n == journal_n_ && journal_fd_ >= 0) {
+      ::close(journal_fd_);
+      journal_fd_ = -1;
     }
-    if (ok) exec("DELETE FROM journal");
-  } catch (const std::runtime_error&) {
-    ok = false;
+    ::unlink(journal_path(f.n).c_str());
+    return true;
+  });
+}
+
+// Writes `messages` (ascending, non-empty) as chunk rows of kChunkMessages at most, and moves
+// room_seq up to the last. Inside the caller's transaction. Returns false when the file refused.
+bool HistoryFile::write_chunks(std::string_view room, std::span<const Stored> messages) {
+  for (std::size_t at = 0; at < messages.size(); at += kChunkMessages) {
+    auto part = messages.subspan(at, std::min(kChunkMessages, messages.size() - at));
+    buf_.clear();
+    for (const auto& m : part) put_message(buf_, m.seq, m.ts_ms, m.client_id, m.payload);
+    Reset reset{insert_chunk_};
+    bind_text(insert_chunk_, 1, room);
+    bind_u64(insert_chunk_, 2, part.front().seq);
+    bind_u64(insert_chunk_, 3, part.back().seq);
+    sqlite3_bind_int64(insert_chunk_, 4, part.back().ts_ms);
+    sqlite3_bind_blob(insert_chunk_, 5, buf_.data(), static_cast<int>(buf_.size()), SQLITE_STATIC);
+    if (sqlite3_step(insert_chunk_) != SQLITE_DONE) return false;
   }
-  if (ok && sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK) return true;
+  if (messages.empty()) return true;
+  Reset reset{upsert_seq_};
+  bind_text(upsert_seq_, 1, room);
+  bind_u64(upsert_seq_, 2, messages.back().seq);
+  return sqlite3_step(upsert_seq_) == SQLITE_DONE;
+}
+
+bool HistoryFile::fold(std::span<const Fold> folds, std::size_t keep_per_room, std::int64_t journal_below) {
+  if (sqlite3_exec(db_, kBegin, nullptr, nullptr, nullptr) != SQLITE_OK) return false;
+  bool ok = true;
+  for (const auto& f : folds) {
+    if (f.messages.empty()) continue;
+    ok = write_chunks(f.room, f.messages);
+    if (!ok) break;
+    // Whole chunks past the newest keep_per_room go: those starting at or below
+    // last - keep - kChunkMessages + 1 end at or below last - keep.
+    const auto last = f.messages.back().seq;
+    if (keep_per_room > 0 && last >= keep_per_room + kChunkMessages) {
+      Reset reset{trim_};
+      bind_text(trim_, 1, f.room);
+      bind_u64(trim_, 2, last - keep_per_room - kChunkMessages + 1);
+      ok = sqlite3_step(trim_) == SQLITE_DONE;
+      if (!ok) break;
+    }
+  }
+  if (ok && sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK) {
+    drop_journal_files(journal_below);
+    return true;
+  }
   sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
   return false;
 }
 
-bool HistoryFile::erase_room(const std::string& room) {
-  if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) return false;
-  bool ok = true;
-  // The journal's seqs go to room_seq first, so the room's seq never goes back.
-  for (const char* sql : {"INSERT INTO room_seq (room, seq) SELECT room, max(seq) FROM journal WHERE room = ?1 GROUP BY room"
-                          " ON CONFLICT (room) DO UPDATE SET seq = max(seq, excluded.seq)",
-                          "DELETE FROM history WHERE room = ?1", "DELETE FROM journal WHERE room = ?1"}) {
-    auto* st = prepare(sql);
+bool HistoryFile::recover(std::size_t keep_per_room) {
+  auto folded = load_seqs();
+  std::map<std::string, std::vector<Stored>> rooms;  // by room: the order chunks are written in
+  // Returns false when a record is damaged.
+  auto take = [&](std::string_view record) {
+    Reader r{record};
+    while (r.ok && !r.in.empty()) {
+      auto room = r.bytes(static_cast<std::size_t>(r.u(4)));
+      MessageView m;
+      if (!next_message(r, m)) break;
+      auto& f = folded[std::string(room)];
+      if (m.seq <= f) continue;  // folded, or its room erased, before the process ended
+      f = m.seq;
+      rooms[std::string(room)].push_back({m.seq, m.ts_ms, std::string(m.payload), std::string(m.client_id), 0});
+    }
+    return r.ok;
+  };
+  // A `journal` table of such records (one row per commit: the layout of the first chatd with
+  // chunks) comes before any file.
+  auto* st = prepare("SELECT 1 FROM pragma_table_info('journal') WHERE name = 'data'");
+  const bool table = sqlite3_step(st) == SQLITE_ROW;
+  sqlite3_finalize(st);
+  if (table) {
+    st = prepare("SELECT data FROM journal ORDER BY id");
+    bool ok = true;
+    while (ok && sqlite3_step(st) == SQLITE_ROW) ok = take(column_blob(st, 0));
+    sqlite3_finalize(st);
+    if (!ok) {
+      journal_error_ = path_ + ": the journal table holds a damaged record";
+      return false;
+    }
+  }
+  // The journal files, oldest first. A record cut short is the write a kill interrupted: its
+  // messages were never answered, and nothing follows it in that file.
+  const auto files = journal_files();
+  for (const auto& [n, file] : files) {
+    std::ifstream in(file, std::ios::binary);
+    std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (in.bad()) {
+      journal_error_ = "cannot read " + file;
+      return false;
+    }
+    Reader r{data};
+    while (r.in.size() >= 4) {
+      const auto len = static_cast<std::size_t>(r.u(4));
+      if (r.in.size() < len) break;
+      if (!take(r.bytes(len))) {
+        journal_error_ = file + " holds a damaged record";
+        return false;
+      }
+    }
+    journal_n_ = std::max(journal_n_, n);
+  }
+  std::vector<Fold> folds;
+  for (auto& [room, messages] : rooms) folds.push_back({room, messages});
+  if (!fold(folds, keep_per_room, 0)) return false;
+  if (table && sqlite3_exec(db_, "DROP TABLE journal", nullptr, nullptr, nullptr) != SQLITE_OK) return false;
+  for (const auto& [n, file] : files) ::unlink(file.c_str());
+  return true;
+}
+
+bool HistoryFile::erase_room(const std::string& room, std::uint64_t last_seq) {
+  if (sqlite3_exec(db_, kBegin, nullptr, nullptr, nullptr) != SQLITE_OK) return false;
+  bool ok;
+  {
+    Reset reset{upsert_seq_};
+    bind_text(upsert_seq_, 1, room);
+    bind_u64(upsert_seq_, 2, last_seq);
+    ok = sqlite3_step(upsert_seq_) == SQLITE_DONE;
+  }
+  if (ok) {
+    auto* st = prepare("DELETE FROM chunks WHERE room = ?");
     bind_text(st, 1, room);
-    ok = sqlite3_step(st) == SQLITE_DONE && ok;
+    ok = sqlite3_step(st) == SQLITE_DONE;
     sqlite3_finalize(st);
   }
   if (ok && sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK) return true;
@@ -280,12 +564,12 @@ bool HistoryFile::erase_room(const std::string& room) {
 
 std::size_t HistoryFile::prune(std::int64_t cutoff_ms, std::size_t keep_per_room, std::size_t rooms_per_transaction) {
   auto* rooms = prepare("SELECT room, seq FROM room_seq WHERE room > ? ORDER BY room LIMIT ?");
-  auto* young = prepare("SELECT seq FROM history WHERE room = ? AND ts >= ? ORDER BY seq LIMIT 1");
-  auto* drop = prepare("DELETE FROM history WHERE room = ? AND seq <= ?");
+  auto* young = prepare("SELECT first_seq FROM chunks WHERE room = ? AND last_ts >= ? ORDER BY first_seq LIMIT 1");
+  auto* drop = prepare("DELETE FROM chunks WHERE room = ?1 AND (first_seq < ?2 OR last_seq <= ?3)");
   std::size_t deleted = 0;
   std::string after;  // the last room done: rooms are walked in key order, a chunk at a time
   for (bool more = true; more;) {
-    if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) break;
+    if (sqlite3_exec(db_, kBegin, nullptr, nullptr, nullptr) != SQLITE_OK) break;
     bind_text(rooms, 1, after);
     sqlite3_bind_int64(rooms, 2, static_cast<sqlite3_int64>(rooms_per_transaction));
     std::size_t n = 0;
@@ -294,25 +578,24 @@ std::size_t HistoryFile::prune(std::int64_t cutoff_ms, std::size_t keep_per_room
       ++n;
       after = column_text(rooms, 0);
       const auto last = static_cast<std::uint64_t>(sqlite3_column_int64(rooms, 1));
-      // Everything before the room's first young row goes (all of it if none is young), and
-      // what the size bound leaves out.
-      std::uint64_t upto = last > keep_per_room ? last - keep_per_room : 0;
+      // Chunks before the room's first young one go (all of them if none is young), and those
+      // wholly beyond the size bound.
+      std::uint64_t young_from = std::numeric_limits<std::uint64_t>::max();
       {
         Reset reset{young};
         bind_text(young, 1, after);
         sqlite3_bind_int64(young, 2, cutoff_ms);
         const int rc = sqlite3_step(young);
-        if (rc == SQLITE_ROW) upto = std::max(upto, static_cast<std::uint64_t>(sqlite3_column_int64(young, 0)) - 1);
-        else if (rc == SQLITE_DONE) upto = std::numeric_limits<std::uint64_t>::max();
-        else ok = false;
+        if (rc == SQLITE_ROW) young_from = static_cast<std::uint64_t>(sqlite3_column_int64(young, 0));
+        else ok = rc == SQLITE_DONE;
       }
-      if (ok && upto > 0) {
-        Reset reset{drop};
-        bind_text(drop, 1, after);
-        bind_u64(drop, 2, upto);
-        ok = sqlite3_step(drop) == SQLITE_DONE;
-        if (ok) deleted += static_cast<std::size_t>(sqlite3_changes(db_));
-      }
+      if (!ok) break;
+      Reset reset{drop};
+      bind_text(drop, 1, after);
+      bind_u64(drop, 2, young_from);
+      bind_u64(drop, 3, keep_per_room > 0 && last > keep_per_room ? last - keep_per_room : 0);
+      ok = sqlite3_step(drop) == SQLITE_DONE;
+      if (ok) deleted += static_cast<std::size_t>(sqlite3_changes(db_));
     }
     sqlite3_reset(rooms);
     sqlite3_clear_bindings(rooms);
@@ -327,36 +610,65 @@ bool HistoryFile::read(const HistoryRequest& req, std::int64_t cutoff_ms, std::u
   // One read transaction: first_seq and the messages come from the same snapshot.
   if (sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK) return false;
   bool ok = true;
-  {
-    Reset reset{first_seq_};
-    bind_text(first_seq_, 1, req.room_id);
-    bind_u64(first_seq_, 2, floor_seq);
-    sqlite3_bind_int64(first_seq_, 3, cutoff_ms);
-    int rc = sqlite3_step(first_seq_);
-    if (rc == SQLITE_ROW) out.first_seq = static_cast<std::uint64_t>(sqlite3_column_int64(first_seq_, 0));
-    else ok = rc == SQLITE_DONE;
-  }
-  if (ok && req.limit > 0) {
-    const std::uint64_t before = req.before_seq ? req.before_seq : std::numeric_limits<std::uint64_t>::max();
-    auto* st = req.after_seq ? read_after_ : read_before_;
-    Reset reset{st};
-    bind_text(st, 1, req.room_id);
-    bind_u64(st, 2, std::max(req.after_seq, floor_seq));
-    bind_u64(st, 3, before);
-    sqlite3_bind_int64(st, 4, cutoff_ms);
-    bind_u64(st, 5, static_cast<std::uint64_t>(req.limit));
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-      Delivery d;
-      d.room_id = req.room_id;
-      d.seq = static_cast<std::uint64_t>(sqlite3_column_int64(st, 0));
-      d.epoch = epoch_;
-      auto* p = static_cast<const char*>(sqlite3_column_blob(st, 1));
-      d.payload.assign(p ? p : "", static_cast<std::size_t>(sqlite3_column_bytes(st, 1)));
-      out.messages.push_back(std::move(d));
+  const std::uint64_t before = req.before_seq ? req.before_seq : std::numeric_limits<std::uint64_t>::max();
+  // Walks the chunks from the one that may hold `lo` + 1 upwards, calling `take` with each
+  // message in (lo, end) young enough until it returns false.
+  auto ascending = [&](std::uint64_t lo, std::uint64_t end, auto take) {
+    Reset reset{read_after_};
+    bind_text(read_after_, 1, req.room_id);
+    bind_u64(read_after_, 2, lo + 1);
+    bind_u64(read_after_, 3, end);
+    sqlite3_bind_int64(read_after_, 4, cutoff_ms);
+    int rc = SQLITE_DONE;
+    bool more = true;
+    while (more && (rc = sqlite3_step(read_after_)) == SQLITE_ROW) {
+      Reader r{column_blob(read_after_, 1)};
+      for (MessageView m; more && next_message(r, m);)
+        if (m.seq > lo && m.seq < end && m.ts_ms >= cutoff_ms) more = take(m);
+      ok = ok && r.ok;
     }
-    ok = rc == SQLITE_DONE;
-    if (!req.after_seq) std::reverse(out.messages.begin(), out.messages.end());
+    ok = ok && (!more || rc == SQLITE_DONE);
+  };
+  auto deliver = [&](const MessageView& m) {
+    out.messages.push_back(Delivery{req.room_id, m.seq, epoch_, std::string(m.payload)});
+  };
+  ascending(floor_seq, std::numeric_limits<std::uint64_t>::max(), [&](const MessageView& m) {
+    out.first_seq = m.seq;
+    return false;
+  });
+  const std::uint64_t lo = std::max(req.after_seq, floor_seq);
+  if (ok && req.limit > 0 && req.after_seq) {
+    ascending(lo, before, [&](const MessageView& m) {
+      deliver(m);
+      return out.messages.size() < req.limit;
+    });
+  } else if (ok && req.limit > 0) {
+    // The newest `limit` below `before`: chunks newest first, each chunk's matches in order.
+    Reset reset{read_before_};
+    bind_text(read_before_, 1, req.room_id);
+    bind_u64(read_before_, 2, before);
+    sqlite3_bind_int64(read_before_, 3, cutoff_ms);
+    std::vector<MessageView> in_chunk;
+    std::vector<std::vector<Delivery>> newest_first;
+    std::size_t n = 0;
+    int rc = SQLITE_DONE;
+    while (n < req.limit && (rc = sqlite3_step(read_before_)) == SQLITE_ROW) {
+      const auto first = static_cast<std::uint64_t>(sqlite3_column_int64(read_before_, 0));
+      Reader r{column_blob(read_before_, 1)};
+      in_chunk.clear();
+      for (MessageView m; next_message(r, m);)
+        if (m.seq > lo && m.seq < before && m.ts_ms >= cutoff_ms) in_chunk.push_back(m);
+      ok = ok && r.ok;
+      const std::size_t take = std::min(in_chunk.size(), req.limit - n);
+      auto& part = newest_first.emplace_back();
+      for (std::size_t i = in_chunk.size() - take; i < in_chunk.size(); ++i)
+        part.push_back(Delivery{req.room_id, in_chunk[i].seq, epoch_, std::string(in_chunk[i].payload)});
+      n += take;
+      if (first <= lo + 1) break;  // nothing older is wanted
+    }
+    ok = ok && (rc == SQLITE_DONE || rc == SQLITE_ROW);
+    for (auto it = newest_first.rbegin(); it != newest_first.rend(); ++it)
+      for (auto& d : *it) out.messages.push_back(std::move(d));
   }
   sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
   return ok;

@@ -1,14 +1,16 @@
 // The in-process bus: one node, no engine, history in <data-dir>/history.db.
 //
 // publish() numbers the message under a mutex and queues it; it never touches the disk. The
-// writer thread takes whatever has queued, appends it to the file's journal in one transaction
-// (no fsync per message: WAL with synchronous=NORMAL), and only then delivers and answers those
-// messages, in order. So what a client saw or got a RECEIPT for is in the file even if the
-// process is killed, a room's seq never goes back after a restart, and a burst shares one
-// commit. Every 100 ms (kFlushEvery) the writer moves the journal into the per-room table in
-// one sorted transaction; until then the journal's messages are also kept in memory (`recent_`)
-// for readers. The reader thread answers history() on its own connection, so a long read never
-// delays live messages.
+// writer thread takes whatever has queued, appends it to the file's journal as one row in one
+// transaction (no fsync per message: WAL with synchronous=NORMAL), and only then delivers and
+// answers those messages, in order. So what a client saw or got a RECEIPT for is in the file
+// even if the process is killed, a room's seq never goes back after a restart, and a burst
+// shares one commit and one row. The written messages stay in memory per room (`recent_`, for
+// readers too) until the writer folds them into the room's chunk rows: a room's tail once it
+// holds a chunk's worth (kChunkMessages), or once its oldest is fold_age (1 s) old, or every room's at
+// once past --history-memory-messages. A journal row goes when all of its messages are folded.
+// The reader thread answers history() on its own connection, so a long read never delays live
+// messages.
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -36,26 +38,22 @@ std::int64_t now_ms() {
 // a large expiry never holds the writer for long.
 constexpr std::chrono::seconds kPruneEvery{60};
 constexpr std::size_t kPruneRooms = 256;
-// How often the journal is moved into the per-room table, and after how many messages at the
-// latest: the longer, the fewer times a room's pages are rewritten, but the longer the flush
-// that the next messages wait behind (at 1 s under the rooms bench, p99 latency doubled); the
-// memory that holds the journal's messages meanwhile is bounded by kFlushRows.
-constexpr std::chrono::milliseconds kFlushEvery{100};
-constexpr std::size_t kFlushRows = 50000;
+// How often the writer looks for tails to fold. A room's tail is folded even if it is not a
+// chunk's worth once its oldest is cfg.local_history.fold_age (1 s) old: a quiet room's
+// messages then cost a row each, and the journal (which keeps every row that still holds an
+// unfolded message) stays about that long.
+constexpr std::chrono::milliseconds kFoldEvery{100};
 // The group commit's window and the batch that ends it early: each commit rewrites the
 // journal's last page whatever it holds, so commits are the cost; 2 ms is far below what a
 // person notices and what a loaded node's delivery takes anyway.
 constexpr std::chrono::milliseconds kCommitEvery{2};
 constexpr std::size_t kCommitRows = 1024;
-// The WAL is checkpointed by another thread once it holds kCheckpointPages (16 MiB of 4 KiB
-// pages), so the writer never waits for a checkpoint's fsyncs. A checkpoint that runs beside
-// the writer cannot finish while messages keep coming, so at 4x that the writer copies the
-// little that is left itself, and the WAL starts over.
-constexpr int kCheckpointPages = 4096;
-constexpr int kCheckpointByWriterPages = 4 * kCheckpointPages;
-// And at least this often while anything was written: a checkpoint is what fsyncs the WAL
+// The WAL is checkpointed by another thread once it holds cfg.local_history.checkpoint_pages
+// (16 MiB of 4 KiB pages), so the writer never waits for a checkpoint's fsyncs. A checkpoint that
+// runs beside the writer cannot finish while messages keep coming, so at 4x that the
+// writer copies the little that is left itself, and the WAL starts over. And at least every
+// 10 s (checkpoint_every) while anything was written: a checkpoint is what fsyncs the WAL
 // (synchronous=NORMAL), so this bounds what a power loss or OS crash can take.
-constexpr std::chrono::seconds kCheckpointEvery{10};
 
 class LocalBus final : public MessageBus {
  public:
@@ -68,8 +66,8 @@ class LocalBus final : public MessageBus {
     reader_file_ = std::make_unique<HistoryFile>(path);
     epoch_ = writer_file_->epoch();
     // What a killed process left in the journal.
-    if (!writer_file_->flush(cfg.history_size))
-      throw std::runtime_error(path + ": cannot move the journal: " + writer_file_->last_error());
+    if (!writer_file_->recover(cfg.history_size))
+      throw std::runtime_error(path + ": cannot fold the journal: " + writer_file_->last_error());
     seqs_ = writer_file_->load_seqs();
     // Ids seen within the window before a restart still de-duplicate after it.
     for (auto& c : writer_file_->load_client_ids(now_ms() - window_ms()))
@@ -108,7 +106,8 @@ class LocalBus final : public MessageBus {
     }
     auto seq = ++seqs_[room_id];
     if (!key.empty()) remember_locked(key, seq, ts, false);
-    queue_.push_back({{std::move(room_id), seq, ts, std::move(payload), std::move(opts.client_id)}, std::move(done)});
+    queue_.push_back({std::move(room_id), seq, ts, std::move(payload), std::move(opts.client_id)});
+    queue_done_.push_back(std::move(done));
     if (queue_.size() == 1) wake_writer_.notify_one();
   }
 
@@ -184,10 +183,6 @@ class LocalBus final : public MessageBus {
   }
 
  private:
-  struct Queued {
-    HistoryFile::Row row;
-    PublishedFn done;
-  };
   // A client id seen in a room: its seq, and whether its write has settled (else the retries
   // that came meanwhile wait in `waiters`).
   struct Seen {
@@ -235,21 +230,21 @@ class LocalBus final : public MessageBus {
 
   void run_writer() {
     run_batches();
-    flush();  // a clean stop leaves the journal empty
+    fold(true);  // a clean stop leaves the journal empty
   }
 
   void run_batches() {
     auto next_prune = std::chrono::steady_clock::now();
-    auto next_flush = next_prune + kFlushEvery;
+    auto next_fold = next_prune + kFoldEvery;
     auto last_commit = next_prune - kCommitEvery;
-    std::vector<Queued> batch;
-    std::vector<HistoryFile::Row> rows;
+    std::vector<HistoryFile::Row> batch;
+    std::vector<PublishedFn> batch_done;
     std::vector<std::pair<std::string, DoneFn>> erasures;
     for (;;) {
       DeliverFn deliver;
       {
         std::unique_lock lock(mu_);
-        wake_writer_.wait_for(lock, recent_rows_ ? kFlushEvery : kPruneEvery,
+        wake_writer_.wait_for(lock, recent_rows_ ? std::chrono::milliseconds(kFoldEvery) : kPruneEvery,
                               [&] { return !queue_.empty() || !erasures_.empty() || stopping_; });
         if (queue_.empty() && erasures_.empty() && stopping_) break;
         // Group commit: at most one commit per kCommitEvery while messages keep coming, so a
@@ -259,14 +254,16 @@ class LocalBus final : public MessageBus {
                                   [&] { return stopping_ || queue_.size() >= kCommitRows; });
         last_commit = std::chrono::steady_clock::now();
         batch.swap(queue_);
+        batch_done.swap(queue_done_);
         erasures.swap(erasures_);
         deliver = deliver_;
       }
-      // After the batch is answered, so its messages do not wait for a flush or a prune.
+      // After the batch is answered, so its messages do not wait for a fold or a prune.
       auto housekeeping = [&] {
-        if (std::chrono::steady_clock::now() >= next_flush || recent_rows_ >= kFlushRows) {
-          flush();
-          next_flush = std::chrono::steady_clock::now() + kFlushEvery;
+        const bool full = recent_rows_ >= cfg_.history_memory_messages;
+        if (full || std::chrono::steady_clock::now() >= next_fold) {
+          fold(full);
+          next_fold = std::chrono::steady_clock::now() + kFoldEvery;
         }
         if (std::chrono::steady_clock::now() >= next_prune) {
           prune();
@@ -276,14 +273,16 @@ class LocalBus final : public MessageBus {
       // Rooms deleted after the batch's messages were queued: erased once those are written.
       auto erase_rooms = [&] {
         for (auto& [room, done] : erasures) {
+          std::uint64_t last = 0;  // what the journal holds of it is never folded
           {
             std::lock_guard lock(recent_mu_);
             if (auto it = recent_.find(room); it != recent_.end()) {
+              if (!it->second.empty()) last = it->second.back().seq;
               recent_rows_ -= it->second.size();
               recent_.erase(it);
             }
           }
-          done(writer_file_->erase_room(room) ? std::error_code{} : make_error_code(Error::engine_down));
+          done(writer_file_->erase_room(room, last) ? std::error_code{} : make_error_code(Error::engine_down));
         }
         erasures.clear();
       };
@@ -292,24 +291,26 @@ class LocalBus final : public MessageBus {
         housekeeping();
         continue;
       }
-      rows.clear();
-      for (auto& q : batch) rows.push_back(q.row);
-      const bool ok = writer_file_->append(rows, cfg_.history_size > 0);
+      std::int64_t id = 0;
+      const bool ok = writer_file_->append(batch, cfg_.history_size > 0, id);
       note_write(ok);
       after_commit();
       // Readers find the batch in memory before anyone is told of it.
       if (ok && cfg_.history_size > 0) {
         std::lock_guard lock(recent_mu_);
-        for (auto& r : rows) recent_[r.room_id].push_back({r.seq, r.ts_ms, std::move(r.payload)});
-        recent_rows_ += rows.size();
+        for (auto& r : batch) recent_[r.room_id].push_back({r.seq, r.ts_ms, r.payload, r.client_id, id});
+        recent_rows_ += batch.size();
+        last_batch_ = id;
       }
       settle(batch, ok);
-      for (auto& q : batch) {
-        if (ok && deliver) deliver(Delivery{q.row.room_id, q.row.seq, epoch_, std::move(q.row.payload)});
+      for (std::size_t i = 0; i < batch.size(); ++i) {
+        auto& r = batch[i];
+        if (ok && deliver) deliver(Delivery{std::move(r.room_id), r.seq, epoch_, std::move(r.payload)});
         // A message the file refused is neither delivered nor kept: the sender hears why.
-        q.done(ok ? std::error_code{} : make_error_code(Error::engine_down), ok ? q.row.seq : 0);
+        batch_done[i](ok ? std::error_code{} : make_error_code(Error::engine_down), ok ? r.seq : 0);
       }
       batch.clear();
+      batch_done.clear();
       erase_rooms();
       housekeeping();
     }
@@ -317,15 +318,15 @@ class LocalBus final : public MessageBus {
 
   // Marks the batch's client ids settled and answers the retries that waited on them; a
   // failed write forgets them, so a retry publishes anew.
-  void settle(std::vector<Queued>& batch, bool ok) {
+  void settle(const std::vector<HistoryFile::Row>& batch, bool ok) {
     std::vector<std::pair<PublishedFn, std::uint64_t>> answers;
     {
       std::lock_guard lock(mu_);
-      for (auto& q : batch) {
-        if (q.row.client_id.empty()) continue;
-        auto it = ids_.find(key_of(q.row.room_id, q.row.client_id));
-        if (it == ids_.end() || it->second.seq != q.row.seq) continue;
-        for (auto& w : it->second.waiters) answers.emplace_back(std::move(w), q.row.seq);
+      for (auto& r : batch) {
+        if (r.client_id.empty()) continue;
+        auto it = ids_.find(key_of(r.room_id, r.client_id));
+        if (it == ids_.end() || it->second.seq != r.seq) continue;
+        for (auto& w : it->second.waiters) answers.emplace_back(std::move(w), r.seq);
         if (ok) {
           it->second.settled = true;
           it->second.waiters.clear();
@@ -340,13 +341,13 @@ class LocalBus final : public MessageBus {
   // After each commit: asks for a checkpoint, or makes one when the other thread cannot finish.
   void after_commit() {
     const int pages = writer_file_->wal_pages();
-    if (pages >= kCheckpointByWriterPages) {
+    if (pages >= cfg_.local_history.writer_checkpoint_pages) {
       writer_file_->checkpoint();
       return;
     }
     std::lock_guard lock(checkpoint_mu_);
     written_since_checkpoint_ = true;
-    if (pages >= kCheckpointPages) {
+    if (pages >= cfg_.local_history.checkpoint_pages) {
       checkpoint_wanted_ = true;
       wake_checkpointer_.notify_one();
     }
@@ -356,7 +357,7 @@ class LocalBus final : public MessageBus {
     for (;;) {
       {
         std::unique_lock lock(checkpoint_mu_);
-        wake_checkpointer_.wait_for(lock, kCheckpointEvery, [&] { return checkpoint_wanted_ || stopping_checkpoints_; });
+        wake_checkpointer_.wait_for(lock, cfg_.local_history.checkpoint_every, [&] { return checkpoint_wanted_ || stopping_checkpoints_; });
         if (stopping_checkpoints_) break;
         if (!checkpoint_wanted_ && !written_since_checkpoint_) continue;
         checkpoint_wanted_ = false;
@@ -372,27 +373,47 @@ class LocalBus final : public MessageBus {
          : log::event("engine_down", {{"engine", "history"}, {"why", writer_file_->last_error()}});
   }
 
-  // Moves the journal into the per-room table, then forgets its messages in memory (a reader
-  // that copied them before finds them in the table too, and keeps one of each).
-  void flush() {
-    if (recent_rows_ == 0) return;
-    const bool ok = writer_file_->flush(cfg_.history_size);
+  // Folds the tails that hold a chunk's worth (whole chunks of them) or whose oldest is
+  // fold_age old (all of it), or with `all` every tail, into chunk rows, and drops the journal
+  // rows nothing unfolded is left in; then forgets the folded messages in memory (a reader that
+  // copied them before finds them in the file too, and keeps one of each). Writer thread only:
+  // it alone changes recent_, so it reads it without the lock.
+  void fold(bool all) {
+    const auto now = now_ms();
+    const auto age_ms = cfg_.local_history.fold_age.count();
+    folds_.clear();
+    folded_.clear();
+    std::int64_t below = last_batch_ + 1;  // the oldest journal row still needed, if none is left
+    for (auto& [room, tail] : recent_) {
+      if (tail.empty()) continue;
+      const std::size_t chunk = HistoryFile::kChunkMessages;
+      const std::size_t n = all || now - tail.front().ts_ms >= age_ms ? tail.size() : tail.size() / chunk * chunk;
+      if (n < tail.size()) below = std::min(below, tail[n].batch);
+      if (n == 0) continue;
+      folds_.push_back({room, std::span<const HistoryFile::Stored>(tail.data(), n)});
+      folded_.emplace_back(&tail, n);
+    }
+    if (folds_.empty() && below <= journal_below_) return;
+    const bool ok = writer_file_->fold(folds_, cfg_.history_size, below);
     note_write(ok);
     after_commit();
-    if (!ok) return;  // kept in memory and in the journal; the next flush tries again
+    if (!ok) return;  // kept in memory and in the journal; the next fold tries again
+    journal_below_ = below;
     std::lock_guard lock(recent_mu_);
-    recent_.clear();
-    recent_rows_ = 0;
+    for (auto& [tail, n] : folded_) {
+      tail->erase(tail->begin(), tail->begin() + static_cast<std::ptrdiff_t>(n));
+      recent_rows_ -= n;
+    }
   }
 
   void prune() { writer_file_->prune(now_ms() - ttl_ms(), cfg_.history_size, kPruneRooms); }
 
   // Adds what `recent` holds for `req` to `h` (read from the table): one copy of each seq,
   // ascending, at most req.limit of them from the end the request asks for.
-  static void merge_recent(const HistoryRequest& req, std::vector<Delivery> recent, History& h) {
-    if (recent.empty()) return;
-    if (!h.first_seq || recent.front().seq < h.first_seq) h.first_seq = recent.front().seq;
-    if (req.limit == 0) return;
+  // `first` is the oldest seq memory holds for it (0: none).
+  static void merge_recent(const HistoryRequest& req, std::uint64_t first, std::vector<Delivery> recent, History& h) {
+    if (first && (!h.first_seq || first < h.first_seq)) h.first_seq = first;
+    if (recent.empty() || req.limit == 0) return;
     auto& m = h.messages;
     m.insert(m.end(), std::make_move_iterator(recent.begin()), std::make_move_iterator(recent.end()));
     std::stable_sort(m.begin(), m.end(), [](const Delivery& a, const Delivery& b) { return a.seq < b.seq; });
@@ -402,14 +423,19 @@ class LocalBus final : public MessageBus {
     else m.erase(m.begin(), m.end() - static_cast<std::ptrdiff_t>(req.limit));
   }
 
-  // Returns the messages of `room` still only in the journal that `req` may see, ascending.
-  std::vector<Delivery> recent_of(const HistoryRequest& req, std::uint64_t floor, std::int64_t cutoff_ms) {
+  // Returns the messages of `room` not yet folded that `req` may see, ascending; `first` gets
+  // the oldest retained one's seq (0: none).
+  std::vector<Delivery> recent_of(const HistoryRequest& req, std::uint64_t floor, std::int64_t cutoff_ms,
+                                  std::uint64_t& first) {
     std::vector<Delivery> out;
+    first = 0;
     std::lock_guard lock(recent_mu_);
     auto it = recent_.find(req.room_id);
     if (it == recent_.end()) return out;
     const std::uint64_t lo = std::max(floor, req.after_seq);
     for (auto& r : it->second) {
+      if (!first && r.seq > floor && r.ts_ms >= cutoff_ms) first = r.seq;
+      if (req.limit == 0) break;
       if (r.seq <= lo || (req.before_seq && r.seq >= req.before_seq) || r.ts_ms < cutoff_ms) continue;
       out.push_back(Delivery{req.room_id, r.seq, epoch_, r.payload});
     }
@@ -432,14 +458,15 @@ class LocalBus final : public MessageBus {
         auto it = seqs_.find(r.req.room_id);
         h.last_seq = it == seqs_.end() ? 0 : it->second;
       }
-      // Rows the size bound leaves out but a flush has not deleted yet are not history.
+      // Messages the size bound leaves out but no prune has deleted yet are not history.
       const std::uint64_t floor = h.last_seq > cfg_.history_size ? h.last_seq - cfg_.history_size : 0;
       const auto cutoff = now_ms() - ttl_ms();
-      // Memory first, then the table: a flush between the two leaves a message in both (merged
+      // Memory first, then the file: a fold between the two leaves a message in both (merged
       // to one), never in neither.
-      auto recent = recent_of(r.req, floor, cutoff);
+      std::uint64_t first = 0;
+      auto recent = recent_of(r.req, floor, cutoff, first);
       bool ok = reader_file_->read(r.req, cutoff, floor, h);
-      if (ok) merge_recent(r.req, std::move(recent), h);
+      if (ok) merge_recent(r.req, first, std::move(recent), h);
       h.epoch = epoch_;
       if (!ok) r.done(Error::engine_down, {});
       else r.done({}, std::move(h));
@@ -458,21 +485,23 @@ class LocalBus final : public MessageBus {
   DeliverFn deliver_;
   bool stopping_ = false;
   std::unordered_map<std::string, std::uint64_t> seqs_;  // every room's last assigned seq
-  std::vector<Queued> queue_;                            // numbered, not yet written
+  std::vector<HistoryFile::Row> queue_;                  // numbered, not yet written
+  std::vector<PublishedFn> queue_done_;                  // their answers, in the same order
   std::vector<std::pair<std::string, DoneFn>> erasures_; // rooms whose history goes, not yet gone
   std::unordered_map<std::string, Seen> ids_;            // "room\nclient id" -> its publish
   std::deque<std::pair<std::int64_t, std::string>> id_order_;  // ids_ in arrival order
 
-  // The journal's messages (written, not yet flushed), per room in seq order: appended and
-  // cleared by the writer thread, read by the reader thread.
-  struct Recent {
-    std::uint64_t seq;
-    std::int64_t ts_ms;
-    std::string payload;
-  };
+  // The journal's messages not yet folded into chunks, per room in seq order: changed by the
+  // writer thread (under recent_mu_), read by the reader thread.
   std::mutex recent_mu_;
-  std::unordered_map<std::string, std::vector<Recent>> recent_;
+  std::unordered_map<std::string, std::vector<HistoryFile::Stored>> recent_;
   std::atomic<std::size_t> recent_rows_{0};
+  // Writer thread only: the newest journal row, the journal rows already dropped (below this),
+  // and fold()'s scratch.
+  std::int64_t last_batch_ = 0;
+  std::int64_t journal_below_ = 0;
+  std::vector<HistoryFile::Fold> folds_;
+  std::vector<std::pair<std::vector<HistoryFile::Stored>*, std::size_t>> folded_;
 
   std::unique_ptr<HistoryFile> checkpoint_file_;  // checkpointer thread only
   std::mutex checkpoint_mu_;

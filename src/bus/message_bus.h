@@ -170,6 +170,17 @@ struct BusConfig {
   std::string data_dir = "./data";       // the embedded history file (local bus)
   std::size_t history_size = 10000;      // messages kept per room
   std::chrono::seconds history_ttl{7 * 24 * 3600};  // and for at most this long
+  // Local bus: messages written to the journal but not yet folded into their room's chunk rows
+  // are also kept in memory for readers; past this many, every room's are folded at once.
+  std::size_t history_memory_messages = 50000;
+  // Local bus: when a quiet room's messages are folded, and when the history file's WAL is
+  // checkpointed (local_bus.cpp says why these values; not options: tests change them).
+  struct LocalHistoryTiming {
+    std::chrono::milliseconds fold_age{1000};  // a room's unfolded messages wait at most this long
+    int checkpoint_pages = 4096;         // the checkpointer thread is asked at 16 MiB of 4 KiB pages
+    int writer_checkpoint_pages = 16384; // the writer copies the rest itself at 64 MiB
+    std::chrono::milliseconds checkpoint_every{10000};  // and at least this often while anything was written
+  } local_history;
   std::chrono::seconds dedupe_window{300};          // how long an x-client-id is remembered
   std::size_t dedupe_max_ids = 262144;   // per node (local, kafka): past it the oldest go early
   // Kafka: each node's cache of recent messages (all rooms' payloads together), and the bounds

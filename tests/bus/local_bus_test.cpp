@@ -10,6 +10,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <map>
 #include <mutex>
@@ -17,6 +18,9 @@
 #include <thread>
 #include <unistd.h>
 
+#include <sys/wait.h>
+
+#include "bus/history_file.h"
 #include "bus/message_bus.h"
 
 using namespace chatd::bus;
@@ -115,6 +119,14 @@ std::string sql_on(const std::filesystem::path& path, const std::string& sql) {
   sqlite3_free(err);
   sqlite3_close(db);
   return last;
+}
+
+// Returns how many bytes the journal files in `dir` hold (history.journal.<n>).
+std::uintmax_t journal_bytes(const std::filesystem::path& dir) {
+  std::uintmax_t n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().filename().string().starts_with("history.journal.")) n += e.file_size();
+  return n;
 }
 
 }  // namespace
@@ -400,44 +412,152 @@ TEST_F(LocalBusTest, AFileOfTheOldSchemaIsMovedWithoutLosingAMessage) {
   EXPECT_EQ(sql_on(dir / "history.db", "SELECT count(*) FROM sqlite_master WHERE name = 'messages'"), "0");
 }
 
-// What a killed process leaves: rows in the journal that room_seq does not count yet. They are
-// history after a restart, and the room's seq continues after them.
-TEST_F(LocalBusTest, TheJournalAKilledProcessLeftIsKeptAndCounted) {
+// A history.db of the layout before chunks: the WITHOUT ROWID (room, seq) table `history` and a
+// per-message `journal` that a killed process left. Opening it moves both into chunks, keeps the
+// epoch, and the seqs and client ids carry on.
+TEST_F(LocalBusTest, AFileOfThePerMessageLayoutIsMovedWithItsJournal) {
+  std::filesystem::create_directories(dir);
+  const auto now = std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      std::chrono::system_clock::now().time_since_epoch()).count());
+  std::string sql =
+      "PRAGMA journal_mode=WAL;"
+      "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+      "CREATE TABLE room_seq (room TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;"
+      "CREATE TABLE history (room TEXT NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT NULL,"
+      " payload BLOB NOT NULL, client_id TEXT, PRIMARY KEY (room, seq)) WITHOUT ROWID;"
+      "CREATE TABLE journal (room TEXT NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT NULL,"
+      " payload BLOB NOT NULL, client_id TEXT);"
+      "INSERT INTO meta VALUES ('epoch', 'rowsepoch123');"
+      "INSERT INTO room_seq VALUES ('a', 100);";
+  for (int i = 1; i <= 100; ++i)
+    sql += "INSERT INTO history VALUES ('a', " + std::to_string(i) + ", " + now + ", 'a" + std::to_string(i) + "', NULL);";
+  // The journal is not counted in room_seq yet.
+  sql += "INSERT INTO journal VALUES ('a', 101, " + now + ", 'a101', 'cid-101'), ('b', 1, " + now + ", 'b1', NULL);";
+  sql_on(dir / "history.db", sql);
+
   open();
-  for (int i = 1; i <= 3; ++i) publish("r", "m" + std::to_string(i));
-  bus->stop();
-  bus.reset();
-  const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                       std::chrono::system_clock::now().time_since_epoch()).count();
-  ASSERT_EQ(sql_on(dir / "history.db", "SELECT count(*) FROM journal"), "0") << "a clean stop leaves no journal";
-  sql_on(dir / "history.db", "INSERT INTO journal VALUES ('r', 4, " + std::to_string(now) + ", 'm4', 'cid-4'),"
-                             " ('r', 5, " + std::to_string(now) + ", 'm5', NULL)");
+  auto a = history({"a", 0, 0, 1000});
+  ASSERT_EQ(a.messages.size(), 101u);
+  for (std::size_t i = 0; i < a.messages.size(); ++i) {
+    EXPECT_EQ(a.messages[i].seq, i + 1);
+    EXPECT_EQ(a.messages[i].payload, "a" + std::to_string(i + 1));
+  }
+  EXPECT_EQ(a.epoch, "rowsepoch123") << "an upgrade is not a new epoch";
+  EXPECT_EQ(a.last_seq, 101u);
+  EXPECT_EQ(seqs(history({"b", 0, 0, 100})), (std::vector<std::uint64_t>{1}));
+  EXPECT_EQ(publish("a", "again", "cid-101").second, 101u) << "a client id of the old journal still de-duplicates";
+  EXPECT_EQ(publish("a", "new").second, 102u);
+  EXPECT_EQ(publish("b", "new").second, 2u);
+  EXPECT_EQ(sql_on(dir / "history.db", "SELECT count(*) FROM sqlite_master WHERE name = 'history'"), "0");
+  EXPECT_EQ(sql_on(dir / "history.db", "SELECT count(*) FROM pragma_table_info('journal') WHERE name = 'room'"), "0");
+  EXPECT_EQ(sql_on(dir / "history.db", "SELECT count(*) FROM chunks WHERE room = 'a'"), "3") << "the old table's 100: 64 + 36; its journal's 101: one more";
+}
+
+// What a killed process leaves: journal records (one per group commit) whose messages were not
+// folded into chunks yet. A child process writes them and ends without stopping its bus; they
+// are history after the restart, and the room's seq and client ids carry on.
+TEST_F(LocalBusTest, TheJournalAKilledProcessLeftIsKeptAndCounted) {
+  cfg.local_history.fold_age = std::chrono::hours(1);  // nothing is folded before the "kill"
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // The child's own bus; no gtest assertions here, only its exit status.
+    auto b = make_local_bus(cfg, io);
+    b->start([](Delivery&&) {});
+    int bad = 0;
+    for (int i = 1; i <= 5; ++i) {
+      std::promise<std::uint64_t> p;
+      b->publish("r", "m" + std::to_string(i), PublishOptions{i == 4 ? "cid-4" : ""},
+                 [&](std::error_code ec, std::uint64_t seq) { p.set_value(ec ? 0 : seq); });
+      bad += p.get_future().get() != static_cast<std::uint64_t>(i);
+    }
+    ::_exit(bad);  // no stop(): what a kill -9 leaves
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child published 1..5";
+  ASSERT_GT(journal_bytes(dir), 0u) << "the kill left a journal";
+  // And a record the kill cut short (its messages were never answered): ignored.
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().filename().string().starts_with("history.journal.")) {
+      std::ofstream(e.path(), std::ios::binary | std::ios::app) << std::string("\x64\x00\x00\x00torn", 8);
+      break;
+    }
+  ASSERT_EQ(sql_on(dir / "history.db", "SELECT count(*) FROM chunks"), "0");
   open();
   auto h = history({"r", 0, 0, 10});
   EXPECT_EQ(seqs(h), (std::vector<std::uint64_t>{1, 2, 3, 4, 5}));
+  EXPECT_EQ(h.messages.back().payload, "m5");
   EXPECT_EQ(h.last_seq, 5u);
+  EXPECT_EQ(journal_bytes(dir), 0u) << "folded at the start";
   EXPECT_EQ(publish("r", "m6").second, 6u);
   EXPECT_EQ(publish("r", "again", "cid-4").second, 4u);
 }
 
-// Messages still in the journal (read from memory) and those already moved to the per-room
-// table read as one history, for every kind of request.
-TEST_F(LocalBusTest, HistoryReadsAcrossTheJournalAndTheTable) {
+// A room's history across many chunk rows and the unfolded tail in memory reads as one, for
+// every kind of request, with the exact bounds at any seq.
+TEST_F(LocalBusTest, HistoryReadsAcrossChunksAndTheTail) {
+  cfg.local_history.fold_age = std::chrono::hours(1);  // only whole chunks are folded while it runs
   open();
-  for (int i = 1; i <= 5; ++i) publish("r", "m" + std::to_string(i));
-  ASSERT_TRUE(eventually([&] { return sql_on(dir / "history.db", "SELECT count(*) FROM journal") == "0"; }, 10s))
-      << "the journal is moved within a few seconds";
-  ASSERT_EQ(sql_on(dir / "history.db", "SELECT count(*) FROM history WHERE room = 'r'"), "5");
-  for (int i = 6; i <= 10; ++i) publish("r", "m" + std::to_string(i));
-  std::vector<std::uint64_t> all{1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
-  EXPECT_EQ(seqs(history({"r", 0, 0, 100})), all);
-  EXPECT_EQ(seqs(history({"r", 0, 0, 7})), (std::vector<std::uint64_t>{4, 5, 6, 7, 8, 9, 10})) << "the newest 7";
-  EXPECT_EQ(seqs(history({"r", 3, 0, 4})), (std::vector<std::uint64_t>{4, 5, 6, 7})) << "the oldest 4 above 3";
-  EXPECT_EQ(seqs(history({"r", 0, 8, 4})), (std::vector<std::uint64_t>{4, 5, 6, 7})) << "the newest 4 below 8";
-  EXPECT_EQ(seqs(history({"r", 5, 0, 100})), (std::vector<std::uint64_t>{6, 7, 8, 9, 10}));
-  auto h = history({"r", 0, 0, 100});
+  for (int i = 1; i <= 300; ++i) publish("r", "m" + std::to_string(i));
+  ASSERT_TRUE(eventually([&] { return sql_on(dir / "history.db", "SELECT max(last_seq) FROM chunks WHERE room = 'r'") == "256"; }, 10s))
+      << "a chunk's worth is folded within a fold period";
+  ASSERT_EQ(sql_on(dir / "history.db", "SELECT count(*) FROM chunks WHERE room = 'r'"), "4") << "4 × 64; 257.. stay in memory";
+  ASSERT_GT(journal_bytes(dir), 0u) << "the journal keeps the unfolded tail";
+  for (int i = 301; i <= 310; ++i) publish("r", "m" + std::to_string(i));  // the tail, in memory
+  auto range = [](std::uint64_t a, std::uint64_t b) {
+    std::vector<std::uint64_t> v;
+    for (auto i = a; i <= b; ++i) v.push_back(i);
+    return v;
+  };
+  EXPECT_EQ(seqs(history({"r", 0, 0, 1000})), range(1, 310));
+  EXPECT_EQ(seqs(history({"r", 0, 0, 100})), range(211, 310)) << "the newest 100";
+  EXPECT_EQ(seqs(history({"r", 0, 0, 5})), range(306, 310)) << "the newest 5: the tail only";
+  EXPECT_EQ(seqs(history({"r", 63, 0, 3})), range(64, 66)) << "the oldest 3 above 63: across a chunk's end";
+  EXPECT_EQ(seqs(history({"r", 250, 0, 100})), range(251, 310)) << "above 250: chunks and tail";
+  EXPECT_EQ(seqs(history({"r", 0, 129, 70})), range(59, 128)) << "REST before=129&limit=70";
+  EXPECT_EQ(seqs(history({"r", 0, 260, 10})), range(250, 259)) << "before=260: a chunk and the tail";
+  EXPECT_EQ(seqs(history({"r", 0, 305, 10})), range(295, 304)) << "before=305: the tail only";
+  EXPECT_EQ(seqs(history({"r", 0, 2, 10})), range(1, 1));
+  auto h = history({"r", 0, 0, 1000});
   EXPECT_EQ(h.first_seq, 1u);
-  for (std::size_t i = 0; i < h.messages.size(); ++i) EXPECT_EQ(h.messages[i].payload, "m" + std::to_string(i + 1));
+  EXPECT_EQ(h.last_seq, 310u);
+  for (std::size_t i = 0; i < h.messages.size(); ++i) ASSERT_EQ(h.messages[i].payload, "m" + std::to_string(i + 1));
+  open();  // and after a restart, with the tail folded at the stop
+  EXPECT_EQ(journal_bytes(dir), 0u) << "a clean stop leaves no journal";
+  EXPECT_EQ(seqs(history({"r", 0, 129, 70})), range(59, 128));
+  EXPECT_EQ(seqs(history({"r", 0, 0, 1000})), range(1, 310));
+}
+
+// The size bound is exact to readers at any seq (a chunk partly out is filtered), and whole
+// chunks beyond it leave the file.
+TEST_F(LocalBusTest, TheSizeBoundIsExactAndDropsWholeChunks) {
+  cfg.history_size = 100;
+  open();
+  for (int i = 1; i <= 1000; ++i) publish("r", "m" + std::to_string(i));
+  auto h = history({"r", 0, 0, 1000});
+  ASSERT_EQ(h.messages.size(), 100u);
+  EXPECT_EQ(h.messages.front().seq, 901u);
+  EXPECT_EQ(h.first_seq, 901u);
+  EXPECT_EQ(seqs(history({"r", 850, 0, 3})), (std::vector<std::uint64_t>{901, 902, 903}));
+  ASSERT_TRUE(eventually([&] { return sql_on(dir / "history.db", "SELECT max(last_seq) FROM chunks") == "1000"; }, 10s));
+  const auto kept = std::stoul(sql_on(dir / "history.db", "SELECT sum(last_seq - first_seq + 1) FROM chunks"));
+  EXPECT_LE(kept, 100u + 2 * 64) << "at most the bound and the chunks it cuts through";
+  EXPECT_GE(kept, 100u);
+}
+
+// Past --history-memory-messages unfolded messages, every room's tail is folded at once, however
+// young: the bound holds what memory keeps.
+TEST_F(LocalBusTest, TheMemoryBoundFoldsEveryRoom) {
+  cfg.history_memory_messages = 1000;
+  cfg.local_history.fold_age = std::chrono::hours(1);
+  open();
+  for (int i = 0; i < 999; ++i) publish("room-" + std::to_string(i), "m");
+  EXPECT_EQ(sql_on(dir / "history.db", "SELECT count(*) FROM chunks"), "0") << "below the bound nothing young is folded";
+  for (int i = 999; i < 1010; ++i) publish("room-" + std::to_string(i), "m");
+  ASSERT_TRUE(eventually([&] { return sql_on(dir / "history.db", "SELECT count(*) FROM chunks") != "0"; }, 10s));
+  EXPECT_GE(std::stoul(sql_on(dir / "history.db", "SELECT count(*) FROM chunks")), 1000u) << "every room folded at once";
+  EXPECT_EQ(seqs(history({"room-5", 0, 0, 10})), (std::vector<std::uint64_t>{1}));
 }
 
 // The WAL is fsynced only by a checkpoint, so one runs within seconds of a write even when far
@@ -450,7 +570,61 @@ TEST_F(LocalBusTest, WritesReachTheMainFileWithinACheckpointPeriod) {
   ASSERT_TRUE(eventually([&] {
     for (auto* tail : {"", "-wal", "-shm"}) std::filesystem::remove(copy.string() + tail);
     std::filesystem::copy_file(dir / "history.db", copy);
-    return sql_on(copy, "SELECT count(*) FROM sqlite_master WHERE name = 'history'") == "1" &&
-           sql_on(copy, "SELECT count(*) FROM history WHERE room = 'r' AND CAST(payload AS TEXT) = 'kept'") == "1";
+    return sql_on(copy, "SELECT count(*) FROM sqlite_master WHERE name = 'chunks'") == "1" &&
+           sql_on(copy, "SELECT count(*) FROM chunks WHERE room = 'r' AND instr(data, CAST('kept' AS BLOB)) > 0") == "1";
   }, 25s)) << "a checkpoint every 10 s";
+}
+
+// When the checkpointer thread is not asked (its size threshold is out of reach) and its timer
+// is far off, the writer itself checkpoints once the WAL reaches writer_checkpoint_pages (64 MiB
+// by default, 200 pages here): the main file alone then holds what was written.
+TEST_F(LocalBusTest, TheWriterCheckpointsItselfAtItsThreshold) {
+  cfg.local_history.checkpoint_pages = 1 << 30;
+  cfg.local_history.checkpoint_every = std::chrono::hours(1);
+  cfg.local_history.writer_checkpoint_pages = 200;
+  open();
+  const std::string big(2000, 'x');
+  auto copy = dir / "copy.db";
+  auto main_file_has = [&](const std::string& room) {
+    for (auto* tail : {"", "-wal", "-shm"}) std::filesystem::remove(copy.string() + tail);
+    std::filesystem::copy_file(dir / "history.db", copy);
+    return sql_on(copy, "SELECT count(*) FROM sqlite_master WHERE name = 'chunks'") == "1" &&
+           sql_on(copy, "SELECT count(*) FROM chunks WHERE room = '" + room + "'") != "0";
+  };
+  publish("small", big);
+  ASSERT_TRUE(eventually([&] { return sql_on(dir / "history.db", "SELECT count(*) FROM chunks WHERE room = 'small'") == "1"; }, 10s))
+      << "folded within a second";
+  EXPECT_FALSE(main_file_has("small")) << "a few pages: no checkpoint yet";
+  // ~1 MB of chunks, folded every 64 messages: past 200 pages, and after each commit the writer checks.
+  for (int i = 0; i < 500; ++i) publish("big", big);
+  EXPECT_TRUE(eventually([&] { return main_file_has("big"); }, 10s)) << "the writer copied the WAL into the file";
+}
+
+// Age pruning deletes the rows from the file, not only from what readers see.
+TEST(HistoryFile, AgePruningDeletesRows) {
+  auto path = std::filesystem::temp_directory_path() / ("chatd-historyfile-" + std::to_string(::getpid()) + ".db");
+  for (auto* tail : {"", "-wal", "-shm"}) std::filesystem::remove(path.string() + tail);
+  {
+    HistoryFile f(path.string());
+    std::vector<HistoryFile::Stored> old_msgs, young_msgs;
+    for (std::uint64_t i = 1; i <= 100; ++i) old_msgs.push_back({i, 1000 + static_cast<std::int64_t>(i), "old", "", 0});
+    for (std::uint64_t i = 101; i <= 110; ++i) young_msgs.push_back({i, 5000, "young", "", 0});
+    std::vector<HistoryFile::Fold> folds{{"r", old_msgs}, {"gone", std::span(old_msgs).first(10)}};
+    ASSERT_TRUE(f.fold(folds, 0, 0));
+    std::vector<HistoryFile::Fold> young{{"r", young_msgs}};
+    ASSERT_TRUE(f.fold(young, 0, 0));
+    ASSERT_EQ(sql_on(path, "SELECT count(*) FROM chunks"), "4") << "r: 64 + 36 + 10, gone: 10";
+    // Cut at 1050: r's first chunk (ts up to 1064) is partly young and stays; nothing of
+    // `gone` (ts up to 1010) is young.
+    EXPECT_EQ(f.prune(1050, 0, 1), 1u);
+    EXPECT_EQ(sql_on(path, "SELECT count(*) FROM chunks WHERE room = 'gone'"), "0");
+    EXPECT_EQ(sql_on(path, "SELECT count(*) FROM chunks WHERE room = 'r'"), "3");
+    EXPECT_EQ(f.prune(2000, 0, 1), 2u) << "r's old chunks";
+    EXPECT_EQ(sql_on(path, "SELECT group_concat(first_seq) FROM chunks"), "101");
+    History h;
+    ASSERT_TRUE(f.read({"r", 0, 0, 100}, 2000, 0, h));
+    EXPECT_EQ(h.first_seq, 101u);
+    EXPECT_EQ(h.messages.size(), 10u);
+  }
+  for (auto* tail : {"", "-wal", "-shm"}) std::filesystem::remove(path.string() + tail);
 }
