@@ -159,6 +159,9 @@ HistoryFile::HistoryFile(const std::string& path) : path_(path) {
     sqlite3_busy_timeout(db_, 5000);
     exec("PRAGMA journal_mode=WAL");
     exec("PRAGMA synchronous=NORMAL");
+    // 16 MiB of pages (SQLite's default is 2 MiB): each fold writes new chunk pages, which in a
+    // small cache evict the B-tree pages every fold needs, and those are then read again.
+    exec("PRAGMA cache_size=-16384");
     // No automatic checkpoint (its fsyncs would stall the writer): the hook counts the WAL's
     // pages and the owner checkpoints (LocalBus, from another thread). After a checkpoint the
     // WAL file is cut back to this size.
@@ -498,21 +501,6 @@ bool HistoryFile::recover(std::size_t keep_per_room) {
     }
     return r.ok;
   };
-  // A `journal` table of such records (one row per commit: the layout of the first chatd with
-  // chunks) comes before any file.
-  auto* st = prepare("SELECT 1 FROM pragma_table_info('journal') WHERE name = 'data'");
-  const bool table = sqlite3_step(st) == SQLITE_ROW;
-  sqlite3_finalize(st);
-  if (table) {
-    st = prepare("SELECT data FROM journal ORDER BY id");
-    bool ok = true;
-    while (ok && sqlite3_step(st) == SQLITE_ROW) ok = take(column_blob(st, 0));
-    sqlite3_finalize(st);
-    if (!ok) {
-      journal_error_ = path_ + ": the journal table holds a damaged record";
-      return false;
-    }
-  }
   // The journal files, oldest first. A record cut short is the write a kill interrupted: its
   // messages were never answered, and nothing follows it in that file.
   const auto files = journal_files();
@@ -537,7 +525,6 @@ bool HistoryFile::recover(std::size_t keep_per_room) {
   std::vector<Fold> folds;
   for (auto& [room, messages] : rooms) folds.push_back({room, messages});
   if (!fold(folds, keep_per_room, 0)) return false;
-  if (table && sqlite3_exec(db_, "DROP TABLE journal", nullptr, nullptr, nullptr) != SQLITE_OK) return false;
   for (const auto& [n, file] : files) ::unlink(file.c_str());
   return true;
 }
