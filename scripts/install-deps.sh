@@ -6,7 +6,7 @@ what=${1:-build}
 
 build_pkgs=(g++ cmake ninja-build pkg-config ccache
             libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
-            libhiredis-dev librdkafka-dev libsqlite3-dev libssl-dev nodejs npm)
+            libhiredis-dev librdkafka-dev libsqlite3-dev libssl-dev liburing-dev nodejs npm)
 test_pkgs=(libgtest-dev redis-server chromium default-jre-headless maven
            fonts-nanum fonts-noto-color-emoji  # Korean and emoji glyphs for browser screenshots
            dpkg-dev systemd  # the .deb test: dpkg-shlibdeps for its Depends, systemd-analyze for the unit

@@ -298,6 +298,8 @@ const std::vector<Spec>& specs() {
       size_opt("max-http-target", "longest HTTP request target; longer gets 414", &N::max_http_target, 64, 1 << 20),
       ms_opt("http-idle-timeout-ms", "an HTTP connection with no request for this long is closed", &N::http_idle_timeout, 100),
       size_opt("ws-max-batch-bytes", "STOMP frames written as one WebSocket message", &N::ws_max_batch_bytes, 1024, 16 << 20),
+      choice_opt("ws-write-backend", "how a loop turn's socket writes reach the kernel: io_uring (one system call for many) | sendmsg (one each)",
+                 "io_uring", "sendmsg", [](auto& o) -> auto& { return o.server.limits.ws_write_uring; }),
       size_opt("ws-read-chunk-bytes", "read buffer each worker loop shares among its connections", &N::ws_read_chunk_bytes, 4096, 16 << 20),
       size_opt("ws-reads-per-wakeup", "reads of one socket before the loop serves others", &N::ws_reads_per_wakeup, 1, 1024),
       ms_opt("ws-close-linger-ms", "time a client has to answer our close frame", &N::ws_close_linger, 0),

@@ -16,13 +16,17 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cassert>
+#include <cerrno>
+#include <climits>
 #include <deque>
 #include <memory>
 #include <random>
 
 #include "chat/session.h"
+#include "log/log.h"
 #include "net/client_address.h"
 #include "net/server.h"
 #include "net/sessions.h"
@@ -212,18 +216,82 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     list.posted = true;
     // Posted once per turn: it runs after the handlers that are ready now, so a burst of
     // deliveries to one socket leaves together.
-    asio::post(socket_.get_executor(), [] {
-      auto& l = flush_list;
-      auto dirty = std::move(l.dirty);
-      l.dirty.clear();
-      l.posted = false;
-      std::uint64_t calls = 0;
+    asio::post(socket_.get_executor(), [] { flush_dirty_in_loop(); });
+  }
+
+  // Writes every session of this loop that has something to write: each in one sendmsg, or
+  // (--ws-write-backend io_uring) all of them in one io_uring_enter per UringWrites::capacity.
+  static void flush_dirty_in_loop() {
+    auto& l = flush_list;
+    auto dirty = std::move(l.dirty);
+    l.dirty.clear();
+    l.posted = false;
+    if (dirty.empty()) return;
+    auto& server = dirty.front()->server_;
+    std::uint64_t calls = 0;
+    UringWrites* ring = uring_in_loop(server);
+    if (!ring) {
       for (auto& s : dirty) {
         s->flush_scheduled_ = false;
         calls += s->do_write();
       }
-      if (!dirty.empty()) dirty.front()->server_.socket_writes.fetch_add(calls, std::memory_order_relaxed);
-    });
+    } else {
+      // Each write of a round has its own Pieces until its result is known.
+      static thread_local std::vector<Pieces> round(UringWrites::capacity);
+      static thread_local std::vector<WsSession*> who;
+      static thread_local std::vector<int> results;
+      bool ring_ok = true;
+      std::size_t first = 0;
+      for (; first < dirty.size() && ring_ok; first += UringWrites::capacity) {
+        const std::size_t end = std::min(dirty.size(), first + UringWrites::capacity);
+        who.clear();
+        for (std::size_t i = first; i < end; ++i) {
+          auto* s = dirty[i].get();
+          s->flush_scheduled_ = false;
+          auto& p = round[who.size()];
+          if (!s->prepare_write(p)) continue;
+          ring->add(s->socket_.native_handle(), p.iov, p.pos, p.msg);
+          who.push_back(s);
+        }
+        ring_ok = ring->submit(results);
+        for (std::size_t k = 0; k < who.size(); ++k) {
+          calls += who[k]->finish_write(round[k], results[k]);
+          // A slot keeps its capacity for the next round, except what a big burst grew.
+          if (round[k].iov.capacity() > 1024) round[k] = Pieces{};
+        }
+      }
+      if (!ring_ok) {
+        // What was not submitted was written with sendmsg above; from now on every write is,
+        // starting with the rounds that did not run.
+        log::event("io_uring_failed", {{"then", "socket writes use sendmsg"}});
+        drop_uring_in_loop();
+        for (std::size_t i = first; i < dirty.size(); ++i) {
+          dirty[i]->flush_scheduled_ = false;
+          dirty[i]->schedule_flush();
+        }
+      }
+    }
+    server.socket_writes.fetch_add(calls, std::memory_order_relaxed);
+  }
+
+  // Returns this loop's io_uring for writes, or null when writes go by sendmsg (the option,
+  // or io_uring refused here: then once a log line says why).
+  static UringWrites* uring_in_loop(Server& server) {
+    auto& u = loop_uring;
+    if (!server.config().limits.ws_write_uring || u.refused) return nullptr;
+    if (!u.ring) {
+      std::string why;
+      u.ring = UringWrites::open(why);
+      if (!u.ring) {
+        u.refused = true;
+        log::event("io_uring_unavailable", {{"why", why}, {"then", "socket writes use sendmsg"}});
+      }
+    }
+    return u.ring.get();
+  }
+  static void drop_uring_in_loop() {
+    loop_uring.ring.reset();
+    loop_uring.refused = true;
   }
 
   // What one write is built from. Per thread, because a write the kernel takes at once (the
@@ -236,6 +304,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     std::vector<asio::const_buffer> buffers;
     std::vector<iovec> iov;
     std::size_t pos = 0;  // iov[pos..] is left to write
+    msghdr msg{};         // an io_uring sendmsg's, while it is submitted
     void clear() {
       for (std::size_t i = 0; i < used; ++i) batches[i].clear();  // drops the shared frames
       used = 0;
@@ -260,8 +329,47 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   // of at most net::Limits::ws_max_batch_bytes each (another application's messages one each),
   // then the close frame when one is due. Returns the sendmsg calls made.
   std::uint64_t do_write() {
-    if (gone_ || close_sent_ || blocked_) return 0;
     auto& p = scratch;
+    if (!prepare_write(p)) return 0;
+    std::uint64_t calls = 0;
+    std::size_t taken = 0;
+    auto r = write_pieces(socket_.native_handle(), p.iov, p.pos, calls, taken);
+    end_write(p, r);
+    return calls;
+  }
+
+  // Finishes a write submitted on the loop's io_uring whose sendmsg returned `res`. Returns
+  // the sendmsg calls made (the submitted one, and any that wrote what it left).
+  std::uint64_t finish_write(Pieces& p, int res) {
+    std::uint64_t calls = res == -ECANCELED ? 0 : 1;
+    if (gone_) {  // closed by another session's write in the same round
+      p.clear();
+      return calls;
+    }
+    std::size_t taken = 0;
+    WriteResult r;
+    if (res >= 0) {
+      std::size_t want = 0;
+      for (std::size_t i = p.pos; i < std::min(p.iov.size(), p.pos + IOV_MAX); ++i) want += p.iov[i].iov_len;
+      advance_pieces(p.iov, p.pos, static_cast<std::size_t>(res));
+      if (p.pos == p.iov.size()) r = WriteResult::done;
+      else if (static_cast<std::size_t>(res) < want) r = WriteResult::blocked;
+      else r = write_pieces(socket_.native_handle(), p.iov, p.pos, calls, taken);  // past IOV_MAX pieces
+    } else if (res == -EAGAIN || res == -EWOULDBLOCK) {
+      r = WriteResult::blocked;
+    } else if (res == -EINTR || res == -ECANCELED) {
+      r = write_pieces(socket_.native_handle(), p.iov, p.pos, calls, taken);
+    } else {
+      r = WriteResult::failed;
+    }
+    end_write(p, r);
+    return calls;
+  }
+
+  // Builds in `p` everything queued: control frames, the queued STOMP frames as WebSocket
+  // messages, the close frame when one is due. Returns false when there is nothing to write.
+  bool prepare_write(Pieces& p) {
+    if (gone_ || close_sent_ || blocked_) return false;
     p.clear();
     if (!control_.empty()) {
       control_inflight_.swap(control_);
@@ -299,11 +407,16 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     }
     for (auto& b : p.buffers)
       if (b.size()) p.iov.push_back(iovec{const_cast<void*>(b.data()), b.size()});
-    if (p.iov.empty()) return 0;
+    if (p.iov.empty()) {
+      p.clear();
+      return false;
+    }
     if (keepalive_) keepalive_->last_write = std::chrono::steady_clock::now();
-    std::uint64_t calls = 0;
-    std::size_t taken = 0;
-    auto r = write_pieces(socket_.native_handle(), p.iov, p.pos, calls, taken);
+    return true;
+  }
+
+  // A write of `p` ended with `r`: keeps what the kernel left (blocked), or lets `p` go.
+  void end_write(Pieces& p, WriteResult r) {
     if (r == WriteResult::blocked) {
       // Keep what is left, with the frames it points into, and wait for the client.
       blocked_ = std::make_unique<Blocked>(socket_.get_executor());
@@ -316,7 +429,6 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
       p.clear();
       after_write(r);
     }
-    return calls;
   }
 
   // Appends an application's own message (not a STOMP frame) as one WebSocket message with
@@ -478,10 +590,17 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     bool posted = false;
   };
   static thread_local FlushList flush_list;
+  // The loop's io_uring for writes (--ws-write-backend io_uring), opened at its first flush.
+  struct LoopUring {
+    std::unique_ptr<UringWrites> ring;
+    bool refused = false;  // io_uring could not be used here: sendmsg it is
+  };
+  static thread_local LoopUring loop_uring;
 };
 
 thread_local WsSession::FlushList WsSession::flush_list;
 thread_local WsSession::Pieces WsSession::scratch;
+thread_local WsSession::LoopUring WsSession::loop_uring;
 
 // Writes a plain HTTP refusal of an upgrade, then closes.
 void refuse(tcp::socket socket, unsigned version, http::status status, std::string_view why, bool tell_version) {
