@@ -46,7 +46,8 @@ struct Limits {
   std::size_t ws_max_batch_bytes = 64 * 1024;
   // How a loop turn's writes reach the kernel: one io_uring_enter for up to 256 sockets'
   // sendmsgs (true), or one sendmsg(2) each. Falls back to sendmsg where io_uring is refused.
-  bool ws_write_uring = false;
+  // io_uring by measurement: more fan-out deliveries per second and per CPU-second (issue 15).
+  bool ws_write_uring = true;
   // The read buffer each worker loop shares among its connections: a few full frames per read.
   std::size_t ws_read_chunk_bytes = 64 * 1024;
   // Reads of one readable socket before the loop serves others: fairness under a flood.
