@@ -11,7 +11,7 @@ deps=$(dpkg-deb -f "$deb" Depends)
 echo "Depends: $deps"
 # Runtime libraries only: a -dev package in Depends would drag compilers onto a server.
 if grep -q -- '-dev' <<<"$deps"; then echo "FAIL: the package depends on a -dev package" >&2; exit 1; fi
-for lib in libhiredis librdkafka libsqlite3 libboost-json libboost-url; do
+for lib in libhiredis librdkafka libsqlite3 liburing libboost-json libboost-url; do
   grep -q "$lib" <<<"$deps" || { echo "FAIL: Depends lacks $lib" >&2; exit 1; }
 done
 contents=$(dpkg-deb -c "$deb")
