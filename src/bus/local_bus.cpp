@@ -48,6 +48,10 @@ constexpr std::chrono::milliseconds kFoldEvery{100};
 // person notices and what a loaded node's delivery takes anyway.
 constexpr std::chrono::milliseconds kCommitEvery{2};
 constexpr std::size_t kCommitRows = 1024;
+// A writer woken by a message after a quiet moment waits until no message has arrived for this
+// long (at most kCommitEvery): a burst a loop turn hands over one SEND at a time then commits as
+// one group and reaches subscribers in one write each, not as its first message and the rest.
+constexpr std::chrono::microseconds kProducerQuiet{100};
 // The WAL is checkpointed by another thread once it holds cfg.local_history.checkpoint_pages
 // (16 MiB of 4 KiB pages), so the writer never waits for a checkpoint's fsyncs. A checkpoint that
 // runs beside the writer cannot finish while messages keep coming, so at 4x that the
@@ -248,10 +252,20 @@ class LocalBus final : public MessageBus {
                               [&] { return !queue_.empty() || !erasures_.empty() || stopping_; });
         if (queue_.empty() && erasures_.empty() && stopping_) break;
         // Group commit: at most one commit per kCommitEvery while messages keep coming, so a
-        // burst shares its pages; a message after a quiet moment is written at once.
-        if (!stopping_ && erasures_.empty())
-          wake_writer_.wait_until(lock, last_commit + kCommitEvery,
-                                  [&] { return stopping_ || queue_.size() >= kCommitRows; });
+        // burst shares its pages; after a quiet moment, once the producer goes quiet (kProducerQuiet).
+        if (!stopping_ && erasures_.empty()) {
+          const auto woke = std::chrono::steady_clock::now();
+          if (woke < last_commit + kCommitEvery) {
+            wake_writer_.wait_until(lock, last_commit + kCommitEvery,
+                                    [&] { return stopping_ || queue_.size() >= kCommitRows; });
+          } else {
+            for (std::size_t seen = 0; !stopping_ && queue_.size() != seen && queue_.size() < kCommitRows &&
+                                       std::chrono::steady_clock::now() < woke + kCommitEvery;) {
+              seen = queue_.size();
+              wake_writer_.wait_for(lock, kProducerQuiet, [&] { return stopping_; });
+            }
+          }
+        }
         last_commit = std::chrono::steady_clock::now();
         batch.swap(queue_);
         batch_done.swap(queue_done_);
