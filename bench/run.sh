@@ -287,8 +287,9 @@ scenario_fanout() {
 }
 
 # Issue 15's shape: one sender, bursts of N (20, then single messages), the next burst once every
-# subscriber has the last; the server's write system calls are counted with perf stat over each
-# run (connection set-up included: about 3 per connection, under 1 % of a run's writes).
+# subscriber has the last; the server's writes (system calls, and sends completed on its io_uring)
+# are counted with perf stat over each run (connection set-up included: about 3 per connection,
+# under 1 % of a run's writes).
 scenario_fanout_bursts() {
   local target=$1 burst scen
   for burst in 20 1; do
@@ -299,7 +300,7 @@ scenario_fanout_bursts() {
     for rep in $(seq "$REPS"); do
       local perf_pid="" perf_out=$WORK/perf-$target-$scen-$rep.txt
       if command -v perf >/dev/null; then
-        perf stat -x, -e 'syscalls:sys_enter_sendmsg,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_sendto' \
+        perf stat -x, -e 'syscalls:sys_enter_sendmsg,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_sendto,io_uring:io_uring_complete' \
           -p "$SRV_PID" -o "$perf_out" > /dev/null 2>&1 &
         perf_pid=$!
       fi
