@@ -1,6 +1,6 @@
 // Issue 9's figures (not a test: it prints a table and writes a section of BENCHMARKS.md):
 //   CHATD_BIN=build-bench/chatd/src/app/chatd node bench/history.mjs [--reps 3] [--quick] [--no-write]
-//                                                 [--engines embedded,redis] [--only cost|herd]
+//                                                 [--engines embedded,redis,kafka] [--only cost|herd]
 //
 // 1. What history costs: bench/loadgen's two scenarios of bench/run.sh against chatd with
 //    history on (the defaults) and off (--history-size 0), alternating on and off in one
@@ -9,14 +9,16 @@
 //    messages in flight) and fan-out (one room of 1,000, 4 senders with 32 in flight each).
 // 2. Replay: one subscriber 1,000 messages behind resumes (x-since-seq + x-epoch): the time from
 //    its SUBSCRIBE to the 1,000th message, median of 5.
-// 3. Herd after a restart: 100 rooms, each with one message everyone saw (seq 1); then 100
-//    more per room that 10 members per room miss, and the node is killed (kill -9): embedded,
-//    the 100 are sent before the kill; Redis, while it is down, through a second node. The node
+// 3. Herd after a restart: 100 rooms, each with one message everyone saw; then 100 more per
+//    room that 10 members per room miss, and the node is killed (kill -9): embedded, the 100
+//    are sent before the kill; Redis and Kafka, while it is down, through a second node (so on
+//    Kafka the restarted node's cache never saw them: it reads them from the topic). The node
 //    is started again on the same data dir and port, and 1,000 clients (100 rooms × 10) open
-//    their connection and resume with x-since-seq 1 at the same moment: time from that moment
-//    to each one holding its 100, p50/p99/max, and a check that each got exactly seqs 2..101
-//    with the texts sent, in order, once (no notice, nothing extra a second later). Meanwhile a
-//    probe in another room sends every 20 ms and times its own messages.
+//    their connection and resume with x-since-seq (the seen message's seq) at the same moment:
+//    time from that moment to each one holding its 100, p50/p99/max, and a check that each got
+//    exactly the 100 the sending node's history lists (seqs and texts), in order, once (no
+//    notice, nothing extra a second later). Meanwhile a probe in another room sends every 20 ms
+//    and times its own messages. Kafka's history cost (1) is not measured: not a target.
 //
 // chatd runs with --threads 1 pinned to core 0 (and redis-server beside it on core 0); the
 // generator (bench/loadgen, or this process for 2 and 3) on core 1. The machine is shared:
@@ -29,6 +31,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { createRoom, freePort, redisCommand, repoRoot, startChatd, stompOverWebSocket } from '../tests/integration/harness.mjs';
+import { busUp, kafkaBroker, uniqueTopic, waitForHealth } from '../tests/integration/kafka.mjs';
 
 // The load scenarios of bench/run.sh (its full, not --quick, sizes).
 const SCENARIOS = {
@@ -41,10 +44,10 @@ const flag = (name) => argv.includes(name);
 const value = (name, dflt) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1] : dflt; };
 const QUICK = flag('--quick');
 const REPS = Number(value('--reps', QUICK ? 1 : 3));
-const ENGINES = value('--engines', 'embedded,redis').split(',');
+const ENGINES = value('--engines', 'embedded,redis,kafka').split(',');
 const ONLY = value('--only', '');  // cost | herd: one part only
 // A partial run prints its figures but does not replace the section written by a whole one.
-const WRITE = !flag('--no-write') && !ONLY && ENGINES.length === 2;
+const WRITE = !flag('--no-write') && !ONLY && ['embedded', 'redis', 'kafka'].every((e) => ENGINES.includes(e));
 const DURATION = QUICK ? 3 : 8;
 const HERD_ROOMS = QUICK ? 20 : 100;
 const HERD_PER_ROOM = 10;
@@ -80,12 +83,18 @@ async function redisServer() {
   };
 }
 
-async function chatd(engine, redis, history, name, where = {}) {
+// The Kafka broker, started when an engine needs it (its own JVM, not pinned).
+let kafka = null;
+
+// A chatd node on `engine`; on Kafka, on `topic`, with its rooms in `redis`, once its bus is up.
+async function chatd(engine, redis, history, name, where = {}, topic = '') {
   const args = ['--threads', '1'];
   if (!history) args.push('--history-size', '0');
   if (engine === 'redis') args.push('--bus', 'redis', '--store', 'redis', '--redis', redis.url);
+  if (engine === 'kafka') args.push('--bus', 'kafka', '--kafka', kafka.address, '--kafka-topic', topic, '--store', 'redis', '--redis', redis.url);
   const node = await startChatd({ name, args, env: BENCH_ENV, timeoutMs: 30_000, ...where });
   pin(node.child.pid, 0);
+  if (engine === 'kafka') await waitForHealth(node.base, busUp, 'up', 60_000).catch(async (e) => { await node.stop(); throw e; });
   return node;
 }
 
@@ -137,29 +146,39 @@ async function cost(engine, redis, scenario) {
 
 // ---- 2 and 3: replay and the herd ----
 
-// Sends `n` TALKs to a room without waiting, then resolves once the server's history says the
-// room's last seq is `last` (every one was published), with the room's epoch.
-async function fill(node, session, roomId, n, last, prefix) {
+// Sends `n` TALKs to a room without waiting, then resolves once the node's history holds the last
+// of them (every one was published), with the room's epoch and that last message's seq. The
+// seqs are read back, not assumed: on Kafka a seq is an offset, not a count within the room.
+async function fill(node, session, roomId, n, prefix) {
   for (let i = 0; i < n; i++) session.chat('TALK', roomId, 'filler', `${prefix}${i}`);
   const deadline = Date.now() + 120_000;
   for (;;) {
     const res = await fetch(`${node.base}/chat/room/${roomId}/messages?limit=1`);
-    if (Number(res.headers.get('x-last-seq')) >= last) return res.headers.get('x-epoch');
-    if (Date.now() > deadline) throw new Error(`room ${roomId}: seq ${res.headers.get('x-last-seq')} of ${last} after 120 s`);
+    const [last] = res.ok ? await res.json() : [];
+    if (last?.message === `${prefix}${n - 1}`) return { epoch: res.headers.get('x-epoch'), seq: last.seq };
+    if (Date.now() > deadline) throw new Error(`room ${roomId}: ${prefix}${n - 1} not in history after 120 s`);
     await sleep(50);
   }
+}
+
+// The newest `n` messages of a room as { seq, message }, from the node's REST history.
+async function newest(node, roomId, n) {
+  const res = await fetch(`${node.base}/chat/room/${roomId}/messages?limit=${n}`);
+  if (!res.ok) throw new Error(`room ${roomId}: history ${res.status}`);
+  return (await res.json()).map((m) => ({ seq: m.seq, message: m.message }));
 }
 
 async function replay(node) {
   const room = await createRoom(node.base, 'replay');
   const sender = await stompOverWebSocket(node.base);
-  const epoch = await fill(node, sender, room.roomId, REPLAY + 1, REPLAY + 1, 'r');
+  const { seq: seen } = await fill(node, sender, room.roomId, 1, 'seen');
+  const { epoch } = await fill(node, sender, room.roomId, REPLAY, 'r');
   await sender.close();
   const times = [];
   for (let rep = 0; rep < 5; rep++) {
     const s = await stompOverWebSocket(node.base, { timeoutMs: 30_000 });
     const t0 = performance.now();
-    const c = s.subscribe(`/sub/chat/room/${room.roomId}`, { 'x-since-seq': '1', 'x-epoch': epoch });
+    const c = s.subscribe(`/sub/chat/room/${room.roomId}`, { 'x-since-seq': String(seen), 'x-epoch': epoch });
     const frames = await c.waitFor(REPLAY, 60_000);
     times.push(performance.now() - t0);
     if (frames.some((f) => f.headers['x-history-status'])) throw new Error('replay: a HISTORY notice');
@@ -181,18 +200,26 @@ async function herdAfterRestart(engine, redis) {
   const port = await freePort();
   const dataDir = mkdtempSync(join(tmpdir(), `chatd-bench-herd-${engine}-`));
   const where = { port, dataDir, keepData: true };
-  let node = await chatd(engine, redis, true, `bench-hist-${engine}-herd`, where);
-  // Redis: the messages are sent through a second node while the first is down.
-  const other = engine === 'redis' ? await chatd(engine, redis, true, `bench-hist-${engine}-herd-other`) : null;
+  const topic = uniqueTopic('bench-herd');
+  let node = await chatd(engine, redis, true, `bench-hist-${engine}-herd`, where, topic);
+  // Redis and Kafka: the messages are sent through a second node while the first is down.
+  const other = engine === 'embedded' ? null : await chatd(engine, redis, true, `bench-hist-${engine}-herd-other`, {}, topic);
   try {
     const rooms = [];
     for (let i = 0; i < HERD_ROOMS; i++) rooms.push(await createRoom(node.base, `herd-${i}`));
     const probeRoom = await createRoom(node.base, 'probe');
     const sender = await stompOverWebSocket(node.base);
-    // The message every client saw before the drop: seq 1.
-    const epochs = await Promise.all(rooms.map((r) => fill(node, sender, r.roomId, 1, 1, 'seen')));
-    const missed = async (via, s) => Promise.all(rooms.map((r) => fill(via, s, r.roomId, HERD_MISSED, 1 + HERD_MISSED, 'm')));
-    if (!other) await missed(node, sender);
+    // The message every client saw before the drop (seq 1; on Kafka an offset + 1).
+    const seen = await Promise.all(rooms.map((r) => fill(node, sender, r.roomId, 1, 'seen')));
+    const epochs = seen.map((s) => s.epoch);
+    const missed = async (via, s) => Promise.all(rooms.map((r) => fill(via, s, r.roomId, HERD_MISSED, 'm')));
+    // What each room's clients must get: the node that took the messages says which seqs they have.
+    const wanted = (via) => Promise.all(rooms.map((r) => newest(via, r.roomId, HERD_MISSED)));
+    let want;
+    if (!other) {
+      await missed(node, sender);
+      want = await wanted(node);
+    }
     await sender.close();
     const killedAt = performance.now();
     await node.stop({ signal: 'SIGKILL' });
@@ -200,9 +227,10 @@ async function herdAfterRestart(engine, redis) {
       const s = await stompOverWebSocket(other.base);
       await missed(other, s);
       await s.close();
+      want = await wanted(other);
     }
     const restartAt = performance.now();
-    node = await chatd(engine, redis, true, `bench-hist-${engine}-herd`, where);
+    node = await chatd(engine, redis, true, `bench-hist-${engine}-herd`, where, topic);
     const restartMs = performance.now() - restartAt;
 
     // The probe: a room of its own, one message every 20 ms, its latency measured end to end.
@@ -223,7 +251,7 @@ async function herdAfterRestart(engine, redis) {
     await Promise.all(rooms.flatMap((room, k) => Array.from({ length: HERD_PER_ROOM }, async () => {
       const s = await stompOverWebSocket(node.base, { timeoutMs: 120_000 });
       clients.push(s);
-      const c = s.subscribe(`/sub/chat/room/${room.roomId}`, { 'x-since-seq': '1', 'x-epoch': epochs[k] });
+      const c = s.subscribe(`/sub/chat/room/${room.roomId}`, { 'x-since-seq': String(seen[k].seq), 'x-epoch': epochs[k] });
       c.room = k;
       collectors.push(c);
       await c.waitFor(HERD_MISSED, 120_000);
@@ -235,18 +263,18 @@ async function herdAfterRestart(engine, redis) {
     await sleep(1000);
     clearInterval(tick);
     await allHave(collectors, HERD_MISSED, 1000);
-    const want = Array.from({ length: HERD_MISSED }, (_, i) => ({ seq: i + 2, message: `m${i}` }));
     let exact = 0;
     const wrong = [];
     for (const c of collectors) {
       const got = c.frames.map((f) => ({ notice: f.headers['x-history-status'], ...JSON.parse(f.body) }));
-      const ok = got.length === want.length && got.every((m, i) => !m.notice && m.seq === want[i].seq &&
-        m.message === want[i].message && m.epoch === epochs[c.room]);
+      const w = want[c.room];
+      const ok = w.length === HERD_MISSED && w.every((m, i) => m.message === `m${i}`) && got.length === w.length &&
+        got.every((m, i) => !m.notice && m.seq === w[i].seq && m.message === w[i].message && m.epoch === epochs[c.room]);
       if (ok) exact++;
       else if (wrong.length < 3) wrong.push(got.map((m) => m.notice ?? `${m.seq}:${m.message}`).join(','));
     }
     for (const s of [...clients, probeTx, probeRx]) await s.close().catch(() => {});
-    if (wrong.length) log(`   herd: clients that did not get exactly seqs 2..${1 + HERD_MISSED}, e.g. ${wrong.join(' | ').slice(0, 600)}`);
+    if (wrong.length) log(`   herd: clients that did not get exactly the ${HERD_MISSED} missed, e.g. ${wrong.join(' | ').slice(0, 600)}`);
     return {
       clients: caughtUp.length, exact, total_ms: total, restart_ms: restartMs, down_ms: restartAt - killedAt + restartMs,
       p50_ms: quantile(caughtUp, 0.5), p99_ms: quantile(caughtUp, 0.99), max_ms: Math.max(...caughtUp),
@@ -273,10 +301,13 @@ const loads = [loadavg()];
 const results = {};
 const redis = await redisServer();
 try {
+  // The first run on a machine fetches the broker's jars from Maven Central: minutes.
+  if (ENGINES.includes('kafka')) kafka = await kafkaBroker();
   for (const engine of ENGINES) {
     results[engine] = {};
     const r = results[engine];
-    if (ONLY !== 'herd') {
+    // Kafka's cost is not one of the issue's targets, and its broker is a JVM that shares the cores.
+    if (ONLY !== 'herd' && engine !== 'kafka') {
       r.cost = {};
       for (const scenario of Object.keys(SCENARIOS)) {
         log(`== ${engine}: ${scenario}, history on vs off`);
@@ -287,8 +318,8 @@ try {
     }
     if (ONLY === 'cost') continue;
     if (ONLY !== 'herd') {
-      if (engine === 'redis') await redis.flush();
-      const node = await chatd(engine, redis, true, `bench-hist-${engine}-resume`);
+      if (engine !== 'embedded') await redis.flush();
+      const node = await chatd(engine, redis, true, `bench-hist-${engine}-resume`, {}, uniqueTopic('bench-replay'));
       try {
         log(`== ${engine}: replay ${REPLAY}`);
         r.replay = await replay(node);
@@ -297,7 +328,7 @@ try {
         await node.stop();
       }
     }
-    if (engine === 'redis') await redis.flush();
+    if (engine !== 'embedded') await redis.flush();
     log(`== ${engine}: ${HERD_ROOMS * HERD_PER_ROOM} clients resume at once after a restart`);
     r.herd = await herdAfterRestart(engine, redis);
     log(`   ${JSON.stringify(r.herd)}`);
@@ -305,6 +336,7 @@ try {
   }
 } finally {
   await redis.stop();
+  await kafka?.release();
 }
 
 if (ONLY) process.exit(0);
@@ -313,7 +345,7 @@ const ms = (x) => `${x.toFixed(x < 10 ? 1 : 0)} ms`;
 const ratio = (a, b) => (b ? (a / b).toFixed(2) : '–');
 const rows = [];
 for (const [engine, r] of Object.entries(results)) {
-  for (const [scenario, c] of Object.entries(r.cost)) {
+  for (const [scenario, c] of Object.entries(r.cost ?? {})) {
     const row = (what, key, f = k) => rows.push(`| ${engine} | ${scenario} | ${what} | ${f(c[key].on)} | ${f(c[key].off)} | ${ratio(c[key].on, c[key].off)} |`);
     row('messages published/s', 'sent_per_s');
     row('deliveries/s', 'deliveries_per_s');
@@ -350,14 +382,16 @@ and off alternating, medians:
 ${costTable}
 
 Resume (history on): one subscriber ${REPLAY} messages behind subscribes with \`x-since-seq\`. Then
-the herd after a restart: ${HERD_ROOMS} rooms, each with one message every client saw (seq 1) and
+the herd after a restart: ${HERD_ROOMS} rooms, each with one message every client saw and
 ${HERD_MISSED} more that ${HERD_PER_ROOM} members per room missed; the node is killed (\`kill -9\`; embedded: the
-${HERD_MISSED} were sent before the kill; Redis: while it was down, through a second node) and started again on
+${HERD_MISSED} were sent before the kill; Redis and Kafka: while it was down, through a second node, so on Kafka
+the restarted node's cache never held them and it reads them from the topic) and started again on
 the same data dir and port. One second after it answers (the probe's baseline),
-${HERD_ROOMS * HERD_PER_ROOM} clients open their connection and resume with \`x-since-seq: 1\` at the same moment, timed from that
+${HERD_ROOMS * HERD_PER_ROOM} clients open their connection and resume with \`x-since-seq\` (the seen message's seq) at the same moment, timed from that
 moment to each one holding its ${HERD_MISSED} (connection, CONNECT and SUBSCRIBE included; all clients are one Node
-process on core 1, so its own work is in the figures). "Exactly" means seqs 2..${1 + HERD_MISSED} with the
-texts sent, in order, no notice, nothing more a second later. A probe in another room sends every
+process on core 1, so its own work is in the figures). "Exactly" means the ${HERD_MISSED} seqs and texts the
+sending node's history lists, in order, no notice, nothing more a second later. Kafka's broker (a JVM)
+is not pinned; its rooms are in the same redis-server. A probe in another room sends every
 20 ms throughout:
 
 ${resumeTable}
