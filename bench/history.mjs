@@ -204,6 +204,7 @@ async function herdAfterRestart(engine, redis) {
   let node = await chatd(engine, redis, true, `bench-hist-${engine}-herd`, where, topic);
   // Redis and Kafka: the messages are sent through a second node while the first is down.
   const other = engine === 'embedded' ? null : await chatd(engine, redis, true, `bench-hist-${engine}-herd-other`, {}, topic);
+  let tick;
   try {
     const rooms = [];
     for (let i = 0; i < HERD_ROOMS; i++) rooms.push(await createRoom(node.base, `herd-${i}`));
@@ -240,7 +241,7 @@ async function herdAfterRestart(engine, redis) {
     let phase = 'before';
     const probe = probeRx.subscribe(`/sub/chat/room/${probeRoom.roomId}`);
     probe.push = (f) => { const sent = Number(JSON.parse(f.body).message); lat[phase].push(performance.now() - sent); };
-    const tick = setInterval(() => probeTx.chat('TALK', probeRoom.roomId, 'probe', String(performance.now())), 20);
+    tick = setInterval(() => probeTx.chat('TALK', probeRoom.roomId, 'probe', String(performance.now())), 20);
     await sleep(1000);
 
     phase = 'during';
@@ -282,6 +283,7 @@ async function herdAfterRestart(engine, redis) {
       probe_during: { p50: quantile(lat.during, 0.5), p99: quantile(lat.during, 0.99), n: lat.during.length },
     };
   } finally {
+    clearInterval(tick);
     await node.stop().catch(() => {});
     if (other) await other.stop().catch(() => {});
     rmSync(dataDir, { recursive: true, force: true });
