@@ -41,7 +41,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
-#include <unordered_map>
 #include <cstdio>
 #include <memory>
 #include <mutex>
@@ -49,6 +48,8 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <unordered_map>
+#include <unordered_set>
 #include <unistd.h>
 #include <vector>
 
@@ -86,6 +87,8 @@ constexpr const char* kControlHeader = "chatd-control";
 constexpr const char* kOriginHeader = "chatd-origin";
 // History requests waiting for the reader thread; past it a request is refused at once.
 constexpr std::size_t kMaxQueuedReads = 10000;
+// The reader thread takes at most this many waiting requests at a time, to answer together.
+constexpr std::size_t kReadBatch = 1000;
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -723,17 +726,20 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
 
   void run_reader_loop() {
     for (;;) {
-      std::pair<HistoryRequest, HistoryFn> job;
+      std::vector<std::pair<HistoryRequest, HistoryFn>> jobs;
       {
         std::unique_lock lock(reads_mu_);
         reads_cv_.wait(lock, [&] { return reads_stopped_ || !reads_.empty(); });
         if (reads_stopped_) return;
-        job = std::move(reads_.front());
-        reads_.pop_front();
+        // Everything waiting is answered together: after a restart resumes come as a herd, and
+        // one scan of a partition serves all of theirs (read_batch).
+        const std::size_t n = std::min(reads_.size(), kReadBatch);
+        for (std::size_t i = 0; i < n; ++i) {
+          jobs.push_back(std::move(reads_.front()));
+          reads_.pop_front();
+        }
       }
-      History h;
-      const std::error_code ec = read_history(job.first, h);
-      job.second(ec, ec ? History{} : std::move(h));
+      read_batch(jobs);
     }
   }
 
@@ -743,20 +749,20 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     std::int64_t ts_ms;
   };
 
-  // Reads the records of `room` with offsets in [from, to) of partition `p` into `out`
+  // Reads the records of `rooms` with offsets in [from, to) of partition `p` into `out`
   // (ascending), at most `max_found`, skipping those past the ttl and retried client ids.
-  // `budget` counts the records this request may still scan. Returns timed_out when the
-  // budget or `deadline` ran out before `to`, engine_down when the broker failed.
-  std::error_code scan(int p, const std::string& room, std::int64_t from, std::int64_t to, std::size_t max_found,
-                       const std::string& epoch, std::size_t& budget, Clock::time_point deadline,
-                       std::vector<Found>& out) {
+  // `budget` counts the records this read may still scan. Returns timed_out when the budget or
+  // `deadline` ran out before `to`, engine_down when the broker failed.
+  std::error_code scan(int p, const std::unordered_set<std::string_view>& rooms, std::int64_t from, std::int64_t to,
+                       std::size_t max_found, const std::string& epoch, std::size_t& budget,
+                       Clock::time_point deadline, std::vector<Found>& out) {
     std::vector<RdKafka::TopicPartition*> parts{RdKafka::TopicPartition::create(cfg_.kafka_topic, p, from)};
     RdKafka::ErrorCode err = reader_->assign(parts);
     RdKafka::TopicPartition::destroy(parts);
     if (err != RdKafka::ERR_NO_ERROR) return Error::engine_down;
     const std::int64_t cutoff = cfg_.history_ttl.count() > 0 ? now_ms() - milliseconds(cfg_.history_ttl).count() : INT64_MIN;
     const std::int64_t window = milliseconds(cfg_.dedupe_window).count();
-    std::unordered_map<std::string, std::int64_t> first_of_id;
+    std::unordered_map<std::string, std::int64_t> first_of_id;  // room '\0' client id -> first ts
     std::error_code ec;
     for (;;) {
       if (Clock::now() >= deadline || quit_.load(std::memory_order_acquire)) {
@@ -778,20 +784,23 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
         break;
       }
       --budget;
-      if (!m->key_pointer() || room != std::string_view(static_cast<const char*>(m->key_pointer()), m->key_len()))
-        continue;
+      if (!m->key_pointer()) continue;
+      const std::string_view room(static_cast<const char*>(m->key_pointer()), m->key_len());
+      if (!rooms.contains(room)) continue;
       const std::int64_t ts = m->timestamp().timestamp;
       if (ts < cutoff) continue;
       if (RdKafka::Headers* headers = m->headers()) {
         const RdKafka::Headers::Header cid = headers->get_last(kClientIdHeader);
         if (cid.err() == RdKafka::ERR_NO_ERROR && cid.value()) {
-          auto [it, first] = first_of_id.try_emplace(
-              std::string(static_cast<const char*>(cid.value()), cid.value_size()), ts);
+          std::string key(room);
+          key += '\0';
+          key.append(static_cast<const char*>(cid.value()), cid.value_size());
+          auto [it, first] = first_of_id.try_emplace(std::move(key), ts);
           if (!first && ts - it->second <= window) continue;  // consumers dropped it too
           it->second = first ? ts : it->second;
         }
       }
-      out.push_back(Found{Delivery{room, static_cast<std::uint64_t>(m->offset()) + 1, epoch,
+      out.push_back(Found{Delivery{std::string(room), static_cast<std::uint64_t>(m->offset()) + 1, epoch,
                                    std::string(static_cast<const char*>(m->payload()), m->len())},
                           ts});
       if (out.size() >= max_found) break;
@@ -800,80 +809,174 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     return ec;
   }
 
-  // Answers one history request: the node's cache, plus the topic for what the cache does not
-  // hold (older than this node's start or than its cache's bounds).
-  std::error_code read_history(const HistoryRequest& req, History& h) {
+  // One history request on its way: what the cache and the partition's bounds say, and for a
+  // read forwards, the part of the topic still to scan.
+  struct Read {
+    int p = 0;
+    std::size_t limit = 0;
+    KafkaHistoryCache::Answer cached;
+    std::int64_t retained = 0;    // the oldest offset the topic still holds for the request
+    std::int64_t cache_from = 0;  // the cache holds every message of the room from this offset on
+    bool complete = false;        // h is the whole answer: nothing to read
+    std::int64_t from = 0, to = 0;  // forwards: the offsets [from, to) to scan first
+    History h;
+  };
+  // A partition's offsets: the log's [low, high), and the oldest within the ttl.
+  struct Bounds {
+    std::int64_t low = 0, high = 0, retained = 0;
+  };
+
+  // Answers `jobs` (each called once). Reads forwards (resumes) of one partition share one scan
+  // of the union of their ranges when it fits one request's budget: a herd of resumes after a
+  // restart then costs one pass over the topic, not one per client.
+  void read_batch(std::vector<std::pair<HistoryRequest, HistoryFn>>& jobs) {
+    std::vector<Read> reads(jobs.size());
+    std::vector<std::error_code> errors(jobs.size());
+    std::unordered_map<int, std::vector<std::size_t>> scans;  // partition -> reads that need one
+    std::unordered_map<int, Bounds> bounds;
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+      errors[i] = begin_read(jobs[i].first, reads[i], bounds);
+      if (errors[i] || reads[i].complete) continue;
+      if (jobs[i].first.after_seq == 0) {
+        errors[i] = read_backwards(jobs[i].first, reads[i]);
+        continue;
+      }
+      if (reads[i].from < reads[i].to) scans[reads[i].p].push_back(i);
+      else finish_forwards(reads[i], {});
+    }
+    for (auto& [p, ids] : scans) {
+      std::int64_t from = INT64_MAX, to = 0;
+      std::unordered_set<std::string_view> rooms;
+      for (std::size_t i : ids) {
+        from = std::min(from, reads[i].from);
+        to = std::max(to, reads[i].to);
+        rooms.insert(jobs[i].first.room_id);
+      }
+      const bool shared = ids.size() > 1 && static_cast<std::uint64_t>(to - from) <= cfg_.kafka_history_scan;
+      if (!shared) {
+        for (std::size_t i : ids) {
+          Read& r = reads[i];
+          std::size_t budget = cfg_.kafka_history_scan;
+          std::vector<Found> found;
+          // A gap between the topic's part and the cache would be silent: a read that cannot
+          // finish is an error, never a shorter answer.
+          errors[i] = scan(p, {jobs[i].first.room_id}, r.from, r.to, r.limit, r.h.epoch, budget,
+                           Clock::now() + milliseconds(cfg_.kafka_history_read_ms), found);
+          if (!errors[i]) finish_forwards(r, std::move(found));
+        }
+        continue;
+      }
+      std::size_t budget = cfg_.kafka_history_scan;
+      std::vector<Found> found;
+      const std::error_code ec = scan(p, rooms, from, to, SIZE_MAX, reads[ids.front()].h.epoch, budget,
+                                      Clock::now() + milliseconds(cfg_.kafka_history_read_ms), found);
+      for (std::size_t i : ids) {
+        Read& r = reads[i];
+        errors[i] = ec;
+        if (ec) continue;
+        std::vector<Found> mine;
+        for (const Found& f : found) {
+          const auto offset = static_cast<std::int64_t>(f.d.seq) - 1;
+          if (mine.size() < r.limit && f.d.room_id == jobs[i].first.room_id && offset >= r.from && offset < r.to)
+            mine.push_back(f);
+        }
+        finish_forwards(r, std::move(mine));
+      }
+    }
+    for (std::size_t i = 0; i < jobs.size(); ++i)
+      jobs[i].second(errors[i], errors[i] ? History{} : std::move(reads[i].h));
+  }
+
+  // What a request needs from the node's cache and the partition's bounds; sets r.complete when
+  // that is the whole answer, else what is left to read (older than this node's start or than
+  // its cache's bounds).
+  std::error_code begin_read(const HistoryRequest& req, Read& r, std::unordered_map<int, Bounds>& bounds) {
     const int parts = assigned_partitions_.load(std::memory_order_acquire);
     if (parts <= 0) return Error::engine_down;
-    const int p = rd_kafka_msg_partitioner_murmur2_random(nullptr, req.room_id.data(), req.room_id.size(), parts,
-                                                          nullptr, nullptr);
+    r.p = rd_kafka_msg_partitioner_murmur2_random(nullptr, req.room_id.data(), req.room_id.size(), parts, nullptr,
+                                                  nullptr);
     const std::int64_t now = now_ms();
-    const std::size_t limit = std::min(req.limit, cfg_.history_size);
+    r.limit = std::min(req.limit, cfg_.history_size);
     HistoryRequest capped = req;
-    capped.limit = limit;
-    KafkaHistoryCache::Answer cached = cache_.read(p, capped, now);
-    if (!cached.known) return Error::engine_down;
+    capped.limit = r.limit;
+    r.cached = cache_.read(r.p, capped, now);
+    if (!r.cached.known) return Error::engine_down;
+    History& h = r.h;
     h.epoch = epoch();
 
-    // What the topic still holds for this request: offsets [retained, high).
-    std::int64_t low = 0, high = 0;
-    if (reader_->query_watermark_offsets(cfg_.kafka_topic, p, &low, &high, cfg_.kafka_timing.request_timeout_ms) != RdKafka::ERR_NO_ERROR)
-      return Error::engine_down;
+    // What the topic still holds for this request: offsets [retained, high), asked once per
+    // partition and batch.
+    auto [known, fresh] = bounds.try_emplace(r.p);
+    Bounds& b = known->second;
+    if (fresh) {
+      if (reader_->query_watermark_offsets(cfg_.kafka_topic, r.p, &b.low, &b.high,
+                                           cfg_.kafka_timing.request_timeout_ms) != RdKafka::ERR_NO_ERROR) {
+        bounds.erase(known);
+        return Error::engine_down;
+      }
+      b.retained = b.low;
+      if (cfg_.history_ttl.count() > 0) {
+        std::vector<RdKafka::TopicPartition*> at{RdKafka::TopicPartition::create(
+            cfg_.kafka_topic, r.p, now - milliseconds(cfg_.history_ttl).count())};
+        RdKafka::ErrorCode err = reader_->offsetsForTimes(at, cfg_.kafka_timing.request_timeout_ms);
+        const std::int64_t young = at[0]->offset();
+        RdKafka::TopicPartition::destroy(at);
+        if (err != RdKafka::ERR_NO_ERROR) {
+          bounds.erase(known);
+          return Error::engine_down;
+        }
+        b.retained = young < 0 ? b.high : std::max(b.low, young);  // -1: every record is older
+      }
+    }
+    const std::int64_t high = b.high;
     // The newest seq any node can have delivered: a client coming from a node whose consumer is
     // ahead of this one's is not "ahead of history"; what this node has not consumed yet (above
     // cached.position) reaches the subscriber live.
-    h.last_seq = std::max(cached.position, static_cast<std::uint64_t>(std::max<std::int64_t>(high, 0)));
+    h.last_seq = std::max(r.cached.position, static_cast<std::uint64_t>(std::max<std::int64_t>(high, 0)));
     // History off (--history-size 0): nothing is retained as far as clients are told, so a
     // resume hears that instead of getting nothing and no notice.
-    if (cfg_.history_size == 0) return {};
-    std::int64_t retained = low;
-    if (cfg_.history_ttl.count() > 0) {
-      std::vector<RdKafka::TopicPartition*> at{RdKafka::TopicPartition::create(
-          cfg_.kafka_topic, p, now - milliseconds(cfg_.history_ttl).count())};
-      RdKafka::ErrorCode err = reader_->offsetsForTimes(at, cfg_.kafka_timing.request_timeout_ms);
-      const std::int64_t young = at[0]->offset();
-      RdKafka::TopicPartition::destroy(at);
-      if (err != RdKafka::ERR_NO_ERROR) return Error::engine_down;
-      retained = young < 0 ? high : std::max(low, young);  // -1: every record is older
-    }
-    h.first_seq = retained < high ? static_cast<std::uint64_t>(retained) + 1 : 0;
-    if (limit == 0) return {};
-
-    // The cache holds every message of the room from seq complete_from (offset - 1) on.
-    const auto cache_from = static_cast<std::int64_t>(cached.complete_from) - 1;
-    std::size_t budget = cfg_.kafka_history_scan;
-    const auto deadline = Clock::now() + milliseconds(cfg_.kafka_history_read_ms);
-    std::vector<Found> found;
+    r.complete = cfg_.history_size == 0;
+    if (r.complete) return {};
+    r.retained = b.retained;
+    h.first_seq = r.retained < high ? static_cast<std::uint64_t>(r.retained) + 1 : 0;
+    r.complete = r.limit == 0;
+    if (r.complete) return {};
+    r.cache_from = static_cast<std::int64_t>(r.cached.complete_from) - 1;
     if (req.after_seq != 0) {
       // The oldest `limit` after after_seq: the topic's part first, then the cache's.
-      std::int64_t from = std::max(static_cast<std::int64_t>(req.after_seq), retained);
-      std::int64_t to = cache_from;
-      if (req.before_seq != 0) to = std::min(to, static_cast<std::int64_t>(req.before_seq) - 1);
-      if (from < to) {
-        // A gap between the topic's part and the cache would be silent: a read that cannot
-        // finish is an error, never a shorter answer.
-        if (auto ec = scan(p, req.room_id, from, to, limit, h.epoch, budget, deadline, found)) return ec;
-      }
-      for (auto& f : found) h.messages.push_back(std::move(f.d));
-      for (auto& d : cached.messages) {
-        if (h.messages.size() >= limit) break;
-        d.epoch = h.epoch;
-        h.messages.push_back(std::move(d));
-      }
-      return {};
+      r.from = std::max(static_cast<std::int64_t>(req.after_seq), r.retained);
+      r.to = r.cache_from;
+      if (req.before_seq != 0) r.to = std::min(r.to, static_cast<std::int64_t>(req.before_seq) - 1);
     }
-    // The newest `limit` before before_seq: the cache's, then older ones from the topic, read
-    // in windows backwards from where the cache starts (growing 4x each time).
-    std::int64_t end = cache_from;
+    return {};
+  }
+
+  // Completes a read forwards with what the topic gave (ascending, at most r.limit), then the cache's.
+  static void finish_forwards(Read& r, std::vector<Found> found) {
+    for (auto& f : found) r.h.messages.push_back(std::move(f.d));
+    for (auto& d : r.cached.messages) {
+      if (r.h.messages.size() >= r.limit) break;
+      d.epoch = r.h.epoch;
+      r.h.messages.push_back(std::move(d));
+    }
+  }
+
+  // The newest `limit` before before_seq: the cache's, then older ones from the topic, read in
+  // windows backwards from where the cache starts (growing 4x each time).
+  std::error_code read_backwards(const HistoryRequest& req, Read& r) {
+    History& h = r.h;
+    std::int64_t end = r.cache_from;
     if (req.before_seq != 0) end = std::min(end, static_cast<std::int64_t>(req.before_seq) - 1);
-    const std::size_t need = limit - std::min(limit, cached.messages.size());
+    const std::size_t need = r.limit - std::min(r.limit, r.cached.messages.size());
+    std::size_t budget = cfg_.kafka_history_scan;
+    const auto deadline = Clock::now() + milliseconds(cfg_.kafka_history_read_ms);
     std::vector<Found> older;
     std::int64_t window = std::max<std::int64_t>(kFirstReadWindow, static_cast<std::int64_t>(need) * kReadWindowPerMessage);
-    while (need > 0 && older.size() < need && end > retained) {
-      const std::int64_t start = std::max(retained, end - window);
+    while (need > 0 && older.size() < need && end > r.retained) {
+      const std::int64_t start = std::max(r.retained, end - window);
       std::vector<Found> part;
       // Out of budget or time: what was read is the newest part and has no hole; stop there.
-      const std::error_code ec = scan(p, req.room_id, start, end, SIZE_MAX, h.epoch, budget, deadline, part);
+      const std::error_code ec = scan(r.p, {req.room_id}, start, end, SIZE_MAX, h.epoch, budget, deadline, part);
       if (ec == Error::engine_down) return ec;
       part.insert(part.end(), std::make_move_iterator(older.begin()), std::make_move_iterator(older.end()));
       older = std::move(part);
@@ -886,7 +989,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     }
     const std::size_t skip = older.size() > need ? older.size() - need : 0;
     for (std::size_t i = skip; i < older.size(); ++i) h.messages.push_back(std::move(older[i].d));
-    for (auto& d : cached.messages) {
+    for (auto& d : r.cached.messages) {
       d.epoch = h.epoch;
       h.messages.push_back(std::move(d));
     }

@@ -694,6 +694,56 @@ TEST(KafkaBus, HistoryComesFromTheCacheAndFromTheTopicOnANodeStartedLater) {
   EXPECT_GE(both.last_seq, seq.back());
 }
 
+// After a restart resumes come as a herd; the reader answers those waiting together with one
+// scan per partition, and each request must still get exactly its own room, range and limit.
+TEST(KafkaBus, ResumesAskedTogetherOnANodeStartedLaterEachGetTheirOwn) {
+  const std::string topic = fresh_topic("herd");
+  Node a(topic, "a");
+  ASSERT_EQ(a.subscribe("r0"), std::error_code{});
+  constexpr int kRooms = 4, kEach = 20;
+  std::vector<std::vector<std::uint64_t>> seq(kRooms);  // seq[room][i] of payload "<room>:<i>"
+  for (int i = 0; i < kEach; ++i)
+    for (int r = 0; r < kRooms; ++r) {
+      auto [ec, s] = a.publish("r" + std::to_string(r), std::to_string(r) + ":" + std::to_string(i));
+      ASSERT_FALSE(ec) << ec.message();
+      seq[r].push_back(s);
+    }
+  ASSERT_TRUE(a.wait_count(kRooms * kEach, 20s));
+
+  Node late(topic, "late");
+  ASSERT_EQ(late.subscribe("r0"), std::error_code{});
+  struct Ask {
+    int room;
+    std::size_t after;  // index of the last message seen
+    std::size_t limit;
+    std::promise<std::pair<std::error_code, History>> answer;
+  };
+  std::vector<std::unique_ptr<Ask>> asks;
+  for (int r = 0; r < kRooms; ++r)
+    for (std::size_t after = 0; after < kEach; after += 3)
+      asks.push_back(std::make_unique<Ask>(Ask{r, after, after % 2 ? 4u : 100u, {}}));
+  // All asked before the first is answered, as a herd would.
+  for (auto& ask : asks)
+    late.bus().history({.room_id = "r" + std::to_string(ask->room), .after_seq = seq[ask->room][ask->after], .limit = ask->limit},
+                       [p = &ask->answer](std::error_code ec, History h) { p->set_value({ec, std::move(h)}); });
+  auto newest = late.history({.room_id = "r1", .limit = 3});  // a read backwards in the same queue
+  for (auto& ask : asks) {
+    auto future = ask->answer.get_future();
+    ASSERT_EQ(future.wait_for(15s), std::future_status::ready);
+    auto [ec, h] = future.get();
+    ASSERT_FALSE(ec) << ec.message();
+    const std::size_t first = ask->after + 1, last = std::min<std::size_t>(kEach, first + ask->limit);
+    EXPECT_EQ(seqs_of(h.messages), std::vector<std::uint64_t>(seq[ask->room].begin() + first, seq[ask->room].begin() + last))
+        << "room r" << ask->room << " after #" << ask->after << " limit " << ask->limit;
+    for (std::size_t i = 0; i < h.messages.size(); ++i) {
+      EXPECT_EQ(h.messages[i].room_id, "r" + std::to_string(ask->room));
+      EXPECT_EQ(h.messages[i].payload, std::to_string(ask->room) + ":" + std::to_string(first + i));
+    }
+  }
+  ASSERT_FALSE(newest.first);
+  EXPECT_EQ(seqs_of(newest.second.messages), std::vector<std::uint64_t>(seq[1].end() - 3, seq[1].end()));
+}
+
 TEST(KafkaBus, HistoryIsBoundedByCountAndAge) {
   const std::string topic = fresh_topic("bounds");
   Node a(topic, "a", [](BusConfig& c) {
