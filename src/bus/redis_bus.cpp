@@ -2,6 +2,7 @@
 //   chatd:{<room>}:seq         the room's sequence counter (INCR)
 //   chatd:{<room>}:epoch       the room's history epoch, created when missing
 //   chatd:{<room>}:hist        the room's history, a stream with ids "<seq>-0", fields t (ms), p
+//   chatd:{<room>}:histexp     until when (Redis ms) hist's expiry covers a new message's ttl
 //   chatd:{<room>}:cid:<id>    a SEND's x-client-id within the dedupe window -> its seq
 //   chatd:{<room>}:live        the channel; each message is "<seq> <epoch> <payload>"
 // and one channel for the control channel (MessageBus::publish_control), a plain PUBLISH that
@@ -78,16 +79,27 @@ local function epoch(k,candidate)
 end
 )lua";
 
-// KEYS: seq, epoch, hist, old seq key[, dedupe key]. ARGV: channel, payload, history size,
-// history ttl ms, dedupe window s, epoch candidate, PUBLISH or SPUBLISH (cluster). Returns
+// KEYS: seq, epoch, hist, old seq key, histexp[, dedupe key]. ARGV: channel, payload, history
+// size, history ttl ms, dedupe window s, epoch candidate, PUBLISH or SPUBLISH (cluster). Returns
 // {seq, epoch, 1 if a retry}.
 // A counter that INCR just created (1) continues from the old key or the stream's newest id,
 // whichever is larger, so a lost (evicted) counter can never make XADD refuse the room's next
-// id. The age trim looks at the oldest entry every 16th publish (reads skip expired entries
-// anyway): every redis.call costs about a microsecond of Redis's one thread.
+// id. Every redis.call costs about a microsecond of Redis's one thread (a profile under
+// bench/history.mjs: Lua's argument and reply conversion, not the commands), so history adds
+// only TIME and XADD per message:
+// - the stream's PEXPIRE (ttl + slack) is renewed only once the slack is used up; histexp,
+//   read with the epoch in one MGET and expiring with the stream, holds until when the current
+//   expiry still keeps a new message for the whole ttl;
+// - the age trim looks at the oldest entry every 16th publish (reads skip expired entries);
+// - numbers go to redis.call as strings: Lua formats a number argument with "%.14g", which was
+//   6 % of Redis's time.
 constexpr std::string_view kPublishBody = R"lua(
-local e=epoch(KEYS[2],ARGV[6])
-if KEYS[5] then local f=redis.call('GET',KEYS[5]) if f then return {tonumber(f),e,1} end end
+local n=tonumber(ARGV[3]) local a=tonumber(ARGV[4])
+local ex=n>0 and a>0
+local v=ex and redis.call('MGET',KEYS[2],KEYS[5]) or {redis.call('GET',KEYS[2])}
+local e=v[1]
+if not e then e=ARGV[6] redis.call('SET',KEYS[2],e) end
+if KEYS[6] then local f=redis.call('GET',KEYS[6]) if f then return {tonumber(f),e,1} end end
 local s=redis.call('INCR',KEYS[1])
 if s==1 then
  local b=tonumber(redis.call('GET',KEYS[4]) or '0')
@@ -96,12 +108,17 @@ if s==1 then
  if b>0 then s=b+1 redis.call('SET',KEYS[1],string.format('%d',s)) end
  redis.call('DEL',KEYS[4])
 end
-local n=tonumber(ARGV[3]) local a=tonumber(ARGV[4])
 if n>0 then
  local t=now()
- redis.call('XADD',KEYS[3],'MAXLEN','~',n,string.format('%d-0',s),'t',t,'p',ARGV[2])
- if a>0 then
-  redis.call('PEXPIRE',KEYS[3],a)
+ redis.call('XADD',KEYS[3],'MAXLEN','~',ARGV[3],string.format('%d-0',s),'t',string.format('%d',t),'p',ARGV[2])
+ if ex then
+  if t>tonumber(v[2] or '0') then
+   -- slack: an eighth of the ttl, at most a minute (a quiet room's stream outlives it by that)
+   local sl=math.min(60000,math.floor(a/8))
+   local px=string.format('%d',a+sl)
+   redis.call('PEXPIRE',KEYS[3],px)
+   redis.call('SET',KEYS[5],string.format('%d',t+sl),'PX',px)
+  end
   if s%16==0 then
    local o=redis.call('XRANGE',KEYS[3],'-','+','COUNT',1)[1]
    if tonumber(o[2][2])<t-a then
@@ -111,7 +128,7 @@ if n>0 then
  end
 end
 redis.call(ARGV[7],ARGV[1],string.format('%d ',s)..e..' '..ARGV[2])
-if KEYS[5] then redis.call('SET',KEYS[5],s,'EX',ARGV[5]) end
+if KEYS[6] then redis.call('SET',KEYS[6],string.format('%d',s),'EX',ARGV[5]) end
 return {s,e,0}
 )lua";
 
@@ -261,7 +278,8 @@ class Core : public std::enable_shared_from_this<Core> {
   }
 
   void publish_in_loop(std::string room, std::string payload, PublishOptions opts, PublishedFn done) {
-    std::vector<std::string> keys{key_of(room, "seq"), key_of(room, "epoch"), key_of(room, "hist"), old_seq_key(room)};
+    std::vector<std::string> keys{key_of(room, "seq"), key_of(room, "epoch"), key_of(room, "hist"), old_seq_key(room),
+                                  key_of(room, "histexp")};
     if (!opts.client_id.empty()) keys.push_back(key_of(room, "cid:" + opts.client_id));
     pub_->fcall_in_loop(library_.publish, std::move(keys),
                         {channel_of(room), std::move(payload), history_size_, history_ttl_ms_, dedupe_window_s_,
@@ -299,7 +317,8 @@ class Core : public std::enable_shared_from_this<Core> {
 
   // The room's seq, epoch and history keys, in one slot (the hash tag); dedupe keys expire.
   void delete_history_in_loop(const std::string& room, DoneFn done) {
-    pub_->command_in_loop(key_of(room, "seq"), {"DEL", key_of(room, "seq"), key_of(room, "epoch"), key_of(room, "hist")},
+    pub_->command_in_loop(key_of(room, "seq"), {"DEL", key_of(room, "seq"), key_of(room, "epoch"), key_of(room, "hist"),
+                                                   key_of(room, "histexp")},
                           [done = std::move(done)](redis::Status st, const redisReply* r) {
                             if (st != redis::Status::ok) return done(failure(st));
                             done(r->type == REDIS_REPLY_INTEGER ? std::error_code{} : Error::rejected);

@@ -8,6 +8,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include "bus/message_bus.h"
 #include "redis/redis_cluster.h"
@@ -506,7 +507,7 @@ TEST(RedisBus, HistoryIsBoundedByAge) {
   EXPECT_EQ(a.history({.room_id = "t", .limit = 1000}).second.messages.size(), 100u);
   const auto pttl = std::stol(redis.command({"PTTL", "chatd:{t}:hist"}));
   EXPECT_GT(pttl, 0);
-  EXPECT_LE(pttl, 1000) << "an idle room's stream goes away after the ttl";
+  EXPECT_LE(pttl, 1125) << "an idle room's stream goes away after the ttl and its slack (an eighth)";
 
   // Keep the room busy (so the stream never idles out) until the first 100 are past the ttl.
   std::uint64_t seq = 100;
@@ -527,11 +528,28 @@ TEST(RedisBus, HistoryIsBoundedByAge) {
   EXPECT_GT(std::stoull(oldest), 100u) << "publishing trims what expired: " << oldest;
 
   // An idle room: the whole stream expires; seq does not.
-  ASSERT_TRUE(test::eventually([&] { return redis.command({"EXISTS", "chatd:{t}:hist"}) == "0"; }, 3s));
+  ASSERT_TRUE(test::eventually(
+      [&] { return redis.command({"EXISTS", "chatd:{t}:hist", "chatd:{t}:histexp"}) == "0"; }, 3s));
   auto idle = a.history({.room_id = "t", .after_seq = 10, .limit = 1000}).second;
   EXPECT_TRUE(idle.messages.empty());
   EXPECT_EQ(idle.first_seq, 0u);
   EXPECT_EQ(idle.last_seq, seq);
+}
+
+// The stream's expiry is renewed only when a message needs it: the second message, sent after
+// more than the slack (an eighth of the ttl), must push it out to its own ttl.
+TEST(RedisBus, AQuietRoomsNewestMessageKeepsItsStreamForTheWholeTtl) {
+  RedisServer redis;
+  Node a(redis.url(), [](BusConfig& c) { c.history_ttl = 2s; });
+  ASSERT_TRUE(test::eventually([&] { return a.bus->up(); }));
+  ASSERT_FALSE(a.publish("q", "first"));
+  std::this_thread::sleep_for(1s);
+  const auto sent = std::chrono::steady_clock::now();
+  ASSERT_FALSE(a.publish("q", "newest"));
+  const auto pttl = std::stol(redis.command({"PTTL", "chatd:{q}:hist"}));
+  const auto since = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - sent);
+  EXPECT_GE(pttl, 2000 - since.count()) << "the newest message's stream must outlive its ttl";
+  EXPECT_LE(pttl, 2250) << "at most the ttl and its slack";
 }
 
 TEST(RedisBus, EpochChangesWhenRedisRestartsWithoutPersistence) {

@@ -6,10 +6,13 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
-import { createRoom, eventually, freePort, startChatd, startPersistentRedis, startRedis, stompOverWebSocket } from './harness.mjs';
 import {
-  closeAll, dest, killTheNodeAndResumeElsewhere, resumeOnTheOtherNode, sameSendIdPublishedOnce,
+  createRoom, eventually, freePort, redisCommand, startChatd, startPersistentRedis, startRedis, stompOverWebSocket,
+} from './harness.mjs';
+import {
+  closeAll, dest, killTheNodeAndResumeElsewhere, resumeOnTheOtherNode, sameSendIdPublishedOnce, talkWithSeq,
 } from './resume.mjs';
 
 const busUp = async (node) => {
@@ -81,6 +84,43 @@ describe('two nodes on one Redis with AOF', () => {
       await closeAll(sessions);
       await small.stop();
       await brief.stop();
+    }
+  });
+
+  // The stream's expiry is renewed only when a new message needs it (ttl + slack, the slack an
+  // eighth of the ttl): here a renews it, and b, 2 s later, must push it out again, or a quiet
+  // room's newest message would vanish with the older one.
+  test('--history-ttl on a quiet room: the newest message is kept for the whole ttl, then the stream goes', async () => {
+    const ttlMs = 4_000;
+    const node = await startChatd({ name: 'chatd-hist-ttl', args: [...args(), '--history-ttl', String(ttlMs / 1000)] });
+    const sessions = [];
+    try {
+      const room = await createRoom(node.base, 'quiet');
+      const keys = ['hist', 'histexp'].map((k) => `chatd:{${room.roomId}}:${k}`);
+      const texts = async () => (await (await fetch(`${node.base}/chat/room/${room.roomId}/messages?limit=10`)).json())
+        .map((m) => m.message);
+      const s = await stompOverWebSocket(node.base);
+      sessions.push(s);
+      assert.ok(await talkWithSeq(s, room.roomId, 'amy', 'a'));
+      await sleep(2_000);
+      const sentB = Date.now();
+      assert.ok(await talkWithSeq(s, room.roomId, 'amy', 'b'));
+      const pttl = Number((await redisCommand(redis.port, ['PTTL', keys[0]])).slice(1));
+      const since = Date.now() - sentB;
+      assert.ok(pttl >= ttlMs - since && pttl <= ttlMs * 9 / 8,
+        `the stream expires in ${pttl} ms, ${since} ms after b was sent: b needs ${ttlMs - since}, at most ttl + slack`);
+      assert.deepEqual(await texts(), ['a', 'b']);
+      await eventually('a is past the ttl, b is not: only b is served', async () => {
+        const t = await texts();
+        assert.notDeepEqual(t, [], 'b was dropped before its ttl');
+        return t.length === 1 && t[0] === 'b';
+      }, 15_000);
+      await eventually('b is past the ttl: nothing is served', async () => (await texts()).length === 0, 15_000);
+      await eventually('the quiet room\'s stream and its histexp are gone from Redis',
+        async () => (await redisCommand(redis.port, ['EXISTS', ...keys])) === ':0', 15_000);
+    } finally {
+      await closeAll(sessions);
+      await node.stop();
     }
   });
 });
