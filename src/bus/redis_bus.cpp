@@ -90,7 +90,8 @@ end
 // - the stream's PEXPIRE (ttl + slack) is renewed only once the slack is used up; histexp,
 //   read with the epoch in one MGET and expiring with the stream, holds until when the current
 //   expiry still keeps a new message for the whole ttl;
-// - the age trim looks at the oldest entry every 16th publish (reads skip expired entries);
+// - the stream is trimmed every 16th publish, by count (XTRIM MAXLEN ~) and, when its oldest
+//   entry expired, by age; reads never answer past either bound, so trimming only bounds memory;
 // - numbers go to redis.call as strings: Lua formats a number argument with "%.14g", which was
 //   6 % of Redis's time.
 constexpr std::string_view kPublishBody = R"lua(
@@ -110,16 +111,17 @@ if s==1 then
 end
 if n>0 then
  local t=now()
- redis.call('XADD',KEYS[3],'MAXLEN','~',ARGV[3],string.format('%d-0',s),'t',string.format('%d',t),'p',ARGV[2])
- if ex then
-  if t>tonumber(v[2] or '0') then
-   -- slack: an eighth of the ttl, at most a minute (a quiet room's stream outlives it by that)
-   local sl=math.min(60000,math.floor(a/8))
-   local px=string.format('%d',a+sl)
-   redis.call('PEXPIRE',KEYS[3],px)
-   redis.call('SET',KEYS[5],string.format('%d',t+sl),'PX',px)
-  end
-  if s%16==0 then
+ redis.call('XADD',KEYS[3],string.format('%d-0',s),'t',string.format('%d',t),'p',ARGV[2])
+ if ex and t>tonumber(v[2] or '0') then
+  -- slack: an eighth of the ttl, at most a minute (a quiet room's stream outlives it by that)
+  local sl=math.min(60000,math.floor(a/8))
+  local px=string.format('%d',a+sl)
+  redis.call('PEXPIRE',KEYS[3],px)
+  redis.call('SET',KEYS[5],string.format('%d',t+sl),'PX',px)
+ end
+ if s%16==0 then
+  redis.call('XTRIM',KEYS[3],'MAXLEN','~',ARGV[3])
+  if a>0 then
    local o=redis.call('XRANGE',KEYS[3],'-','+','COUNT',1)[1]
    if tonumber(o[2][2])<t-a then
     redis.call('XTRIM',KEYS[3],'MINID',string.format('%d',young(KEYS[3],sq(o[1]),s,t-a)))
