@@ -222,7 +222,7 @@ void StompSession::on_subscribe(stomp::Frame& f) {
 
   if (*dest == kErrorQueue) {
     subs_.emplace(sub_id, Subscription{{}, escaped});
-    errors_sub_ = sub_id;
+    joined().errors_sub = sub_id;
     if (receipt) settle(open_answer(), {0, {}, *receipt});
     return;
   }
@@ -277,7 +277,7 @@ void StompSession::join_room(const std::string& sub_id, const std::string& room,
   // Live first: from here every new message of the room reaches this subscription (held while
   // history is read), so history and live overlap rather than leave a gap between them.
   shard_.subscribe_in_loop(room, this, escaped);
-  if (ask) replays_[escaped] = Replay{};
+  if (ask) joined().replays[escaped] = Replay{};
   auto confirmed = back_in_loop([sub_id, slot, receipt = std::move(receipt), ask](StompSession& s, std::error_code ec) {
     if (s.state_ != State::connected) return;
     if (!s.subs_.count(sub_id)) {
@@ -312,11 +312,11 @@ void StompSession::on_unsubscribe(stomp::Frame& f) {
   if (!idh) return fail_in_loop("UNSUBSCRIBE needs an id", "Name the subscription to end with its id header.");
   if (auto it = subs_.find(*idh); it != subs_.end()) {
     if (it->second.room_id.empty()) {
-      errors_sub_.reset();
+      if (joined_) joined_->errors_sub.reset();
     } else if (!it->second.pending) {
       shard_.unsubscribe_in_loop(it->second.room_id, this, it->second.escaped);
       hub_.leave(it->second.room_id, shard_.index());
-      replays_.erase(it->second.escaped);
+      if (joined_) joined_->replays.erase(it->second.escaped);
       hub_.report_subscription(ChatEvent::Kind::leave, it->second.room_id, id_);
     }
     auto room = std::move(it->second.room_id);
@@ -356,10 +356,11 @@ void StompSession::on_send(stomp::Frame& f) {
     // The connection's ENTER and QUIT say whether it is in the room; the server announces
     // a join or leave only when it is news for the room (not a second tab, not a reconnect).
     auto member = member_name(m->sender);
+    auto& entered = joined().entered;
     if (m->type == MessageType::enter) {
-      entered_.try_emplace(m->room_id, std::move(member));  // the first name holds for this connection
-    } else if (auto e = entered_.find(m->room_id); e != entered_.end() && e->second == member) {
-      entered_.erase(e);
+      entered.try_emplace(m->room_id, std::move(member));  // the first name holds for this connection
+    } else if (auto e = entered.find(m->room_id); e != entered.end() && e->second == member) {
+      entered.erase(e);
     }
     update_presence(m->room_id, true, back_in_loop([slot, receipt = std::move(receipt)](StompSession& s) mutable {
       if (s.state_ == State::connected) s.settle(slot, {0, {}, std::move(receipt)});
@@ -427,11 +428,11 @@ void StompSession::send_receipt(const std::string& receipt_id, std::uint64_t seq
 
 void StompSession::reject(int status, std::string_view error, const std::string* receipt) {
   hub_.chat_rejections.fetch_add(1, std::memory_order_relaxed);
-  if (!errors_sub_) return;  // like Spring: a user destination nobody subscribed to drops the message
+  if (!joined_ || !joined_->errors_sub) return;  // like Spring: a user destination nobody subscribed to drops the message
   stomp::Frame m{Command::message,
                  {{"destination", std::string(kErrorQueue)},
                   {"message-id", id_ + "-e" + std::to_string(++next_error_id_)},
-                  {"subscription", *errors_sub_},
+                  {"subscription", *joined_->errors_sub},
                   {"content-type", "application/json"}},
                  error_json(status, error)};
   // The rejected SEND's receipt id, so a client can tell which message failed.
@@ -446,8 +447,8 @@ void StompSession::deliver_in_loop(const SharedMessagePtr& m, const std::string&
   shard_.assert_in_loop();
   if (state_ != State::connected || !transport_) return;
   auto limit = hub_.limits().max_outbound_bytes;
-  if (!replays_.empty()) {
-    if (auto it = replays_.find(sub); it != replays_.end()) {
+  if (joined_ && !joined_->replays.empty()) {
+    if (auto it = joined_->replays.find(sub); it != joined_->replays.end()) {
       auto& r = it->second;
       if (r.holding) {
         r.held_bytes += m->frame.head.size() + sub.size() + m->frame.tail.size();
@@ -460,17 +461,17 @@ void StompSession::deliver_in_loop(const SharedMessagePtr& m, const std::string&
         return;
       }
       if (m->epoch == r.epoch && m->seq <= r.through) return;  // the replay had it
-      replays_.erase(it);  // the first one past the replay: live from here on
+      joined_->replays.erase(it);  // the first one past the replay: live from here on
     }
   }
   Outbound out{m, sub};
   auto queued = transport_->queued_bytes();
-  if (queued + out.size() > limit + replay_allowance_) {
+  if (queued + out.size() > limit + (joined_ ? joined_->replay_allowance : 0)) {
     hub_.slow_consumers.fetch_add(1, std::memory_order_relaxed);
     return fail_in_loop("slow consumer", "More than " + std::to_string(limit) +
                                              " bytes were waiting to be written: the client does not read fast enough.");
   }
-  if (queued <= limit) replay_allowance_ = 0;  // the replay has drained
+  if (queued <= limit && joined_) joined_->replay_allowance = 0;  // the replay has drained
   last_write_ = Clock::now();
   transport_->send(std::move(out));
 }
@@ -526,7 +527,7 @@ void StompSession::start_replay_in_loop(const std::string& sub_id, const History
   }
   hub_.history(std::move(req), back_in_loop([sub_id, ask, escaped = sub.escaped](StompSession& s, std::error_code ec, bus::History h) {
     auto it = s.subs_.find(sub_id);
-    if (it == s.subs_.end() || it->second.escaped != escaped || !s.replays_.count(escaped)) return;  // gone
+    if (it == s.subs_.end() || it->second.escaped != escaped || !s.replaying(escaped)) return;  // gone
     s.on_history_in_loop(sub_id, ask, false, false, ec, std::move(h));
   }));
 }
@@ -555,7 +556,7 @@ void StompSession::on_history_in_loop(const std::string& sub_id, const HistoryAs
     hub_.history({sub.room_id, 0, 0, max}, back_in_loop([sub_id, ask, too_many, escaped = sub.escaped](
                                                StompSession& s, std::error_code e2, bus::History h2) {
       auto it = s.subs_.find(sub_id);
-      if (it == s.subs_.end() || it->second.escaped != escaped || !s.replays_.count(escaped)) return;
+      if (it == s.subs_.end() || it->second.escaped != escaped || !s.replaying(escaped)) return;
       s.on_history_in_loop(sub_id, ask, true, too_many, e2, std::move(h2));
     }));
     return;
@@ -590,14 +591,15 @@ void StompSession::finish_replay_in_loop(const std::string& sub_id, const std::s
                                          std::uint64_t through) {
   if (state_ != State::connected || !transport_) return;
   const auto escaped = subs_.at(sub_id).escaped;
-  auto it = replays_.find(escaped);
-  if (it == replays_.end()) return;
+  if (!joined_) return;
+  auto it = joined_->replays.find(escaped);
+  if (it == joined_->replays.end()) return;
   if (notice) send_bytes(*notice);
   // History is sent whole (at most --max-replay messages): it may pass the slow-reader bound
   // by its own size, but live messages may not pile up behind it.
   for (auto& d : messages) {
     Outbound out{encode_delivery(d), escaped};
-    replay_allowance_ += out.size();
+    joined_->replay_allowance += out.size();
     transport_->send(std::move(out));
   }
   if (!messages.empty()) last_write_ = Clock::now();
@@ -668,14 +670,14 @@ void StompSession::end_room_subscription_in_loop(const SharedMessagePtr& notice,
     return kv.second.escaped == sub && kv.second.room_id == notice->room_id && !kv.second.pending;
   });
   if (it == subs_.end()) return;
-  replays_.erase(sub);  // what a replay held belongs to a room that is gone
+  if (joined_) joined_->replays.erase(sub);  // what a replay held belongs to a room that is gone
   deliver_in_loop(notice, sub);
   shard_.unsubscribe_in_loop(notice->room_id, this, sub);
   hub_.leave(notice->room_id, shard_.index());
   hub_.report_subscription(ChatEvent::Kind::leave, notice->room_id, id_);
   subs_.erase(it);
   if (hub_.presence_on()) {
-    entered_.erase(notice->room_id);  // the room is gone: nobody is in it any more
+    if (joined_) joined_->entered.erase(notice->room_id);  // the room is gone: nobody is in it any more
     update_presence(notice->room_id, true, nullptr);
   }
 }
@@ -688,12 +690,10 @@ void StompSession::leave_all_rooms() {
     hub_.report_subscription(ChatEvent::Kind::leave, s.room_id, id_);
   }
   subs_.clear();
-  errors_sub_.reset();
-  replays_.clear();
+  if (!joined_) return;
   // A connection that said DISCONNECT left; one that dropped may be back within the grace period.
-  for (auto& [room, member] : present_) hub_.presence_detach(room, member, goodbye_);
-  present_.clear();
-  entered_.clear();
+  for (auto& [room, member] : joined_->present) hub_.presence_detach(room, member, goodbye_);
+  joined_.reset();  // the /user/queue/errors subscription, replays, ENTERs and presence go with it
 }
 
 std::string StompSession::member_name(const std::string& sender) const {
@@ -707,17 +707,18 @@ bool StompSession::subscribed(const std::string& room, bool confirmed) const {
 }
 
 void StompSession::update_presence(const std::string& room, bool goodbye, std::function<void()> settled) {
-  auto e = entered_.find(room);
-  const bool in = e != entered_.end() && state_ == State::connected && subscribed(room, true);
-  auto p = present_.find(room);
-  if (in && p == present_.end()) {
-    present_.emplace(room, e->second);
+  auto& j = joined();
+  auto e = j.entered.find(room);
+  const bool in = e != j.entered.end() && state_ == State::connected && subscribed(room, true);
+  auto p = j.present.find(room);
+  if (in && p == j.present.end()) {
+    j.present.emplace(room, e->second);
     hub_.presence_attach(room, e->second, std::move(settled));
     return;
   }
-  if (!in && p != present_.end()) {
+  if (!in && p != j.present.end()) {
     hub_.presence_detach(room, p->second, goodbye);
-    present_.erase(p);
+    j.present.erase(p);
   }
   if (settled) settled();
 }

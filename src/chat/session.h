@@ -171,16 +171,26 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   Clock::time_point last_read_;
   Clock::time_point last_write_;
   std::unordered_map<std::string, Subscription> subs_;
-  std::optional<std::string> errors_sub_;  // escaped id of the /user/queue/errors subscription
-  std::unordered_map<std::string, Replay> replays_;  // by escaped subscription id
-  std::size_t replay_allowance_ = 0;  // replayed bytes not yet written: exempt from the slow-reader bound
+  // What only a session that subscribed needs, made at its first use (joined()): an idle
+  // connection does not carry these maps (issue 15: idle memory per connection).
+  struct Joined {
+    std::optional<std::string> errors_sub;  // escaped id of the /user/queue/errors subscription
+    std::unordered_map<std::string, Replay> replays;  // by escaped subscription id
+    std::unordered_map<std::string, std::string> entered;  // room -> member its ENTER named
+    std::unordered_map<std::string, std::string> present;  // room -> member, as the roster has it
+    std::size_t replay_allowance = 0;  // replayed bytes not yet written: exempt from the slow-reader bound
+  };
+  std::unique_ptr<Joined> joined_;
+  Joined& joined() {
+    if (!joined_) joined_ = std::make_unique<Joined>();
+    return *joined_;
+  }
+  bool replaying(const std::string& escaped) const { return joined_ && joined_->replays.count(escaped); }
   std::uint64_t next_notice_id_ = 0;
   std::uint64_t next_error_id_ = 0;
   TokenBucket send_bucket_;   // SENDs admitted
   TokenBucket flood_bucket_;  // SENDs refused: empty means sustained abuse
   std::uint64_t next_sub_serial_ = 0;
-  std::unordered_map<std::string, std::string> entered_;  // room -> member its ENTER named
-  std::unordered_map<std::string, std::string> present_;  // room -> member, as the roster has it
   bool goodbye_ = false;                                  // DISCONNECT came: leaves are not drops
   std::vector<Answer> answers_;  // answers_[0] is slot answers_base_
   std::uint64_t answers_base_ = 0;

@@ -41,13 +41,16 @@ class RawFraming final : public WsFraming {
 class StompApp final : public WsApp {
  public:
   StompApp(const chat::Limits& limits, WsFraming& framing, std::string url_token)
-      : framing_(framing), max_message_(framing.max_message_bytes(limits.max_frame_bytes)), url_token_(std::move(url_token)) {}
+      : framing_(framing), max_message_(framing.max_message_bytes(limits.max_frame_bytes)) {
+    if (!url_token.empty()) url_token_ = std::make_unique<std::string>(std::move(url_token));
+  }
 
   std::size_t max_message_bytes() const override { return max_message_; }
 
   void open_in_loop(chat::Shard& shard, chat::Transport& transport, std::string client) override {
     stomp_ = std::make_shared<chat::StompSession>(shard, transport, new_session_id());
-    stomp_->set_url_token(std::move(url_token_));
+    if (url_token_) stomp_->set_url_token(std::move(*url_token_));
+    url_token_.reset();
     stomp_->set_client(std::move(client));
     stomp_->start_in_loop();
   }
@@ -63,7 +66,7 @@ class StompApp final : public WsApp {
  private:
   WsFraming& framing_;
   std::size_t max_message_;
-  std::string url_token_;  // until open
+  std::unique_ptr<std::string> url_token_;  // until open; a pointer keeps idle sessions small
   std::shared_ptr<chat::StompSession> stomp_;
 };
 

@@ -100,7 +100,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     close_requested_ = true;
     app_close_ = true;
     close_code_ = 1000;
-    close_reason_.assign(reason_of(reason));
+    close_text_.assign(reason_of(reason));
     schedule_flush();
   }
 
@@ -185,7 +185,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
           if (!close_requested_) {
             close_requested_ = true;
             close_code_ = decoder_.close_code() == 1005 ? 1000 : decoder_.close_code();
-            close_reason_.clear();
+            close_text_.clear();
           }
           schedule_flush();
           return true;
@@ -196,7 +196,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
           queued_bytes_ = 0;
           close_requested_ = true;
           close_code_ = ws::close_code_for(ec);
-          close_reason_.assign(reason_of(ec.message()));
+          if (!close_sent_) close_text_.assign(reason_of(ec.message()));  // else it is the frame being written
           schedule_flush();
           return false;
         }
@@ -399,10 +399,12 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     if (queue_.capacity() > 64) std::vector<chat::Outbound>().swap(queue_);  // after a burst
     queued_bytes_ = 0;
     if (close_requested_) {
-      close_frame_.clear();
-      if (app_close_) framing_.append_close_notice(close_frame_, close_reason_);
-      close_frame_ += ws::close_frame(close_code_, close_reason_);
-      p.buffers.emplace_back(close_frame_.data(), close_frame_.size());
+      // The reason becomes the frames that carry it.
+      const std::string reason = std::move(close_text_);
+      close_text_.clear();
+      if (app_close_) framing_.append_close_notice(close_text_, reason);
+      close_text_ += ws::close_frame(close_code_, reason);
+      p.buffers.emplace_back(close_text_.data(), close_text_.size());
       close_sent_ = true;
     }
     for (auto& b : p.buffers)
@@ -562,7 +564,9 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   std::unique_ptr<Blocked> blocked_;   // null unless the kernel left part of a write
   std::string control_;           // pongs and keep-alives waiting for the next write
   std::string control_inflight_;
-  std::string close_frame_;
+  // The close reason until the close is written, then the close frames (and the framing's
+  // notice) being written: one string, not two, in every session.
+  std::string close_text_;
   std::unique_ptr<asio::steady_timer> linger_;
   bool app_close_ = false;  // the server ends the session: the framing's close notice goes first
   // Only for a framing with a keep-alive; otherwise one null pointer.
@@ -581,7 +585,6 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   bool close_received_ = false;
   bool gone_ = false;
   bool app_open_ = false;  // the 101 answer is out and app_ was opened
-  std::string close_reason_;
 
   // Sessions of this loop with something to write and no write in flight. Each worker thread
   // runs exactly one loop, so thread_local is per loop.
