@@ -870,15 +870,17 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
       std::vector<Found> found;
       const std::error_code ec = scan(p, rooms, from, to, SIZE_MAX, reads[ids.front()].h.epoch, budget,
                                       Clock::now() + milliseconds(cfg_.kafka_history_read_ms), found);
+      std::unordered_map<std::string_view, std::vector<const Found*>> by_room;  // each ascending
+      for (const Found& f : found) by_room[f.d.room_id].push_back(&f);
       for (std::size_t i : ids) {
         Read& r = reads[i];
         errors[i] = ec;
         if (ec) continue;
         std::vector<Found> mine;
-        for (const Found& f : found) {
-          const auto offset = static_cast<std::int64_t>(f.d.seq) - 1;
-          if (mine.size() < r.limit && f.d.room_id == jobs[i].first.room_id && offset >= r.from && offset < r.to)
-            mine.push_back(f);
+        for (const Found* f : by_room[jobs[i].first.room_id]) {
+          const auto offset = static_cast<std::int64_t>(f->d.seq) - 1;
+          if (offset >= r.to || mine.size() >= r.limit) break;
+          if (offset >= r.from) mine.push_back(*f);
         }
         finish_forwards(r, std::move(mine));
       }
