@@ -252,7 +252,7 @@ class Core : public std::enable_shared_from_this<Core> {
         {.on_up = [this](redis::Shards::ShardId id) { on_sub_up_in_loop(id); },
          .on_down = [this](redis::Shards::ShardId id) { on_sub_down_in_loop(id); },
          .on_push = [this](redis::Shards::ShardId id, const redisReply& r) { on_push_in_loop(id, r); },
-         .on_map_changed = [this] { follow_map_in_loop(); }});
+         .on_map_read = [this] { follow_map_in_loop(); }});
   }
 
   void start_in_loop(DeliverFn deliver) {

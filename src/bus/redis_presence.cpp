@@ -110,7 +110,7 @@ class Core : public std::enable_shared_from_this<Core> {
                                   },
                                    .on_down = nullptr,
                                    .on_push = nullptr,
-                                   .on_map_changed = nullptr});
+                                   .on_map_read = nullptr});
   }
 
   void start_in_loop(GoneFn gone) {

@@ -4,6 +4,9 @@
 
 #include <boost/asio/post.hpp>
 
+#include <algorithm>
+#include <chrono>
+
 #include "redis/slot.h"
 
 namespace chatd::redis {
@@ -20,6 +23,9 @@ constexpr std::chrono::milliseconds kRefreshEvery{500};  // while a slot or a pr
 // left for the next one (the read is retried every kRefreshEvery) rather than waited on for
 // the full Timing::connect_timeout while a failover is under way.
 constexpr std::chrono::milliseconds kMapConnectTimeout{1000};
+// Reads asked for again and again (a subscription redirected by a node whose map is newer than
+// the one asked) are this far apart at least, so a map in flux is followed without a busy loop.
+constexpr std::chrono::milliseconds kMinReadGap{50};
 
 }  // namespace
 
@@ -113,8 +119,6 @@ void Shards::apply_map_in_loop(const std::vector<SlotRange>& map) {
     auto node = node_for(range.host, range.port);
     for (unsigned slot = range.first; slot <= range.last; ++slot) next[slot] = node;
   }
-  bool changed = false;
-  for (std::size_t i = 0; i < kSlots && !changed; ++i) changed = next[i] != slots_[i];
   slots_ = std::move(next);
   std::vector<std::shared_ptr<Node>> gone;
   for (auto it = nodes_.begin(); it != nodes_.end();) {
@@ -131,7 +135,7 @@ void Shards::apply_map_in_loop(const std::vector<SlotRange>& map) {
     node->conn->stop_in_loop();  // its pending commands get Status::stopped: reported as down
     if (hooks_.on_down) hooks_.on_down(node->id);
   }
-  if (changed && hooks_.on_map_changed) hooks_.on_map_changed();
+  if (hooks_.on_map_read) hooks_.on_map_read();
   bool all_up = complete_in_loop();
   for (auto& [addr, node] : nodes_) all_up = all_up && node->conn->up();
   if (!all_up) schedule_refresh_in_loop(kRefreshEvery);
@@ -161,7 +165,8 @@ void Shards::schedule_refresh_in_loop(std::chrono::milliseconds after) {
   }
   if (refresh_scheduled_) return;
   refresh_scheduled_ = true;
-  refresh_timer_.expires_after(after);
+  const auto gap = last_read_ + kMinReadGap - std::chrono::steady_clock::now();
+  refresh_timer_.expires_after(std::max<std::chrono::steady_clock::duration>(after, gap));
   refresh_timer_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
     auto s = weak.lock();
     if (ec || !s || s->stopped_) return;
@@ -206,6 +211,7 @@ void Shards::read_map_in_loop() {
       if (c) c->stop_in_loop();
     });
     s->map_conn_.reset();
+    s->last_read_ = std::chrono::steady_clock::now();
     const bool again = std::exchange(s->refresh_again_, false);
     if (map && !map->empty()) s->apply_map_in_loop(*map);
     else s->schedule_refresh_in_loop(kRefreshEvery);

@@ -32,7 +32,9 @@ class Shards : public std::enable_shared_from_this<Shards> {
     std::function<void(ShardId)> on_up;    // that shard's connection is ready (again)
     std::function<void(ShardId)> on_down;  // lost, or closed because it serves no slot now
     std::function<void(ShardId, const redisReply&)> on_push;  // ConnectionOptions::push_only
-    std::function<void()> on_map_changed;  // some slot has another shard now
+    // The map was read again, changed or not: a push connection that lost a channel (its slot
+    // moved) re-checks where it lives now, even when the node asked had not heard of the move.
+    std::function<void()> on_map_read;
   };
 
   static std::shared_ptr<Shards> create(boost::asio::io_context& io, Target target, ConnectionOptions opts,
@@ -103,6 +105,7 @@ class Shards : public std::enable_shared_from_this<Shards> {
   boost::asio::steady_timer refresh_timer_;
   bool refresh_scheduled_ = false;
   bool refresh_again_ = false;  // asked for while a read was in flight
+  std::chrono::steady_clock::time_point last_read_{};  // when the last read was answered
   std::shared_ptr<Connection> map_conn_;
   std::size_t next_seed_ = 0;
   // For up() and describe() from other threads: the connections in use and whether every

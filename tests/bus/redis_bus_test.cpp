@@ -855,5 +855,42 @@ TEST(RedisClusterBus, GracefulFailoverAndAKilledPrimaryAreFollowed) {
   EXPECT_TRUE(test::eventually([&] { return a.bus->up() && b.bus->up(); }, 10s)) << a.bus->describe();
 }
 
+// A slot moved by hand (redis-cli --cluster reshard): the old owner drops the room's channel
+// at once, while the node the map is read from (the lowest port) still names the old owner for
+// a while. The subscription must follow the move once the map catches up, although no read ever
+// showed a change of the slot (it went from "old owner" to "old owner" and then to "new owner").
+TEST(RedisClusterBus, ASubscriptionFollowsASlotMovedWhileTheMapReadIsStale) {
+  test::RedisCluster cluster;
+  Node a(cluster.url()), b(cluster.url());
+  ASSERT_TRUE(both_up(a, b)) << a.bus->describe();
+  const std::string room = rooms_per_shard()[2];
+  const int src = cluster.port(2), dst = cluster.port(1), stale = cluster.port(0);
+  ASSERT_FALSE(a.subscribe(room));
+  ASSERT_TRUE(publishes_again(b, a, a, room, 5s));
+  const std::string slot = std::to_string(redis::key_slot("chatd:{" + room + "}:live"));
+  const std::string src_id = cluster.cli(src, "cluster myid"), dst_id = cluster.cli(dst, "cluster myid");
+  ASSERT_EQ(cluster.cli(dst, "cluster setslot " + slot + " importing " + src_id), "OK");
+  ASSERT_EQ(cluster.cli(src, "cluster setslot " + slot + " migrating " + dst_id), "OK");
+  std::string keys = " " + cluster.cli(src, "cluster getkeysinslot " + slot + " 100");
+  std::replace(keys.begin(), keys.end(), '\n', ' ');
+  ASSERT_NE(keys.find(":seq"), std::string::npos) << keys;
+  ASSERT_EQ(cluster.cli(src, "migrate 127.0.0.1 " + std::to_string(dst) + " \"\" 0 5000 keys" + keys), "OK");
+  ASSERT_EQ(cluster.cli(src, "cluster setslot " + slot + " node " + dst_id), "OK");
+  // The old owner dropped the channel; the others still map the slot to it for a while.
+  ASSERT_TRUE(test::eventually([&] {
+    const std::string n = cluster.cli(src, "pubsub shardnumsub chatd:{" + room + "}:live");
+    return n.substr(n.rfind('\n') + 1) == "0";
+  }, 5s));
+  std::this_thread::sleep_for(500ms);  // reads of the map meanwhile see no change
+  ASSERT_EQ(cluster.cli(dst, "cluster setslot " + slot + " node " + dst_id), "OK");
+  ASSERT_EQ(cluster.cli(stale, "cluster setslot " + slot + " node " + dst_id), "OK");
+  EXPECT_TRUE(test::eventually([&] {
+    const std::string n = cluster.cli(dst, "pubsub shardnumsub chatd:{" + room + "}:live");
+    return n.substr(n.rfind('\n') + 1) == "1";
+  }, 10s)) << a.bus->describe();
+  EXPECT_TRUE(publishes_again(b, a, a, room, 10s)) << a.bus->describe();
+  EXPECT_TRUE(ascending(a, room));
+}
+
 }  // namespace
 }  // namespace chatd::bus
