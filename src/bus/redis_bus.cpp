@@ -474,8 +474,9 @@ class Core : public std::enable_shared_from_this<Core> {
     }
   }
 
-  // The slot map changed (failover, slots moved): rooms whose channel has another shard now
-  // leave the old one and subscribe on the new one.
+  // The slot map was read again (after a failover, a slot move, a lost channel): rooms whose
+  // channel has another shard now leave the old one and subscribe on the new one, and rooms
+  // left without a shard subscribe where the map says.
   void follow_map_in_loop() {
     for (auto it = rooms_.begin(); it != rooms_.end();) {
       const std::string& room = it->first;
