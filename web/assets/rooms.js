@@ -28,14 +28,24 @@
 
   nickname.value = readNick();
   nickname.addEventListener('input', () => saveNick(nickname.value.trim()));
-  nickname.addEventListener('change', () => { if (chatdAuth.token() === null) load(); });
+  // Only --auth jwt needs the list re-read for a new nickname (it signs in as it).
+  nickname.addEventListener('change', async () => {
+    if (chatdAuth.token() === null && await chatdAuth.needed()) load();
+  });
 
   // Keeps ?transport= and ?raw= so a forced transport follows the user into the room.
   function enterHref(roomId) {
     return '/chat/room/enter/' + encodeURIComponent(roomId) + location.search;
   }
 
+  // The list as last drawn; redrawing the same list would swap the links under a click in
+  // progress (mousedown on the old link, mouseup on the new one: the browser drops the click).
+  let drawn = null;
+
   function render(rooms) {
+    const key = JSON.stringify(rooms.map((r) => [r.roomId, r.name]));
+    if (key === drawn) return;
+    drawn = key;
     list.replaceChildren();
     for (const room of rooms) {
       const li = document.createElement('li');
