@@ -83,9 +83,15 @@ describe('two nodes on 3 brokers (RF 3, min.insync.replicas 2)', () => {
     { timeout: 300_000 }, async (t) => {
       const p0 = await waitForPartition((p) => p.leader >= 0 && p.isr.length === 3, 'led, 3 in sync', 30_000);
       assert.equal(p0.replicas.length, 3, 'chatd created the topic with 3 replicas');
-      // Set on the topic by chatd (source 1), not only the test brokers' default.
-      assert.deepEqual(await kafkaTopicConfig(bootstrap.split(',')[0], topic, 'min.insync.replicas'),
-        { value: '2', source: 1 }, 'chatd created the topic with min.insync.replicas 2');
+      // Set on the topic by chatd (source 1), not only the test brokers' default. The broker
+      // asked may learn of the topic a moment after the one that answered above (each follows
+      // the controller's log on its own): until then it answers "unknown topic" (null here).
+      let config = null;
+      for (const deadline = Date.now() + 15_000; config === null && Date.now() < deadline;) {
+        config = await kafkaTopicConfig(bootstrap.split(',')[0], topic, 'min.insync.replicas').catch(() => null);
+        if (config === null) await sleep(200);
+      }
+      assert.deepEqual(config, { value: '2', source: 1 }, 'chatd created the topic with min.insync.replicas 2');
 
       const room = await createRoom(nodes[0].base, '복제된 카프카');
       const dest = `/sub/chat/room/${room.roomId}`;
