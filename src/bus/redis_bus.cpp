@@ -24,6 +24,12 @@
 // room's slot, so a message crosses only its shard. A room whose shard changes (failover, slot
 // move) is subscribed again on the new owner; its SUBSCRIBE is confirmed only once that shard
 // confirmed.
+//
+// Gap repair: a room's seqs are contiguous (one INCR per message), so a live message more than
+// one past the last delivered here, or a subscription confirmed again after it was lost (a
+// reconnect, a slot move), means messages were published while this node was not listening.
+// The bus then reads them from the room's history, holding the live ones meanwhile, and
+// delivers both in order: the hub sees every seq once, as if the channel had never dropped.
 #include <boost/asio/post.hpp>
 
 #include <hiredis/hiredis.h>
@@ -37,6 +43,7 @@
 #include <unordered_map>
 
 #include "bus/message_bus.h"
+#include "log/log.h"
 #include "redis/endpoint.h"
 #include "redis/loop.h"
 #include "redis/shards.h"
@@ -223,7 +230,23 @@ struct RoomSub {
   int pending = 0;
   redis::Shards::ShardId shard = 0;  // where the last (UN)SUBSCRIBE went; 0: nowhere yet
   std::vector<DoneFn> waiters;       // subscribe() calls waiting for the confirmation
+  // Gap repair: the newest seq delivered here since the room was wanted (0: none yet) and its
+  // epoch; while a history read fills a gap, the live messages that arrive wait in `held`.
+  std::uint64_t last_seq = 0;
+  std::string epoch;
+  bool repairing = false;
+  int repair_rounds = 0;
+  std::uint64_t repair_id = 0;  // answers to an older read are ignored
+  std::vector<Delivery> held;
 };
+
+// Gap repair reads at most this many messages at a time, and this many times in a row: a gap
+// the room's whole history (--history-size, 10,000 by default) cannot fill is not filled.
+constexpr std::size_t kRepairBatch = 1000;
+constexpr int kRepairRounds = 10;
+// Live messages held per room while a read is out. Past this the read is given up (and the gap
+// logged) rather than hold without bound: only a room flooding faster than Redis answers.
+constexpr std::size_t kMaxHeld = 2000;
 
 class Core : public std::enable_shared_from_this<Core> {
  public:
@@ -399,6 +422,7 @@ class Core : public std::enable_shared_from_this<Core> {
     RoomSub& rs = it->second;
     rs.wanted = false;
     rs.confirmed = false;
+    forget_delivered(rs);  // wanted again later: from that subscription on, not from here
     fire(rs, std::make_error_code(std::errc::operation_canceled));
     if (rs.shard != 0 && sub_->send_push_in_loop(rs.shard, {unsubscribe_verb_, channel_of(room)})) ++rs.pending;
     if (rs.pending == 0) rooms_.erase(it);
@@ -538,9 +562,9 @@ class Core : public std::enable_shared_from_this<Core> {
       const auto space = data.find(' ');
       const auto space2 = space == std::string_view::npos ? space : data.find(' ', space + 1);
       if (!seq || space2 == std::string_view::npos) return;  // not ours
-      Delivery d{room, *seq, std::string(data.substr(space + 1, space2 - space - 1)),
-                 std::string(data.substr(space2 + 1))};
-      deliver_(std::move(d));
+      accept_in_loop(room, rs,
+                     Delivery{room, *seq, std::string(data.substr(space + 1, space2 - space - 1)),
+                              std::string(data.substr(space2 + 1))});
       return;
     }
     const bool subscribed = kind == "subscribe" || kind == "ssubscribe";
@@ -558,10 +582,98 @@ class Core : public std::enable_shared_from_this<Core> {
     if (--rs.pending != 0) return;
     if (rs.wanted && subscribed) {
       rs.confirmed = true;
+      // Subscribed again after the channel was lost: what was published meanwhile is read.
+      if (rs.last_seq != 0 && !rs.repairing) repair_in_loop(room, rs);
       fire(rs, {});
     } else if (!rs.wanted) {
       rooms_.erase(it);
     }
+  }
+
+  static void forget_delivered(RoomSub& rs) {
+    rs.last_seq = 0;
+    rs.epoch.clear();
+    rs.repairing = false;
+    ++rs.repair_id;
+    rs.held.clear();
+  }
+
+  // Delivers a live message of a wanted room in seq order: a duplicate (already read from
+  // history) is dropped, a message past a gap waits until the gap is read.
+  void accept_in_loop(const std::string& room, RoomSub& rs, Delivery&& d) {
+    if (rs.repairing) {
+      if (rs.held.size() < kMaxHeld) return rs.held.push_back(std::move(d));
+      log::event("bus_gap_unrepaired", {{"room", room}, {"why", "too many messages held while reading"}});
+      rs.held.push_back(std::move(d));
+      return end_repair_in_loop(room, rs);
+    }
+    if (d.epoch != rs.epoch) {  // the room's history was lost: its seqs start over
+      rs.epoch = d.epoch;
+      rs.last_seq = 0;
+    }
+    if (rs.last_seq != 0 && d.seq <= rs.last_seq) return;
+    if (rs.last_seq != 0 && d.seq > rs.last_seq + 1) {
+      rs.held.push_back(std::move(d));
+      return repair_in_loop(room, rs);
+    }
+    rs.last_seq = d.seq;
+    deliver_(std::move(d));
+  }
+
+  // Reads what this node missed of `room` after rs.last_seq (up to the first held message, or
+  // the newest when none is held) and delivers it, then the held messages.
+  void repair_in_loop(const std::string& room, RoomSub& sub) {
+    if (!sub.repairing) sub.repair_rounds = 0;
+    sub.repairing = true;
+    ++sub.repair_rounds;
+    const std::uint64_t id = ++sub.repair_id;
+    const std::uint64_t from = sub.last_seq;
+    const std::size_t want = sub.held.empty()
+        ? kRepairBatch
+        : static_cast<std::size_t>(std::min<std::uint64_t>(kRepairBatch, sub.held.front().seq - from - 1));
+    history_in_loop({room, from, 0, want}, [this, self = shared_from_this(), room, id, from, want](
+                                               std::error_code ec, History h) {
+      auto it = rooms_.find(room);
+      if (it == rooms_.end() || it->second.repair_id != id || !deliver_) return;
+      RoomSub& rs = it->second;
+      const std::uint64_t until = rs.held.empty() ? UINT64_MAX : rs.held.front().seq;
+      if (ec || h.epoch != rs.epoch) {
+        // Down or wiped: the held messages go out as they are (a wiped room's clients see
+        // the new epoch and resume).
+        if (ec) log::event("bus_gap_unrepaired", {{"room", room}, {"why", ec.message()}});
+        return end_repair_in_loop(room, rs);
+      }
+      std::size_t filled = 0;
+      for (auto& m : h.messages) {
+        if (m.seq <= rs.last_seq) continue;
+        if (m.seq >= until) break;
+        rs.last_seq = m.seq;
+        ++filled;
+        deliver_(std::move(m));
+      }
+      if (filled > 0)
+        log::event("bus_gap_repaired", {{"room", room},
+                                        {"after", std::to_string(from)},
+                                        {"messages", std::to_string(filled)}});
+      const bool more = h.messages.size() == want && (until == UINT64_MAX ? h.last_seq > rs.last_seq
+                                                                           : until > rs.last_seq + 1);
+      if (more && rs.repair_rounds < kRepairRounds) return repair_in_loop(room, rs);
+      if (until != UINT64_MAX && until > rs.last_seq + 1 && (h.first_seq == 0 || h.first_seq > rs.last_seq + 1))
+        log::event("bus_gap_unrepaired", {{"room", room}, {"why", "older than the history kept"}});
+      end_repair_in_loop(room, rs);
+    });
+  }
+
+  // Delivers the held messages in order (one of them may start the next repair).
+  void end_repair_in_loop(const std::string& room, RoomSub& rs) {
+    rs.repairing = false;
+    ++rs.repair_id;
+    auto held = std::move(rs.held);
+    rs.held.clear();
+    // Past a gap that cannot be filled, delivery goes on from the first held message.
+    if (!held.empty() && held.front().epoch == rs.epoch && held.front().seq > rs.last_seq + 1)
+      rs.last_seq = held.front().seq - 1;
+    for (auto& d : held) accept_in_loop(room, rs, std::move(d));
   }
 
   boost::asio::io_context& io_;

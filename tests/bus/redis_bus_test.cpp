@@ -713,6 +713,60 @@ TEST(RedisBus, BadConfigurationFailsAtStartWithinSeconds) {
   EXPECT_TRUE(test::eventually([&] { return a.count("r") == 1; }));
 }
 
+// ---- gap repair: what the channel missed is read from history -------------------------------
+
+TEST(RedisBus, MessagesPublishedWhileTheChannelWasDroppedAreDeliveredInOrderOnce) {
+  RedisServer redis;
+  Node a(redis.url()), b(redis.url());
+  ASSERT_TRUE(both_up(a, b));
+  ASSERT_FALSE(a.subscribe("r"));
+  ASSERT_FALSE(b.publish("r", "0"));
+  ASSERT_TRUE(test::eventually([&] { return a.count("r") == 1; }));
+
+  // Every subscribed connection drops (as on a pub/sub buffer limit or a network blip); the
+  // publishing connections stay, so these go out while A is not listening.
+  EXPECT_NE(redis.command({"CLIENT", "KILL", "TYPE", "pubsub"}), "0");
+  for (int i = 1; i <= 50; ++i) ASSERT_FALSE(b.publish("r", std::to_string(i)));
+  ASSERT_TRUE(test::eventually([&] { return a.count("r") >= 51; }, 5s)) << a.count("r");
+  ASSERT_FALSE(b.publish("r", "live"));
+  ASSERT_TRUE(test::eventually([&] { return a.count("r") >= 52; }, 5s));
+  std::this_thread::sleep_for(100ms);  // nothing is delivered twice, late
+  const auto got = a.deliveries("r");
+  EXPECT_EQ(seqs_of(got), range(1, 52));
+  EXPECT_EQ(got[50].payload, "50");
+  EXPECT_EQ(got[51].payload, "live");
+}
+
+TEST(RedisBus, AMessageMissedLiveIsReadFromHistoryBeforeTheNextOne) {
+  RedisServer redis;
+  Node a(redis.url()), b(redis.url());
+  ASSERT_TRUE(both_up(a, b));
+  ASSERT_FALSE(a.subscribe("r"));
+  ASSERT_FALSE(b.publish("r", "1"));
+  ASSERT_TRUE(test::eventually([&] { return a.count("r") == 1; }));
+
+  // Seq 2 is in the room's history but was never published on its channel.
+  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
+  ASSERT_EQ(redis.command({"INCR", "chatd:{r}:seq"}), "2");
+  ASSERT_EQ(redis.command({"XADD", "chatd:{r}:hist", "2-0", "t", std::to_string(now_ms), "p", "missed"}), "2-0");
+  ASSERT_FALSE(b.publish("r", "3"));
+  ASSERT_TRUE(test::eventually([&] { return a.count("r") == 3; }));
+  auto got = a.deliveries("r");
+  EXPECT_EQ(seqs_of(got), range(1, 3));
+  EXPECT_EQ(got[1].payload, "missed");
+  EXPECT_EQ(got[2].payload, "3");
+
+  // A seq kept nowhere (assigned, then lost) does not hold the room back.
+  ASSERT_EQ(redis.command({"INCR", "chatd:{r}:seq"}), "4");
+  ASSERT_FALSE(b.publish("r", "5"));
+  ASSERT_FALSE(b.publish("r", "6"));
+  ASSERT_TRUE(test::eventually([&] { return a.count("r") == 5; }));
+  std::this_thread::sleep_for(100ms);
+  got = a.deliveries("r");
+  EXPECT_EQ(seqs_of(got), (std::vector<std::uint64_t>{1, 2, 3, 5, 6}));
+}
+
 // ---- on a Redis Cluster: 3 primaries + 3 replicas (scripts/redis-cluster.sh) ----
 
 // Returns one room name per primary, for the slot ranges `redis-cli --cluster create` gives 3
