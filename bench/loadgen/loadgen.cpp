@@ -13,6 +13,9 @@
 // intended send time falls in the window, deliveries are counted by receive time in the window.
 // With --rate R the schedule is open loop: message k of a sender is due at a fixed time and
 // carries that time, so a stalled server shows up as latency instead of a lower send rate.
+// The loop sleeps until the next message is due (not a fixed tick), so a message leaves when
+// it is due unless the generator is busy; how late each one left (send lag) is reported, and
+// it is part of the latency, never subtracted from it.
 
 #include "frames.h"
 #include "histogram.h"
@@ -28,6 +31,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -46,6 +50,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <queue>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -306,6 +311,7 @@ struct Counters {
 struct ChildResult {
   Counters c;
   Histogram hist;
+  Histogram send_lag;
   std::int64_t connected_at_ns = 0;
   int done = 0;
 };
@@ -395,6 +401,12 @@ struct Worker {
   Timeline tl;
   Counters c;
   Histogram hist;
+  Histogram send_lag;  // rate mode: actual send time - intended send time, in the window
+  // Rate mode: each ready sender's next due time, earliest first; the loop sleeps until the
+  // top is due. Senders enter once ready and the start time is known.
+  using Due = std::pair<std::int64_t, Conn*>;
+  std::priority_queue<Due, std::vector<Due>, std::greater<>> due;
+  bool due_started = false;
   std::string scratch;
   int error_logs = 0;
 
@@ -412,7 +424,8 @@ struct Worker {
     tick();
     std::array<epoll_event, 1024> events;
     while (!stopped) {
-      const std::int64_t wait = std::max<std::int64_t>(0, next_tick - now_ns());
+      const std::int64_t wake = due.empty() ? next_tick : std::min(next_tick, due.top().first);
+      const std::int64_t wait = std::max<std::int64_t>(0, wake - now_ns());
       const timespec timeout{wait / 1'000'000'000, wait % 1'000'000'000};
       const int n = epoll_pwait2(epfd, events.data(), int(events.size()), &timeout, nullptr);
       if (n < 0 && errno != EINTR) {
@@ -421,6 +434,7 @@ struct Worker {
         return;
       }
       for (int i = 0; i < n; ++i) on_event(*static_cast<Conn*>(events[std::size_t(i)].data.ptr), events[std::size_t(i)].events);
+      send_due(now_ns());
       if (now_ns() >= next_tick) tick();
       write_turn_done();
     }
@@ -663,6 +677,7 @@ struct Worker {
 
   void become_ready(Conn& k) {
     k.state = Conn::State::ready;
+    if (k.sender && due_started) due.emplace(due_time(k), &k);  // late: joins the schedule
     ++c.conns_ok;
     --opening;
     open_more();
@@ -749,7 +764,10 @@ struct Worker {
     }
     if (run.o.protocol != "stomp") {
       ++c.sent_total;
-      if (ts >= tl.window_begin && ts < tl.window_end) ++c.sent;
+      if (ts >= tl.window_begin && ts < tl.window_end) {
+        ++c.sent;
+        if (run.o.rate > 0) send_lag.record(std::uint64_t(std::max<std::int64_t>(0, now_ns() - ts)));
+      }
       return;
     }
     scratch.clear();
@@ -770,7 +788,10 @@ struct Worker {
     scratch.push_back('\0');
     send_ws(k, 1, scratch);
     ++c.sent_total;
-    if (ts >= tl.window_begin && ts < tl.window_end) ++c.sent;
+    if (ts >= tl.window_begin && ts < tl.window_end) {
+      ++c.sent;
+      if (run.o.rate > 0) send_lag.record(std::uint64_t(std::max<std::int64_t>(0, now_ns() - ts)));
+    }
   }
 
   // Max mode: keeps `window` messages of sender k in flight.
@@ -834,6 +855,27 @@ struct Worker {
     wrote_scratch.clear();
   }
 
+  // Rate mode: returns when sender k's next message is due.
+  std::int64_t due_time(const Conn& k) const {
+    return tl.start + k.phase_ns + std::int64_t(double(k.scheduled) * run.interval_ns);
+  }
+
+  // Rate mode: sends every message due by `now` (the window's end at most), each stamped with
+  // its intended time; a sender whose socket is backed up skips its message (counted).
+  void send_due(std::int64_t now) {
+    const std::int64_t until = std::min(now, tl.window_end - 1);
+    while (!due.empty() && due.top().first <= until) {
+      auto [ts, k] = due.top();
+      due.pop();
+      if (k->state != Conn::State::ready) continue;  // dropped: leaves the schedule
+      ++k->scheduled;
+      if (k->unsent() >= kMaxBacklog) ++c.send_skipped;  // the server is not reading: above its capacity
+      else send_chat(*k, ts);
+      due.emplace(due_time(*k), k);
+    }
+    if (!due.empty() && due.top().first >= tl.window_end) due = {};  // the schedule is over
+  }
+
   // Every millisecond: wait for the start signal, send what the schedule says is due, finish.
   void tick() {
     const std::int64_t now = now_ns();
@@ -849,22 +891,15 @@ struct Worker {
     if (run.shared->abort.load()) return finish();
     if (tl.start != 0 && now >= tl.start) {
       if (now >= tl.finish) return finish();
+      if (run.o.rate > 0 && !due_started) {
+        due_started = true;
+        for (Conn* k : senders)
+          if (k->state == Conn::State::ready) due.emplace(due_time(*k), k);
+        send_due(now);
+      }
       for (Conn* k : senders) {
         if (k->state != Conn::State::ready) continue;
-        if (run.o.rate > 0) {
-          const std::int64_t until = std::min(now, tl.window_end - 1) - tl.start - k->phase_ns;
-          if (until < 0) continue;
-          const auto due = std::uint64_t(double(until) / run.interval_ns) + 1;
-          while (k->scheduled < due) {
-            const auto ts = tl.start + k->phase_ns + std::int64_t(double(k->scheduled) * run.interval_ns);
-            ++k->scheduled;
-            if (k->unsent() >= kMaxBacklog) {
-              ++c.send_skipped;  // the server is not reading: the rate is above its capacity
-              continue;
-            }
-            send_chat(*k, ts);
-          }
-        } else {
+        if (run.o.rate <= 0) {
           if ((k->inflight >= std::uint64_t(run.o.window) || run.o.burst > 0) &&
               now - k->last_progress > std::int64_t(run.o.window_timeout * 1e9)) {
             k->inflight = 0;  // a lost reply must not stall the sender for the whole run
@@ -952,6 +987,7 @@ void run_child(Run& run, int first, int last, ChildResult& out) {
   for (auto& w : workers) {
     out.c.add(w->c);
     out.hist.merge(w->hist);
+    out.send_lag.merge(w->send_lag);
   }
   out.done = 1;
 }
@@ -1026,6 +1062,8 @@ int main(int argc, char** argv) {
     }
     if (pid == 0) {
       alarm(static_cast<unsigned>(o.connect_timeout + o.warmup + o.duration + o.drain + 60));
+      // A sleep until a message is due ends then, not up to the default 50 us timer slack later.
+      prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
       run_child(*run, first, last, results[p]);
       _exit(0);
     }
@@ -1081,13 +1119,14 @@ int main(int argc, char** argv) {
   }
 
   Counters c;
-  Histogram h;
+  Histogram h, lag;
   int children_ok = 0;
   for (int i = 0; i < o.procs; ++i) {
     if (!results[i].done) continue;
     ++children_ok;
     c.add(results[i].c);
     h.merge(results[i].hist);
+    lag.merge(results[i].send_lag);
   }
   const double sent_rate = double(c.sent) / o.duration;
   const double deliv_rate = double(c.delivered) / o.duration;
@@ -1129,6 +1168,9 @@ int main(int argc, char** argv) {
   j["p99_us"] = us(h.quantile(0.99));
   j["p999_us"] = us(h.quantile(0.999));
   j["max_us"] = us(h.max());
+  j["send_lag_p50_us"] = us(lag.quantile(0.50));
+  j["send_lag_p99_us"] = us(lag.quantile(0.99));
+  j["send_lag_max_us"] = us(lag.max());
   j["server_cpu_s"] = cpu;
   j["deliveries_per_cpu_s"] = cpu > 0 ? double(c.delivered) / cpu : -1.0;
   j["loadgen_cpu_s"] = (gen0 >= 0 && gen1 >= 0) ? gen1 - gen0 : -1.0;
@@ -1153,6 +1195,9 @@ int main(int argc, char** argv) {
                (unsigned long long)c.errors,
                us(h.quantile(0.5)), us(h.quantile(0.9)), us(h.quantile(0.99)), us(h.quantile(0.999)),
                us(h.max()), (unsigned long long)h.count());
+  if (lag.count() > 0)
+    std::fprintf(stderr, "loadgen: send lag us p50 %.0f p99 %.0f max %.0f (part of the latency above)\n",
+                 us(lag.quantile(0.5)), us(lag.quantile(0.99)), us(lag.max()));
   std::fprintf(stderr, "loadgen: generator cpu %.2f s in window\n", (gen0 >= 0 && gen1 >= 0) ? gen1 - gen0 : -1.0);
   if (!o.server_pids.empty())
     std::fprintf(stderr, "loadgen: server cpu %.2f s in window (%.0f deliveries/cpu-s), rss %.0f -> %.0f KiB (%.2f KiB/conn)\n",
