@@ -22,16 +22,23 @@ void Shard::assert_in_loop() const {
 #endif
 }
 
+// Fibonacci hashing: sessions' addresses share their low bits, the product's top bits spread
+// them evenly over the slices.
+std::size_t Shard::slice_of(const StompSession* s) {
+  const auto a = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(s));
+  return static_cast<std::size_t>((a * 0x9E3779B97F4A7C15ull) >> (64 - kSweepSliceBits));
+}
+
 void Shard::add_session_in_loop(StompSession* s) {
   assert_in_loop();
-  sessions_.insert(s);
-  session_count_.store(sessions_.size(), std::memory_order_relaxed);
+  if (sessions_[slice_of(s)].insert(s).second) ++session_total_;
+  session_count_.store(session_total_, std::memory_order_relaxed);
 }
 
 void Shard::remove_session_in_loop(StompSession* s) {
   assert_in_loop();
-  sessions_.erase(s);
-  session_count_.store(sessions_.size(), std::memory_order_relaxed);
+  session_total_ -= sessions_[slice_of(s)].erase(s);
+  session_count_.store(session_total_, std::memory_order_relaxed);
 }
 
 void Shard::subscribe_in_loop(const std::string& room_id, StompSession* s, const std::string& sub) {
@@ -98,14 +105,17 @@ void Shard::stop_sweeps() {
 
 void Shard::sweep() {
   if (!sweeping_) return;
-  timer_.expires_after(std::chrono::seconds(1));
+  timer_.expires_after(std::chrono::microseconds(1'000'000 / kSweepSlices));
   timer_.async_wait([this](boost::system::error_code ec) {
     if (ec || !sweeping_) return;
     auto now = StompSession::Clock::now();
+    const std::size_t slice = next_slice_;
+    next_slice_ = (next_slice_ + 1) % kSweepSlices;
     // A tick may close a session; closing is asynchronous, but copy to be safe.
-    std::vector<StompSession*> all(sessions_.begin(), sessions_.end());
-    for (auto* s : all) s->tick_in_loop(now);
-    if (index_ == 0) hub_.expire_presence();  // one shard is enough: the roster is the node's
+    std::vector<StompSession*> due(sessions_[slice].begin(), sessions_[slice].end());
+    for (auto* s : due) s->tick_in_loop(now);
+    // Once a second, on one shard: the roster is the node's.
+    if (index_ == 0 && slice == 0) hub_.expire_presence();
     sweep();
   });
 }
@@ -113,8 +123,9 @@ void Shard::sweep() {
 std::size_t Shard::disconnect_in_loop(const std::string& user, const std::string& session, const std::string& reason) {
   assert_in_loop();
   std::vector<StompSession*> hit;
-  for (auto* s : sessions_)
+  for_each_session([&](StompSession* s) {
     if ((!session.empty() && s->id() == session) || (!user.empty() && s->user() == user)) hit.push_back(s);
+  });
   for (auto* s : hit) s->fail_in_loop("disconnected by the server", reason.empty() ? "The application closed this session." : reason);
   return hit.size();
 }
@@ -129,15 +140,17 @@ void Shard::end_room_in_loop(const SharedMessagePtr& notice) {
 
 void Shard::close_all_in_loop(std::string_view reason) {
   assert_in_loop();
-  std::vector<StompSession*> all(sessions_.begin(), sessions_.end());
+  std::vector<StompSession*> all;
+  for_each_session([&](StompSession* s) { all.push_back(s); });
   for (auto* s : all) s->fail_in_loop("server shutting down", reason);
 }
 
 std::size_t Shard::close_user_in_loop(const std::string& user, std::string_view reason) {
   assert_in_loop();
   std::vector<StompSession*> theirs;
-  for (auto* s : sessions_)
+  for_each_session([&](StompSession* s) {
     if (auto* who = s->identity(); who && who->user == user) theirs.push_back(s);
+  });
   for (auto* s : theirs) s->fail_in_loop("disconnected", reason);
   return theirs.size();
 }
