@@ -31,6 +31,7 @@
 // The bus then reads them from the room's history, holding the live ones meanwhile, and
 // delivers both in order: the hub sees every seq once, as if the channel had never dropped.
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <hiredis/hiredis.h>
 
@@ -236,7 +237,7 @@ struct RoomSub {
   std::string epoch;
   bool repairing = false;
   int repair_rounds = 0;
-  std::uint64_t repair_id = 0;  // answers to an older read are ignored
+  std::uint64_t repair_id = 0;  // the read out now (0: none); answers to others are ignored
   std::vector<Delivery> held;
 };
 
@@ -247,6 +248,9 @@ constexpr int kRepairRounds = 10;
 // Live messages held per room while a read is out. Past this the read is given up (and the gap
 // logged) rather than hold without bound: only a room flooding faster than Redis answers.
 constexpr std::size_t kMaxHeld = 2000;
+// A read refused because the history connection is down is asked again after this (within the
+// same kRepairRounds): the three connections reconnect independently after an outage.
+constexpr std::chrono::milliseconds kRepairRetry{100};
 
 class Core : public std::enable_shared_from_this<Core> {
  public:
@@ -594,7 +598,7 @@ class Core : public std::enable_shared_from_this<Core> {
     rs.last_seq = 0;
     rs.epoch.clear();
     rs.repairing = false;
-    ++rs.repair_id;
+    rs.repair_id = 0;
     rs.held.clear();
   }
 
@@ -626,7 +630,7 @@ class Core : public std::enable_shared_from_this<Core> {
     if (!sub.repairing) sub.repair_rounds = 0;
     sub.repairing = true;
     ++sub.repair_rounds;
-    const std::uint64_t id = ++sub.repair_id;
+    const std::uint64_t id = sub.repair_id = ++repairs_;  // node-wide: a room wanted again starts no count over
     const std::uint64_t from = sub.last_seq;
     const std::size_t want = sub.held.empty()
         ? kRepairBatch
@@ -637,6 +641,9 @@ class Core : public std::enable_shared_from_this<Core> {
       if (it == rooms_.end() || it->second.repair_id != id || !deliver_) return;
       RoomSub& rs = it->second;
       const std::uint64_t until = rs.held.empty() ? UINT64_MAX : rs.held.front().seq;
+      // The history connection reconnects on its own schedule: often a moment after the
+      // subscription's. Ask again a little later (the live messages wait).
+      if (ec == Error::engine_down && rs.repair_rounds < kRepairRounds) return retry_repair_in_loop(room, id);
       if (ec || h.epoch != rs.epoch) {
         // Down or wiped: the held messages go out as they are (a wiped room's clients see
         // the new epoch and resume).
@@ -664,10 +671,19 @@ class Core : public std::enable_shared_from_this<Core> {
     });
   }
 
+  void retry_repair_in_loop(const std::string& room, std::uint64_t id) {
+    auto timer = std::make_shared<boost::asio::steady_timer>(io_, kRepairRetry);
+    timer->async_wait([this, self = shared_from_this(), timer, room, id](boost::system::error_code) {
+      auto it = rooms_.find(room);
+      if (it == rooms_.end() || it->second.repair_id != id || stopped_in_loop_) return;
+      repair_in_loop(room, it->second);
+    });
+  }
+
   // Delivers the held messages in order (one of them may start the next repair).
   void end_repair_in_loop(const std::string& room, RoomSub& rs) {
     rs.repairing = false;
-    ++rs.repair_id;
+    rs.repair_id = 0;
     auto held = std::move(rs.held);
     rs.held.clear();
     // Past a gap that cannot be filled, delivery goes on from the first held message.
@@ -692,6 +708,7 @@ class Core : public std::enable_shared_from_this<Core> {
   DeliverFn deliver_;
   std::unordered_map<std::string, RoomSub> rooms_;
   bool sub_ever_up_ = false;
+  std::uint64_t repairs_ = 0;  // gap repair reads sent (their ids)
   redis::Shards::ShardId control_shard_ = 0;  // where the control channel is subscribed
   bool stopped_in_loop_ = false;
 };

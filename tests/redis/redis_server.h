@@ -58,7 +58,9 @@ inline int free_port() {
 
 class RedisServer {
  public:
-  explicit RedisServer(std::string password = {}) : port_(free_port()), password_(std::move(password)) {
+  // `aof`: append-only file, fsync on every write, so kill9() + start() keeps every key.
+  explicit RedisServer(std::string password = {}, bool aof = false)
+      : port_(free_port()), password_(std::move(password)), aof_(aof) {
     char tmpl[] = "/tmp/chatd-redis-XXXXXX";
     if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
     dir_ = tmpl;
@@ -82,7 +84,8 @@ class RedisServer {
   // Starts redis-server and waits (at most 5 s) until it answers PING.
   void start() {
     std::vector<std::string> args = {"/usr/bin/redis-server", "--port", std::to_string(port_),
-                                     "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                     "--bind", "127.0.0.1", "--save", "", "--appendonly", aof_ ? "yes" : "no",
+                                     "--appendfsync", "always",
                                      "--dir", dir_, "--logfile", dir_ + "/redis.log", "--daemonize", "no"};
     if (!password_.empty()) {
       args.push_back("--requirepass");
@@ -150,6 +153,7 @@ class RedisServer {
  private:
   int port_;
   std::string password_;
+  bool aof_ = false;
   std::string dir_;
   pid_t pid_ = -1;
 };
