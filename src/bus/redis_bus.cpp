@@ -37,6 +37,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <optional>
@@ -88,17 +89,25 @@ end
 )lua";
 
 // KEYS: seq, epoch, hist, old seq key, histexp[, dedupe key]. ARGV: channel, payload, history
-// size, history ttl ms, dedupe window s, epoch candidate, PUBLISH or SPUBLISH (cluster). Returns
+// size, history ttl ms, dedupe window s, epoch candidate, PUBLISH or SPUBLISH (cluster), the
+// time in this Redis's clock (ms) as the node reckons it, or 0 for "ask TIME". Returns
 // {seq, epoch, 1 if a retry}.
 // A counter that INCR just created (1) continues from the old key or the stream's newest id,
 // whichever is larger, so a lost (evicted) counter can never make XADD refuse the room's next
 // id. Every redis.call costs about a microsecond of Redis's one thread (a profile under
 // bench/history.mjs: Lua's argument and reply conversion, not the commands), so history adds
-// only TIME and XADD per message:
+// only XADD per message:
+// - a message's time t comes from the node (ARGV[8]) instead of a TIME per message: Redis's own
+//   clock, read with TIME every few seconds and carried forward on the node's steady clock
+//   (Core::redis_time_ms), never the node's wall clock. So nodes whose clocks disagree still
+//   write one clock: each node's t is within half a TIME round trip (kClockMaxRtt / 2) of
+//   Redis's, so t grows with seq to within kClockMaxRtt, all the precision `young` and the
+//   ttl need; until a node's first TIME answer it passes 0 and the function reads TIME;
 // - the stream's PEXPIRE (ttl + slack) is renewed only once the slack is used up; histexp,
 //   read with the epoch in one MGET and expiring with the stream, holds until when the current
 //   expiry still keeps a new message for the whole ttl;
-// - the stream is trimmed every 16th publish, by count (XTRIM MAXLEN ~) and, when its oldest
+// - the stream is trimmed every 64th publish (every 16th was 0.6 µs a message: the oldest
+//   entry's read converts its payload), by count (XTRIM MAXLEN ~) and, when its oldest
 //   entry expired, by age; reads never answer past either bound, so trimming only bounds memory;
 // - numbers go to redis.call as strings: Lua formats a number argument with "%.14g", which was
 //   6 % of Redis's time.
@@ -118,8 +127,9 @@ if s==1 then
  redis.call('DEL',KEYS[4])
 end
 if n>0 then
- local t=now()
- redis.call('XADD',KEYS[3],string.format('%d-0',s),'t',string.format('%d',t),'p',ARGV[2])
+ local t=tonumber(ARGV[8]) local ts=ARGV[8]
+ if t==0 then t=now() ts=string.format('%d',t) end
+ redis.call('XADD',KEYS[3],string.format('%d-0',s),'t',ts,'p',ARGV[2])
  if ex and t>tonumber(v[2] or '0') then
   -- slack: an eighth of the ttl, at most a minute (a quiet room's stream outlives it by that)
   local sl=math.min(60000,math.floor(a/8))
@@ -127,7 +137,7 @@ if n>0 then
   redis.call('PEXPIRE',KEYS[3],px)
   redis.call('SET',KEYS[5],string.format('%d',t+sl),'PX',px)
  end
- if s%16==0 then
+ if s%64==0 then
   redis.call('XTRIM',KEYS[3],'MAXLEN','~',ARGV[3])
   if a>0 then
    local o=redis.call('XRANGE',KEYS[3],'-','+','COUNT',1)[1]
@@ -223,6 +233,23 @@ std::optional<std::uint64_t> leading_number(std::string_view s, char stop) {
   return v;
 }
 
+// Redis's clock as one shard's TIME told it: redis ms = steady ms + offset_ms.
+struct RedisClock {
+  bool known = false;
+  bool asking = false;
+  std::int64_t offset_ms = 0;
+  std::chrono::steady_clock::time_point asked_at{};
+};
+// How often the offset is read again (steady clocks drift by parts per million), and the longest
+// TIME round trip whose answer is used: the estimate is off by at most half of it.
+constexpr auto kClockResync = std::chrono::seconds(5);
+constexpr auto kClockMaxRtt = std::chrono::milliseconds(20);
+constexpr std::size_t kMaxClocks = 64;  // shard ids are not reused; forget old ones past this
+
+std::int64_t steady_ms(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
 // One room this node wants. `pending` counts (UN)SUBSCRIBEs sent to `shard` whose reply has not
 // come back: Redis answers in order, so when it reaches 0 that shard's state is our last command.
 struct RoomSub {
@@ -310,9 +337,10 @@ class Core : public std::enable_shared_from_this<Core> {
     std::vector<std::string> keys{key_of(room, "seq"), key_of(room, "epoch"), key_of(room, "hist"), old_seq_key(room),
                                   key_of(room, "histexp")};
     if (!opts.client_id.empty()) keys.push_back(key_of(room, "cid:" + opts.client_id));
+    std::string now = history_size_ == "0" ? std::string("0") : redis_time_ms(keys[0]);
     pub_->fcall_in_loop(library_.publish, std::move(keys),
                         {channel_of(room), std::move(payload), history_size_, history_ttl_ms_, dedupe_window_s_,
-                         epoch_candidate(), publish_verb_},
+                         epoch_candidate(), publish_verb_, std::move(now)},
                         [done = std::move(done)](redis::Status st, const redisReply* r) {
                           if (st != redis::Status::ok) return done(failure(st), 0);
                           // CLUSTERDOWN, TRYAGAIN, a failover in progress: not an answer yet.
@@ -322,6 +350,38 @@ class Core : public std::enable_shared_from_this<Core> {
                             return done(Error::rejected, 0);
                           done({}, static_cast<std::uint64_t>(r->element[0]->integer));
                         });
+  }
+
+  // Returns Redis's clock now (ms, decimal) on the shard serving `key`, as this node reckons it
+  // from that shard's last TIME, or "0" (the function reads TIME itself) until one answered in
+  // time. Asks again every kClockResync, and on every publish until an answer is usable.
+  std::string redis_time_ms(const std::string& key) {
+    const auto shard = pub_->shard_of(key);
+    if (shard == 0) return "0";
+    if (clocks_.size() >= kMaxClocks && !clocks_.contains(shard)) clocks_.clear();
+    RedisClock& c = clocks_[shard];
+    const auto now = std::chrono::steady_clock::now();
+    if (!c.asking && (!c.known || now - c.asked_at >= kClockResync)) {
+      c.asking = true;
+      c.asked_at = now;
+      pub_->command_in_loop(key, {"TIME"}, [w = weak_from_this(), shard, now](redis::Status st, const redisReply* r) {
+        auto self = w.lock();
+        if (!self) return;
+        auto it = self->clocks_.find(shard);
+        if (it == self->clocks_.end()) return;
+        it->second.asking = false;
+        const auto back = std::chrono::steady_clock::now();
+        if (st != redis::Status::ok || back - now > kClockMaxRtt || r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+          return;
+        const auto sec = leading_number(str(r->element[0]), '\0');
+        const auto usec = leading_number(str(r->element[1]), '\0');
+        if (!sec || !usec) return;
+        const auto redis_ms = static_cast<std::int64_t>(*sec * 1000 + *usec / 1000);
+        it->second.offset_ms = redis_ms - steady_ms(now + (back - now) / 2);
+        it->second.known = true;
+      });
+    }
+    return c.known ? std::to_string(c.offset_ms + steady_ms(now)) : std::string("0");
   }
 
   static std::string_view str_of(const redisReply* r) {
@@ -707,6 +767,7 @@ class Core : public std::enable_shared_from_this<Core> {
   // Engine thread only:
   DeliverFn deliver_;
   std::unordered_map<std::string, RoomSub> rooms_;
+  std::unordered_map<redis::Shards::ShardId, RedisClock> clocks_;  // by pub_ shard
   bool sub_ever_up_ = false;
   std::uint64_t repairs_ = 0;  // gap repair reads sent (their ids)
   redis::Shards::ShardId control_shard_ = 0;  // where the control channel is subscribed

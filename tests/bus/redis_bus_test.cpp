@@ -516,7 +516,7 @@ TEST(RedisBus, HistoryIsBoundedByAge) {
     std::this_thread::sleep_for(50ms);
     return a.history({.room_id = "t", .after_seq = 10, .limit = 1000}).second.first_seq > 100;
   }, 5s));
-  for (int i = 0; i < 16; ++i) ASSERT_FALSE(a.publish("t", "last", &seq));  // the trim looks every 16th
+  for (int i = 0; i < 64; ++i) ASSERT_FALSE(a.publish("t", "last", &seq));  // the trim looks every 64th
   auto h = a.history({.room_id = "t", .after_seq = 10, .limit = 1000}).second;
   ASSERT_FALSE(h.messages.empty());
   EXPECT_GT(h.messages.front().seq, 100u);
@@ -534,6 +534,47 @@ TEST(RedisBus, HistoryIsBoundedByAge) {
   EXPECT_TRUE(idle.messages.empty());
   EXPECT_EQ(idle.first_seq, 0u);
   EXPECT_EQ(idle.last_seq, seq);
+}
+
+// A message's time (the age bound's clock) is Redis's TIME, whichever node publishes and
+// whatever its own wall clock says: the node passes Redis's clock as it reckons it from a TIME
+// read now and then (the first publishes, before that answer, let the function read TIME).
+TEST(RedisBus, HistoryTimesAreRedisClockFromEveryNodeAndGrowWithSeq) {
+  RedisServer redis;
+  Node a(redis.url()), b(redis.url());
+  ASSERT_TRUE(both_up(a, b));
+  const auto redis_ms = [&] {
+    const std::string r = redis.command(
+        {"EVAL", "local t=redis.call('TIME') return t[1]*1000+math.floor(t[2]/1000)", "0"});
+    return std::stoll(r);
+  };
+  const auto before = redis_ms();
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_FALSE((i % 2 ? a : b).publish("clk", std::to_string(i)));
+    if (i % 50 == 0) std::this_thread::sleep_for(20ms);  // let time pass between publishes
+  }
+  const auto after = redis_ms();
+  const std::string ts = redis.command(
+      {"EVAL",
+       "local r={} for _,x in ipairs(redis.call('XRANGE',KEYS[1],'-','+')) do r[#r+1]=x[2][2] end "
+       "return table.concat(r,',')",
+       "1", "chatd:{clk}:hist"});
+  std::vector<long long> t;
+  for (std::size_t at = 0; at < ts.size();) {
+    const auto comma = std::min(ts.find(',', at), ts.size());
+    t.push_back(std::stoll(ts.substr(at, comma - at)));
+    at = comma + 1;
+  }
+  ASSERT_EQ(t.size(), 200u) << ts;
+  constexpr long long kSlack = 20;  // kClockMaxRtt: a node's estimate is within half of it
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    EXPECT_GE(t[i], before - kSlack) << "entry " << i << ": not Redis's clock";
+    EXPECT_LE(t[i], after + kSlack) << "entry " << i << ": not Redis's clock";
+    if (i > 0) {
+      EXPECT_GE(t[i], t[i - 1] - kSlack) << "entry " << i << ": t must grow with seq";
+    }
+  }
+  EXPECT_GE(t.back() - t.front(), 60) << "four pauses of 20 ms passed between the first and the last";
 }
 
 // The stream's expiry is renewed only when a message needs it: the second message, sent after
