@@ -1,7 +1,6 @@
 // chatd's start-up and shutdown. Configuration errors are exceptions here and nowhere else:
 // they print one line and exit non-zero. SIGTERM/SIGINT stop accepting, tell every client,
 // drain for at most --drain-timeout-ms, stop the engines and exit 0.
-#include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -49,14 +48,6 @@ void raise_file_limit() {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
   }
-}
-
-// Returns how many CPUs this process may run on (its affinity mask), or 0 when unknown.
-unsigned allowed_cpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof set, &set) != 0) return 0;
-  return static_cast<unsigned>(CPU_COUNT(&set));
 }
 
 // Returns the first line of the secret file named by `option`; throws when it is missing or
@@ -117,15 +108,6 @@ int main(int argc, char** argv) {
     workers.push_back(loops.back().get());
   }
 
-  // One worker confined to one CPU (taskset, a cpuset), with Redis as bus and store: the Redis
-  // connections run on the worker's own loop. A second thread there would only take turns with
-  // the worker on the same core, and every message would wait for two hand-offs between them
-  // (SEND to FCALL, PUBLISH to fan-out): on two such nodes at a fixed 2,000 msg/s that was half
-  // the context switches and 8-15 % of the CPU. Everything these engines do is asynchronous
-  // (hiredis); the embedded store and the other buses keep the engine thread.
-  const bool engine_on_worker = n == 1 && !opt.check_config && opt.bus.kind == "redis" &&
-                                opt.store.kind == "redis" && allowed_cpus() == 1;
-  asio::io_context& engine_loop = engine_on_worker ? *workers[0] : engine;
   std::unique_ptr<store::RoomStore> rooms;
   std::unique_ptr<bus::MessageBus> messages;
   std::unique_ptr<bus::Presence> presence;
@@ -143,15 +125,14 @@ int main(int argc, char** argv) {
   };
   auto fail = [&](const std::string& why) {
     std::cerr << "chatd: cannot start: " << why << '\n';
-    if (engine_on_worker) workers[0]->stop();  // never run: the engines' teardown runs right here
     stop_engines();
     return 1;
   };
   try {
     if (opt.bus.node_id.empty()) opt.bus.node_id = node_id_for(opt.data_dir, opt.server.port);
     opt.hub.node_id = opt.bus.node_id;
-    rooms = store::make_store(opt.store, engine_loop);
-    messages = bus::make_bus(opt.bus, engine_loop);
+    rooms = store::make_store(opt.store, engine);
+    messages = bus::make_bus(opt.bus, engine);
     if (opt.check_config) {
       if (!engines_up(*rooms, *messages)) return fail("an engine did not answer within 10 s");
       stop_engines();
@@ -168,7 +149,7 @@ int main(int argc, char** argv) {
         std::cerr << "chatd: WARNING --auth-dev-mint is on: anyone can get a token for any name (development only)\n";
       }
     }
-    if (opt.presence) presence = bus::make_presence(opt.bus, opt.presence_cfg, engine_loop);
+    if (opt.presence) presence = bus::make_presence(opt.bus, opt.presence_cfg, engine);
     hub = std::make_unique<chat::Hub>(opt.hub, *rooms, *messages, workers, presence.get());
     if (!opt.webhooks.url.empty()) {
       opt.webhooks.node_id = opt.bus.node_id;
@@ -224,8 +205,7 @@ int main(int argc, char** argv) {
 
   std::cerr << "chatd: listening on http://" << opt.server.address << ':' << server->port() << " node="
             << opt.bus.node_id << " bus=" << messages->describe() << " store=" << rooms->describe()
-            << " auth=" << (jwt ? "jwt" : "none") << " workers=" << n
-            << (engine_on_worker ? " engine=worker-loop" : "") << " web-root=" << (server->files().size() ? opt.server.web_root : "(none)")
+            << " auth=" << (jwt ? "jwt" : "none") << " workers=" << n << " web-root=" << (server->files().size() ? opt.server.web_root : "(none)")
             << std::endl;
 
   std::vector<std::thread> threads;

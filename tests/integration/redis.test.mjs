@@ -3,7 +3,6 @@
 // restarted on the same port: the nodes say they are down, refuse sends, and recover alone.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { createRoom, eventually, listRooms, redisCommand, startChatd, startRedis, stompOverWebSocket } from './harness.mjs';
@@ -38,18 +37,6 @@ describe('two chatd nodes over Redis', () => {
     assert.equal(found.name, room.name);
     assert.equal(await redisCommand(redis.port, `HEXISTS CHAT_ROOM ${room.roomId}`), ':1');
     assert.equal(await healthStatus(a), 200);
-  });
-
-  // integration_redis_one_core runs this file with every process on one CPU and CHATD_THREADS=1:
-  // then the Redis connections must run on the worker's loop (and every test here passes so).
-  const expectOnWorker = process.env.CHATD_EXPECT_ENGINE_ON_WORKER;
-  test('the Redis connections run on the worker loop exactly when one worker has one CPU',
-       { skip: expectOnWorker === undefined && 'only integration_redis_one_core says which to expect' }, async () => {
-    for (const node of [a, b]) {
-      const log = () => readFileSync(node.log, 'utf8');
-      await eventually('the start-up line', () => /listening on/.test(log()));
-      assert.equal(/engine=worker-loop/.test(log()), expectOnWorker === '1', node.tail());
-    }
   });
 
   test('people on different nodes talk and both nodes deliver one order', async () => {
