@@ -104,6 +104,7 @@ function loadgen(node, pids, scenario) {
   return new Promise((ok, fail) => {
     const args = ['-c', '1', LOADGEN, '--port', String(node.port), ...SCENARIOS[scenario], '--warmup', '2',
       '--duration', String(DURATION), '--drain', '2', '--connect-timeout', '120', '--server-pids', pids.join(','),
+      '--engine-pids', pids.join(','),
       '--label', `history-${scenario}`];
     const child = spawn('taskset', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -127,9 +128,13 @@ async function cost(engine, redis, scenario) {
       const node = await chatd(engine, redis, mode === 'on', `bench-hist-${engine}-${mode}`);
       try {
         const r = await loadgen(node, redis ? [node.child.pid, redis.pid] : [node.child.pid], scenario);
+        // CPU µs per message published of chatd and of redis-server: less at the mercy of other
+        // work on the machine than rates are.
+        [r.chatd_us_per_msg, r.redis_us_per_msg = 0] = (r.engine_cpu_s ?? []).map((c) => (r.sent ? c / r.sent * 1e6 : 0));
         runs[mode].push(r);
         log(`${engine} ${scenario} history ${mode} #${rep + 1}: ${Math.round(r.sent_per_s)} msgs/s, ${Math.round(r.deliveries_per_s)} deliveries/s, ` +
-            `${Math.round(r.deliveries_per_cpu_s)} per server CPU-s, p99 ${(r.p99_us / 1000).toFixed(1)} ms, lost ${r.lost}, errors ${r.errors}`);
+            `${Math.round(r.deliveries_per_cpu_s)} per server CPU-s (CPU µs/msg: chatd ${r.chatd_us_per_msg?.toFixed(1)}` +
+            `${redis ? `, redis-server ${r.redis_us_per_msg.toFixed(1)}` : ''}), p99 ${(r.p99_us / 1000).toFixed(1)} ms, lost ${r.lost}, errors ${r.errors}`);
       } finally {
         await node.stop();
       }
@@ -138,7 +143,7 @@ async function cost(engine, redis, scenario) {
   }
   const m = (mode, k) => median(runs[mode].map((r) => r[k]));
   const row = {};
-  for (const k of ['sent_per_s', 'deliveries_per_s', 'deliveries_per_cpu_s', 'p99_us']) row[k] = { on: m('on', k), off: m('off', k) };
+  for (const k of ['sent_per_s', 'deliveries_per_s', 'deliveries_per_cpu_s', 'chatd_us_per_msg', 'redis_us_per_msg', 'p99_us']) row[k] = { on: m('on', k), off: m('off', k) };
   row.bad = [...runs.on, ...runs.off].filter((r) => r.lost || r.errors || r.reordered || r.conns_failed).length;
   row.spread = Object.fromEntries(['on', 'off'].map((mode) => [mode, runs[mode].map((r) => Math.round(r.sent_per_s))]));
   return row;
@@ -352,6 +357,8 @@ for (const [engine, r] of Object.entries(results)) {
     row('messages published/s', 'sent_per_s');
     row('deliveries/s', 'deliveries_per_s');
     row(`deliveries per server CPU-s${engine === 'redis' ? ' (chatd + redis-server)' : ''}`, 'deliveries_per_cpu_s');
+    row('chatd CPU µs per message', 'chatd_us_per_msg', (x) => x.toFixed(1));
+    if (engine === 'redis') row('redis-server CPU µs per message', 'redis_us_per_msg', (x) => x.toFixed(1));
     row('latency p99', 'p99_us', (x) => ms(x / 1000));
     if (c.bad) rows.push(`| ${engine} | ${scenario} | runs with a loss, error or reorder | ${c.bad} | | |`);
   }
