@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Alternating before/after runs of bench/run.sh's two-node fixed-rate scenario (issue 15's
+# "two nodes via Redis at a fixed 2,000 msg/s: p99"): redis-server and two chatd nodes
+# (--threads 1, --bus redis --store redis) pinned to core 0, bench/loadgen to core 1, 1000 rooms
+# x 10 members alternating nodes, one sender per room, 100-byte messages. p99 on a shared machine
+# swings with whatever else runs, so the configurations take turns, N rounds, and the medians are
+# printed; each run also prints the generator's send lag and the context switches per second of
+# the three server processes (counted from /proc over the window).
+#
+#   bench/two-node-ab.sh [--reps N] NAME=CHATD_BIN[:LOADGEN_BIN] ...
+#
+# Environment: BENCH_TWO_NODE_RATE (default 2000), BENCH_PORT_BASE (default 21500), BENCH_OUT
+# (default build-bench/results). The loadgen defaults to build-bench/loadgen/chatd_loadgen.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+REPS=3
+[[ ${1:-} == --reps ]] && { REPS=$2; shift 2; }
+(($# >= 1)) || { sed -n 2,13p "$0"; exit 2; }
+RATE=${BENCH_TWO_NODE_RATE:-2000}
+PORT=${BENCH_PORT_BASE:-21500}
+OUT=${BENCH_OUT:-$ROOT/build-bench/results}
+mkdir -p "$OUT"
+RESULTS=$OUT/two-node-ab-$(date -u +%Y%m%dT%H%M%SZ).jsonl
+export CHATD_SEND_RATE=0 CHATD_ROOM_SEND_RATE=0 CHATD_MAX_CONNECTIONS_PER_ADDRESS=0 CHATD_ROOM_CREATE_PER_MINUTE=0
+WORK=$(mktemp -d /tmp/chatd-ab.XXXXXX)
+PIDS=()
+stop_all() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${PIDS[@]}"; do timeout 10 tail --pid="$p" -f /dev/null 2>/dev/null || kill -9 "$p" 2>/dev/null; done
+  PIDS=()
+}
+trap 'stop_all; rm -rf "$WORK"' EXIT
+trap 'exit 130' INT TERM
+
+wait_port() {  # port pid
+  for _ in $(seq 150); do
+    kill -0 "$2" 2>/dev/null || return 1
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+# Sums voluntary + involuntary context switches over every thread of the given pids.
+switches() {
+  local n=0 p t
+  for p in "$@"; do
+    for t in /proc/"$p"/task/*/status; do
+      n=$((n + $(awk '/ctxt_switches/ {s += $2} END {print s + 0}' "$t" 2>/dev/null || echo 0)))
+    done
+  done
+  echo "$n"
+}
+
+# one_run NAME CHATD LOADGEN: one fresh Redis and two fresh nodes, one generator run.
+one_run() {
+  local name=$1 chatd=$2 lg=$3 rport=$PORT a b r
+  PORT=$((PORT + 10))
+  taskset -c 0 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no > "$WORK/redis.log" 2>&1 &
+  r=$!; PIDS+=("$r")
+  wait_port "$rport" "$r" || { echo "$name: redis-server did not start"; stop_all; return 1; }
+  local flags=(--threads 1 --store redis --bus redis --redis "redis://127.0.0.1:$rport")
+  mkdir -p "$WORK/a" "$WORK/b"
+  taskset -c 0 "$chatd" --port $((rport + 1)) --data-dir "$WORK/a" "${flags[@]}" > "$WORK/a.log" 2>&1 &
+  a=$!; PIDS+=("$a")
+  wait_port $((rport + 1)) "$a" || { echo "$name: node A did not start: $(tail -n 1 "$WORK/a.log")"; stop_all; return 1; }
+  taskset -c 0 "$chatd" --port $((rport + 2)) --data-dir "$WORK/b" "${flags[@]}" > "$WORK/b.log" 2>&1 &
+  b=$!; PIDS+=("$b")
+  wait_port $((rport + 2)) "$b" || { echo "$name: node B did not start: $(tail -n 1 "$WORK/b.log")"; stop_all; return 1; }
+  : > "$WORK/lg.err"
+  # Context switches over the measured window: from 0.5 s into it to its last second.
+  (
+    for _ in $(seq 2400); do grep -q "connected in" "$WORK/lg.err" && break; sleep 0.05; done
+    sleep 3.6; s0=$(switches "$a" "$b" "$r"); sleep 9; s1=$(switches "$a" "$b" "$r")
+    echo $(((s1 - s0) / 9)) > "$WORK/switches"
+  ) &
+  local watcher=$!
+  timeout 300 taskset -c 1 "$lg" --ports $((rport + 1)),$((rport + 2)) --server-pids "$a,$b" --label "$name" \
+    --warmup 3 --duration 10 --connect-timeout 120 --mode rooms --conns 10000 --rooms 1000 --size 100 \
+    --rate "$RATE" > "$WORK/lg.json" 2> "$WORK/lg.err"
+  wait "$watcher"
+  stop_all
+  [[ -s $WORK/lg.json ]] || { echo "$name: generator failed: $(tail -n 2 "$WORK/lg.err" | tr '\n' ' ')"; return 1; }
+  python3 - "$WORK/lg.json" "$(cat "$WORK/switches")" "$name" "$RESULTS" <<'PY'
+import json, sys
+path, sw, name, results = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+r = json.load(open(path))
+r["server_switches_per_s"] = sw
+open(results, "a").write(json.dumps({"config": name, "r": r}) + "\n")
+print(f"{name:>10}: p50 {r['p50_us']/1000:.2f} p90 {r['p90_us']/1000:.2f} p99 {r['p99_us']/1000:.2f} "
+      f"p99.9 {r['p999_us']/1000:.2f} ms; send lag p99 {r.get('send_lag_p99_us', -1000)/1000:.2f} ms (-1: not measured); "
+      f"chatd cpu {r['server_cpu_s']:.2f} s; switches {sw}/s; lost {r['lost']} undelivered {r['undelivered']}")
+PY
+}
+
+for rep in $(seq "$REPS"); do
+  for cfg in "$@"; do
+    name=${cfg%%=*} bins=${cfg#*=}
+    chatd=${bins%%:*} lg=$ROOT/build-bench/loadgen/chatd_loadgen
+    [[ $bins == *:* ]] && lg=${bins#*:}
+    printf '[%s load %s] round %d ' "$(date -u +%H:%M:%S)" "$(cut -d' ' -f1 /proc/loadavg)" "$rep"
+    one_run "$name" "$chatd" "$lg"
+  done
+done
+python3 - "$RESULTS" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+names = list(dict.fromkeys(r["config"] for r in rows))
+lag = lambda us: "n/a (generator before send lag)" if us < 0 else f"{us / 1000:.2f} ms"
+print(f"\nmedians ({sys.argv[1]}):")
+for n in names:
+    v = [r["r"] for r in rows if r["config"] == n]
+    m = lambda k: statistics.median(x.get(k, -1) for x in v)
+    print(f"{n:>10}: runs {len(v)}, p50 {m('p50_us')/1000:.2f} ms, p90 {m('p90_us')/1000:.2f} ms, "
+          f"p99 {m('p99_us')/1000:.2f} ms (each: {', '.join('%.2f' % (x['p99_us']/1000) for x in v)}), "
+          f"p99.9 {m('p999_us')/1000:.2f} ms, send lag p99 {lag(m('send_lag_p99_us'))}, "
+          f"chatd cpu {m('server_cpu_s'):.2f} s, switches {m('server_switches_per_s'):.0f}/s")
+PY
