@@ -560,6 +560,30 @@ TEST_F(LocalBusTest, TheMemoryBoundFoldsEveryRoom) {
   EXPECT_EQ(seqs(history({"room-5", 0, 0, 10})), (std::vector<std::uint64_t>{1}));
 }
 
+// More rooms due at once than one fold slice writes: every one is folded over the following
+// slices, and each reads the same before, during and after.
+TEST_F(LocalBusTest, ManyRoomsDueAtOnceAreFoldedInSlicesWithoutLosingOne) {
+  cfg.local_history.fold_age = std::chrono::milliseconds(20);
+  open();
+  constexpr int kRooms = 300;
+  for (int i = 0; i < kRooms; ++i) publish("room-" + std::to_string(i), "m" + std::to_string(i));
+  auto all_read = [&] {
+    for (int i = 0; i < kRooms; ++i) {
+      auto h = history({"room-" + std::to_string(i), 0, 0, 10});
+      if (h.messages.size() != 1 || h.messages[0].seq != 1 || h.messages[0].payload != "m" + std::to_string(i)) return false;
+    }
+    return true;
+  };
+  EXPECT_TRUE(all_read()) << "while the slices run";
+  ASSERT_TRUE(eventually([&] { return sql_on(dir / "history.db", "SELECT count(*) FROM chunks") == std::to_string(kRooms); }, 10s))
+      << "every due room folded, not only the first slice";
+  EXPECT_TRUE(all_read()) << "once folded";
+  open();
+  EXPECT_EQ(journal_bytes(dir), 0u);
+  EXPECT_TRUE(all_read()) << "after a restart";
+  EXPECT_EQ(publish("room-7", "again").second, 2u) << "the seq goes on";
+}
+
 // The WAL is fsynced only by a checkpoint, so one runs within seconds of a write even when far
 // too little was written to trigger one by size: the main file alone (without its -wal) then
 // holds the message.
