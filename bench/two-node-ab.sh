@@ -7,16 +7,27 @@
 # printed; each run also prints the generator's send lag and the context switches per second of
 # the three server processes (counted from /proc over the window).
 #
-#   bench/two-node-ab.sh [--reps N] NAME=CHATD_BIN[:LOADGEN_BIN] ...
+# With --engine embedded it is one chatd node on its default engine (issue 15's "rooms 1000 x 10
+# at a fixed rate: p99"), the same rooms and generator; --rates runs each rate in every round.
 #
-# Environment: BENCH_TWO_NODE_RATE (default 2000), BENCH_PORT_BASE (default 21500), BENCH_OUT
-# (default build-bench/results). The loadgen defaults to build-bench/loadgen/chatd_loadgen.
+#   bench/two-node-ab.sh [--reps N] [--engine redis|embedded] [--rates R1,R2,...] NAME=CHATD_BIN[:LOADGEN_BIN] ...
+#
+# Environment: BENCH_TWO_NODE_RATE (the default rate, 2000), BENCH_PORT_BASE (default 21500),
+# BENCH_OUT (default build-bench/results). The loadgen defaults to build-bench/loadgen/chatd_loadgen.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-REPS=3
-[[ ${1:-} == --reps ]] && { REPS=$2; shift 2; }
-(($# >= 1)) || { sed -n 2,13p "$0"; exit 2; }
-RATE=${BENCH_TWO_NODE_RATE:-2000}
+REPS=3 ENGINE=redis RATES=${BENCH_TWO_NODE_RATE:-2000}
+while [[ ${1:-} == --* ]]; do
+  case $1 in
+    --reps) REPS=$2 ;;
+    --engine) ENGINE=$2 ;;
+    --rates) RATES=$2 ;;
+    *) sed -n 2,17p "$0"; exit 2 ;;
+  esac
+  shift 2
+done
+[[ $ENGINE == redis || $ENGINE == embedded ]] || { echo "--engine: redis or embedded" >&2; exit 2; }
+(($# >= 1)) || { sed -n 2,17p "$0"; exit 2; }
 PORT=${BENCH_PORT_BASE:-21500}
 OUT=${BENCH_OUT:-$ROOT/build-bench/results}
 mkdir -p "$OUT"
@@ -52,9 +63,21 @@ switches() {
   echo "$n"
 }
 
-# one_run NAME CHATD LOADGEN: one fresh Redis and two fresh nodes, one generator run.
+# one_run_embedded NAME CHATD LOADGEN RATE: one fresh node on the embedded engine, one generator run.
+one_run_embedded() {
+  local name=$1 chatd=$2 lg=$3 rate=$4 port=$PORT a
+  PORT=$((PORT + 10))
+  rm -rf "$WORK/a" && mkdir -p "$WORK/a"
+  taskset -c 0 "$chatd" --port "$port" --threads 1 --data-dir "$WORK/a" > "$WORK/a.log" 2>&1 &
+  a=$!; PIDS+=("$a")
+  wait_port "$port" "$a" || { echo "$name: chatd did not start: $(tail -n 1 "$WORK/a.log")"; stop_all; return 1; }
+  measure "$name" "$lg" "$rate" "$port" "$a"
+}
+
+# one_run NAME CHATD LOADGEN RATE: one fresh Redis and two fresh nodes, one generator run.
 one_run() {
-  local name=$1 chatd=$2 lg=$3 rport=$PORT a b r
+  local name=$1 chatd=$2 lg=$3 rate=$4 rport=$PORT a b r
+  [[ $ENGINE == embedded ]] && { one_run_embedded "$@"; return; }
   PORT=$((PORT + 10))
   taskset -c 0 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no > "$WORK/redis.log" 2>&1 &
   r=$!; PIDS+=("$r")
@@ -67,21 +90,30 @@ one_run() {
   taskset -c 0 "$chatd" --port $((rport + 2)) --data-dir "$WORK/b" "${flags[@]}" > "$WORK/b.log" 2>&1 &
   b=$!; PIDS+=("$b")
   wait_port $((rport + 2)) "$b" || { echo "$name: node B did not start: $(tail -n 1 "$WORK/b.log")"; stop_all; return 1; }
+  measure "$name" "$lg" "$rate" "$((rport + 1)),$((rport + 2))" "$a,$b" "$r"
+}
+
+# measure NAME LOADGEN RATE PORTS CHATD_PIDS [OTHER_PIDS...]: the generator run against
+# running servers, then stops them; context switches count every pid given.
+measure() {
+  local name=$1 lg=$2 rate=$3 ports=$4 chatd_pids=$5
+  shift 5
+  local all=(${chatd_pids//,/ } "$@")
   : > "$WORK/lg.err"
   # Context switches over the measured window: from 0.5 s into it to its last second.
   (
     for _ in $(seq 2400); do grep -q "connected in" "$WORK/lg.err" && break; sleep 0.05; done
-    sleep 3.6; s0=$(switches "$a" "$b" "$r"); sleep 9; s1=$(switches "$a" "$b" "$r")
+    sleep 3.6; s0=$(switches "${all[@]}"); sleep 9; s1=$(switches "${all[@]}")
     echo $(((s1 - s0) / 9)) > "$WORK/switches"
   ) &
   local watcher=$!
-  timeout 300 taskset -c 1 "$lg" --ports $((rport + 1)),$((rport + 2)) --server-pids "$a,$b" --label "$name" \
+  timeout 300 taskset -c 1 "$lg" --ports "$ports" --server-pids "$chatd_pids" --label "$name@$rate" \
     --warmup 3 --duration 10 --connect-timeout 120 --mode rooms --conns 10000 --rooms 1000 --size 100 \
-    --rate "$RATE" > "$WORK/lg.json" 2> "$WORK/lg.err"
+    --rate "$rate" > "$WORK/lg.json" 2> "$WORK/lg.err"
   wait "$watcher"
   stop_all
   [[ -s $WORK/lg.json ]] || { echo "$name: generator failed: $(tail -n 2 "$WORK/lg.err" | tr '\n' ' ')"; return 1; }
-  python3 - "$WORK/lg.json" "$(cat "$WORK/switches")" "$name" "$RESULTS" <<'PY'
+  python3 - "$WORK/lg.json" "$(cat "$WORK/switches")" "$name@$rate" "$RESULTS" <<'PY'
 import json, sys
 path, sw, name, results = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 r = json.load(open(path))
@@ -94,12 +126,14 @@ PY
 }
 
 for rep in $(seq "$REPS"); do
-  for cfg in "$@"; do
-    name=${cfg%%=*} bins=${cfg#*=}
-    chatd=${bins%%:*} lg=$ROOT/build-bench/loadgen/chatd_loadgen
-    [[ $bins == *:* ]] && lg=${bins#*:}
-    printf '[%s load %s] round %d ' "$(date -u +%H:%M:%S)" "$(cut -d' ' -f1 /proc/loadavg)" "$rep"
-    one_run "$name" "$chatd" "$lg"
+  for rate in ${RATES//,/ }; do
+    for cfg in "$@"; do
+      name=${cfg%%=*} bins=${cfg#*=}
+      chatd=${bins%%:*} lg=$ROOT/build-bench/loadgen/chatd_loadgen
+      [[ $bins == *:* ]] && lg=${bins#*:}
+      printf '[%s load %s] round %d ' "$(date -u +%H:%M:%S)" "$(cut -d' ' -f1 /proc/loadavg)" "$rep"
+      one_run "$name" "$chatd" "$lg" "$rate"
+    done
   done
 done
 python3 - "$RESULTS" <<'PY'
