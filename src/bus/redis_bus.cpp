@@ -2,7 +2,6 @@
 //   chatd:{<room>}:seq         the room's sequence counter (INCR)
 //   chatd:{<room>}:epoch       the room's history epoch, created when missing
 //   chatd:{<room>}:hist        the room's history, a stream with ids "<seq>-0", fields t (ms), p
-//   chatd:{<room>}:histexp     until when (Redis ms) hist's expiry covers a new message's ttl
 //   chatd:{<room>}:cid:<id>    a SEND's x-client-id within the dedupe window -> its seq
 //   chatd:{<room>}:live        the channel; each message is "<seq> <epoch> <payload>"
 // and one channel for the control channel (MessageBus::publish_control), a plain PUBLISH that
@@ -88,10 +87,10 @@ local function epoch(k,candidate)
 end
 )lua";
 
-// KEYS: seq, epoch, hist, old seq key, histexp[, dedupe key]. ARGV: channel, payload, history
-// size, history ttl ms, dedupe window s, epoch candidate, PUBLISH or SPUBLISH (cluster), the
-// time in this Redis's clock (ms) as the node reckons it, or 0 for "ask TIME". Returns
-// {seq, epoch, 1 if a retry}.
+// KEYS: seq, epoch, hist, old seq key[, dedupe key]. ARGV: channel, payload, history size,
+// history ttl ms, dedupe window s, epoch candidate, PUBLISH or SPUBLISH (cluster), the time in
+// this Redis's clock (ms) as the node reckons it, or 0 for "ask TIME", and the stream's new
+// expiry (ms) or 0 to leave it. Returns {seq, epoch, 1 if a retry}.
 // A counter that INCR just created (1) continues from the old key or the stream's newest id,
 // whichever is larger, so a lost (evicted) counter can never make XADD refuse the room's next
 // id. Every redis.call costs about a microsecond of Redis's one thread (a profile under
@@ -103,9 +102,9 @@ end
 //   write one clock: each node's t is within half a TIME round trip (kClockMaxRtt / 2) of
 //   Redis's, so t grows with seq to within kClockMaxRtt, all the precision `young` and the
 //   ttl need; until a node's first TIME answer it passes 0 and the function reads TIME;
-// - the stream's PEXPIRE (ttl + slack) is renewed only once the slack is used up; histexp,
-//   read with the epoch in one MGET and expiring with the stream, holds until when the current
-//   expiry still keeps a new message for the whole ttl;
+// - the stream's PEXPIRE (ttl + slack) is renewed only when the node asks (ARGV[9]): each node
+//   renews a room's once per half slack (Core::stream_expiry), so no key is read to decide it
+//   (an MGET of a "renewed until" key was 0.4 µs a message);
 // - the stream is trimmed every 64th publish (every 16th was 0.6 µs a message: the oldest
 //   entry's read converts its payload), by count (XTRIM MAXLEN ~) and, when its oldest
 //   entry expired, by age; reads never answer past either bound, so trimming only bounds memory;
@@ -113,11 +112,9 @@ end
 //   6 % of Redis's time.
 constexpr std::string_view kPublishBody = R"lua(
 local n=tonumber(ARGV[3]) local a=tonumber(ARGV[4])
-local ex=n>0 and a>0
-local v=ex and redis.call('MGET',KEYS[2],KEYS[5]) or {redis.call('GET',KEYS[2])}
-local e=v[1]
+local e=redis.call('GET',KEYS[2])
 if not e then e=ARGV[6] redis.call('SET',KEYS[2],e) end
-if KEYS[6] then local f=redis.call('GET',KEYS[6]) if f then return {tonumber(f),e,1} end end
+if KEYS[5] then local f=redis.call('GET',KEYS[5]) if f then return {tonumber(f),e,1} end end
 local s=redis.call('INCR',KEYS[1])
 if s==1 then
  local b=tonumber(redis.call('GET',KEYS[4]) or '0')
@@ -130,13 +127,7 @@ if n>0 then
  local t=tonumber(ARGV[8]) local ts=ARGV[8]
  if t==0 then t=now() ts=string.format('%d',t) end
  redis.call('XADD',KEYS[3],string.format('%d-0',s),'t',ts,'p',ARGV[2])
- if ex and t>tonumber(v[2] or '0') then
-  -- slack: an eighth of the ttl, at most a minute (a quiet room's stream outlives it by that)
-  local sl=math.min(60000,math.floor(a/8))
-  local px=string.format('%d',a+sl)
-  redis.call('PEXPIRE',KEYS[3],px)
-  redis.call('SET',KEYS[5],string.format('%d',t+sl),'PX',px)
- end
+ if ARGV[9]~='0' then redis.call('PEXPIRE',KEYS[3],ARGV[9]) end
  if s%64==0 then
   redis.call('XTRIM',KEYS[3],'MAXLEN','~',ARGV[3])
   if a>0 then
@@ -148,7 +139,7 @@ if n>0 then
  end
 end
 redis.call(ARGV[7],ARGV[1],string.format('%d ',s)..e..' '..ARGV[2])
-if KEYS[6] then redis.call('SET',KEYS[6],string.format('%d',s),'EX',ARGV[5]) end
+if KEYS[5] then redis.call('SET',KEYS[5],string.format('%d',s),'EX',ARGV[5]) end
 return {s,e,0}
 )lua";
 
@@ -278,6 +269,15 @@ constexpr std::size_t kMaxHeld = 2000;
 // A read refused because the history connection is down is asked again after this (within the
 // same kRepairRounds): the three connections reconnect independently after an outage.
 constexpr std::chrono::milliseconds kRepairRetry{100};
+// A room's stream expires ttl + slack after its last renewal (PEXPIRE), the slack an eighth of
+// the ttl and at most a minute: a quiet room's stream outlives its newest message by that. A
+// node renews a room's expiry when half the slack has passed since it last did, so a message
+// still queued on the connection up to half a slack keeps its whole ttl. The rooms a node
+// remembers are bounded; past the bound it forgets them all and renews each once more.
+std::chrono::milliseconds expiry_slack(std::chrono::seconds ttl) {
+  return std::min<std::chrono::milliseconds>(std::chrono::minutes(1), std::chrono::milliseconds(ttl) / 8);
+}
+constexpr std::size_t kMaxRenewedRooms = 100'000;
 
 class Core : public std::enable_shared_from_this<Core> {
  public:
@@ -291,6 +291,8 @@ class Core : public std::enable_shared_from_this<Core> {
         history_size_(std::to_string(cfg.history_size)),
         history_ttl_ms_(std::to_string(std::chrono::milliseconds(cfg.history_ttl).count())),
         dedupe_window_s_(std::to_string(std::max<std::int64_t>(1, cfg.dedupe_window.count()))),
+        expiry_ms_(std::to_string((std::chrono::milliseconds(cfg.history_ttl) + expiry_slack(cfg.history_ttl)).count())),
+        renew_every_(expiry_slack(cfg.history_ttl) / 2),
         node_id_(cfg.node_id),
         timing_(cfg.redis_timing),
         rng_(std::random_device{}()) {}
@@ -334,13 +336,14 @@ class Core : public std::enable_shared_from_this<Core> {
   }
 
   void publish_in_loop(std::string room, std::string payload, PublishOptions opts, PublishedFn done) {
-    std::vector<std::string> keys{key_of(room, "seq"), key_of(room, "epoch"), key_of(room, "hist"), old_seq_key(room),
-                                  key_of(room, "histexp")};
+    std::vector<std::string> keys{key_of(room, "seq"), key_of(room, "epoch"), key_of(room, "hist"), old_seq_key(room)};
     if (!opts.client_id.empty()) keys.push_back(key_of(room, "cid:" + opts.client_id));
-    std::string now = history_size_ == "0" ? std::string("0") : redis_time_ms(keys[0]);
+    const bool history = history_size_ != "0";
+    std::string now = history ? redis_time_ms(keys[0]) : std::string("0");
+    std::string expiry = history && history_ttl_ms_ != "0" && renew_expiry(room) ? expiry_ms_ : std::string("0");
     pub_->fcall_in_loop(library_.publish, std::move(keys),
                         {channel_of(room), std::move(payload), history_size_, history_ttl_ms_, dedupe_window_s_,
-                         epoch_candidate(), publish_verb_, std::move(now)},
+                         epoch_candidate(), publish_verb_, std::move(now), std::move(expiry)},
                         [done = std::move(done)](redis::Status st, const redisReply* r) {
                           if (st != redis::Status::ok) return done(failure(st), 0);
                           // CLUSTERDOWN, TRYAGAIN, a failover in progress: not an answer yet.
@@ -350,6 +353,20 @@ class Core : public std::enable_shared_from_this<Core> {
                             return done(Error::rejected, 0);
                           done({}, static_cast<std::uint64_t>(r->element[0]->integer));
                         });
+  }
+
+  // Returns whether this publish should renew the room's stream expiry, and notes it if so.
+  bool renew_expiry(const std::string& room) {
+    const auto now = std::chrono::steady_clock::now();
+    auto it = renewed_.find(room);
+    if (it != renewed_.end()) {
+      if (now - it->second < renew_every_) return false;
+      it->second = now;
+      return true;
+    }
+    if (renewed_.size() >= kMaxRenewedRooms) renewed_.clear();
+    renewed_.emplace(room, now);
+    return true;
   }
 
   // Returns Redis's clock now (ms, decimal) on the shard serving `key`, as this node reckons it
@@ -405,7 +422,9 @@ class Core : public std::enable_shared_from_this<Core> {
   }
 
   // The room's seq, epoch and history keys, in one slot (the hash tag); dedupe keys expire.
+  // histexp: the key earlier versions kept beside the stream (a rolling upgrade may leave one).
   void delete_history_in_loop(const std::string& room, DoneFn done) {
+    renewed_.erase(room);
     pub_->command_in_loop(key_of(room, "seq"), {"DEL", key_of(room, "seq"), key_of(room, "epoch"), key_of(room, "hist"),
                                                    key_of(room, "histexp")},
                           [done = std::move(done)](redis::Status st, const redisReply* r) {
@@ -756,7 +775,8 @@ class Core : public std::enable_shared_from_this<Core> {
   std::string display_;
   const bool cluster_;
   const std::string publish_verb_, subscribe_verb_, unsubscribe_verb_;
-  const std::string history_size_, history_ttl_ms_, dedupe_window_s_;  // script arguments
+  const std::string history_size_, history_ttl_ms_, dedupe_window_s_, expiry_ms_;  // script arguments
+  const std::chrono::milliseconds renew_every_;
   std::shared_ptr<redis::Shards> pub_, hist_, sub_;
   const Library library_ = make_library();
   const std::string node_id_;
@@ -768,6 +788,7 @@ class Core : public std::enable_shared_from_this<Core> {
   DeliverFn deliver_;
   std::unordered_map<std::string, RoomSub> rooms_;
   std::unordered_map<redis::Shards::ShardId, RedisClock> clocks_;  // by pub_ shard
+  std::unordered_map<std::string, std::chrono::steady_clock::time_point> renewed_;  // room -> expiry renewed
   bool sub_ever_up_ = false;
   std::uint64_t repairs_ = 0;  // gap repair reads sent (their ids)
   redis::Shards::ShardId control_shard_ = 0;  // where the control channel is subscribed

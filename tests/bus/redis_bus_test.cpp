@@ -529,11 +529,37 @@ TEST(RedisBus, HistoryIsBoundedByAge) {
 
   // An idle room: the whole stream expires; seq does not.
   ASSERT_TRUE(test::eventually(
-      [&] { return redis.command({"EXISTS", "chatd:{t}:hist", "chatd:{t}:histexp"}) == "0"; }, 3s));
+      [&] { return redis.command({"EXISTS", "chatd:{t}:hist"}) == "0"; }, 3s));
   auto idle = a.history({.room_id = "t", .after_seq = 10, .limit = 1000}).second;
   EXPECT_TRUE(idle.messages.empty());
   EXPECT_EQ(idle.first_seq, 0u);
   EXPECT_EQ(idle.last_seq, seq);
+}
+
+// Each node decides for itself when a room's stream expiry needs pushing out (no key is read to
+// decide it): a message from a node that did not renew it lately must still get its whole ttl,
+// and the expiry is never pushed past ttl + slack.
+TEST(RedisBus, EachNodeKeepsItsOwnMessagesForTheWholeTtl) {
+  RedisServer redis;
+  auto two_s = [](BusConfig& c) { c.history_ttl = 2s; };  // slack 250 ms, renewed every 125 ms
+  Node a(redis.url(), two_s), b(redis.url(), two_s);
+  ASSERT_TRUE(both_up(a, b));
+  auto expires_after = [&](Node& n, const std::string& text) {
+    const auto sent = std::chrono::steady_clock::now();
+    EXPECT_FALSE(n.publish("q", text));
+    const auto pttl = std::stol(redis.command({"PTTL", "chatd:{q}:hist"}));
+    const auto since = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - sent);
+    EXPECT_GE(pttl, 2000 - since.count()) << text << " must be kept for the whole ttl";
+    EXPECT_LE(pttl, 2250) << "at most ttl + slack";
+  };
+  expires_after(a, "1");
+  std::this_thread::sleep_for(600ms);
+  expires_after(b, "2");  // b never renewed it
+  std::this_thread::sleep_for(600ms);
+  expires_after(a, "3");  // a renewed it 1.2 s ago
+  std::this_thread::sleep_for(600ms);
+  expires_after(b, "4");
+  EXPECT_EQ(seqs_of(a.history({.room_id = "q", .limit = 10}).second.messages), range(1, 4));
 }
 
 // A message's time (the age bound's clock) is Redis's TIME, whichever node publishes and
