@@ -4,7 +4,8 @@
 //
 // 1. What history costs: bench/loadgen's two scenarios of bench/run.sh against chatd with
 //    history on (the defaults) and off (--history-size 0), alternating on and off in one
-//    sitting, on the embedded default and on Redis; medians of --reps runs, and on ÷ off:
+//    sitting, on the embedded default and on Redis; medians of --reps runs, and on ÷ off (also
+//    the median of each rep's on ÷ its neighbouring off: robust to a machine drifting in speed):
 //    rooms (100 rooms × 10 members, 100-byte messages, one sender per room with 4 unanswered
 //    messages in flight) and fan-out (one room of 1,000, 4 senders with 32 in flight each).
 // 2. Replay: one subscriber 1,000 messages behind resumes (x-since-seq + x-epoch): the time from
@@ -144,6 +145,10 @@ async function cost(engine, redis, scenario) {
   const m = (mode, k) => median(runs[mode].map((r) => r[k]));
   const row = {};
   for (const k of ['sent_per_s', 'deliveries_per_s', 'deliveries_per_cpu_s', 'chatd_us_per_msg', 'redis_us_per_msg', 'p99_us']) row[k] = { on: m('on', k), off: m('off', k) };
+  // Each rep's on and off runs are neighbours in time: the median of their ratios is less at the
+  // mercy of a machine whose speed drifts within the sitting than the ratio of the two medians.
+  row.paired = Object.fromEntries(['deliveries_per_s', 'deliveries_per_cpu_s'].map((k) => [k,
+    median(runs.on.map((r, i) => (runs.off[i][k] ? r[k] / runs.off[i][k] : 0)))]));
   row.bad = [...runs.on, ...runs.off].filter((r) => r.lost || r.errors || r.reordered || r.conns_failed).length;
   row.spread = Object.fromEntries(['on', 'off'].map((mode) => [mode, runs[mode].map((r) => Math.round(r.sent_per_s))]));
   return row;
@@ -356,6 +361,7 @@ for (const [engine, r] of Object.entries(results)) {
     const row = (what, key, f = k) => rows.push(`| ${engine} | ${scenario} | ${what} | ${f(c[key].on)} | ${f(c[key].off)} | ${ratio(c[key].on, c[key].off)} |`);
     row('messages published/s', 'sent_per_s');
     row('deliveries/s', 'deliveries_per_s');
+    if (c.paired) rows.push(`| ${engine} | ${scenario} | deliveries/s, each on run ÷ the off run beside it (median) | | | ${c.paired.deliveries_per_s.toFixed(2)} |`);
     row(`deliveries per server CPU-s${engine === 'redis' ? ' (chatd + redis-server)' : ''}`, 'deliveries_per_cpu_s');
     row('chatd CPU µs per message', 'chatd_us_per_msg', (x) => x.toFixed(1));
     if (engine === 'redis') row('redis-server CPU µs per message', 'redis_us_per_msg', (x) => x.toFixed(1));
