@@ -103,8 +103,8 @@ end
 //   Redis's, so t grows with seq to within kClockMaxRtt, all the precision `young` and the
 //   ttl need; until a node's first TIME answer it passes 0 and the function reads TIME;
 // - the stream's PEXPIRE (ttl + slack) is renewed only when the node asks (ARGV[9]): each node
-//   renews a room's once per half slack (Core::stream_expiry), so no key is read to decide it
-//   (an MGET of a "renewed until" key was 0.4 µs a message);
+//   renews a room's once per half slack (Core::renew_expiry), so no key is read to decide it
+//   (reading a "renewed until" key with the epoch was 43-47 % of history's Redis time);
 // - the stream is trimmed every 64th publish (every 16th was 0.6 µs a message: the oldest
 //   entry's read converts its payload), by count (XTRIM MAXLEN ~) and, when its oldest
 //   entry expired, by age; reads never answer past either bound, so trimming only bounds memory;
@@ -340,7 +340,7 @@ class Core : public std::enable_shared_from_this<Core> {
     if (!opts.client_id.empty()) keys.push_back(key_of(room, "cid:" + opts.client_id));
     const bool history = history_size_ != "0";
     std::string now = history ? redis_time_ms(keys[0]) : std::string("0");
-    std::string expiry = history && history_ttl_ms_ != "0" && renew_expiry(room) ? expiry_ms_ : std::string("0");
+    std::string expiry = history && renew_expiry(room) ? expiry_ms_ : std::string("0");  // ttl is >= 1 s
     pub_->fcall_in_loop(library_.publish, std::move(keys),
                         {channel_of(room), std::move(payload), history_size_, history_ttl_ms_, dedupe_window_s_,
                          epoch_candidate(), publish_verb_, std::move(now), std::move(expiry)},
