@@ -14,7 +14,8 @@ namespace {
 
 constexpr int kMaxHops = 5;  // redirects followed per command; more means the map is in flux
 // While a slot migrates, a command over a room's keys that are split between the two nodes (or
-// that names a key neither has yet) is answered TRYAGAIN. Moving one room's few keys takes
+// that names a key neither has yet) is answered TRYAGAIN, and while its new owner is announced
+// node by node, two nodes may redirect to each other. Moving one room's few keys takes
 // milliseconds, so it is sent again a little later, for up to kTryAgainDelay * kMaxTryAgain.
 constexpr std::chrono::milliseconds kTryAgainDelay{50};
 constexpr int kMaxTryAgain = 40;
@@ -258,8 +259,8 @@ void Shards::call_in_loop(std::string_view verb, std::string_view what, std::vec
 }
 
 // Sends argv to `node` (else the slot's primary). A MOVED points the slot at the node named and
-// resends there; an ASK resends there once, behind ASKING; a TRYAGAIN starts over from the
-// slot's primary after kTryAgainDelay. The reply is the last node's.
+// resends there; an ASK resends there once, behind ASKING; a TRYAGAIN, or kMaxHops redirects in
+// a row, starts over from the slot's primary after kTryAgainDelay. The reply is the last node's.
 void Shards::route_in_loop(std::shared_ptr<const std::vector<std::string>> argv, std::uint16_t slot,
                            std::shared_ptr<Node> node, bool asking, int hops, ReplyFn done, int tries) {
   if (stopped_) return done(Status::stopped, nullptr);
@@ -278,7 +279,11 @@ void Shards::route_in_loop(std::shared_ptr<const std::vector<std::string>> argv,
         // Stopped while the Shards is not: its node was closed, serving nothing any more.
         if (st == Status::stopped) return done(Status::down, nullptr);
         if (st != Status::ok || !s->target_.cluster || r->type != REDIS_REPLY_ERROR) return done(st, r);
-        if (std::string_view(r->str, r->len).starts_with("TRYAGAIN") && tries < kMaxTryAgain) {
+        const std::string_view error(r->str, r->len);
+        auto rd = parse_redirect(error);
+        // TRYAGAIN, or redirects going round: mid-move the old owner already names the new one
+        // while the new one, still importing, names the old. Neither is an answer yet.
+        if ((error.starts_with("TRYAGAIN") || (rd && hops >= kMaxHops)) && tries < kMaxTryAgain) {
           auto wait = std::make_shared<boost::asio::steady_timer>(s->io_, kTryAgainDelay);
           wait->async_wait([weak, wait, argv = std::move(argv), slot, tries, done = std::move(done)](
                                boost::system::error_code) mutable {
@@ -288,9 +293,7 @@ void Shards::route_in_loop(std::shared_ptr<const std::vector<std::string>> argv,
           });
           return;
         }
-        if (hops >= kMaxHops) return done(st, r);
-        auto rd = parse_redirect(std::string_view(r->str, r->len));
-        if (!rd) return done(st, r);
+        if (!rd || hops >= kMaxHops) return done(st, r);
         auto target = s->node_for(rd->host.empty() ? answering_host : rd->host, rd->port);
         if (rd->moved) {
           s->slots_[rd->slot] = target;

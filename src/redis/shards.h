@@ -55,7 +55,8 @@ class Shards : public std::enable_shared_from_this<Shards> {
   bool cluster() const { return target_.cluster; }
 
   // Sends argv to the shard serving `key`'s slot and runs `done` once with the reply. A MOVED
-  // or ASK is followed (at most 5 hops); the reply is the final node's.
+  // or ASK is followed (5 hops, then it starts over a little later while a slot moves); the
+  // reply is the final node's.
   void command_in_loop(std::string_view key, std::vector<std::string> argv, ReplyFn done);
   // FCALL / EVAL, routed by keys[0] (all keys must share its slot).
   void fcall_in_loop(std::string_view function, std::vector<std::string> keys, std::vector<std::string> args,

@@ -1030,9 +1030,20 @@ TEST(RedisClusterBus, ASubscriptionFollowsASlotMovedWhileTheMapReadIsStale) {
     const std::string n = cluster.cli(src, "pubsub shardnumsub chatd:{" + room + "}:live");
     return n.substr(n.rfind('\n') + 1) == "0";
   }, 5s));
+  // Meanwhile the old owner answers MOVED to the new one, which (still importing) answers MOVED
+  // back: a publish must wait for the move to end rather than fail after a few redirects.
+  const auto seen = a.deliveries(room);
+  const std::uint64_t last = seen.empty() ? 0 : seen.back().seq;
+  auto during = std::make_shared<std::promise<std::pair<std::error_code, std::uint64_t>>>();
+  b.bus->publish(room, "during the move", {}, [during](std::error_code ec, std::uint64_t s) { during->set_value({ec, s}); });
   std::this_thread::sleep_for(500ms);  // reads of the map meanwhile see no change
   ASSERT_EQ(cluster.cli(dst, "cluster setslot " + slot + " node " + dst_id), "OK");
   ASSERT_EQ(cluster.cli(stale, "cluster setslot " + slot + " node " + dst_id), "OK");
+  auto moved = during->get_future();
+  ASSERT_EQ(moved.wait_for(5s), std::future_status::ready);
+  const auto [ec, seq] = moved.get();
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_EQ(seq, last + 1);
   EXPECT_TRUE(test::eventually([&] {
     const std::string n = cluster.cli(dst, "pubsub shardnumsub chatd:{" + room + "}:live");
     return n.substr(n.rfind('\n') + 1) == "1";
