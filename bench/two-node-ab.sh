@@ -10,7 +10,11 @@
 # With --engine embedded it is one chatd node on its default engine (issue 15's "rooms 1000 x 10
 # at a fixed rate: p99"), the same rooms and generator; --rates runs each rate in every round.
 #
-#   bench/two-node-ab.sh [--reps N] [--engine redis|embedded] [--rates R1,R2,...] NAME=CHATD_BIN[:LOADGEN_BIN] ...
+#   bench/two-node-ab.sh [--reps N] [--engine redis|embedded] [--rates R1,R2,...] NAME=CHATD_BIN[:LOADGEN_BIN[:POLL]] ...
+#
+# POLL is the generator's --poll: block (the default, as bench/run.sh) or busy (it never sleeps,
+# so no delivery has to wake it: on one machine that wake-up is paid by the server's core).
+# An empty LOADGEN_BIN is the default one: `fast=build/chatd::busy`.
 #
 # Environment: BENCH_TWO_NODE_RATE (the default rate, 2000), BENCH_PORT_BASE (default 21500),
 # BENCH_OUT (default build-bench/results). The loadgen defaults to build-bench/loadgen/chatd_loadgen.
@@ -22,12 +26,12 @@ while [[ ${1:-} == --* ]]; do
     --reps) REPS=$2 ;;
     --engine) ENGINE=$2 ;;
     --rates) RATES=$2 ;;
-    *) sed -n 2,17p "$0"; exit 2 ;;
+    *) sed -n 2,21p "$0"; exit 2 ;;
   esac
   shift 2
 done
 [[ $ENGINE == redis || $ENGINE == embedded ]] || { echo "--engine: redis or embedded" >&2; exit 2; }
-(($# >= 1)) || { sed -n 2,17p "$0"; exit 2; }
+(($# >= 1)) || { sed -n 2,21p "$0"; exit 2; }
 PORT=${BENCH_PORT_BASE:-21500}
 OUT=${BENCH_OUT:-$ROOT/build-bench/results}
 mkdir -p "$OUT"
@@ -109,7 +113,7 @@ measure() {
   local watcher=$!
   timeout 300 taskset -c 1 "$lg" --ports "$ports" --server-pids "$chatd_pids" --label "$name@$rate" \
     --warmup 3 --duration 10 --connect-timeout 120 --mode rooms --conns 10000 --rooms 1000 --size 100 \
-    --rate "$rate" > "$WORK/lg.json" 2> "$WORK/lg.err"
+    --rate "$rate" ${POLL:+--poll "$POLL"} > "$WORK/lg.json" 2> "$WORK/lg.err"
   wait "$watcher"
   stop_all
   [[ -s $WORK/lg.json ]] || { echo "$name: generator failed: $(tail -n 2 "$WORK/lg.err" | tr '\n' ' ')"; return 1; }
@@ -129,8 +133,9 @@ for rep in $(seq "$REPS"); do
   for rate in ${RATES//,/ }; do
     for cfg in "$@"; do
       name=${cfg%%=*} bins=${cfg#*=}
-      chatd=${bins%%:*} lg=$ROOT/build-bench/loadgen/chatd_loadgen
-      [[ $bins == *:* ]] && lg=${bins#*:}
+      IFS=: read -r chatd lg POLL <<< "$bins"
+      [[ -n $lg ]] || lg=$ROOT/build-bench/loadgen/chatd_loadgen
+      [[ ${POLL:-block} == block || $POLL == busy ]] || { echo "$name: POLL is block or busy, not '$POLL'" >&2; exit 2; }
       printf '[%s load %s] round %d ' "$(date -u +%H:%M:%S)" "$(cut -d' ' -f1 /proc/loadavg)" "$rep"
       one_run "$name" "$chatd" "$lg" "$rate"
     done

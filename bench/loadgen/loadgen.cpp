@@ -102,6 +102,10 @@ struct Options {
   std::vector<int> server_pids;  // CPU and RSS are summed over these
   std::vector<int> engine_pids;  // CPU reported per pid (the engine's shards: Redis, Kafka)
   bool sub_receipt = true;  // ready only once the SUBSCRIBE's RECEIPT arrives
+  // busy: workers poll epoll without sleeping, so a delivery never has to wake the generator.
+  // On one machine a sleeping receiver's wake-up is paid by the sending core (the server's):
+  // remote clients would not charge the server for it.
+  bool busy_poll = false;
   int connect_concurrency = 200;  // handshakes in progress per worker
   double connect_timeout = 120;
   int addr_span = 25000;  // connections per loopback source address (ephemeral ports ~28k)
@@ -119,7 +123,7 @@ struct Options {
                "  --sub-prefix /sub/chat/room/ --send-dest /pub/chat/message (or /topic/{room})\n"
                "  --body-format chatd|raw --room-ids a,b --room-source rest|names --protocol stomp|raw|centrifugo\n"
                "  --login U --passcode P --vhost / --server-pids PID[,PID] --engine-pids PID[,PID] --label TEXT\n"
-               "  --sub-receipt yes|no\n"
+               "  --sub-receipt yes|no --poll block|busy\n"
                "  --connect-concurrency N --connect-timeout S --addr-span N --fd-budget N\n",
                why);
   std::exit(2);
@@ -175,6 +179,10 @@ Options parse_options(int argc, char** argv) {
     else if (key == "--server-pid" || key == "--server-pids") o.server_pids = integers();
     else if (key == "--engine-pids") o.engine_pids = integers();
     else if (key == "--sub-receipt") o.sub_receipt = val == "yes" || val == "1" || val == "true";
+    else if (key == "--poll") {
+      if (val != "busy" && val != "block") usage("--poll: busy or block");
+      o.busy_poll = val == "busy";
+    }
     else if (key == "--connect-concurrency") o.connect_concurrency = integer();
     else if (key == "--connect-timeout") o.connect_timeout = num();
     else if (key == "--addr-span") o.addr_span = integer();
@@ -425,7 +433,7 @@ struct Worker {
     std::array<epoll_event, 1024> events;
     while (!stopped) {
       const std::int64_t wake = due.empty() ? next_tick : std::min(next_tick, due.top().first);
-      const std::int64_t wait = std::max<std::int64_t>(0, wake - now_ns());
+      const std::int64_t wait = run.o.busy_poll ? 0 : std::max<std::int64_t>(0, wake - now_ns());
       const timespec timeout{wait / 1'000'000'000, wait % 1'000'000'000};
       const int n = epoll_pwait2(epfd, events.data(), int(events.size()), &timeout, nullptr);
       if (n < 0 && errno != EINTR) {
