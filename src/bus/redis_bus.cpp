@@ -340,17 +340,24 @@ class Core : public std::enable_shared_from_this<Core> {
     if (!opts.client_id.empty()) keys.push_back(key_of(room, "cid:" + opts.client_id));
     const bool history = history_size_ != "0";
     std::string now = history ? redis_time_ms(keys[0]) : std::string("0");
-    std::string expiry = history && renew_expiry(room) ? expiry_ms_ : std::string("0");  // ttl is >= 1 s
+    const bool renew = history && renew_expiry(room);
+    std::string expiry = renew ? expiry_ms_ : std::string("0");  // ttl is >= 1 s
     pub_->fcall_in_loop(library_.publish, std::move(keys),
                         {channel_of(room), std::move(payload), history_size_, history_ttl_ms_, dedupe_window_s_,
                          epoch_candidate(), publish_verb_, std::move(now), std::move(expiry)},
-                        [done = std::move(done)](redis::Status st, const redisReply* r) {
-                          if (st != redis::Status::ok) return done(failure(st), 0);
+                        [w = weak_from_this(), renewed = renew ? room : std::string(), done = std::move(done)](
+                            redis::Status st, const redisReply* r) {
+                          // A publish that failed renewed nothing: the room's next one renews instead.
+                          auto fail = [&](std::error_code ec) {
+                            if (auto self = w.lock(); self && !renewed.empty()) self->renewed_.erase(renewed);
+                            done(ec, 0);
+                          };
+                          if (st != redis::Status::ok) return fail(failure(st));
                           // CLUSTERDOWN, TRYAGAIN, a failover in progress: not an answer yet.
-                          if (r->type == REDIS_REPLY_ERROR && is_transient(str_of(r))) return done(Error::engine_down, 0);
+                          if (r->type == REDIS_REPLY_ERROR && is_transient(str_of(r))) return fail(Error::engine_down);
                           if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
                               r->element[0]->type != REDIS_REPLY_INTEGER)
-                            return done(Error::rejected, 0);
+                            return fail(Error::rejected);
                           done({}, static_cast<std::uint64_t>(r->element[0]->integer));
                         });
   }

@@ -562,6 +562,25 @@ TEST(RedisBus, EachNodeKeepsItsOwnMessagesForTheWholeTtl) {
   EXPECT_EQ(seqs_of(a.history({.room_id = "q", .limit = 10}).second.messages), range(1, 4));
 }
 
+// A publish Redis refused renewed no expiry, although the node had decided it would: the
+// room's next publish renews it, so that message too is kept for the whole ttl.
+TEST(RedisBus, APublishThatFailedLeavesTheExpiryRenewalToTheNextOne) {
+  RedisServer redis;
+  Node a(redis.url(), [](BusConfig& c) { c.history_ttl = 2s; });  // slack 250 ms, renewed every 125 ms
+  ASSERT_TRUE(test::eventually([&] { return a.bus->up(); }, 5s));
+  ASSERT_FALSE(a.publish("f", "1"));
+  std::this_thread::sleep_for(400ms);  // past the slack: the next publish must renew
+  redis.command({"CONFIG", "SET", "min-replicas-to-write", "1"});  // refuses every write
+  EXPECT_TRUE(a.publish("f", "refused"));
+  redis.command({"CONFIG", "SET", "min-replicas-to-write", "0"});
+  const auto sent = std::chrono::steady_clock::now();
+  ASSERT_FALSE(a.publish("f", "2"));
+  const auto pttl = std::stol(redis.command({"PTTL", "chatd:{f}:hist"}));
+  const auto since = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - sent);
+  EXPECT_GE(pttl, 2000 - since.count()) << "the message after a refused one is kept for the whole ttl";
+  EXPECT_EQ(seqs_of(a.history({.room_id = "f", .limit = 10}).second.messages), range(1, 2));
+}
+
 // A message's time (the age bound's clock) is Redis's TIME, whichever node publishes and
 // whatever its own wall clock says: the node passes Redis's clock as it reckons it from a TIME
 // read now and then (the first publishes, before that answer, let the function read TIME).
