@@ -345,11 +345,12 @@ class Core : public std::enable_shared_from_this<Core> {
     pub_->fcall_in_loop(library_.publish, std::move(keys),
                         {channel_of(room), std::move(payload), history_size_, history_ttl_ms_, dedupe_window_s_,
                          epoch_candidate(), publish_verb_, std::move(now), std::move(expiry)},
-                        [w = weak_from_this(), renewed = renew ? room : std::string(), done = std::move(done)](
-                            redis::Status st, const redisReply* r) {
+                        // Only a renewing publish (one per room per half slack) carries what undoing it needs.
+                        [w = renew ? weak_from_this() : std::weak_ptr<Core>(), renewed = renew ? room : std::string(),
+                         done = std::move(done)](redis::Status st, const redisReply* r) {
                           // A publish that failed renewed nothing: the room's next one renews instead.
                           auto fail = [&](std::error_code ec) {
-                            if (auto self = w.lock(); self && !renewed.empty()) self->renewed_.erase(renewed);
+                            if (auto self = w.lock()) self->renewed_.erase(renewed);
                             done(ec, 0);
                           };
                           if (st != redis::Status::ok) return fail(failure(st));
