@@ -8,6 +8,8 @@
 # A write submitted through io_uring (chatd --ws-write-backend io_uring) counts as a write
 # (io_uring:io_uring_complete) but not as a system call; io_uring_enter counts as one.
 # CHATD_BEFORE_ARGS / CHATD_ARGS: extra chatd arguments for each (e.g. --ws-write-backend io_uring).
+# FANOUT_BURSTS (default "20 1"), FANOUT_SERVERS (default all) and LOADGEN_ARGS (e.g. "--poll busy")
+# narrow or vary a sitting.
 # Prints the medians; the runs stay in build-bench/results/fanout-writes-*.jsonl.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,8 +23,8 @@ PORT=${BENCH_PORT_BASE:-29600}
 export CHATD_SEND_RATE=0 CHATD_ROOM_SEND_RATE=0 CHATD_MAX_CONNECTIONS_PER_ADDRESS=0 CHATD_ROOM_CREATE_PER_MINUTE=0
 "$ROOT/bench/peers/centrifugo/install.sh" > /dev/null && "$ROOT/bench/peers/ceiling/install.sh" > /dev/null || exit 1
 for rep in 1 2 3; do
- for burst in 20 1; do
-  for t in ${BEFORE:+chatd-before} chatd-after centrifugo ceiling; do
+ for burst in ${FANOUT_BURSTS:-20 1}; do
+  for t in ${FANOUT_SERVERS:-${BEFORE:+chatd-before} chatd-after centrifugo ceiling}; do
    PORT=$((PORT+1)); D=$(mktemp -d /tmp/chatd-fw.XXXX)
    case $t in
     chatd-*) bin=$AFTER; [[ $t == chatd-before ]] && bin=$BEFORE
@@ -36,7 +38,7 @@ for rep in 1 2 3; do
    esac
    for i in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
    perf stat -x, -e 'syscalls:sys_enter_sendmsg,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_sendto,syscalls:sys_enter_io_uring_enter,io_uring:io_uring_complete' -p $SP -o $D/perf.txt > /dev/null 2>&1 & PP=$!
-   timeout 120 taskset -c 1 $LG "${ARGS[@]}" --mode fanout --conns 1000 --rooms 1 --size 100 --burst $burst --warmup 2 --duration 6 --drain 2 --server-pids $SP --label $t/b$burst > $D/lg.json 2> $D/lg.err
+   timeout 120 taskset -c 1 $LG "${ARGS[@]}" --mode fanout --conns 1000 --rooms 1 --size 100 --burst $burst --warmup 2 --duration 6 --drain 2 ${LOADGEN_ARGS:-} --server-pids $SP --label $t/b$burst > $D/lg.json 2> $D/lg.err
    kill -INT $PP; wait $PP 2>/dev/null
    kill $SP; wait $SP 2>/dev/null
    python3 - $D $burst $t $rep >> $OUT <<'PY'
