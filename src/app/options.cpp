@@ -129,6 +129,15 @@ const std::vector<Spec>& specs() {
        [](Options& o, const std::string& v) { o.server.web_root = v; }},
       {"threads", "worker threads (0: one per core)", [](const Options& o) { return std::to_string(o.threads); },
        [](Options& o, const std::string& v) { o.threads = parse_number<unsigned>("threads", v, 0, 256); }},
+      {"engine-thread",
+       "yes: the engines' I/O (Redis connections, webhooks) gets a thread of its own; no: it runs on the first "
+       "worker's loop; auto: no with one worker, where the two threads would share a core and hand each message "
+       "over twice",
+       [](const Options& o) { return o.engine_thread; },
+       [](Options& o, const std::string& v) {
+         if (v != "auto" && v != "yes" && v != "no") throw std::invalid_argument("--engine-thread must be auto, yes or no");
+         o.engine_thread = v;
+       }},
       {"node-id", "this node's name; names its Kafka consumer group (default: generated, kept in the data dir)",
        [](const Options& o) { return o.bus.node_id.empty() ? std::string("(generated)") : o.bus.node_id; },
        [](Options& o, const std::string& v) { o.bus.node_id = v; }},

@@ -8,6 +8,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createRoom, eventually, listRooms, redisCommand, startChatd, startRedis, stompOverWebSocket } from './harness.mjs';
 
 const redisArgs = (url) => ['--bus', 'redis', '--store', 'redis', '--redis', url];
+// Node a runs one worker, so its Redis connections live on that worker's loop (--engine-thread
+// auto); node b keeps the engine thread of its own. Every test below runs across both shapes.
+const oneWorker = ['--threads', '1'];
 const range = (n, f) => Array.from({ length: n }, (_, i) => f(i));
 
 
@@ -17,7 +20,7 @@ describe('two chatd nodes over Redis', () => {
   let redis, a, b;
   before(async () => {
     redis = await startRedis({ name: 'redis-two-nodes' });
-    a = await startChatd({ name: 'chatd-redis-a', args: redisArgs(redis.url) });
+    a = await startChatd({ name: 'chatd-redis-a', args: [...redisArgs(redis.url), ...oneWorker] });
     b = await startChatd({ name: 'chatd-redis-b', args: redisArgs(redis.url) });
   });
   after(async () => {
@@ -68,13 +71,23 @@ describe('two chatd nodes over Redis', () => {
       await bob.close();
     }
   });
+
+  test('a one-worker node runs its engine on that worker and still drains and exits 0 on SIGTERM', async () => {
+    assert.match(a.tail(200), /workers=1 \(engines on the worker\)/);
+    assert.doesNotMatch(b.tail(200), /engines on the worker/);
+    const started = Date.now();
+    const exit = await a.stop();
+    assert.deepEqual({ code: exit.code, signal: exit.signal }, { code: 0, signal: null }, a.tail());
+    assert.ok(Date.now() - started < 5_000, 'stopped before the harness would SIGKILL it');
+    assert.match(a.tail(5), /chatd: stopped/);
+  });
 });
 
 describe('Redis killed and restarted under two chatd nodes', () => {
   let redis, a, b;
   before(async () => {
     redis = await startRedis({ name: 'redis-restart' });
-    a = await startChatd({ name: 'chatd-redis-ka', args: redisArgs(redis.url) });
+    a = await startChatd({ name: 'chatd-redis-ka', args: [...redisArgs(redis.url), ...oneWorker] });
     b = await startChatd({ name: 'chatd-redis-kb', args: redisArgs(redis.url) });
   });
   after(async () => {

@@ -77,7 +77,8 @@ describe('three nodes on a Redis Cluster of 3 primaries + 3 replicas', () => {
     // The 300-room test makes and talks in rooms faster than a person would: no rate limits.
     const args = ['--bus', 'redis', '--store', 'redis', '--redis', url, '--room-create-per-minute', '0', '--send-rate', '0',
       '--max-subscriptions', '300'];
-    for (const n of ['a', 'b', 'c']) nodes.push(await startChatd({ name: `chatd-shards-${n}`, args }));
+    // Node a runs one worker: its cluster connections (MOVED, ASK, failover) live on that worker's loop.
+    for (const n of ['a', 'b', 'c']) nodes.push(await startChatd({ name: `chatd-shards-${n}`, args: n === 'a' ? [...args, '--threads', '1'] : args }));
   });
   after(async () => {
     for (const n of nodes) await n.stop().catch(() => {});
