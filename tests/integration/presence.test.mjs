@@ -81,7 +81,7 @@ describe('presence on two nodes sharing Redis', () => {
   const args = () => ['--bus', 'redis', '--store', 'redis', '--redis', redis.url, ...presenceArgs];
   before(async () => {
     redis = await startRedis({ name: 'redis-presence' });
-    a = await startChatd({ name: 'presence-redis-a', args: [...args(), '--threads', '1'] });  // its engine on its one worker
+    a = await startChatd({ name: 'presence-redis-a', args: [...args(), '--threads', '1', '--engine-thread', 'no'] });  // its engine on its one worker
     b = await startChatd({ name: 'presence-redis-b', args: args() });
   });
   after(async () => {

@@ -8,9 +8,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createRoom, eventually, listRooms, redisCommand, startChatd, startRedis, stompOverWebSocket } from './harness.mjs';
 
 const redisArgs = (url) => ['--bus', 'redis', '--store', 'redis', '--redis', url];
-// Node a runs one worker, so its Redis connections live on that worker's loop (--engine-thread
-// auto); node b keeps the engine thread of its own. Every test below runs across both shapes.
-const oneWorker = ['--threads', '1'];
+// Node a runs one worker with its Redis connections on that worker's loop (--engine-thread no);
+// node b keeps the engine thread of its own. Every test below runs across both shapes.
+const oneWorker = ['--threads', '1', '--engine-thread', 'no'];
 const range = (n, f) => Array.from({ length: n }, (_, i) => f(i));
 
 

@@ -78,7 +78,7 @@ describe('three nodes on a Redis Cluster of 3 primaries + 3 replicas', () => {
     const args = ['--bus', 'redis', '--store', 'redis', '--redis', url, '--room-create-per-minute', '0', '--send-rate', '0',
       '--max-subscriptions', '300'];
     // Node a runs one worker: its cluster connections (MOVED, ASK, failover) live on that worker's loop.
-    for (const n of ['a', 'b', 'c']) nodes.push(await startChatd({ name: `chatd-shards-${n}`, args: n === 'a' ? [...args, '--threads', '1'] : args }));
+    for (const n of ['a', 'b', 'c']) nodes.push(await startChatd({ name: `chatd-shards-${n}`, args: n === 'a' ? [...args, '--threads', '1', '--engine-thread', 'no'] : args }));
   });
   after(async () => {
     for (const n of nodes) await n.stop().catch(() => {});

@@ -140,7 +140,7 @@ describe('webhooks from two nodes over Redis', () => {
     rx = await startReceiver();
     redis = await startRedis({ name: 'redis-hooks' });
     const args = ['--bus', 'redis', '--store', 'redis', '--redis', redis.url, '--webhook-url', rx.url, '--webhook-events', 'message,room'];
-    a = await startChatd({ name: 'chatd-hooks-a', args: [...args, '--threads', '1'] });  // its engine on its one worker
+    a = await startChatd({ name: 'chatd-hooks-a', args: [...args, '--threads', '1', '--engine-thread', 'no'] });  // its engine on its one worker
     b = await startChatd({ name: 'chatd-hooks-b', args });
   });
   after(async () => {
