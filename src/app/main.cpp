@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
   // 12 % less CPU; but at saturation 12 % fewer deliveries (the engine thread lets a worker's
   // turn hand over a whole batch), so a thread of its own stays the default. --check-config
   // waits for the engines on this thread, so it needs the engine loop running elsewhere.
-  const bool engine_on_worker = !opt.check_config && opt.engine_thread == "no";
+  const bool engine_on_worker = !opt.check_config && !opt.engine_thread;
   asio::io_context own_engine(1);
   asio::io_context& engine = engine_on_worker ? *workers[0] : own_engine;
   auto engine_guard = asio::make_work_guard(engine);

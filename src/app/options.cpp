@@ -129,14 +129,10 @@ const std::vector<Spec>& specs() {
        [](Options& o, const std::string& v) { o.server.web_root = v; }},
       {"threads", "worker threads (0: one per core)", [](const Options& o) { return std::to_string(o.threads); },
        [](Options& o, const std::string& v) { o.threads = parse_number<unsigned>("threads", v, 0, 256); }},
-      {"engine-thread",
-       "yes: the engines' I/O (Redis connections, webhooks) gets a thread of its own; no: it runs on the first "
-       "worker's loop (lower latency and CPU at moderate rates on one core, fewer deliveries at saturation)",
-       [](const Options& o) { return o.engine_thread; },
-       [](Options& o, const std::string& v) {
-         if (v != "yes" && v != "no") throw std::invalid_argument("--engine-thread must be yes or no");
-         o.engine_thread = v;
-       }},
+      choice_opt("engine-thread",
+                 "yes: the engines' I/O (Redis connections, webhooks) gets a thread of its own; no: it runs on the "
+                 "first worker's loop (lower latency and CPU at moderate rates on one core, fewer deliveries at saturation)",
+                 "yes", "no", [](auto& o) -> auto& { return o.engine_thread; }),
       {"node-id", "this node's name; names its Kafka consumer group (default: generated, kept in the data dir)",
        [](const Options& o) { return o.bus.node_id.empty() ? std::string("(generated)") : o.bus.node_id; },
        [](Options& o, const std::string& v) { o.bus.node_id = v; }},

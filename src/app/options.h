@@ -31,7 +31,7 @@ struct Options {
   auth::JwtConfig jwt;       // keys and claim checks for --auth jwt
   bool auth_dev_mint = false;  // --auth-dev-mint: POST /auth/dev-token mints tokens (dev only)
   unsigned threads = 0;  // 0: one worker per core
-  std::string engine_thread = "yes";  // --engine-thread: yes | no
+  bool engine_thread = true;  // --engine-thread yes: the engines get a thread of their own
   bool help = false;
   bool log_json = false;  // --log-format json
   std::string trusted_proxies_spec;  // --trusted-proxies as given, for --help
