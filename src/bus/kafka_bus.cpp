@@ -31,7 +31,9 @@
 // gap it cannot explain: rd_kafka_fatal_error) leaves that handle refusing every message for
 // good. The producer thread then replaces it with a new one (a new producer id). What the old
 // one had not sent yet fails with engine_down (librdkafka purges it); what it had in flight gets
-// the broker's answer as usual. Failed messages are never retried behind the sender's back (it
+// the broker's answer as usual. Until those answers are in, the new producer holds what is
+// published (held_): sent at once, it could land ahead of the old one's last messages and break
+// the room's order. Failed messages are never retried behind the sender's back (it
 // may retry with the same x-client-id, published once). The consumer and the reader go on.
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafkacpp.h>
@@ -41,12 +43,14 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -87,6 +91,8 @@ constexpr const char* kControlHeader = "chatd-control";
 constexpr const char* kOriginHeader = "chatd-origin";
 // History requests waiting for the reader thread; past it a request is refused at once.
 constexpr std::size_t kMaxQueuedReads = 10000;
+// Bounds what waits for a replaced producer's last answers (as queue.buffering.max.messages).
+constexpr std::size_t kMaxHeld = 100000;
 // The reader thread takes at most this many waiting requests at a time, to answer together.
 constexpr std::size_t kReadBatch = 1000;
 
@@ -99,6 +105,15 @@ struct Pending {
   PublishedFn done;
   std::string room;
   std::string client_id;
+};
+
+// A record held back while a replaced producer still has requests in flight (produce_or_hold).
+struct Held {
+  std::int32_t partition;
+  bool keyed;
+  std::string key, payload;
+  std::unique_ptr<RdKafka::Headers> headers;
+  Pending* opaque;
 };
 
 // Sets one librdkafka property; a bad name or value is a configuration error (start-up only).
@@ -186,18 +201,68 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
       headers->add(kClientIdHeader, opts.client_id);
     }
     auto* opaque = new Pending{std::move(done), room_id, std::move(opts.client_id)};
-    // RK_MSG_COPY: librdkafka keeps its own copy, so publish() owns nothing past this call.
-    RdKafka::ErrorCode err = producer_->produce(
-        cfg_.kafka_topic, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY,
-        payload.data(), payload.size(), room_id.data(), room_id.size(), 0, headers.get(), opaque);
-    if (err == RdKafka::ERR_NO_ERROR) {
-      (void)headers.release();  // librdkafka frees them with the message
-      return;
-    }
+    const RdKafka::ErrorCode err =
+        produce_or_hold(RdKafka::Topic::PARTITION_UA, room_id, true, payload, headers, opaque);
+    if (err == RdKafka::ERR_NO_ERROR) return;
     lock.unlock();
     std::unique_ptr<Pending> failed(opaque);
     // A full local queue means the broker has been away for a while: refuse rather than block.
     answer(*failed, err == RdKafka::ERR__QUEUE_FULL ? Error::rejected : final_error(err, up()), 0);
+  }
+
+  // With stop_mu_ held shared: hands one record to the producer, or holds it while a replaced
+  // producer still has requests in flight (see the top of this file). On success the record,
+  // its headers and `opaque` belong to librdkafka or held_; otherwise they stay the caller's.
+  RdKafka::ErrorCode produce_or_hold(std::int32_t partition, std::string_view key, bool keyed,
+                                     std::string_view payload, std::unique_ptr<RdKafka::Headers>& headers,
+                                     Pending* opaque) {
+    if (holding_.load(std::memory_order_acquire)) {
+      std::lock_guard lock(held_mu_);
+      if (holding_.load(std::memory_order_relaxed)) {  // release_held() may have just ended it
+        if (held_.size() >= kMaxHeld) return RdKafka::ERR__QUEUE_FULL;
+        held_.push_back(Held{partition, keyed, std::string(key), std::string(payload), std::move(headers), opaque});
+        return RdKafka::ERR_NO_ERROR;
+      }
+    }
+    return produce_now(Held{partition, keyed, {}, {}, nullptr, opaque}, key, payload, headers);
+  }
+
+  // RK_MSG_COPY: librdkafka keeps its own copy of key and payload; it frees the headers with
+  // the message once it has taken them.
+  RdKafka::ErrorCode produce_now(const Held& h, std::string_view key, std::string_view payload,
+                                 std::unique_ptr<RdKafka::Headers>& headers) {
+    const RdKafka::ErrorCode err = producer_->produce(
+        cfg_.kafka_topic, h.partition, RdKafka::Producer::RK_MSG_COPY, const_cast<char*>(payload.data()),
+        payload.size(), h.keyed ? key.data() : nullptr, h.keyed ? key.size() : 0, 0, headers.get(), h.opaque);
+    if (err == RdKafka::ERR_NO_ERROR) (void)headers.release();
+    return err;
+  }
+
+  // On the producer thread, once every replaced producer has answered what it had in flight:
+  // sends what was held meanwhile, in publish order. After stop() it leaves them to stop().
+  void release_held() {
+    std::shared_lock stop_lock(stop_mu_);
+    if (stopped_) return;
+    std::vector<std::pair<Pending*, RdKafka::ErrorCode>> refused;
+    std::size_t released = 0;
+    {
+      std::lock_guard lock(held_mu_);
+      released = held_.size();
+      for (auto& h : held_) {
+        const RdKafka::ErrorCode err = produce_now(h, h.key, h.payload, h.headers);
+        if (err != RdKafka::ERR_NO_ERROR) refused.emplace_back(h.opaque, err);
+      }
+      held_.clear();
+      holding_.store(false, std::memory_order_release);
+    }
+    stop_lock.unlock();
+    if (released > 0)
+      std::fprintf(stderr, "kafka bus %s: the replaced producer has answered everything: %zu message(s) held "
+                   "meanwhile go out now\n", cfg_.node_id.c_str(), released);
+    for (auto [opaque, err] : refused) {
+      std::unique_ptr<Pending> failed(opaque);
+      answer(*failed, err == RdKafka::ERR__QUEUE_FULL ? Error::rejected : final_error(err, up()), 0);
+    }
   }
 
   void on_control(ControlFn fn) override { control_ = std::move(fn); }
@@ -213,12 +278,8 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     headers->add(kControlHeader, m.type);
     headers->add(kOriginHeader, cfg_.node_id);
     auto* opaque = new Pending{[done](std::error_code ec, std::uint64_t) { done(ec); }, {}, {}};
-    RdKafka::ErrorCode err = producer_->produce(cfg_.kafka_topic, 0, RdKafka::Producer::RK_MSG_COPY,
-                                                m.body.data(), m.body.size(), nullptr, 0, 0, headers.get(), opaque);
-    if (err == RdKafka::ERR_NO_ERROR) {
-      (void)headers.release();
-      return;
-    }
+    const RdKafka::ErrorCode err = produce_or_hold(0, {}, false, m.body, headers, opaque);
+    if (err == RdKafka::ERR_NO_ERROR) return;
     lock.unlock();
     std::unique_ptr<Pending> failed(opaque);
     answer(*failed, err == RdKafka::ERR__QUEUE_FULL ? Error::rejected : final_error(err, up()), 0);
@@ -322,6 +383,16 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
       auto deadline = Clock::now() + kPurgeWait;
       while (producer_->outq_len() > 0 && Clock::now() < deadline) producer_->poll(50);
       while (!retired_.empty() && Clock::now() < deadline) drain_retired(50);
+    }
+    std::deque<Held> held;
+    {
+      std::lock_guard lock(held_mu_);
+      held.swap(held_);
+      holding_.store(false, std::memory_order_release);
+    }
+    for (auto& h : held) {
+      std::unique_ptr<Pending> failed(h.opaque);
+      answer(*failed, Error::stopped, 0);
     }
   }
 
@@ -1051,6 +1122,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
         producer_ = std::move(old);
         return;
       }
+      holding_.store(true, std::memory_order_release);  // until `old` has answered (drain_retired)
     }
     const int held = old->outq_len();
     replacements_.fetch_add(1, std::memory_order_relaxed);
@@ -1070,7 +1142,9 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     if (retired_.empty()) return;
     for (auto& p : retired_) p->poll(wait_ms);
     std::erase_if(retired_, [](const auto& p) { return p->outq_len() == 0; });
-    if (retired_.empty()) replacing_.store(false, std::memory_order_release);
+    if (!retired_.empty()) return;
+    replacing_.store(false, std::memory_order_release);
+    if (holding_.load(std::memory_order_acquire)) release_held();
   }
 
   BusConfig cfg_;
@@ -1097,6 +1171,10 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
   // Producers replaced after a fatal error, until they answered what they held (producer thread).
   std::vector<std::unique_ptr<RdKafka::Producer>> retired_;
   std::atomic<bool> replacing_{false};  // from a fatal error until its producer answered everything
+  // Published while a replaced producer still had requests in flight (produce_or_hold).
+  std::mutex held_mu_;
+  std::deque<Held> held_;
+  std::atomic<bool> holding_{false};
   std::atomic<int> replacements_{0};
 
   std::atomic<bool> up_{false};
