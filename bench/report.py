@@ -212,7 +212,8 @@ Written by `bench/run.sh` on {now}{' (**--quick smoke run: short, 1 repetition, 
   Centrifugo 6.9.1 (`go install` from the Go module proxy, `GOMAXPROCS=1`, anonymous publish and
   subscribe, its JSON protocol over WebSocket: `bench/peers/centrifugo`), and a STOMP-less ceiling:
   a plain WebSocket broadcast on lesismal/nbio, one write per connection per poller turn
-  (`bench/peers/ceiling`, generator in `--protocol raw`). Writes per subscriber per burst are the
+  (`bench/peers/ceiling`, generator in `--protocol raw`; its rooms are URL paths, each connection
+  upgrading on `/<room>`). Writes per subscriber per burst are the
   server's sendmsg/writev/write/sendto calls counted by `perf stat` over the run.
 
 {table}

@@ -4,7 +4,7 @@
 # the medians as a table to BENCHMARKS.md (issues 6 and 15).
 #
 #   bench/run.sh [--quick] [--reps N] [--targets chatd,spring,rabbitmq,centrifugo,ceiling]
-#                [--no-two-node] [--two-node-only] [--no-write]
+#                [--scenarios idle,fanout,bursts,rooms] [--no-two-node] [--two-node-only] [--no-write]
 #
 # Every server runs pinned to core 0 and the generator to core 1; each server is started fresh
 # for each scenario (for the idle ones, for each repetition, so RSS starts from a clean process).
@@ -18,11 +18,13 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 CMDLINE="bench/run.sh $*"
 QUICK=0 REPS=3 TARGETS="chatd,spring,rabbitmq,centrifugo,ceiling" TWO_NODE=1 SINGLE=1 WRITE=1
+SCENARIOS="idle,fanout,bursts,rooms"  # the one-server scenarios; a full table needs them all
 while (($#)); do
   case $1 in
     --quick) QUICK=1; REPS=1 ;;
     --reps) REPS=$2; shift ;;
     --targets) TARGETS=$2; shift ;;
+    --scenarios) SCENARIOS=$2; shift ;;
     --no-two-node) TWO_NODE=0 ;;
     --two-node-only) SINGLE=0 TARGETS=chatd ;;
     --no-write) WRITE=0 ;;
@@ -331,11 +333,9 @@ PY
 # Many rooms: the maximum first, then fixed rates at 25/50/75 % of this target's own median max.
 scenario_rooms() {
   local target=$1
-  if [[ $target == ceiling ]]; then
-    skip ceiling rooms-max "the ceiling broadcasts every message to every connection: it has no rooms"
-    return
-  fi
   start_target "$target" || { skip "$target" rooms-max "$SKIP_REASON"; return; }
+  # The ceiling's rooms are URL paths: each connection upgrades on /<its room>.
+  [[ $target == ceiling ]] && LG_ARGS+=(--path "/{room}")
   # A fifth of the rooms: the same code paths, without connecting 10,000 clients per step.
   warm_until_flat "$target" rooms-max --mode rooms --conns $((ROOMS * MEMBERS / 5)) --rooms $((ROOMS / 5)) \
     --size 100 --rate 0 --window 4
@@ -443,15 +443,17 @@ scenario_two_nodes() {
 
 # ---- main ----
 
+wants() { [[ ,$SCENARIOS, == *,$1,* ]]; }
+
 build
 log "results: $RESULTS (server core $SERVER_CPU, generator core $GEN_CPU, $REPS repetition(s))"
 ((SINGLE)) && for target in ${TARGETS//,/ }; do
   log "== $target"
-  scenario_idle "$target" "$IDLE_SMALL"
-  scenario_idle "$target" "$IDLE_BIG"
-  scenario_fanout "$target"
-  scenario_fanout_bursts "$target"
-  scenario_rooms "$target"
+  wants idle && scenario_idle "$target" "$IDLE_SMALL"
+  wants idle && scenario_idle "$target" "$IDLE_BIG"
+  wants fanout && scenario_fanout "$target"
+  wants bursts && scenario_fanout_bursts "$target"
+  wants rooms && scenario_rooms "$target"
 done
 if ((TWO_NODE)) && [[ ,$TARGETS, == *,chatd,* ]]; then
   scenario_two_nodes redis

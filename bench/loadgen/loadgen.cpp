@@ -116,7 +116,7 @@ struct Options {
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "chatd_loadgen: %s\n"
-               "usage: chatd_loadgen --port P|--ports P1,P2 [--host 127.0.0.1] [--path /ws-stomp]\n"
+               "usage: chatd_loadgen --port P|--ports P1,P2 [--host 127.0.0.1] [--path /ws-stomp (/{room}: per room)]\n"
                "  --mode idle|fanout|rooms --conns N --threads T --procs P\n"
                "  --rooms R --senders-per-room S --rate MSGS_PER_S(0=max) --window W --window-timeout S --burst N\n"
                "  --duration S --warmup S --drain S --size BYTES\n"
@@ -383,6 +383,7 @@ struct Run {
   Shared* shared = nullptr;
   std::atomic<std::uint64_t>* sender_totals = nullptr;
   std::string upgrade_request;
+  std::string upgrade_tail;  // after the path: a --path with {room} gets each connection's room
   std::string connect_frame;
   std::uint64_t total_senders = 0;
   double interval_ns = 0;  // per sender, rate mode
@@ -504,7 +505,13 @@ struct Worker {
       int one = 1;
       ::setsockopt(k.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       k.state = Conn::State::upgrading;
-      k.out_pending += run.upgrade_request;
+      if (auto at = run.o.path.find("{room}"); at != std::string::npos && k.room >= 0) {
+        std::string path = run.o.path;
+        path.replace(at, 6, run.rooms[std::size_t(k.room)]);
+        k.out_pending += "GET " + path + run.upgrade_tail;
+      } else {
+        k.out_pending += run.upgrade_request;
+      }
       flush(k);
     }
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) read_available(k);
@@ -1027,10 +1034,11 @@ int main(int argc, char** argv) {
   const int nrooms = int(run->rooms.size());
   run->total_senders = o.mode == "idle" ? 0 : std::uint64_t(o.senders_per_room) * std::uint64_t(nrooms);
   if (o.rate > 0 && run->total_senders > 0) run->interval_ns = 1e9 * double(run->total_senders) / o.rate;
-  run->upgrade_request = "GET " + o.path + " HTTP/1.1\r\nHost: " + o.host + ":" + std::to_string(o.ports[0]) +
-                         "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-                         "Sec-WebSocket-Protocol: v12.stomp\r\n\r\n";
+  run->upgrade_tail = " HTTP/1.1\r\nHost: " + o.host + ":" + std::to_string(o.ports[0]) +
+                      "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                      "Sec-WebSocket-Protocol: v12.stomp\r\n\r\n";
+  run->upgrade_request = "GET " + o.path + run->upgrade_tail;
   run->connect_frame = "CONNECT\naccept-version:1.2\nhost:" + o.vhost + "\nheart-beat:0,0\n";
   if (!o.login.empty()) run->connect_frame += "login:" + o.login + "\npasscode:" + o.passcode + "\n";
   run->connect_frame += "\n";

@@ -1,8 +1,10 @@
 // The STOMP-less ceiling for bench/run.sh (issue 15): a plain WebSocket pub/sub on
 // lesismal/nbio (epoll, no goroutine per connection) that broadcasts every text message it
-// receives to every connection. Messages received in one turn of the poller are sent to each
-// connection as one write, the same batching chatd does, so the figure is what the machine
-// allows for this fan-out, not what a per-message write costs.
+// receives to every connection upgraded on the same URL path: one room per path (the
+// generator's --path /{room} spreads its connections over rooms; --path / keeps them in one).
+// Messages a room received in one turn of the poller are sent to each of its connections as one
+// write, the same batching chatd does, so the figure is what the machine allows for this
+// fan-out, not what a per-message write costs.
 //
 //	ceiling --port 8080
 package main
@@ -20,11 +22,18 @@ import (
 	"github.com/lesismal/nbio/nbhttp/websocket"
 )
 
+// A room: the connections upgraded on one URL path ("/" for the plain broadcast).
 type hub struct {
-	mu      sync.Mutex
 	conns   map[*websocket.Conn]struct{}
 	pending []byte // server frames received since the last flush
-	kick    chan struct{}
+}
+
+type server struct {
+	mu    sync.Mutex
+	hubs  map[string]*hub
+	of    map[*websocket.Conn]*hub
+	dirty []*hub // hubs with pending frames, each once
+	kick  chan struct{}
 }
 
 // frame appends one unmasked server text frame carrying p.
@@ -42,22 +51,30 @@ func frame(out, p []byte) []byte {
 }
 
 // flusher runs when the poller goroutine blocks (GOMAXPROCS=1: at the end of its turn) and
-// writes what arrived meanwhile to every connection, one write each.
-func (h *hub) flusher() {
-	for range h.kick {
-		h.mu.Lock()
-		buf := h.pending
-		h.pending = nil
-		conns := make([]*websocket.Conn, 0, len(h.conns))
-		for c := range h.conns {
-			conns = append(conns, c)
+// writes what each room received meanwhile to every connection of that room, one write each.
+func (s *server) flusher() {
+	type job struct {
+		buf   []byte
+		conns []*websocket.Conn
+	}
+	var jobs []job
+	for range s.kick {
+		jobs = jobs[:0]
+		s.mu.Lock()
+		for _, h := range s.dirty {
+			conns := make([]*websocket.Conn, 0, len(h.conns))
+			for c := range h.conns {
+				conns = append(conns, c)
+			}
+			jobs = append(jobs, job{h.pending, conns})
+			h.pending = nil
 		}
-		h.mu.Unlock()
-		if len(buf) == 0 {
-			continue
-		}
-		for _, c := range conns {
-			c.Conn.Write(buf) // the raw net.Conn: nbio writes now, or keeps the rest
+		s.dirty = s.dirty[:0]
+		s.mu.Unlock()
+		for _, j := range jobs {
+			for _, c := range j.conns {
+				c.Conn.Write(j.buf) // the raw net.Conn: nbio writes now, or keeps the rest
+			}
 		}
 	}
 }
@@ -65,23 +82,31 @@ func (h *hub) flusher() {
 func main() {
 	port := flag.Int("port", 8080, "port on 127.0.0.1")
 	flag.Parse()
-	h := &hub{conns: map[*websocket.Conn]struct{}{}, kick: make(chan struct{}, 1)}
-	go h.flusher()
+	s := &server{hubs: map[string]*hub{}, of: map[*websocket.Conn]*hub{}, kick: make(chan struct{}, 1)}
+	go s.flusher()
 	up := websocket.NewUpgrader()
 	up.CheckOrigin = func(*http.Request) bool { return true }
 	up.OnMessage(func(c *websocket.Conn, t websocket.MessageType, data []byte) {
-		h.mu.Lock()
-		h.pending = frame(h.pending, data)
-		h.mu.Unlock()
+		s.mu.Lock()
+		if h := s.of[c]; h != nil {
+			if len(h.pending) == 0 {
+				s.dirty = append(s.dirty, h)
+			}
+			h.pending = frame(h.pending, data)
+		}
+		s.mu.Unlock()
 		select {
-		case h.kick <- struct{}{}:
+		case s.kick <- struct{}{}:
 		default:
 		}
 	})
 	up.OnClose(func(c *websocket.Conn, err error) {
-		h.mu.Lock()
-		delete(h.conns, c)
-		h.mu.Unlock()
+		s.mu.Lock()
+		if h := s.of[c]; h != nil {
+			delete(h.conns, c)
+			delete(s.of, c)
+		}
+		s.mu.Unlock()
 	})
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -89,9 +114,15 @@ func main() {
 		if err != nil {
 			return
 		}
-		h.mu.Lock()
+		s.mu.Lock()
+		h := s.hubs[r.URL.Path]
+		if h == nil {
+			h = &hub{conns: map[*websocket.Conn]struct{}{}}
+			s.hubs[r.URL.Path] = h
+		}
 		h.conns[c] = struct{}{}
-		h.mu.Unlock()
+		s.of[c] = h
+		s.mu.Unlock()
 	})
 	engine := nbhttp.NewEngine(nbhttp.Config{
 		Network: "tcp",
