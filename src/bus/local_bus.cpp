@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <iostream>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <unordered_map>
 
@@ -298,7 +299,10 @@ class LocalBus final : public MessageBus {
           {
             std::lock_guard lock(recent_mu_);
             if (auto it = recent_.find(room); it != recent_.end()) {
-              if (!it->second.empty()) last = it->second.back().seq;
+              if (!it->second.empty()) {
+                last = it->second.back().seq;
+                unfolded_.erase({it->second.front().batch, room});
+              }
               recent_rows_ -= it->second.size();
               recent_.erase(it);
             }
@@ -319,7 +323,12 @@ class LocalBus final : public MessageBus {
       // Readers find the batch in memory before anyone is told of it.
       if (ok && cfg_.history_size > 0) {
         std::lock_guard lock(recent_mu_);
-        for (auto& r : batch) recent_[r.room_id].push_back({r.seq, r.ts_ms, r.payload, r.client_id, id});
+        for (auto& r : batch) {
+          auto& tail = recent_[r.room_id];
+          if (tail.empty()) unfolded_.emplace(id, r.room_id);
+          tail.push_back({r.seq, r.ts_ms, r.payload, r.client_id, id});
+          if (tail.size() % HistoryFile::kChunkMessages == 0) full_.push_back(r.room_id);
+        }
         recent_rows_ += batch.size();
         last_batch_ = id;
       }
@@ -394,31 +403,65 @@ class LocalBus final : public MessageBus {
          : log::event("engine_down", {{"engine", "history"}, {"why", writer_file_->last_error()}});
   }
 
-  // Folds the tails that hold a chunk's worth (whole chunks of them) or whose oldest is
-  // fold_age old (all of it), at most kFoldSliceRooms of them, or with `all` every tail, into
-  // chunk rows, and drops the journal rows nothing unfolded is left in; then forgets the folded
-  // messages in memory (a reader that copied them before finds them in the file too, and keeps
-  // one of each). Returns whether tails that were due are left for the next slice. Writer
-  // thread only: it alone changes recent_, so it reads it without the lock.
+  // Folds the tails whose oldest is fold_age old (all of it) or that hold a chunk's worth (whole
+  // chunks of them), at most kFoldSliceRooms of them, or with `all` every tail, into chunk rows,
+  // and drops the journal rows nothing unfolded is left in; then forgets the folded messages in
+  // memory (a reader that copied them before finds them in the file too, and keeps one of each).
+  // Returns whether tails that were due are left for the next slice. Finding them costs what is
+  // due, not a walk over every room ever seen (unfolded_, full_). Writer thread only: it alone
+  // changes recent_, so it reads it without the lock.
   bool fold(bool all) {
     const auto now = now_ms();
     const auto age_ms = cfg_.local_history.fold_age.count();
+    const std::size_t chunk = HistoryFile::kChunkMessages;
     folds_.clear();
     folded_.clear();
-    std::int64_t below = last_batch_ + 1;  // the oldest journal row still needed, if none is left
     bool more = false;
-    for (auto& [room, tail] : recent_) {
-      if (tail.empty()) continue;
-      const std::size_t chunk = HistoryFile::kChunkMessages;
-      std::size_t n = all || now - tail.front().ts_ms >= age_ms ? tail.size() : tail.size() / chunk * chunk;
-      if (n && !all && folds_.size() == kFoldSliceRooms) {
+    auto folding = [&](const std::vector<HistoryFile::Stored>* tail) {
+      return std::find_if(folded_.begin(), folded_.end(), [&](const Folded& f) { return f.tail == tail; });
+    };
+    // Adds a room's tail (whole, or its whole chunks) to this slice; false once the slice is full.
+    // With `all`, unfolded_ names each room once and nothing else is asked.
+    auto take = [&](const std::string& room, bool whole) {
+      auto it = recent_.find(room);
+      if (it == recent_.end() || it->second.empty()) return true;
+      auto& tail = it->second;
+      const std::size_t n = whole || all ? tail.size() : tail.size() / chunk * chunk;
+      if (n == 0 || (!all && folding(&tail) != folded_.end())) return true;
+      if (!all && folds_.size() == kFoldSliceRooms) {
         more = true;
-        n = 0;
+        return false;
       }
-      if (n < tail.size()) below = std::min(below, tail[n].batch);
-      if (n == 0) continue;
-      folds_.push_back({room, std::span<const HistoryFile::Stored>(tail.data(), n)});
-      folded_.emplace_back(&tail, n);
+      folds_.push_back({it->first, std::span<const HistoryFile::Stored>(tail.data(), n)});
+      folded_.push_back({&it->first, &tail, n});
+      return true;
+    };
+    // Oldest first: unfolded_ is in journal order, so the first room not yet due ends the walk.
+    for (const auto& [batch, room] : unfolded_) {
+      if (!all) {
+        auto it = recent_.find(room);
+        if (it != recent_.end() && !it->second.empty() && now - it->second.front().ts_ms < age_ms) break;
+      }
+      if (!take(room, true)) break;
+    }
+    std::size_t seen = 0;
+    for (; !all && !more && seen < full_.size(); ++seen)
+      if (!take(full_[seen], false)) break;
+    if (all) full_.clear();
+    else full_.erase(full_.begin(), full_.begin() + static_cast<std::ptrdiff_t>(seen));
+    // The oldest journal row still needed after this fold: the oldest message left in memory,
+    // in a tail folded in part or in the oldest tail not folded at all.
+    std::int64_t below = last_batch_ + 1;
+    if (!all) {
+      for (const auto& f : folded_)
+        if (f.n < f.tail->size()) below = std::min(below, (*f.tail)[f.n].batch);
+      for (const auto& [batch, room] : unfolded_) {
+        if (batch >= below) break;
+        auto it = recent_.find(room);
+        if (it != recent_.end() && folding(&it->second) != folded_.end()) continue;
+        below = batch;
+        break;
+      }
     }
     if (folds_.empty() && below <= journal_below_) return more;
     const bool ok = writer_file_->fold(folds_, cfg_.history_size, below);
@@ -427,10 +470,15 @@ class LocalBus final : public MessageBus {
     if (!ok) return false;  // kept in memory and in the journal; the next fold tries again
     journal_below_ = below;
     std::lock_guard lock(recent_mu_);
-    for (auto& [tail, n] : folded_) {
-      tail->erase(tail->begin(), tail->begin() + static_cast<std::ptrdiff_t>(n));
-      recent_rows_ -= n;
+    for (auto& f : folded_) {
+      unfolded_.erase({f.tail->front().batch, *f.room});
+      f.tail->erase(f.tail->begin(), f.tail->begin() + static_cast<std::ptrdiff_t>(f.n));
+      recent_rows_ -= f.n;
+      if (!f.tail->empty()) unfolded_.emplace(f.tail->front().batch, *f.room);
     }
+    // A room with nothing left in memory leaves recent_: rooms gone quiet cost nothing here.
+    for (auto& f : folded_)
+      if (f.tail->empty()) recent_.erase(recent_.find(*f.room));
     return more;
   }
 
@@ -529,7 +577,16 @@ class LocalBus final : public MessageBus {
   std::int64_t last_batch_ = 0;
   std::int64_t journal_below_ = 0;
   std::vector<HistoryFile::Fold> folds_;
-  std::vector<std::pair<std::vector<HistoryFile::Stored>*, std::size_t>> folded_;
+  struct Folded {
+    const std::string* room;  // recent_'s key
+    std::vector<HistoryFile::Stored>* tail;
+    std::size_t n;
+  };
+  std::vector<Folded> folded_;
+  // The rooms with messages in memory, by the journal row of their oldest one (so oldest first),
+  // and those whose tail reached a chunk's worth since (may repeat, or be folded already).
+  std::set<std::pair<std::int64_t, std::string>> unfolded_;
+  std::vector<std::string> full_;
 
   std::unique_ptr<HistoryFile> checkpoint_file_;  // checkpointer thread only
   std::mutex checkpoint_mu_;

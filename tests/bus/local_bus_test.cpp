@@ -509,6 +509,55 @@ TEST_F(LocalBusTest, TheJournalAKilledProcessLeftIsKeptAndCounted) {
   EXPECT_EQ(publish("r", "again", "cid-4").second, 4u);
 }
 
+// A busy room's whole chunks are folded as soon as they fill, long before a quiet room's lone
+// message is old enough, and the journal files those chunks free are dropped; but never the file
+// that still holds the quiet room's message: a kill -9 then loses nothing.
+TEST_F(LocalBusTest, FullChunksFoldEarlyAndAKillStillLosesTheQuietRoomsMessage) {
+  cfg.local_history.fold_age = std::chrono::hours(1);  // only whole chunks are folded
+  constexpr int kBusy = 3 * 64 + 10;                    // three whole chunks and a tail
+  const std::string big(60 * 1024, 'x');                // 4 MiB journal files fill in ~70 messages
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto b = make_local_bus(cfg, io);
+    b->start([](Delivery&&) {});
+    int bad = 0;
+    auto pub = [&](const std::string& room, std::string payload, std::uint64_t want) {
+      std::promise<std::uint64_t> p;
+      b->publish(room, std::move(payload), {}, [&](std::error_code ec, std::uint64_t seq) { p.set_value(ec ? 0 : seq); });
+      bad += p.get_future().get() != want;
+    };
+    pub("quiet", "alone", 1);
+    for (int i = 1; i <= kBusy; ++i) pub("busy", big + std::to_string(i), static_cast<std::uint64_t>(i));
+    pub("quiet-later", "later", 1);
+    // Wait (bounded) until the busy room's chunks are in the file: the fold runs every 100 ms.
+    for (int i = 0; i < 100; ++i) {
+      std::this_thread::sleep_for(50ms);
+      std::string why;
+      auto n = try_sql_on(dir / "history.db", "SELECT count(*) FROM chunks WHERE room = 'busy'", why);
+      if (n && *n == "3") break;
+    }
+    ::_exit(bad);  // no stop(): what a kill -9 leaves
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child's publishes were answered in order";
+  EXPECT_EQ(sql_on(dir / "history.db", "SELECT count(*) FROM chunks WHERE room = 'busy'"), "3")
+      << "whole chunks folded without waiting for fold_age";
+  EXPECT_EQ(sql_on(dir / "history.db", "SELECT count(*) FROM chunks WHERE room <> 'busy'"), "0")
+      << "the quiet rooms were not old enough";
+  open();
+  auto quiet = history({"quiet", 0, 0, 10});
+  ASSERT_EQ(seqs(quiet), (std::vector<std::uint64_t>{1}));
+  EXPECT_EQ(quiet.messages[0].payload, "alone");
+  EXPECT_EQ(seqs(history({"quiet-later", 0, 0, 10})), (std::vector<std::uint64_t>{1}));
+  auto busy = history({"busy", 0, 0, 1000});
+  ASSERT_EQ(busy.messages.size(), static_cast<std::size_t>(kBusy));
+  for (int i = 0; i < kBusy; ++i) EXPECT_EQ(busy.messages[static_cast<std::size_t>(i)].seq, static_cast<std::uint64_t>(i + 1));
+  EXPECT_EQ(busy.messages.back().payload, big + std::to_string(kBusy));
+  EXPECT_EQ(publish("quiet", "next").second, 2u);
+}
+
 // A room's history across many chunk rows and the unfolded tail in memory reads as one, for
 // every kind of request, with the exact bounds at any seq.
 TEST_F(LocalBusTest, HistoryReadsAcrossChunksAndTheTail) {
