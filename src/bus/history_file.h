@@ -108,6 +108,11 @@ class HistoryFile {
   // `rooms_per_transaction` rooms; returns how many chunk rows. A chunk that is partly out stays
   // (readers skip its old part), so the bounds cost whole rows only.
   std::size_t prune(std::int64_t cutoff_ms, std::size_t keep_per_room, std::size_t rooms_per_transaction);
+  // One transaction of prune(): the next `max_rooms` rooms after `after` (by name), which it
+  // moves past them; `done` once no room is left. A writer prunes a slice at a time, so live
+  // messages are never held up by a walk over every room.
+  std::size_t prune_rooms(std::int64_t cutoff_ms, std::size_t keep_per_room, std::size_t max_rooms, std::string& after,
+                          bool& done);
 
   // Reads what `req` asks for from the chunks (one snapshot), ignoring messages written before
   // `cutoff_ms` and those with seq <= `floor_seq` (a prune has not removed them yet, or they

@@ -35,8 +35,9 @@ std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count();
 }
 
-// How often the writer drops rows older than --history-ttl, and how many per transaction, so
-// a large expiry never holds the writer for long.
+// How often the writer drops rows older than --history-ttl or past --history-size, and how many
+// rooms per transaction: one such slice per turn of the writer (kFoldSliceGap apart), so a walk
+// over many rooms never holds live messages for long.
 constexpr std::chrono::seconds kPruneEvery{60};
 constexpr std::size_t kPruneRooms = 256;
 // How often the writer looks for tails to fold. A room's tail is folded even if it is not a
@@ -256,7 +257,7 @@ class LocalBus final : public MessageBus {
       DeliverFn deliver;
       {
         std::unique_lock lock(mu_);
-        wake_writer_.wait_until(lock, recent_rows_ ? next_fold : std::chrono::steady_clock::now() + kPruneEvery,
+        wake_writer_.wait_until(lock, recent_rows_ ? std::min(next_fold, next_prune) : next_prune,
                                 [&] { return !queue_.empty() || !erasures_.empty() || stopping_; });
         if (queue_.empty() && erasures_.empty() && stopping_) break;
         // Group commit: at most one commit per kCommitEvery while messages keep coming, so a
@@ -288,8 +289,8 @@ class LocalBus final : public MessageBus {
           next_fold = std::chrono::steady_clock::now() + (more ? std::chrono::milliseconds(kFoldSliceGap) : kFoldEvery);
         }
         if (std::chrono::steady_clock::now() >= next_prune) {
-          prune();
-          next_prune = std::chrono::steady_clock::now() + kPruneEvery;
+          const bool done = prune();
+          next_prune = std::chrono::steady_clock::now() + (done ? kPruneEvery : std::chrono::milliseconds(kFoldSliceGap));
         }
       };
       // Rooms deleted after the batch's messages were queued: erased once those are written.
@@ -482,7 +483,13 @@ class LocalBus final : public MessageBus {
     return more;
   }
 
-  void prune() { writer_file_->prune(now_ms() - ttl_ms(), cfg_.history_size, kPruneRooms); }
+  // One slice of the walk over every room (kPruneRooms of them); returns whether it is complete.
+  bool prune() {
+    bool done = true;
+    writer_file_->prune_rooms(now_ms() - ttl_ms(), cfg_.history_size, kPruneRooms, prune_after_, done);
+    if (done) prune_after_.clear();
+    return done;
+  }
 
   // Adds what `recent` holds for `req` to `h` (read from the table): one copy of each seq,
   // ascending, at most req.limit of them from the end the request asks for.
@@ -576,6 +583,7 @@ class LocalBus final : public MessageBus {
   // and fold()'s scratch.
   std::int64_t last_batch_ = 0;
   std::int64_t journal_below_ = 0;
+  std::string prune_after_;  // the last room the current prune walk has done
   std::vector<HistoryFile::Fold> folds_;
   struct Folded {
     const std::string* room;  // recent_'s key

@@ -723,3 +723,35 @@ TEST(HistoryFile, AgePruningDeletesRows) {
   }
   for (auto* tail : {"", "-wal", "-shm"}) std::filesystem::remove(path.string() + tail);
 }
+
+// A prune walks the rooms a slice at a time, in name order, and each slice deletes what it
+// should: chunks past the size bound and chunks older than the cutoff, nothing else.
+TEST(HistoryFile, PruneWalksTheRoomsASliceAtATime) {
+  auto path = std::filesystem::temp_directory_path() / ("chatd-historyprune-" + std::to_string(::getpid()) + ".db");
+  for (auto* tail : {"", "-wal", "-shm"}) std::filesystem::remove(path.string() + tail);
+  {
+    HistoryFile f(path.string());
+    std::vector<HistoryFile::Stored> msgs;
+    for (std::uint64_t i = 1; i <= 3 * 64; ++i) msgs.push_back({i, 5000 + static_cast<std::int64_t>(i), "m", "", 0});
+    std::vector<HistoryFile::Fold> folds{{"a", msgs}, {"b", msgs}, {"c", msgs}};
+    ASSERT_TRUE(f.fold(folds, 0, 0));
+    ASSERT_EQ(sql_on(path, "SELECT count(*) FROM chunks"), "9");
+    // Keep the newest 100 of each room's 192: the first chunk (1..64) is wholly beyond it, the
+    // second (65..128) only in part, so it stays.
+    std::string after;
+    bool done = false;
+    EXPECT_EQ(f.prune_rooms(0, 100, 2, after, done), 2u);
+    EXPECT_FALSE(done);
+    EXPECT_EQ(after, "b");
+    EXPECT_EQ(sql_on(path, "SELECT count(*) FROM chunks WHERE room = 'c'"), "3") << "not in this slice";
+    EXPECT_EQ(f.prune_rooms(0, 100, 2, after, done), 1u);
+    EXPECT_TRUE(done);
+    EXPECT_EQ(sql_on(path, "SELECT group_concat(first_seq) FROM chunks WHERE room = 'c'"), "65,129");
+    // A cutoff past the second chunk's newest message takes it too; the third stays.
+    after.clear();
+    EXPECT_EQ(f.prune_rooms(5000 + 129, 0, 10, after, done), 3u);
+    EXPECT_TRUE(done);
+    EXPECT_EQ(sql_on(path, "SELECT group_concat(room || first_seq) FROM chunks ORDER BY room"), "a129,b129,c129");
+  }
+  for (auto* tail : {"", "-wal", "-shm"}) std::filesystem::remove(path.string() + tail);
+}
