@@ -75,6 +75,31 @@ class LocalBusTest : public ::testing::Test {
     return p.get_future().get();
   }
 
+  // In a child process, a bus of its own on the same data dir: `body(pub)` publishes through
+  // pub(room, payload, client id, the seq it must get), then the child ends without stopping
+  // that bus (what a kill -9 leaves). Returns whether every publish got its seq. No gtest
+  // assertions run in the child, only its exit status counts.
+  template <class Body>
+  bool in_killed_child(Body body) {
+    const pid_t child = ::fork();
+    if (child < 0) return false;
+    if (child == 0) {
+      auto b = make_local_bus(cfg, io);
+      b->start([](Delivery&&) {});
+      int bad = 0;
+      auto pub = [&](const std::string& room, std::string payload, std::string client_id, std::uint64_t want) {
+        std::promise<std::uint64_t> p;
+        b->publish(room, std::move(payload), PublishOptions{std::move(client_id)},
+                   [&](std::error_code ec, std::uint64_t seq) { p.set_value(ec ? 0 : seq); });
+        bad += p.get_future().get() != want;
+      };
+      body(pub);
+      ::_exit(bad);  // no stop()
+    }
+    int status = 0;
+    return ::waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  }
+
   History history(HistoryRequest req) {
     std::promise<History> p;
     bus->history(std::move(req), [&](std::error_code ec, History h) {
@@ -473,24 +498,9 @@ TEST_F(LocalBusTest, AFileOfThePerMessageLayoutIsMovedWithItsJournal) {
 // are history after the restart, and the room's seq and client ids carry on.
 TEST_F(LocalBusTest, TheJournalAKilledProcessLeftIsKeptAndCounted) {
   cfg.local_history.fold_age = std::chrono::hours(1);  // nothing is folded before the "kill"
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    // The child's own bus; no gtest assertions here, only its exit status.
-    auto b = make_local_bus(cfg, io);
-    b->start([](Delivery&&) {});
-    int bad = 0;
-    for (int i = 1; i <= 5; ++i) {
-      std::promise<std::uint64_t> p;
-      b->publish("r", "m" + std::to_string(i), PublishOptions{i == 4 ? "cid-4" : ""},
-                 [&](std::error_code ec, std::uint64_t seq) { p.set_value(ec ? 0 : seq); });
-      bad += p.get_future().get() != static_cast<std::uint64_t>(i);
-    }
-    ::_exit(bad);  // no stop(): what a kill -9 leaves
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child published 1..5";
+  ASSERT_TRUE(in_killed_child([](auto& pub) {
+    for (int i = 1; i <= 5; ++i) pub("r", "m" + std::to_string(i), i == 4 ? "cid-4" : "", static_cast<std::uint64_t>(i));
+  })) << "the child published 1..5";
   ASSERT_GT(journal_bytes(dir), 0u) << "the kill left a journal";
   // And a record the kill cut short (its messages were never answered): ignored.
   for (const auto& e : std::filesystem::directory_iterator(dir))
@@ -516,20 +526,10 @@ TEST_F(LocalBusTest, FullChunksFoldEarlyAndAKillStillLosesTheQuietRoomsMessage) 
   cfg.local_history.fold_age = std::chrono::hours(1);  // only whole chunks are folded
   constexpr int kBusy = 3 * 64 + 10;                    // three whole chunks and a tail
   const std::string big(60 * 1024, 'x');                // 4 MiB journal files fill in ~70 messages
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    auto b = make_local_bus(cfg, io);
-    b->start([](Delivery&&) {});
-    int bad = 0;
-    auto pub = [&](const std::string& room, std::string payload, std::uint64_t want) {
-      std::promise<std::uint64_t> p;
-      b->publish(room, std::move(payload), {}, [&](std::error_code ec, std::uint64_t seq) { p.set_value(ec ? 0 : seq); });
-      bad += p.get_future().get() != want;
-    };
-    pub("quiet", "alone", 1);
-    for (int i = 1; i <= kBusy; ++i) pub("busy", big + std::to_string(i), static_cast<std::uint64_t>(i));
-    pub("quiet-later", "later", 1);
+  ASSERT_TRUE(in_killed_child([&](auto& pub) {
+    pub("quiet", "alone", "", 1);
+    for (int i = 1; i <= kBusy; ++i) pub("busy", big + std::to_string(i), "", static_cast<std::uint64_t>(i));
+    pub("quiet-later", "later", "", 1);
     // Wait (bounded) until the busy room's chunks are in the file: the fold runs every 100 ms.
     for (int i = 0; i < 100; ++i) {
       std::this_thread::sleep_for(50ms);
@@ -537,11 +537,7 @@ TEST_F(LocalBusTest, FullChunksFoldEarlyAndAKillStillLosesTheQuietRoomsMessage) 
       auto n = try_sql_on(dir / "history.db", "SELECT count(*) FROM chunks WHERE room = 'busy'", why);
       if (n && *n == "3") break;
     }
-    ::_exit(bad);  // no stop(): what a kill -9 leaves
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child's publishes were answered in order";
+  })) << "the child's publishes were answered in order";
   EXPECT_EQ(sql_on(dir / "history.db", "SELECT count(*) FROM chunks WHERE room = 'busy'"), "3")
       << "whole chunks folded without waiting for fold_age";
   EXPECT_EQ(sql_on(dir / "history.db", "SELECT count(*) FROM chunks WHERE room <> 'busy'"), "0")
