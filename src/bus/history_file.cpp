@@ -577,20 +577,22 @@ std::size_t HistoryFile::prune_rooms(std::int64_t cutoff_ms, std::size_t keep_pe
     // Chunks before the room's first young one go (all of them if none is young), and those
     // wholly beyond the size bound.
     std::uint64_t young_from = std::numeric_limits<std::uint64_t>::max();
-    bind_text(young, 1, room);
-    sqlite3_bind_int64(young, 2, cutoff_ms);
-    const int rc = sqlite3_step(young);
-    if (rc == SQLITE_ROW) young_from = static_cast<std::uint64_t>(sqlite3_column_int64(young, 0));
-    else ok = rc == SQLITE_DONE;
-    sqlite3_reset(young);
+    {
+      Reset reset{young};
+      bind_text(young, 1, room);
+      sqlite3_bind_int64(young, 2, cutoff_ms);
+      const int rc = sqlite3_step(young);
+      if (rc == SQLITE_ROW) young_from = static_cast<std::uint64_t>(sqlite3_column_int64(young, 0));
+      else ok = rc == SQLITE_DONE;
+    }
     const std::uint64_t over = keep_per_room > 0 && last > keep_per_room ? last - keep_per_room : 0;
     for (auto [st, bound] : {std::pair{drop_old, young_from}, std::pair{drop_over, over}}) {
       if (!ok) break;
+      Reset reset{st};
       bind_text(st, 1, room);
       bind_u64(st, 2, bound);
       ok = sqlite3_step(st) == SQLITE_DONE;
       if (ok) deleted += static_cast<std::size_t>(sqlite3_changes(db_));
-      sqlite3_reset(st);
     }
     if (ok) after = room;
   }
