@@ -550,6 +550,8 @@ class LocalBus final : public MessageBus {
       auto recent = recent_of(r.req, floor, cutoff, first);
       bool ok = reader_file_->read(r.req, cutoff, floor, h);
       if (ok) merge_recent(r.req, first, std::move(recent), h);
+      // A publish after the seq was read can already be in memory: last_seq covers what is sent.
+      for (const auto& m : h.messages) h.last_seq = std::max(h.last_seq, m.seq);
       h.epoch = epoch_;
       if (!ok) r.done(Error::engine_down, {});
       else r.done({}, std::move(h));
