@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "log/log.h"
+#include "log/thread_name.h"
 #include "app/options.h"
 #include "chat/rules.h"
 #include "net/static_files.h"
@@ -114,7 +115,10 @@ int main(int argc, char** argv) {
   asio::io_context& engine = engine_on_worker ? *workers[0] : own_engine;
   auto engine_guard = asio::make_work_guard(engine);
   std::thread engine_thread;
-  if (!engine_on_worker) engine_thread = std::thread([&] { engine.run(); });
+  if (!engine_on_worker) engine_thread = std::thread([&] {
+    log::name_this_thread("chatd-engine");
+    engine.run();
+  });
 
   std::unique_ptr<store::RoomStore> rooms;
   std::unique_ptr<bus::MessageBus> messages;
@@ -218,7 +222,12 @@ int main(int argc, char** argv) {
             << std::endl;
 
   std::vector<std::thread> threads;
-  for (unsigned i = 1; i < n; ++i) threads.emplace_back([w = workers[i]] { w->run(); });
+  // Worker 0 is the main thread and keeps the process's name (pgrep, systemd, ps show "chatd").
+  for (unsigned i = 1; i < n; ++i)
+    threads.emplace_back([w = workers[i], i] {
+      log::name_this_thread("chatd-worker-" + std::to_string(i));
+      w->run();
+    });
   workers[0]->run();
   for (auto& t : threads) t.join();
   if (engine_thread.joinable()) engine_thread.join();

@@ -38,6 +38,7 @@
 
 #include "bus/presence.h"
 #include "log/log.h"
+#include "log/thread_name.h"
 
 namespace chatd::bus {
 namespace {
@@ -105,7 +106,10 @@ class KafkaPresence final : public Presence {
 
   void start(GoneFn gone) override {
     gone_ = std::move(gone);
-    thread_ = std::thread([this] { run(); });
+    thread_ = std::thread([this] {
+      log::name_this_thread("kafka-presence");
+      run();
+    });
   }
 
   void join(const std::string& room, const std::string& member, ChangedFn done) override {

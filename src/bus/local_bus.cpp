@@ -23,6 +23,7 @@
 #include <unordered_map>
 
 #include "log/log.h"
+#include "log/thread_name.h"
 #include "bus/history_file.h"
 #include "bus/message_bus.h"
 
@@ -86,9 +87,18 @@ class LocalBus final : public MessageBus {
     for (auto& c : writer_file_->load_client_ids(now_ms() - window_ms()))
       remember_locked(key_of(c.room_id, c.client_id), c.seq, c.ts_ms, true);
     checkpoint_file_ = std::make_unique<HistoryFile>(path);
-    writer_ = std::thread([this] { run_writer(); });
-    reader_ = std::thread([this] { run_reader(); });
-    checkpointer_ = std::thread([this] { run_checkpointer(); });
+    writer_ = std::thread([this] {
+      log::name_this_thread("hist-writer");
+      run_writer();
+    });
+    reader_ = std::thread([this] {
+      log::name_this_thread("hist-reader");
+      run_reader();
+    });
+    checkpointer_ = std::thread([this] {
+      log::name_this_thread("hist-checkpoint");
+      run_checkpointer();
+    });
   }
   ~LocalBus() override { stop(); }
 

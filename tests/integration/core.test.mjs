@@ -2,6 +2,7 @@
 // WebSocket frames where a well-behaved client library cannot misbehave on purpose.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
 
@@ -285,5 +286,20 @@ describe('bounds and shutdown', () => {
     assert.ok(Date.now() - t0 < 4_500, 'exits within the drain bound');
     await c.waitClosed();
     assert.match(c.inbox.join(''), /ERROR\n[^\0]*shutting down/);
+  });
+});
+
+describe('operations', () => {
+  test('threads are named, so top -H shows which one is busy; the process keeps its name', async () => {
+    const node = await startChatd({ args: ['--threads', '3'] });
+    try {
+      const pid = node.child.pid;
+      const names = readdirSync(`/proc/${pid}/task`).map((t) => readFileSync(`/proc/${pid}/task/${t}/comm`, 'utf8').trim());
+      assert.equal(readFileSync(`/proc/${pid}/comm`, 'utf8').trim(), 'chatd', 'worker 0 is the main thread: pgrep chatd finds it');
+      for (const name of ['chatd-worker-1', 'chatd-worker-2', 'chatd-engine', 'hist-writer', 'hist-reader', 'hist-checkpoint'])
+        assert.ok(names.includes(name), `a thread named ${name} among ${JSON.stringify(names)}`);
+    } finally {
+      await node.stop();
+    }
   });
 });

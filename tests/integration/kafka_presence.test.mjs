@@ -4,6 +4,8 @@
 // Under CTest the broker is the `kafka` fixture's (CHATD_TEST_KAFKA_PORT / CHATD_TEST_KAFKA_DIR);
 // run standalone it starts its own.
 import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
 
 import { startChatd, startRedis } from './harness.mjs';
 import { busUp, kafkaBroker, uniqueTopic, waitForHealth } from './kafka.mjs';
@@ -35,6 +37,13 @@ describe('presence on two nodes over Kafka', () => {
     await a?.stop();
     await b?.stop();
     await redis?.stop();
+  });
+
+  test('the Kafka threads are named, so top -H tells them apart', () => {
+    const pid = a.child.pid;
+    const names = readdirSync(`/proc/${pid}/task`).map((t) => readFileSync(`/proc/${pid}/task/${t}/comm`, 'utf8').trim());
+    for (const name of ['kafka-producer', 'kafka-consumer', 'kafka-history', 'kafka-presence', 'chatd-engine'])
+      assert.ok(names.includes(name), `a thread named ${name} among ${JSON.stringify(names)}`);
   });
 
   presenceTests('kafka', () => [a, b]);
