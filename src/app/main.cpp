@@ -115,10 +115,7 @@ int main(int argc, char** argv) {
   asio::io_context& engine = engine_on_worker ? *workers[0] : own_engine;
   auto engine_guard = asio::make_work_guard(engine);
   std::thread engine_thread;
-  if (!engine_on_worker) engine_thread = std::thread([&] {
-    log::name_this_thread("chatd-engine");
-    engine.run();
-  });
+  if (!engine_on_worker) engine_thread = log::named_thread("chatd-engine", [&] { engine.run(); });
 
   std::unique_ptr<store::RoomStore> rooms;
   std::unique_ptr<bus::MessageBus> messages;
@@ -224,10 +221,7 @@ int main(int argc, char** argv) {
   std::vector<std::thread> threads;
   // Worker 0 is the main thread and keeps the process's name (pgrep, systemd, ps show "chatd").
   for (unsigned i = 1; i < n; ++i)
-    threads.emplace_back([w = workers[i], i] {
-      log::name_this_thread("chatd-worker-" + std::to_string(i));
-      w->run();
-    });
+    threads.push_back(log::named_thread("chatd-worker-" + std::to_string(i), [w = workers[i]] { w->run(); }));
   workers[0]->run();
   for (auto& t : threads) t.join();
   if (engine_thread.joinable()) engine_thread.join();

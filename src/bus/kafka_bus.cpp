@@ -169,18 +169,9 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     // broker's auto-create default) before the first publish; the consumer thread retries.
     set_up_consumer();
     make_reader();
-    producer_thread_ = std::thread([this] {
-      log::name_this_thread("kafka-producer");
-      run_producer_loop();
-    });
-    consumer_thread_ = std::thread([this] {
-      log::name_this_thread("kafka-consumer");
-      run_consumer_loop();
-    });
-    reader_thread_ = std::thread([this] {
-      log::name_this_thread("kafka-history");
-      run_reader_loop();
-    });
+    producer_thread_ = log::named_thread("kafka-producer", [this] { run_producer_loop(); });
+    consumer_thread_ = log::named_thread("kafka-consumer", [this] { run_consumer_loop(); });
+    reader_thread_ = log::named_thread("kafka-history", [this] { run_reader_loop(); });
   }
 
   void publish(std::string room_id, std::string payload, PublishOptions opts, PublishedFn done) override {

@@ -106,10 +106,7 @@ class KafkaPresence final : public Presence {
 
   void start(GoneFn gone) override {
     gone_ = std::move(gone);
-    thread_ = std::thread([this] {
-      log::name_this_thread("kafka-presence");
-      run();
-    });
+    thread_ = log::named_thread("kafka-presence", [this] { run(); });
   }
 
   void join(const std::string& room, const std::string& member, ChangedFn done) override {

@@ -87,18 +87,9 @@ class LocalBus final : public MessageBus {
     for (auto& c : writer_file_->load_client_ids(now_ms() - window_ms()))
       remember_locked(key_of(c.room_id, c.client_id), c.seq, c.ts_ms, true);
     checkpoint_file_ = std::make_unique<HistoryFile>(path);
-    writer_ = std::thread([this] {
-      log::name_this_thread("hist-writer");
-      run_writer();
-    });
-    reader_ = std::thread([this] {
-      log::name_this_thread("hist-reader");
-      run_reader();
-    });
-    checkpointer_ = std::thread([this] {
-      log::name_this_thread("hist-checkpoint");
-      run_checkpointer();
-    });
+    writer_ = log::named_thread("hist-writer", [this] { run_writer(); });
+    reader_ = log::named_thread("hist-reader", [this] { run_reader(); });
+    checkpointer_ = log::named_thread("hist-checkpoint", [this] { run_checkpointer(); });
   }
   ~LocalBus() override { stop(); }
 
