@@ -38,9 +38,16 @@ std::int64_t now_ms() {
 
 // How often the writer drops rows older than --history-ttl or past --history-size, and how many
 // rooms per transaction: one such slice per turn of the writer (kFoldSliceGap apart), so a walk
-// over many rooms never holds live messages for long.
+// over many rooms never holds live messages for long. What a room costs depends on how much of
+// it goes: once 1,000 rooms at 2 msg/s each had reached --history-size, a slice of 256 rooms
+// deleted a minute's worth of rows in one go and held deliveries up to 140 ms (p99 29-119 ms
+// against 3-4 ms before the rooms were full). So the slice adapts: it halves while a slice
+// takes longer than kPruneSliceBudget and doubles back while it takes under a quarter of it,
+// starting each walk small (the rows due pile up between walks, so its first slices cost most).
 constexpr std::chrono::seconds kPruneEvery{60};
-constexpr std::size_t kPruneRooms = 256;
+constexpr std::size_t kPruneRoomsFirst = 16;
+constexpr std::size_t kPruneRoomsMax = 256;
+constexpr std::chrono::microseconds kPruneSliceBudget{2000};
 // How often the writer looks for tails to fold. A room's tail is folded even if it is not a
 // chunk's worth once its oldest is cfg.local_history.fold_age (1 s) old: a quiet room's
 // messages then cost a row each, and the journal (which keeps every row that still holds an
@@ -484,11 +491,20 @@ class LocalBus final : public MessageBus {
     return more;
   }
 
-  // One slice of the walk over every room (kPruneRooms of them); returns whether it is complete.
+  // One slice of the walk over every room (prune_rooms_ of them); returns whether it is complete.
   bool prune() {
     bool done = true;
-    writer_file_->prune_rooms(now_ms() - ttl_ms(), cfg_.history_size, kPruneRooms, prune_after_, done);
-    if (done) prune_after_.clear();
+    const auto start = std::chrono::steady_clock::now();
+    writer_file_->prune_rooms(now_ms() - ttl_ms(), cfg_.history_size, prune_rooms_, prune_after_, done);
+    const auto took = std::chrono::steady_clock::now() - start;
+    if (took > kPruneSliceBudget)
+      prune_rooms_ = std::max<std::size_t>(1, prune_rooms_ / 2);
+    else if (took < kPruneSliceBudget / 4)
+      prune_rooms_ = std::min(kPruneRoomsMax, prune_rooms_ * 2);
+    if (done) {
+      prune_after_.clear();
+      prune_rooms_ = kPruneRoomsFirst;
+    }
     return done;
   }
 
@@ -587,6 +603,7 @@ class LocalBus final : public MessageBus {
   std::int64_t last_batch_ = 0;
   std::int64_t journal_below_ = 0;
   std::string prune_after_;  // the last room the current prune walk has done
+  std::size_t prune_rooms_ = kPruneRoomsFirst;  // rooms per prune slice (prune() adapts it)
   std::vector<HistoryFile::Fold> folds_;
   struct Folded {
     const std::string* room;  // recent_'s key
