@@ -1,6 +1,6 @@
 // Issue 9's figures (not a test: it prints a table and writes a section of BENCHMARKS.md):
 //   CHATD_BIN=build-bench/chatd/src/app/chatd node bench/history.mjs [--reps 3] [--quick] [--no-write]
-//                                                 [--engines embedded,redis,kafka] [--only cost|herd]
+//                                                 [--engines embedded,redis,kafka] [--only cost|herd|age]
 //
 // 1. What history costs: bench/loadgen's two scenarios of bench/run.sh against chatd with
 //    history on (the defaults) and off (--history-size 0), alternating on and off in one
@@ -20,12 +20,17 @@
 //    exactly the 100 the sending node's history lists (seqs and texts), in order, once (no
 //    notice, nothing extra a second later). Meanwhile a probe in another room sends every 20 ms
 //    and times its own messages. Kafka's history cost (1) is not measured: not a target.
+// 4. Age (--only age, embedded only; printed, not written): does a node get slower as its history
+//    file grows? One node, one set of 1,000 rooms × 10 members, --age-steps runs of
+//    --age-seconds each at --age-rate msgs/s in a row (100-byte messages, open loop): after each,
+//    history.db's size, chatd's CPU µs per message and the latency quantiles. With
+//    --age-history-size N the rooms reach their bound within the run, so the later steps prune.
 //
 // chatd runs with --threads 1 pinned to core 0 (and redis-server beside it on core 0); the
 // generator (bench/loadgen, or this process for 2 and 3) on core 1. The machine is shared:
 // the load average is printed with the figures, and only ratios from one sitting compare.
 import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -46,7 +51,11 @@ const value = (name, dflt) => { const i = argv.indexOf(name); return i >= 0 ? ar
 const QUICK = flag('--quick');
 const REPS = Number(value('--reps', QUICK ? 1 : 3));
 const ENGINES = value('--engines', 'embedded,redis,kafka').split(',');
-const ONLY = value('--only', '');  // cost | herd: one part only
+const ONLY = value('--only', '');  // cost | herd | age: one part only
+const AGE_STEPS = Number(value('--age-steps', QUICK ? 2 : 8));
+const AGE_SECONDS = Number(value('--age-seconds', QUICK ? 5 : 45));
+const AGE_RATE = Number(value('--age-rate', 2000));
+const AGE_KEEP = value('--age-history-size', '');  // '': chatd's default
 // A partial run prints its figures but does not replace the section written by a whole one.
 const WRITE = !flag('--no-write') && !ONLY && ['embedded', 'redis', 'kafka'].every((e) => ENGINES.includes(e));
 const DURATION = QUICK ? 3 : 8;
@@ -88,8 +97,8 @@ async function redisServer() {
 let kafka = null;
 
 // A chatd node on `engine`; on Kafka, on `topic`, with its rooms in `redis`, once its bus is up.
-async function chatd(engine, redis, history, name, where = {}, topic = '') {
-  const args = ['--threads', '1'];
+async function chatd(engine, redis, history, name, where = {}, topic = '', extra = []) {
+  const args = ['--threads', '1', ...extra];
   if (!history) args.push('--history-size', '0');
   if (engine === 'redis') args.push('--bus', 'redis', '--store', 'redis', '--redis', redis.url);
   if (engine === 'kafka') args.push('--bus', 'kafka', '--kafka', kafka.address, '--kafka-topic', topic, '--store', 'redis', '--redis', redis.url);
@@ -101,10 +110,10 @@ async function chatd(engine, redis, history, name, where = {}, topic = '') {
 
 // ---- 1. the cost of history ----
 
-function loadgen(node, pids, scenario) {
+function loadgen(node, pids, scenario, { load = SCENARIOS[scenario], seconds = DURATION } = {}) {
   return new Promise((ok, fail) => {
-    const args = ['-c', '1', LOADGEN, '--port', String(node.port), ...SCENARIOS[scenario], '--warmup', '2',
-      '--duration', String(DURATION), '--drain', '2', '--connect-timeout', '120', '--server-pids', pids.join(','),
+    const args = ['-c', '1', LOADGEN, '--port', String(node.port), ...load, '--warmup', '2',
+      '--duration', String(seconds), '--drain', '2', '--connect-timeout', '120', '--server-pids', pids.join(','),
       '--engine-pids', pids.join(','),
       '--label', `history-${scenario}`];
     const child = spawn('taskset', args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -112,7 +121,7 @@ function loadgen(node, pids, scenario) {
     let err = '';
     child.stdout.on('data', (d) => { out += d; });
     child.stderr.on('data', (d) => { err += d; });
-    const timer = setTimeout(() => child.kill('SIGKILL'), (DURATION + 200) * 1000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), (seconds + 200) * 1000);
     child.on('close', (code) => {
       clearTimeout(timer);
       try { ok(JSON.parse(out.trim().split('\n').pop())); } catch { fail(new Error(`loadgen exit ${code}: ${err.slice(-500)}`)); }
@@ -152,6 +161,35 @@ async function cost(engine, redis, scenario) {
   row.bad = [...runs.on, ...runs.off].filter((r) => r.lost || r.errors || r.reordered || r.conns_failed).length;
   row.spread = Object.fromEntries(['on', 'off'].map((mode) => [mode, runs[mode].map((r) => Math.round(r.sent_per_s))]));
   return row;
+}
+
+// ---- 4: age ----
+
+// Runs AGE_STEPS loads in a row on one embedded node and one set of rooms, so its history file
+// grows from step to step; returns one row per step.
+async function age() {
+  const node = await chatd('embedded', null, true, 'bench-hist-age', {}, '', AGE_KEEP ? ['--history-size', AGE_KEEP] : []);
+  try {
+    const ids = [];
+    for (let i = 0; i < 1000; i++) ids.push((await createRoom(node.base, `age-${i}`)).roomId);
+    const load = ['--mode', 'rooms', '--conns', '10000', '--rooms', '1000', '--room-ids', ids.join(','), '--size', '100',
+      '--rate', String(AGE_RATE)];
+    const steps = [];
+    for (let step = 1; step <= AGE_STEPS; step++) {
+      const r = await loadgen(node, [node.child.pid], 'age', { load, seconds: AGE_SECONDS });
+      const mib = (f) => { try { return statSync(join(node.dataDir, f)).size / 2 ** 20; } catch { return 0; } };
+      const row = { step, db_mib: mib('history.db'), wal_mib: mib('history.db-wal'), sent: r.sent, lost: r.lost, errors: r.errors,
+        chatd_us_per_msg: r.sent ? r.engine_cpu_s[0] / r.sent * 1e6 : 0, p50_us: r.p50_us, p99_us: r.p99_us, p999_us: r.p999_us,
+        load: loadavg() };
+      steps.push(row);
+      log(`age step ${step}: history.db ${row.db_mib.toFixed(0)} MiB (WAL ${row.wal_mib.toFixed(0)}), ${r.sent} sent, ` +
+          `chatd ${row.chatd_us_per_msg.toFixed(1)} CPU µs/msg, p50 ${(r.p50_us / 1000).toFixed(2)} p99 ${(r.p99_us / 1000).toFixed(1)} ` +
+          `p99.9 ${(r.p999_us / 1000).toFixed(1)} ms, lost ${r.lost}, errors ${r.errors}`);
+    }
+    return steps;
+  } finally {
+    await node.stop();
+  }
 }
 
 // ---- 2 and 3: replay and the herd ----
@@ -314,8 +352,14 @@ const results = {};
 const redis = await redisServer();
 try {
   // The first run on a machine fetches the broker's jars from Maven Central: minutes.
-  if (ENGINES.includes('kafka')) kafka = await kafkaBroker();
-  for (const engine of ENGINES) {
+  if (ENGINES.includes('kafka') && ONLY !== 'age') kafka = await kafkaBroker();
+  if (ONLY === 'age') {
+    const steps = await age();
+    console.log(['| step | history.db | WAL | messages | chatd CPU µs per message | p50 | p99 | p99.9 | load average |', '|---|---|---|---|---|---|---|---|---|',
+      ...steps.map((r) => `| ${r.step} | ${r.db_mib.toFixed(0)} MiB | ${r.wal_mib.toFixed(0)} MiB | ${r.sent}${r.lost || r.errors ? ` (lost ${r.lost}, errors ${r.errors})` : ''} | ` +
+        `${r.chatd_us_per_msg.toFixed(1)} | ${(r.p50_us / 1000).toFixed(2)} ms | ${(r.p99_us / 1000).toFixed(1)} ms | ${(r.p999_us / 1000).toFixed(1)} ms | ${r.load} |`)].join('\n'));
+  }
+  for (const engine of ONLY === 'age' ? [] : ENGINES) {
     results[engine] = {};
     const r = results[engine];
     // Kafka's cost is not one of the issue's targets, and its broker is a JVM that shares the cores.
