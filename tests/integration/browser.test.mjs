@@ -7,6 +7,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 import { chromium } from 'playwright-core';
 
@@ -250,6 +251,35 @@ test('an unknown room id says so', async () => {
     } else {
       assert.equal(res.status(), 404);
     }
+  } finally {
+    await p.context.close();
+  }
+});
+
+test('a room list that answers late does not hide the room just created', async () => {
+  const p = await openPerson('late-list', { width: 800, height: 600 });
+  try {
+    // The page's first list request answers after the room is created (a slow network or a busy
+    // server): its older list must not replace the one drawn after the create.
+    let first = true;
+    let releaseFirst;
+    const firstHeld = new Promise((ok) => { releaseFirst = ok; });
+    await p.page.route('**/chat/rooms', async (route) => {
+      if (!first) return route.continue();
+      first = false;
+      const response = await route.fetch();  // the list as it is now, before the create
+      await firstHeld;
+      await route.fulfill({ response });
+    });
+    await p.page.goto(`${node.base}/chat/room${query}`);
+    await p.page.fill('#nickname', '늦은목록');
+    await p.page.fill('#room-name', '늦게 온 목록');
+    await p.page.press('#room-name', 'Enter');
+    const link = p.page.locator('#room-list a', { hasText: '늦게 온 목록' });
+    await link.waitFor({ timeout: 10_000 });
+    releaseFirst();
+    await sleep(500);
+    assert.equal(await link.count(), 1, 'the room is still listed after the older list arrived');
   } finally {
     await p.context.close();
   }

@@ -85,12 +85,18 @@
     return true;
   }
 
+  // Loads can overlap (a nickname's sign-in and a room just created each start one) and answer
+  // out of order; only the newest may draw, or an older list would hide the room just made.
+  let loads = 0;
+
   async function load() {
+    const mine = ++loads;
     try {
       if (!(await signedIn())) return;
       const res = await fetch('/chat/rooms', { headers: chatdAuth.headers({ Accept: 'application/json' }), cache: 'no-store' });
       if (!res.ok) throw new Error(await errorText(res));
       const rooms = await res.json();
+      if (mine !== loads) return;
       render(Array.isArray(rooms) ? rooms : []);
       if (!status.classList.contains('error')) say('');
     } catch (e) {
