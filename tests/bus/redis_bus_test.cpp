@@ -711,8 +711,11 @@ TEST(RedisBus, HistoryReadDuringPublishingJoinsLiveWithoutGapOrDuplicate) {
     std::atomic<bool> go{true};
     sent = 0;
     acked = 0;
+    // Publishes until told to stop, so it is still going when the joiner subscribes and reads
+    // (a cap of 5,000 ran out before a slow machine had the joiner up); bounded by 10 s.
     std::thread publisher([&] {
-      while (go && sent < 5000) {
+      const auto deadline = std::chrono::steady_clock::now() + 10s;
+      while (go && std::chrono::steady_clock::now() < deadline) {
         a.bus->publish(room, "x", {}, [&](std::error_code, std::uint64_t) { ++acked; });
         if (++sent % 20 == 0) std::this_thread::sleep_for(200us);
       }
