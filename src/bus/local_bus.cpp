@@ -39,9 +39,9 @@ std::int64_t now_ms() {
 // How often the writer drops rows older than --history-ttl or past --history-size, and how many
 // rooms per transaction: one such slice per turn of the writer (kFoldSliceGap apart), so a walk
 // over many rooms never holds live messages for long. What a room costs depends on how much of
-// it goes: once 1,000 rooms at 2 msg/s each had reached --history-size, a slice of 256 rooms
-// deleted a minute's worth of rows in one go and held deliveries up to 140 ms (p99 29-119 ms
-// against 3-4 ms before the rooms were full). So the slice adapts: it halves while a slice
+// it goes: once 1,000 rooms at 2 msg/s each had reached --history-size, a fixed slice of 256
+// rooms deleted a minute's rows in one go (p99 39-119 ms against 3 ms before the rooms were
+// full; bench/history.mjs --only age). So the slice adapts: it halves while a slice
 // takes longer than kPruneSliceBudget and doubles back while it takes under a quarter of it,
 // starting each walk small (the rows due pile up between walks, so its first slices cost most).
 constexpr std::chrono::seconds kPruneEvery{60};
