@@ -42,13 +42,31 @@ std::string node_id_for(const std::string& data_dir, std::uint16_t port) {
   return id;
 }
 
-// Raises the open-file limit to the hard limit: every connection is a file.
-void raise_file_limit() {
+// Raises the open-file limit to the hard limit: every connection is a file. Returns the limit
+// now in force (RLIM_INFINITY when unknown).
+rlim_t raise_file_limit() {
   rlimit rl{};
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return RLIM_INFINITY;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rlimit raised = rl;
+    raised.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) return raised.rlim_cur;
   }
+  return rl.rlim_cur;
+}
+
+// Files chatd holds besides its connections: data files, the loops' descriptors, the engines'
+// sockets (about 30 idle with Redis; librdkafka holds a few per broker).
+constexpr rlim_t kReservedFiles = 128;
+
+// Past the open-file limit accept() fails and a connection waits unanswered in the backlog;
+// under it chatd answers 503. So --max-connections stays below the limit.
+void fit_connections_to(rlim_t file_limit, std::size_t& max_connections) {
+  if (file_limit == RLIM_INFINITY || max_connections + kReservedFiles <= file_limit) return;
+  const auto fit = static_cast<std::size_t>(file_limit > 2 * kReservedFiles ? file_limit - kReservedFiles : file_limit / 2);
+  std::cerr << "chatd: --max-connections " << max_connections << " lowered to " << std::max<std::size_t>(1, fit)
+            << ": the open-file limit is " << file_limit << " (raise it with ulimit -n or LimitNOFILE)\n";
+  max_connections = std::max<std::size_t>(1, fit);
 }
 
 // Returns the first line of the secret file named by `option`; throws when it is missing or
@@ -95,7 +113,7 @@ int main(int argc, char** argv) {
     std::cout << app::version_text() << '\n';
     return 0;
   }
-  raise_file_limit();
+  fit_connections_to(raise_file_limit(), opt.server.limits.max_connections);
 
   unsigned n = opt.threads ? opt.threads : std::max(1u, std::thread::hardware_concurrency());
   std::vector<std::unique_ptr<asio::io_context>> loops;

@@ -34,6 +34,8 @@ std::string metrics_text(const chat::NodeView& node, const ConnectionCounts& con
   gauge("chatd_store_up", "1 when the room store is reachable.", node.store_health().up ? 1 : 0);
   gauge("chatd_connections_accepted_total", "Connections accepted.", conns.accepted, "counter");
   gauge("chatd_connections_refused_total", "Connections refused over max-connections.", conns.refused, "counter");
+  gauge("chatd_accept_failures_total", "Connections left waiting because the process was out of files (or memory); each pauses accepting 100 ms.",
+        conns.accept_failures, "counter");
   gauge("chatd_messages_published_total", "Chat messages this node published.", c.published, "counter");
   gauge("chatd_messages_received_total", "Messages this node received from the bus.", c.delivered_from_bus, "counter");
   gauge("chatd_deliveries_total", "MESSAGE frames queued to local subscribers.", c.deliveries, "counter");

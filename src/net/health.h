@@ -16,6 +16,7 @@ struct ConnectionCounts {
   std::uint64_t refused = 0;
   std::uint64_t socket_writes = 0;   // system calls writing to client sockets
   std::uint64_t write_timeouts = 0;  // connections reset past Limits::write_timeout
+  std::uint64_t accept_failures = 0; // accept() out of files or memory
 };
 
 // Returns /healthz's JSON; `up` says whether the node is fully up (both engines, not draining).

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "log/log.h"
 #include "net/sessions.h"
 #include "net/sockjs/xhr_session.h"
 #include "net/static_files.h"
@@ -49,7 +50,8 @@ Server::Server(ServerConfig cfg, chat::Hub& hub, std::vector<asio::io_context*> 
       workers_(std::move(workers)),
       files_(std::make_unique<StaticFiles>(cfg_.web_root)),
       sockjs_(std::make_unique<SockJsRegistry>(*this)),
-      acceptor_(*workers_.at(0)) {}
+      acceptor_(*workers_.at(0)),
+      accept_pause_(*workers_.at(0)) {}
 
 Server::~Server() = default;
 
@@ -74,10 +76,20 @@ asio::io_context& Server::next_worker() {
   return w;
 }
 
+namespace {
+
+bool out_of_files(const boost::system::error_code& ec) {
+  return ec == asio::error::no_descriptors || ec == boost::system::errc::too_many_files_open_in_system ||
+         ec == asio::error::no_buffer_space || ec == asio::error::no_memory;
+}
+
+}  // namespace
+
 void Server::do_accept() {
   acceptor_.async_accept(next_worker(), [this](boost::system::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
     if (!ec) {
+      accept_failures_in_a_row_ = 0;
       accepted.fetch_add(1, std::memory_order_relaxed);
       socket.set_option(tcp::no_delay(true), ec);
       set_keepalive(socket, cfg_.limits);
@@ -105,7 +117,20 @@ void Server::do_accept() {
         });
       }
     }
-    // EMFILE and friends: keep accepting; the next attempt may succeed once a file is freed.
+    if (ec && out_of_files(ec)) {
+      // Out of files: the connection stays in the backlog, and retrying at once would spin
+      // this loop at full CPU against its own sessions. Try again shortly.
+      accept_failures.fetch_add(1, std::memory_order_relaxed);
+      // One line when it starts, then one every 5 s while it lasts.
+      if (accept_failures_in_a_row_++ % 50 == 0)
+        log::event("accept_paused", {{"why", ec.message()}, {"retry_ms", "100"},
+                                     {"in_a_row", std::to_string(accept_failures_in_a_row_)}});
+      accept_pause_.expires_after(std::chrono::milliseconds(100));
+      accept_pause_.async_wait([this](boost::system::error_code wait_ec) {
+        if (!wait_ec && acceptor_.is_open()) do_accept();
+      });
+      return;
+    }
     do_accept();
   });
 }
@@ -201,6 +226,7 @@ void Server::shutdown(std::function<void()> done) {
   asio::post(acceptor_.get_executor(), [this] {
     boost::system::error_code ignored;
     acceptor_.close(ignored);
+    accept_pause_.cancel();
   });
   for (std::size_t i = 0; i < hub_.shard_count(); ++i) {
     auto& shard = hub_.shard(i);
@@ -227,7 +253,7 @@ void Server::shutdown(std::function<void()> done) {
 ConnectionCounts Server::connection_counts() const {
   return {connections.load(std::memory_order_relaxed), accepted.load(std::memory_order_relaxed),
           refused.load(std::memory_order_relaxed), socket_writes.load(std::memory_order_relaxed),
-          write_timeouts.load(std::memory_order_relaxed)};
+          write_timeouts.load(std::memory_order_relaxed), accept_failures.load(std::memory_order_relaxed)};
 }
 
 }  // namespace chatd::net

@@ -5,6 +5,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <atomic>
 #include <cstdint>
@@ -145,6 +146,8 @@ class Server {
   // sendmsg/write calls on client sockets, and sockets reset past Limits::write_timeout.
   std::atomic<std::uint64_t> socket_writes{0};
   std::atomic<std::uint64_t> write_timeouts{0};
+  // accept() failures for want of files or memory; each pauses accepting for 100 ms.
+  std::atomic<std::uint64_t> accept_failures{0};
   bool shutting_down() const { return shutting_down_.load(std::memory_order_relaxed); }
 
   // Returns the loop the next accepted connection goes to.
@@ -170,6 +173,8 @@ class Server {
   std::unique_ptr<StaticFiles> files_;
   std::unique_ptr<SockJsRegistry> sockjs_;
   boost::asio::ip::tcp::acceptor acceptor_;
+  boost::asio::steady_timer accept_pause_;  // accepts wait on it while the process is out of files
+  std::uint64_t accept_failures_in_a_row_ = 0;
   std::uint16_t bound_port_ = 0;
   std::size_t next_ = 0;
   std::atomic<bool> shutting_down_{false};

@@ -95,14 +95,16 @@ export function chatdBinary() {
 // GET /healthz answers (any HTTP status counts as up). Returns
 // { port, base, dataDir, log, stop(), tail() }; stop() also removes the data directory unless
 // `keepData` is set. `webRoot: null` leaves --web-root out (an installed chatd finds its own).
+// `launcher` is a command chatd runs under, e.g. ['prlimit', '--nofile=300', '--'].
 export async function startChatd({ args = [], env = {}, name = 'chatd', port, dataDir, timeoutMs = 15_000, keepData = false,
-                                   webRoot = join(repoRoot, 'web') } = {}) {
+                                   webRoot = join(repoRoot, 'web'), launcher = [] } = {}) {
   const bin = chatdBinary();
   if (!existsSync(bin)) throw new Error(`chatd binary not found at ${bin}: build it or set CHATD_BIN`);
   port ??= await freePort();
   const ownData = !dataDir;
   dataDir ??= mkdtempSync(join(tmpdir(), 'chatd-it-'));
-  const proc = startProcess(`${name}-${port}`, bin, [
+  const [cmd, ...pre] = [...launcher, bin];
+  const proc = startProcess(`${name}-${port}`, cmd, [...pre,
     '--port', String(port), '--address', '127.0.0.1', '--data-dir', dataDir,
     ...(webRoot ? ['--web-root', webRoot] : []), ...args,
   ], { cwd: dataDir, env });

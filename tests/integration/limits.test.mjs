@@ -1,9 +1,12 @@
 // The transports' limits are options (net::Limits, chat::Limits' HTTP sizes): set from the
 // command line or CHATD_* variables, they change what the node accepts.
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { startChatd } from './harness.mjs';
+import { eventually, startChatd } from './harness.mjs';
 
 describe('HTTP and SockJS limits are options', () => {
   let node;
@@ -42,5 +45,65 @@ describe('HTTP and SockJS limits are options', () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     assert.equal(status, 404, 'xhr_send finds no session once the delay passed');
+  });
+});
+
+// Every connection is a file. Past the process's open-file limit accept() fails and a client
+// waits in the backlog unanswered, so chatd keeps --max-connections below that limit (and says
+// so), and when files run out anyway it pauses accepting instead of retrying at full speed.
+describe('the open-file limit', () => {
+  // Opens `n` TCP connections; each records whether chatd answered it with a 503.
+  function openConnections(port, n) {
+    return Array.from({ length: n }, () => {
+      const s = connect(port, '127.0.0.1');
+      s.got503 = false;
+      s.on('data', (d) => { if (d.toString().startsWith('HTTP/1.1 503')) s.got503 = true; });
+      s.on('error', () => {});
+      return s;
+    });
+  }
+  const metric = (text, name) => Number(text.match(new RegExp(`^${name} (\\d+)$`, 'm'))?.[1]);
+
+  test('--max-connections is lowered under a small limit, and the connections past it get a 503', async () => {
+    const node = await startChatd({ launcher: ['prlimit', '--nofile=300', '--'] });
+    let socks = [];
+    try {
+      assert.match(readFileSync(node.log, 'utf8'), /--max-connections 18000 lowered to 172: the open-file limit is 300/);
+      socks = openConnections(node.port, 190);
+      await eventually('the connections past 172 are answered 503',
+        () => socks.filter((s) => s.got503).length >= 190 - 172 && !socks.some((s) => s.connecting));
+      for (const s of socks) s.destroy();
+      await eventually('chatd serves again once they are gone', async () =>
+        (await fetch(`${node.base}/healthz`).catch(() => ({ status: 0 }))).status === 200);
+      const m = await (await fetch(`${node.base}/metrics`)).text();
+      assert.equal(metric(m, 'chatd_accept_failures_total'), 0, 'accept() never ran out of files');
+      assert.ok(metric(m, 'chatd_connections_refused_total') >= 190 - 172);
+    } finally {
+      for (const s of socks) s.destroy();
+      await node.stop();
+    }
+  });
+
+  test('out of files, chatd pauses accepting instead of spinning, and catches up when files free', async () => {
+    const node = await startChatd();
+    let socks = [];
+    try {
+      // Lowered after start-up, so --max-connections (18000) is far above what the process may open.
+      execFileSync('prlimit', ['--pid', String(node.child.pid), '--nofile=100:100']);
+      socks = openConnections(node.port, 200);
+      await eventually('the log says accepts are paused', () => /accept_paused why="Too many open files"/.test(readFileSync(node.log, 'utf8')));
+      await new Promise((r) => setTimeout(r, 2_000));
+      for (const s of socks) s.destroy();
+      await eventually('chatd serves again once files are free', async () =>
+        (await fetch(`${node.base}/healthz`).catch(() => ({ status: 0 }))).status === 200);
+      const m = await (await fetch(`${node.base}/metrics`)).text();
+      const failures = metric(m, 'chatd_accept_failures_total');
+      // About 10 a second while paused; a loop retrying at once fails hundreds of thousands of times.
+      assert.ok(failures >= 1 && failures <= 200, `accept failures ${failures}`);
+      assert.ok(metric(m, 'chatd_connections_accepted_total') >= 200, 'the waiting connections were accepted');
+    } finally {
+      for (const s of socks) s.destroy();
+      await node.stop();
+    }
   });
 });
