@@ -58,7 +58,7 @@ void ServerApi::handle(std::string_view path, chat::Rooms& rooms, const chat::No
   }
 
   if (path == "/api/stats") {
-    if (req.method() != http::verb::get) return answer(r, bad_request, method_not_allowed(req, "GET"));
+    if (!reads(req)) return answer(r, bad_request, method_not_allowed(req, "GET, HEAD"));
     auto c = node.counters();
     boost::json::object o{{"node", node.node_id()},
                           {"connections", conns.open},
@@ -156,7 +156,7 @@ void ServerApi::handle(std::string_view path, chat::Rooms& rooms, const chat::No
   static constexpr std::string_view kMembers = "/members";
   if (path.starts_with(kRoomsPath) && path.size() > kRoomsPath.size() + kMembers.size() &&
       path.substr(path.size() - kMembers.size()) == kMembers) {
-    if (req.method() != http::verb::get) return answer(r, bad_request, method_not_allowed(req, "GET"));
+    if (!reads(req)) return answer(r, bad_request, method_not_allowed(req, "GET, HEAD"));
     auto id = path.substr(kRoomsPath.size(), path.size() - kRoomsPath.size() - kMembers.size());
     if (!chat::is_room_id(id)) return answer(r, not_found, json_error(req, http::status::not_found, "no such room"));
     return rooms.room_members(id, [this, r, room = chat::canonical_room_id(id)](std::error_code ec, bus::MemberList l) {

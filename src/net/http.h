@@ -24,6 +24,12 @@ Response make_response(const Request& req, boost::beast::http::status status, st
 // Returns the JSON error {"status":..., "error": message} with that status.
 Response json_error(const Request& req, boost::beast::http::status status, std::string_view message);
 
+// Whether `req` asks for a resource: GET, or HEAD (the same answer without its body, which the
+// connection drops as it writes).
+inline bool reads(const Request& req) {
+  return req.method() == boost::beast::http::verb::get || req.method() == boost::beast::http::verb::head;
+}
+
 // Returns 405 with the Allow header set to `allow`.
 Response method_not_allowed(const Request& req, std::string_view allow);
 

@@ -83,19 +83,54 @@ class HttpSession final : public Closable,
     auto& lim = server_.config().limits;
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(lim.max_http_header));
+    // The largest any route takes; on_header narrows it once the target is known.
     parser_->body_limit(std::max(lim.max_http_body, sockjs_send_limit(server_.hub().limits())));
     stream_.expires_after(server_.config().limits.http_idle_timeout);
     // Asio keeps freed operation blocks per thread for the next operation of any kind. This
     // read's block is large, and the WebSocket session's wait-for-readable, which every idle
     // connection keeps pending, would inherit one each (~0.5 KiB). Plain allocation keeps it
     // out of that cache; the small blocks there then serve the hot path.
+    http::async_read_header(stream_, buffer_, *parser_,
+                            asio::bind_allocator(PlainAllocator<void>(), [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                              self->on_header(ec);
+                            }));
+  }
+
+  // The head is in: a body too large for its route is refused before it is read, and a client
+  // that waits for "100 Continue" (curl, .NET, Java's HttpClient on a large POST) is told to go on.
+  void on_header(beast::error_code ec) {
+    if (ec || parser_->is_done()) return on_read(ec);
+    const auto limit = body_limit_for(parser_->get().target());
+    if (auto length = parser_->content_length(); length && *length > limit) return on_read(http::error::body_limit);
+    parser_->body_limit(limit);
+    if (parser_->get().version() >= 11 && beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
+      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      return asio::async_write(stream_, asio::buffer(kContinue), [self = shared_from_this()](beast::error_code write_ec, std::size_t) {
+        if (write_ec) return self->close();
+        self->read_body();
+      });
+    }
+    read_body();
+  }
+
+  void read_body() {
     http::async_read(stream_, buffer_, *parser_,
                      asio::bind_allocator(PlainAllocator<void>(), [self = shared_from_this()](beast::error_code ec, std::size_t) {
                        self->on_read(ec);
                      }));
   }
 
+  // SockJS's xhr_send carries a batch of STOMP frames; every other route takes --max-http-body.
+  std::size_t body_limit_for(std::string_view target) const {
+    const auto& lim = server_.config().limits;
+    const auto path = target.substr(0, target.find('?'));
+    if (path.starts_with(kSockJsBase) && path.ends_with("/xhr_send"))
+      return std::max(lim.max_http_body, sockjs_send_limit(server_.hub().limits()));
+    return lim.max_http_body;
+  }
+
   void on_read(beast::error_code ec) {
+    head_ = false;
     if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::connection_reset ||
         ec == asio::error::operation_aborted)
       return close();
@@ -119,9 +154,28 @@ class HttpSession final : public Closable,
       return write(json_error(req, http::status::bad_request, "Transfer-Encoding must end in chunked"));
     }
     req_ = parser_->release();
-    if (req_.body().size() > server_.config().limits.max_http_body && !req_.target().ends_with("/xhr_send")) {
+    head_ = req_.method() == http::verb::head;
+    if (req_.body().size() > body_limit_for(req_.target())) {
       req_.keep_alive(false);
       return write(json_error(req_, http::status::payload_too_large, "request body too large"));
+    }
+    // RFC 9112 §3.2: an HTTP/1.1 request names its host exactly once.
+    if (const auto hosts = req_.count(http::field::host); hosts > 1 || (hosts == 0 && req_.version() >= 11)) {
+      req_.keep_alive(false);
+      return write(json_error(req_, http::status::bad_request, "an HTTP/1.1 request needs exactly one Host header"));
+    }
+    // RFC 9112 §3.2.2: a server takes the absolute form (GET http://host/path), as a proxy sends
+    // it; its authority stands for Host.
+    if (!req_.target().starts_with("/") && req_.target() != "*") {
+      auto abs = boost::urls::parse_absolute_uri(req_.target());
+      if (!abs || (abs->scheme_id() != boost::urls::scheme::http && abs->scheme_id() != boost::urls::scheme::https)) {
+        req_.keep_alive(false);
+        return write(json_error(req_, http::status::bad_request, "malformed request target"));
+      }
+      std::string resource = abs->encoded_path().empty() ? std::string("/") : std::string(abs->encoded_path());
+      if (abs->has_query()) resource.append("?").append(abs->encoded_query());
+      req_.set(http::field::host, abs->encoded_authority());
+      req_.target(resource);
     }
     handle();
   }
@@ -207,7 +261,7 @@ class HttpSession final : public Closable,
       return write(std::move(res));
     }
     if (path == "/chat/rooms") {
-      if (method != http::verb::get) return not_allowed("GET");
+      if (!reads(req)) return not_allowed("GET, HEAD");
       return list_rooms(server_.rooms(), server_.config().limits, *url, shared_from_this(), std::move(caller));
     }
     if (path == "/chat/room") {
@@ -218,19 +272,19 @@ class HttpSession final : public Closable,
         }
         return create_room(server_.rooms(), server_.hub().limits(), *url, shared_from_this(), std::move(caller));
       }
-      if (method == http::verb::get) return page("/room.html");
-      return not_allowed("GET, POST");
+      if (reads(req)) return page("/room.html");
+      return not_allowed("GET, HEAD, POST");
     }
     static constexpr std::string_view kEnter = "/chat/room/enter/";
     if (path.rfind(kEnter, 0) == 0) {
-      if (method != http::verb::get) return not_allowed("GET");
+      if (!reads(req)) return not_allowed("GET, HEAD");
       if (!chat::is_room_id(std::string_view(path).substr(kEnter.size())))
         return write(json_error(req, http::status::not_found, "no such room"));
       return page("/enter.html");
     }
     static constexpr std::string_view kRoom = "/chat/room/";
     if (path.rfind(kRoom, 0) == 0) {
-      if (method != http::verb::get) return not_allowed("GET");
+      if (!reads(req)) return not_allowed("GET, HEAD");
       std::string_view rest = std::string_view(path).substr(kRoom.size());
       static constexpr std::string_view kMembers = "/members";
       if (rest.size() > kMembers.size() && rest.substr(rest.size() - kMembers.size()) == kMembers)
@@ -245,17 +299,17 @@ class HttpSession final : public Closable,
       return server_.api().handle(path, server_.rooms(), server_.node(), server_.hub().limits(),
                                   server_.connection_counts(), shared_from_this());
     if (path == "/healthz") {
-      if (method != http::verb::get) return not_allowed("GET");
+      if (!reads(req)) return not_allowed("GET, HEAD");
       bool up = false;
       auto body = health_json(server_.node(), server_.connection_counts(), server_.shutting_down(), up);
       return write(make_response(req, up ? http::status::ok : http::status::service_unavailable, std::move(body), kJson));
     }
     if (path == "/metrics") {
-      if (method != http::verb::get) return not_allowed("GET");
+      if (!reads(req)) return not_allowed("GET, HEAD");
       return write(make_response(req, http::status::ok, metrics_text(server_.node(), server_.connection_counts()) + server_.api().metrics_text(), "text/plain; version=0.0.4"));
     }
     if (path.rfind("/assets/", 0) == 0 || path == "/favicon.ico") {
-      if (method != http::verb::get && method != http::verb::head) return not_allowed("GET");
+      if (!reads(req)) return not_allowed("GET, HEAD");
       return page(path);
     }
     write(json_error(req, http::status::not_found, "no route for " + path));
@@ -300,7 +354,6 @@ class HttpSession final : public Closable,
     if (!f) return write(json_error(req_, http::status::not_found, "no such page: " + std::string(file)));
     auto res = make_response(req_, http::status::ok, f->body, f->content_type);
     res.set(http::field::cache_control, "no-cache");
-    if (req_.method() == http::verb::head) res.body().clear();
     write(std::move(res));
   }
 
@@ -343,6 +396,8 @@ class HttpSession final : public Closable,
       cors_origin_.clear();
     }
     res_ = std::move(res);
+    // HEAD: the GET answer's head alone, Content-Length included (RFC 9110 §9.3.2).
+    if (head_) res_.body().clear();
     if (server_.shutting_down()) res_.keep_alive(false);
     http::async_write(stream_, res_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
       if (ec || !self->res_.keep_alive()) return self->close();
@@ -364,6 +419,7 @@ class HttpSession final : public Closable,
   Request req_;
   Response res_;
   bool handed_over_ = false;
+  bool head_ = false;  // the request being answered is a HEAD
   std::string cors_origin_;  // an allowed cross-site Origin of the REST request being answered
 
   XhrReceiver rx_{*this, server_};  // answers SockJS receiving requests on this connection

@@ -36,9 +36,10 @@ void list_rooms(chat::Rooms& rooms, const Limits& limits, const boost::urls::url
                 chat::IdentityPtr who) {
   auto offset = number_param(url, "offset", 0, std::numeric_limits<std::uint32_t>::max());
   auto limit = number_param(url, "limit", limits.room_list_max, limits.room_list_max);
-  if (!offset || !limit)
+  // limit=0 would answer an empty page whose "next" link is itself.
+  if (!offset || !limit || *limit == 0)
     return r->respond(json_error(r->request(), http::status::bad_request,
-                                 "offset and limit must be whole numbers; limit at most " + std::to_string(limits.room_list_max)));
+                                 "offset must be a whole number and limit one from 1 to " + std::to_string(limits.room_list_max)));
   rooms.list_rooms([&rooms, r, from = *offset, n = *limit, who](std::error_code ec, std::vector<store::Room> all) {
     if (ec) return r->respond(json_error(r->request(), http::status::service_unavailable, ec.message()));
     // Only what the caller may enter is listed; the page counts those.

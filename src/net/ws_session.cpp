@@ -17,6 +17,7 @@
 #include <boost/beast/http.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <array>
 #include <cassert>
 #include <cerrno>
@@ -660,6 +661,16 @@ void run_websocket(Server& server, tcp::socket socket, Request req, boost::beast
                     std::move(slot));
 }
 
+namespace {
+
+// RFC 6455 §4.2.1: the key is 16 bytes in base64, 24 characters ending in "==".
+bool valid_ws_key(std::string_view key) {
+  auto b64 = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '/'; };
+  return key.size() == 24 && key.ends_with("==") && std::all_of(key.begin(), key.end() - 2, b64);
+}
+
+}  // namespace
+
 void run_websocket_app(Server& server, tcp::socket socket, Request req, boost::beast::flat_buffer buffer,
                        std::unique_ptr<WsFraming> framing, std::unique_ptr<WsApp> app, ConnectionSlot slot) {
   // A refused upgrade gives the slot back as it returns; a session keeps it for life.
@@ -670,7 +681,7 @@ void run_websocket_app(Server& server, tcp::socket socket, Request req, boost::b
     return refuse(std::move(socket), req.version(), http::status::upgrade_required, "only WebSocket version 13 is spoken here", true);
   }
   auto key = req[http::field::sec_websocket_key];
-  if (key.size() != 24) {
+  if (!valid_ws_key(key)) {
     return refuse(std::move(socket), req.version(), http::status::bad_request, "missing or malformed Sec-WebSocket-Key", false);
   }
   std::string handshake =

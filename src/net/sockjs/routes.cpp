@@ -68,7 +68,7 @@ std::optional<sockjs::Route> answer_sockjs(Server& server, const std::string& pa
   };
   switch (route.kind) {
     case Kind::greeting:
-      if (method != http::verb::get) r.respond(method_not_allowed(req, "GET"));
+      if (!reads(req)) r.respond(method_not_allowed(req, "GET, HEAD"));
       else r.respond(make_response(req, http::status::ok, std::string(sockjs::greeting_body), kText));
       return std::nullopt;
     case Kind::info: {
@@ -76,8 +76,8 @@ std::optional<sockjs::Route> answer_sockjs(Server& server, const std::string& pa
         preflight("OPTIONS, GET");
         return std::nullopt;
       }
-      if (method != http::verb::get) {
-        r.respond(method_not_allowed(req, "OPTIONS, GET"));
+      if (!reads(req)) {
+        r.respond(method_not_allowed(req, "OPTIONS, GET, HEAD"));
         return std::nullopt;
       }
       thread_local std::mt19937 rng{std::random_device{}()};

@@ -1,0 +1,122 @@
+// HTTP/1.1 where RFC 9110 and 9112 say MUST: HEAD, Expect: 100-continue, Host, the absolute
+// form, the per-route body bound; and what a client following the room list's links gets.
+import { createConnection } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { startChatd } from './harness.mjs';
+
+// Opens a connection, writes `bytes`, and resolves with everything read until `until(text)`
+// holds, the peer closes, or `ms` pass. `then(text, socket)` may write more as data arrives.
+function exchange(port, bytes, { ms = 3_000, until = () => false, then } = {}) {
+  return new Promise((ok) => {
+    const s = createConnection({ host: '127.0.0.1', port });
+    let text = '';
+    let done = false;
+    const finish = (end) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      s.destroy();
+      ok({ text, end });
+    };
+    const timer = setTimeout(() => finish('timeout'), ms);
+    s.on('connect', () => s.write(bytes));
+    s.on('data', (d) => {
+      text += d.toString('latin1');
+      then?.(text, s);
+      if (until(text)) finish('until');
+    });
+    s.on('end', () => finish('eof'));
+    s.on('error', () => finish('error'));
+  });
+}
+
+describe('HTTP/1.1 as the RFCs ask', () => {
+  let node;
+  before(async () => { node = await startChatd(); });
+  after(async () => node?.stop());
+
+  test('HEAD answers like GET without a body, on every route and for errors too', async () => {
+    for (const path of ['/healthz', '/metrics', '/chat/rooms', '/chat/room', '/ws-stomp/info', '/no/such/path', '/assets/rooms.js']) {
+      const get = await fetch(`${node.base}${path}`);
+      const getBody = await get.arrayBuffer();
+      // Two requests on one connection: a body after the HEAD answer would be read as the
+      // second answer's start.
+      const r = await exchange(node.port,
+        `HEAD ${path} HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      const head = r.text.slice(0, r.text.indexOf('\r\n\r\n') + 4);
+      const after = r.text.slice(head.length);
+      assert.match(head, new RegExp(`^HTTP/1\\.1 ${get.status} `), `${path}: HEAD has GET's status`);
+      // /ws-stomp/info's entropy is a random number of varying length.
+      const length = path === '/ws-stomp/info' ? '[1-9]\\d*' : getBody.byteLength;
+      assert.match(head, new RegExp(`\r\nContent-Length: ${length}\r\n`, 'i'), `${path}: GET's length`);
+      assert.match(after, /^HTTP\/1\.1 200 /, `${path}: the next answer follows the head at once`);
+    }
+    // A route that only takes POST says so, still without a body.
+    const r = await exchange(node.port, 'HEAD /ws-stomp/000/abc/xhr_send HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    assert.match(r.text, /^HTTP\/1\.1 405 /);
+    assert.ok(r.text.endsWith('\r\n\r\n'), 'no body after the 405 head');
+  });
+
+  test('Expect: 100-continue gets "100 Continue" before the body, or the final refusal at once', async () => {
+    const body = JSON.stringify({ name: 'continued' });
+    let sent = false;
+    const r = await exchange(node.port,
+      `POST /chat/room HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n` +
+      'Expect: 100-continue\r\nConnection: close\r\n\r\n', {
+        then: (text, s) => { if (!sent && text.includes('\r\n\r\n')) { sent = true; s.write(body); } },
+      });
+    assert.match(r.text, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /);
+    assert.match(r.text, /"name":"continued"/);
+    // Too large for the route: 413 without waiting for a body that was never sent.
+    const big = await exchange(node.port,
+      'POST /chat/room HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\nExpect: 100-continue\r\n\r\n',
+      { until: (t) => t.includes('\r\n\r\n') });
+    assert.match(big.text, /^HTTP\/1\.1 413 /);
+  });
+
+  test('the body bound follows the route, not the query string', async () => {
+    // SockJS xhr_send takes a batch of frames (~129 KiB), with or without a query (access_token).
+    const batch = JSON.stringify(['x'.repeat(60_000)]);
+    for (const q of ['', '?access_token=abc']) {
+      const res = await fetch(`${node.base}/ws-stomp/000/nosuch${q ? 'q' : ''}/xhr_send${q}`, { method: 'POST', body: batch });
+      assert.equal(res.status, 404, `xhr_send${q}: read, then no such session (not 413)`);
+    }
+    // Other routes keep --max-http-body (16 KiB), whatever their query ends with.
+    const res = await fetch(`${node.base}/chat/room?name=x&y=/xhr_send`, { method: 'POST', body: 'a'.repeat(100_000) });
+    assert.equal(res.status, 413);
+  });
+
+  test('Host: an HTTP/1.1 request without one, or with two, is refused; HTTP/1.0 needs none', async () => {
+    const none = await exchange(node.port, 'GET /healthz HTTP/1.1\r\n\r\n');
+    assert.match(none.text, /^HTTP\/1\.1 400 /);
+    const two = await exchange(node.port, 'GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n');
+    assert.match(two.text, /^HTTP\/1\.1 400 /);
+    const old = await exchange(node.port, 'GET /healthz HTTP/1.0\r\n\r\n');
+    assert.match(old.text, /^HTTP\/1\.0 200 /);
+  });
+
+  test('the absolute form (GET http://host/path) is served like the path', async () => {
+    const r = await exchange(node.port,
+      `GET http://127.0.0.1:${node.port}/chat/rooms?limit=1 HTTP/1.1\r\nHost: elsewhere\r\nConnection: close\r\n\r\n`);
+    assert.match(r.text, /^HTTP\/1\.1 200 /);
+    const bad = await exchange(node.port, 'GET ftp://x/healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.match(bad.text, /^HTTP\/1\.1 400 /);
+  });
+
+  test('a WebSocket key that is not 16 bytes of base64 is refused', async () => {
+    const upgrade = (key) => 'GET /ws-stomp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+      `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${key}\r\n\r\n`;
+    const bad = await exchange(node.port, upgrade('!!!!!!!!!!!!!!!!!!!!!!!!'), { until: (t) => t.includes('\r\n\r\n') });
+    assert.match(bad.text, /^HTTP\/1\.1 400 /);
+    const good = await exchange(node.port, upgrade('dGhlIHNhbXBsZSBub25jZQ=='), { until: (t) => t.includes('\r\n\r\n') });
+    assert.match(good.text, /^HTTP\/1\.1 101 /);
+  });
+
+  test('GET /chat/rooms?limit=0 is refused: its "next" link would be itself', async () => {
+    const res = await fetch(`${node.base}/chat/rooms?limit=0`);
+    assert.equal(res.status, 400);
+    assert.match((await res.json()).error, /limit/);
+  });
+});
