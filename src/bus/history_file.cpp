@@ -173,6 +173,12 @@ HistoryFile::HistoryFile(const std::string& path) : path_(path) {
     // chunk without decoding it (a room's ts grow with its seq).
     exec("CREATE TABLE IF NOT EXISTS chunks (room TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,"
          " last_ts INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (room, first_seq)) WITHOUT ROWID");
+    // Client ids whose messages left the chunks inside the dedupe window, by age (see
+    // keep_client_ids_for): appended in ts order, dropped from the old end.
+    exec("CREATE TABLE IF NOT EXISTS client_ids (ts INTEGER NOT NULL, room TEXT NOT NULL, id TEXT NOT NULL,"
+         " seq INTEGER NOT NULL, PRIMARY KEY (ts, room, id)) WITHOUT ROWID");
+    insert_id_ = prepare("INSERT OR IGNORE INTO client_ids (ts, room, id, seq) VALUES (?, ?, ?, ?)");
+    chunks_upto_ = prepare("SELECT data FROM chunks WHERE room = ?1 AND first_seq <= ?2 AND last_ts >= ?3");
     insert_chunk_ = prepare("INSERT OR REPLACE INTO chunks (room, first_seq, last_seq, last_ts, data) VALUES (?, ?, ?, ?, ?)");
     upsert_seq_ = prepare("INSERT INTO room_seq (room, seq) VALUES (?, ?)"
                           " ON CONFLICT (room) DO UPDATE SET seq = max(seq, excluded.seq)");
@@ -276,7 +282,7 @@ void HistoryFile::import_rows(const char* select_sql) {
 }
 
 HistoryFile::~HistoryFile() {
-  for (auto* st : {insert_chunk_, upsert_seq_, trim_, read_after_, read_before_}) sqlite3_finalize(st);
+  for (auto* st : {insert_chunk_, upsert_seq_, trim_, read_after_, read_before_, insert_id_, chunks_upto_}) sqlite3_finalize(st);
   if (journal_fd_ >= 0) ::close(journal_fd_);
   sqlite3_close_v2(db_);
 }
@@ -335,6 +341,12 @@ std::vector<HistoryFile::ClientId> HistoryFile::load_client_ids(std::int64_t sin
   }
   sqlite3_finalize(st);
   sqlite3_finalize(rooms);
+  st = prepare("SELECT room, id, seq, ts FROM client_ids WHERE ts >= ?");
+  sqlite3_bind_int64(st, 1, since_ms);
+  while (sqlite3_step(st) == SQLITE_ROW)
+    out.push_back({column_text(st, 0), column_text(st, 1), static_cast<std::uint64_t>(sqlite3_column_int64(st, 2)),
+                   sqlite3_column_int64(st, 3)});
+  sqlite3_finalize(st);
   std::sort(out.begin(), out.end(), [](const ClientId& x, const ClientId& y) {
     return std::tie(x.ts_ms, x.room_id, x.seq) < std::tie(y.ts_ms, y.room_id, y.seq);
   });
@@ -413,6 +425,8 @@ bool HistoryFile::append(std::span<const Row> rows, bool keep_rows, std::int64_t
     auto& l = last[r.room_id];
     l = std::max(l, r.seq);
   }
+  for (auto it = rows.begin(); ok && id_window_ms_ > 0 && it != rows.end(); ++it)
+    if (!it->client_id.empty()) ok = keep_id(it->room_id, it->client_id, it->seq, it->ts_ms);
   for (auto it = last.begin(); ok && it != last.end(); ++it) {
     Reset reset{upsert_seq_};
     bind_text(upsert_seq_, 1, it->first);
@@ -469,9 +483,12 @@ bool HistoryFile::fold(std::span<const Fold> folds, std::size_t keep_per_room, s
     // last - keep - kChunkMessages + 1 end at or below last - keep.
     const auto last = f.messages.back().seq;
     if (keep_per_room > 0 && last >= keep_per_room + kChunkMessages) {
+      const auto bound = last - keep_per_room - kChunkMessages + 1;
+      ok = keep_ids_of_chunks(f.room, bound);
+      if (!ok) break;
       Reset reset{trim_};
       bind_text(trim_, 1, f.room);
-      bind_u64(trim_, 2, last - keep_per_room - kChunkMessages + 1);
+      bind_u64(trim_, 2, bound);
       ok = sqlite3_step(trim_) == SQLITE_DONE;
       if (!ok) break;
     }
@@ -529,6 +546,42 @@ bool HistoryFile::recover(std::size_t keep_per_room) {
   return true;
 }
 
+std::int64_t HistoryFile::id_since_ms() const {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count() - id_window_ms_;
+}
+
+bool HistoryFile::keep_id(std::string_view room, std::string_view client_id, std::uint64_t seq, std::int64_t ts_ms) {
+  Reset reset{insert_id_};
+  sqlite3_bind_int64(insert_id_, 1, ts_ms);
+  bind_text(insert_id_, 2, room);
+  bind_text(insert_id_, 3, client_id);
+  bind_u64(insert_id_, 4, seq);
+  return sqlite3_step(insert_id_) == SQLITE_DONE;
+}
+
+bool HistoryFile::keep_ids_of_chunks(std::string_view room, std::uint64_t first_seq_max) {
+  if (id_window_ms_ <= 0) return true;
+  const auto since = id_since_ms();
+  std::vector<std::tuple<std::string, std::uint64_t, std::int64_t>> ids;
+  {
+    Reset reset{chunks_upto_};
+    bind_text(chunks_upto_, 1, room);
+    bind_u64(chunks_upto_, 2, first_seq_max);
+    sqlite3_bind_int64(chunks_upto_, 3, since);
+    int rc;
+    while ((rc = sqlite3_step(chunks_upto_)) == SQLITE_ROW) {
+      Reader r{column_blob(chunks_upto_, 0)};
+      for (MessageView m; next_message(r, m);)
+        if (m.ts_ms >= since && !m.client_id.empty()) ids.emplace_back(std::string(m.client_id), m.seq, m.ts_ms);
+    }
+    if (rc != SQLITE_DONE) return false;
+  }
+  for (const auto& [id, seq, ts] : ids)
+    if (!keep_id(room, id, seq, ts)) return false;
+  return true;
+}
+
 bool HistoryFile::erase_room(const std::string& room, std::uint64_t last_seq) {
   if (sqlite3_exec(db_, kBegin, nullptr, nullptr, nullptr) != SQLITE_OK) return false;
   bool ok;
@@ -570,6 +623,12 @@ std::size_t HistoryFile::prune_rooms(std::int64_t cutoff_ms, std::size_t keep_pe
   bool ok = true;
   bind_text(rooms, 1, after);
   sqlite3_bind_int64(rooms, 2, static_cast<sqlite3_int64>(max_rooms));
+  if (after.empty() && id_window_ms_ > 0) {  // a walk's first slice: ids out of the window go
+    auto* old_ids = prepare("DELETE FROM client_ids WHERE ts < ?");
+    sqlite3_bind_int64(old_ids, 1, id_since_ms());
+    ok = sqlite3_step(old_ids) == SQLITE_DONE;
+    sqlite3_finalize(old_ids);
+  }
   while (ok && sqlite3_step(rooms) == SQLITE_ROW) {
     ++n;
     const std::string room = column_text(rooms, 0);
@@ -587,6 +646,9 @@ std::size_t HistoryFile::prune_rooms(std::int64_t cutoff_ms, std::size_t keep_pe
     }
     const std::uint64_t over = keep_per_room > 0 && last > keep_per_room ? last - keep_per_room : 0;
     for (auto [st, bound] : {std::pair{drop_old, young_from}, std::pair{drop_over, over}}) {
+      if (!ok) break;
+      // drop_old takes first_seq < bound, drop_over a subset of first_seq <= bound.
+      if (bound > 0) ok = keep_ids_of_chunks(room, st == drop_old ? bound - 1 : bound);
       if (!ok) break;
       Reset reset{st};
       bind_text(st, 1, room);

@@ -22,6 +22,7 @@
 #include <sqlite3.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -81,6 +82,12 @@ class HistoryFile {
   // deletes the files. Returns false when a file could not be read or the database refused.
   bool recover(std::size_t keep_per_room);
 
+  // Client ids (x-client-id) are remembered for `window` (the dedupe window) however short
+  // history is kept: those of messages that leave the file younger than that (by
+  // --history-size, --history-ttl, or at once with history off) are kept in a table of their
+  // own until they are `window` old. 0 (the default): not kept.
+  void keep_client_ids_for(std::chrono::milliseconds window) { id_window_ms_ = window.count(); }
+
   // Returns every room's last assigned seq (after recover(): the journal is empty).
   std::unordered_map<std::string, std::uint64_t> load_seqs();
   // Returns the client ids written at or after `since_ms`, oldest first.
@@ -132,6 +139,11 @@ class HistoryFile {
 
  private:
   static int on_wal(void* self, sqlite3* db, const char* name, int pages);
+  // Keeps the ids still inside the window of the chunks of `room` starting at or below
+  // `first_seq_max`, which the caller is about to delete. Inside the caller's transaction.
+  bool keep_ids_of_chunks(std::string_view room, std::uint64_t first_seq_max);
+  bool keep_id(std::string_view room, std::string_view client_id, std::uint64_t seq, std::int64_t ts_ms);
+  std::int64_t id_since_ms() const;
   void migrate();
   // Moves the rows `select_sql` returns (room, seq, ts, payload, client_id; by room, seq) into
   // chunks, skipping those at or below what the room has folded.
@@ -164,6 +176,9 @@ class HistoryFile {
   sqlite3_stmt* insert_chunk_ = nullptr;
   sqlite3_stmt* upsert_seq_ = nullptr;
   sqlite3_stmt* trim_ = nullptr;
+  sqlite3_stmt* insert_id_ = nullptr;
+  sqlite3_stmt* chunks_upto_ = nullptr;
+  std::int64_t id_window_ms_ = 0;
   sqlite3_stmt* read_after_ = nullptr;
   sqlite3_stmt* read_before_ = nullptr;
 };

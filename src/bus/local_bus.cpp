@@ -86,6 +86,7 @@ class LocalBus final : public MessageBus {
     writer_file_ = std::make_unique<HistoryFile>(path);
     reader_file_ = std::make_unique<HistoryFile>(path);
     epoch_ = writer_file_->epoch();
+    writer_file_->keep_client_ids_for(std::chrono::duration_cast<std::chrono::milliseconds>(cfg.dedupe_window));
     // What a killed process left in the journal.
     if (!writer_file_->recover(cfg.history_size))
       throw std::runtime_error(path + ": cannot fold the journal: " + writer_file_->last_error());

@@ -361,6 +361,37 @@ TEST_F(LocalBusTest, AClientIdIsPublishedOnceAndAnsweredAlike) {
   EXPECT_EQ(publish("r", "hello", "c-1").second, first.second);
 }
 
+// An id outlives its message: with history off, or once the room passed --history-size, a
+// retry within the window is still answered with the first seq after a restart or a kill.
+TEST_F(LocalBusTest, AClientIdOutlivesItsMessageAcrossARestartAndAKill) {
+  for (std::size_t size : {std::size_t{0}, std::size_t{100}}) {
+    SCOPED_TRACE("history size " + std::to_string(size));
+    if (bus) bus->stop();
+    bus.reset();
+    std::filesystem::remove_all(dir);
+    cfg.history_size = size;
+    open();
+    const auto first = publish("r", "hello", "outbox-1");
+    ASSERT_FALSE(first.first);
+    for (int i = 0; i < 300; ++i) ASSERT_FALSE(publish("r", "filler").first);
+    open();
+    if (size) {
+      EXPECT_GT(history({"r", 0, 0, 1000}).messages.front().seq, first.second) << "its message left history";
+    }
+    EXPECT_EQ(publish("r", "hello", "outbox-1").second, first.second);
+
+    bus->stop();
+    bus.reset();
+    ASSERT_TRUE(in_killed_child([](auto& pub) {
+      pub("r", "bye", "outbox-2", 302);
+      for (std::uint64_t seq = 303; seq < 603; ++seq) pub("r", "filler", "", seq);
+    })) << "the child published 302..602";
+    open();
+    EXPECT_EQ(publish("r", "bye", "outbox-2").second, 302u);
+    EXPECT_EQ(publish("r", "new", "outbox-3").second, 603u);
+  }
+}
+
 TEST_F(LocalBusTest, AClientIdIsForgottenAfterTheWindow) {
   cfg.dedupe_window = 1s;
   open();
