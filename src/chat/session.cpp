@@ -237,15 +237,15 @@ void StompSession::on_subscribe(stomp::Frame& f) {
   std::optional<std::uint64_t> slot;
   if (receipt) slot = open_answer();
   std::string receipt_id = receipt ? *receipt : std::string();
+  const auto serial = ++next_sub_serial_;
   if (hub_.known_room(room)) {
     if (!hub_.may_enter(identity_.get(), room)) return refuse_room(slot ? *slot : open_answer(), receipt_id);
-    subs_.emplace(sub_id, Subscription{room, escaped});
-    return join_room(sub_id, room, escaped, slot, std::move(receipt_id), *ask);
+    subs_.emplace(sub_id, Subscription{room, escaped, false, serial});
+    return join_room(sub_id, serial, room, escaped, slot, std::move(receipt_id), *ask);
   }
   // Not known here yet: ask the store before subscribing (finding 11: a SUBSCRIBE to a room
   // that does not exist is refused). The id is held meanwhile; a slot keeps answers in order.
   if (!slot) slot = open_answer();
-  auto serial = ++next_sub_serial_;
   subs_.emplace(sub_id, Subscription{room, escaped, true, serial});
   hub_.check_room(room, back_in_loop([sub_id, serial, slot, receipt_id, ask = *ask](StompSession& s, std::error_code ec) {
     s.on_room_checked(sub_id, serial, *slot, receipt_id, ask, ec);
@@ -256,12 +256,13 @@ void StompSession::on_room_checked(const std::string& sub_id, std::uint64_t seri
                                    const std::string& receipt, const std::optional<HistoryAsk>& ask, std::error_code ec) {
   if (state_ != State::connected) return;
   auto it = subs_.find(sub_id);
-  if (it == subs_.end() || it->second.serial != serial) return settle(slot, {});  // unsubscribed meanwhile
+  std::optional<std::string> r;
+  if (!receipt.empty()) r = receipt;
+  // Unsubscribed meanwhile: the SUBSCRIBE still gets its RECEIPT, in order.
+  if (it == subs_.end() || it->second.serial != serial) return settle(slot, {0, {}, std::move(r)});
   if (ec) {
     subs_.erase(it);
     if (ec == Error::unknown_room) hub_.refusals.count(Refusal::subscribe_unknown_room, client_, id_);
-    std::optional<std::string> r;
-    if (!receipt.empty()) r = receipt;
     return settle(slot, {status_for(ec), ec.message(), std::move(r)});
   }
   if (!hub_.may_enter(identity_.get(), it->second.room_id)) {
@@ -269,19 +270,23 @@ void StompSession::on_room_checked(const std::string& sub_id, std::uint64_t seri
     return refuse_room(slot, receipt);
   }
   it->second.pending = false;
-  join_room(sub_id, it->second.room_id, it->second.escaped, slot, receipt, ask);
+  join_room(sub_id, serial, it->second.room_id, it->second.escaped, slot, receipt, ask);
 }
 
-void StompSession::join_room(const std::string& sub_id, const std::string& room, const std::string& escaped,
-                             std::optional<std::uint64_t> slot, std::string receipt, std::optional<HistoryAsk> ask) {
+void StompSession::join_room(const std::string& sub_id, std::uint64_t serial, const std::string& room,
+                             const std::string& escaped, std::optional<std::uint64_t> slot, std::string receipt,
+                             std::optional<HistoryAsk> ask) {
   // Live first: from here every new message of the room reaches this subscription (held while
   // history is read), so history and live overlap rather than leave a gap between them.
   shard_.subscribe_in_loop(room, this, escaped);
   if (ask) joined().replays[escaped] = Replay{};
-  auto confirmed = back_in_loop([sub_id, slot, receipt = std::move(receipt), ask](StompSession& s, std::error_code ec) {
+  auto confirmed = back_in_loop([sub_id, serial, slot, receipt = std::move(receipt), ask](StompSession& s, std::error_code ec) {
     if (s.state_ != State::connected) return;
-    if (!s.subs_.count(sub_id)) {
-      if (slot) s.settle(*slot, {});  // unsubscribed meanwhile; later answers must not wait on this one
+    // Unsubscribed meanwhile (its leave ends the join with `stopped`), or the node is stopping:
+    // the SUBSCRIBE still gets its RECEIPT, since every later answer waits on this one.
+    auto it = s.subs_.find(sub_id);
+    if (it == s.subs_.end() || it->second.serial != serial || ec == bus::Error::stopped) {
+      if (slot) s.settle(*slot, {0, {}, receipt});
       return;
     }
     if (ec)
@@ -292,9 +297,7 @@ void StompSession::join_room(const std::string& sub_id, const std::string& room,
     // confirmed reaches this node through history alone.
     if (ask) s.start_replay_in_loop(sub_id, *ask);
   });
-  hub_.join(room, shard_.index(), [confirmed = std::move(confirmed)](std::error_code ec) mutable {
-    if (ec != bus::Error::stopped) confirmed(ec);
-  });
+  hub_.join(room, shard_.index(), [confirmed = std::move(confirmed)](std::error_code ec) mutable { confirmed(ec); });
   hub_.report_subscription(ChatEvent::Kind::join, room, id_);
   if (hub_.presence_on()) update_presence(room, true, nullptr);  // an ENTER may have come first
 }

@@ -69,7 +69,7 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
     std::string room_id;  // empty for /user/queue/errors
     std::string escaped;  // the id as it goes into MESSAGE frames
     bool pending = false;       // the room's existence is being checked; not joined yet
-    std::uint64_t serial = 0;   // tells a pending check from a later subscription with the same id
+    std::uint64_t serial = 0;   // tells a pending check or join from a later subscription with the same id
   };
   // What a SUBSCRIBE asked of history: x-history: N, or x-since-seq: S (+ x-epoch: E).
   struct HistoryAsk {
@@ -99,7 +99,7 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
                        const std::optional<HistoryAsk>& ask, std::error_code ec);
   // Subscribes to a room known to exist; its RECEIPT (if `slot`) waits for the bus, then the
   // history `ask`ed for is replayed.
-  void join_room(const std::string& sub_id, const std::string& room, const std::string& escaped,
+  void join_room(const std::string& sub_id, std::uint64_t serial, const std::string& room, const std::string& escaped,
                  std::optional<std::uint64_t> slot, std::string receipt, std::optional<HistoryAsk> ask);
   // A SUBSCRIBE to a restricted room this identity may not enter: 403 on /user/queue/errors
   // in `slot`, no subscription (as for an unknown room).

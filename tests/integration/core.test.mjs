@@ -125,6 +125,23 @@ describe('one node, embedded default', () => {
     await c.waitClosed();
   });
 
+  test('a SUBSCRIBE undone before its room is joined still gets its RECEIPT, and later answers follow', async () => {
+    // A user who opens a room and leaves it at once: UNSUBSCRIBE lands while the join is in
+    // flight. Once on a room this node already knows, once on one it must look up first.
+    const fresh = await createRoom(node.base, 'in and out');
+    for (const target of [room, fresh]) {
+      const c = await rawStomp(node.base);
+      c.send('CONNECT\naccept-version:1.2\nhost:x\nheart-beat:0,0\n\n\0');
+      await c.frame(/CONNECTED\n/);
+      c.send(`SUBSCRIBE\nid:a\ndestination:/sub/chat/room/${target.roomId}\nreceipt:r-sub\n\n\0` +
+             'UNSUBSCRIBE\nid:a\nreceipt:r-unsub\n\n\0');
+      c.send(`SEND\ndestination:/pub/chat/message\nreceipt:r-send\ncontent-type:application/json\n\n${chat('TALK', target.roomId, 'raw', 'after leaving')}\0`);
+      c.send('DISCONNECT\nreceipt:r-bye\n\n\0');
+      await c.frame(/RECEIPT\nreceipt-id:r-sub\n[^\0]*\0RECEIPT\nreceipt-id:r-unsub\n[^\0]*\0RECEIPT\nreceipt-id:r-send\n[^\0]*\0RECEIPT\nreceipt-id:r-bye\n/);
+      await c.waitClosed();
+    }
+  });
+
   test('a malformed frame closes only that client; another keeps chatting', async () => {
     const good = await stompOverWebSocket(node.base);
     const bad = await rawStomp(node.base);
