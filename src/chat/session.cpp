@@ -376,7 +376,10 @@ void StompSession::on_send(stomp::Frame& f) {
       auto bad = make_error_code(Error::bad_client_id);
       return settle(slot, {400, bad.message(), std::move(receipt)});
     }
-    client_id = *c;
+    // The id is its sender's own (the token's user, else the nickname): another sender's
+    // message with the same id, a counter or a guess, is a different message.
+    client_id = identity_ ? identity_->user : m->sender;
+    client_id.append(1, '\x1f').append(*c);
   }
   auto answered = back_in_loop([slot, receipt = std::move(receipt)](StompSession& s, std::error_code pec, std::uint64_t seq) mutable {
     if (s.state_ != State::connected) return;

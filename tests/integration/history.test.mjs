@@ -186,6 +186,25 @@ describe('history on the embedded default', () => {
     await Promise.all([w, b].map((s) => s.close()));
   });
 
+  test('x-client-id belongs to its sender: another sender with the same id is another message', async () => {
+    const { roomId } = await createRoom(node.base, 'dedupe per sender');
+    const w = await stompOverWebSocket(node.base);
+    const seen = await w.subscribeConfirmed(dest(roomId));
+    const send = (s, sender, receipt) => new Promise((ok) => {
+      s.client.watchForReceipt(receipt, (f) => ok(Number(f.headers['x-seq'])));
+      s.client.publish({ destination: '/pub/chat/message', body: talk(roomId, sender, `from ${sender}`), headers: { receipt, 'x-client-id': '1' } });
+    });
+    const a = await stompOverWebSocket(node.base);
+    const b = await stompOverWebSocket(node.base);
+    const alice = await send(a, 'alice', 'ra');
+    const bob = await send(b, 'bob', 'rb');
+    assert.equal(await send(a, 'alice', 'ra2'), alice, "alice's retry is hers");
+    assert.equal(bob, alice + 1, "bob's message is his own, not alice's retry");
+    const got = await seen.waitForMessages(2);
+    assert.deepEqual(got.map((m) => m.message), ['from alice', 'from bob']);
+    await Promise.all([w, a, b].map((s) => s.close()));
+  });
+
   test('REST: GET /chat/room/{id}/messages pages older history in the live shape; bounds answer 400/404', async () => {
     const { roomId } = await createRoom(node.base, 'paging');
     const s = await stompOverWebSocket(node.base);
