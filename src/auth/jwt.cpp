@@ -11,6 +11,7 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -363,7 +364,12 @@ chat::IdentityPtr JwtVerifier::verify(std::string_view token, std::string& why) 
   else if (alg_name == "RS256") alg = Alg::rs256;
   else if (alg_name == "ES256") alg = Alg::es256;
   else if (alg_name == "none" || alg_name == "None" || alg_name == "NONE") return fail("unsigned tokens (alg none) are refused");
-  else return fail("alg " + std::string(alg_name.substr(0, 16)) + " is not accepted (HS256, RS256, ES256)");
+  else {
+    // Whatever the token says goes into an ERROR frame: printable ASCII only, and short.
+    std::string shown(alg_name.substr(0, 16));
+    std::replace_if(shown.begin(), shown.end(), [](char c) { return c < 0x20 || c > 0x7e; }, '?');
+    return fail("alg " + shown + " is not accepted (HS256, RS256, ES256)");
+  }
   if (h.if_contains("crit")) return fail("token header has crit extensions this server does not know");
   std::string_view kid;
   if (auto k = h.if_contains("kid")) {

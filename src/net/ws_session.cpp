@@ -49,7 +49,13 @@ namespace {
 constexpr std::size_t kErrorRoom = 4096;
 
 // Returns the reason, trimmed to what a close frame holds.
-std::string_view reason_of(std::string_view r) { return r.substr(0, 120); }
+std::string_view reason_of(std::string_view r) {
+  if (r.size() <= 120) return r;
+  // Cut before a character, not inside one: a close reason is UTF-8.
+  std::size_t n = 120;
+  while (n > 0 && (static_cast<unsigned char>(r[n]) & 0xC0) == 0x80) --n;
+  return r.substr(0, n);
+}
 
 class WsSession final : public chat::Transport, public std::enable_shared_from_this<WsSession> {
  public:

@@ -3,6 +3,8 @@
 // copied aside. Headers and body are written straight into frame_, whose buffers are reused.
 #include "stomp/stomp.h"
 
+#include "utf8/utf8.h"
+
 #include <algorithm>
 #include <array>
 #include <charconv>
@@ -61,7 +63,10 @@ bool unescape_into(std::string_view in, Version v, std::string& out) {
 // Appends `in` escaped per `v` to `out`; `escape` false appends it raw.
 void escape_into(std::string_view in, Version v, bool escape, std::string& out) {
   if (!escape || v == Version::v1_0) {
+    // Nothing can be escaped here, and a raw line break would end the header: it becomes a space.
+    const auto from = out.size();
     out.append(in);
+    std::replace_if(out.begin() + static_cast<std::ptrdiff_t>(from), out.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
     return;
   }
   for (const char c : in) {
@@ -112,6 +117,7 @@ class StompCategory final : public std::error_category {
         return "The content-length header is not a decimal number within the frame size limit.";
       case Error::missing_nul:
         return "The body is not followed by a NUL byte where content-length says it ends.";
+      case Error::header_not_utf8: return "A header line is not UTF-8.";
     }
     return "Unknown STOMP codec error.";
   }
@@ -201,6 +207,10 @@ Error Parser::on_header_line(std::string_view line) {
   if (frame_.headers.size() >= limits_.max_headers) return Error::too_many_headers;
   const std::size_t colon = line.find(':');
   if (colon == std::string_view::npos || colon == 0) return Error::malformed_header;
+  // Header values go back out in text frames (receipt-id, subscription, error texts).
+  if (std::any_of(line.begin(), line.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; }) &&
+      !utf8::valid(line))
+    return Error::header_not_utf8;
 
   Header h;
   if (!spare_.empty()) {

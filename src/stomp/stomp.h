@@ -58,6 +58,7 @@ enum class Error {
   header_too_long,              // a header line longer than Limits::max_header_line
   bad_content_length,           // content-length is not a decimal number within bounds
   missing_nul,                  // the byte after a content-length body is not NUL
+  header_not_utf8,              // a header line that is not UTF-8 (a binary WebSocket message can carry any byte)
 };
 
 const std::error_category& error_category() noexcept;

@@ -212,6 +212,12 @@ TEST_F(Jwt, AlgNoneRefused) {
   EXPECT_EQ(why, "unsigned tokens (alg none) are refused");
   EXPECT_FALSE(v->verify(base64url_encode(R"({"alg":"HS512"})") + "." + base64url_encode("{}") + ".", why));
   EXPECT_NE(why.find("not accepted"), std::string::npos);
+  // The refusal quotes the token's alg into an ERROR frame: printable ASCII, 16 bytes at most,
+  // so a line break cannot end the header and a cut cannot split a character.
+  EXPECT_FALSE(v->verify(base64url_encode("{\"alg\":\"x\\n\\nINJ:1\\n\"}") + "." + base64url_encode("{}") + ".", why));
+  EXPECT_EQ(why, "alg x??INJ:1? is not accepted (HS256, RS256, ES256)");
+  EXPECT_FALSE(v->verify(base64url_encode("{\"alg\":\"abcdefghijklmno\u00e9\"}") + "." + base64url_encode("{}") + ".", why));
+  EXPECT_EQ(why, "alg abcdefghijklmno? is not accepted (HS256, RS256, ES256)");
 }
 
 TEST_F(Jwt, AlgConfusionRefused) {

@@ -223,8 +223,9 @@ TEST(StompEscape, EscapeHeaderKnownValues) {
   const std::string raw = "a:b\nc\rd\\e";
   EXPECT_EQ(escape_header(raw, Version::v1_2), "a\\cb\\nc\\rd\\\\e");
   EXPECT_EQ(escape_header(raw, Version::v1_1), "a\\cb\\nc\rd\\\\e");
-  EXPECT_EQ(escape_header(raw, Version::v1_0), raw);
-  EXPECT_EQ(escape_header(raw, Version::v1_2, Command::connected), raw);
+  // Unescaped (1.0, CONNECTED): a line break would end the header, so it becomes a space.
+  EXPECT_EQ(escape_header(raw, Version::v1_0), "a:b c d\\e");
+  EXPECT_EQ(escape_header(raw, Version::v1_2, Command::connected), "a:b c d\\e");
   EXPECT_EQ(escape_header("plain", Version::v1_2), "plain");
 }
 
@@ -571,6 +572,21 @@ TEST(StompBounds, UnlimitedLimitsDoNotOverflow) {
 TEST(StompErrors, MalformedHeader) {
   EXPECT_EQ(feed_all("SEND\nno colon here\n\n\0"s).error, Error::malformed_header);
   EXPECT_EQ(feed_all("SEND\n:empty name\n\n\0"s).error, Error::malformed_header);
+}
+
+// Header values are sent back in text frames (receipt-id, subscription), so they must be UTF-8;
+// a binary WebSocket message could carry any byte. Bodies may hold anything.
+TEST(StompErrors, HeaderLinesMustBeUtf8) {
+  EXPECT_EQ(feed_all("SEND\nreceipt:r\xfe\xff\n\n\0"s).error, Error::header_not_utf8);
+  EXPECT_EQ(feed_all("SEND\nid\xc3:x\n\n\0"s).error, Error::header_not_utf8);
+  EXPECT_EQ(parse_one("SEND\nreceipt:\xeb\xb0\xa5\n\n\xff\xfe\0"s).header("receipt")->size(), 3u) << "UTF-8 headers and any body pass";
+}
+
+// Nothing is escaped in 1.0 (and in CONNECTED): a line break in a value would end the header
+// and start another, so it goes out as a space.
+TEST(StompEncode, NoLineBreakInAnUnescapedHeader) {
+  const auto wire = encode(make_frame(Command::error, {{"message", "a\nINJ:1\r\n"}}), Version::v1_0);
+  EXPECT_EQ(wire, "ERROR\nmessage:a INJ:1  \n\n\0"s);
 }
 
 TEST(StompErrors, ParserStaysFailed) {
