@@ -79,7 +79,8 @@ void StompSession::start_in_loop() {
 void StompSession::on_bytes_in_loop(std::string_view bytes) {
   shard_.assert_in_loop();
   last_read_ = Clock::now();
-  while (!bytes.empty() && (state_ == State::awaiting_connect || state_ == State::connected)) {
+  // After DISCONNECT a client sends nothing more (STOMP 1.2); whatever it does send is not acted on.
+  while (!bytes.empty() && (state_ == State::awaiting_connect || state_ == State::connected) && !goodbye_) {
     auto r = parser_.consume(bytes);
     bytes.remove_prefix(r.used);
     if (r.status == stomp::Parser::Status::frame) {
@@ -98,6 +99,12 @@ void StompSession::on_bytes_in_loop(std::string_view bytes) {
 }
 
 void StompSession::on_frame(stomp::Frame& f) {
+  // An ERROR this frame causes names its receipt (STOMP 1.2: receipt-id on ERROR).
+  frame_receipt_ = f.header("receipt");
+  struct Clear {
+    const std::string*& r;
+    ~Clear() { r = nullptr; }
+  } clear{frame_receipt_};
   if (state_ == State::awaiting_connect) {
     if (f.command == Command::connect || f.command == Command::stomp) return on_connect(f);
     hub_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
@@ -222,7 +229,7 @@ void StompSession::on_subscribe(stomp::Frame& f) {
 
   if (*dest == kErrorQueue) {
     subs_.emplace(sub_id, Subscription{{}, escaped});
-    joined().errors_sub = sub_id;
+    joined().errors_subs.push_back(sub_id);
     if (receipt) settle(open_answer(), {0, {}, *receipt});
     return;
   }
@@ -315,7 +322,7 @@ void StompSession::on_unsubscribe(stomp::Frame& f) {
   if (!idh) return fail_in_loop("UNSUBSCRIBE needs an id", "Name the subscription to end with its id header.");
   if (auto it = subs_.find(*idh); it != subs_.end()) {
     if (it->second.room_id.empty()) {
-      if (joined_) joined_->errors_sub.reset();
+      if (joined_) std::erase(joined_->errors_subs, it->first);
     } else if (!it->second.pending) {
       shard_.unsubscribe_in_loop(it->second.room_id, this, it->second.escaped);
       hub_.leave(it->second.room_id, shard_.index());
@@ -434,11 +441,13 @@ void StompSession::send_receipt(const std::string& receipt_id, std::uint64_t seq
 
 void StompSession::reject(int status, std::string_view error, const std::string* receipt) {
   hub_.chat_rejections.fetch_add(1, std::memory_order_relaxed);
-  if (!joined_ || !joined_->errors_sub) return;  // like Spring: a user destination nobody subscribed to drops the message
+  // Like Spring: a user destination nobody subscribed to drops the message, and each
+  // subscription to it gets its own copy.
+  if (!joined_ || joined_->errors_subs.empty()) return;
   stomp::Frame m{Command::message,
                  {{"destination", std::string(kErrorQueue)},
                   {"message-id", id_ + "-e" + std::to_string(++next_error_id_)},
-                  {"subscription", *joined_->errors_sub},
+                  {"subscription", ""},
                   {"content-type", "application/json"}},
                  error_json(status, error)};
   // The rejected SEND's receipt id, so a client can tell which message failed.
@@ -446,7 +455,10 @@ void StompSession::reject(int status, std::string_view error, const std::string*
     m.headers.push_back({"receipt-id", *receipt});
     m.body = with_field(m.body, "receipt", *receipt);
   }
-  send_bytes(stomp::encode(m, version_));
+  for (const auto& sub : joined_->errors_subs) {
+    m.headers[2].value = sub;
+    send_bytes(stomp::encode(m, version_));
+  }
 }
 
 void StompSession::deliver_in_loop(const SharedMessagePtr& m, const std::string& sub) {
@@ -665,6 +677,7 @@ void StompSession::fail_in_loop(std::string_view message, std::string_view detai
   if (client_.empty()) log::event("session_closed", {{"session", id_}, {"reason", message}});
   else log::event("session_closed", {{"session", id_}, {"client", client_}, {"reason", message}});
   stomp::Frame err{Command::error, {{"message", std::string(message)}, {"content-type", "text/plain"}}, std::string(detail)};
+  if (frame_receipt_) err.headers.push_back({"receipt-id", *frame_receipt_});
   send_bytes(stomp::encode(err, version_));
   state_ = State::closing;
   transport_->close(message);

@@ -174,7 +174,7 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   // What only a session that subscribed needs, made at its first use (joined()): an idle
   // connection does not carry these maps (issue 15: idle memory per connection).
   struct Joined {
-    std::optional<std::string> errors_sub;  // escaped id of the /user/queue/errors subscription
+    std::vector<std::string> errors_subs;  // ids of the /user/queue/errors subscriptions (each gets every error)
     std::unordered_map<std::string, Replay> replays;  // by escaped subscription id
     std::unordered_map<std::string, std::string> entered;  // room -> member its ENTER named
     std::unordered_map<std::string, std::string> present;  // room -> member, as the roster has it
@@ -192,6 +192,7 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   TokenBucket flood_bucket_;  // SENDs refused: empty means sustained abuse
   std::uint64_t next_sub_serial_ = 0;
   bool goodbye_ = false;                                  // DISCONNECT came: leaves are not drops
+  const std::string* frame_receipt_ = nullptr;  // the receipt of the frame being handled, if any
   std::vector<Answer> answers_;  // answers_[0] is slot answers_base_
   std::uint64_t answers_base_ = 0;
 };

@@ -142,6 +142,54 @@ describe('one node, embedded default', () => {
     }
   });
 
+  test('an ERROR names the receipt of the frame that caused it', async () => {
+    const c = await rawStomp(node.base);
+    c.send('CONNECT\naccept-version:1.2\nhost:x\nheart-beat:0,0\n\n\0');
+    await c.frame(/CONNECTED\n/);
+    c.send('SUBSCRIBE\nid:a\ndestination:/topic/nope\nreceipt:sub-77\n\n\0');
+    await c.frame(/ERROR\n[^\0]*receipt-id:sub-77\n/);
+    await c.waitClosed();
+  });
+
+  test('header bytes that are not UTF-8 (a binary message) get an ERROR, never echoed into a text frame', async () => {
+    const c = await rawStomp(node.base);
+    c.send('CONNECT\naccept-version:1.2\nhost:x\nheart-beat:0,0\n\n\0');
+    await c.frame(/CONNECTED\n/);
+    c.ws.send(Buffer.from(`SUBSCRIBE\nid:s\ndestination:/sub/chat/room/${room.roomId}\nreceipt:r\xfe\xff\n\n\0`, 'latin1'), { binary: true });
+    await c.frame(/ERROR\nmessage:A header line is not UTF-8\./);
+    // ws drops a connection on a text frame that is not UTF-8 (1006); this one closes cleanly.
+    assert.equal((await c.waitClosed()).code, 1000);
+  });
+
+  test('every /user/queue/errors subscription gets each rejection until it is unsubscribed', async () => {
+    const c = await rawStomp(node.base);
+    c.send('CONNECT\naccept-version:1.2\nhost:x\nheart-beat:0,0\n\n\0');
+    await c.frame(/CONNECTED\n/);
+    c.send('SUBSCRIBE\nid:e1\ndestination:/user/queue/errors\n\n\0SUBSCRIBE\nid:e2\ndestination:/user/queue/errors\n\n\0');
+    c.send('SEND\ndestination:/pub/chat/message\nreceipt:bad1\n\nnot json\0');
+    await c.frame(/subscription:e1\n[^\0]*receipt-id:bad1[^\0]*\0[^]*subscription:e2\n[^\0]*receipt-id:bad1|subscription:e2\n[^\0]*receipt-id:bad1[^\0]*\0[^]*subscription:e1\n[^\0]*receipt-id:bad1/);
+    c.send('UNSUBSCRIBE\nid:e1\n\n\0SEND\ndestination:/pub/chat/message\nreceipt:bad2\n\nnot json\0');
+    await c.frame(/subscription:e2\n[^\0]*receipt-id:bad2/);
+    assert.doesNotMatch(c.inbox.join(''), /subscription:e1\n[^\0]*receipt-id:bad2/);
+    c.ws.close();
+  });
+
+  test('frames after DISCONNECT are not acted on', async () => {
+    const c = await rawStomp(node.base);
+    c.send('CONNECT\naccept-version:1.2\nhost:x\nheart-beat:0,0\n\n\0');
+    await c.frame(/CONNECTED\n/);
+    const body = (text) => chat('TALK', room.roomId, 'raw', text);
+    c.send(`SEND\ndestination:/pub/chat/message\nreceipt:s1\ncontent-type:application/json\n\n${body('before bye')}\0` +
+           'DISCONNECT\nreceipt:bye\n\n\0' +
+           `SEND\ndestination:/pub/chat/message\ncontent-type:application/json\n\n${body('after bye')}\0BOGUS\n\n\0`);
+    await c.frame(/RECEIPT\nreceipt-id:s1\n[^]*RECEIPT\nreceipt-id:bye\n/);
+    await c.waitClosed();
+    const page = await (await fetch(`${node.base}/chat/room/${room.roomId}/messages?limit=50`)).json();
+    const texts = page.map((m) => m.message);
+    assert.ok(texts.includes('before bye'));
+    assert.ok(!texts.includes('after bye'), 'the SEND after DISCONNECT was not published');
+  });
+
   test('a malformed frame closes only that client; another keeps chatting', async () => {
     const good = await stompOverWebSocket(node.base);
     const bad = await rawStomp(node.base);
