@@ -9,6 +9,7 @@
 #include <array>
 #include <charconv>
 #include <cstring>
+#include <limits>
 #include <utility>
 
 namespace chatd::stomp {
@@ -374,10 +375,14 @@ std::optional<HeartBeat> parse_heart_beat(std::string_view value) {
   const std::size_t comma = value.find(',');
   if (comma == std::string_view::npos) return std::nullopt;
   HeartBeat hb;
+  // The spec sets no upper bound: a longer period than 32 bits of milliseconds (49 days) is
+  // as good as none, so it is taken as the longest.
   const auto number = [](std::string_view s, std::uint32_t& out) {
     if (s.empty()) return false;
     const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-    return ec == std::errc() && end == s.data() + s.size();
+    if (end != s.data() + s.size()) return false;
+    if (ec == std::errc::result_out_of_range) out = std::numeric_limits<std::uint32_t>::max();
+    return ec == std::errc() || ec == std::errc::result_out_of_range;
   };
   if (!number(value.substr(0, comma), hb.send_ms) ||
       !number(value.substr(comma + 1), hb.receive_ms)) {

@@ -641,9 +641,14 @@ TEST(StompNegotiate, ParseHeartBeat) {
   EXPECT_EQ(hb->receive_ms, 5000u);
   EXPECT_TRUE(parse_heart_beat("0,0").has_value());
   for (const char* bad : {"", "1", ",", "1,", ",1", "a,1", "1,b", "-1,0", "+1,0", "1, 2",
-                          "1,2,3", "99999999999,0"}) {
+                          "1,2,3", "99999999999x,0"}) {
     EXPECT_FALSE(parse_heart_beat(bad).has_value()) << bad;
   }
+  // No upper bound in the spec: past 32 bits of milliseconds it is the longest period.
+  const auto huge = parse_heart_beat("99999999999,123456789012345678901234567890");
+  ASSERT_TRUE(huge.has_value());
+  EXPECT_EQ(huge->send_ms, 4294967295u);
+  EXPECT_EQ(huge->receive_ms, 4294967295u);
 }
 
 TEST(StompNegotiate, HeartBeatTakesTheLargerWishOrNone) {
