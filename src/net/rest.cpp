@@ -154,8 +154,10 @@ void room_messages(chat::Rooms& rooms, const chat::Limits& limits, std::string_v
                    ResponderPtr r, chat::IdentityPtr who) {
   const Request& req = r->request();
   if (!chat::is_room_id(id)) return r->respond(json_error(req, http::status::not_found, "no such room"));
+  // Absent: the newest page. Seqs start at 1, so an explicit 0 would ask for nothing older than nothing.
   auto before = number_param(url, "before", 0, std::numeric_limits<std::size_t>::max());
-  if (!before) return r->respond(json_error(req, http::status::bad_request, "before must be a seq, a whole number"));
+  if (!before || (*before == 0 && url.params().contains("before")))
+    return r->respond(json_error(req, http::status::bad_request, "before must be a seq, a whole number from 1"));
   auto limit = number_param(url, "limit", std::min<std::size_t>(50, limits.max_replay), limits.max_replay);
   if (!limit || *limit == 0)
     return r->respond(json_error(req, http::status::bad_request,

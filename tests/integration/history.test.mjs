@@ -229,6 +229,7 @@ describe('history on the embedded default', () => {
     assert.equal(await status('?limit=1001'), 400);
     assert.equal(await status('?limit=x'), 400);
     assert.equal(await status('?before=-1'), 400);
+    assert.equal(await status('?before=0'), 400, 'seqs start at 1');
     assert.equal((await fetch(`${node.base}/chat/room/00000000-0000-4000-8000-000000000000/messages`)).status, 404);
     assert.equal((await fetch(`${node.base}/chat/room/nope/messages`)).status, 404);
     await s.close();
