@@ -9,29 +9,10 @@ import { createConnection } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
 
-import { createRoom, eventually, startChatd, stompOverWebSocket } from './harness.mjs';
+import { createRoom, eventually, rawExchange as exchange, startChatd, stompOverWebSocket } from './harness.mjs';
 
-// Writes `bytes` in one write on a fresh TCP connection and collects what comes back until the
-// server closes, resets, or `ms` pass. Resolves { text, end: 'eof' | 'reset' | 'timeout' }.
-function rawExchange(port, bytes, ms = 3_000, from = undefined) {
-  return new Promise((ok) => {
-    const s = createConnection({ host: '127.0.0.1', port, localAddress: from });
-    const chunks = [];
-    let done = false;
-    const finish = (end) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      s.destroy();
-      ok({ text: Buffer.concat(chunks).toString('latin1'), end });
-    };
-    const timer = setTimeout(() => finish('timeout'), ms);
-    s.on('connect', () => s.write(bytes));
-    s.on('data', (d) => chunks.push(d));
-    s.on('end', () => finish('eof'));
-    s.on('error', (e) => finish(e.code === 'ECONNRESET' ? 'reset' : `error ${e.code}`));
-  });
-}
+// What abuse's tests send: one write, then whatever comes back within `ms`.
+const rawExchange = (port, bytes, ms = 3_000, from = undefined) => exchange(port, bytes, { ms, from });
 
 // Returns the value of chatd_refusals_total{reason} from /metrics (-1 when it is missing).
 async function refusals(base, reason) {

@@ -229,6 +229,34 @@ export async function sockjsInfoStatus(base) {
   }
 }
 
+// Writes `bytes` in one write on a fresh TCP connection (from `from`, a local address) and
+// collects what comes back until `until(text)` holds, the server closes or resets, or `ms`
+// pass; `then(text, socket)` may write more as data arrives. Resolves
+// { text, end: 'until' | 'eof' | 'reset' | 'timeout' | 'error CODE' }.
+export function rawExchange(port, bytes, { ms = 3_000, from, until = () => false, then } = {}) {
+  return new Promise((ok) => {
+    const s = createConnection({ host: '127.0.0.1', port, localAddress: from });
+    let text = '';
+    let done = false;
+    const finish = (end) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      s.destroy();
+      ok({ text, end });
+    };
+    const timer = setTimeout(() => finish('timeout'), ms);
+    s.on('connect', () => s.write(bytes));
+    s.on('data', (d) => {
+      text += d.toString('latin1');
+      then?.(text, s);
+      if (until(text)) finish('until');
+    });
+    s.on('end', () => finish('eof'));
+    s.on('error', (e) => finish(e.code === 'ECONNRESET' ? 'reset' : `error ${e.code}`));
+  });
+}
+
 // Resolves once `check()` is truthy; rejects after `timeoutMs` naming `what`.
 export async function eventually(what, check, timeoutMs = 10_000) {
   const deadline = Date.now() + timeoutMs;

@@ -1,36 +1,9 @@
 // HTTP/1.1 where RFC 9110 and 9112 say MUST: HEAD, Expect: 100-continue, Host, the absolute
 // form, the per-route body bound; and what a client following the room list's links gets.
-import { createConnection } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { startChatd } from './harness.mjs';
-
-// Opens a connection, writes `bytes`, and resolves with everything read until `until(text)`
-// holds, the peer closes, or `ms` pass. `then(text, socket)` may write more as data arrives.
-function exchange(port, bytes, { ms = 3_000, until = () => false, then } = {}) {
-  return new Promise((ok) => {
-    const s = createConnection({ host: '127.0.0.1', port });
-    let text = '';
-    let done = false;
-    const finish = (end) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      s.destroy();
-      ok({ text, end });
-    };
-    const timer = setTimeout(() => finish('timeout'), ms);
-    s.on('connect', () => s.write(bytes));
-    s.on('data', (d) => {
-      text += d.toString('latin1');
-      then?.(text, s);
-      if (until(text)) finish('until');
-    });
-    s.on('end', () => finish('eof'));
-    s.on('error', () => finish('error'));
-  });
-}
+import { rawExchange as exchange, startChatd } from './harness.mjs';
 
 describe('HTTP/1.1 as the RFCs ask', () => {
   let node;
