@@ -93,6 +93,9 @@ struct Outbound {
   SharedMessagePtr shared;
   std::string own;
   Kind kind = Kind::stomp_frame;
+  // Part of a history replay, which StompSession sends whole (at most --max-replay messages):
+  // the transport lets it pass its own bound by its size, like StompSession does.
+  bool replay = false;
   std::size_t size() const {
     return shared ? shared->frame.head.size() + own.size() + shared->frame.tail.size() : own.size();
   }

@@ -617,6 +617,7 @@ void StompSession::finish_replay_in_loop(const std::string& sub_id, const std::s
   // by its own size, but live messages may not pile up behind it.
   for (auto& d : messages) {
     Outbound out{encode_delivery(d), escaped};
+    out.replay = true;  // the transport's hard bound grants the same allowance
     joined_->replay_allowance += out.size();
     transport_->send(std::move(out));
   }

@@ -95,6 +95,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   void send(chat::Outbound&& out) override {
     assert_in_loop();
     if (gone_ || close_sent_) return;
+    if (out.replay) replay_allowance_ += out.size();  // sent whole, like StompSession allows
     if (over_limit(out.size())) return drop_slow_consumer();
     queued_bytes_ += out.size();
     queue_.push_back(std::move(out));
@@ -432,10 +433,12 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
       std::swap(blocked_->pieces, p);
       blocked_->left = pieces_left(blocked_->pieces.iov, blocked_->pieces.pos);
       blocked_->progress = std::chrono::steady_clock::now();
+      end_replay_allowance_if_drained();
       arm_write_deadline();
       wait_writable();
     } else {
       p.clear();
+      replay_allowance_ = 0;  // everything was taken
       after_write(r);
     }
   }
@@ -473,6 +476,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     server_.socket_writes.fetch_add(calls, std::memory_order_relaxed);
     b.left -= taken;
     if (taken) b.progress = std::chrono::steady_clock::now();
+    end_replay_allowance_if_drained();
     if (r == WriteResult::blocked) return wait_writable();
     blocked_->deadline.cancel();
     blocked_.reset();
@@ -497,9 +501,17 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     });
   }
 
-  // Returns whether queuing `more` bytes would pass what one client may have waiting.
+  // Returns whether queuing `more` bytes would pass what one client may have waiting: the
+  // bound, plus a history replay not yet written down to it.
   bool over_limit(std::size_t more) const {
-    return blocked_ && queued_bytes() + more > server_.hub().limits().max_outbound_bytes + kErrorRoom;
+    return blocked_ &&
+           queued_bytes() + more > server_.hub().limits().max_outbound_bytes + kErrorRoom + replay_allowance_;
+  }
+
+  // A replay's allowance lasts until what waits is back under the plain bound (as in
+  // StompSession); from there a client that stops reading is cut off at the bound again.
+  void end_replay_allowance_if_drained() {
+    if (replay_allowance_ && queued_bytes() <= server_.hub().limits().max_outbound_bytes) replay_allowance_ = 0;
   }
 
   // The client does not read and its queue is full even past the room for an ERROR: no frame
@@ -584,6 +596,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   };
   std::unique_ptr<KeepAlive> keepalive_;
   std::size_t queued_bytes_ = 0;  // of queue_
+  std::size_t replay_allowance_ = 0;  // replayed bytes that may pass the bound (over_limit)
   std::uint16_t close_code_ = 1000;
   bool flush_scheduled_ = false;
   bool read_paused_ = false;  // backpressure: not reading until blocked_ clears

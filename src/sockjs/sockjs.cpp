@@ -355,9 +355,10 @@ Session::Write Session::attach(Transport t) {
   return emit(std::move(out));
 }
 
-bool Session::push(std::string message) {
+bool Session::push(std::string message, bool replay) {
   if (closed_) return false;
-  if (pending_bytes_ + message.size() > limits_.max_pending_bytes) return false;
+  if (replay) replay_allowance_ += message.size();
+  if (pending_bytes_ + message.size() > limits_.max_pending_bytes + replay_allowance_) return false;
   pending_bytes_ += message.size();
   pending_.push_back(std::move(message));
   return true;
@@ -409,6 +410,7 @@ void Session::append_pending(std::string& out) {
   out += '\n';
   pending_.clear();
   pending_bytes_ = 0;
+  replay_allowance_ = 0;  // the replay has been taken: the bound is the plain one again
 }
 
 }  // namespace chatd::sockjs

@@ -151,7 +151,10 @@ class Session {
 
   // Queues one message (a whole STOMP frame). Returns false, queueing nothing, when that would
   // pass Limits::max_pending_bytes: the reader cannot keep up and the session should close.
-  bool push(std::string message);
+  // A `replay` message (history, which the STOMP session sends whole) is always queued and
+  // raises the bound by its size until a receiver has taken what waits, so neither it nor
+  // the messages right behind it are refused for the replay's own size.
+  bool push(std::string message, bool replay = false);
 
   // Returns what the attached receiver should be sent now: the queued messages as one
   // "a[...]" frame. Nothing when no receiver is attached or nothing waits.
@@ -180,6 +183,7 @@ class Session {
   Close close_{go_away};
   std::vector<std::string> pending_;
   std::size_t pending_bytes_ = 0;
+  std::size_t replay_allowance_ = 0;  // replayed bytes in pending_: past max_pending_bytes by right
   std::size_t streamed_ = 0;  // bytes sent on the current streaming response
 };
 

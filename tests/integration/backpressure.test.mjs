@@ -137,6 +137,48 @@ describe('clients that do not read', () => {
     }
   });
 
+  // An x-history replay is sent whole, past --max-outbound-bytes by its own size. When it is
+  // more than the kernel holds, the write blocks with most of it waiting; the next live
+  // message used to find the socket over its bound and reset it, although the client reads.
+  test('a replay larger than the kernel holds: a live message behind it does not reset a raw WebSocket', async () => {
+    const node = await startChatd({
+      name: 'chatd-replay-blocked',
+      args: ['--max-message-bytes', '10000', '--max-outbound-bytes', '65536', '--send-rate', '0', '--room-send-rate', '0'],
+    });
+    try {
+      const room = await createRoom(node.base, 'replay-blocked');
+      const talker = await stompOverWebSocket(node.base);
+      const inbox = await talker.subscribeConfirmed(`/sub/chat/room/${room.roomId}`);
+      // About 8 MB of history: past loopback's 4 MiB send buffer and the reader's window.
+      const total = 900;
+      // A few at a time: the talker is held to the same 64 KiB bound.
+      for (let i = 0; i < total; i += 5) {
+        for (let j = i; j < i + 5; j++) talker.chat('TALK', room.roomId, 'talker', `${j} ${'y'.repeat(9000)}`);
+        await inbox.waitFor(i + 5, 10_000);
+      }
+
+      const s = await rawClient(node.port, [CONNECT], /CONNECTED/);
+      let got = '';
+      s.on('data', (d) => { got += d.toString('latin1'); });
+      s.pause();
+      s.write(clientFrame(1, `SUBSCRIBE\nid:0\ndestination:/sub/chat/room/${room.roomId}\nx-history:1000\n\n\0`));
+      await sleep(1_000);  // the replay is written as far as the kernel takes it, the rest waits
+      talker.chat('TALK', room.roomId, 'talker', `${total} live`);
+      await inbox.waitFor(total + 1, 10_000);
+      await sleep(200);
+      s.resume();
+      const seen = () => [...got.matchAll(/"message":"(\d+) /g)].map((m) => Number(m[1]));
+      await eventually('the replay and the live message', () => seen().length > total || s.destroyed, 20_000);
+      assert.equal(seen().length, total + 1, `got ${seen().length} of ${total + 1} before the connection ended`);
+      assert.ok(seen().every((n, i) => n === i), 'in order, once each');
+      assert.equal(await metric(node.base, 'chatd_slow_consumers_total'), 0);
+      s.destroy();
+      await talker.close();
+    } finally {
+      await node.stop();
+    }
+  });
+
   test('an xhr_streaming receiver that never reads is reset; its session ends', async () => {
     const node = await startChatd({
       name: 'chatd-xhr-nonreader',

@@ -354,6 +354,91 @@ describe('SockJS sessions', () => {
     }
   });
 
+  // The STOMP session sends an x-history replay whole, past --max-outbound-bytes by its own
+  // size; the xhr session's hard bound behind it used to refuse it, killing the session as a
+  // slow consumer mid-replay (or, with no poll attached, silently, so the next poll got a new
+  // "o"). About 360 KB of history here against a hard bound of 64 + 2 × 16 + 64 KiB.
+  sockjsTest('an x-history replay larger than --max-outbound-bytes reaches xhr clients whole', async () => {
+    const own = await startChatd({
+      name: 'chatd-sockjs-replay',
+      args: ['--max-outbound-bytes', '65536', '--max-frame-bytes', '16384', '--max-message-bytes', '10000'],
+    });
+    const speaker = await stompOverWebSocket(own.base);
+    try {
+      const room = await createRoom(own.base, 'replay');
+      const dest = `/sub/chat/room/${room.roomId}`;
+      const watcher = await speaker.subscribeConfirmed(dest);
+      const total = 40;
+      for (let i = 0; i < total; i++) speaker.chat('TALK', room.roomId, 'big', bigText(i));
+      await watcher.waitForMessages(total, 10_000);
+      const subscribe = JSON.stringify([`SUBSCRIBE\nid:0\ndestination:${dest}\nx-history:1000\nreceipt:sub\n\n\0`]);
+      const everything = Array.from({ length: total }, (_, i) => i);
+      const whole = (text) => numbered(text).length >= total || /c\[/.test(text);
+      // Short, so a failure does not print 360 KB of history.
+      const notCutOff = (text, what) =>
+        assert.ok(!/c\[/.test(text), `${what}: cut off after ${numbered(text).length} of ${total}: ${text.slice(-80)}`);
+      const open = async (url) => {
+        assert.equal(await (await post(`${url}/xhr`)).text(), 'o\n');
+        assert.equal((await post(`${url}/xhr_send`, stompConnect)).status, 204);
+        assert.match(await (await post(`${url}/xhr`)).text(), /^a\["CONNECTED/);
+      };
+
+      // xhr polling, with no poll attached while the replay lands.
+      const detached = `${own.base}/ws-stomp/000/${sessionId()}`;
+      await open(detached);
+      assert.equal((await post(`${detached}/xhr_send`, subscribe)).status, 204);
+      await new Promise((ok) => setTimeout(ok, 300));
+      let polled = '';
+      for (let i = 0; i < 10 && !whole(polled); i++) polled += await (await post(`${detached}/xhr`)).text();
+      assert.ok(!polled.startsWith('o\n'), 'the same session, not a new one');
+      notCutOff(polled, 'xhr, no poll attached');
+      assert.deepEqual(numbered(polled), everything, 'xhr: the whole history, in order');
+
+      // xhr polling with a poll waiting, and xhr_streaming.
+      const waiting = `${own.base}/ws-stomp/000/${sessionId()}`;
+      await open(waiting);
+      const poll = post(`${waiting}/xhr`);
+      await new Promise((ok) => setTimeout(ok, 200));
+      assert.equal((await post(`${waiting}/xhr_send`, subscribe)).status, 204);
+      let waited = await (await poll).text();
+      for (let i = 0; i < 10 && !whole(waited); i++) waited += await (await post(`${waiting}/xhr`)).text();
+      notCutOff(waited, 'xhr, a poll waiting');
+      assert.deepEqual(numbered(waited), everything, 'xhr with a poll waiting: the whole history, in order');
+
+      const streamed = `${own.base}/ws-stomp/000/${sessionId()}`;
+      const stream = collectStream(await post(`${streamed}/xhr_streaming`));
+      let text = '';
+      try {
+        await eventually('the session opens', () => stream.text.includes('o\n'), 5_000);
+        await post(`${streamed}/xhr_send`, stompConnect);
+        await post(`${streamed}/xhr_send`, subscribe);
+        await eventually('the replay or the end of the response', () => stream.ended || whole(stream.text), 10_000);
+        text = stream.text;
+      } finally {
+        stream.cancel();
+      }
+      // The 128 KiB rollover ends the first response once the replay is written: read on.
+      for (let i = 0; i < 5 && !whole(text); i++) {
+        const next = collectStream(await post(`${streamed}/xhr_streaming`));
+        await eventually('more of the replay', () => next.ended || whole(text + next.text), 10_000);
+        next.cancel();
+        text += next.text;
+      }
+      notCutOff(text, 'xhr_streaming');
+      assert.deepEqual(numbered(text), everything, 'xhr_streaming: the whole history, in order');
+
+      // The session goes on live.
+      speaker.chat('TALK', room.roomId, 'big', `${total} live`);
+      let live = '';
+      for (let i = 0; i < 5 && !numbered(live).includes(total); i++) live += await (await post(`${detached}/xhr`)).text();
+      assert.deepEqual(numbered(live), [total]);
+      assert.match(await (await fetch(`${own.base}/metrics`)).text(), /chatd_slow_consumers_total 0\b/);
+    } finally {
+      await speaker.close();
+      await own.stop();
+    }
+  });
+
   sockjsTest('an xhr session without a receiver ends after the 5 s disconnect delay', async () => {
     const url = `${node.base}/ws-stomp/000/${sessionId()}`;
     assert.equal(await (await post(`${url}/xhr`)).text(), 'o\n');

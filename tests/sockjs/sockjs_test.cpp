@@ -490,6 +490,22 @@ TEST(SockJsSession, PendingBytesAreBounded) {
   EXPECT_TRUE(s.push("x"));  // room again once delivered
 }
 
+// A history replay is sent whole: it may pass the bound by its own size, and what follows it
+// is measured against bound + replay until a receiver took them; then the plain bound again.
+TEST(SockJsSession, AReplayPassesTheBoundUntilTaken) {
+  sj::Session s({.max_pending_bytes = 10, .streaming_bytes_limit = 128 * 1024});
+  EXPECT_TRUE(s.push("12345"));
+  EXPECT_TRUE(s.push("replay-678", true));
+  EXPECT_TRUE(s.push("replay-901", true));
+  EXPECT_EQ(s.pending_bytes(), 25u);
+  EXPECT_TRUE(s.push("live5"));    // 30 of 10 + 20
+  EXPECT_FALSE(s.push("x"));       // a reader that takes nothing is still cut off
+  s.attach(Transport::xhr);  // "o" first
+  EXPECT_EQ(s.attach(Transport::xhr).bytes, "a[\"12345\",\"replay-678\",\"replay-901\",\"live5\"]\n");
+  EXPECT_TRUE(s.push("1234567890"));
+  EXPECT_FALSE(s.push("x"));  // the allowance went with the replay
+}
+
 TEST(SockJsSession, NothingToWriteWithoutAReceiver) {
   sj::Session s(kLimits);
   EXPECT_EQ(s.heartbeat().bytes, "");

@@ -138,6 +138,7 @@ void XhrSession::deliver_in_loop(const Receiver& r, sockjs::Session::Write w) {
 void XhrSession::send(chat::Outbound&& out) {
   assert_in_loop();
   if (ended_ || model_.closed()) return;
+  const bool replay = out.replay;
   std::string frame;
   if (out.shared) {
     frame.reserve(out.size());
@@ -147,8 +148,9 @@ void XhrSession::send(chat::Outbound&& out) {
   } else {
     frame = std::move(out.own);
   }
-  if (!model_.push(std::move(frame))) {
-    // StompSession stops at max_outbound_bytes first; this is the hard stop behind it.
+  if (!model_.push(std::move(frame), replay)) {
+    // StompSession stops at max_outbound_bytes (plus a replay's own size) first; this is the
+    // hard stop behind it.
     server_.hub().slow_consumers.fetch_add(1, std::memory_order_relaxed);
     log::event("slow_consumer", {{"sockjs_session", id_}, {"pending_bytes", std::to_string(model_.pending_bytes())}});
     return close("slow consumer");
