@@ -102,6 +102,8 @@ describe('SockJS protocol answers', () => {
 });
 
 const post = (url, body) => fetch(url, { method: 'POST', body });
+const metric = async (base, name) =>
+  Number((await (await fetch(`${base}/metrics`)).text()).match(new RegExp(`^${name} (\\d+)`, 'm'))[1]);
 
 // Collects an xhr_streaming response as it arrives; `done` settles when the server ends it
 // (or the connection fails), and `until(re, ms)` when `re` matches, the response ends or ms pass.
@@ -260,6 +262,60 @@ describe('SockJS sessions', () => {
     assert.match(all, /c\[3000,"[^"]+"\]\n$/);
     const after = await post(`${url}/xhr_send`, '["x"]');
     assert.equal(after.status, 404);
+  });
+
+  // SockJS 0.3 (test_closeSession): "until the timeout occurs, the server must constantly serve
+  // the close message". A closed id used to be forgotten at once: the next poll got "o", a
+  // session nobody asked for.
+  sockjsTest('a closed xhr session answers with its close frame for the disconnect delay, then its id is free', async () => {
+    const own = await startChatd({ name: 'chatd-sockjs-closed', args: ['--sockjs-disconnect-delay-ms', '1500'] });
+    try {
+      const url = `${own.base}/ws-stomp/000/${sessionId()}`;
+      assert.equal(await (await post(`${url}/xhr`)).text(), 'o\n');
+      await post(`${url}/xhr_send`, stompConnect);
+      assert.match(await (await post(`${url}/xhr`)).text(), /^a\["CONNECTED/);
+      await post(`${url}/xhr_send`, JSON.stringify(['DISCONNECT\nreceipt:bye\n\n\0']));
+      let all = '';
+      for (let i = 0; i < 3 && !all.includes('c['); i++) all += await (await post(`${url}/xhr`)).text();
+      const close = all.match(/c\[3000,"[^"]+"\]\n$/)?.[0];
+      assert.ok(close, all);
+      const closedAt = Date.now();
+
+      assert.equal(await (await post(`${url}/xhr`)).text(), close, 'a poll gets the close frame again');
+      assert.equal(await (await post(`${url}/xhr`)).text(), close, 'and again');
+      assert.equal(await (await post(`${url}/xhr_streaming`)).text(), `${'h'.repeat(2048)}\n${close}`, 'so does a stream');
+      assert.equal((await post(`${url}/xhr_send`, '["\\n"]')).status, 404, 'nothing can be sent to it');
+      const holding = await metric(own.base, 'chatd_connections');
+
+      // Past the delay the id is forgotten, and its place under --max-connections with it.
+      await new Promise((ok) => setTimeout(ok, Math.max(0, closedAt + 2_000 - Date.now())));
+      await eventually('the closed id lets go of its connection slot',
+        async () => (await metric(own.base, 'chatd_connections')) === holding - 1, 5_000);
+      assert.equal(await (await post(`${url}/xhr`)).text(), 'o\n', 'the id is free again');
+    } finally {
+      await own.stop();
+    }
+  });
+
+  sockjsTest('SIGTERM does not wait for closed xhr sessions to time out', async () => {
+    const own = await startChatd({
+      name: 'chatd-sockjs-closed-term',
+      args: ['--sockjs-disconnect-delay-ms', '30000', '--drain-timeout-ms', '10000'],
+    });
+    try {
+      const url = `${own.base}/ws-stomp/000/${sessionId()}`;
+      assert.equal(await (await post(`${url}/xhr`)).text(), 'o\n');
+      await post(`${url}/xhr_send`, stompConnect);
+      await post(`${url}/xhr_send`, JSON.stringify(['DISCONNECT\n\n\0']));
+      let all = '';
+      for (let i = 0; i < 3 && !all.includes('c['); i++) all += await (await post(`${url}/xhr`)).text();
+      assert.match(all, /c\[3000,/);
+      const t0 = Date.now();
+      assert.equal((await own.stop()).code, 0);
+      assert.ok(Date.now() - t0 < 5_000, `exited after ${Date.now() - t0} ms`);
+    } finally {
+      await own.stop();
+    }
   });
 
   sockjsTest('xhr_streaming ends a response after 128 KiB; the next request carries on with nothing lost', async () => {

@@ -32,7 +32,9 @@ void answer_send(Server& server, const sockjs::Route& route, Responder& r, const
   const Request& req = r.request();
   auto session = server.sockjs().find(std::string(route.session));
   // Someone else's session is answered like one that does not exist: its id stays a secret.
-  if (!session || !server.may_use(*session, client, req)) return r.respond(json_error(req, http::status::not_found, "no such SockJS session"));
+  // A closed one too: nothing it is sent can be read.
+  if (!session || session->ended() || !server.may_use(*session, client, req))
+    return r.respond(json_error(req, http::status::not_found, "no such SockJS session"));
   std::vector<std::string> messages;
   if (auto ec = sockjs::decode_messages(req.body(), sockjs::Source::xhr_send, messages))
     return answer_cors(r, make_response(req, http::status::internal_server_error, ec.message(), kText));

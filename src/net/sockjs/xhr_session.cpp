@@ -95,6 +95,12 @@ void XhrSession::messages(std::vector<std::string> m) {
 
 void XhrSession::receive_in_loop(Receiver r, sockjs::Transport t) {
   assert_in_loop();
+  if (ended_ && model_.closed()) {
+    // Closed: until the id is forgotten every receiver gets the close frame again (SockJS
+    // 0.3: "until the timeout occurs, the server must constantly serve the close message"),
+    // never a new session's "o".
+    return deliver_in_loop(r, model_.attach(t));
+  }
   if (ended_) {
     // Gone meanwhile: tell this receiver the session is over.
     std::string c;
@@ -128,7 +134,7 @@ void XhrSession::deliver_in_loop(const Receiver& r, sockjs::Session::Write w) {
     current_ = {};
     busy_ = false;
     detached_at_ = last_sent_;
-    if (model_.closed()) return end_in_loop();  // the close frame is on its way
+    if (model_.closed()) return end_in_loop(true);  // the close frame is on its way
   } else {
     busy_ = true;
   }
@@ -226,13 +232,17 @@ void XhrSession::on_timer_in_loop() {
   arm_timer_in_loop();
 }
 
-// The session is over: STOMP leaves its rooms and the id is free again.
-void XhrSession::end_in_loop() {
+// The session is over: STOMP leaves its rooms. A session whose close frame went out keeps
+// its id (and its connection slot) for the disconnect delay, so a client polling again is
+// told it is closed rather than handed a new session; one that timed out or stops with the
+// server frees it at once.
+void XhrSession::end_in_loop(bool keep_id) {
   assert_in_loop();
   if (ended_) return;
   ended_ = true;
   timer_.cancel();
   if (stomp_) stomp_->on_closed_in_loop();
+  stomp_.reset();  // what a closed id keeps is this object and its close frame
   if (current_.key) {
     std::string c;
     sockjs::append_close(c, sockjs::go_away);
@@ -241,7 +251,28 @@ void XhrSession::end_in_loop() {
     current_ = {};
     deliver_in_loop(r, {std::move(c), true});
   }
+  if (!keep_id || server_.shutting_down()) return forget_in_loop();
+  server_.track(this, weak_from_this());
+  if (server_.shutting_down()) return forget_in_loop();  // shutdown began before track: it missed us
+  timer_.expires_after(server_.config().limits.sockjs_disconnect_delay);
+  timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (ec == asio::error::operation_aborted) return;  // forgotten already
+    self->forget_in_loop();
+  });
+}
+
+// The id is free again: the registry lets go of the session, and with it its slot.
+void XhrSession::forget_in_loop() {
+  assert_in_loop();
+  if (forgotten_) return;
+  forgotten_ = true;
+  timer_.cancel();
+  server_.untrack(this);
   server_.sockjs().erase(id_, this);
+}
+
+void XhrSession::close_for_shutdown() {
+  asio::post(loop_, [self = shared_from_this()] { self->forget_in_loop(); });
 }
 
 std::shared_ptr<XhrSession> SockJsRegistry::find(const std::string& id) {

@@ -8,6 +8,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -38,7 +39,7 @@ class SockJsReceiver {
   virtual void deliver_in_loop(std::string bytes, bool finish) = 0;
 };
 
-class XhrSession final : public chat::Transport, public std::enable_shared_from_this<XhrSession> {
+class XhrSession final : public chat::Transport, public Closable, public std::enable_shared_from_this<XhrSession> {
  public:
   // `user` (--auth jwt, from a valid access_token on the opening request): the session is
   // bound to that user rather than to the address. `url_token` goes to STOMP for CONNECT.
@@ -53,6 +54,13 @@ class XhrSession final : public chat::Transport, public std::enable_shared_from_
   ~XhrSession() override;
 
   boost::asio::io_context& loop() { return loop_; }
+
+  // True once the session is over. A closed session keeps its id for the disconnect delay,
+  // serving its close frame to every receiving request; xhr_send to it is refused.
+  bool ended() const { return ended_.load(std::memory_order_relaxed); }
+
+  // Closable: a closed session still holding its id lets go of it at once.
+  void close_for_shutdown() override;
 
   // From any thread; each posts to the session's loop.
   // A receiving request arrived on `t`; `rloop` is the receiver's loop.
@@ -85,7 +93,9 @@ class XhrSession final : public chat::Transport, public std::enable_shared_from_
   void pump_in_loop();
   void arm_timer_in_loop();
   void on_timer_in_loop();
-  void end_in_loop();
+  // `keep_id`: the close frame went out, so the id answers with it for the disconnect delay.
+  void end_in_loop(bool keep_id = false);
+  void forget_in_loop();
   chat::Shard& shard_for_loop();
   // Debug builds check that a *_in_loop member runs on the session's loop (muduo's
   // assertInLoopThread): other threads post to it.
@@ -104,7 +114,8 @@ class XhrSession final : public chat::Transport, public std::enable_shared_from_
   bool busy_ = false;            // a part is being written to current_
   bool pump_posted_ = false;
   bool close_requested_ = false;
-  bool ended_ = false;
+  std::atomic<bool> ended_{false};  // set on the loop; read by xhr_send from any loop
+  bool forgotten_ = false;          // the id is free again
   std::string close_reason_;
   Clock::time_point last_sent_;
   Clock::time_point detached_at_;
@@ -114,7 +125,7 @@ class XhrSession final : public chat::Transport, public std::enable_shared_from_
 };
 
 // The node's xhr sessions by id. Each session counts as a connection against
-// Limits::max_connections until it is gone.
+// Limits::max_connections until it is gone (a closed one: until its id is forgotten).
 class SockJsRegistry {
  public:
   explicit SockJsRegistry(Server& server) : server_(server) {}
