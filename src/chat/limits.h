@@ -45,6 +45,12 @@ struct Limits {
   std::chrono::milliseconds connect_timeout{10000};    // upgrade to CONNECT
 };
 
+// How far history replays may take a connection past max_outbound_bytes: one whole replay of
+// max_replay messages at the largest text (a frame's head and JSON take the 1 KiB). Replays
+// are sent whole, but one client subscribing to many rooms with history and not reading must
+// not hold max_subscriptions replays' worth of memory.
+inline std::size_t max_replay_bytes(const Limits& l) { return l.max_replay * (l.max_message_bytes + 1024); }
+
 // Chat wording that an operator may localize.
 struct Texts {
   std::string enter = "{sender}님 등장!";  // "{sender} has entered"

@@ -140,6 +140,7 @@ void StompSession::on_connect(stomp::Frame& f) {
                                       {"content-type", "text/plain"}},
                      "Supported protocol versions are 1.0, 1.1 and 1.2."};
     send_bytes(stomp::encode(err, version_));
+    if (!transport_) return;  // the transport gave up on the reader inside send (on_closed_in_loop ran)
     state_ = State::closing;
     transport_->close("unsupported protocol version");
     return;
@@ -418,7 +419,7 @@ void StompSession::settle(std::uint64_t slot, Answer a) {
     auto& x = answers_[done++];
     if (!x.error.empty()) reject(x.status, x.error, x.receipt ? &*x.receipt : nullptr);
     else if (x.receipt) send_receipt(*x.receipt, x.seq);
-    if (x.close_after) {
+    if (x.close_after && transport_ && state_ == State::connected) {
       state_ = State::closing;
       transport_->close("client disconnected");
     }
@@ -618,8 +619,11 @@ void StompSession::finish_replay_in_loop(const std::string& sub_id, const std::s
   for (auto& d : messages) {
     Outbound out{encode_delivery(d), escaped};
     out.replay = true;  // the transport's hard bound grants the same allowance
-    joined_->replay_allowance += out.size();
+    joined_->replay_allowance = std::min(joined_->replay_allowance + out.size(), max_replay_bytes(hub_.limits()));
     transport_->send(std::move(out));
+    // A transport that gave up on a slow reader closed this session inside send(): it has no
+    // transport and no rooms any more (this loop dereferenced the null transport before).
+    if (state_ != State::connected || !transport_) return;
   }
   if (!messages.empty()) last_write_ = Clock::now();
   auto held = std::move(it->second.held);
@@ -680,6 +684,7 @@ void StompSession::fail_in_loop(std::string_view message, std::string_view detai
   stomp::Frame err{Command::error, {{"message", std::string(message)}, {"content-type", "text/plain"}}, std::string(detail)};
   if (frame_receipt_) err.headers.push_back({"receipt-id", *frame_receipt_});
   send_bytes(stomp::encode(err, version_));
+  if (!transport_) return;  // the transport gave up on the reader inside send (on_closed_in_loop ran)
   state_ = State::closing;
   transport_->close(message);
 }

@@ -95,7 +95,8 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
   void send(chat::Outbound&& out) override {
     assert_in_loop();
     if (gone_ || close_sent_) return;
-    if (out.replay) replay_allowance_ += out.size();  // sent whole, like StompSession allows
+    // Sent whole, like StompSession allows, up to one replay's worth however many rooms replay.
+    if (out.replay) replay_allowance_ = std::min(replay_allowance_ + out.size(), chat::max_replay_bytes(server_.hub().limits()));
     if (over_limit(out.size())) return drop_slow_consumer();
     queued_bytes_ += out.size();
     queue_.push_back(std::move(out));

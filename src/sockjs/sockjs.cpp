@@ -357,7 +357,7 @@ Session::Write Session::attach(Transport t) {
 
 bool Session::push(std::string message, bool replay) {
   if (closed_) return false;
-  if (replay) replay_allowance_ += message.size();
+  if (replay) replay_allowance_ = std::min(replay_allowance_ + message.size(), limits_.max_replay_bytes);
   if (pending_bytes_ + message.size() > limits_.max_pending_bytes + replay_allowance_) return false;
   pending_bytes_ += message.size();
   pending_.push_back(std::move(message));

@@ -130,6 +130,7 @@ class Session {
   struct Limits {
     std::size_t max_pending_bytes;      // messages waiting for a receiver
     std::size_t streaming_bytes_limit;  // an xhr_streaming response ends after this many bytes
+    std::size_t max_replay_bytes = 0;   // the most that replayed messages may add to max_pending_bytes
   };
 
   // What to do to the attached (or just-arrived) receiving response.

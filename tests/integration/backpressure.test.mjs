@@ -179,6 +179,42 @@ describe('clients that do not read', () => {
     }
   });
 
+  // Replays may pass the bound, but not one per room: a client subscribing to many rooms with
+  // history and reading nothing would otherwise hold --max-subscriptions replays in memory.
+  test('many rooms replaying to a client that reads nothing: cut off past one replay\'s worth', async () => {
+    const node = await startChatd({
+      name: 'chatd-replays',
+      // One replay's worth: 100 x (10000 + 1024) bytes, about 1.1 MB.
+      args: ['--max-replay', '100', '--max-message-bytes', '10000', '--max-outbound-bytes', '65536',
+             '--send-rate', '0', '--room-send-rate', '0'],
+    });
+    try {
+      const rooms = [];
+      for (let i = 0; i < 30; i++) rooms.push(await createRoom(node.base, `replays-${i}`));
+      // 30 rooms x 100 messages of ~9 KB: 27 MB of history, far past what loopback buffers hold.
+      const talker = await stompOverWebSocket(node.base);
+      for (const room of rooms) for (let j = 0; j < 100; j++) talker.chat('TALK', room.roomId, 'talker', `${j} ${'z'.repeat(9000)}`);
+      for (const room of rooms) {
+        await eventually(`room ${room.roomId} holds 100`, async () =>
+          (await fetch(`${node.base}/chat/room/${room.roomId}/messages?limit=1`)).headers.get('x-last-seq') === '100', 20_000);
+      }
+      await talker.close();
+      const before = rssKiB(node.child.pid);
+
+      const s = await rawClient(node.port, [CONNECT], /CONNECTED/);
+      s.pause();
+      let frames = '';
+      rooms.forEach((room, i) => { frames += `SUBSCRIBE\nid:${i}\ndestination:/sub/chat/room/${room.roomId}\nx-history:100\n\n\0`; });
+      s.write(clientFrame(1, frames));
+      await eventually('the reader of nothing is cut off', async () => (await metric(node.base, 'chatd_slow_consumers_total')) >= 1, 20_000);
+      const grew = rssKiB(node.child.pid) - before;
+      assert.ok(grew < 20 * 1024, `chatd grew ${grew} KiB for one client`);
+      s.destroy();
+    } finally {
+      await node.stop();
+    }
+  });
+
   test('an xhr_streaming receiver that never reads is reset; its session ends', async () => {
     const node = await startChatd({
       name: 'chatd-xhr-nonreader',

@@ -493,7 +493,7 @@ TEST(SockJsSession, PendingBytesAreBounded) {
 // A history replay is sent whole: it may pass the bound by its own size, and what follows it
 // is measured against bound + replay until a receiver took them; then the plain bound again.
 TEST(SockJsSession, AReplayPassesTheBoundUntilTaken) {
-  sj::Session s({.max_pending_bytes = 10, .streaming_bytes_limit = 128 * 1024});
+  sj::Session s({.max_pending_bytes = 10, .streaming_bytes_limit = 128 * 1024, .max_replay_bytes = 100});
   EXPECT_TRUE(s.push("12345"));
   EXPECT_TRUE(s.push("replay-678", true));
   EXPECT_TRUE(s.push("replay-901", true));
@@ -504,6 +504,16 @@ TEST(SockJsSession, AReplayPassesTheBoundUntilTaken) {
   EXPECT_EQ(s.attach(Transport::xhr).bytes, "a[\"12345\",\"replay-678\",\"replay-901\",\"live5\"]\n");
   EXPECT_TRUE(s.push("1234567890"));
   EXPECT_FALSE(s.push("x"));  // the allowance went with the replay
+}
+
+// Many rooms replaying to a client that does not read: the allowance stops at max_replay_bytes.
+TEST(SockJsSession, ReplaysTogetherPassTheBoundByOneReplayAtMost) {
+  sj::Session s({.max_pending_bytes = 10, .streaming_bytes_limit = 128 * 1024, .max_replay_bytes = 30});
+  EXPECT_TRUE(s.push("replay-678", true));
+  EXPECT_TRUE(s.push("replay-901", true));
+  EXPECT_TRUE(s.push("replay-234", true));  // 30: the whole allowance
+  EXPECT_TRUE(s.push("replay-5", true));    // 38 of 10 + 30
+  EXPECT_FALSE(s.push("replay-67", true));  // 47 would pass 10 + 30
 }
 
 TEST(SockJsSession, NothingToWriteWithoutAReceiver) {

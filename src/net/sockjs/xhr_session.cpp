@@ -17,7 +17,8 @@ sockjs::Session::Limits model_limits(const chat::Limits& lim, const Limits& net)
   // StompSession refuses deliveries past max_outbound_bytes (slow consumer); leave room
   // above it for the ERROR frame that says so.
   return {.max_pending_bytes = lim.max_outbound_bytes + 2 * lim.max_frame_bytes + 64 * 1024,
-          .streaming_bytes_limit = net.sockjs_streaming_bytes};
+          .streaming_bytes_limit = net.sockjs_streaming_bytes,
+          .max_replay_bytes = chat::max_replay_bytes(lim)};
 }
 
 
