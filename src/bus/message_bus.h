@@ -134,6 +134,11 @@ class MessageBus {
   // is read only for rooms that exist).
   virtual void delete_history(const std::string& room_id, DoneFn done) = 0;
 
+  // How many times control messages may have been missed: the engine lost its control
+  // subscription and has it again (Redis pub/sub keeps nothing for a subscriber that is away).
+  // The chat core then looks again at what they could have changed. From any thread.
+  virtual std::uint64_t control_gaps() const { return 0; }
+
   // Whether the engine is reachable now, and a short human-readable state for /healthz.
   virtual bool up() const = 0;
   virtual std::string describe() const = 0;

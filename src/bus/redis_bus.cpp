@@ -557,8 +557,10 @@ class Core : public std::enable_shared_from_this<Core> {
   // (re)connect.
   void on_sub_up_in_loop(redis::Shards::ShardId id) {
     sub_ever_up_ = true;
-    if (control_shard_ == 0 && sub_->send_push_in_loop(id, {"SUBSCRIBE", std::string(kControlChannel)}))
+    if (control_shard_ == 0 && sub_->send_push_in_loop(id, {"SUBSCRIBE", std::string(kControlChannel)})) {
       control_shard_ = id;
+      note_control_back();
+    }
     for (auto& [room, rs] : rooms_) {
       if (!rs.wanted || sub_->shard_of(channel_of(room)) != id) continue;
       if (rs.shard == id) rs.pending = 0;  // a new connection: nothing of the old one answers
@@ -567,13 +569,23 @@ class Core : public std::enable_shared_from_this<Core> {
     }
   }
 
+  // The control channel is subscribed again after it was lost: what was published meanwhile
+  // never reaches this node.
+  void note_control_back() {
+    if (!control_lost_) return;
+    control_lost_ = false;
+    control_gaps_.fetch_add(1, std::memory_order_relaxed);
+  }
+
   void on_sub_down_in_loop(redis::Shards::ShardId id) {
     // The control channel is a plain PUBLISH, which reaches every node of a cluster: one
     // subscription on any shard that is up is enough.
     if (control_shard_ == id) {
+      control_lost_ = true;
       control_shard_ = sub_->any_up_shard();
       if (control_shard_ != 0 && !sub_->send_push_in_loop(control_shard_, {"SUBSCRIBE", std::string(kControlChannel)}))
         control_shard_ = 0;
+      if (control_shard_ != 0) note_control_back();
     }
     for (auto it = rooms_.begin(); it != rooms_.end();) {
       RoomSub& rs = it->second;
@@ -798,6 +810,8 @@ class Core : public std::enable_shared_from_this<Core> {
   std::unordered_map<redis::Shards::ShardId, RedisClock> clocks_;  // by pub_ shard
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> renewed_;  // room -> expiry renewed
   bool sub_ever_up_ = false;
+  bool control_lost_ = false;  // the control subscription went down and is not back yet
+  std::atomic<std::uint64_t> control_gaps_{0};
   std::uint64_t repairs_ = 0;  // gap repair reads sent (their ids)
   redis::Shards::ShardId control_shard_ = 0;  // where the control channel is subscribed
   bool stopped_in_loop_ = false;
@@ -867,6 +881,7 @@ class RedisBus final : public MessageBus {
   }
 
   bool up() const override { return core_->pub_->up() && core_->hist_->up() && core_->sub_->up(); }
+  std::uint64_t control_gaps() const override { return core_->control_gaps_.load(std::memory_order_relaxed); }
   std::string describe() const override {
     return "redis " + core_->display_ + ": " + core_->pub_->describe() + ", " + core_->hist_->describe() +
            ", " + core_->sub_->describe();

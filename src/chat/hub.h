@@ -255,6 +255,8 @@ class Hub final : public Rooms, public NodeView {
   std::vector<std::string> rooms_with_subscribers() { return interest_.rooms(); }
   // Room `id` was deleted: it is no longer known to exist here.
   void forget_room(const std::string& id);
+  // Forgets which rooms exist: each is asked of the store again on its next use.
+  void forget_known_rooms() { publisher_.forget_known_rooms(); }
 
   // Room-checked publish (Publisher::publish): `done` runs on any thread with the seq. With
   // `who` (--auth jwt) a restricted room `who` may not enter is refused (room_forbidden).

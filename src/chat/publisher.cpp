@@ -38,6 +38,11 @@ void Publisher::forget_room(const std::string& id) {
   restricted_rooms_.erase(id);
 }
 
+void Publisher::forget_known_rooms() {
+  std::unique_lock lock(rooms_mu_);
+  known_rooms_.clear();
+}
+
 bool may_enter(const Identity* who, const store::Room& room) {
   if (!who || !room.restricted) return true;
   auto has = [](const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); };

@@ -67,6 +67,9 @@ class Publisher {
   void remember_room(const store::Room& room);
   // Room `id` was deleted: it is no longer known to exist here.
   void forget_room(const std::string& id);
+  // Forgets every known room (not what restricts them: a check in flight must not find a
+  // restricted room open).
+  void forget_known_rooms();
 
   // Called with the room of every message handed to the bus (idle expiry); set before start.
   void set_activity_hook(std::function<void(const std::string& room_id)> hook) { on_publish_ = std::move(hook); }

@@ -37,7 +37,7 @@ const char* to_string(ServerActions::DeleteReason why) {
 
 ServerActions::ServerActions(Hub& hub, store::RoomStore& store, bus::MessageBus& bus, ControlChannel& control,
                              boost::asio::io_context& sweep_loop, std::chrono::seconds idle_expiry)
-    : hub_(hub), store_(store), bus_(bus), control_(control), idle_expiry_(idle_expiry), timer_(sweep_loop) {
+    : hub_(hub), store_(store), bus_(bus), control_(control), idle_expiry_(idle_expiry), timer_(sweep_loop), watch_(sweep_loop) {
   control_.listen(std::string(kDisconnect), [this](const bus::ControlMessage& m) { on_disconnect(m); });
   control_.listen(std::string(kRoomDeleted), [this](const bus::ControlMessage& m) { on_room_deleted(m); });
 }
@@ -116,7 +116,10 @@ void ServerActions::on_room_deleted(const bus::ControlMessage& m) {
   if (ec || !v.is_object()) return;
   auto* f = v.as_object().if_contains("roomId");
   if (!f || !f->is_string() || !is_room_id(f->as_string())) return;
-  const std::string room_id(f->as_string());
+  close_room_here(std::string(f->as_string()));
+}
+
+void ServerActions::close_room_here(const std::string& room_id) {
   hub_.forget_room(room_id);
   boost::json::object notice{{"type", "SYSTEM"},   {"event", "ROOM_CLOSED"},
                              {"roomId", room_id},  {"sender", ""},
@@ -147,11 +150,45 @@ void ServerActions::note_active(const std::string& room_id) {
 
 void ServerActions::start() {
   if (idle_expiry_.count() > 0) boost::asio::post(timer_.get_executor(), [this] { schedule_sweep(); });
+  boost::asio::post(watch_.get_executor(), [this] { schedule_watch(); });
 }
 
 void ServerActions::stop() {
   if (stopped_.exchange(true)) return;
-  boost::asio::post(timer_.get_executor(), [this] { timer_.cancel(); });
+  boost::asio::post(timer_.get_executor(), [this] {
+    timer_.cancel();
+    watch_.cancel();
+  });
+}
+
+void ServerActions::schedule_watch() {
+  if (stopped_.load()) return;
+  watch_.expires_after(std::chrono::seconds(1));
+  watch_.async_wait([this](boost::system::error_code ec) {
+    if (ec || stopped_.load()) return;
+    // Once the engines answer again (a lookup now would fail and settle nothing).
+    if (const auto gaps = bus_.control_gaps(); gaps != control_gaps_seen_ && bus_.up() && store_.up()) {
+      control_gaps_seen_ = gaps;
+      reconcile();
+    }
+    schedule_watch();
+  });
+}
+
+// A room deleted while this node was cut off from the bus was announced to the others only:
+// this node still has it cached, and its subscribers were never told (finding of s17: their
+// SENDs were published to the deleted room, bringing its keys back). After an outage every
+// cached room is asked for again on its next use, and the subscribed ones at once.
+void ServerActions::reconcile() {
+  hub_.forget_known_rooms();
+  for (auto& id : hub_.rooms_with_subscribers()) {
+    store_.find(id, [this, id](std::error_code ec, std::optional<store::Room> room) {
+      if (ec || room) return;
+      reconciled_.fetch_add(1, std::memory_order_relaxed);
+      log::event("room_deleted", {{"room", id}, {"why", "found deleted after an outage"}});
+      close_room_here(id);
+    });
+  }
 }
 
 void ServerActions::schedule_sweep() {
@@ -199,6 +236,9 @@ std::string ServerActions::metrics_text() const {
          "# TYPE chatd_rooms_deleted_total counter\n"
       << "chatd_rooms_deleted_total{why=\"api\"} " << deleted_api_.load() << '\n'
       << "chatd_rooms_deleted_total{why=\"idle\"} " << deleted_idle_.load() << '\n'
+      << "# HELP chatd_rooms_found_deleted_total Subscribed rooms this node found deleted after an outage (their announcement was missed).\n"
+         "# TYPE chatd_rooms_found_deleted_total counter\n"
+      << "chatd_rooms_found_deleted_total " << reconciled_.load() << '\n'
       << "# HELP chatd_rooms_expired_total Rooms this node deleted for --room-idle-expiry.\n"
          "# TYPE chatd_rooms_expired_total counter\n"
       << "chatd_rooms_expired_total " << deleted_idle_.load() << '\n'

@@ -67,6 +67,12 @@ class ServerActions {
  private:
   void on_disconnect(const bus::ControlMessage& m);
   void on_room_deleted(const bus::ControlMessage& m);
+  // Ends this node's subscriptions of a deleted room with the ROOM_CLOSED notice.
+  void close_room_here(const std::string& room_id);
+  // Once a second: when the bus says control messages may have been missed (Redis: the
+  // control subscription was lost and is back), rooms deleted meanwhile are looked up again.
+  void schedule_watch();
+  void reconcile();
   void finish_delete(store::Room room, DeleteReason why, DeletedFn done);
   void schedule_sweep();
   void sweep();
@@ -77,6 +83,9 @@ class ServerActions {
   ControlChannel& control_;
   const std::chrono::seconds idle_expiry_;
   boost::asio::steady_timer timer_;  // on sweep_loop
+  boost::asio::steady_timer watch_;  // on sweep_loop
+  std::uint64_t control_gaps_seen_ = 0;  // watch_'s handler only
+  std::atomic<std::uint64_t> reconciled_{0};  // subscribed rooms found deleted after an outage
   std::atomic<bool> stopped_{false};
 
   std::mutex active_mu_;

@@ -9,6 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer, connect } from 'node:net';
 import { join } from 'node:path';
 
 import { createRoom, eventually, listRooms, redisCommand, startChatd, startRedis, stompOverSockJS, stompOverWebSocket } from './harness.mjs';
@@ -349,6 +350,76 @@ describe('disconnect and room deletion on two nodes over Redis', () => {
       assert.equal(atA.frames.length + atB.frames.length, 4, 'nothing after the notices');
     } finally {
       await alice.close();
+      await bob.close();
+    }
+  });
+});
+
+// A TCP relay to `port` that can cut every connection through it and refuse new ones, so one
+// node loses Redis while the others keep it.
+async function cuttableRelay(port) {
+  const sockets = new Set();
+  let open = true;
+  const server = createServer((client) => {
+    if (!open) return client.destroy();
+    const upstream = connect(port, '127.0.0.1');
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('error', () => {});
+      s.on('close', () => { sockets.delete(s); client.destroy(); upstream.destroy(); });
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  return {
+    url: `redis://127.0.0.1:${server.address().port}`,
+    cut() { open = false; for (const s of sockets) s.destroy(); },
+    restore() { open = true; },
+    close() { this.cut(); server.close(); },
+  };
+}
+
+describe('a node cut off from Redis while a room is deleted', () => {
+  let redis, relay, a, b, key;
+  before(async () => {
+    key = keyFile();
+    redis = await startRedis({ name: 'redis-api-cutoff' });
+    relay = await cuttableRelay(redis.port);
+    const args = (url) => ['--bus', 'redis', '--store', 'redis', '--redis', url, '--api-key-file', key.file,
+                           '--redis-ping-ms', '200', '--redis-ping-timeout-ms', '600', '--redis-backoff-max-ms', '200'];
+    a = await startChatd({ name: 'chatd-cutoff-a', args: args(redis.url) });
+    b = await startChatd({ name: 'chatd-cutoff-b', args: args(relay.url) });
+  });
+  after(async () => {
+    await a?.stop();
+    await b?.stop();
+    relay?.close();
+    await redis?.stop();
+    key?.remove();
+  });
+
+  test('once back, it ends its subscriptions with the notice and refuses SENDs: nothing is published', async () => {
+    const room = await createRoom(a.base, 'deleted while away');
+    const bob = await stompOverWebSocket(b.base);
+    try {
+      const atB = await bob.subscribeConfirmed(`/sub/chat/room/${room.roomId}`);
+      const bobErrors = await bob.subscribeConfirmed('/user/queue/errors');
+      bob.chat('TALK', room.roomId, 'bob', 'before');
+      await atB.waitFor(1);
+      relay.cut();
+      await eventually('node B is down', async () => (await fetch(`${b.base}/healthz`)).status === 503, 10_000);
+      assert.equal((await api(a, `/api/rooms/${room.roomId}`, { method: 'DELETE' })).status, 200);
+      relay.restore();
+      await eventually('node B is up', async () => (await fetch(`${b.base}/healthz`)).status === 200, 10_000);
+      // The announcement went by while B was away: B asks the store again about what it holds.
+      const got = await atB.waitForMessages(2, 10_000);
+      assert.deepEqual([got[1].type, got[1].event], ['SYSTEM', 'ROOM_CLOSED']);
+      bob.chat('TALK', room.roomId, 'bob', 'after');
+      assert.equal((await bobErrors.waitForMessages(1, 10_000))[0].status, 404);
+      assert.equal(await redisCommand(redis.port, `EXISTS chatd:{${room.roomId}}:seq`), ':0', 'the room is not brought back');
+      assert.equal(await metric(b, 'chatd_rooms_found_deleted_total'), 1);
+    } finally {
       await bob.close();
     }
   });
