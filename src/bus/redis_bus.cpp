@@ -328,6 +328,7 @@ class Core : public std::enable_shared_from_this<Core> {
   }
 
   static std::error_code failure(redis::Status st) {
+    if (st == redis::Status::lost) return Error::timed_out;  // sent, unanswered: it may have run
     return st == redis::Status::stopped ? Error::stopped : Error::engine_down;
   }
 

@@ -43,6 +43,12 @@ void Publisher::forget_known_rooms() {
   known_rooms_.clear();
 }
 
+// A publish the engine may have carried out (sent, never confirmed) is not "failed": a client
+// told to try again without its x-client-id would publish it twice.
+static std::error_code publish_error(std::error_code bus_ec) {
+  return make_error_code(bus_ec == bus::Error::timed_out ? Error::publish_unconfirmed : Error::publish_failed);
+}
+
 bool may_enter(const Identity* who, const store::Room& room) {
   if (!who || !room.restricted) return true;
   auto has = [](const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); };
@@ -135,7 +141,7 @@ void Publisher::publish_known(const ChatMessage& m, std::string client_id, bus::
                [this, room_id = m.room_id, reported = std::move(reported), done = std::move(done)](
                    std::error_code ec, std::uint64_t seq) mutable {
                  if (!ec && !reported.empty()) report_message(room_id, seq, std::move(reported));
-                 done(ec ? make_error_code(Error::publish_failed) : ec, seq);
+                 done(ec ? publish_error(ec) : ec, seq);
                });
 }
 
@@ -149,7 +155,7 @@ void Publisher::publish_from_api(ChatMessage m, Rooms::PublishedFn done) {
     if (on_publish_) on_publish_(m.room_id);
     auto payload = stamp_new(m);
     bus_.publish(m.room_id, payload, {}, [this, room_id = m.room_id, payload, done](std::error_code ec2, std::uint64_t seq) {
-      if (ec2) return done(Error::publish_failed, {});
+      if (ec2) return done(publish_error(ec2), {});
       if (events_ && events_->wants(ChatEvent::Kind::message)) report_message(room_id, seq, payload);
       auto answer = boost::json::parse(payload).as_object();
       answer["seq"] = seq;

@@ -38,6 +38,9 @@ class Category final : public std::error_category {
       case Error::room_forbidden: return "you may not enter this room";
       case Error::presence_off: return "presence is off on this node (--presence off)";
       case Error::presence_unavailable: return "who is in the room could not be read; try again";
+      case Error::publish_unconfirmed:
+        return "the message engine did not confirm the message, which may have been published: send it again with the "
+               "same x-client-id to have it published once";
     }
     return "unknown chat error";
   }

@@ -35,6 +35,7 @@ enum class Error {
   room_forbidden,      // --auth jwt: a restricted room this identity may not enter (403)
   presence_off,        // presence is off on this node (--presence off)
   presence_unavailable,// the presence engine did not answer
+  publish_unconfirmed, // the message engine took the message but did not confirm it: it may be published
 };
 const std::error_category& error_category() noexcept;
 std::error_code make_error_code(Error e) noexcept;

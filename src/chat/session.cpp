@@ -41,6 +41,7 @@ int status_for(std::error_code ec) {
   if (ec == Error::message_too_long) return 413;
   if (ec == Error::not_yourself || ec == Error::room_forbidden) return 403;
   if (ec == Error::publish_failed || ec == Error::store_unavailable) return 503;
+  if (ec == Error::publish_unconfirmed) return 504;
   return 400;
 }
 

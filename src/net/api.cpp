@@ -101,6 +101,8 @@ void ServerApi::handle(std::string_view path, chat::Rooms& rooms, const chat::No
     return rooms.publish_from_api(std::move(m), [this, r](std::error_code pec, std::string message) {
       const auto& rq = r->request();
       if (pec == chat::Error::unknown_room) return answer(r, not_found, json_error(rq, http::status::not_found, "no such room"));
+      if (pec == chat::Error::publish_unconfirmed)
+        return answer(r, failed, json_error(rq, http::status::gateway_timeout, pec.message()));
       if (pec) return answer(r, failed, json_error(rq, http::status::service_unavailable, pec.message()));
       answer(r, ok, make_response(rq, http::status::ok, std::move(message), kJson));
     });

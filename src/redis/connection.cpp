@@ -401,7 +401,8 @@ void Connection::on_reply(redisAsyncContext*, void* reply, void* privdata) {
   Connection* self = p->conn;
   auto* r = static_cast<const redisReply*>(reply);
   if (!r) {
-    p->done(self->state_ == State::stopped ? Status::stopped : Status::down, nullptr);
+    // Freed with the context: it may have been written before the connection went.
+    p->done(self->state_ == State::stopped ? Status::stopped : Status::lost, nullptr);
     return;
   }
   p->done(Status::ok, r);

@@ -24,9 +24,10 @@ struct redisReply;
 
 namespace chatd::redis {
 
-// How a command ended: answered (the reply may still be a Redis error), lost with the
-// connection, or dropped because the connection is stopping.
-enum class Status { ok, down, stopped };
+// How a command ended: answered (the reply may still be a Redis error); down: not sent (no
+// connection); lost: sent, and the connection went before its answer, so it may have run (Redis
+// runs what reached it even when the reply cannot come back); stopped: shutting down.
+enum class Status { ok, down, stopped, lost };
 // Runs once per command on the engine thread; `reply` is non-null exactly when Status::ok.
 using ReplyFn = std::function<void(Status, const redisReply* reply)>;
 

@@ -277,7 +277,7 @@ void Shards::route_in_loop(std::shared_ptr<const std::vector<std::string>> argv,
         auto s = weak.lock();
         if (!s || s->stopped_) return done(Status::stopped, nullptr);
         // Stopped while the Shards is not: its node was closed, serving nothing any more.
-        if (st == Status::stopped) return done(Status::down, nullptr);
+        if (st == Status::stopped) return done(Status::lost, nullptr);
         if (st != Status::ok || !s->target_.cluster || r->type != REDIS_REPLY_ERROR) return done(st, r);
         const std::string_view error(r->str, r->len);
         auto rd = parse_redirect(error);
