@@ -304,7 +304,7 @@ class Core : public std::enable_shared_from_this<Core> {
     hist_ = redis::Shards::create(io_, target, {.name = "history", .timing = timing_}, {});
     hist_->set_function_library(library_.code);
     sub_ = redis::Shards::create(
-        io_, target, {.name = "subscribe", .health_ping = false, .push_only = true, .timing = timing_},
+        io_, target, {.name = "subscribe", .push_only = true, .timing = timing_},
         {.on_up = [this](redis::Shards::ShardId id) { on_sub_up_in_loop(id); },
          .on_down = [this](redis::Shards::ShardId id) { on_sub_down_in_loop(id); },
          .on_push = [this](redis::Shards::ShardId id, const redisReply& r) { on_push_in_loop(id, r); },

@@ -260,9 +260,13 @@ void Connection::schedule_ping_in_loop() {
     } else {
       self->ping_outstanding_ = true;
       self->ping_sent_ = std::chrono::steady_clock::now();
-      self->send_in_loop({"PING"}, [raw = self.get()](Status st, const redisReply*) {
-        if (st == Status::ok) raw->ping_outstanding_ = false;
-      });
+      // A subscriber connection has no reply callbacks: read_pushes_in_loop takes the answer.
+      // A PING that cannot even be queued stays outstanding and ends in the drop above.
+      if (self->opts_.push_only) self->send_push_in_loop({"PING"});
+      else
+        self->send_in_loop({"PING"}, [raw = self.get()](Status st, const redisReply*) {
+          if (st == Status::ok) raw->ping_outstanding_ = false;
+        });
     }
     self->schedule_ping_in_loop();
   });
@@ -358,8 +362,21 @@ bool Connection::unsubscribe_in_loop(std::string_view channel) {
   return send_push_in_loop({"UNSUBSCRIBE", std::string(channel)});
 }
 
-// Reads what arrived and hands every complete reply to on_push; a closed socket or a protocol
-// error drops the connection (a reconnect follows).
+namespace {
+
+// Returns whether `r` answers a PING: +PONG, or in RESP2 subscribed mode ["pong", ""].
+bool is_pong(const redisReply& r) {
+  auto is = [](const redisReply& x, int type, std::string_view text) {
+    return x.type == type && std::string_view(x.str, x.len) == text;
+  };
+  if (is(r, REDIS_REPLY_STATUS, "PONG")) return true;
+  return r.type == REDIS_REPLY_ARRAY && r.elements == 2 && is(*r.element[0], REDIS_REPLY_STRING, "pong");
+}
+
+}  // namespace
+
+// Reads what arrived and hands every complete reply to on_push, except the health PING's
+// answers; a closed socket or a protocol error drops the connection (a reconnect follows).
 void Connection::read_pushes_in_loop() {
   redisAsyncContext* ac = ac_;
   if (!ac) return;
@@ -375,6 +392,10 @@ void Connection::read_pushes_in_loop() {
     }
     if (!reply) return;
     std::unique_ptr<redisReply, void (*)(void*)> own(static_cast<redisReply*>(reply), &freeReplyObject);
+    // Bytes got through, so the path is alive: a subscriber busy with messages whose PONG
+    // waits behind them in Redis's output buffer is not dropped for it.
+    ping_outstanding_ = false;
+    if (is_pong(*own)) continue;
     if (state_ != State::stopped && hooks_.on_push) hooks_.on_push(*own);
   }
 }

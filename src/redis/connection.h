@@ -37,11 +37,15 @@ std::vector<std::string> script_call_argv(std::string_view verb, std::string_vie
 
 struct ConnectionOptions {
   std::string name;                 // "publish", "subscribe", "store": for describe()
-  bool health_ping = true;          // off for subscriber connections (PING is odd there)
+  // PING every timing.ping_every; no answer for timing.ping_timeout drops the connection. Off
+  // only for the short-lived slot map connection (one CLUSTER SLOTS, then closed).
+  bool health_ping = true;
   // Subscriber connections: after the setup, every reply (confirmations, messages, errors) goes
   // to Hooks::on_push in arrival order, and commands go out with send_push_in_loop. hiredis
   // 0.14 (Debian 12) routes pub/sub replies itself and knows only SUBSCRIBE and PSUBSCRIBE, so
-  // sharded pub/sub (SSUBSCRIBE, smessage) needs replies read here.
+  // sharded pub/sub (SSUBSCRIBE, smessage) needs replies read here. The health PING goes out the
+  // same way; its answer (RESP2: +PONG, or ["pong", ""] once subscribed) is taken here and never
+  // reaches on_push, and any reply read counts as a sign of life.
   bool push_only = false;
   Timing timing;                    // the options' reconnect and ping pace
 };

@@ -14,6 +14,7 @@
 #include "redis/redis_cluster.h"
 #include "redis/redis_server.h"
 #include "redis/slot.h"
+#include "redis/stall_proxy.h"
 
 namespace chatd::bus {
 namespace {
@@ -828,6 +829,42 @@ TEST(RedisBus, MessagesPublishedWhileTheChannelWasDroppedAreDeliveredInOrderOnce
   EXPECT_EQ(seqs_of(got), range(1, 52));
   EXPECT_EQ(got[50].payload, "50");
   EXPECT_EQ(got[51].payload, "live");
+}
+
+// A path that stops carrying bytes without closing (a wedged proxy, load balancer or NAT) while
+// new connections get through: the subscriber connection is pinged like the others, so it is
+// dropped and subscribed again, and what it missed meanwhile is read from history.
+TEST(RedisBus, AStalledSubscriberConnectionIsReplacedAndMissesNothing) {
+  RedisServer redis;
+  test::StallProxy proxy(redis.port());
+  Node a("redis://127.0.0.1:" + std::to_string(proxy.port()), [](BusConfig& cfg) {
+    cfg.redis_timing.ping_every = 100ms;
+    cfg.redis_timing.ping_timeout = 500ms;
+  });
+  Node b(redis.url());
+  ASSERT_TRUE(both_up(a, b));
+  ASSERT_FALSE(a.subscribe("r"));
+  ASSERT_FALSE(b.publish("r", "0"));
+  ASSERT_TRUE(test::eventually([&] { return a.count("r") == 1; }));
+  const int flows = proxy.accepted();
+
+  proxy.stall();  // A's connections stay open, and nothing passes either way
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 1; i <= 20; ++i) ASSERT_FALSE(b.publish("r", std::to_string(i)));
+  // A's own publishes flow again once its publish connection is replaced...
+  ASSERT_TRUE(test::eventually([&] { return !a.publish("r", "own"); }, 5s)) << a.bus->describe();
+  // ...and its subscriber hears them, with the 20 it missed read from history first.
+  ASSERT_TRUE(test::eventually([&] { return a.count("r") >= 22; }, 5s))
+      << a.count("r") << " delivered; " << a.bus->describe();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  EXPECT_GE(proxy.accepted(), flows + 3) << "publish, history and subscribe connections are all new";
+  ASSERT_FALSE(b.publish("r", "live"));
+  ASSERT_TRUE(test::eventually([&] { return a.count("r") >= 23; }, 3s));
+  std::this_thread::sleep_for(100ms);  // nothing is delivered twice, late
+  const auto got = a.deliveries("r");
+  EXPECT_EQ(seqs_of(got), range(1, 23));
+  EXPECT_EQ(got[21].payload, "own");
+  EXPECT_EQ(got[22].payload, "live");
 }
 
 TEST(RedisBus, ARedisRestartedWithItsDataLosesNoMessageLive) {
