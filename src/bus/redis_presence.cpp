@@ -2,7 +2,9 @@
 // Redis Cluster slot; every script touches one key):
 //   chatd:{<room>}:members            hash: member -> how many nodes hold that member
 //   chatd:presence:node:<node>:<run>  hash: "<room>\n<member>" -> 1, what this run of a node holds
-//   chatd:presence:nodes              sorted set: "<node>:<run>" -> last heartbeat (Redis time, ms)
+//   chatd:presence:nodes              sorted set: "<node>:<run>" -> last heartbeat (Redis time, ms),
+//                                     "reaping:<node>:<run>" -> claim time, "!resumed" -> when
+//                                     a heartbeat last found Redis back after an outage
 // A node HINCRBYs a member on its first connection and decrements on its last, so the reply
 // says whether the join or leave is news for the whole cluster; HLEN is the room's count.
 //
@@ -16,8 +18,19 @@
 // heartbeat (a dead reaper adds one more timeout). A restarted node is a new run; its previous
 // run is a dead node like any other.
 //
-// A node that finds its own entry gone (claimed while it was cut off) or reconnects to a Redis
-// that may have restarted empty puts back what it holds, without announcing anything.
+// A claimed run never stamps its entry again: a node that finds its entry gone (claimed while it
+// was cut off, or lost with Redis's data) starts a new run, puts everything it holds back under
+// the new run, without announcing anything, and leaves the old run to be reaped like a dead
+// node's (it claims the old run itself if nobody has). Each run's joins are undone by its own
+// leaves or by its one reap, so a reap that is late (a claim sent before an outage and run by
+// Redis after it) or concurrent with the put-back can never take out what the new run holds.
+// A node that reconnects to a Redis that may have restarted empty also puts back, with HSETNX,
+// what its run holds.
+//
+// A heartbeat whose own previous stamp is older than half the timeout means Redis (or this
+// node's link) was away, so every other run's silence says nothing yet: it marks the resumption
+// ("!resumed") and no node claims anything for one timeout after it, which gives every live
+// node the time to reconnect and stamp.
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -58,20 +71,34 @@ if n<=0 then redis.call('HDEL',KEYS[1],ARGV[1]) end
 return {n<=0 and 1 or 0, redis.call('HLEN',KEYS[1])}
 )lua";
 
-// KEYS: nodes. ARGV: this run, timeout ms. Stamps this run, claims silent runs and stale
-// claims; returns {1 if its entry was gone, runs claimed}.
+// KEYS: nodes. ARGV: this run, timeout ms, "1" if this run has stamped before. Stamps this run,
+// claims silent runs and stale claims; returns {1 if this run's entry was gone, runs claimed}.
+// A run whose entry is gone was claimed (or Redis lost it): it is not stamped again, and it is
+// claimed here if nobody has, so its fields are reaped; the caller moves to a new run.
+// Nothing is claimed while a resumption after an outage is younger than the timeout.
 constexpr std::string_view kBeat = R"lua(
 local t=redis.call('TIME') local now=t[1]*1000+math.floor(t[2]/1000)
-local fresh=redis.call('ZADD',KEYS[1],now,ARGV[1])
-local stale=redis.call('ZRANGEBYSCORE',KEYS[1],'-inf',now-tonumber(ARGV[2]))
-local runs={}
-for _,d in ipairs(stale) do
-  local run=d
-  if string.sub(d,1,8)=='reaping:' then run=string.sub(d,9) else redis.call('ZREM',KEYS[1],d) end
-  redis.call('ZADD',KEYS[1],now,'reaping:'..run)
-  runs[#runs+1]=run
+local timeout=tonumber(ARGV[2])
+local prev=redis.call('ZSCORE',KEYS[1],ARGV[1])
+if not prev and ARGV[3]=='1' then
+  redis.call('ZADD',KEYS[1],'NX',now,'reaping:'..ARGV[1])
+  return {1, {}}
 end
-return {fresh, runs}
+redis.call('ZADD',KEYS[1],now,ARGV[1])
+if prev and now-tonumber(prev)>timeout/2 then redis.call('ZADD',KEYS[1],now,'!resumed') end
+local resumed=redis.call('ZSCORE',KEYS[1],'!resumed')
+local runs={}
+if resumed and now-tonumber(resumed)<=timeout then return {0, runs} end
+local stale=redis.call('ZRANGEBYSCORE',KEYS[1],'-inf',now-timeout)
+for _,d in ipairs(stale) do
+  if d=='!resumed' then redis.call('ZREM',KEYS[1],d) else
+    local run=d
+    if string.sub(d,1,8)=='reaping:' then run=string.sub(d,9) else redis.call('ZREM',KEYS[1],d) end
+    redis.call('ZADD',KEYS[1],now,'reaping:'..run)
+    runs[#runs+1]=run
+  end
+end
+return {0, runs}
 )lua";
 
 // KEYS: room hash. ARGV: member, limit. Returns {count, up to limit names}.
@@ -99,7 +126,8 @@ std::optional<std::pair<bool, std::size_t>> flag_and_count(const redisReply* r) 
 class Core : public std::enable_shared_from_this<Core> {
  public:
   Core(boost::asio::io_context& io, const BusConfig& cfg, const PresenceConfig& pcfg)
-      : io_(io), pcfg_(pcfg), run_(cfg.node_id + ":" + run_nonce()), node_key_(std::string(kNodePrefix) + run_), timer_(io) {}
+      : io_(io), pcfg_(pcfg), node_id_(cfg.node_id), run_(node_id_ + ":" + run_nonce()), node_key_(std::string(kNodePrefix) + run_),
+        timer_(io) {}
 
   // On a Redis Cluster: one connection per primary (redis::Shards); every script has one key,
   // so each runs on that key's shard. Any shard coming (back) up reasserts what this node holds.
@@ -189,13 +217,14 @@ class Core : public std::enable_shared_from_this<Core> {
  private:
   void beat_in_loop() {
     if (stopped_) return;
-    conn_->eval_in_loop(kBeat, {std::string(kNodes)}, {run_, std::to_string(pcfg_.node_timeout.count())},
-                        [w = weak_from_this()](redis::Status st, const redisReply* r) {
+    conn_->eval_in_loop(kBeat, {std::string(kNodes)}, {run_, std::to_string(pcfg_.node_timeout.count()), stamped_ ? "1" : "0"},
+                        [w = weak_from_this(), run = run_](redis::Status st, const redisReply* r) {
                           auto self = w.lock();
                           if (!self || st != redis::Status::ok || r->type != REDIS_REPLY_ARRAY || r->elements != 2) return;
-                          if (r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == 1 && self->beaten_)
-                            self->reassert_in_loop();  // claimed as dead while cut off: put back what is held
-                          self->beaten_ = true;
+                          if (run != self->run_) return;  // a beat of a run this node has already left
+                          if (r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == 1)
+                            return self->renew_run_in_loop();  // claimed as dead while cut off
+                          self->stamped_ = true;
                           auto* dead = r->element[1];
                           for (std::size_t i = 0; dead->type == REDIS_REPLY_ARRAY && i < dead->elements; ++i)
                             if (dead->element[i]->type == REDIS_REPLY_STRING)
@@ -207,9 +236,29 @@ class Core : public std::enable_shared_from_this<Core> {
     });
   }
 
+  // This run was claimed as dead (or Redis lost its entry) while the node lives: its fields are
+  // being reaped, or will be, by whoever holds the claim. Puts everything held back under a new
+  // run, without announcing it, and stamps that run now. The joins of the new run and the
+  // leaves of the old run's reap count apart, so whichever Redis runs first, each member ends
+  // held once by this node.
+  void renew_run_in_loop() {
+    auto old = run_;
+    run_ = node_id_ + ":" + run_nonce();
+    node_key_ = std::string(kNodePrefix) + run_;
+    stamped_ = false;
+    log::event("presence_run_renewed", {{"old_run", old}, {"run", run_}, {"held", std::to_string(held_.size())}});
+    for (const auto& f : held_) {
+      auto nl = f.find('\n');
+      conn_->command_in_loop(node_key_, {"HSET", node_key_, f, "1"}, [](redis::Status, const redisReply*) {});
+      conn_->eval_in_loop(kJoin, {members_key(f.substr(0, nl))}, {f.substr(nl + 1)}, [](redis::Status, const redisReply*) {});
+    }
+    beat_in_loop();
+  }
+
   // Takes the members of dead run `run` out of their rooms; reports those now nowhere. Each
   // field is forgotten only after its leave was applied, and the claim is released only when
-  // all were: whatever is left when this node dies midway, the next claimant finishes.
+  // the run's hash is empty: whatever is left when this node dies midway, or was written by the
+  // run after HGETALL (it was alive and had not yet seen the claim), the next claimant finishes.
   void reap_in_loop(const std::string& run) {
     auto key = std::string(kNodePrefix) + run;
     log::event("presence_node_dead", {{"run", run}});
@@ -225,16 +274,22 @@ class Core : public std::enable_shared_from_this<Core> {
         auto s = w.lock();
         reap->failed = reap->failed || !ok;
         if (--reap->left != 0 || reap->failed || !s) return;
-        s->conn_->command_in_loop(key, {"DEL", key}, [](redis::Status, const redisReply*) {});
-        s->conn_->command_in_loop(std::string(kNodes), {"ZREM", std::string(kNodes), "reaping:" + run},
-                                  [](redis::Status, const redisReply*) {});
+        s->conn_->command_in_loop(key, {"HLEN", key}, [w, run](redis::Status hst, const redisReply* hlen) {
+          auto s2 = w.lock();
+          if (!s2 || hst != redis::Status::ok || hlen->type != REDIS_REPLY_INTEGER || hlen->integer != 0) return;
+          s2->conn_->command_in_loop(std::string(kNodes), {"ZREM", std::string(kNodes), "reaping:" + run},
+                                     [](redis::Status, const redisReply*) {});
+        });
       };
       for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
         auto* f = r->element[i];
         if (f->type != REDIS_REPLY_STRING) continue;
         std::string fv(f->str, f->len);
         auto nl = fv.find('\n');
-        if (nl == std::string::npos) continue;
+        if (nl == std::string::npos) {  // not a member: forget it, so the hash can empty
+          self->conn_->command_in_loop(key, {"HDEL", key, fv}, [](redis::Status, const redisReply*) {});
+          continue;
+        }
         auto room = fv.substr(0, nl), member = fv.substr(nl + 1);
         ++reap->left;
         self->conn_->eval_in_loop(kLeave, {members_key(room)}, {member},
@@ -269,13 +324,14 @@ class Core : public std::enable_shared_from_this<Core> {
 
   boost::asio::io_context& io_;
   PresenceConfig pcfg_;
-  std::string run_;
-  std::string node_key_;
+  std::string node_id_;
+  std::string run_;       // this node's current run; a new one when the last was claimed
+  std::string node_key_;  // what run_ holds
   boost::asio::steady_timer timer_;
   std::shared_ptr<redis::Shards> conn_;
   GoneFn gone_;
   std::set<std::string> held_;  // "<room>\n<member>" this node has joined
-  bool beaten_ = false;         // the first heartbeat was answered
+  bool stamped_ = false;        // a heartbeat of run_ was answered: its entry must be there
   bool stopped_ = false;
 
  public:
