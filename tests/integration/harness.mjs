@@ -182,6 +182,7 @@ export async function startRedis({ name = 'redis', timeoutMs = 10_000, port } = 
   }
   return {
     port, url: `redis://127.0.0.1:${port}`, log: proc.log, isAlive: proc.isAlive, tail: proc.tail,
+    signal: (sig) => proc.child.kill(sig),  // e.g. SIGSTOP / SIGCONT to freeze Redis
     async stop(opts) {
       const r = await proc.stop(opts);
       rmSync(dir, { recursive: true, force: true });

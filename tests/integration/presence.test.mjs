@@ -1,15 +1,17 @@
 // Presence (README "Presence"): who is in a room on every node, joins and leaves announced by
 // the server once per person, a dropped tab leaving after the grace period (and not at all when
-// it reconnects within it), and a killed node's members leaving within the node timeout.
+// it reconnects within it), a killed node's members leaving within the node timeout, and a live
+// node's members staying in when Redis was away from every node for longer than that timeout.
 // On one embedded node and on two nodes sharing Redis; kafka_presence.test.mjs does Kafka.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 import { createRoom, eventually, redisCommand, startChatd, startRedis, stompOverWebSocket } from './harness.mjs';
-import { announcements, enter, members, nodeKillTest, presenceArgs, presenceTests } from './presence.mjs';
+import { NODE_TIMEOUT_S, announcements, enter, members, nodeKillTest, presenceArgs, presenceTests } from './presence.mjs';
 
 describe('presence on one embedded node', () => {
   let node, dir;
@@ -114,6 +116,82 @@ describe('presence on two nodes sharing Redis', () => {
       assert.equal(await redisCommand(redis.port, ['EXISTS', `chatd:presence:node:${run}`]), ':0');
     } finally {
       await watcher.s.close();
+    }
+  });
+});
+
+describe('presence on two nodes when Redis is away from both longer than the node timeout', () => {
+  let redis, a, b;
+  const countClaims = `local n=0 for _,m in ipairs(redis.call('ZRANGE',KEYS[1],0,-1)) do
+    if string.sub(m,1,8)=='reaping:' then n=n+1 end end return n`;
+  // What a heartbeat of another node leaves when it claims node b's live run: the entry renamed
+  // to reaping:<run>, stamped now. Returns how many runs it claimed.
+  const claimB = `local t=redis.call('TIME') local n=0
+    for _,m in ipairs(redis.call('ZRANGE',KEYS[1],0,-1)) do if string.sub(m,1,9)=='outage-b:' then
+      redis.call('ZREM',KEYS[1],m) redis.call('ZADD',KEYS[1],t[1]*1000,'reaping:'..m) n=n+1 end end return n`;
+  const args = () => ['--bus', 'redis', '--store', 'redis', '--redis', redis.url, ...presenceArgs];
+  before(async () => {
+    redis = await startRedis({ name: 'redis-presence-outage' });
+    a = await startChatd({ name: 'presence-outage-a', args: args() });
+    b = await startChatd({ name: 'presence-outage-b', args: [...args(), '--node-id', 'outage-b'] });
+  });
+  after(async () => {
+    redis?.signal('SIGCONT');
+    await a?.stop();
+    await b?.stop();
+    await redis?.stop();
+  });
+
+  // Redis frozen (SIGSTOP) for twice the node timeout: the heartbeats the nodes sent meanwhile
+  // run when it resumes, when every run looks silent. No live node's members may be taken out:
+  // no QUIT, both still listed on both nodes, and a real leave afterwards is still announced.
+  test('redis: a frozen Redis takes no live member out, and no QUIT is announced', { timeout: 40_000 }, async () => {
+    const room = await createRoom(a.base, 'outage');
+    const xavier = await enter(a, room.roomId, 'xavier');
+    const yuna = await enter(b, room.roomId, 'yuna');
+    try {
+      for (const n of [a, b]) await eventually('both in', async () => (await members(n, room.roomId)).count === 2);
+      redis.signal('SIGSTOP');
+      await sleep(NODE_TIMEOUT_S * 2_000);
+      redis.signal('SIGCONT');
+      // Long enough for a claim made at resumption to go stale, be claimed again and reaped.
+      await sleep(NODE_TIMEOUT_S * 2_000 + 1_000);
+      for (const n of [a, b]) assert.deepEqual(await members(n, room.roomId), { count: 2, names: ['xavier', 'yuna'] });
+      assert.deepEqual(announcements(xavier.inbox).filter((m) => m.startsWith('QUIT')), []);
+      assert.deepEqual(announcements(yuna.inbox).filter((m) => m.startsWith('QUIT')), []);
+      await eventually('no run left claimed', async () =>
+        (await redisCommand(redis.port, ['EVAL', countClaims, '1', 'chatd:presence:nodes'])) === ':0', 10_000);
+      // Each member is counted once per node holding it: yuna's QUIT makes her leave at once.
+      yuna.s.chat('QUIT', room.roomId, 'yuna');
+      await eventually('xavier sees yuna leave', () => announcements(xavier.inbox).includes('QUIT yuna'), 5_000);
+      for (const n of [a, b]) assert.deepEqual(await members(n, room.roomId), { count: 1, names: ['xavier'] });
+    } finally {
+      await xavier.s.close();
+      await yuna.s.close();
+    }
+  });
+
+  // The orphaned claim of the finding: another node's heartbeat claimed b's live run, and its
+  // reply was lost, so the reap comes one timeout later, from whichever node claims it again.
+  // b finds its entry gone and puts its members back under a new run before that reap.
+  test('redis: a live run claimed as dead keeps its members; the old run is reaped', { timeout: 30_000 }, async () => {
+    const room = await createRoom(a.base, 'claimed');
+    const xavier = await enter(a, room.roomId, 'xavier');
+    const yuna = await enter(b, room.roomId, 'yuna');
+    try {
+      for (const n of [a, b]) await eventually('both in', async () => (await members(n, room.roomId)).count === 2);
+      assert.equal(await redisCommand(redis.port, ['EVAL', claimB, '1', 'chatd:presence:nodes']), ':1');
+      await eventually('the claim reaped and released', async () =>
+        (await redisCommand(redis.port, ['EVAL', countClaims, '1', 'chatd:presence:nodes'])) === ':0', 15_000);
+      await sleep(1_000);
+      for (const n of [a, b]) assert.deepEqual(await members(n, room.roomId), { count: 2, names: ['xavier', 'yuna'] });
+      assert.deepEqual(announcements(xavier.inbox).filter((m) => m.startsWith('QUIT')), []);
+      yuna.s.chat('QUIT', room.roomId, 'yuna');
+      await eventually('xavier sees yuna leave', () => announcements(xavier.inbox).includes('QUIT yuna'), 5_000);
+      for (const n of [a, b]) assert.deepEqual(await members(n, room.roomId), { count: 1, names: ['xavier'] });
+    } finally {
+      await xavier.s.close();
+      await yuna.s.close();
     }
   });
 });
