@@ -199,16 +199,15 @@ describe('clients that do not read', () => {
           (await fetch(`${node.base}/chat/room/${room.roomId}/messages?limit=1`)).headers.get('x-last-seq') === '100', 20_000);
       }
       await talker.close();
-      const before = rssKiB(node.child.pid);
 
       const s = await rawClient(node.port, [CONNECT], /CONNECTED/);
       s.pause();
       let frames = '';
       rooms.forEach((room, i) => { frames += `SUBSCRIBE\nid:${i}\ndestination:/sub/chat/room/${room.roomId}\nx-history:100\n\n\0`; });
       s.write(clientFrame(1, frames));
+      // Without the bound on replays together it keeps all 30 queued and is never cut off. (Its
+      // RSS says little here: the 30 history reads pass through memory either way.)
       await eventually('the reader of nothing is cut off', async () => (await metric(node.base, 'chatd_slow_consumers_total')) >= 1, 20_000);
-      const grew = rssKiB(node.child.pid) - before;
-      assert.ok(grew < 20 * 1024, `chatd grew ${grew} KiB for one client`);
       s.destroy();
     } finally {
       await node.stop();
