@@ -64,10 +64,11 @@ bool unescape_into(std::string_view in, Version v, std::string& out) {
 // Appends `in` escaped per `v` to `out`; `escape` false appends it raw.
 void escape_into(std::string_view in, Version v, bool escape, std::string& out) {
   if (!escape || v == Version::v1_0) {
-    // Nothing can be escaped here, and a raw line break would end the header: it becomes a space.
+    // Nothing can be escaped here, and a raw LF would end the header: it becomes a space. (A CR
+    // is only a line end right before the LF, which no value then holds.)
     const auto from = out.size();
     out.append(in);
-    std::replace_if(out.begin() + static_cast<std::ptrdiff_t>(from), out.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
+    std::replace(out.begin() + static_cast<std::ptrdiff_t>(from), out.end(), '\n', ' ');
     return;
   }
   for (const char c : in) {

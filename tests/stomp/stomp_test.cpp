@@ -223,9 +223,9 @@ TEST(StompEscape, EscapeHeaderKnownValues) {
   const std::string raw = "a:b\nc\rd\\e";
   EXPECT_EQ(escape_header(raw, Version::v1_2), "a\\cb\\nc\\rd\\\\e");
   EXPECT_EQ(escape_header(raw, Version::v1_1), "a\\cb\\nc\rd\\\\e");
-  // Unescaped (1.0, CONNECTED): a line break would end the header, so it becomes a space.
-  EXPECT_EQ(escape_header(raw, Version::v1_0), "a:b c d\\e");
-  EXPECT_EQ(escape_header(raw, Version::v1_2, Command::connected), "a:b c d\\e");
+  // Unescaped (1.0, CONNECTED): a LF would end the header, so it becomes a space.
+  EXPECT_EQ(escape_header(raw, Version::v1_0), "a:b c\rd\\e");
+  EXPECT_EQ(escape_header(raw, Version::v1_2, Command::connected), "a:b c\rd\\e");
   EXPECT_EQ(escape_header("plain", Version::v1_2), "plain");
 }
 
@@ -586,7 +586,7 @@ TEST(StompErrors, HeaderLinesMustBeUtf8) {
 // and start another, so it goes out as a space.
 TEST(StompEncode, NoLineBreakInAnUnescapedHeader) {
   const auto wire = encode(make_frame(Command::error, {{"message", "a\nINJ:1\r\n"}}), Version::v1_0);
-  EXPECT_EQ(wire, "ERROR\nmessage:a INJ:1  \n\n\0"s);
+  EXPECT_EQ(wire, "ERROR\nmessage:a INJ:1\r \n\n\0"s);
 }
 
 TEST(StompErrors, ParserStaysFailed) {
