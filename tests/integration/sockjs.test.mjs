@@ -466,8 +466,10 @@ describe('SockJS sessions', () => {
       let text = '';
       try {
         await eventually('the session opens', () => stream.text.includes('o\n'), 5_000);
-        await post(`${streamed}/xhr_send`, stompConnect);
-        await post(`${streamed}/xhr_send`, subscribe);
+        // As a STOMP client does: CONNECTED before SUBSCRIBE.
+        assert.equal((await post(`${streamed}/xhr_send`, stompConnect)).status, 204);
+        await eventually('CONNECTED', () => stream.text.includes('CONNECTED'), 5_000);
+        assert.equal((await post(`${streamed}/xhr_send`, subscribe)).status, 204);
         await eventually('the replay or the end of the response', () => stream.ended || whole(stream.text), 10_000);
         text = stream.text;
       } finally {
