@@ -103,8 +103,10 @@ class StallProxy {
         fds.push_back({f.server, POLLIN, 0});
       }
       if (::poll(fds.data(), fds.size(), 20) <= 0) continue;
-      if (fds[0].revents & POLLIN) accept_one();
-      for (std::size_t i = 0; i < flows_.size(); ++i) {
+      // The flows polled; a new one is accepted after them (it has no entry in fds, and adding
+      // it would move flows_ under the reference below).
+      const std::size_t polled = flows_.size();
+      for (std::size_t i = 0; i < polled; ++i) {
         Flow& f = flows_[i];
         for (int side = 0; side < 2 && f.client >= 0; ++side) {
           if (!(fds[1 + 2 * i + static_cast<std::size_t>(side)].revents & (POLLIN | POLLHUP | POLLERR))) continue;
@@ -119,6 +121,7 @@ class StallProxy {
         }
       }
       std::erase_if(flows_, [](const Flow& f) { return f.client < 0; });
+      if (fds[0].revents & POLLIN) accept_one();
     }
   }
 
