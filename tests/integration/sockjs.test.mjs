@@ -155,6 +155,22 @@ const bigText = (i) => `${i} ${'가'.repeat(3000)}`;  // about 9 KB of UTF-8
 const numbered = (text) => [...text.matchAll(/\\"message\\":\\"(\d+) /g)].map((m) => Number(m[1]));
 const stompConnect = JSON.stringify(['CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0']);
 
+// Opens the xhr session at `url` and CONNECTs it: "o", then CONNECTED.
+async function openXhr(url) {
+  assert.equal(await (await post(`${url}/xhr`)).text(), 'o\n');
+  assert.equal((await post(`${url}/xhr_send`, stompConnect)).status, 204);
+  assert.match(await (await post(`${url}/xhr`)).text(), /^a\["CONNECTED/);
+}
+
+// Sends DISCONNECT with a receipt on the xhr session at `url`; resolves with what the polls got
+// up to the close frame.
+async function disconnectXhr(url) {
+  await post(`${url}/xhr_send`, JSON.stringify(['DISCONNECT\nreceipt:bye\n\n\0']));
+  let all = '';
+  for (let i = 0; i < 3 && !all.includes('c['); i++) all += await (await post(`${url}/xhr`)).text();
+  return all;
+}
+
 describe('STOMP over sockjs-client', () => {
   for (const transport of ['websocket', 'xhr-streaming', 'xhr-polling']) {
     sockjsTest(`a conversation over ${transport}`, async () => {
@@ -252,12 +268,8 @@ describe('SockJS sessions', () => {
 
   sockjsTest('DISCONNECT over xhr: RECEIPT, then c[3000] and the session is gone', async () => {
     const url = `${node.base}/ws-stomp/000/${sessionId()}`;
-    assert.equal(await (await post(`${url}/xhr`)).text(), 'o\n');
-    await post(`${url}/xhr_send`, stompConnect);
-    assert.match(await (await post(`${url}/xhr`)).text(), /^a\["CONNECTED/);
-    await post(`${url}/xhr_send`, JSON.stringify(['DISCONNECT\nreceipt:bye\n\n\0']));
-    let all = '';
-    for (let i = 0; i < 3 && !all.includes('c['); i++) all += await (await post(`${url}/xhr`)).text();
+    await openXhr(url);
+    const all = await disconnectXhr(url);
     assert.match(all, /RECEIPT\\nreceipt-id:bye/);
     assert.match(all, /c\[3000,"[^"]+"\]\n$/);
     const after = await post(`${url}/xhr_send`, '["x"]');
@@ -271,12 +283,8 @@ describe('SockJS sessions', () => {
     const own = await startChatd({ name: 'chatd-sockjs-closed', args: ['--sockjs-disconnect-delay-ms', '1500'] });
     try {
       const url = `${own.base}/ws-stomp/000/${sessionId()}`;
-      assert.equal(await (await post(`${url}/xhr`)).text(), 'o\n');
-      await post(`${url}/xhr_send`, stompConnect);
-      assert.match(await (await post(`${url}/xhr`)).text(), /^a\["CONNECTED/);
-      await post(`${url}/xhr_send`, JSON.stringify(['DISCONNECT\nreceipt:bye\n\n\0']));
-      let all = '';
-      for (let i = 0; i < 3 && !all.includes('c['); i++) all += await (await post(`${url}/xhr`)).text();
+      await openXhr(url);
+      const all = await disconnectXhr(url);
       const close = all.match(/c\[3000,"[^"]+"\]\n$/)?.[0];
       assert.ok(close, all);
       const closedAt = Date.now();
@@ -433,15 +441,10 @@ describe('SockJS sessions', () => {
       // Short, so a failure does not print 360 KB of history.
       const notCutOff = (text, what) =>
         assert.ok(!/c\[/.test(text), `${what}: cut off after ${numbered(text).length} of ${total}: ${text.slice(-80)}`);
-      const open = async (url) => {
-        assert.equal(await (await post(`${url}/xhr`)).text(), 'o\n');
-        assert.equal((await post(`${url}/xhr_send`, stompConnect)).status, 204);
-        assert.match(await (await post(`${url}/xhr`)).text(), /^a\["CONNECTED/);
-      };
 
       // xhr polling, with no poll attached while the replay lands.
       const detached = `${own.base}/ws-stomp/000/${sessionId()}`;
-      await open(detached);
+      await openXhr(detached);
       assert.equal((await post(`${detached}/xhr_send`, subscribe)).status, 204);
       await new Promise((ok) => setTimeout(ok, 300));
       let polled = '';
@@ -452,7 +455,7 @@ describe('SockJS sessions', () => {
 
       // xhr polling with a poll waiting, and xhr_streaming.
       const waiting = `${own.base}/ws-stomp/000/${sessionId()}`;
-      await open(waiting);
+      await openXhr(waiting);
       const poll = post(`${waiting}/xhr`);
       await new Promise((ok) => setTimeout(ok, 200));
       assert.equal((await post(`${waiting}/xhr_send`, subscribe)).status, 204);
