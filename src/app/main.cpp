@@ -69,14 +69,18 @@ void fit_connections_to(rlim_t file_limit, std::size_t& max_connections) {
   max_connections = std::max<std::size_t>(1, fit);
 }
 
-// Returns the first line of the secret file named by `option`; throws when it is missing or
-// empty, since an unsigned webhook or an API open to an empty key is worse than none.
+// Returns the first line of the secret file named by `option`, without the blanks around it (a
+// CRLF file, an editor's trailing space: an HTTP header value cannot carry them, so the key could
+// never match); throws when it is missing or empty, since an unsigned webhook or an API open to
+// an empty key is worse than none.
 std::string read_secret(const std::string& path, const std::string& option) {
   std::ifstream in(path);
   std::string line;
-  if (!in || !std::getline(in, line) || line.empty())
+  if (in) std::getline(in, line);
+  const auto first = line.find_first_not_of(" \t\r");
+  if (!in || first == std::string::npos)
     throw std::runtime_error(option + " " + path + ": missing, unreadable or empty");
-  return line;
+  return line.substr(first, line.find_last_not_of(" \t\r") - first + 1);
 }
 
 // --check-config: the engines were built (which already refuses a bad URL, a wrong password or

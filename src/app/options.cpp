@@ -42,10 +42,11 @@ Spec size_opt(std::string name, std::string help, std::size_t L::*field, std::si
 }
 
 template <class L>
-Spec ms_opt(std::string name, std::string help, std::chrono::milliseconds L::*field, std::int64_t min) {
+Spec ms_opt(std::string name, std::string help, std::chrono::milliseconds L::*field, std::int64_t min,
+            std::int64_t max = 86'400'000) {
   return {name, std::move(help), [field](const Options& o) { return std::to_string((limits_in<L>(o).*field).count()); },
-          [name, field, min](Options& o, const std::string& v) {
-            limits_in<L>(o).*field = std::chrono::milliseconds(parse_number<std::int64_t>(name, v, min, 86'400'000));
+          [name, field, min, max](Options& o, const std::string& v) {
+            limits_in<L>(o).*field = std::chrono::milliseconds(parse_number<std::int64_t>(name, v, min, max));
           }};
 }
 
@@ -135,7 +136,13 @@ const std::vector<Spec>& specs() {
                  "yes", "no", [](auto& o) -> auto& { return o.engine_thread; }),
       {"node-id", "this node's name; names its Kafka consumer group (default: generated, kept in the data dir)",
        [](const Options& o) { return o.bus.node_id.empty() ? std::string("(generated)") : o.bus.node_id; },
-       [](Options& o, const std::string& v) { o.bus.node_id = v; }},
+       [](Options& o, const std::string& v) {
+         // It goes into JSON, HTTP headers, Kafka client ids and ':'-separated Redis keys unescaped.
+         const bool plain = !v.empty() && v.size() <= 64 && v.find_first_not_of(
+             "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == std::string::npos;
+         if (!plain) throw std::invalid_argument("--node-id must be 1 to 64 of A-Z a-z 0-9 . _ -");
+         o.bus.node_id = v;
+       }},
       {"bus", "message bus: local | redis | kafka", [](const Options& o) { return o.bus.kind; },
        [](Options& o, const std::string& v) {
          if (v != "local" && v != "redis" && v != "kafka") throw std::invalid_argument("--bus must be local, redis or kafka");
@@ -313,8 +320,9 @@ const std::vector<Spec>& specs() {
       ms_opt("heartbeat-send-ms", "heart-beat the server offers to send (0: none)", &L::heartbeat_send, 0),
       ms_opt("heartbeat-receive-ms", "heart-beat the server asks of clients (0: none)", &L::heartbeat_receive, 0),
       ms_opt("connect-timeout-ms", "time from WebSocket upgrade to CONNECT", &L::connect_timeout, 100),
-      ms_opt("tcp-keepalive-idle-ms", "idle time before TCP keepalive probes a silent peer (0: off)", &N::tcp_keepalive_idle, 0),
-      ms_opt("tcp-keepalive-interval-ms", "time between TCP keepalive probes", &N::tcp_keepalive_interval, 1000),
+      // Linux takes at most 32767 s for either (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL).
+      ms_opt("tcp-keepalive-idle-ms", "idle time before TCP keepalive probes a silent peer (0: off)", &N::tcp_keepalive_idle, 0, 32'767'000),
+      ms_opt("tcp-keepalive-interval-ms", "time between TCP keepalive probes", &N::tcp_keepalive_interval, 1000, 32'767'000),
       size_opt("tcp-keepalive-probes", "unanswered keepalive probes before the connection is dropped", &N::tcp_keepalive_probes, 1, 100),
       ms_opt("drain-timeout-ms", "time SIGTERM waits for connections to close", &N::drain_timeout, 0),
       ms_opt("write-timeout-ms", "time a client may take no byte of a pending write before it is reset", &N::write_timeout, 100),

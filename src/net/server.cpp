@@ -9,6 +9,8 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <stdexcept>
 
 #include "log/log.h"
@@ -33,7 +35,8 @@ void set_keepalive(tcp::socket& s, const Limits& lim) {
   auto secs = [](milliseconds d) { return static_cast<int>(std::max<milliseconds::rep>(1, (d.count() + 999) / 1000)); };
   int on = 1, idle = secs(lim.tcp_keepalive_idle), interval = secs(lim.tcp_keepalive_interval);
   int probes = static_cast<int>(lim.tcp_keepalive_probes);
-  auto user_timeout = static_cast<unsigned>(1000 * (idle + interval * probes));
+  auto user_timeout = static_cast<unsigned>(std::min<std::int64_t>(
+      std::numeric_limits<unsigned>::max(), 1000 * (std::int64_t{idle} + std::int64_t{interval} * probes)));
   int fd = s.native_handle();
   ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);

@@ -16,10 +16,10 @@ import { createRoom, eventually, listRooms, redisCommand, startChatd, startRedis
 
 const apiKey = 'k3y-for-the-backend-only';
 
-function keyFile() {
+function keyFile(text = `${apiKey}\n`) {
   const dir = mkdtempSync(join(tmpdir(), 'chatd-api-'));
   const file = join(dir, 'api-key');
-  writeFileSync(file, `${apiKey}\n`);
+  writeFileSync(file, text);
   return { file, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
@@ -218,6 +218,14 @@ describe('server API limits and defaults', () => {
     const res = await api(node, '/api/stats');
     assert.equal(res.status, 404);
     assert.match((await res.json()).error, /off/);
+  });
+
+  test('a key file written on Windows (CRLF) or with blanks around the key still opens the API', async (t) => {
+    const key = keyFile(` ${apiKey} \r\nsecond line ignored\r\n`);
+    const node = await startChatd({ name: 'chatd-api-crlf', args: ['--api-key-file', key.file] });
+    t.after(async () => { await node.stop(); key.remove(); });
+    assert.equal((await api(node, '/api/stats')).status, 200);
+    assert.equal((await api(node, '/api/stats', { key: 'second line ignored' })).status, 403);
   });
 
   test('calls beyond --api-rate / --api-burst get 429', async (t) => {

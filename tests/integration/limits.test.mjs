@@ -1,12 +1,12 @@
 // The transports' limits are options (net::Limits, chat::Limits' HTTP sizes): set from the
 // command line or CHATD_* variables, they change what the node accepts.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { eventually, startChatd } from './harness.mjs';
+import { chatdBinary, eventually, startChatd } from './harness.mjs';
 
 describe('HTTP and SockJS limits are options', () => {
   let node;
@@ -104,6 +104,29 @@ describe('the open-file limit', () => {
     } finally {
       for (const s of socks) s.destroy();
       await node.stop();
+    }
+  });
+});
+
+describe('options the node cannot honour are refused at start-up', () => {
+  const refusal = (args) => {
+    const r = spawnSync(chatdBinary(), ['--port', '0', ...args], { encoding: 'utf8', timeout: 10_000 });
+    return { status: r.status, stderr: r.stderr };
+  };
+
+  test('--node-id goes unescaped into JSON, headers and keys: only plain names', () => {
+    for (const id of ['eu"1', 'a\\b', 'a:b', 'x'.repeat(65), '']) {
+      const r = refusal(['--node-id', id]);
+      assert.notEqual(r.status, 0, `--node-id ${JSON.stringify(id)} was accepted`);
+      assert.match(r.stderr, /--node-id must be 1 to 64 of/);
+    }
+  });
+
+  test('TCP keepalive periods past what Linux takes (32767 s) are refused, not silently ignored', () => {
+    for (const opt of ['--tcp-keepalive-idle-ms', '--tcp-keepalive-interval-ms']) {
+      const r = refusal([opt, '40000000']);
+      assert.notEqual(r.status, 0, `${opt} 40000000 was accepted`);
+      assert.match(r.stderr, new RegExp(`${opt}: '40000000' is not a number between`));
     }
   });
 });
