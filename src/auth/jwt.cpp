@@ -335,7 +335,8 @@ bool JwtVerifier::reload(std::string& why) {
 
 std::size_t JwtVerifier::key_count() const { return keys()->keys.size(); }
 
-bool JwtVerifier::expired(std::int64_t expires_at) const { return now() >= expires_at + cfg_.clock_skew.count(); }
+// Written as now - skew: exp may be any int64, and exp + skew could overflow.
+bool JwtVerifier::expired(std::int64_t expires_at) const { return now() - cfg_.clock_skew.count() >= expires_at; }
 
 chat::IdentityPtr JwtVerifier::verify(std::string_view token, std::string& why) const {
   auto fail = [&why](std::string reason) {
@@ -417,7 +418,7 @@ chat::IdentityPtr JwtVerifier::verify(std::string_view token, std::string& why) 
   const auto now = this->now();
   const auto skew = cfg_.clock_skew.count();
   if (!exp && cfg_.require_exp) return fail("token has no exp");
-  if (exp && now >= *exp + skew) return fail("token expired");
+  if (exp && expired(*exp)) return fail("token expired");
   if (nbf && now + skew < *nbf) return fail("token not yet valid (nbf)");
   if (!cfg_.issuer.empty()) {
     auto iss = c.if_contains("iss");

@@ -10,6 +10,7 @@
 
 #include <boost/json.hpp>
 
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 
@@ -261,6 +262,10 @@ TEST_F(Jwt, ExpiredAndNotYetValid) {
   EXPECT_FALSE(v->verify(auth::mint_hs256(kSecret, R"({"sub":"a","exp":"soon"})"), why));
   EXPECT_TRUE(v->expired(kNow - 30));
   EXPECT_FALSE(v->expired(kNow - 29));
+  // The far ends of int64: exp + skew used to overflow (UB; in practice "expired").
+  EXPECT_TRUE(v->verify(auth::mint_hs256(kSecret, R"({"sub":"a","exp":9223372036854775807})"), why)) << why;
+  EXPECT_FALSE(v->expired(INT64_MAX));
+  EXPECT_TRUE(v->expired(INT64_MIN));
 }
 
 TEST_F(Jwt, IssuerAndAudience) {
