@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <boost/asio/error.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -198,10 +199,15 @@ class Core : public std::enable_shared_from_this<Core> {
     req_.body() = std::move(body);
     req_.prepare_payload();
     stream_.expires_after(cfg_.timeout);
+    reused_ = connected_;
     if (connected_) {
       write_in_loop();
       return;
     }
+    connect_in_loop();
+  }
+
+  void connect_in_loop() {
     resolver_.async_resolve(target_.host, target_.port,
                             [self = shared_from_this()](beast::error_code ec, tcp::resolver::results_type r) {
                               if (ec) return self->failed_in_loop("resolve: " + ec.message());
@@ -215,15 +221,32 @@ class Core : public std::enable_shared_from_this<Core> {
 
   void write_in_loop() {
     http::async_write(stream_, req_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
-      if (ec) return self->failed_in_loop("write: " + ec.message());
+      if (ec && !self->stale_in_loop(ec)) return self->failed_in_loop("write: " + ec.message());
+      if (ec) return;
       self->res_ = {};
       self->read_buffer_.clear();
       http::async_read(self->stream_, self->read_buffer_, self->res_,
                        [self](beast::error_code ec2, std::size_t) {
-                         if (ec2) return self->failed_in_loop("read: " + ec2.message());
+                         if (ec2 && !self->stale_in_loop(ec2)) return self->failed_in_loop("read: " + ec2.message());
+                         if (ec2) return;
                          self->answered_in_loop();
                        });
     });
+  }
+
+  // A kept-alive connection the backend closed while it was idle (Node's server does after 5 s,
+  // nginx after 75 s) fails on its first use without a byte of answer. That is not the backend
+  // failing: the batch goes again at once on a new connection, neither counted nor logged. Once
+  // per batch, so a backend that really drops every request still backs off.
+  bool stale_in_loop(const beast::error_code& ec) {
+    if (!reused_ || stopped_) return false;
+    reused_ = false;
+    if (ec != http::error::end_of_stream && ec != asio::error::eof && ec != asio::error::connection_reset &&
+        ec != asio::error::broken_pipe)
+      return false;
+    close_in_loop();
+    connect_in_loop();
+    return true;
   }
 
   void answered_in_loop() {
@@ -338,6 +361,7 @@ class Core : public std::enable_shared_from_this<Core> {
   std::size_t in_flight_ = 0;   // fewer than the POST carries once older events were dropped
   bool requesting_ = false;     // a POST is on the wire
   bool connected_ = false;
+  bool reused_ = false;         // the POST on the wire went on a kept-alive connection
   bool lingering_ = false;
   bool backing_off_ = false;
   bool stopped_ = false;

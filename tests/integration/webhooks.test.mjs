@@ -112,6 +112,24 @@ describe('webhooks from one node', () => {
   });
 });
 
+describe('webhooks to a backend that closes idle connections', () => {
+  test('a kept-alive connection closed while idle is not a failure: the POST goes on a new one', async (t) => {
+    const rx = await startReceiver();
+    rx.server.keepAliveTimeout = 300;  // Node's default is 5 s; nginx's 75 s
+    t.after(() => rx.close());
+    const node = await startChatd({ name: 'chatd-hooks-idle', args: ['--webhook-url', rx.url, '--webhook-events', 'room'] });
+    t.after(() => node.stop());
+    for (let i = 0; i < 3; i++) {
+      const room = await createRoom(node.base, `idle ${i}`);
+      await eventually(`room ${i} reported`, () => rx.accepted().some((e) => e.roomId === room.roomId));
+      await new Promise((r) => setTimeout(r, 800));  // the backend closes the kept-alive connection
+    }
+    assert.equal(rx.posts.length, 3, 'one POST per event, none lost or repeated');
+    assert.equal(await metric(node, 'chatd_webhook_requests_total{result="failed"}'), 0);
+    assert.equal(await metric(node, 'chatd_webhook_requests_total{result="ok"}'), 3);
+  });
+});
+
 describe('webhooks while the backend is away', () => {
   test('the queue keeps the newest --webhook-queue events, counts the dropped ones, delivers when back', async (t) => {
     const port = await freePort(); // nobody listens yet
