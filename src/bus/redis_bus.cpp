@@ -257,6 +257,12 @@ struct RoomSub {
   int repair_rounds = 0;
   std::uint64_t repair_id = 0;  // the read out now (0: none); answers to others are ignored
   std::vector<Delivery> held;
+  // The room's newest seq and epoch read just after it was first subscribed here: a subscription
+  // lost before any message came (last_seq 0) is repaired from there, or its gap went unseen.
+  std::uint64_t floor_seq = 0;
+  std::string floor_epoch;
+  bool floor_known = false;
+  std::uint64_t floor_id = 0;  // the floor read out now (0: none)
 };
 
 // Gap repair reads at most this many messages at a time, and this many times in a row: a gap
@@ -456,9 +462,12 @@ class Core : public std::enable_shared_from_this<Core> {
 
   void history_in_loop(HistoryRequest req, HistoryFn done) {
     const std::string& room = req.room_id;
+    // Lua's numbers are doubles, and string.format('%d') of one past 2^63 is garbage that XRANGE
+    // refuses; no seq comes near 2^53, so a bound past it means "beyond every message" all the same.
+    auto bound = [](std::uint64_t seq) { return std::to_string(std::min<std::uint64_t>(seq, std::uint64_t{1} << 53)); };
     hist_->fcall_in_loop(
         library_.history, {key_of(room, "seq"), key_of(room, "epoch"), key_of(room, "hist"), old_seq_key(room)},
-        {std::to_string(req.after_seq), std::to_string(req.before_seq), std::to_string(req.limit), history_size_,
+        {bound(req.after_seq), bound(req.before_seq), std::to_string(req.limit), history_size_,
          history_ttl_ms_, epoch_candidate()},
         [room, newest_first = req.after_seq == 0, done = std::move(done)](redis::Status st, const redisReply* r) {
           if (st != redis::Status::ok) return done(failure(st), {});
@@ -687,7 +696,17 @@ class Core : public std::enable_shared_from_this<Core> {
     if (rs.wanted && subscribed) {
       rs.confirmed = true;
       // Subscribed again after the channel was lost: what was published meanwhile is read.
-      if (rs.last_seq != 0 && !rs.repairing) repair_in_loop(room, rs);
+      if (!rs.repairing) {
+        if (rs.last_seq != 0) {
+          repair_in_loop(room, rs);
+        } else if (rs.floor_known) {
+          rs.last_seq = rs.floor_seq;
+          rs.epoch = rs.floor_epoch;
+          repair_in_loop(room, rs);
+        } else if (rs.floor_id == 0) {
+          read_floor_in_loop(room, rs);
+        }
+      }
       fire(rs, {});
     } else if (!rs.wanted) {
       rooms_.erase(it);
@@ -700,6 +719,28 @@ class Core : public std::enable_shared_from_this<Core> {
     rs.repairing = false;
     rs.repair_id = 0;
     rs.held.clear();
+    rs.floor_seq = 0;
+    rs.floor_epoch.clear();
+    rs.floor_known = false;
+    rs.floor_id = 0;
+  }
+
+  // Reads where the room stands (no messages, only its newest seq), after its subscription is
+  // confirmed: messages published from then on come live, so a later gap starts above it.
+  void read_floor_in_loop(const std::string& room, RoomSub& rs) {
+    const std::uint64_t id = rs.floor_id = ++repairs_;
+    history_in_loop({room, 0, 0, 0}, [this, self = shared_from_this(), room, id](std::error_code ec, History h) {
+      auto it = rooms_.find(room);
+      if (it == rooms_.end() || it->second.floor_id != id) return;
+      RoomSub& sub = it->second;
+      if (ec) {
+        sub.floor_id = 0;  // asked again at the next confirmation
+        return;
+      }
+      sub.floor_seq = h.last_seq;
+      sub.floor_epoch = std::move(h.epoch);
+      sub.floor_known = true;
+    });
   }
 
   // Delivers a live message of a wanted room in seq order: a duplicate (already read from
@@ -742,8 +783,10 @@ class Core : public std::enable_shared_from_this<Core> {
       RoomSub& rs = it->second;
       const std::uint64_t until = rs.held.empty() ? UINT64_MAX : rs.held.front().seq;
       // The history connection reconnects on its own schedule: often a moment after the
-      // subscription's. Ask again a little later (the live messages wait).
-      if (ec == Error::engine_down && rs.repair_rounds < kRepairRounds) return retry_repair_in_loop(room, id);
+      // subscription's; or it was lost under the read. Ask again a little later (the live
+      // messages wait): a read is always safe to repeat.
+      if ((ec == Error::engine_down || ec == Error::timed_out) && rs.repair_rounds < kRepairRounds)
+        return retry_repair_in_loop(room, id);
       if (ec || h.epoch != rs.epoch) {
         // Down or wiped: the held messages go out as they are (a wiped room's clients see
         // the new epoch and resume).

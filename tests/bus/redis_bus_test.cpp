@@ -834,6 +834,34 @@ TEST(RedisBus, MessagesPublishedWhileTheChannelWasDroppedAreDeliveredInOrderOnce
   EXPECT_EQ(got[51].payload, "live");
 }
 
+// The same before the room's first message reached this node: there is no last seq delivered to
+// repair from, so the node reads where the room stood when it subscribed (s18: all 50 were lost).
+TEST(RedisBus, MessagesPublishedWhileTheChannelWasDroppedBeforeAnyCameAreDeliveredToo) {
+  RedisServer redis;
+  Node a(redis.url()), b(redis.url());
+  ASSERT_TRUE(both_up(a, b));
+  for (int i = 1; i <= 3; ++i) ASSERT_FALSE(b.publish("old", "before " + std::to_string(i)));
+  ASSERT_FALSE(a.subscribe("old"));    // has history: its floor is seq 3
+  ASSERT_FALSE(a.subscribe("empty"));  // none yet: its floor is 0
+  std::this_thread::sleep_for(300ms);  // the floor reads land (a round trip each)
+
+  EXPECT_NE(redis.command({"CLIENT", "KILL", "TYPE", "pubsub"}), "0");
+  for (int i = 1; i <= 50; ++i) {
+    ASSERT_FALSE(b.publish("old", std::to_string(i)));
+    ASSERT_FALSE(b.publish("empty", std::to_string(i)));
+  }
+  ASSERT_TRUE(test::eventually([&] { return a.count("old") >= 50 && a.count("empty") >= 50; }, 5s))
+      << a.count("old") << " " << a.count("empty");
+  ASSERT_FALSE(b.publish("old", "live"));
+  ASSERT_TRUE(test::eventually([&] { return a.count("old") >= 51; }, 5s));
+  std::this_thread::sleep_for(100ms);  // nothing is delivered twice, late
+  const auto old = a.deliveries("old");
+  EXPECT_EQ(seqs_of(old), range(4, 54));
+  EXPECT_EQ(old.front().payload, "1");
+  EXPECT_EQ(old.back().payload, "live");
+  EXPECT_EQ(seqs_of(a.deliveries("empty")), range(1, 50));
+}
+
 // A path that stops carrying bytes without closing (a wedged proxy, load balancer or NAT) while
 // new connections get through: the subscriber connection is pinged like the others, so it is
 // dropped and subscribed again, and what it missed meanwhile is read from history.

@@ -123,6 +123,28 @@ describe('two nodes on one Redis with AOF', () => {
       await node.stop();
     }
   });
+
+  // Lua's numbers are doubles: a bound past 2^63 used to reach XRANGE as garbage (503 / ERROR).
+  test('seqs past any message (up to 2^64-1) in ?before= and x-since-seq are "beyond everything"', async () => {
+    const node = nodes[0];
+    const huge = '18446744073709551615';
+    const room = await createRoom(node.base, 'far');
+    const s = await stompOverWebSocket(node.base);
+    try {
+      for (const m of ['a', 'b']) assert.ok(await talkWithSeq(s, room.roomId, 'amy', m));
+      for (const before of [huge, '9223372036854775808', '9007199254740993']) {
+        const res = await fetch(`${node.base}/chat/room/${room.roomId}/messages?before=${before}`);
+        assert.equal(res.status, 200, `?before=${before}`);
+        assert.deepEqual((await res.json()).map((m) => m.message), ['a', 'b'], `?before=${before}: the newest page`);
+      }
+      const box = await s.subscribeConfirmed(dest(room), { 'x-since-seq': huge });
+      const [notice] = await box.waitFor(1, 10_000);
+      assert.equal(notice.headers['x-history-status'], 'reset');
+      assert.equal(JSON.parse(notice.body).reason, 'ahead');
+    } finally {
+      await closeAll([s]);
+    }
+  });
 });
 
 test('Redis restarted without persistence: a resume with the old epoch is told history was lost', async () => {
