@@ -317,6 +317,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
   void unsubscribe(const std::string&) override {}
 
   bool up() const override { return up_.load(std::memory_order_acquire); }
+  std::uint64_t control_gaps() const override { return control_gaps_.load(std::memory_order_relaxed); }
 
   std::string describe() const override {
     std::string s = "kafka " + cfg_.kafka_brokers + " topic '" + cfg_.kafka_topic + "': ";
@@ -407,6 +408,10 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     std::error_code ec = final_error(msg.err(), up());
     // Purged by a producer's replacement, not by stop(): the engine failed, the node goes on.
     if (ec == Error::stopped && replacing_.load(std::memory_order_acquire)) ec = Error::engine_down;
+    // Sent and never answered (the connection died under it, then the broker stayed away): it may
+    // be in the log and delivered later, so "not delivered" would invite a second copy.
+    if (ec == Error::engine_down && msg.status() == RdKafka::Message::MSG_STATUS_POSSIBLY_PERSISTED)
+      ec = Error::timed_out;
     std::uint64_t seq = 0;
     if (!ec) {
       seq = static_cast<std::uint64_t>(msg.offset()) + 1;
@@ -459,9 +464,12 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
 
   // Records reachability; a change is worth a line in the node's log.
   void set_up(bool now, const std::string& why) {
-    if (up_.exchange(now, std::memory_order_acq_rel) != now)
-      std::fprintf(stderr, "kafka bus %s: %s %s: %s\n", cfg_.node_id.c_str(),
-                   cfg_.kafka_brokers.c_str(), now ? "up" : "down", why.c_str());
+    if (up_.exchange(now, std::memory_order_acq_rel) == now) return;
+    std::fprintf(stderr, "kafka bus %s: %s %s: %s\n", cfg_.node_id.c_str(),
+                 cfg_.kafka_brokers.c_str(), now ? "up" : "down", why.c_str());
+    // Back after an outage: a control record this node sent in it may have expired unsent (a
+    // room.deleted after 30 s), so every node looks again at what one could have changed.
+    if (now && ever_up_.exchange(true, std::memory_order_acq_rel)) control_gaps_.fetch_add(1, std::memory_order_relaxed);
   }
 
   void note_error(std::string what) {
@@ -810,6 +818,10 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     set(*conf, "fetch.wait.max.ms", "10");
     set(*conf, "queued.min.messages", "1000");
     std::string why;
+    // The reader serves its events only inside a read, so an outage's "all brokers down" would
+    // wait there and mark the bus down at the first read after the broker is back.
+    if (conf->set("event_cb", static_cast<RdKafka::EventCb*>(&reader_events_), why) != RdKafka::Conf::CONF_OK)
+      throw std::runtime_error("kafka bus: event_cb: " + why);
     reader_.reset(RdKafka::KafkaConsumer::create(conf.get(), why));
     if (!reader_) throw std::runtime_error("kafka bus: history reader: " + why);
   }
@@ -1158,6 +1170,19 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
   std::mutex in_flight_mu_;
   std::unordered_map<std::string, std::vector<PublishedFn>> in_flight_;  // room\0id -> retries waiting
 
+  // The history reader's events: logged, never taken as the bus's state (see make_reader).
+  struct ReaderEvents final : RdKafka::EventCb {
+    explicit ReaderEvents(KafkaBus& b) : bus(b) {}
+    void event_cb(RdKafka::Event& ev) override {
+      if (ev.type() == RdKafka::Event::EVENT_LOG && ev.severity() <= RdKafka::Event::EVENT_SEVERITY_WARNING)
+        std::fprintf(stderr, "kafka bus %s: history reader: %s: %s\n", bus.cfg_.node_id.c_str(), ev.fac().c_str(),
+                     ev.str().c_str());
+      else if (ev.type() == RdKafka::Event::EVENT_ERROR)
+        bus.note_error("history reader: " + RdKafka::err2str(ev.err()) + (ev.str().empty() ? "" : ": " + ev.str()));
+    }
+    KafkaBus& bus;
+  };
+  ReaderEvents reader_events_{*this};
   std::unique_ptr<RdKafka::KafkaConsumer> reader_;  // history reads from the topic
   std::thread reader_thread_;
   std::mutex reads_mu_;
@@ -1179,6 +1204,8 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
   std::atomic<int> replacements_{0};
 
   std::atomic<bool> up_{false};
+  std::atomic<bool> ever_up_{false};
+  std::atomic<std::uint64_t> control_gaps_{0};  // outages ended (see set_up)
   std::atomic<int> assigned_partitions_{0};
   std::atomic<bool> quit_{false};
 

@@ -135,7 +135,8 @@ class MessageBus {
   virtual void delete_history(const std::string& room_id, DoneFn done) = 0;
 
   // How many times control messages may have been missed: the engine lost its control
-  // subscription and has it again (Redis pub/sub keeps nothing for a subscriber that is away).
+  // subscription and has it again (Redis pub/sub keeps nothing for a subscriber that is away),
+  // or was unreachable and is back (Kafka: what this node sent meanwhile may have expired unsent).
   // The chat core then looks again at what they could have changed. From any thread.
   virtual std::uint64_t control_gaps() const { return 0; }
 

@@ -440,6 +440,7 @@ TEST(KafkaBus, BrokerRestartMidStreamLosesAndDuplicatesNothing) {
   ASSERT_EQ(a.subscribe(room), std::error_code{});
   ASSERT_EQ(b.subscribe(room), std::error_code{});
   ASSERT_TRUE(a.bus().up());
+  EXPECT_EQ(a.bus().control_gaps(), 0u) << "no outage yet";
 
   // Whatever happens below, later tests get their broker back.
   bool broker_down = false;
@@ -499,16 +500,26 @@ TEST(KafkaBus, BrokerRestartMidStreamLosesAndDuplicatesNothing) {
     EXPECT_EQ(acks.ok, kTotal) << acks.last_error.message();
   }
   EXPECT_TRUE(eventually([&] { return a.bus().up() && b.bus().up(); }, 20s)) << "health never came back";
+  // Control records sent in an outage may have expired unsent: the chat core is told to look again.
+  EXPECT_GE(a.bus().control_gaps(), 1u);
+  EXPECT_GE(b.bus().control_gaps(), 1u);
 
   ASSERT_EQ(c_ready_future.wait_for(20s), std::future_status::ready) << c.bus().describe();
   EXPECT_EQ(c_ready_future.get(), std::error_code{});
   EXPECT_TRUE(eventually([&] { return c.bus().up(); }, 5s)) << c.bus().describe();
+  EXPECT_EQ(c.bus().control_gaps(), 0u) << "its first connection ends no outage";
   int confirmed = acks.ok;
   a.bus().publish(room, "tail", {}, acks.done());
   ASSERT_TRUE(acks.wait(kTotal + 1, 20s));
   EXPECT_EQ(acks.ok, confirmed + 1);
   ASSERT_TRUE(c.wait_count(1, 10s));
   EXPECT_TRUE(eventually([&] { return payloads_of(c.got(), room).back() == "tail"; }, 10s));
+  // c's history reader sat idle through the outage; its stale "all brokers down", served inside
+  // this read from the topic, must not mark a healthy bus down.
+  auto [history_ec, older] = c.history({.room_id = room, .after_seq = 1, .limit = 10});
+  EXPECT_EQ(history_ec, std::error_code{});
+  EXPECT_FALSE(older.messages.empty());
+  EXPECT_TRUE(c.bus().up()) << c.bus().describe();
 
   // Every confirmed message exactly once, in publish order, then the tail.
   std::vector<std::string> expected;
@@ -566,7 +577,9 @@ TEST(KafkaBus, FatalProducerErrorReplacesTheProducer) {
   EXPECT_NE(a.bus().describe().find("producer replaced 1x"), std::string::npos) << a.bus().describe();
   for (int i = 0; i < kTotal; ++i) {
     if (status[static_cast<std::size_t>(i)] == 2) {
-      EXPECT_EQ(errors[static_cast<std::size_t>(i)], Error::engine_down) << "m" << i;
+      // engine_down: never sent; timed_out: was in flight, may be in the topic (504, not 503).
+      const auto e = errors[static_cast<std::size_t>(i)];
+      EXPECT_TRUE(e == Error::engine_down || e == Error::timed_out) << "m" << i << ": " << e.message();
     }
   }
   // The new producer took over within a second or so: the last publishes (over 0.5 s later) all landed.
@@ -591,6 +604,7 @@ TEST(KafkaBus, FatalProducerErrorReplacesTheProducer) {
       EXPECT_GT(idx, last) << "out of order or twice: " << p;
       last = idx;
       if (idx == kTotal || status[static_cast<std::size_t>(idx)] == 1) got_confirmed.push_back(p);
+      else EXPECT_NE(errors[static_cast<std::size_t>(idx)], Error::engine_down) << p << " was said never sent";
     }
     EXPECT_EQ(got_confirmed, confirmed);
     expect_increasing_seq_per_room(n->got());
