@@ -234,6 +234,10 @@ class KafkaPresence final : public Presence {
       early.swap(early_);
     }
     up_.store(true);
+    {
+      std::lock_guard lock(mu_);
+      heard_self_ = Clock::now();
+    }
     produce("", "W\t" + run_);
     for (auto& [key, value] : early) produce(key, value);
     auto next_beat = Clock::now();
@@ -257,11 +261,15 @@ class KafkaPresence final : public Presence {
     producer_->flush(1000);
   }
 
-  // Writes a D for every run silent for node_timeout (once per run).
+  // Writes a D for every run silent for node_timeout (once per run), while this node hears its
+  // own records come back: when it does not (the broker is away, or this node is cut off), every
+  // run looks silent, and that says nothing about them. The Ds would wait in the producer and
+  // declare live nodes dead once the log works again (s18: a QUIT for members who never left).
   void claim_dead(Clock::time_point now) {
     std::vector<std::string> dead;
     {
       std::lock_guard lock(mu_);
+      if (now - heard_self_ > 2 * pcfg_.heartbeat) return;
       for (auto& [run, seen] : heard_)
         if (run != run_ && now - seen > pcfg_.node_timeout && claimed_.insert(run).second) dead.push_back(run);
     }
@@ -324,9 +332,17 @@ class KafkaPresence final : public Presence {
     std::vector<Key> snapshot;
     {
       std::lock_guard lock(mu_);
-      heard_[run] = Clock::now();
-      if (!mine && dead_.count(run)) {
-        // A run declared dead speaks again (it was cut off): its snapshot will follow.
+      const auto now = Clock::now();
+      heard_[run] = now;
+      if (mine) {
+        // Hearing itself again after a silence: the others were unheard for as long, through no
+        // fault of theirs. Each gets a whole node_timeout from now.
+        if (now - heard_self_ > 2 * pcfg_.heartbeat)
+          for (auto& [other, seen] : heard_) seen = now;
+        heard_self_ = now;
+      } else {
+        // A run declared dead speaks again (it was cut off): its snapshot will follow. A claim
+        // that never reached the log (it expired in the producer) is dropped too.
         dead_.erase(run);
         claimed_.erase(run);
       }
@@ -386,6 +402,7 @@ class KafkaPresence final : public Presence {
   std::unordered_map<std::string, std::unordered_map<std::string, std::vector<std::string>>> rooms_;
   std::unordered_map<std::string, std::set<Key>> held_by_;  // run -> what it holds
   std::unordered_map<std::string, Clock::time_point> heard_;  // run -> last record read from it
+  Clock::time_point heard_self_{};  // last record of this run read back
   std::unordered_set<std::string> claimed_;  // runs this node wrote a D for
   std::unordered_set<std::string> dead_;
 };

@@ -2,7 +2,7 @@
 // private one for a standalone `node --test`), bounce it with scripts/kafka.sh, poll /healthz,
 // and SEND with a receipt. Every wait is bounded.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -59,7 +59,7 @@ export async function freeLowPort() {
   throw new Error('no free port found');
 }
 
-// The broker the tests talk to: { port, dir, address, shared, stopBroker(), startBroker(),
+// The broker the tests talk to: { port, dir, address, shared, stopBroker(), startBroker(), freeze(ms),
 // release() }. With CHATD_TEST_KAFKA_PORT set (CTest's `kafka` fixture), the shared broker in
 // CHATD_TEST_KAFKA_DIR; otherwise a private one started here (fresh dir) that release() stops.
 export async function kafkaBroker() {
@@ -85,6 +85,12 @@ export async function kafkaBroker() {
     async stopBroker() {
       down = true;
       await runKafkaSh(['stop', '--dir', dir], { timeoutMs: 60_000 });
+    },
+    // SIGSTOP for `ms`, then SIGCONT: connections stay open and nothing is answered meanwhile.
+    async freeze(ms) {
+      const pid = Number(readFileSync(join(dir, 'kafka.pid'), 'utf8'));
+      process.kill(pid, 'SIGSTOP');
+      try { await sleep(ms); } finally { process.kill(pid, 'SIGCONT'); }
     },
     // Same dir, same port: the data and the topic survive.
     async startBroker() {

@@ -7,9 +7,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 
-import { startChatd, startRedis } from './harness.mjs';
+import { createRoom, eventually, startChatd, startRedis } from './harness.mjs';
 import { busUp, kafkaBroker, uniqueTopic, waitForHealth } from './kafka.mjs';
-import { nodeKillTest, presenceArgs, presenceTests } from './presence.mjs';
+import { NODE_TIMEOUT_S, announcements, enter, members, nodeKillTest, presenceArgs, presenceTests } from './presence.mjs';
 
 const topic = uniqueTopic();
 let broker;
@@ -47,6 +47,33 @@ describe('presence on two nodes over Kafka', () => {
   });
 
   presenceTests('kafka', () => [a, b]);
+
+  // Frozen for twice the node timeout, every run looks silent to every node, its own included.
+  // A node that does not hear itself claims no one: no live member is taken out, no QUIT goes
+  // out (before s18 each node's claim waited in its producer and declared the other dead on
+  // SIGCONT), and a real leave afterwards is still announced.
+  test('kafka: a frozen broker takes no live member out, and no QUIT is announced', { timeout: 60_000 }, async () => {
+    const room = await createRoom(a.base, 'frozen broker');
+    const xavier = await enter(a, room.roomId, 'xavier');
+    const yuna = await enter(b, room.roomId, 'yuna');
+    try {
+      for (const n of [a, b]) await eventually('both in', async () => (await members(n, room.roomId)).count === 2);
+      await broker.freeze(NODE_TIMEOUT_S * 2_000);
+      for (const n of [a, b]) await waitForHealth(n.base, busUp, 'bus up after the freeze', 30_000);
+      await new Promise((r) => setTimeout(r, NODE_TIMEOUT_S * 2_000 + 1_000));  // a late claim would be applied by now
+      for (const n of [a, b]) assert.deepEqual(await members(n, room.roomId), { count: 2, names: ['xavier', 'yuna'] });
+      for (const p of [xavier, yuna]) assert.deepEqual(announcements(p.inbox).filter((m) => m.startsWith('QUIT')), []);
+      yuna.s.chat('QUIT', room.roomId, 'yuna');
+      await eventually('xavier sees yuna leave', () => announcements(xavier.inbox).includes('QUIT yuna'), 10_000);
+      for (const n of [a, b]) {
+        await eventually('yuna gone on both', async () => (await members(n, room.roomId)).count === 1, 10_000);
+        assert.deepEqual(await members(n, room.roomId), { count: 1, names: ['xavier'] });
+      }
+    } finally {
+      await xavier.s.close();
+      await yuna.s.close();
+    }
+  });
 
   nodeKillTest('kafka', () => [a, b]);
 });
