@@ -238,6 +238,11 @@ const std::vector<Spec>& specs() {
       {"webhook-queue", "webhook events held while the backend is away; then the oldest are dropped",
        [](const Options& o) { return std::to_string(o.webhooks.max_queue); },
        [](Options& o, const std::string& v) { o.webhooks.max_queue = parse_number<std::size_t>("webhook-queue", v, 1, 10'000'000); }},
+      {"webhook-queue-bytes", "bytes of webhook events held while the backend is away; then the oldest are dropped",
+       [](const Options& o) { return std::to_string(o.webhooks.max_queue_bytes); },
+       [](Options& o, const std::string& v) {
+         o.webhooks.max_queue_bytes = parse_number<std::size_t>("webhook-queue-bytes", v, 65'536, std::size_t{16} << 30);
+       }},
       {"webhook-batch", "webhook events per POST", [](const Options& o) { return std::to_string(o.webhooks.max_batch); },
        [](Options& o, const std::string& v) { o.webhooks.max_batch = parse_number<std::size_t>("webhook-batch", v, 1, 10'000); }},
       {"room-idle-expiry", "delete rooms with no subscriber and no message for this long (0: never; seconds, or 30m, 12h, 30d)",

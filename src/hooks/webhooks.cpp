@@ -140,19 +140,23 @@ class Core : public std::enable_shared_from_this<Core> {
       drain_posted_ = false;
     }
     if (stopped_) return;
-    for (auto& e : in) queue_.push_back(std::move(e));
-    // Drop the oldest beyond the bound, in flight or not: the request already holds its copy,
+    for (auto& e : in) {
+      queued_bytes_ += e.json.size();
+      queue_.push_back(std::move(e));
+    }
+    // Drop the oldest beyond the bounds, in flight or not: the request already holds its copy,
     // and whatever its answer, a newer event is worth more to a backend that was away.
     std::size_t dropped = 0;
-    while (queue_.size() > cfg_.max_queue) {
+    while (queue_.size() > cfg_.max_queue || (queued_bytes_ > cfg_.max_queue_bytes && queue_.size() > 1)) {
+      queued_bytes_ -= queue_.front().json.size();
       queue_.pop_front();
       if (in_flight_) --in_flight_;
       ++dropped;
     }
     if (dropped) {
       dropped_total_.fetch_add(dropped, std::memory_order_relaxed);
-      log_in_loop("queue full (" + std::to_string(cfg_.max_queue) + " events): dropped the oldest " +
-                  std::to_string(dropped));
+      log_in_loop("queue full (" + std::to_string(cfg_.max_queue) + " events or " +
+                  std::to_string(cfg_.max_queue_bytes) + " bytes): dropped the oldest " + std::to_string(dropped));
     }
     queue_length_.store(queue_.size(), std::memory_order_relaxed);
     maybe_send_in_loop();
@@ -271,6 +275,7 @@ class Core : public std::enable_shared_from_this<Core> {
   }
 
   void done_with_batch_in_loop() {
+    for (std::size_t i = 0; i < in_flight_; ++i) queued_bytes_ -= queue_[i].json.size();
     queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(in_flight_));
     in_flight_ = 0;
     requesting_ = false;
@@ -358,6 +363,7 @@ class Core : public std::enable_shared_from_this<Core> {
   bool drain_posted_ = false;
 
   std::deque<Event> queue_;     // oldest first; the first in_flight_ are in the current POST
+  std::size_t queued_bytes_ = 0;  // of the events in queue_
   std::size_t in_flight_ = 0;   // fewer than the POST carries once older events were dropped
   bool requesting_ = false;     // a POST is on the wire
   bool connected_ = false;

@@ -22,6 +22,7 @@ struct WebhookConfig {
   unsigned events = 0;   // bit (1 << Kind) per wanted kind; see parse_event_kinds
   std::string node_id;   // sent with every batch, and part of join/leave event ids
   std::size_t max_queue = 10000;                 // events held while the backend is away; then drop oldest
+  std::size_t max_queue_bytes = 64 << 20;        // ... and their bytes: text escaped as \u00XX grows 6x
   std::size_t max_batch = 100;                   // events per POST
   std::chrono::milliseconds linger{20};          // a lone event waits this long for company
   std::chrono::milliseconds timeout{5000};       // per request, connect to answer

@@ -150,6 +150,30 @@ describe('webhooks while the backend is away', () => {
     assert.deepEqual(rx.accepted().map((e) => e.seq), Array.from({ length: 10 }, (_, i) => 21 + i));
     assert.ok(rx.accepted().every((e) => e.type === 'message'), '--webhook-events message sends only messages');
   });
+
+  // Control characters are escaped as \u00XX in the event's JSON: a 3,000-byte message of them is
+  // an 18 KB event, so 10,000 events could hold ~180 MB. The bytes are bounded too.
+  test('--webhook-queue-bytes bounds the queue by size as well: the newest that fit are kept', async (t) => {
+    const port = await freePort();
+    const node = await startChatd({ name: 'chatd-hooks-bytes', args: [
+      '--webhook-url', `http://127.0.0.1:${port}/hooks`, '--webhook-queue-bytes', '131072', '--webhook-events', 'message'] });
+    t.after(() => node.stop());
+    const room = await createRoom(node.base, 'heavy');
+    const dave = await stompOverWebSocket(node.base);
+    t.after(() => dave.close());
+    const seen = await dave.subscribeConfirmed(`/sub/chat/room/${room.roomId}`);
+    for (let i = 0; i < 30; i++) dave.chat('TALK', room.roomId, 'dave', `${i} ${'\u0001'.repeat(3000)}`);
+    await seen.waitFor(30);
+    await eventually('the oldest dropped', async () => await metric(node, 'chatd_webhook_events_total{outcome="dropped"}') >= 20);
+    const rx = await startReceiver(port);
+    t.after(() => rx.close());
+    await eventually('what was kept delivered', () => rx.accepted().length > 0 && rx.accepted().at(-1).seq === 30, 15_000);
+    await new Promise((r) => setTimeout(r, 300));
+    const kept = rx.accepted().map((e) => e.seq);
+    assert.ok(kept.length >= 5 && kept.length <= 7, `${kept.length} events of ~18 KB kept under 128 KiB`);
+    assert.deepEqual(kept, Array.from({ length: kept.length }, (_, i) => 31 - kept.length + i), 'the newest, in order');
+    assert.equal(await metric(node, 'chatd_webhook_events_total{outcome="dropped"}'), 30 - kept.length);
+  });
 });
 
 describe('webhooks from two nodes over Redis', () => {
