@@ -43,6 +43,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <future>
+#include <optional>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
@@ -709,9 +711,19 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     }
     auto next_check = Clock::now() + milliseconds(cfg_.kafka_timing.partition_check_ms);
     auto next_id_check = Clock::now() + milliseconds(cfg_.kafka_timing.topic_check_ms);
+    // The topic id is asked beside the loop: a broker that takes the connection and never
+    // answers (frozen, or dropping packets) would hold live delivery for the request timeout.
+    std::future<std::optional<std::string>> id_check;
     while (!quit_.load(std::memory_order_acquire)) {
-      if (Clock::now() >= next_id_check) {
-        check_topic_id();
+      if (!id_check.valid() && Clock::now() >= next_id_check) {
+        id_check = std::async(std::launch::async, [brokers = cfg_.kafka_brokers, topic = cfg_.kafka_topic,
+                                                   timeout = milliseconds(cfg_.kafka_timing.request_timeout_ms)] {
+          std::string why;
+          return kafka_meta::fetch_topic_id(brokers, topic, timeout, why);
+        });
+      }
+      if (id_check.valid() && id_check.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+        check_topic_id(id_check.get());
         next_id_check = Clock::now() + milliseconds(cfg_.kafka_timing.topic_check_ms);
       }
       if (assigned_partitions_.load(std::memory_order_acquire) == 0 && !set_up_consumer()) {
@@ -788,11 +800,10 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     return epoch_;
   }
 
-  // On the consumer thread: a new topic id means the topic was deleted and created again.
+  // On the consumer thread, with the id just read: a new one means the topic was deleted and
+  // created again.
   // Everything remembered of the old one goes, and the new one is read from its end.
-  void check_topic_id() {
-    std::string why;
-    auto id = kafka_meta::fetch_topic_id(cfg_.kafka_brokers, cfg_.kafka_topic, milliseconds(cfg_.kafka_timing.request_timeout_ms), why);
+  void check_topic_id(const std::optional<std::string>& id) {
     if (!id || *id == consumer_epoch_) return;
     std::fprintf(stderr, "kafka bus %s: topic '%s' was recreated (id %s, was %s): history starts again\n",
                  cfg_.node_id.c_str(), cfg_.kafka_topic.c_str(), id->c_str(), consumer_epoch_.c_str());

@@ -23,6 +23,11 @@
 #include <thread>
 #include <vector>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "bus/message_bus.h"
 
 namespace chatd::bus {
@@ -309,6 +314,43 @@ TEST(KafkaBus, OneLineTravelsBetweenNodesQuickly) {
   EXPECT_LT(p50, 100.0);  // loose: a loaded 2-core CI box, but not a batching or polling delay
   ASSERT_TRUE(acks.wait(100, 10s));
   EXPECT_EQ(acks.ok, 100);
+}
+
+// A bootstrap broker that takes connections and never answers (a frozen JVM; a host dropping
+// packets looks the same) listed first: the topic-id check, every topic_check_ms, waited the
+// request timeout on it on the consumer thread, holding live delivery for that long (s18).
+TEST(KafkaBus, ABrokerThatNeverAnswersDoesNotHoldLiveDelivery) {
+  const int silent = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(silent, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::bind(silent, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(silent, 128), 0);  // the kernel completes handshakes; nobody ever reads
+  ASSERT_EQ(::getsockname(silent, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const std::string silent_broker = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+
+  const std::string topic = fresh_topic("silentbroker");
+  Node a(topic, "a");
+  Node b(topic, "b", [&](BusConfig& c) {
+    c.kafka_brokers = silent_broker + "," + c.kafka_brokers;
+    c.kafka_timing.topic_check_ms = 200;
+    c.kafka_timing.request_timeout_ms = 1500;
+  });
+  ASSERT_EQ(b.subscribe("r", 30s), std::error_code{});
+  std::vector<double> ms;
+  for (int i = 0; i < 60; ++i) {  // 3 s: several id checks
+    auto t0 = Clock::now();
+    a.bus().publish("r", "m" + std::to_string(i), {}, [](std::error_code, std::uint64_t) {});
+    ASSERT_TRUE(b.wait_count(static_cast<std::size_t>(i) + 1, 10s)) << "message " << i;
+    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    std::this_thread::sleep_for(50ms);
+  }
+  ::close(silent);
+  const double worst = *std::max_element(ms.begin(), ms.end());
+  std::cerr << "publish on a -> delivery on b, a silent broker listed first: worst " << worst << " ms\n";
+  EXPECT_LT(worst, 1000.0) << "live delivery waited for a topic-id check (1.5 s on the silent broker)";
 }
 
 // A node started on a topic that already exists: its first line must not wait for the
