@@ -395,7 +395,9 @@ scenario_two_nodes() {
       kill "$engine_pid" 2>/dev/null; wait "$engine_pid" 2>/dev/null
       return
     fi
-    flags+=(--bus kafka --kafka "127.0.0.1:$kport" --data-dir "$WORK/shared-$kport")
+    # The rooms in the Redis beside it, as README's two-node Kafka set-up has them: an embedded
+    # store serves one process (its data dir is locked).
+    flags+=(--bus kafka --kafka "127.0.0.1:$kport" --store redis --redis "redis://127.0.0.1:$rport")
   fi
   local pa porta
   if start_target chatd "${flags[@]}"; then

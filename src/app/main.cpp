@@ -1,6 +1,8 @@
 // chatd's start-up and shutdown. Configuration errors are exceptions here and nowhere else:
 // they print one line and exit non-zero. SIGTERM/SIGINT stop accepting, tell every client,
 // drain for at most --drain-timeout-ms, stop the engines and exit 0.
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -12,7 +14,9 @@
 #include <filesystem>
 #include <functional>
 #include <fstream>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <iostream>
 #include <thread>
 
@@ -67,6 +71,23 @@ void fit_connections_to(rlim_t file_limit, std::size_t& max_connections) {
   std::cerr << "chatd: --max-connections " << max_connections << " lowered to " << std::max<std::size_t>(1, fit)
             << ": the open-file limit is " << file_limit << " (raise it with ulimit -n or LimitNOFILE)\n";
   max_connections = std::max<std::size_t>(1, fit);
+}
+
+// The embedded store and history belong to one process: a second one on the same data dir (a
+// second node, or --check-config beside a running node) folds and unlinks the running node's
+// history journal and numbers seqs from the same counters. Holds an exclusive flock on
+// <data-dir>/chatd.lock for the life of the process (the kernel drops it at exit, kill -9
+// included); returns false when another process holds it.
+bool lock_data_dir(const std::string& dir) {
+  std::filesystem::create_directories(dir);
+  const auto path = (std::filesystem::path(dir) / "chatd.lock").string();
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) throw std::runtime_error(path + ": " + std::strerror(errno));
+  if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return true;  // fd stays open: the lock lives with the process
+  const int err = errno;
+  ::close(fd);
+  if (err == EWOULDBLOCK) return false;
+  throw std::runtime_error(path + ": " + std::strerror(err));
 }
 
 // Returns the first line of the secret file named by `option`, without the blanks around it (a
@@ -163,6 +184,16 @@ int main(int argc, char** argv) {
   try {
     if (opt.bus.node_id.empty()) opt.bus.node_id = node_id_for(opt.data_dir, opt.server.port);
     opt.hub.node_id = opt.bus.node_id;
+    if ((opt.store.kind == "embedded" || opt.bus.kind == "local") && !lock_data_dir(opt.data_dir)) {
+      if (!opt.check_config)
+        return fail("the data dir " + opt.data_dir + " is in use by another chatd: the embedded store and history "
+                    "serve one process (give each node its own --data-dir)");
+      // Opening the engines here would fold the running node's journal under it.
+      stop_engines();
+      std::cout << "chatd: configuration ok (the embedded engines in " << opt.data_dir
+                << " belong to the chatd running there: not opened)\n";
+      return 0;
+    }
     rooms = store::make_store(opt.store, engine);
     messages = bus::make_bus(opt.bus, engine);
     if (opt.check_config) {

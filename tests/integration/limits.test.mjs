@@ -1,12 +1,12 @@
 // The transports' limits are options (net::Limits, chat::Limits' HTTP sizes): set from the
 // command line or CHATD_* variables, they change what the node accepts.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { chatdBinary, eventually, startChatd } from './harness.mjs';
+import { chatdBinary, createRoom, eventually, startChatd, stompOverWebSocket } from './harness.mjs';
 
 describe('HTTP and SockJS limits are options', () => {
   let node;
@@ -120,6 +120,32 @@ describe('options the node cannot honour are refused at start-up', () => {
       assert.notEqual(r.status, 0, `--node-id ${JSON.stringify(id)} was accepted`);
       assert.match(r.stderr, /--node-id must be 1 to 64 of/);
     }
+  });
+
+  // A second process on the embedded engines' data dir folded and unlinked the running node's
+  // history journal (--check-config did, by opening the engines) and shared its seq counters.
+  test('the embedded data dir serves one chatd: a second is refused, --check-config leaves it alone', async (t) => {
+    const node = await startChatd({ name: 'chatd-dir-owner' });
+    t.after(() => node.stop());
+    const room = await createRoom(node.base, 'journal');
+    const s = await stompOverWebSocket(node.base);
+    t.after(() => s.close());
+    const box = await s.subscribeConfirmed(`/sub/chat/room/${room.roomId}`);
+    s.chat('TALK', room.roomId, 'amy', 'kept in the journal');
+    await box.waitFor(1);
+    const journals = () => readdirSync(node.dataDir).filter((f) => f.startsWith('history.journal')).sort();
+    const before = journals();
+    assert.ok(before.length > 0, 'the running node has a journal');
+
+    const second = refusal(['--data-dir', node.dataDir]);
+    assert.equal(second.status, 1);
+    assert.match(second.stderr, /data dir .* is in use by another chatd/);
+    const check = spawnSync(chatdBinary(), ['--check-config', '--data-dir', node.dataDir], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(check.status, 0, check.stderr);
+    assert.match(check.stdout, /belong to the chatd running there: not opened/);
+    assert.deepEqual(journals(), before, 'the running node\'s journal is untouched');
+    const page = await (await fetch(`${node.base}/chat/room/${room.roomId}/messages`)).json();
+    assert.deepEqual(page.map((m) => m.message), ['kept in the journal']);
   });
 
   test('TCP keepalive periods past what Linux takes (32767 s) are refused, not silently ignored', () => {
