@@ -112,6 +112,14 @@ class LocalBus final : public MessageBus {
       lock.unlock();
       return done(Error::stopped, 0);
     }
+    // Folds keep failing (a damaged or read-only history.db): what is not folded stays in memory
+    // and in the journal, so past the memory bound new messages are refused rather than held
+    // without bound.
+    if (fold_failing_.load(std::memory_order_relaxed) &&
+        recent_rows_.load(std::memory_order_relaxed) >= cfg_.history_memory_messages) {
+      lock.unlock();
+      return done(Error::engine_down, 0);
+    }
     auto ts = now_ms();
     std::string key;
     if (!opts.client_id.empty()) {
@@ -175,7 +183,9 @@ class LocalBus final : public MessageBus {
   void subscribe(const std::string&, DoneFn ready) override { ready({}); }
   void unsubscribe(const std::string&) override {}
 
-  bool up() const override { return !write_failing_.load(std::memory_order_relaxed); }
+  bool up() const override {
+    return !write_failing_.load(std::memory_order_relaxed) && !fold_failing_.load(std::memory_order_relaxed);
+  }
   std::string describe() const override {
     return "local (in-process), history " + writer_file_->path() + " epoch " + epoch_ +
            (up() ? "" : " (writes failing)");
@@ -475,7 +485,10 @@ class LocalBus final : public MessageBus {
     }
     if (folds_.empty() && below <= journal_below_) return more;
     const bool ok = writer_file_->fold(folds_, cfg_.history_size, below);
-    note_write(ok);
+    // Its own flag: appends that keep succeeding must not say "up" over folds that fail.
+    if (ok != !fold_failing_.exchange(!ok))
+      ok ? log::event("engine_up", {{"engine", "history"}, {"what", "fold"}})
+         : log::event("engine_down", {{"engine", "history"}, {"what", "fold"}, {"why", writer_file_->last_error()}});
     after_commit();
     if (!ok) return false;  // kept in memory and in the journal; the next fold tries again
     journal_below_ = below;
@@ -581,6 +594,7 @@ class LocalBus final : public MessageBus {
   std::unique_ptr<HistoryFile> reader_file_;  // reader thread only
   std::string epoch_;
   std::atomic<bool> write_failing_{false};
+  std::atomic<bool> fold_failing_{false};  // the last fold failed (see publish)
   ControlFn control_;  // set before start
 
   std::mutex mu_;

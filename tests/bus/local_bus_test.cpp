@@ -585,6 +585,34 @@ TEST_F(LocalBusTest, FullChunksFoldEarlyAndAKillStillLosesTheQuietRoomsMessage) 
   EXPECT_EQ(publish("quiet", "next").second, 2u);
 }
 
+// Folds that keep failing (here a trigger; a damaged page or a read-only history.db act the same)
+// left every message in memory and in the journal while appends went on succeeding: memory and
+// the journal grew without bound and the bus said up. Now it says down, and past the memory
+// bound refuses new messages until a fold succeeds again (s18).
+TEST_F(LocalBusTest, FoldsThatKeepFailingTurnItDownAndBoundWhatIsHeld) {
+  cfg.local_history.fold_age = 50ms;
+  cfg.history_memory_messages = 200;
+  open();
+  ASSERT_FALSE(publish("r", "first").first);
+  sql_on(dir / "history.db", "CREATE TRIGGER no_fold BEFORE INSERT ON chunks BEGIN SELECT RAISE(ABORT, 'test: no fold'); END");
+  int ok = 0, refused = 0;
+  for (int i = 0; i < 600; ++i) {
+    auto [ec, seq] = publish("r", "m" + std::to_string(i));
+    if (!ec) ++ok;
+    else if (ec == Error::engine_down) ++refused;
+    else ADD_FAILURE() << ec.message();
+    if (i == 100) std::this_thread::sleep_for(300ms);  // a few folds at fold_age fail meanwhile
+  }
+  EXPECT_FALSE(bus->up()) << "folds fail: not up, though every append works";
+  EXPECT_GT(refused, 0);
+  EXPECT_LE(ok, 200 + 64) << "held past the memory bound";
+  sql_on(dir / "history.db", "DROP TRIGGER no_fold");
+  EXPECT_TRUE(eventually([&] { return bus->up(); }, 10s)) << "a fold succeeds again";
+  EXPECT_TRUE(eventually([&] { return !publish("r", "after").first; }, 10s));
+  auto h = history({"r", 0, 0, 1000});
+  EXPECT_EQ(h.messages.size(), static_cast<std::size_t>(ok + 2)) << "every acknowledged message kept";
+}
+
 // A room's history across many chunk rows and the unfolded tail in memory reads as one, for
 // every kind of request, with the exact bounds at any seq.
 TEST_F(LocalBusTest, HistoryReadsAcrossChunksAndTheTail) {
