@@ -801,8 +801,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
   }
 
   // On the consumer thread, with the id just read: a new one means the topic was deleted and
-  // created again.
-  // Everything remembered of the old one goes, and the new one is read from its end.
+  // created again. Everything remembered of the old one goes, and the new one is read from its end.
   void check_topic_id(const std::optional<std::string>& id) {
     if (!id || *id == consumer_epoch_) return;
     std::fprintf(stderr, "kafka bus %s: topic '%s' was recreated (id %s, was %s): history starts again\n",
