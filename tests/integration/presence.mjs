@@ -46,6 +46,19 @@ export function drop(tab) {
 export const announcements = (inbox) =>
   inbox.messages.filter((m) => m.type === 'ENTER' || m.type === 'QUIT').map((m) => `${m.type} ${m.sender}`);
 
+// After an engine outage: both members are still listed on every node and no QUIT went out;
+// each is counted once per node holding them, so yuna's QUIT makes her leave, everywhere.
+export async function bothStayedThenYunaLeaves(nodes, room, xavier, yuna) {
+  for (const n of nodes) assert.deepEqual(await members(n, room.roomId), { count: 2, names: ['xavier', 'yuna'] });
+  for (const p of [xavier, yuna]) assert.deepEqual(announcements(p.inbox).filter((m) => m.startsWith('QUIT')), []);
+  yuna.s.chat('QUIT', room.roomId, 'yuna');
+  await eventually('xavier sees yuna leave', () => announcements(xavier.inbox).includes('QUIT yuna'), 10_000);
+  for (const n of nodes) {
+    await eventually('yuna gone from the members', async () => (await members(n, room.roomId)).count === 1, 10_000);
+    assert.deepEqual(await members(n, room.roomId), { count: 1, names: ['xavier'] });
+  }
+}
+
 export function presenceTests(label, nodesFn) {
   test(`${label}: joins and leaves are seen on every node, once per person`, async () => {
     const [a, b] = nodesFn();

@@ -11,7 +11,9 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { createRoom, eventually, redisCommand, startChatd, startRedis, stompOverWebSocket } from './harness.mjs';
-import { NODE_TIMEOUT_S, announcements, enter, members, nodeKillTest, presenceArgs, presenceTests } from './presence.mjs';
+import {
+  NODE_TIMEOUT_S, announcements, bothStayedThenYunaLeaves, enter, members, nodeKillTest, presenceArgs, presenceTests,
+} from './presence.mjs';
 
 describe('presence on one embedded node', () => {
   let node, dir;
@@ -142,16 +144,6 @@ describe('presence on two nodes when Redis is away from both longer than the nod
     await redis?.stop();
   });
 
-  // Both members are still listed on both nodes and no QUIT went out; each is counted once per
-  // node holding it, so yuna's QUIT makes her leave at once.
-  async function bothStayedThenYunaLeaves(room, xavier, yuna) {
-    for (const n of [a, b]) assert.deepEqual(await members(n, room.roomId), { count: 2, names: ['xavier', 'yuna'] });
-    for (const p of [xavier, yuna]) assert.deepEqual(announcements(p.inbox).filter((m) => m.startsWith('QUIT')), []);
-    yuna.s.chat('QUIT', room.roomId, 'yuna');
-    await eventually('xavier sees yuna leave', () => announcements(xavier.inbox).includes('QUIT yuna'), 5_000);
-    for (const n of [a, b]) assert.deepEqual(await members(n, room.roomId), { count: 1, names: ['xavier'] });
-  }
-
   // Redis frozen (SIGSTOP) for twice the node timeout: the heartbeats the nodes sent meanwhile
   // run when it resumes, when every run looks silent. No live node's members may be taken out:
   // no QUIT, both still listed on both nodes, and a real leave afterwards is still announced.
@@ -168,7 +160,7 @@ describe('presence on two nodes when Redis is away from both longer than the nod
       await sleep(NODE_TIMEOUT_S * 2_000 + 1_000);
       await eventually('no run left claimed', async () =>
         (await redisCommand(redis.port, ['EVAL', countClaims, '1', 'chatd:presence:nodes'])) === ':0', 10_000);
-      await bothStayedThenYunaLeaves(room, xavier, yuna);
+      await bothStayedThenYunaLeaves([a, b], room, xavier, yuna);
     } finally {
       await xavier.s.close();
       await yuna.s.close();
@@ -188,7 +180,7 @@ describe('presence on two nodes when Redis is away from both longer than the nod
       await eventually('the claim reaped and released', async () =>
         (await redisCommand(redis.port, ['EVAL', countClaims, '1', 'chatd:presence:nodes'])) === ':0', 15_000);
       await sleep(1_000);
-      await bothStayedThenYunaLeaves(room, xavier, yuna);
+      await bothStayedThenYunaLeaves([a, b], room, xavier, yuna);
     } finally {
       await xavier.s.close();
       await yuna.s.close();
