@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 
 namespace chatd::chat {
 
@@ -108,16 +109,26 @@ void Publisher::publish(const ChatMessage& m, std::string client_id, bus::Publis
   });
 }
 
-std::string Publisher::stamp_new(const ChatMessage& m) {
+std::string Publisher::stamp_new(const ChatMessage& m, std::string* id) {
   auto n = next_id_.fetch_add(1, std::memory_order_relaxed);
   auto ts = std::chrono::duration_cast<std::chrono::milliseconds>(
                 std::chrono::system_clock::now().time_since_epoch()).count();
-  return stamp(m, id_prefix_ + std::to_string(n), ts, texts_);
+  std::string stamped_id = id_prefix_ + std::to_string(n);
+  if (id) *id = stamped_id;
+  return stamp(m, std::move(stamped_id), ts, texts_);
 }
 
-void Publisher::report_message(const std::string& room_id, std::uint64_t seq, std::string payload) {
-  // Its id is the room and seq: a retried SEND (x-client-id) reports the same event again.
-  events_->on_event({ChatEvent::Kind::message, room_id, "m-" + room_id + "-" + std::to_string(seq), seq, std::move(payload)});
+void Publisher::report_message(const std::string& room_id, std::uint64_t seq, std::string_view dedupe_key,
+                               std::string payload) {
+  // Its id is the room, the seq and a tag of what the engine de-duplicates the message by: a
+  // retried SEND (x-client-id) reports the same id again, while a message given the same seq
+  // after the room's epoch changed (its history lost, a topic recreated) gets another one.
+  std::uint64_t h = 14695981039346656037ull;  // FNV-1a
+  for (unsigned char c : dedupe_key) h = (h ^ c) * 1099511628211ull;
+  char tag[17];
+  std::snprintf(tag, sizeof tag, "%016llx", static_cast<unsigned long long>(h));
+  events_->on_event({ChatEvent::Kind::message, room_id, "m-" + room_id + "-" + std::to_string(seq) + "-" + tag, seq,
+                     std::move(payload)});
 }
 
 void Publisher::publish_known(const ChatMessage& m, std::string client_id, bus::PublishedFn done, bool rated,
@@ -133,14 +144,19 @@ void Publisher::publish_known(const ChatMessage& m, std::string client_id, bus::
   }
   published_.fetch_add(1, std::memory_order_relaxed);
   if (on_publish_) on_publish_(m.room_id);
-  auto payload = stamp_new(m);
   // The publishing node reports the message, so a backend hears of it once, not once per node.
-  std::string reported;
-  if (events_ && events_->wants(ChatEvent::Kind::message)) reported = payload;
+  const bool report = events_ && events_->wants(ChatEvent::Kind::message);
+  std::string id;
+  auto payload = stamp_new(m, report ? &id : nullptr);
+  std::string reported, dedupe_key;
+  if (report) {
+    reported = payload;
+    dedupe_key = client_id.empty() ? std::move(id) : client_id;
+  }
   bus_.publish(m.room_id, std::move(payload), bus::PublishOptions{std::move(client_id)},
-               [this, room_id = m.room_id, reported = std::move(reported), done = std::move(done)](
-                   std::error_code ec, std::uint64_t seq) mutable {
-                 if (!ec && !reported.empty()) report_message(room_id, seq, std::move(reported));
+               [this, room_id = m.room_id, reported = std::move(reported), dedupe_key = std::move(dedupe_key),
+                done = std::move(done)](std::error_code ec, std::uint64_t seq) mutable {
+                 if (!ec && !reported.empty()) report_message(room_id, seq, dedupe_key, std::move(reported));
                  done(ec ? publish_error(ec) : ec, seq);
                });
 }
@@ -153,10 +169,11 @@ void Publisher::publish_from_api(ChatMessage m, Rooms::PublishedFn done) {
     if (!room) return done(Error::unknown_room, {});
     published_.fetch_add(1, std::memory_order_relaxed);
     if (on_publish_) on_publish_(m.room_id);
-    auto payload = stamp_new(m);
-    bus_.publish(m.room_id, payload, {}, [this, room_id = m.room_id, payload, done](std::error_code ec2, std::uint64_t seq) {
+    std::string id;
+    auto payload = stamp_new(m, &id);
+    bus_.publish(m.room_id, payload, {}, [this, room_id = m.room_id, payload, id, done](std::error_code ec2, std::uint64_t seq) {
       if (ec2) return done(publish_error(ec2), {});
-      if (events_ && events_->wants(ChatEvent::Kind::message)) report_message(room_id, seq, payload);
+      if (events_ && events_->wants(ChatEvent::Kind::message)) report_message(room_id, seq, id, payload);
       auto answer = boost::json::parse(payload).as_object();
       answer["seq"] = seq;
       done({}, boost::json::serialize(answer));

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <unordered_map>
 #include <unordered_set>
@@ -78,10 +79,11 @@ class Publisher {
   std::uint64_t published() const { return published_.load(std::memory_order_relaxed); }
 
  private:
-  // Returns `m` as it travels: stamped with a new id and the time.
-  std::string stamp_new(const ChatMessage& m);
+  // Returns `m` as it travels: stamped with a new id (also put in `id`, if given) and the time.
+  std::string stamp_new(const ChatMessage& m, std::string* id = nullptr);
   // Tells the event sink, if it wants messages, that `payload` was published with `seq`.
-  void report_message(const std::string& room_id, std::uint64_t seq, std::string payload);
+  // `dedupe_key` is what the engine de-duplicates the message by: its x-client-id key, else its id.
+  void report_message(const std::string& room_id, std::uint64_t seq, std::string_view dedupe_key, std::string payload);
   void remember_known(const std::string& id);
   // Caches who may enter `room` if it is restricted; before the room is remembered as known.
   void remember_access(const store::Room& room);

@@ -4,7 +4,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -127,6 +127,46 @@ describe('webhooks to a backend that closes idle connections', () => {
     assert.equal(rx.posts.length, 3, 'one POST per event, none lost or repeated');
     assert.equal(await metric(node, 'chatd_webhook_requests_total{result="failed"}'), 0);
     assert.equal(await metric(node, 'chatd_webhook_requests_total{result="ok"}'), 3);
+  });
+});
+
+describe('webhook message ids', () => {
+  // A message's id was m-<room>-<seq>: after the room's epoch changed (here the embedded history
+  // is lost while the rooms are kept; on Redis, keys lost; on Kafka, a recreated topic) the next
+  // message got seq 1 again and the same id, and a backend de-duplicating by id dropped it.
+  test('a retried SEND keeps its id; a message given a used seq in a new epoch gets a new one', async (t) => {
+    const rx = await startReceiver();
+    t.after(() => rx.close());
+    const dataDir = mkdtempSync(join(tmpdir(), 'chatd-hook-ids-'));
+    t.after(() => rmSync(dataDir, { recursive: true, force: true }));
+    const args = ['--webhook-url', rx.url, '--webhook-events', 'message'];
+    let node = await startChatd({ name: 'chatd-hook-ids', dataDir, keepData: true, args });
+    const room = await createRoom(node.base, 'epochs');
+    const send = async (n, text, headers = {}) => {
+      const s = await stompOverWebSocket(n.base);
+      const box = await s.subscribeConfirmed(`/sub/chat/room/${room.roomId}`);
+      const body = { type: 'TALK', roomId: room.roomId, sender: 'amy', message: text };
+      s.publish('/pub/chat/message', body, { 'content-type': 'application/json', ...headers });
+      s.publish('/pub/chat/message', body, { 'content-type': 'application/json', ...headers });
+      await box.waitFor(headers['x-client-id'] ? 1 : 2);
+      await s.close();
+    };
+    await send(node, 'first', { 'x-client-id': 'retry-1' });  // sent twice, published once
+    await eventually('both reports of the retried SEND', () => rx.acceptedRaw().length === 2, 10_000);
+    const [one, two] = rx.acceptedRaw();
+    assert.equal(one.id, two.id, 'a retried SEND is reported with the same id');
+    assert.equal(one.seq, 1);
+
+    await node.stop();
+    for (const f of readdirSync(dataDir)) if (f.startsWith('history.')) rmSync(join(dataDir, f));
+    node = await startChatd({ name: 'chatd-hook-ids-again', dataDir, keepData: true, args });
+    t.after(() => node.stop());
+    await send(node, 'second');
+    await eventually('the new epoch\'s messages', () => rx.acceptedRaw().length === 4, 10_000);
+    const later = rx.acceptedRaw().slice(2);
+    assert.deepEqual(later.map((e) => e.seq), [1, 2], 'the seqs started again');
+    assert.deepEqual(rx.accepted().map((e) => e.data.message), ['first', 'second', 'second'],
+      'de-duplicated by id, nothing of the new epoch is lost');
   });
 });
 
