@@ -27,6 +27,15 @@ std::optional<std::size_t> number_param(const boost::urls::url_view& url, std::s
   return out;
 }
 
+// 504 when the store may have made the room without saying so (as for a SEND): a retry makes a
+// second room, so a client should look in the list first.
+void answer_created(const ResponderPtr& r, std::error_code ec, const store::Room& room) {
+  if (ec == store::Error::full) return r->respond(json_error(r->request(), http::status::insufficient_storage, ec.message()));
+  if (ec == store::Error::unsettled) return r->respond(json_error(r->request(), http::status::gateway_timeout, ec.message()));
+  if (ec) return r->respond(json_error(r->request(), http::status::service_unavailable, ec.message()));
+  r->respond(make_response(r->request(), http::status::ok, store::to_json(room), kJson));
+}
+
 // Answers with the page of room `id`'s history (room_messages, after the checks).
 void room_page(chat::Rooms& rooms, const std::string& id, std::size_t before, std::size_t limit, ResponderPtr r);
 
@@ -131,11 +140,7 @@ void create_room(chat::Rooms& rooms, const chat::Limits& limits, const boost::ur
   if (auto x = json.if_contains("restricted"); x && x->is_bool()) restricted = restricted || x->get_bool();
   else if (auto f = field("restricted")) restricted = restricted || *f == "true" || *f == "1";
   if (!restricted) {
-    return rooms.create_room(std::move(*ok), [r](std::error_code ec, store::Room room) {
-      if (ec == store::Error::full) return r->respond(json_error(r->request(), http::status::insufficient_storage, ec.message()));
-      if (ec) return r->respond(json_error(r->request(), http::status::service_unavailable, ec.message()));
-      r->respond(make_response(r->request(), http::status::ok, store::to_json(room), kJson));
-    });
+    return rooms.create_room(std::move(*ok), [r](std::error_code ec, store::Room room) { answer_created(r, ec, room); });
   }
   if (!who) return r->respond(json_error(req, http::status::bad_request, "restricted rooms need --auth jwt: without it nobody is proven a member"));
   if (std::find(members.begin(), members.end(), who->user) == members.end()) members.push_back(who->user);
@@ -143,11 +148,8 @@ void create_room(chat::Rooms& rooms, const chat::Limits& limits, const boost::ur
     return r->respond(json_error(req, http::status::bad_request, "at most " + std::to_string(limits.max_room_members) + " members (--max-room-members)"));
   for (const auto& u : members)
     if (u.size() > 256) return r->respond(json_error(req, http::status::bad_request, "a member (token sub) is at most 256 bytes"));
-  rooms.create_restricted_room(std::move(*ok), std::move(members), [r](std::error_code ec, store::Room room) {
-    if (ec == store::Error::full) return r->respond(json_error(r->request(), http::status::insufficient_storage, ec.message()));
-    if (ec) return r->respond(json_error(r->request(), http::status::service_unavailable, ec.message()));
-    r->respond(make_response(r->request(), http::status::ok, store::to_json(room), kJson));
-  });
+  rooms.create_restricted_room(std::move(*ok), std::move(members),
+                               [r](std::error_code ec, store::Room room) { answer_created(r, ec, room); });
 }
 
 void room_messages(chat::Rooms& rooms, const chat::Limits& limits, std::string_view id, const boost::urls::url_view& url,

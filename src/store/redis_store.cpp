@@ -10,11 +10,13 @@
 // and expiry, while every message goes to its room's own slot (see the redis bus). A deployment
 // with millions of rooms would index them per slot instead.
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
 #include <chrono>
+#include <set>
 #include <stdexcept>
 
 #include "redis/endpoint.h"
@@ -47,8 +49,13 @@ return 1
 )lua";
 
 // KEYS: rooms, active. ARGV: id, idle_before (0: remove whatever its activity). Returns 1
-// when this call removed the room. HDEL answers 1 once, so one node of many wins.
+// when this call removed the room (HDEL answers 1 once, so one node of many wins), 0 when it
+// stays for its activity, -1 when it is not there.
 constexpr const char* kRemoveScript = R"lua(
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return -1
+end
 local cut = tonumber(ARGV[2])
 if cut > 0 then
   local s = redis.call('ZSCORE', KEYS[2], ARGV[1])
@@ -92,7 +99,8 @@ std::error_code to_error(redis::Status st) {
 class Core : public std::enable_shared_from_this<Core> {
  public:
   Core(boost::asio::io_context& io, redis::Target target, std::size_t max_rooms, const redis::Timing& timing)
-      : io_(io), display_(target.display()), max_rooms_(max_rooms) {
+      : io_(io), display_(target.display()), max_rooms_(max_rooms),
+        settle_for_(timing.connect_timeout + timing.backoff_max) {
     conn_ = redis::Shards::create(io, std::move(target), {.name = "store", .timing = timing}, {});
   }
 
@@ -101,13 +109,13 @@ class Core : public std::enable_shared_from_this<Core> {
   }
 
   void create_in_loop(Room room, CreateFn done) {
-    conn_->eval_in_loop(kCreateScript, {kRoomsKey, kActiveKey},
-                        {room.id, to_json(room), std::to_string(max_rooms_), std::to_string(now_ms())},
-                        [done = std::move(done)](redis::Status st, const redisReply* r) {
-                          if (st != redis::Status::ok) return done(to_error(st));
-                          if (r->type != REDIS_REPLY_INTEGER) return done(Error::engine_down);
-                          done(r->integer == 1 ? std::error_code{} : Error::full);
-                        });
+    settle_in_loop(kCreateScript, {kRoomsKey, kActiveKey},
+                   {room.id, to_json(room), std::to_string(max_rooms_), std::to_string(now_ms())},
+                   [done = std::move(done)](std::error_code ec, const redisReply* r, bool) {
+                     if (ec) return done(ec);
+                     if (r->type != REDIS_REPLY_INTEGER) return done(Error::engine_down);
+                     done(r->integer == 1 ? std::error_code{} : Error::full);
+                   });
   }
 
   // Rooms come back sorted by name, then id: the hash keeps no order and every node must
@@ -144,12 +152,14 @@ class Core : public std::enable_shared_from_this<Core> {
   }
 
   void remove_in_loop(std::string room_id, std::int64_t idle_before_ms, RemoveFn done) {
-    conn_->eval_in_loop(kRemoveScript, {kRoomsKey, kActiveKey}, {std::move(room_id), std::to_string(idle_before_ms)},
-                        [done = std::move(done)](redis::Status st, const redisReply* r) {
-                          if (st != redis::Status::ok) return done(to_error(st), false);
-                          if (r->type != REDIS_REPLY_INTEGER) return done(Error::engine_down, false);
-                          done({}, r->integer == 1);
-                        });
+    settle_in_loop(kRemoveScript, {kRoomsKey, kActiveKey}, {std::move(room_id), std::to_string(idle_before_ms)},
+                   [done = std::move(done)](std::error_code ec, const redisReply* r, bool asked_again) {
+                     if (ec) return done(ec, false);
+                     if (r->type != REDIS_REPLY_INTEGER) return done(Error::engine_down, false);
+                     // Gone when asked again: the lost first run most likely removed it, and
+                     // announcing a removal twice does no harm where missing one would.
+                     done({}, r->integer == 1 || (asked_again && r->integer == -1));
+                   });
   }
 
   void touch_in_loop(std::vector<std::string> ids, std::int64_t now, CreateFn done) {
@@ -176,12 +186,58 @@ class Core : public std::enable_shared_from_this<Core> {
                         });
   }
 
-  void stop_in_loop() { conn_->stop_in_loop(); }
+  void stop_in_loop() {
+    conn_->stop_in_loop();
+    for (const auto& t : waits_) t->cancel();
+  }
+
+  // Runs a script that may safely run twice (create and remove). Redis runs what reached it
+  // even when its answer is lost with the connection, so a lost answer does not say whether
+  // the room changed: the script is asked again once the connection is back, and that answer
+  // settles it (`asked_again` says it came from a repeat). Past settle_for, Error::unsettled.
+  using SettledFn = std::function<void(std::error_code, const redisReply*, bool asked_again)>;
+  void settle_in_loop(const char* script, std::vector<std::string> keys, std::vector<std::string> args, SettledFn done) {
+    struct Attempt {
+      std::vector<std::string> keys, args;
+      SettledFn done;
+      std::chrono::steady_clock::time_point deadline{};  // set by the first lost answer
+      std::chrono::milliseconds pause = redis::kBackoffMin;
+    };
+    auto a = std::make_shared<Attempt>(Attempt{std::move(keys), std::move(args), std::move(done)});
+    run_attempt_in_loop(script, std::move(a));
+  }
+
+  template <class AttemptPtr>
+  void run_attempt_in_loop(const char* script, AttemptPtr a) {
+    conn_->eval_in_loop(script, a->keys, a->args, [self = shared_from_this(), script, a](redis::Status st, const redisReply* r) {
+      const bool again = a->deadline != std::chrono::steady_clock::time_point{};
+      if (st == redis::Status::ok) return a->done({}, r, again);
+      if (st == redis::Status::stopped) return a->done(Error::stopped, nullptr, again);
+      // Never sent, and nothing sent before: nothing changed.
+      if (st == redis::Status::down && !again) return a->done(Error::engine_down, nullptr, false);
+      const auto now = std::chrono::steady_clock::now();
+      if (!again) a->deadline = now + self->settle_for_;
+      if (self->stopped_) return a->done(Error::stopped, nullptr, true);
+      if (now >= a->deadline) return a->done(Error::unsettled, nullptr, true);
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(a->deadline - now);
+      auto timer = std::make_shared<boost::asio::steady_timer>(self->io_, std::min(a->pause, left));
+      a->pause = std::min(a->pause * 2, std::chrono::milliseconds(1000));
+      self->waits_.insert(timer);
+      timer->async_wait([self, script, a, timer](const boost::system::error_code&) {
+        self->waits_.erase(timer);
+        self->run_attempt_in_loop(script, a);  // after stop: answered `stopped` by the connection
+      });
+    });
+  }
 
   boost::asio::io_context& io_;
   std::string display_;
   std::size_t max_rooms_;
+  // How long a lost answer is asked again: a reconnect after a dropped connection (a ping
+  // timeout, a failover) takes up to connect_timeout plus a backoff pause.
+  std::chrono::milliseconds settle_for_;
   std::shared_ptr<redis::Shards> conn_;
+  std::set<std::shared_ptr<boost::asio::steady_timer>> waits_;  // settle_in_loop's pauses
   std::atomic<bool> stopped_{false};
 };
 

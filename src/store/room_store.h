@@ -22,6 +22,7 @@ enum class Error {
   corrupt,          // a stored value could not be read back
   full,             // the room limit is reached
   stopped,          // the store is shutting down
+  unsettled,        // the store went away before it answered a change, which may have been made
 };
 const std::error_category& error_category() noexcept;
 std::error_code make_error_code(Error e) noexcept;

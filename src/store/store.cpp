@@ -17,6 +17,7 @@ class Category final : public std::error_category {
       case Error::corrupt: return "room store holds an unreadable room";
       case Error::full: return "room limit reached";
       case Error::stopped: return "room store stopped";
+      case Error::unsettled: return "room store did not answer in time; the change may have been made";
     }
     return "unknown store error";
   }

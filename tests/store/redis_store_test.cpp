@@ -5,6 +5,8 @@
 #include <chrono>
 #include <future>
 
+#include <signal.h>
+
 #include "redis/redis_server.h"
 #include "store/room_store.h"
 
@@ -185,6 +187,47 @@ TEST(RedisStore, FailsFastWhileRedisIsDownAndRecovers) {
   auto [fec, found] = a.find("after");
   EXPECT_FALSE(fec);
   EXPECT_TRUE(found);
+}
+
+// A frozen Redis still holds what reached its socket and runs it once it resumes, after chatd's
+// ping timeout dropped the connection: the create and the remove happen though their answers
+// are lost. Asked again on the new connection, they settle as done, not "unavailable".
+TEST(RedisStore, ChangesWhoseAnswersWereLostAreAskedAgain) {
+  RedisServer redis;
+  Node a(redis.url());
+  ASSERT_TRUE(test::eventually([&] { return a.store->up(); }));
+  ASSERT_FALSE(a.create({"old", "o"}));
+
+  redis.signal(SIGSTOP);
+  std::promise<std::error_code> created;
+  a.store->create({"new", "n"}, [&](std::error_code ec) { created.set_value(ec); });
+  std::promise<std::pair<std::error_code, bool>> removed;
+  a.store->remove("old", 0, [&](std::error_code ec, bool r) { removed.set_value({ec, r}); });
+  ASSERT_TRUE(test::eventually([&] { return !a.store->up(); }, 8s));  // the ping timeout
+  redis.signal(SIGCONT);
+
+  auto c = created.get_future();
+  ASSERT_EQ(c.wait_for(10s), std::future_status::ready);
+  EXPECT_FALSE(c.get()) << "the room was made; the store must say so";
+  auto r = removed.get_future();
+  ASSERT_EQ(r.wait_for(10s), std::future_status::ready);
+  auto [rec, gone] = r.get();
+  EXPECT_FALSE(rec);
+  EXPECT_TRUE(gone) << "removed by the lost run: the caller must announce it";
+  auto [lec, rooms] = a.list();
+  EXPECT_FALSE(lec);
+  ASSERT_EQ(rooms.size(), 1u);
+  EXPECT_EQ(rooms[0].id, "new");
+
+  // Redis never comes back: the outcome stays unknown, and the answer says so.
+  redis.signal(SIGSTOP);
+  std::promise<std::error_code> unknown;
+  a.store->create({"maybe", "m"}, [&](std::error_code ec) { unknown.set_value(ec); });
+  ASSERT_TRUE(test::eventually([&] { return !a.store->up(); }, 8s));
+  auto u = unknown.get_future();
+  ASSERT_EQ(u.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(u.get(), Error::unsettled);
+  redis.signal(SIGCONT);
 }
 
 TEST(RedisStore, StopAnswersPendingAndLaterCallsWithStopped) {
