@@ -8,6 +8,9 @@
 //   L <run> <token> <room> <member>   ... no longer (its last, after any grace period)
 //   S <run> 0 <room> <member>         a snapshot line: the run holds the member (answers W)
 //   W <run>                           a new run asks every node for a snapshot of what it holds
+//   R <run> <held run> <room> <member> answers W too: a run of the asker's node that is not
+//                                     declared dead yet (the asker's crashed predecessor) holds
+//                                     the member, so a member coming back is not news
 //   H <run>                           heartbeat, every PresenceConfig::heartbeat
 //   D <run> <dead run>                <run> saw nothing from <dead run> for node_timeout
 // State: per room, member -> the runs holding them. A node learns whether its own J or L was
@@ -289,6 +292,11 @@ class KafkaPresence final : public Presence {
     for (auto& d : late) d(Error::engine_down, false, 0);
   }
 
+  // Runs are <node id>:<nonce>, and node ids hold no ':'.
+  static bool same_node(std::string_view a, std::string_view b) {
+    return a.substr(0, a.rfind(':')) == b.substr(0, b.rfind(':'));
+  }
+
   // Adds `run` to the member's runs; returns whether none held them before.
   bool add_locked(const std::string& run, const std::string& room, const std::string& member) {
     auto& runs = rooms_[room][member];
@@ -330,6 +338,7 @@ class KafkaPresence final : public Presence {
     std::size_t count = 0;
     std::vector<std::pair<Key, std::size_t>> gone;
     std::vector<Key> snapshot;
+    std::vector<std::pair<std::string, Key>> relay;  // held run, what it holds
     {
       std::lock_guard lock(mu_);
       const auto now = Clock::now();
@@ -357,8 +366,15 @@ class KafkaPresence final : public Presence {
             pending_.erase(p);
           }
         }
+      } else if (kind == 'R' && f.size() == 5) {
+        // Not a sign of life from the held run: only its holdings travel, and only while no D
+        // has taken them out.
+        if (f[2] != run_ && !dead_.contains(f[2])) add_locked(f[2], f[3], f[4]);
       } else if (kind == 'W' && !mine) {
         snapshot.assign(mine_.begin(), mine_.end());
+        for (const auto& [held, keys] : held_by_)
+          if (held != run_ && held != run && same_node(held, run))
+            for (const auto& k : keys) relay.push_back({held, k});
       } else if (kind == 'D' && f.size() == 3) {
         const auto& dead = f[2];
         if (dead == run_) {
@@ -377,6 +393,7 @@ class KafkaPresence final : public Presence {
       }
     }
     for (const auto& k : snapshot) produce(k.first, "S\t" + run_ + "\t0\t" + k.first + "\t" + k.second);
+    for (const auto& [held, k] : relay) produce(k.first, "R\t" + run_ + "\t" + held + "\t" + k.first + "\t" + k.second);
     if (answer) answer({}, changed, count);
     if (gone_)
       for (auto& [k, c] : gone) gone_(k.first, k.second, c);

@@ -10,7 +10,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { createRoom, eventually, startChatd, startRedis } from './harness.mjs';
 import { busUp, kafkaBroker, uniqueTopic, waitForHealth } from './kafka.mjs';
 import {
-  NODE_TIMEOUT_S, bothStayedThenYunaLeaves, enter, members, nodeKillTest, presenceArgs, presenceTests,
+  NODE_TIMEOUT_S, announcements, bothStayedThenYunaLeaves, enter, members, nodeKillTest, presenceArgs, presenceTests,
 } from './presence.mjs';
 
 const topic = uniqueTopic();
@@ -24,7 +24,7 @@ describe('presence on two nodes over Kafka', () => {
   const node = async (name) => {
     const n = await startChatd({
       name, timeoutMs: 30_000,
-      args: ['--bus', 'kafka', '--kafka', broker.address, '--kafka-topic', topic, '--store', 'redis', '--redis', redis.url,
+      args: ['--node-id', name, '--bus', 'kafka', '--kafka', broker.address, '--kafka-topic', topic, '--store', 'redis', '--redis', redis.url,
         ...presenceArgs],
     });
     await waitForHealth(n.base, busUp, 'up', 30_000);
@@ -67,6 +67,32 @@ describe('presence on two nodes over Kafka', () => {
     } finally {
       await xavier.s.close();
       await yuna.s.close();
+    }
+  });
+
+  // A node back from a kill -9 starts a new run. Until the old run is declared dead the other
+  // nodes still count its members, and the new run learns them from their answer to its W: a
+  // member who reconnects to it is no news (before: a second ENTER for someone who never left).
+  test('kafka: a node restarted after kill -9 announces no ENTER for its members coming back', { timeout: 60_000 }, async () => {
+    const room = await createRoom(a.base, 'restart');
+    const alice = await enter(a, room.roomId, 'alice');
+    const dave = await enter(b, room.roomId, 'dave');
+    let dave2;
+    try {
+      await eventually('both in, seen on a', async () => (await members(a, room.roomId)).count === 2);
+      b.child.kill('SIGKILL');
+      dave.s.closed = true;
+      await b.stop();
+      b = await node('presence-kafka-b');  // the same node id, a new run
+      await eventually('the new run knows what its predecessor held',
+        async () => (await members(b, room.roomId)).count === 2, 10_000);
+      dave2 = await enter(b, room.roomId, 'dave');
+      await new Promise((r) => setTimeout(r, NODE_TIMEOUT_S * 1_000 + 2_000));  // the old run is declared dead by now
+      assert.deepEqual(announcements(alice.inbox).filter((m) => m.endsWith(' dave')), ['ENTER dave']);
+      for (const n of [a, b]) assert.deepEqual(await members(n, room.roomId), { count: 2, names: ['alice', 'dave'] });
+    } finally {
+      await alice.s.close();
+      await dave2?.s.close();
     }
   });
 
