@@ -1,12 +1,18 @@
 // Presence in Redis. Keys (the room's key shares the bus's hash tag, so a room stays on one
 // Redis Cluster slot; every script touches one key):
 //   chatd:{<room>}:members            hash: member -> how many nodes hold that member
+//   chatd:{<room>}:holders            hash: "<run>\n<member>" -> 1, whose joins the count holds
 //   chatd:presence:node:<node>:<run>  hash: "<room>\n<member>" -> 1, what this run of a node holds
+//                                     (the index a reaper walks), and "v" -> 2 (its joins are in
+//                                     holders; a run of an older chatd has no "v")
 //   chatd:presence:nodes              sorted set: "<node>:<run>" -> last heartbeat (Redis time, ms),
 //                                     "reaping:<node>:<run>" -> claim time, "!resumed" -> when
 //                                     a heartbeat last found Redis back after an outage
 // A node HINCRBYs a member on its first connection and decrements on its last, so the reply
-// says whether the join or leave is news for the whole cluster; HLEN is the room's count.
+// says whether the join or leave is news for the whole cluster; HLEN is the room's count. The
+// room's holders decide whether a run's join or leave still has to be counted, in the room's
+// own slot: on a Redis Cluster the run's index lives on another shard, and one shard can lose
+// its data alone, so the index cannot say what the count holds.
 //
 // Every heartbeat (PresenceConfig::heartbeat) a node stamps its entry in the sorted set and
 // claims the entries older than node_timeout inside one script, so exactly one node claims a
@@ -24,8 +30,8 @@
 // node's (it claims the old run itself if nobody has). Each run's joins are undone by its own
 // leaves or by its one reap, so a reap that is late (a claim sent before an outage and run by
 // Redis after it) or concurrent with the put-back can never take out what the new run holds.
-// A node that reconnects to a Redis that may have restarted empty also puts back, with HSETNX,
-// what its run holds.
+// A node that reconnects to a Redis (or a shard) that may have restarted empty also puts back
+// what its run holds: joins again, which the holders make count once.
 //
 // A heartbeat whose own previous stamp is older than half the timeout means Redis (or this
 // node's link) was away, so every other run's silence says nothing yet: it marks the resumption
@@ -52,19 +58,24 @@ namespace chatd::bus {
 namespace {
 
 std::string members_key(const std::string& room) { return "chatd:{" + room + "}:members"; }
+std::string holders_key(const std::string& room) { return "chatd:{" + room + "}:holders"; }
 constexpr std::string_view kNodes = "chatd:presence:nodes";
 constexpr std::string_view kNodePrefix = "chatd:presence:node:";
 
-// KEYS: room hash. ARGV: member. Returns {1 if the member was on no node, count}.
+// KEYS: members, holders. ARGV: member, run. Returns {1 if the member was on no node, count}.
+// A join the run already made counts once (a put-back after a shard lost other keys).
 constexpr std::string_view kJoin = R"lua(
+if redis.call('HSETNX',KEYS[2],ARGV[2]..'\n'..ARGV[1],1)==0 then return {0, redis.call('HLEN',KEYS[1])} end
 local n=redis.call('HINCRBY',KEYS[1],ARGV[1],1)
 if n<1 then redis.call('HSET',KEYS[1],ARGV[1],1) n=1 end
 return {n==1 and 1 or 0, redis.call('HLEN',KEYS[1])}
 )lua";
 
-// KEYS: room hash. ARGV: member. Returns {1 if no node holds the member any more, count}.
-// A member the hash does not have (Redis lost it) is no news.
+// KEYS: members, holders. ARGV: member, run, "1" unless the run is an older chatd's (its joins
+// are not in holders). Returns {1 if no node holds the member any more, count}. A leave whose
+// join is not counted, or a member the hash does not have (Redis lost it), is no news.
 constexpr std::string_view kLeave = R"lua(
+if redis.call('HDEL',KEYS[2],ARGV[2]..'\n'..ARGV[1])==0 and ARGV[3]=='1' then return {0, redis.call('HLEN',KEYS[1])} end
 if redis.call('HEXISTS',KEYS[1],ARGV[1])==0 then return {0, redis.call('HLEN',KEYS[1])} end
 local n=redis.call('HINCRBY',KEYS[1],ARGV[1],-1)
 if n<=0 then redis.call('HDEL',KEYS[1],ARGV[1]) end
@@ -157,8 +168,9 @@ class Core : public std::enable_shared_from_this<Core> {
 
   void join_in_loop(const std::string& room, const std::string& member, ChangedFn done) {
     held_.insert(field(room, member));
-    conn_->command_in_loop(node_key_, {"HSET", node_key_, field(room, member), "1"}, [](redis::Status, const redisReply*) {});
-    conn_->eval_in_loop(kJoin, {members_key(room)}, {member}, [done = std::move(done)](redis::Status st, const redisReply* r) {
+    index_in_loop(field(room, member));
+    conn_->eval_in_loop(kJoin, {members_key(room), holders_key(room)}, {member, run_},
+                        [done = std::move(done)](redis::Status st, const redisReply* r) {
       if (st != redis::Status::ok) return done(Error::engine_down, false, 0);
       auto fc = flag_and_count(r);
       if (!fc) return done(Error::rejected, false, 0);
@@ -169,7 +181,8 @@ class Core : public std::enable_shared_from_this<Core> {
   void leave_in_loop(const std::string& room, const std::string& member, ChangedFn done) {
     held_.erase(field(room, member));
     conn_->command_in_loop(node_key_, {"HDEL", node_key_, field(room, member)}, [](redis::Status, const redisReply*) {});
-    conn_->eval_in_loop(kLeave, {members_key(room)}, {member}, [done = std::move(done)](redis::Status st, const redisReply* r) {
+    conn_->eval_in_loop(kLeave, {members_key(room), holders_key(room)}, {member, run_, "1"},
+                        [done = std::move(done)](redis::Status st, const redisReply* r) {
       if (st != redis::Status::ok) return done(Error::engine_down, false, 0);
       auto fc = flag_and_count(r);
       if (!fc) return done(Error::rejected, false, 0);
@@ -247,11 +260,7 @@ class Core : public std::enable_shared_from_this<Core> {
     node_key_ = std::string(kNodePrefix) + run_;
     stamped_ = false;
     log::event("presence_run_renewed", {{"old_run", old}, {"run", run_}, {"held", std::to_string(held_.size())}});
-    for (const auto& f : held_) {
-      auto nl = f.find('\n');
-      conn_->command_in_loop(node_key_, {"HSET", node_key_, f, "1"}, [](redis::Status, const redisReply*) {});
-      conn_->eval_in_loop(kJoin, {members_key(f.substr(0, nl))}, {f.substr(nl + 1)}, [](redis::Status, const redisReply*) {});
-    }
+    put_back_in_loop();
     beat_in_loop();
   }
 
@@ -270,6 +279,10 @@ class Core : public std::enable_shared_from_this<Core> {
         bool failed = false;
       };
       auto reap = std::make_shared<Reap>();
+      bool in_holders = false;  // the run's joins are in its rooms' holders (not an older chatd's)
+      for (std::size_t i = 0; i + 1 < r->elements; i += 2)
+        if (r->element[i]->type == REDIS_REPLY_STRING && std::string_view(r->element[i]->str, r->element[i]->len) == "v")
+          in_holders = true;
       auto finished = [w, key, run, reap](bool ok) {
         auto s = w.lock();
         reap->failed = reap->failed || !ok;
@@ -292,7 +305,7 @@ class Core : public std::enable_shared_from_this<Core> {
         }
         auto room = fv.substr(0, nl), member = fv.substr(nl + 1);
         ++reap->left;
-        self->conn_->eval_in_loop(kLeave, {members_key(room)}, {member},
+        self->conn_->eval_in_loop(kLeave, {members_key(room), holders_key(room)}, {member, run, in_holders ? "1" : "0"},
                                   [w, key, fv, room, member, finished](redis::Status st2, const redisReply* r2) {
                                     auto s2 = w.lock();
                                     std::optional<std::pair<bool, std::size_t>> fc;
@@ -308,18 +321,25 @@ class Core : public std::enable_shared_from_this<Core> {
     });
   }
 
-  // Puts back every member this node holds that Redis does not have (HSETNX says which).
-  void reassert_in_loop() {
+  // A shard came (back) up, perhaps empty: puts back whatever this node holds that it lost.
+  void reassert_in_loop() { put_back_in_loop(); }
+
+  // Joins every member held again under run_, and writes the run's index again: each join
+  // counts only where the room's holders lack it, so whichever keys a shard lost come back
+  // and nothing is counted twice. Announces nothing.
+  void put_back_in_loop() {
     for (const auto& f : held_) {
       auto nl = f.find('\n');
-      conn_->command_in_loop(node_key_, {"HSETNX", node_key_, f, "1"}, [w = weak_from_this(), room = f.substr(0, nl),
-                                                              member = f.substr(nl + 1)](redis::Status st, const redisReply* r) {
-        auto self = w.lock();
-        if (!self || st != redis::Status::ok || r->type != REDIS_REPLY_INTEGER || r->integer != 1) return;
-        if (!self->held_.count(field(room, member))) return;  // left meanwhile
-        self->conn_->eval_in_loop(kJoin, {members_key(room)}, {member}, [](redis::Status, const redisReply*) {});
-      });
+      index_in_loop(f);
+      const auto room = f.substr(0, nl);
+      conn_->eval_in_loop(kJoin, {members_key(room), holders_key(room)}, {f.substr(nl + 1), run_},
+                          [](redis::Status, const redisReply*) {});
     }
+  }
+
+  // Records "<room>\n<member>" in the run's index, marked as a run whose joins are in holders.
+  void index_in_loop(const std::string& f) {
+    conn_->command_in_loop(node_key_, {"HSET", node_key_, f, "1", "v", "2"}, [](redis::Status, const redisReply*) {});
   }
 
   boost::asio::io_context& io_;

@@ -96,6 +96,44 @@ describe('presence on two nodes sharing Redis', () => {
 
   presenceTests('redis', () => [a, b]);
 
+  // On a Redis Cluster a room's counts and a run's index live in different slots, so one shard
+  // can lose its data alone (restarted empty, or a write lost in a failover). Either loss is put
+  // back once when the node reconnects: never left out, never counted twice (before: a lost
+  // index counted yuna twice and her leave went unannounced; lost counts were never put back).
+  test('redis: a room\'s lost counts and a run\'s lost index are put back, each member once', async () => {
+    const room = await createRoom(a.base, 'shard lost');
+    const alice = await enter(a, room.roomId, 'alice');
+    const yuna = await enter(b, room.roomId, 'yuna');
+    const reconnectAll = async () => {
+      assert.match(await redisCommand(redis.port, ['CLIENT', 'KILL', 'TYPE', 'normal']), /^:/);
+      await sleep(1_500);  // reconnected (100 ms) and put back
+    };
+    const counted = async (who) =>
+      redisCommand(redis.port, ['EVAL', "return tonumber(redis.call('HGET',KEYS[1],ARGV[1]) or 0)", '1',
+        `chatd:{${room.roomId}}:members`, who]);
+    try {
+      await eventually('both in', async () => (await members(a, room.roomId)).count === 2);
+      for (const k of ['members', 'holders']) await redisCommand(redis.port, ['DEL', `chatd:{${room.roomId}}:${k}`]);
+      assert.equal((await members(a, room.roomId)).count, 0);
+      await reconnectAll();
+      await eventually('both put back', async () => (await members(a, room.roomId)).count === 2, 5_000);
+
+      const dropIndex = "for _,k in ipairs(redis.call('KEYS','chatd:presence:node:*')) do " +
+        "if redis.call('HEXISTS',k,ARGV[1])==1 then redis.call('DEL',k) return 1 end end return 0";
+      assert.equal(await redisCommand(redis.port, ['EVAL', dropIndex, '0', `${room.roomId}\nyuna`]), ':1');
+      await reconnectAll();
+      assert.equal(await counted('yuna'), ':1', 'yuna is counted once: one node holds her');
+      assert.deepEqual(await members(b, room.roomId), { count: 2, names: ['alice', 'yuna'] });
+
+      yuna.s.chat('QUIT', room.roomId, 'yuna');
+      await eventually('alice sees yuna leave', () => announcements(alice.inbox).includes('QUIT yuna'), 10_000);
+      assert.deepEqual(await members(a, room.roomId), { count: 1, names: ['alice'] });
+    } finally {
+      await alice.s.close();
+      await yuna.s.close();
+    }
+  });
+
   nodeKillTest('redis', () => [a, b]);
 
   test('redis: a run whose reaper died midway is reaped by another node', async () => {
