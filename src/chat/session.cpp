@@ -545,9 +545,11 @@ void StompSession::start_replay_in_loop(const std::string& sub_id, const History
   } else {
     req.limit = ask.since ? max + 1 : ask.last;
   }
-  hub_.history(std::move(req), back_in_loop([sub_id, ask, escaped = sub.escaped](StompSession& s, std::error_code ec, bus::History h) {
+  // A read outlives its subscription: one with the same id (STOMP 1.0: the destination) may
+  // be a later SUBSCRIBE, perhaps to another room, which its serial tells apart.
+  hub_.history(std::move(req), back_in_loop([sub_id, ask, serial = sub.serial](StompSession& s, std::error_code ec, bus::History h) {
     auto it = s.subs_.find(sub_id);
-    if (it == s.subs_.end() || it->second.escaped != escaped || !s.replaying(escaped)) return;  // gone
+    if (it == s.subs_.end() || it->second.serial != serial || !s.replaying(it->second.escaped)) return;  // gone
     s.on_history_in_loop(sub_id, ask, false, false, ec, std::move(h));
   }));
 }
@@ -573,10 +575,10 @@ void StompSession::on_history_in_loop(const std::string& sub_id, const HistoryAs
     // What the client knows is not a place in this history, or more is missing than one
     // replay sends: the newest `max` are what there is to give.
     const auto& sub = subs_.at(sub_id);
-    hub_.history({sub.room_id, 0, 0, max}, back_in_loop([sub_id, ask, too_many, escaped = sub.escaped](
+    hub_.history({sub.room_id, 0, 0, max}, back_in_loop([sub_id, ask, too_many, serial = sub.serial](
                                                StompSession& s, std::error_code e2, bus::History h2) {
       auto it = s.subs_.find(sub_id);
-      if (it == s.subs_.end() || it->second.escaped != escaped || !s.replaying(escaped)) return;
+      if (it == s.subs_.end() || it->second.serial != serial || !s.replaying(it->second.escaped)) return;
       s.on_history_in_loop(sub_id, ask, true, too_many, e2, std::move(h2));
     }));
     return;

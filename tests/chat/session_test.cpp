@@ -56,9 +56,27 @@ class CountingBus final : public bus::MessageBus {
   void history(bus::HistoryRequest r, bus::HistoryFn done) override {
     ++pending;
     inner_->history(std::move(r), [this, done = std::move(done)](std::error_code ec, bus::History h) {
+      {
+        std::lock_guard lock(mu_);
+        if (hold_history) {  // answered by release_history(); counts as answered now
+          held_.push_back([done, ec, h = std::move(h)]() mutable { done(ec, std::move(h)); });
+          --pending;
+          return;
+        }
+      }
       done(ec, std::move(h));
       --pending;
     });
+  }
+  // Answers the history reads held since hold_history was set, in the order they came.
+  void release_history() {
+    std::vector<std::function<void()>> held;
+    {
+      std::lock_guard lock(mu_);
+      hold_history = false;
+      held.swap(held_);
+    }
+    for (auto& h : held) h();
   }
   void subscribe(const std::string& room, bus::DoneFn ready) override { inner_->subscribe(room, std::move(ready)); }
   void unsubscribe(const std::string& room) override { inner_->unsubscribe(room); }
@@ -70,9 +88,12 @@ class CountingBus final : public bus::MessageBus {
   void stop() override { inner_->stop(); }
 
   std::atomic<int> pending{0};
+  bool hold_history = false;  // set under no concurrent read; cleared by release_history()
 
  private:
   std::unique_ptr<bus::MessageBus> inner_;
+  std::mutex mu_;
+  std::vector<std::function<void()>> held_;
 };
 
 class SessionTest : public ::testing::Test {
@@ -581,6 +602,35 @@ TEST_F(HistoryTest, JoinWithHistoryGetsTheLastNThenLive) {
   RecordingTransport big;
   join(big, "x-history:500\n");
   EXPECT_EQ(seqs_of(big.written), range(4, 11)) << "x-history is capped at --max-replay (8 here)";
+}
+
+// A history read outlives an UNSUBSCRIBE; a later SUBSCRIBE may take the same id (a STOMP 1.0
+// client's id is its destination) for another room. The old read's answer must go nowhere:
+// before, room A's replay came on subscription 0, now room B's, and B's replay was cut short.
+TEST_F(HistoryTest, AReadForAnEndedSubscriptionGoesNowhereWhenItsIdIsTakenAgain) {
+  say(5);
+  std::string other;
+  hub->create_room("dinner", [&](std::error_code ec, store::Room r) {
+    ASSERT_FALSE(ec);
+    other = r.id;
+  });
+  settle();
+  auto& w = open(kept.emplace_back());
+  feed(w, std::string("CONNECT\naccept-version:1.2\n\n") + '\0');
+  for (int i = 0; i < 3; ++i)
+    feed(w, "SEND\ndestination:/pub/chat/message\n\n{\"type\":\"TALK\",\"roomId\":\"" + other +
+                "\",\"sender\":\"b\",\"message\":\"d" + std::to_string(i) + "\"}" + '\0');
+
+  RecordingTransport t;
+  bus->hold_history = true;
+  auto& s = join(t, "x-history:5\n");  // room A's read is held
+  feed(s, "UNSUBSCRIBE\nid:0\n\n" + std::string(1, '\0') + "SUBSCRIBE\nid:0\ndestination:/sub/chat/room/" + other +
+              "\nx-history:3\n\n" + '\0');
+  bus->release_history();
+  settle();
+  EXPECT_EQ(count(t.written, "destination:/sub/chat/room/" + room + "\n"), 0u) << t.written;
+  EXPECT_EQ(count(t.written, "destination:/sub/chat/room/" + other + "\n"), 3u) << t.written;
+  EXPECT_EQ(seqs_of(t.written), range(1, 3));
 }
 
 TEST_F(HistoryTest, ResumeSendsWhatWasMissedOnceThenLive) {
