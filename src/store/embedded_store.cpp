@@ -133,15 +133,21 @@ class EmbeddedStore final : public RoomStore {
     std::error_code ec;
     {
       std::lock_guard lock(mu_);
+      // Memory takes the new time only after COMMIT: kept after a rollback, it would keep a
+      // room alive here that the file (and so the first sweep after a restart) finds idle.
+      std::vector<Slot*> touched;
       bool ok = sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr) == SQLITE_OK;
       for (const auto& id : room_ids) {
         auto it = index_.find(id);
         if (!ok || it == index_.end() || it->second.last_active >= now_ms) continue;
-        it->second.last_active = now_ms;
         ok = run("UPDATE rooms SET last_active = ? WHERE id = ?", id, now_ms);
+        touched.push_back(&it->second);
       }
       ok = ok && sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK;
-      if (!ok) {
+      if (ok) {
+        succeeded_locked();
+        for (auto* slot : touched) slot->last_active = now_ms;
+      } else {
         failed_locked();
         sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
         ec = Error::engine_down;

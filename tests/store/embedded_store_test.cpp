@@ -142,6 +142,44 @@ TEST_F(EmbeddedStoreTest, RemoveTouchAndIdleSurviveARestartAndKeepTheListOrder) 
   s->list([&](std::error_code, std::vector<store::Room> rooms) { EXPECT_EQ(rooms.back().id, id(5)); });
 }
 
+// A touch the file refused used to stay in memory: the room looked active all this run, and
+// the first idle sweep after a restart (which reads the older time) removed it.
+TEST_F(EmbeddedStoreTest, ARefusedTouchChangesNothingInMemory) {
+  const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::system_clock::now().time_since_epoch()).count();
+  const std::string room = "00000000-0000-4000-8000-000000000001";
+  auto idle = [](store::RoomStore& s, std::int64_t before) {
+    std::size_t n = 0;
+    s.idle(before, 100, [&](std::error_code ec, std::vector<store::Room> rooms) {
+      EXPECT_FALSE(ec);
+      n = rooms.size();
+    });
+    return n;
+  };
+  {
+    auto s = store::make_embedded_store(cfg);
+    ASSERT_FALSE(create(*s, 1));
+    // No file may grow (see FailedWritesTurnItDownUntilOneSucceeds): the UPDATE fails.
+    std::signal(SIGXFSZ, SIG_IGN);
+    rlimit old{};
+    ::getrlimit(RLIMIT_FSIZE, &old);
+    rlimit tight = old;
+    tight.rlim_cur = 0;
+    ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &tight), 0);
+    std::error_code ec;
+    s->touch({room}, now + 120'000, [&](std::error_code e) { ec = e; });
+    ::setrlimit(RLIMIT_FSIZE, &old);
+    ASSERT_EQ(ec, store::Error::engine_down);
+    EXPECT_EQ(idle(*s, now + 60'000), 1u) << "the refused touch must not make the room look active";
+    s->touch({room}, now + 120'000, [&](std::error_code e) { ec = e; });
+    EXPECT_FALSE(ec);
+    EXPECT_TRUE(s->up()) << "a touch that is written is a write that succeeded";
+    EXPECT_EQ(idle(*s, now + 60'000), 0u);
+  }
+  auto s = store::make_embedded_store(cfg);
+  EXPECT_EQ(idle(*s, now + 60'000), 0u) << "the touch that was written survives a restart";
+}
+
 TEST_F(EmbeddedStoreTest, RestrictedRoomsKeepTheirMembersAcrossRestarts) {
   {
     auto s = store::make_embedded_store(cfg);
