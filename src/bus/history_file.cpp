@@ -169,6 +169,10 @@ HistoryFile::HistoryFile(const std::string& path) : path_(path) {
     exec("PRAGMA journal_size_limit=67108864");
     exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)");
     exec("CREATE TABLE IF NOT EXISTS room_seq (room TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID");
+    // Erased rooms whose messages (seq <= seq) may still be in journal files numbered up to
+    // `journal`: recover() skips those. The files are numbered in the order they are written.
+    exec("CREATE TABLE IF NOT EXISTS erased (room TEXT PRIMARY KEY, seq INTEGER NOT NULL, journal INTEGER NOT NULL)"
+         " WITHOUT ROWID");
     // A room's chunks are its history in order; last_ts lets age pruning and reads skip a
     // chunk without decoding it (a room's ts grow with its seq).
     exec("CREATE TABLE IF NOT EXISTS chunks (room TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,"
@@ -193,6 +197,9 @@ HistoryFile::HistoryFile(const std::string& path) : path_(path) {
     if (sqlite3_step(st) == SQLITE_ROW) epoch_ = column_text(st, 0);
     sqlite3_finalize(st);
     if (epoch_.empty()) throw std::runtime_error(path_ + ": no epoch");
+    st = prepare("SELECT coalesce(max(journal), 0) FROM erased");
+    if (sqlite3_step(st) == SQLITE_ROW) erased_upto_ = static_cast<std::uint64_t>(sqlite3_column_int64(st, 0));
+    sqlite3_finalize(st);
 
     // A chunk holds at most kChunkMessages, so first_seq <= ?2 bounds the walk to chunks that
     // lie wholly at or below ?2 + kChunkMessages - 1 (the caller passes that difference).
@@ -439,15 +446,28 @@ bool HistoryFile::append(std::span<const Row> rows, bool keep_rows, std::int64_t
 }
 
 void HistoryFile::drop_journal_files(std::int64_t below) {
+  const auto before = journal_.size();
   std::erase_if(journal_, [&](const JournalFile& f) {
     if (f.last_batch >= below) return false;
     if (f.n == journal_n_ && journal_fd_ >= 0) {
       ::close(journal_fd_);
       journal_fd_ = -1;
     }
-    ::unlink(journal_path(f.n).c_str());
-    return true;
+    // A file left on disk stays listed (and is tried again): forget_erasures trusts the list.
+    return ::unlink(journal_path(f.n).c_str()) == 0 || errno == ENOENT;
   });
+  if (journal_.size() != before) forget_erasures();
+}
+
+void HistoryFile::forget_erasures() {
+  if (erased_upto_ == 0) return;
+  // A row names the newest file that may hold its room's messages; none of them is left once
+  // the oldest file on disk is newer.
+  const std::uint64_t oldest = journal_.empty() ? std::numeric_limits<std::uint64_t>::max() : journal_.front().n;
+  auto* st = prepare("DELETE FROM erased WHERE journal < ?");
+  bind_u64(st, 1, oldest);
+  if (sqlite3_step(st) == SQLITE_DONE && oldest > erased_upto_) erased_upto_ = 0;
+  sqlite3_finalize(st);
 }
 
 // Writes `messages` (ascending, non-empty) as chunk rows of kChunkMessages at most, and moves
@@ -503,6 +523,14 @@ bool HistoryFile::fold(std::span<const Fold> folds, std::size_t keep_per_room, s
 
 bool HistoryFile::recover(std::size_t keep_per_room) {
   auto folded = load_seqs();
+  {
+    auto* st = prepare("SELECT room, seq FROM erased");
+    while (sqlite3_step(st) == SQLITE_ROW) {
+      auto& f = folded[column_text(st, 0)];
+      f = std::max(f, static_cast<std::uint64_t>(sqlite3_column_int64(st, 1)));
+    }
+    sqlite3_finalize(st);
+  }
   std::map<std::string, std::vector<Stored>> rooms;  // by room: the order chunks are written in
   // Returns false when a record is damaged.
   auto take = [&](std::string_view record) {
@@ -542,7 +570,10 @@ bool HistoryFile::recover(std::size_t keep_per_room) {
   std::vector<Fold> folds;
   for (auto& [room, messages] : rooms) folds.push_back({room, messages});
   if (!fold(folds, keep_per_room, 0)) return false;
-  for (const auto& [n, file] : files) ::unlink(file.c_str());
+  // A file that cannot be deleted is listed like a written one, so its erasures stay until it goes.
+  for (const auto& [n, file] : files)
+    if (::unlink(file.c_str()) != 0 && errno != ENOENT) journal_.push_back({n, 0});
+  forget_erasures();
   return true;
 }
 
@@ -584,20 +615,31 @@ bool HistoryFile::keep_ids_of_chunks(std::string_view room, std::uint64_t first_
 
 bool HistoryFile::erase_room(const std::string& room, std::uint64_t last_seq) {
   if (sqlite3_exec(db_, kBegin, nullptr, nullptr, nullptr) != SQLITE_OK) return false;
-  bool ok;
-  {
-    Reset reset{upsert_seq_};
-    bind_text(upsert_seq_, 1, room);
-    bind_u64(upsert_seq_, 2, last_seq);
-    ok = sqlite3_step(upsert_seq_) == SQLITE_DONE;
+  bool ok = true;
+  // With no journal file on disk nothing can fold the room back: no erased row is needed.
+  const std::uint64_t newest_file = journal_.empty() ? 0 : journal_.back().n;
+  if (newest_file > 0) {
+    auto* st = prepare("INSERT INTO erased (room, seq, journal)"
+                       " VALUES (?1, max(?2, coalesce((SELECT seq FROM room_seq WHERE room = ?1), 0)), ?3)"
+                       " ON CONFLICT (room) DO UPDATE SET seq = max(seq, excluded.seq),"
+                       " journal = max(journal, excluded.journal)");
+    bind_text(st, 1, room);
+    bind_u64(st, 2, last_seq);
+    bind_u64(st, 3, newest_file);
+    ok = sqlite3_step(st) == SQLITE_DONE;
+    sqlite3_finalize(st);
   }
-  if (ok) {
-    auto* st = prepare("DELETE FROM chunks WHERE room = ?");
+  for (const char* sql : {"DELETE FROM room_seq WHERE room = ?", "DELETE FROM chunks WHERE room = ?"}) {
+    if (!ok) break;
+    auto* st = prepare(sql);
     bind_text(st, 1, room);
     ok = sqlite3_step(st) == SQLITE_DONE;
     sqlite3_finalize(st);
   }
-  if (ok && sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK) return true;
+  if (ok && sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK) {
+    erased_upto_ = std::max(erased_upto_, newest_file);
+    return true;
+  }
   sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
   return false;
 }

@@ -12,9 +12,11 @@
 //   SQLite; like the WAL with synchronous=NORMAL it survives a killed process, not a power loss);
 // - `chunks`: per room, rows keyed (room, first_seq) holding up to kChunkMessages messages of
 //   that room in seq order (fold()), written when the caller's in-memory tail of the room fills
-//   or ages out. room_seq holds, per room, the seq up to which the room is folded (or erased).
+//   or ages out. room_seq holds, per room, the seq up to which the room is folded.
 // A journal file is deleted once every message in it is folded. recover() folds what a killed
-// process left in the journal (the messages with seq above room_seq). Files of older layouts
+// process left in the journal (the messages with seq above room_seq). An erased room leaves no
+// room_seq row; a row in `erased` stands in for it only while a journal file may still hold
+// the room's messages, so that recover() does not fold them back. Files of older layouts
 // (a rowid table `messages`; the WITHOUT ROWID (room, seq) table `history` with its per-message
 // `journal` table) are moved into chunks on open.
 #pragma once
@@ -105,9 +107,10 @@ class HistoryFile {
   // numbered below `journal_below`. Returns false (and rolls back) when the file refused.
   bool fold(std::span<const Fold> folds, std::size_t keep_per_room, std::int64_t journal_below);
 
-  // Deletes every chunk of `room` and moves its room_seq up to `last_seq` (its seq never goes
-  // back, and what the journal still holds of it is never folded again). Returns false when
-  // the file refused.
+  // Deletes every chunk of `room` and its room_seq row (room ids are random UUIDs, never
+  // reused, so nothing of the room needs to outlive it). While a journal file may hold its
+  // messages (up to `last_seq`, or what room_seq had) an `erased` row keeps recover() from
+  // folding them again; the row goes with the last such file. Returns false when the file refused.
   bool erase_room(const std::string& room, std::uint64_t last_seq);
 
   // Deletes, room by room, the chunks whose messages are all older than `cutoff_ms` or all
@@ -153,6 +156,8 @@ class HistoryFile {
   // Returns the journal files there are, by number.
   std::vector<std::pair<std::uint64_t, std::string>> journal_files() const;
   void drop_journal_files(std::int64_t below);
+  // Deletes the `erased` rows no journal file on disk can hold a message of any more.
+  void forget_erasures();
   void exec(const char* sql);
   sqlite3_stmt* prepare(const char* sql);
 
@@ -173,6 +178,8 @@ class HistoryFile {
   std::vector<JournalFile> journal_;
   std::int64_t next_batch_ = 1;
   std::string journal_error_;
+  // The newest journal file an `erased` row names (0: none), so most folds skip forget_erasures.
+  std::uint64_t erased_upto_ = 0;
   sqlite3_stmt* insert_chunk_ = nullptr;
   sqlite3_stmt* upsert_seq_ = nullptr;
   sqlite3_stmt* trim_ = nullptr;

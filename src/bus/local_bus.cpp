@@ -327,7 +327,13 @@ class LocalBus final : public MessageBus {
               recent_.erase(it);
             }
           }
-          done(writer_file_->erase_room(room, last) ? std::error_code{} : make_error_code(Error::engine_down));
+          const bool gone = writer_file_->erase_room(room, last);
+          if (gone) {
+            // Its seq goes too: room ids are never reused, and the map must not grow with churn.
+            std::lock_guard lock(mu_);
+            seqs_.erase(room);
+          }
+          done(gone ? std::error_code{} : make_error_code(Error::engine_down));
         }
         erasures.clear();
       };

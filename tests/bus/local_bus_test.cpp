@@ -17,6 +17,7 @@
 #include <optional>
 #include <set>
 #include <thread>
+#include <type_traits>
 #include <unistd.h>
 
 #include <sys/wait.h>
@@ -78,7 +79,8 @@ class LocalBusTest : public ::testing::Test {
   // In a child process, a bus of its own on the same data dir: `body(pub)` publishes through
   // pub(room, payload, client id, the seq it must get), then the child ends without stopping
   // that bus (what a kill -9 leaves). Returns whether every publish got its seq. No gtest
-  // assertions run in the child, only its exit status counts.
+  // assertions run in the child, only its exit status counts. A body that takes a second
+  // argument gets erase(room), which deletes the room's history (and counts a failure).
   template <class Body>
   bool in_killed_child(Body body) {
     const pid_t child = ::fork();
@@ -93,7 +95,13 @@ class LocalBusTest : public ::testing::Test {
                    [&](std::error_code ec, std::uint64_t seq) { p.set_value(ec ? 0 : seq); });
         bad += p.get_future().get() != want;
       };
-      body(pub);
+      auto erase = [&](const std::string& room) {
+        std::promise<std::error_code> p;
+        b->delete_history(room, [&](std::error_code ec) { p.set_value(ec); });
+        bad += static_cast<bool>(p.get_future().get());
+      };
+      if constexpr (std::is_invocable_v<Body, decltype(pub)&, decltype(erase)&>) body(pub, erase);
+      else body(pub);
       ::_exit(bad);  // no stop()
     }
     int status = 0;
@@ -431,7 +439,10 @@ TEST_F(LocalBusTest, ControlMessagesReachThisNodeAtOnceAndBadOnesAreRefused) {
   EXPECT_TRUE(got.empty()) << "control messages are not room traffic";
 }
 
-TEST_F(LocalBusTest, DeletedHistoryIsGoneAndTheSeqNeverGoesBack) {
+// A deleted room leaves nothing behind, not even its seq: room ids are random UUIDs, never
+// reused, so churn (API deletes, --room-idle-expiry) must not grow room_seq, the seqs loaded at
+// start, or the prune walk.
+TEST_F(LocalBusTest, DeletedHistoryIsGoneWithItsSeq) {
   open();
   ASSERT_FALSE(publish("gone", "a").first);
   ASSERT_FALSE(publish("gone", "b").first);
@@ -440,10 +451,78 @@ TEST_F(LocalBusTest, DeletedHistoryIsGoneAndTheSeqNeverGoesBack) {
   bus->delete_history("gone", [&](std::error_code ec) { erased.set_value(ec); });
   ASSERT_FALSE(erased.get_future().get());
   EXPECT_TRUE(history({"gone", 0, 0, 10}).messages.empty());
+  EXPECT_EQ(history({"gone", 0, 0, 10}).last_seq, 0u) << "its seq is forgotten in memory";
   EXPECT_EQ(history({"kept", 0, 0, 10}).messages.size(), 1u);
   open();  // and after a restart
   EXPECT_TRUE(history({"gone", 0, 0, 10}).messages.empty());
-  EXPECT_EQ(publish("gone", "late").second, 3u);
+  EXPECT_EQ(sql_on(dir / "history.db", "SELECT group_concat(room) FROM room_seq"), "kept");
+  EXPECT_EQ(sql_on(dir / "history.db", "SELECT count(*) FROM erased"), "0") << "no journal file left to guard against";
+}
+
+TEST_F(LocalBusTest, RoomChurnLeavesNoRows) {
+  cfg.history_size = 0;  // history off keeps only the seqs: those must go too
+  for (const std::size_t size : {std::size_t{0}, std::size_t{100}}) {
+    cfg.history_size = size;
+    open();
+    for (int i = 0; i < 20; ++i) {
+      const auto room = "churn-" + std::to_string(size) + "-" + std::to_string(i);
+      ASSERT_FALSE(publish(room, "hello").first);
+      std::promise<std::error_code> erased;
+      bus->delete_history(room, [&](std::error_code ec) { erased.set_value(ec); });
+      ASSERT_FALSE(erased.get_future().get());
+    }
+    open();
+    EXPECT_EQ(sql_on(dir / "history.db", "SELECT count(*) FROM room_seq"), "0") << "history size " << size;
+    EXPECT_EQ(sql_on(dir / "history.db", "SELECT count(*) FROM erased"), "0") << "history size " << size;
+    EXPECT_EQ(history({"churn-" + std::to_string(size) + "-0", 0, 0, 10}).last_seq, 0u);
+  }
+}
+
+// The room_seq row used to be kept so that recover() would not fold a deleted room's messages
+// back from the journal after a kill. Here they are folded into chunks (a full chunk), but the
+// journal file stays (the quiet room's message still needs it) when the room is deleted and the
+// process killed: the room must not come back, and its erased row goes once the file is gone.
+TEST_F(LocalBusTest, ADeletedRoomStaysGoneAfterAKill) {
+  cfg.local_history.fold_age = std::chrono::hours(1);  // only whole chunks are folded
+  ASSERT_TRUE(in_killed_child([&](auto& pub, auto& erase) {
+    pub("quiet", "alone", "", 1);
+    for (int i = 1; i <= 64; ++i) pub("gone", "m" + std::to_string(i), "", static_cast<std::uint64_t>(i));
+    pub("gone-later", "tail", "", 1);  // in the journal only
+    for (int i = 0; i < 100; ++i) {   // until the fold (every 100 ms) has the whole chunk
+      std::this_thread::sleep_for(50ms);
+      std::string why;
+      auto n = try_sql_on(dir / "history.db", "SELECT count(*) FROM chunks WHERE room = 'gone'", why);
+      if (n && *n == "1") break;
+    }
+    erase("gone");
+    erase("gone-later");
+  })) << "the child's publishes and erasures were answered";
+  ASSERT_GT(journal_bytes(dir), 0u) << "the kill left the journal, with the erased rooms' messages";
+  EXPECT_EQ(sql_on(dir / "history.db", "SELECT group_concat(room) FROM room_seq"), "") << "no row for the erased rooms";
+  open();
+  EXPECT_TRUE(history({"gone", 0, 0, 100}).messages.empty()) << "not folded back from the journal";
+  EXPECT_TRUE(history({"gone-later", 0, 0, 100}).messages.empty()) << "not folded back from the journal";
+  EXPECT_EQ(seqs(history({"quiet", 0, 0, 10})), (std::vector<std::uint64_t>{1}));
+  EXPECT_EQ(journal_bytes(dir), 0u);
+  EXPECT_EQ(sql_on(dir / "history.db", "SELECT group_concat(room) FROM room_seq"), "quiet");
+  EXPECT_EQ(sql_on(dir / "history.db", "SELECT count(*) FROM erased"), "0") << "its journal file is gone";
+}
+
+// An erased row lives while a journal file may hold the room's messages, and goes when the
+// writer drops that file (here by the final fold of a clean stop).
+TEST_F(LocalBusTest, AnErasedRowGoesWithTheJournalFile) {
+  cfg.local_history.fold_age = std::chrono::hours(1);  // the quiet room keeps the file
+  open();
+  ASSERT_FALSE(publish("quiet", "a").first);
+  ASSERT_FALSE(publish("gone", "b").first);
+  std::promise<std::error_code> erased;
+  bus->delete_history("gone", [&](std::error_code ec) { erased.set_value(ec); });
+  ASSERT_FALSE(erased.get_future().get());
+  EXPECT_EQ(sql_on(dir / "history.db", "SELECT room || ':' || seq FROM erased"), "gone:1");
+  bus->stop();
+  EXPECT_EQ(journal_bytes(dir), 0u);
+  EXPECT_EQ(sql_on(dir / "history.db", "SELECT count(*) FROM erased"), "0") << "dropped with the journal file";
+  EXPECT_EQ(sql_on(dir / "history.db", "SELECT group_concat(room) FROM room_seq"), "quiet");
 }
 
 // A history.db written by the chatd before the (room, seq) table: a rowid table `messages`.
