@@ -174,7 +174,14 @@ bool is_room_id(std::string_view id) {
 }
 
 std::string new_room_id() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
+  // Seeded with 256 bits, not one 32-bit value: with 2^32 seeds, two threads or runs repeat
+  // a whole stream of ids once about 2^16 of them have started, and an id must name one room
+  // for good (a deleted room's history keeps nothing that would tell two apart).
+  thread_local std::mt19937_64 rng = [] {
+    std::random_device rd;
+    std::seed_seq seed{rd(), rd(), rd(), rd(), rd(), rd(), rd(), rd()};
+    return std::mt19937_64(seed);
+  }();
   std::array<unsigned char, 16> b;
   for (std::size_t i = 0; i < 16; i += 8) {
     auto r = rng();
