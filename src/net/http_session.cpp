@@ -164,6 +164,15 @@ class HttpSession final : public Closable,
       req_.keep_alive(false);
       return write(json_error(req_, http::status::bad_request, "an HTTP/1.1 request needs exactly one Host header"));
     }
+    // RFC 9110 §5.3: field lines of one name are one comma-separated list. Beast reads only the
+    // first line (is_upgrade, keep_alive, the WebSocket accept): "Connection: keep-alive" then
+    // "Connection: Upgrade" on its own line must still upgrade.
+    for (auto f : {http::field::connection, http::field::upgrade}) {
+      if (req_.count(f) < 2) continue;
+      std::string joined;
+      for (auto [it, end] = req_.equal_range(f); it != end; ++it) joined.append(joined.empty() ? "" : ", ").append(it->value());
+      req_.set(f, joined);
+    }
     // RFC 9112 §3.2.2: a server takes the absolute form (GET http://host/path), as a proxy sends
     // it; its authority stands for Host.
     if (!req_.target().starts_with("/") && req_.target() != "*") {

@@ -4,6 +4,7 @@
 #include <boost/url.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <limits>
 
@@ -90,16 +91,19 @@ void find_room(chat::Rooms& rooms, std::string_view id, ResponderPtr r, chat::Id
 void create_room(chat::Rooms& rooms, const chat::Limits& limits, const boost::urls::url_view& url, ResponderPtr r,
                  chat::IdentityPtr who) {
   const Request& req = r->request();
-  auto type = req[http::field::content_type];
+  // The media type, lower case (RFC 9110 §8.3.1: case-insensitive), without its parameters.
+  std::string type(req[http::field::content_type].substr(0, req[http::field::content_type].find(';')));
+  std::transform(type.begin(), type.end(), type.begin(), [](unsigned char c) { return std::tolower(c); });
+  while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) type.pop_back();
   std::optional<boost::urls::url> form;  // a form body, as a query the URL parser decodes
-  if (type.rfind("application/x-www-form-urlencoded", 0) == 0) {
+  if (type == "application/x-www-form-urlencoded") {
     // Forms encode spaces as '+'; make them %20 so the URL parser decodes them.
     std::string f = "/?";
     for (char c : req.body()) f += c == '+' ? std::string("%20") : std::string(1, c);
     if (auto u = boost::urls::parse_origin_form(f)) form.emplace(*u);
   }
   boost::json::object json;
-  if (type.rfind("application/json", 0) == 0) {
+  if (type == "application/json") {
     boost::system::error_code jec;
     auto v = boost::json::parse(req.body(), jec);
     if (!jec && v.is_object()) json = std::move(v.get_object());

@@ -87,6 +87,27 @@ describe('HTTP/1.1 as the RFCs ask', () => {
     assert.match(good.text, /^HTTP\/1\.1 101 /);
   });
 
+  // RFC 9110 §5.3: two field lines of one name are one list (Beast reads only the first line).
+  test('a Connection header on two lines still upgrades, and still closes', async () => {
+    const split = await exchange(node.port, 'GET /ws-stomp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n' +
+      'Connection: keep-alive\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n' +
+      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n', { until: (t) => t.includes('\r\n\r\n') });
+    assert.match(split.text, /^HTTP\/1\.1 101 /);
+    const close = await exchange(node.port, 'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: foo\r\nConnection: close\r\n\r\n');
+    assert.match(close.text, /^HTTP\/1\.1 200 /);
+    assert.equal(close.end, 'eof', 'the server closed after answering');
+  });
+
+  // RFC 9110 §8.3.1: media types are case-insensitive (Spring reads them so).
+  test('POST /chat/room reads the media type in any case, and only that type', async () => {
+    for (const [type, body] of [['Application/JSON', '{"name":"json"}'], ['APPLICATION/X-WWW-FORM-URLENCODED; charset=UTF-8', 'name=form']]) {
+      const res = await fetch(`${node.base}/chat/room`, { method: 'POST', headers: { 'content-type': type }, body });
+      assert.equal(res.status, 200, type);
+    }
+    const other = await fetch(`${node.base}/chat/room`, { method: 'POST', headers: { 'content-type': 'application/jsonx' }, body: '{"name":"x"}' });
+    assert.equal(other.status, 400, 'application/jsonx is not JSON');
+  });
+
   test('GET /chat/rooms?limit=0 is refused: its "next" link would be itself', async () => {
     const res = await fetch(`${node.base}/chat/rooms?limit=0`);
     assert.equal(res.status, 400);
