@@ -313,6 +313,7 @@ NodeCounters Hub::counters() const {
   c.slow_consumers = slow_consumers.load(std::memory_order_relaxed);
   c.protocol_errors = protocol_errors.load(std::memory_order_relaxed);
   c.chat_rejections = chat_rejections.load(std::memory_order_relaxed);
+  c.history_memory = history_memory_.used();
   for (std::size_t i = 0; i < c.refusals.size(); ++i) c.refusals[i] = refusals.get(static_cast<Refusal>(i));
   return c;
 }

@@ -317,6 +317,7 @@ class Hub final : public Rooms, public NodeView {
   std::atomic<std::uint64_t> protocol_errors{0};
   std::atomic<std::uint64_t> chat_rejections{0};
   Refusals refusals;
+  HistoryMemory& history_memory() { return history_memory_; }
 
  private:
   void on_delivery(bus::Delivery&& d);  // the bus's delivering thread
@@ -328,6 +329,7 @@ class Hub final : public Rooms, public NodeView {
   void create_stored(store::Room room, CreateFn done);
 
   HubConfig cfg_;
+  HistoryMemory history_memory_{cfg_.limits.max_history_memory};
   std::string id_prefix_;  // "<node>-<nonce>-": message ids are this plus a counter
   store::RoomStore& store_;
   bus::MessageBus& bus_;

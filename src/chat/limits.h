@@ -4,6 +4,8 @@
 // CHATD_* variables (app/options.cpp).
 #pragma once
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <string>
@@ -30,6 +32,10 @@ struct Limits {
 
   // Memory
   std::size_t max_outbound_bytes = 1024 * 1024;  // per session; past it the reader is too slow
+  // Node-wide: history replays past their sessions' max_outbound_bytes and large REST answers
+  // (history pages) waiting for their clients. Each client may hold ~5 MB of replay, so without
+  // it clients that ask and never read could hold gigabytes.
+  std::size_t max_history_memory = 256 * 1024 * 1024;
 
   // Flooding (issue 13). A SEND over the bound gets 429 on /user/queue/errors; a connection
   // that keeps sending at more than twice its rate is disconnected.
@@ -50,6 +56,28 @@ struct Limits {
 // are sent whole, but one client subscribing to many rooms with history and not reading must
 // not hold max_subscriptions replays' worth of memory.
 inline std::size_t max_replay_bytes(const Limits& l) { return l.max_replay * (l.max_message_bytes + 1024); }
+
+// History bytes held in write queues node-wide, past what each connection may hold anyway
+// (Limits::max_history_memory). Any thread.
+class HistoryMemory {
+ public:
+  explicit HistoryMemory(std::size_t limit) : limit_(limit) {}
+  // Takes up to `want` bytes of what is left; returns how many it took.
+  std::size_t take(std::size_t want) {
+    auto used = used_.load(std::memory_order_relaxed);
+    for (;;) {
+      const std::size_t grant = std::min(want, used < limit_ ? limit_ - used : 0);
+      if (grant == 0) return 0;
+      if (used_.compare_exchange_weak(used, used + grant, std::memory_order_relaxed)) return grant;
+    }
+  }
+  void give_back(std::size_t n) { used_.fetch_sub(n, std::memory_order_relaxed); }
+  std::size_t used() const { return used_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<std::size_t> used_{0};
+  const std::size_t limit_;
+};
 
 // Chat wording that an operator may localize.
 struct Texts {

@@ -25,6 +25,7 @@ enum class Refusal : std::size_t {
   auth_failed,             // --auth jwt: a missing, bad or expired token (ERROR or 401)
   room_forbidden,          // --auth jwt: a SUBSCRIBE or SEND to a restricted room (403)
   foreign_origin,          // an Origin not in --allowed-origins (403)
+  history_memory,          // a replay cut short or a large REST answer refused (503): --max-history-memory is held
   count_,
 };
 
@@ -43,6 +44,7 @@ constexpr std::string_view to_string(Refusal r) {
     case Refusal::auth_failed: return "auth_failed";
     case Refusal::room_forbidden: return "room_forbidden";
     case Refusal::foreign_origin: return "foreign_origin";
+    case Refusal::history_memory: return "history_memory";
     case Refusal::count_: break;
   }
   return "unknown";

@@ -92,6 +92,7 @@ struct NodeCounters {
   std::uint64_t slow_consumers = 0;
   std::uint64_t protocol_errors = 0;
   std::uint64_t chat_rejections = 0;
+  std::size_t history_memory = 0;  // bytes held of --max-history-memory
   std::array<std::uint64_t, static_cast<std::size_t>(Refusal::count_)> refusals{};
 };
 

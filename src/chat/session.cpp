@@ -55,7 +55,7 @@ StompSession::StompSession(Shard& shard, Transport& transport, std::string id)
       parser_(stomp::Limits{hub_.limits().max_frame_bytes, hub_.limits().max_headers,
                             hub_.limits().max_header_line}) {}
 
-StompSession::~StompSession() = default;
+StompSession::~StompSession() { return_history_memory(); }
 
 template <class Fn>
 auto StompSession::back_in_loop(Fn fn) {
@@ -563,9 +563,13 @@ void StompSession::on_history_in_loop(const std::string& sub_id, const HistoryAs
     return finish_replay_in_loop(sub_id, &notice, none, {}, 0);
   }
   auto& msgs = h.messages;
+  const auto& escaped = subs_.at(sub_id).escaped;
   if (!ask.since) {  // x-history: N, the newest N; nothing to compare against
     std::uint64_t through = msgs.empty() ? 0 : msgs.back().seq;
-    return finish_replay_in_loop(sub_id, nullptr, msgs, h.epoch, through);
+    // Told only when the node's history memory cut it: what was asked for is there to page.
+    if (fit_replay_in_loop(msgs, escaped) == 0) return finish_replay_in_loop(sub_id, nullptr, msgs, h.epoch, through);
+    auto notice = history_notice(sub_id, "partial", "memory", ask, h, msgs.empty() ? through + 1 : msgs.front().seq);
+    return finish_replay_in_loop(sub_id, &notice, msgs, h.epoch, through);
   }
   const std::uint64_t since = *ask.since;
   const bool stale_epoch = ask.epoch && *ask.epoch != h.epoch;
@@ -589,8 +593,10 @@ void StompSession::on_history_in_loop(const std::string& sub_id, const HistoryAs
   }
   const bool over = msgs.size() > max;
   if (over) msgs.erase(msgs.begin(), msgs.begin() + static_cast<std::ptrdiff_t>(msgs.size() - max));
-  const std::uint64_t from_seq = msgs.empty() ? h.last_seq + 1 : msgs.front().seq;
-  std::uint64_t through = msgs.empty() ? 0 : msgs.back().seq;
+  const std::uint64_t last_kept = msgs.empty() ? 0 : msgs.back().seq;
+  const bool cut = fit_replay_in_loop(msgs, escaped) > 0;
+  const std::uint64_t from_seq = !msgs.empty() ? msgs.front().seq : cut ? last_kept + 1 : h.last_seq + 1;
+  std::uint64_t through = last_kept;
   std::string notice;
   if (stale_epoch) {
     notice = history_notice(sub_id, "reset", "epoch", ask, h, from_seq);
@@ -603,6 +609,7 @@ void StompSession::on_history_in_loop(const std::string& sub_id, const HistoryAs
     const bool dropped = h.first_seq == 0 ? since < h.last_seq : since + 1 < h.first_seq;
     // Retention first: what it dropped cannot be paged back, what the replay limit held back can.
     if (dropped) notice = history_notice(sub_id, "partial", "retention", ask, h, from_seq);
+    else if (cut) notice = history_notice(sub_id, "partial", "memory", ask, h, from_seq);
     else if (too_many || over) notice = history_notice(sub_id, "partial", "replay-limit", ask, h, from_seq);
   }
   finish_replay_in_loop(sub_id, notice.empty() ? nullptr : &notice, msgs, h.epoch, through);
@@ -632,6 +639,33 @@ void StompSession::finish_replay_in_loop(const std::string& sub_id, const std::s
   auto held = std::move(it->second.held);
   it->second = Replay{false, {}, 0, epoch, through};
   for (auto& m : held) deliver_in_loop(m, escaped);
+}
+
+std::size_t StompSession::fit_replay_in_loop(std::vector<bus::Delivery>& messages, const std::string& escaped) {
+  if (messages.empty() || !transport_) return 0;
+  // A MESSAGE's size: its body, the room in two headers, the subscription and ~160 bytes of
+  // header names, message id and seq. Close enough for a bound.
+  auto size = [&](const bus::Delivery& d) { return d.payload.size() + 2 * d.room_id.size() + escaped.size() + 160; };
+  std::size_t total = 0;
+  for (const auto& d : messages) total += size(d);
+  const auto limit = hub_.limits().max_outbound_bytes;
+  const auto queued = transport_->queued_bytes();
+  const std::size_t room = limit > queued ? limit - queued : 0;
+  if (total <= room) return 0;
+  const std::size_t granted = hub_.history_memory().take(total - room);
+  joined().history_memory += granted;
+  if (total <= room + granted) return 0;
+  std::size_t cut = 0;
+  while (cut < messages.size() && total > room + granted) total -= size(messages[cut++]);
+  messages.erase(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(cut));
+  hub_.refusals.count(Refusal::history_memory, client_, id_);
+  return cut;
+}
+
+void StompSession::return_history_memory() {
+  if (!joined_ || joined_->history_memory == 0) return;
+  hub_.history_memory().give_back(joined_->history_memory);
+  joined_->history_memory = 0;
 }
 
 std::string StompSession::history_notice(const std::string& sub_id, std::string_view status, std::string_view reason,
@@ -676,6 +710,10 @@ void StompSession::tick_in_loop(Clock::time_point now) {
     return fail_in_loop("heart-beat timeout", "Nothing arrived from the client for " +
                                                   std::to_string(duration_cast<milliseconds>(now - last_read_).count()) + " ms.");
   }
+  // A replay's share of the node's history memory is back once the client took it (checked
+  // here, not at once: what a loop turn queued leaves at its end and is not counted before).
+  if (joined_ && joined_->history_memory && transport_ && transport_->queued_bytes() <= hub_.limits().max_outbound_bytes)
+    return_history_memory();
   // Sweeps come once a second, so send a little early rather than late.
   if (send_every_.count() && now - last_write_ + seconds(1) >= send_every_) send_bytes("\n");
 }
@@ -721,6 +759,7 @@ void StompSession::leave_all_rooms() {
   if (!joined_) return;
   // A connection that said DISCONNECT left; one that dropped may be back within the grace period.
   for (auto& [room, member] : joined_->present) hub_.presence_detach(room, member, goodbye_);
+  return_history_memory();
   joined_.reset();  // the /user/queue/errors subscription, replays, ENTERs and presence go with it
 }
 

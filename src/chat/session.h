@@ -116,6 +116,11 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   void on_history_in_loop(const std::string& sub_id, const HistoryAsk& ask, bool second, bool capped,
                           std::error_code ec, bus::History h);
   // Sends the notice (if any) and `messages` on the subscription, then what was held.
+  // Cuts the oldest of `messages` until the replay fits what this connection may queue plus
+  // what the node's history memory grants it (taken here); returns how many it cut.
+  std::size_t fit_replay_in_loop(std::vector<bus::Delivery>& messages, const std::string& escaped);
+  // Gives back what replays took of the node's history memory.
+  void return_history_memory();
   void finish_replay_in_loop(const std::string& sub_id, const std::string* notice, std::vector<bus::Delivery>& messages,
                              const std::string& epoch, std::uint64_t through);
   std::string history_notice(const std::string& sub_id, std::string_view status, std::string_view reason,
@@ -179,6 +184,7 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
     std::unordered_map<std::string, std::string> entered;  // room -> member its ENTER named
     std::unordered_map<std::string, std::string> present;  // room -> member, as the roster has it
     std::size_t replay_allowance = 0;  // replayed bytes not yet written: exempt from the slow-reader bound
+    std::size_t history_memory = 0;    // taken from the node's history memory, until the queue drains
   };
   std::unique_ptr<Joined> joined_;
   Joined& joined() {

@@ -44,6 +44,8 @@ std::string metrics_text(const chat::NodeView& node, const ConnectionCounts& con
   gauge("chatd_write_timeouts_total", "Connections reset for taking no byte of a pending write within --write-timeout-ms.",
         conns.write_timeouts, "counter");
   gauge("chatd_slow_consumers_total", "Sessions closed for not reading fast enough.", c.slow_consumers, "counter");
+  gauge("chatd_history_memory_bytes", "History (replays past --max-outbound-bytes, large REST answers) waiting for clients; at most --max-history-memory.",
+        c.history_memory);
   gauge("chatd_protocol_errors_total", "Sessions closed for STOMP protocol errors.", c.protocol_errors, "counter");
   gauge("chatd_chat_rejections_total", "Chat messages rejected by the chat rules.", c.chat_rejections, "counter");
   out << "# HELP chatd_refusals_total Requests, frames and connections refused to protect the node, by reason.\n"

@@ -63,6 +63,7 @@ class HttpSession final : public Closable,
   }
   ~HttpSession() override {
     if (!handed_over_) server_.untrack(this);
+    return_history_memory();
   }
 
   void start() {
@@ -399,19 +400,39 @@ class HttpSession final : public Closable,
   }
 
   void write(Response res) {
+    // A large answer (a page of history) waits for its client in memory: it takes from the
+    // node's history memory, as replays do, so clients that ask and never read cannot hold
+    // more than that. When others hold it, the client is asked to come back.
+    if (!head_ && res.body().size() > kHistoryMemoryFrom) {
+      history_memory_ = server_.hub().history_memory().take(res.body().size());
+      if (history_memory_ < res.body().size()) {
+        return_history_memory();
+        server_.hub().refusals.count(chat::Refusal::history_memory, peer_.to_string());
+        res = json_error(req_, http::status::service_unavailable,
+                         "the node holds all the history memory it may (--max-history-memory): retry shortly");
+        res.set(http::field::retry_after, "1");
+      }
+    }
     if (!cors_origin_.empty()) {
       res.set(http::field::access_control_allow_origin, cors_origin_);
       res.set(http::field::vary, "Origin");
       cors_origin_.clear();
     }
-    res_ = std::move(res);
     // HEAD: the GET answer's head alone, Content-Length included (RFC 9110 §9.3.2).
-    if (head_) res_.body().clear();
+    if (head_) res.body().clear();
+    res_ = std::move(res);
     if (server_.shutting_down()) res_.keep_alive(false);
     http::async_write(stream_, res_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
-      if (ec || !self->res_.keep_alive()) return self->close();
+      self->return_history_memory();
+      const bool keep = self->res_.keep_alive();
+      self->res_ = {};  // an idle keep-alive connection must not keep a large page
+      if (ec || !keep) return self->close();
       self->do_read();
     });
+  }
+
+  void return_history_memory() {
+    if (history_memory_) server_.hub().history_memory().give_back(std::exchange(history_memory_, 0));
   }
 
   void close() {
@@ -419,8 +440,12 @@ class HttpSession final : public Closable,
     stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
   }
 
+  // Answers bigger than this take from the node's history memory while they are written.
+  static constexpr std::size_t kHistoryMemoryFrom = 64 * 1024;
+
   Server& server_;
   ConnectionSlot slot_;
+  std::size_t history_memory_ = 0;  // taken for the answer being written
   asio::ip::address peer_;
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;

@@ -669,6 +669,45 @@ TEST_F(HistoryTest, ASeqAheadOfTheRoomIsToldAsAReset) {
   EXPECT_EQ(seqs_of(t.written), range(1, 2));
 }
 
+// Clients that ask for history and never read would each hold a replay (~5 MB at the defaults)
+// past their --max-outbound-bytes: the node lends that room from --max-history-memory, and a
+// replay it cannot cover is cut to its newest messages that fit, with a notice.
+class HistoryMemoryTest : public HistoryTest {
+  void configure(chat::HubConfig& hc) override { hc.limits.max_history_memory = 20000; }
+};
+
+TEST_F(HistoryMemoryTest, ReplaysPastTheBoundShareTheNodesHistoryMemoryAndGiveItBack) {
+  auto& w = open(kept.emplace_back());
+  feed(w, std::string("CONNECT\naccept-version:1.2\n\n") + '\0');
+  for (int i = 0; i < 8; ++i) feed(w, talk(std::string(3000, 'a' + i)) + '\0');  // 8 x ~3.3 KB, past 8 KiB
+
+  RecordingTransport a, b;
+  a.reading = b.reading = false;  // neither takes a byte
+  auto& sa = join(a, "x-history:8\n");
+  EXPECT_EQ(seqs_of(a.written), range(1, 8)) << "lent what it needs past its own 8 KiB";
+  EXPECT_EQ(count(a.written, "HISTORY"), 0u);
+  const auto lent = hub->history_memory().used();
+  EXPECT_GT(lent, 15000u);
+
+  auto& sb = join(b, "x-since-seq:0\n");
+  const auto got = seqs_of(b.written);
+  ASSERT_FALSE(got.empty());
+  EXPECT_LT(got.size(), 8u) << "the rest of the memory covers only part of it";
+  EXPECT_EQ(got, range(9 - got.size(), 8)) << "the newest, in order";
+  EXPECT_EQ(count(b.written, "\"reason\":\"memory\""), 1u) << b.written;
+  EXPECT_NE(b.written.find("\"fromSeq\":" + std::to_string(got.front())), std::string::npos) << "where paging starts";
+  EXPECT_LE(hub->history_memory().used(), 20000u);
+
+  // Each gives back its share: once its client has taken what waited, or when it closes.
+  sa.tick_in_loop(chat::StompSession::Clock::now());
+  EXPECT_GT(hub->history_memory().used(), 0u) << "a still holds it: nothing was read";
+  a.reading = true;
+  sa.tick_in_loop(chat::StompSession::Clock::now());
+  sb.on_closed_in_loop();
+  EXPECT_EQ(hub->history_memory().used(), 0u);
+  EXPECT_EQ(hub->counters().refusals[static_cast<std::size_t>(chat::Refusal::history_memory)], 1u);
+}
+
 TEST_F(HistoryTest, AResumeFromBeforeRetentionIsPartial) {
   say(30);  // history-size 20: 11..30 kept
   auto e = epoch();

@@ -473,3 +473,78 @@ describe('finding 7: the room list is paged', () => {
     }
   });
 });
+
+// Returns the value of the gauge or counter `name` from /metrics (-1 when it is missing).
+async function metric(base, name) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const m = text.match(new RegExp(`^${name} (\\d+)$`, 'm'));
+  return m ? Number(m[1]) : -1;
+}
+
+// s19 probe: a replay (~4 MB at the defaults) waited whole for its client, so 100 clients that
+// asked for history and never read held 570-635 MB, and REST pages did the same. Now what waits
+// past each client's --max-outbound-bytes is lent from --max-history-memory: the rest are cut to
+// what fits (with a notice), pages get 503, and everything comes back when those clients go.
+// Replays of 15 MB here, so that the kernel's socket buffers (a few MB) cannot take them.
+describe('s19: clients that ask for history and never read', () => {
+  test('hold at most --max-history-memory; others are told, then served in full once it is back', { timeout: 90_000 }, async () => {
+    const budget = 16 << 20;
+    const node = await startChatd({
+      name: 'chatd-abuse-history-memory',
+      args: ['--send-rate', '0', '--room-send-rate', '0', '--max-message-bytes', '16000', '--max-history-memory', String(budget)],
+    });
+    const idle = [];
+    let reader;
+    try {
+      const room = await createRoom(node.base, 'heavy history');
+      const dest = `/sub/chat/room/${room.roomId}`;
+      const filler = await rawStomp(node.base);
+      const body = (i) => JSON.stringify({ type: 'TALK', roomId: room.roomId, sender: 'f', message: `${i} ${'x'.repeat(15000)}` });
+      for (let i = 1; i <= 1000; i++)
+        filler.ws.send(`SEND\ndestination:/pub/chat/message\n${i === 1000 ? 'receipt:last\n' : ''}\n${body(i)}\0`);
+      await eventually('1000 messages kept', () => filler.state.text.includes('receipt-id:last'), 30_000);
+      filler.ws.close();
+
+      for (let i = 0; i < 20; i++) {
+        const c = await rawStomp(node.base);
+        c.ws._socket.pause();  // reads nothing from here on
+        c.ws.send(`SUBSCRIBE\nid:0\ndestination:${dest}\nx-history:1000\n\n\0`);
+        idle.push(c);
+      }
+      await eventually('the memory lent out', async () => (await refusals(node.base, 'history_memory')) > 0, 10_000);
+      await sleep(1_500);  // a sweep has run: nothing is given back while the clients hold it
+      const lent = await metric(node.base, 'chatd_history_memory_bytes');
+      assert.ok(lent > budget / 2 && lent <= budget, `lent ${lent} of ${budget}`);
+
+      const page = await fetch(`${node.base}/chat/room/${room.roomId}/messages?limit=1000`);
+      assert.equal(page.status, 503);
+      assert.equal(page.headers.get('retry-after'), '1');
+
+      reader = await stompOverWebSocket(node.base);
+      const cut = await reader.subscribeConfirmed(dest, { 'x-history': '1000' });
+      await eventually('the cut replay and its notice', () => cut.frames.some((f) => f.headers['x-history-status']), 10_000);
+      const notice = JSON.parse(cut.frames.find((f) => f.headers['x-history-status']).body);
+      assert.equal(notice.status, 'partial');
+      assert.equal(notice.reason, 'memory');
+      await eventually('the newest up to 1000', () => cut.frames.some((f) => f.body.includes('"seq":1000')), 10_000);
+      const seqs = cut.frames.filter((f) => !f.headers['x-history-status']).map((f) => JSON.parse(f.body).seq);
+      assert.ok(seqs.length < 1000 && seqs[0] === notice.fromSeq, `${seqs.length} from ${seqs[0]}, notice from ${notice.fromSeq}`);
+      assert.deepEqual(seqs, Array.from({ length: seqs.length }, (_, i) => notice.fromSeq + i));
+      await reader.close();
+
+      for (const c of idle.splice(0)) c.ws.terminate();
+      await eventually('all of it given back', async () => (await metric(node.base, 'chatd_history_memory_bytes')) === 0, 10_000);
+      const again = await fetch(`${node.base}/chat/room/${room.roomId}/messages?limit=1000`);
+      assert.equal(again.status, 200);
+      assert.equal((await again.json()).length, 1000);
+      reader = await stompOverWebSocket(node.base);
+      const whole = await reader.subscribeConfirmed(dest, { 'x-history': '1000' });
+      await eventually('all 1000', () => whole.frames.length >= 1000, 30_000);
+      assert.equal(whole.frames.filter((f) => f.headers['x-history-status']).length, 0);
+    } finally {
+      for (const c of idle) c.ws.terminate();
+      await reader?.close();
+      await node.stop();
+    }
+  });
+});
