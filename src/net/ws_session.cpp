@@ -313,10 +313,17 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     std::vector<asio::const_buffer> buffers;
     std::vector<iovec> iov;
     std::size_t pos = 0;  // iov[pos..] is left to write
+    // Per batch, the iov index it ends before (buffers count while batches are built); the
+    // batches before `freed` were written and let go: a client that takes a long replay slowly
+    // holds only what it has not taken.
+    std::vector<std::size_t> batch_ends;
+    std::size_t freed = 0;
     msghdr msg{};         // an io_uring sendmsg's, while it is submitted
     void clear() {
       for (std::size_t i = 0; i < used; ++i) batches[i].clear();  // drops the shared frames
       used = 0;
+      batch_ends.clear();
+      freed = 0;
       headers.clear();
       buffers.clear();
       iov.clear();
@@ -393,6 +400,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
       if (queue_[i].kind != chat::Outbound::Kind::stomp_frame) {
         batch.push_back(std::move(queue_[i++]));
         append_own_message(batch.front(), p.headers.emplace_back(), p.buffers);
+        p.batch_ends.push_back(p.buffers.size());
         continue;
       }
       std::size_t bytes = 0;
@@ -403,6 +411,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
         batch.push_back(std::move(queue_[i]));
       }
       framing_.append_batch(batch, bytes, p.headers.emplace_back(), p.buffers);
+      p.batch_ends.push_back(p.buffers.size());
     }
     queue_.clear();
     if (queue_.capacity() > 64) std::vector<chat::Outbound>().swap(queue_);  // after a burst
@@ -416,8 +425,11 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
       p.buffers.emplace_back(close_text_.data(), close_text_.size());
       close_sent_ = true;
     }
-    for (auto& b : p.buffers)
-      if (b.size()) p.iov.push_back(iovec{const_cast<void*>(b.data()), b.size()});
+    std::size_t ended = 0;  // batch_ends from buffer counts to iov indexes
+    for (std::size_t k = 0; k < p.buffers.size(); ++k) {
+      if (p.buffers[k].size()) p.iov.push_back(iovec{const_cast<void*>(p.buffers[k].data()), p.buffers[k].size()});
+      for (; ended < p.batch_ends.size() && p.batch_ends[ended] == k + 1; ++ended) p.batch_ends[ended] = p.iov.size();
+    }
     if (p.iov.empty()) {
       p.clear();
       return false;
@@ -433,6 +445,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
       blocked_ = std::make_unique<Blocked>(socket_.get_executor());
       std::swap(blocked_->pieces, p);
       blocked_->left = pieces_left(blocked_->pieces.iov, blocked_->pieces.pos);
+      free_written(blocked_->pieces);
       blocked_->progress = std::chrono::steady_clock::now();
       end_replay_allowance_if_drained();
       arm_write_deadline();
@@ -442,6 +455,11 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
       replay_allowance_ = 0;  // everything was taken
       after_write(r);
     }
+  }
+
+  // Lets go of the frames of every batch the kernel has taken whole.
+  static void free_written(Pieces& p) {
+    for (; p.freed < p.used && p.batch_ends[p.freed] <= p.pos; ++p.freed) std::vector<chat::Outbound>().swap(p.batches[p.freed]);
   }
 
   // Appends an application's own message (not a STOMP frame) as one WebSocket message with
@@ -477,6 +495,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     server_.socket_writes.fetch_add(calls, std::memory_order_relaxed);
     b.left -= taken;
     if (taken) b.progress = std::chrono::steady_clock::now();
+    free_written(b.pieces);
     end_replay_allowance_if_drained();
     if (r == WriteResult::blocked) return wait_writable();
     blocked_->deadline.cancel();

@@ -486,6 +486,47 @@ async function metric(base, name) {
 // past each client's --max-outbound-bytes is lent from --max-history-memory: the rest are cut to
 // what fits (with a notice), pages get 503, and everything comes back when those clients go.
 // Replays of 15 MB here, so that the kernel's socket buffers (a few MB) cannot take them.
+// s19 probe: a write the kernel took only part of kept every frame of it until the last byte
+// went, so a client that stopped reading during a replay (or takes a few bytes now and then)
+// held the whole replay, ~4 MB here, though the kernel had most of it: 20 such clients grew
+// chatd by 94 MB. Now each holds only what its socket has not taken (16 MB for the 20).
+describe('s19: clients that stop reading during a replay', () => {
+  test('hold only what their sockets have not taken', { timeout: 60_000 }, async () => {
+    const node = await startChatd({ name: 'chatd-abuse-held-write', args: ['--send-rate', '0', '--room-send-rate', '0'] });
+    const rss = () => Number(readFileSync(`/proc/${node.child.pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)[1]) * 1024;
+    const idle = [];
+    try {
+      const room = await createRoom(node.base, 'long history');
+      const dest = `/sub/chat/room/${room.roomId}`;
+      const filler = await rawStomp(node.base);
+      const body = (i) => JSON.stringify({ type: 'TALK', roomId: room.roomId, sender: 'f', message: `${i} ${'x'.repeat(3900)}` });
+      for (let i = 1; i <= 1000; i++)
+        filler.ws.send(`SEND\ndestination:/pub/chat/message\n${i === 1000 ? 'receipt:last\n' : ''}\n${body(i)}\0`);
+      await eventually('1000 messages kept', () => filler.state.text.includes('receipt-id:last'), 30_000);
+      filler.ws.close();
+      // One whole replay first, so what history reads keep around is in the baseline.
+      const warm = await stompOverWebSocket(node.base);
+      const all = await warm.subscribeConfirmed(dest, { 'x-history': '1000' });
+      await eventually('a whole replay', () => all.frames.length >= 1000, 20_000);
+      await warm.close();
+      await sleep(500);
+      const before = rss();
+      for (let i = 0; i < 20; i++) {
+        const c = await rawStomp(node.base);
+        c.ws._socket.pause();
+        c.ws.send(`SUBSCRIBE\nid:0\ndestination:${dest}\nx-history:1000\n\n\0`);
+        idle.push(c);
+      }
+      await sleep(2_000);
+      const grown = rss() - before;
+      assert.ok(grown < 45 << 20, `20 stalled replays of ~4 MB grew chatd by ${(grown / 1048576).toFixed(1)} MB`);
+    } finally {
+      for (const c of idle) c.ws.terminate();
+      await node.stop();
+    }
+  });
+});
+
 describe('s19: clients that ask for history and never read', () => {
   test('hold at most --max-history-memory; others are told, then served in full once it is back', { timeout: 90_000 }, async () => {
     const budget = 16 << 20;
