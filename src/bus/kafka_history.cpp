@@ -144,6 +144,13 @@ KafkaHistoryCache::Answer KafkaHistoryCache::read(int p, const HistoryRequest& r
   return a;
 }
 
+std::optional<std::uint64_t> KafkaHistoryCache::position(int p) const {
+  std::lock_guard lock(mu_);
+  auto part = partitions_.find(p);
+  if (part == partitions_.end()) return std::nullopt;
+  return part->second.position;
+}
+
 std::size_t KafkaHistoryCache::bytes() const {
   std::lock_guard lock(mu_);
   return bytes_;

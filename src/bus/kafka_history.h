@@ -50,6 +50,10 @@ class KafkaHistoryCache {
   // `limit` with seq > after_seq; else the newest `limit` below before_seq (0: none).
   Answer read(int p, const HistoryRequest& req, std::int64_t now_ms);
 
+  // Returns the seq partition `p` is consumed up to, which is also the offset of its next
+  // record; nullopt if the partition is not being consumed.
+  std::optional<std::uint64_t> position(int p) const;
+
   std::size_t bytes() const;
 
  private:

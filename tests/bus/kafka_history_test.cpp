@@ -44,7 +44,9 @@ TEST(KafkaHistoryCache, AnswersByRoomAndSaysFromWhereItIsComplete) {
   EXPECT_EQ(unseen.complete_from, 101u) << "a room never seen is complete from the partition's start";
   cache.advance(0, 120);  // another room's records, or keyless ones
   EXPECT_EQ(cache.read(0, {.room_id = "odd", .limit = 1}, t).position, 120u);
+  EXPECT_EQ(cache.position(0), 120u) << "the offset of the partition's next record";
   EXPECT_FALSE(cache.read(1, {.room_id = "odd", .limit = 1}, t).known);
+  EXPECT_EQ(cache.position(1), std::nullopt);
 }
 
 TEST(KafkaHistoryCache, EvictsByBytesAndAgeAndForgetsARecreatedPartition) {
