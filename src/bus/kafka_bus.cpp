@@ -517,7 +517,10 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     set(*conf, "group.id", "chatd-" + cfg_.node_id);  // a label only: never joined or committed
     set(*conf, "enable.auto.commit", "false");
     set(*conf, "enable.auto.offset.store", "false");
-    set(*conf, "auto.offset.reset", "latest");  // if an offset vanishes, go live, never replay
+    // An offset that vanished most likely means the topic was deleted and created again: then
+    // "latest" would skip what the new topic already holds. librdkafka 2.0.2 knows no topic ids,
+    // so the loop takes the error as a cue to read the id at once (see run_consumer_loop).
+    set(*conf, "auto.offset.reset", "error");
     set(*conf, "enable.partition.eof", "false");
     set(*conf, "fetch.wait.max.ms", "10");  // the broker answers a fetch within 10 ms...
     set(*conf, "fetch.min.bytes", "1");     // ...or as soon as one message is there
@@ -607,12 +610,19 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     return static_cast<int>(t->partitions()->size());
   }
 
-  // Assigns partitions [from, to) at their current end offsets (looked up here, so the start
-  // position is a known number before `ready` fires). Returns false if the broker did not answer.
-  bool assign_at_end(int from, int to) {
+  // Assigns partitions [from, to): at their current end offsets (looked up here, so the start
+  // position is a known number before `ready` fires), or with `whole` at their beginning, for
+  // partitions whose every record is new to this node (added ones, a recreated topic's).
+  // Returns false if the broker did not answer.
+  bool assign(int from, int to, bool whole) {
     std::vector<RdKafka::TopicPartition*> parts;
     bool ok = true;
     for (int p = from; p < to && ok; ++p) {
+      if (whole) {
+        parts.push_back(RdKafka::TopicPartition::create(cfg_.kafka_topic, p, RdKafka::Topic::OFFSET_BEGINNING));
+        cache_.start_partition(p, 1);
+        continue;
+      }
       int64_t low = 0, high = 0;
       RdKafka::ErrorCode err = consumer_->query_watermark_offsets(cfg_.kafka_topic, p, &low, &high,
                                                                  cfg_.kafka_timing.request_timeout_ms);
@@ -635,7 +645,8 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     return ok;
   }
 
-  // Creates the topic if needed and assigns every partition at its end. Returns true once done.
+  // Creates the topic if needed and assigns every partition: at its end, or from its beginning
+  // after the topic was recreated under this node. Returns true once done.
   bool set_up_consumer() {
     if (!create_topic()) return false;
     std::string why;
@@ -651,7 +662,8 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
       std::this_thread::sleep_for(milliseconds(kConsumeTimeoutMs));
       n = partition_count();
     }
-    if (n <= 0 || !assign_at_end(0, n)) return false;
+    if (n <= 0 || !assign(0, n, recreated_)) return false;
+    recreated_ = false;
     assigned_partitions_.store(n, std::memory_order_release);
     warm_producer();
     mark_up();
@@ -679,17 +691,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
   void assign_new_partitions() {
     int have = assigned_partitions_.load(std::memory_order_acquire);
     int now = partition_count();
-    if (now <= have) return;
-    std::vector<RdKafka::TopicPartition*> parts;
-    for (int p = have; p < now; ++p) {
-      parts.push_back(RdKafka::TopicPartition::create(cfg_.kafka_topic, p,
-                                                      RdKafka::Topic::OFFSET_BEGINNING));
-      cache_.start_partition(p, 1);
-    }
-    std::unique_ptr<RdKafka::Error> err(consumer_->incremental_assign(parts));
-    RdKafka::TopicPartition::destroy(parts);
-    if (err) note_error("assign: " + err->str());
-    else assigned_partitions_.store(now, std::memory_order_release);
+    if (now > have && assign(have, now, true)) assigned_partitions_.store(now, std::memory_order_release);
   }
 
   void fire_ready() {
@@ -714,17 +716,37 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     // The topic id is asked beside the loop: a broker that takes the connection and never
     // answers (frozen, or dropping packets) would hold live delivery for the request timeout.
     std::future<std::optional<std::string>> id_check;
+    Clock::time_point id_check_started;
+    // Set when the consumer hints that the topic went away: from then on nothing is consumed
+    // until an id read begun after the hint answers, so no record of a new topic is delivered
+    // under the old epoch (librdkafka 2.0.2 fetches by name and would hand it over).
+    bool doubt = false;
+    Clock::time_point doubt_since;
+    std::vector<int> stopped;  // partitions auto.offset.reset=error stopped, while in doubt
     while (!quit_.load(std::memory_order_acquire)) {
       if (!id_check.valid() && Clock::now() >= next_id_check) {
+        id_check_started = Clock::now();
         id_check = std::async(std::launch::async, [brokers = cfg_.kafka_brokers, topic = cfg_.kafka_topic,
                                                    timeout = milliseconds(cfg_.kafka_timing.request_timeout_ms)] {
           std::string why;
           return kafka_meta::fetch_topic_id(brokers, topic, timeout, why);
         });
       }
-      if (id_check.valid() && id_check.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
-        check_topic_id(id_check.get());
+      // In doubt the answer is all the loop waits for; otherwise it is only picked up.
+      const auto wait = doubt ? milliseconds(kConsumeTimeoutMs) : milliseconds(0);
+      if (id_check.valid() && id_check.wait_for(wait) == std::future_status::ready) {
+        const std::optional<std::string> id = id_check.get();
         next_id_check = Clock::now() + milliseconds(cfg_.kafka_timing.topic_check_ms);
+        if (check_topic_id(id)) {
+          doubt = false;  // everything is assigned again below
+          stopped.clear();
+        } else if (doubt && id && id_check_started >= doubt_since && resume_partitions(stopped)) {
+          doubt = false;  // the same topic: a false alarm, a stale error, or a log that lost the offset
+          stopped.clear();
+        } else if (doubt) {
+          // Asked before the hint, or no answer (the topic is gone for now): ask again soon.
+          next_id_check = id && id_check_started < doubt_since ? Clock::now() : Clock::now() + kSetupRetry;
+        }
       }
       if (assigned_partitions_.load(std::memory_order_acquire) == 0 && !set_up_consumer()) {
         std::unique_ptr<RdKafka::Message>(consumer_->consume(static_cast<int>(kSetupRetry.count())));
@@ -732,12 +754,26 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
       }
       // Assignment and start offsets are fixed, so whatever is published from here on arrives.
       fire_ready();
+      if (doubt) {  // held: the id read above waits for its answer, or it is asked again soon
+        const auto until = std::min(next_id_check, Clock::now() + milliseconds(kConsumeTimeoutMs));
+        if (!id_check.valid()) std::this_thread::sleep_until(until);
+        continue;
+      }
       std::unique_ptr<RdKafka::Message> msg(consumer_->consume(kConsumeTimeoutMs));
       if (msg->err() == RdKafka::ERR_NO_ERROR) {
         mark_up();
         deliver(*msg);
       } else if (msg->err() != RdKafka::ERR__TIMED_OUT) {
         note_error("consume: " + msg->errstr());
+        if (hints_topic_gone(msg->err())) {
+          if (!doubt) doubt_since = Clock::now();
+          doubt = true;
+          const bool out_of_range =
+              msg->err() == RdKafka::ERR__AUTO_OFFSET_RESET || msg->err() == RdKafka::ERR_OFFSET_OUT_OF_RANGE;
+          if (out_of_range && std::find(stopped.begin(), stopped.end(), msg->partition()) == stopped.end())
+            stopped.push_back(msg->partition());
+          if (!id_check.valid()) next_id_check = Clock::now();
+        }
       }
       if (Clock::now() >= next_check) {
         assign_new_partitions();
@@ -800,11 +836,60 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     return epoch_;
   }
 
+  // Returns whether a consumer error says the topic may have been deleted (and created again).
+  static bool hints_topic_gone(RdKafka::ErrorCode err) {
+    return err == RdKafka::ERR__AUTO_OFFSET_RESET || err == RdKafka::ERR_OFFSET_OUT_OF_RANGE ||
+           err == RdKafka::ERR__UNKNOWN_PARTITION || err == RdKafka::ERR__UNKNOWN_TOPIC ||
+           err == RdKafka::ERR_UNKNOWN_TOPIC_OR_PART;
+  }
+
+  // On the consumer thread, once the topic id showed the topic unchanged: partitions that
+  // auto.offset.reset=error may have stopped go on from the first record not delivered yet.
+  // The error may also be stale, from fetches begun before the partitions were assigned again
+  // (librdkafka queues it unversioned, and a late one can stop the new fetch), so the
+  // offset it names says nothing; only an offset the log no longer has (truncated, or past
+  // retention) moves to the nearest one it has, leaving a hole the cache is told about.
+  // Returns false if the broker did not answer (try again).
+  bool resume_partitions(const std::vector<int>& parts) {
+    for (int p : parts) {
+      std::int64_t low = 0, high = 0;
+      RdKafka::ErrorCode qerr = consumer_->query_watermark_offsets(cfg_.kafka_topic, p, &low, &high,
+                                                                  cfg_.kafka_timing.request_timeout_ms);
+      if (qerr != RdKafka::ERR_NO_ERROR) {
+        note_error("watermarks: " + RdKafka::err2str(qerr));
+        return false;
+      }
+      const std::optional<std::uint64_t> next = cache_.position(p);
+      std::int64_t at = next ? static_cast<std::int64_t>(*next) : high;
+      if (at < low || at > high) {
+        std::fprintf(stderr, "kafka bus %s: topic '%s' [%d]: offset %lld is gone (log holds %lld..%lld): "
+                     "going on from %lld\n", cfg_.node_id.c_str(), cfg_.kafka_topic.c_str(), p,
+                     static_cast<long long>(at), static_cast<long long>(low), static_cast<long long>(high),
+                     static_cast<long long>(std::clamp(at, low, high)));
+        at = std::clamp(at, low, high);
+        cache_.start_partition(p, static_cast<std::uint64_t>(at) + 1);
+      }
+      std::vector<RdKafka::TopicPartition*> one{RdKafka::TopicPartition::create(cfg_.kafka_topic, p)};
+      // Fails only if an earlier attempt got this far: the partition is unassigned already.
+      std::unique_ptr<RdKafka::Error> gone(consumer_->incremental_unassign(one));
+      one[0]->set_offset(at);
+      std::unique_ptr<RdKafka::Error> err(consumer_->incremental_assign(one));
+      RdKafka::TopicPartition::destroy(one);
+      if (err) {
+        note_error("assign: " + err->str());
+        return false;
+      }
+    }
+    return true;
+  }
+
   // On the consumer thread, with the id just read: a new one means the topic was deleted and
-  // created again. Everything remembered of the old one goes, and the new one is read from its end.
-  void check_topic_id(const std::optional<std::string>& id) {
-    if (!id || *id == consumer_epoch_) return;
-    std::fprintf(stderr, "kafka bus %s: topic '%s' was recreated (id %s, was %s): history starts again\n",
+  // created again. Everything remembered of the old one goes, and the new one is read from its
+  // beginning (set_up_consumer): all it holds was published after the old one's end. Returns
+  // whether the id was new.
+  bool check_topic_id(const std::optional<std::string>& id) {
+    if (!id || *id == consumer_epoch_) return false;
+    std::fprintf(stderr, "kafka bus %s: topic '%s' was recreated (id %s, was %s): read again from its start\n",
                  cfg_.node_id.c_str(), cfg_.kafka_topic.c_str(), id->c_str(), consumer_epoch_.c_str());
     std::vector<RdKafka::TopicPartition*> current;
     consumer_->assignment(current);
@@ -813,7 +898,9 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     if (err) note_error("unassign: " + err->str());
     cache_.clear();
     dedupe_.clear();
+    recreated_ = true;
     assigned_partitions_.store(0, std::memory_order_release);  // the loop sets up again
+    return true;
   }
 
   // ---- history reads (the reader thread) ------------------------------------------------
@@ -1176,6 +1263,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
   KafkaHistoryCache cache_;
   KafkaDedupeWindow dedupe_;
   std::string consumer_epoch_;  // consumer thread only; epoch_ is the shared copy
+  bool recreated_ = false;      // consumer thread only: the next set-up reads the topic whole
 
   std::mutex in_flight_mu_;
   std::unordered_map<std::string, std::vector<PublishedFn>> in_flight_;  // room\0id -> retries waiting
