@@ -486,6 +486,28 @@ async function metric(base, name) {
 // past each client's --max-outbound-bytes is lent from --max-history-memory: the rest are cut to
 // what fits (with a notice), pages get 503, and everything comes back when those clients go.
 // Replays of 15 MB here, so that the kernel's socket buffers (a few MB) cannot take them.
+// Sends `n` TALKs of `size` bytes into the room as fast as the socket takes them; resolves once
+// the last one is kept.
+async function fillRoom(base, roomId, n, size) {
+  const filler = await rawStomp(base);
+  const body = (i) => JSON.stringify({ type: 'TALK', roomId, sender: 'f', message: `${i} ${'x'.repeat(size)}` });
+  for (let i = 1; i <= n; i++) filler.ws.send(`SEND\ndestination:/pub/chat/message\n${i === n ? 'receipt:last\n' : ''}\n${body(i)}\0`);
+  await eventually(`${n} messages kept`, () => filler.state.text.includes('receipt-id:last'), 30_000);
+  filler.ws.close();
+}
+
+// Opens `n` connections that subscribe with x-history:1000 and read nothing from then on.
+async function stalledReplays(base, dest, n) {
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    const c = await rawStomp(base);
+    c.ws._socket.pause();
+    c.ws.send(`SUBSCRIBE\nid:0\ndestination:${dest}\nx-history:1000\n\n\0`);
+    out.push(c);
+  }
+  return out;
+}
+
 // s19 probe: a write the kernel took only part of kept every frame of it until the last byte
 // went, so a client that stopped reading during a replay (or takes a few bytes now and then)
 // held the whole replay, ~4 MB here, though the kernel had most of it: 20 such clients grew
@@ -498,12 +520,7 @@ describe('s19: clients that stop reading during a replay', () => {
     try {
       const room = await createRoom(node.base, 'long history');
       const dest = `/sub/chat/room/${room.roomId}`;
-      const filler = await rawStomp(node.base);
-      const body = (i) => JSON.stringify({ type: 'TALK', roomId: room.roomId, sender: 'f', message: `${i} ${'x'.repeat(3900)}` });
-      for (let i = 1; i <= 1000; i++)
-        filler.ws.send(`SEND\ndestination:/pub/chat/message\n${i === 1000 ? 'receipt:last\n' : ''}\n${body(i)}\0`);
-      await eventually('1000 messages kept', () => filler.state.text.includes('receipt-id:last'), 30_000);
-      filler.ws.close();
+      await fillRoom(node.base, room.roomId, 1000, 3900);
       // One whole replay first, so what history reads keep around is in the baseline.
       const warm = await stompOverWebSocket(node.base);
       const all = await warm.subscribeConfirmed(dest, { 'x-history': '1000' });
@@ -511,12 +528,7 @@ describe('s19: clients that stop reading during a replay', () => {
       await warm.close();
       await sleep(500);
       const before = rss();
-      for (let i = 0; i < 20; i++) {
-        const c = await rawStomp(node.base);
-        c.ws._socket.pause();
-        c.ws.send(`SUBSCRIBE\nid:0\ndestination:${dest}\nx-history:1000\n\n\0`);
-        idle.push(c);
-      }
+      idle.push(...await stalledReplays(node.base, dest, 20));
       await sleep(2_000);
       const grown = rss() - before;
       assert.ok(grown < 45 << 20, `20 stalled replays of ~4 MB grew chatd by ${(grown / 1048576).toFixed(1)} MB`);
@@ -539,19 +551,8 @@ describe('s19: clients that ask for history and never read', () => {
     try {
       const room = await createRoom(node.base, 'heavy history');
       const dest = `/sub/chat/room/${room.roomId}`;
-      const filler = await rawStomp(node.base);
-      const body = (i) => JSON.stringify({ type: 'TALK', roomId: room.roomId, sender: 'f', message: `${i} ${'x'.repeat(15000)}` });
-      for (let i = 1; i <= 1000; i++)
-        filler.ws.send(`SEND\ndestination:/pub/chat/message\n${i === 1000 ? 'receipt:last\n' : ''}\n${body(i)}\0`);
-      await eventually('1000 messages kept', () => filler.state.text.includes('receipt-id:last'), 30_000);
-      filler.ws.close();
-
-      for (let i = 0; i < 20; i++) {
-        const c = await rawStomp(node.base);
-        c.ws._socket.pause();  // reads nothing from here on
-        c.ws.send(`SUBSCRIBE\nid:0\ndestination:${dest}\nx-history:1000\n\n\0`);
-        idle.push(c);
-      }
+      await fillRoom(node.base, room.roomId, 1000, 15000);
+      idle.push(...await stalledReplays(node.base, dest, 20));
       await eventually('the memory lent out', async () => (await refusals(node.base, 'history_memory')) > 0, 10_000);
       await sleep(1_500);  // a sweep has run: nothing is given back while the clients hold it
       const lent = await metric(node.base, 'chatd_history_memory_bytes');
