@@ -55,7 +55,7 @@ StompSession::StompSession(Shard& shard, Transport& transport, std::string id)
       parser_(stomp::Limits{hub_.limits().max_frame_bytes, hub_.limits().max_headers,
                             hub_.limits().max_header_line}) {}
 
-StompSession::~StompSession() { return_history_memory(); }
+StompSession::~StompSession() = default;  // on_closed_in_loop gave back its history memory
 
 template <class Fn>
 auto StompSession::back_in_loop(Fn fn) {
