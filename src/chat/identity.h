@@ -19,6 +19,19 @@ struct Identity {
 };
 using IdentityPtr = std::shared_ptr<const Identity>;
 
+// Returns the token of an `Authorization: Bearer <token>` value, or empty. The scheme is
+// case-insensitive (RFC 9110 §11.1) and followed by one or more spaces (RFC 6750 §2.1).
+inline std::string_view bearer_token_of(std::string_view value) {
+  constexpr std::string_view kScheme = "bearer";
+  if (value.size() <= kScheme.size() || (value[kScheme.size()] != ' ' && value[kScheme.size()] != '\t')) return {};
+  for (std::size_t i = 0; i < kScheme.size(); ++i)
+    if ((value[i] | 0x20) != kScheme[i]) return {};
+  value.remove_prefix(kScheme.size());
+  while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+  while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+  return value;
+}
+
 // Presence's name for one person in a room. With a token it is the user and the name to show,
 // joined by a unit separator (neither a `sub` nor a sender may hold control characters), so two
 // people who chose one name are two members and one person's tabs are one. Without a token

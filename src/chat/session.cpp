@@ -180,8 +180,8 @@ void StompSession::on_connect(stomp::Frame& f) {
 bool StompSession::authenticate(stomp::Frame& f) {
   auto url_token = std::move(url_token_);
   std::string_view token;
-  if (auto a = f.header("Authorization"); a && a->size() > 7 && (a->starts_with("Bearer ") || a->starts_with("bearer ")))
-    token = std::string_view(*a).substr(7);
+  if (auto a = f.header("Authorization"); a && !bearer_token_of(*a).empty())
+    token = bearer_token_of(*a);
   else if (auto p = f.header("passcode"); p && !p->empty())
     token = *p;  // stomp.js 2.3.3 and other clients that only send login/passcode
   else if (url_token)

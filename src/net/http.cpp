@@ -2,6 +2,7 @@
 
 #include <boost/url/parse.hpp>
 
+#include "chat/identity.h"
 #include "chat/rules.h"
 
 namespace chatd::net {
@@ -28,9 +29,7 @@ Response method_not_allowed(const Request& req, std::string_view allow) {
 }
 
 std::string_view bearer_token(const Request& req) {
-  std::string_view h = req[http::field::authorization];
-  if (h.size() > 7 && (h.starts_with("Bearer ") || h.starts_with("bearer "))) return h.substr(7);
-  return {};
+  return chat::bearer_token_of(req[http::field::authorization]);
 }
 
 std::string access_token(const Request& req) {

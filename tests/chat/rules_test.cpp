@@ -5,6 +5,7 @@
 
 #include <set>
 
+#include "chat/identity.h"
 #include "chat/rules.h"
 
 using namespace chatd::chat;
@@ -169,4 +170,17 @@ TEST(ChatRules, SenderIsCheckedAndTrimmedLikeAName) {
   ASSERT_TRUE(m) << ec.message();
   EXPECT_EQ(m->sender, "짱구");
   EXPECT_EQ(m->message, "multi\nline text is fine");
+}
+
+// RFC 9110 §11.1: the scheme is case-insensitive; RFC 6750 §2.1: one or more spaces after it.
+TEST(BearerToken, SchemeInAnyCaseAndAnyBlanksBeforeTheToken) {
+  using chatd::chat::bearer_token_of;
+  EXPECT_EQ(bearer_token_of("Bearer abc.def"), "abc.def");
+  EXPECT_EQ(bearer_token_of("BEARER abc"), "abc");
+  EXPECT_EQ(bearer_token_of("bEaReR  \tabc "), "abc");
+  EXPECT_EQ(bearer_token_of("Bearer"), "");
+  EXPECT_EQ(bearer_token_of("Bearer   "), "");
+  EXPECT_EQ(bearer_token_of("Bearerabc"), "");
+  EXPECT_EQ(bearer_token_of("Basic abc"), "");
+  EXPECT_EQ(bearer_token_of("Bearxr abc"), "");
 }

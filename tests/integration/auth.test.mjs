@@ -82,6 +82,11 @@ describe('REST needs the token', () => {
     assert.equal(ok.status, 200);
     assert.ok((await ok.json()).some((r) => r.roomId === room));
     assert.equal((await rest('/chat/rooms', { tok: rs256({ sub: 'a', exp: now() + 60 }) })).status, 200, 'RS256 from the JWKS');
+    // RFC 9110 §11.1 / RFC 6750 §2.1: the scheme in any case, one or more blanks after it.
+    for (const value of [`BEARER ${token('a', 'A')}`, `bearer  ${token('a', 'A')}`]) {
+      const res = await fetch(`${node.base}/chat/rooms`, { headers: { authorization: value } });
+      assert.equal(res.status, 200, value.slice(0, 8));
+    }
     // The pages stay public.
     assert.equal((await rest('/chat/room')).status, 200);
   });
