@@ -37,7 +37,17 @@ constexpr std::chrono::seconds kLogEvery{10};  // drop and failure lines, at mos
 
 struct Target {
   std::string host, port, target, host_header;
+  std::string authorization;  // "Basic ..." from the URL's user:password, else empty
+  std::string shown;          // the URL for logs: no password, no query (it may carry a token)
 };
+
+std::string base64(std::string_view in) {
+  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), reinterpret_cast<const unsigned char*>(in.data()),
+                                static_cast<int>(in.size()));
+  out.resize(static_cast<std::size_t>(n));
+  return out;
+}
 
 Target parse_target(const std::string& url) {
   auto u = boost::urls::parse_uri(url);
@@ -51,6 +61,9 @@ Target parse_target(const std::string& url) {
   t.host_header = std::string(u->encoded_host_and_port());
   t.target = std::string(u->encoded_resource());
   if (t.target.empty()) t.target = "/";
+  // RFC 9110 §4.2.4: a URL's user:password is not sent as is; HTTP Basic (RFC 7617) carries it.
+  if (u->has_userinfo()) t.authorization = "Basic " + base64(std::string(u->user()) + ":" + std::string(u->password()));
+  t.shown = "http://" + std::string(u->encoded_host_and_port()) + std::string(u->encoded_path());
   return t;
 }
 
@@ -196,6 +209,7 @@ class Core : public std::enable_shared_from_this<Core> {
     req_.version(11);
     req_.set(http::field::host, target_.host_header);
     req_.set(http::field::user_agent, "chatd-webhooks");
+    if (!target_.authorization.empty()) req_.set(http::field::authorization, target_.authorization);
     req_.set(http::field::content_type, "application/json");
     if (!cfg_.secret.empty()) req_.set("X-Chatd-Signature", signature(cfg_.secret, body));
     req_.set("X-Chatd-Node", cfg_.node_id);
@@ -227,14 +241,23 @@ class Core : public std::enable_shared_from_this<Core> {
     http::async_write(stream_, req_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
       if (ec && !self->stale_in_loop(ec)) return self->failed_in_loop("write: " + ec.message());
       if (ec) return;
-      self->res_ = {};
       self->read_buffer_.clear();
-      http::async_read(self->stream_, self->read_buffer_, self->res_,
-                       [self](beast::error_code ec2, std::size_t) {
-                         if (ec2 && !self->stale_in_loop(ec2)) return self->failed_in_loop("read: " + ec2.message());
-                         if (ec2) return;
-                         self->answered_in_loop();
-                       });
+      self->read_answer_in_loop(0);
+    });
+  }
+
+  // Reads the answer, skipping interim 1xx ones (RFC 9110 §15.2: 100 Continue, 103 Early
+  // Hints), a few at most: a backend that sends only those is failing.
+  void read_answer_in_loop(int interim) {
+    res_ = {};
+    http::async_read(stream_, read_buffer_, res_, [self = shared_from_this(), interim](beast::error_code ec, std::size_t) {
+      if (ec && !self->stale_in_loop(ec)) return self->failed_in_loop("read: " + ec.message());
+      if (ec) return;
+      if (self->res_.result_int() / 100 == 1) {
+        if (interim < 8) return self->read_answer_in_loop(interim + 1);
+        return self->failed_in_loop("only interim answers");
+      }
+      self->answered_in_loop();
     });
   }
 
@@ -292,7 +315,7 @@ class Core : public std::enable_shared_from_this<Core> {
     close_in_loop();
     in_flight_ = 0;
     requesting_ = false;
-    log_in_loop("POST " + cfg_.url + " failed (" + why + "); retrying in " + std::to_string(backoff_.count()) +
+    log_in_loop("POST " + target_.shown + " failed (" + why + "); retrying in " + std::to_string(backoff_.count()) +
                 " ms with " + std::to_string(queue_.size()) + " events queued");
     backing_off_ = true;
     backoff_timer_.expires_after(backoff_);

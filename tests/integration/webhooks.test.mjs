@@ -130,6 +130,41 @@ describe('webhooks to a backend that closes idle connections', () => {
   });
 });
 
+// s19 probe: a URL's user:password was not sent (a backend behind Basic auth refused every
+// batch) and was written to the log with every failure; an interim 103 Early Hints answer was
+// taken for the answer, a failure, and the same batch went again forever.
+describe('webhooks to a backend behind Basic auth that sends Early Hints', () => {
+  test('user:password goes as Basic auth, never to the log; 1xx answers are skipped', async (t) => {
+    const seen = { auth: [], events: [], failNext: 1 };
+    const server = createServer((req, res) => {
+      const chunks = [];
+      req.on('data', (c) => chunks.push(c));
+      req.on('end', () => {
+        seen.auth.push(req.headers.authorization);
+        if (req.headers.authorization !== `Basic ${Buffer.from('hook:pa55:w0rd').toString('base64')}`) {
+          res.writeHead(401).end();
+          return;
+        }
+        if (seen.failNext-- > 0) return res.writeHead(500).end();  // one failure, which is logged
+        res.writeEarlyHints({ link: '</x>; rel=preload' });
+        seen.events.push(...JSON.parse(Buffer.concat(chunks).toString()).events);
+        res.writeHead(200).end('ok');
+      });
+    });
+    await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+    t.after(() => new Promise((ok) => { server.closeAllConnections(); server.close(ok); }));
+    const url = `http://hook:pa55%3Aw0rd@127.0.0.1:${server.address().port}/hooks?token=s3cret`;
+    const node = await startChatd({ name: 'chatd-hooks-auth', args: ['--webhook-url', url, '--webhook-events', 'room'] });
+    t.after(() => node.stop());
+    const rooms = [await createRoom(node.base, 'basic 1'), await createRoom(node.base, 'basic 2')];
+    await eventually('both rooms reported', () => rooms.every((r) => seen.events.some((e) => e.roomId === r.roomId)), 10_000);
+    assert.ok(seen.auth.every((a) => a?.startsWith('Basic ')), JSON.stringify(seen.auth));
+    assert.match(node.tail(), /POST http:\/\/127\.0\.0\.1:\d+\/hooks failed \(HTTP 500\)/);
+    assert.doesNotMatch(node.tail(), /pa55|s3cret/);
+    assert.equal(await metric(node, 'chatd_webhook_requests_total{result="failed"}'), 1);
+  });
+});
+
 describe('webhook message ids', () => {
   // A message's id was m-<room>-<seq>: after the room's epoch changed (here the embedded history
   // is lost while the rooms are kept; on Redis, keys lost; on Kafka, a recreated topic) the next
