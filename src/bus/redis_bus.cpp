@@ -90,7 +90,11 @@ end
 // KEYS: seq, epoch, hist, old seq key[, dedupe key]. ARGV: channel, payload, history size,
 // history ttl ms, dedupe window s, epoch candidate, PUBLISH or SPUBLISH (cluster), the time in
 // this Redis's clock (ms) as the node reckons it, or 0 for "ask TIME", and the stream's new
-// expiry (ms) or 0 to leave it. Returns {seq, epoch, 1 if a retry}.
+// expiry (ms) or 0 to leave it, and the newest seq this node delivered of the room (0: none)
+// with its epoch. Returns {seq, epoch, 1 if a retry}.
+// A seq at or below one already delivered in the same epoch means the counter went back (Redis
+// restarted from an older snapshot, or a failover lost writes): every node would drop the
+// message as one it had, so the room starts a new epoch (ARGV[6]) and clients resume with a reset.
 // A counter that INCR just created (1) continues from the old key or the stream's newest id,
 // whichever is larger, so a lost (evicted) counter can never make XADD refuse the room's next
 // id. Every redis.call costs about a microsecond of Redis's one thread (a profile under
@@ -123,6 +127,7 @@ if s==1 then
  if b>0 then s=b+1 redis.call('SET',KEYS[1],string.format('%d',s)) end
  redis.call('DEL',KEYS[4])
 end
+if ARGV[10]~='0' and e==ARGV[11] and s<=tonumber(ARGV[10]) then e=ARGV[6] redis.call('SET',KEYS[2],e) end
 if n>0 then
  local t=tonumber(ARGV[8]) local ts=ARGV[8]
  if t==0 then t=now() ts=string.format('%d',t) end
@@ -349,9 +354,15 @@ class Core : public std::enable_shared_from_this<Core> {
     std::string now = history ? redis_time_ms(keys[0]) : std::string("0");
     const bool renew = history && renew_expiry(room);
     std::string expiry = renew ? expiry_ms_ : std::string("0");  // ttl is >= 1 s
+    std::string delivered = "0", delivered_epoch;
+    if (auto it = rooms_.find(room); it != rooms_.end() && it->second.last_seq != 0) {
+      delivered = std::to_string(it->second.last_seq);
+      delivered_epoch = it->second.epoch;
+    }
     pub_->fcall_in_loop(library_.publish, std::move(keys),
                         {channel_of(room), std::move(payload), history_size_, history_ttl_ms_, dedupe_window_s_,
-                         epoch_candidate(), publish_verb_, std::move(now), std::move(expiry)},
+                         epoch_candidate(), publish_verb_, std::move(now), std::move(expiry), std::move(delivered),
+                         std::move(delivered_epoch)},
                         // Only a renewing publish (one per room per half slack) carries what undoing it needs.
                         [w = renew ? weak_from_this() : std::weak_ptr<Core>(), renewed = renew ? room : std::string(),
                          done = std::move(done)](redis::Status st, const redisReply* r) {
@@ -793,6 +804,7 @@ class Core : public std::enable_shared_from_this<Core> {
         if (ec) log::event("bus_gap_unrepaired", {{"room", room}, {"why", ec.message()}});
         return end_repair_in_loop(room, rs);
       }
+      if (h.last_seq < rs.last_seq) return new_epoch_in_loop(room, rs, h.last_seq);
       std::size_t filled = 0;
       for (auto& m : h.messages) {
         if (m.seq <= rs.last_seq) continue;
@@ -812,6 +824,37 @@ class Core : public std::enable_shared_from_this<Core> {
         log::event("bus_gap_unrepaired", {{"room", room}, {"why", "older than the history kept"}});
       end_repair_in_loop(room, rs);
     });
+  }
+
+  // The room's seq went back within its epoch (Redis restarted from an older snapshot, or a
+  // failover lost writes): the seqs this node delivered will be given to new messages, which
+  // every node would drop as ones it had. Starts a new epoch unless another node did (one
+  // script: the epoch is replaced only if it is still the one seen), so clients resume with a
+  // reset; what was held goes out as the new epoch's, from the oldest held.
+  void new_epoch_in_loop(const std::string& room, RoomSub& rs, std::uint64_t newest) {
+    static constexpr std::string_view kRotate = R"lua(
+local e=redis.call('GET',KEYS[1])
+if not e or e==ARGV[1] then e=ARGV[2] redis.call('SET',KEYS[1],e) end
+return e
+)lua";
+    const std::uint64_t id = rs.repair_id;
+    log::event("bus_seq_went_back", {{"room", room}, {"delivered", std::to_string(rs.last_seq)}, {"newest", std::to_string(newest)}});
+    pub_->eval_in_loop(kRotate, {key_of(room, "epoch")}, {rs.epoch, epoch_candidate()},
+                       [this, self = shared_from_this(), room, id, newest](redis::Status st, const redisReply* r) {
+                         auto it = rooms_.find(room);
+                         if (it == rooms_.end() || it->second.repair_id != id || !deliver_) return;
+                         RoomSub& sub = it->second;
+                         if (st != redis::Status::ok || r->type != REDIS_REPLY_STRING) {
+                           if (sub.repair_rounds < kRepairRounds) return retry_repair_in_loop(room, id);
+                           return end_repair_in_loop(room, sub);
+                         }
+                         const std::string epoch(str(r));
+                         for (auto& d : sub.held)
+                           if (d.epoch == sub.epoch) d.epoch = epoch;  // published after the seq went back
+                         sub.epoch = epoch;
+                         sub.last_seq = sub.held.empty() ? newest : std::min(newest, sub.held.front().seq - 1);
+                         end_repair_in_loop(room, sub);
+                       });
   }
 
   void retry_repair_in_loop(const std::string& room, std::uint64_t id) {

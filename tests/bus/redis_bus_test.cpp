@@ -862,6 +862,60 @@ TEST(RedisBus, MessagesPublishedWhileTheChannelWasDroppedBeforeAnyCameAreDeliver
   EXPECT_EQ(seqs_of(a.deliveries("empty")), range(1, 50));
 }
 
+// Redis restarted from an older snapshot (or a failover that lost writes) keeps the room's epoch
+// but its seq goes back: seqs 6..10 were delivered, and new messages would get them again. Every
+// node dropped those as ones it had, silently, until the counter passed 10 (s19 probe: 5 of 5
+// lost). Now the room starts a new epoch: on the publish of a node that delivered past the
+// counter, or at the repair read of one that reconnects.
+void roll_back_to_seq_5(RedisServer& redis, const std::string& room) {
+  const std::string hist = "chatd:{" + room + "}:hist";
+  redis.command({"SET", "chatd:{" + room + "}:seq", "5"});
+  redis.command({"XDEL", hist, "6-0", "7-0", "8-0", "9-0", "10-0"});
+  redis.command({"XSETID", hist, "5-0"});  // as the snapshot had it
+}
+
+TEST(RedisBus, ASeqThatWentBackStartsANewEpochInsteadOfSilence) {
+  RedisServer redis;
+  Node a(redis.url()), b(redis.url());
+  ASSERT_TRUE(both_up(a, b));
+  ASSERT_FALSE(a.subscribe("p"));
+  for (int i = 1; i <= 10; ++i) ASSERT_FALSE(a.publish("p", std::to_string(i)));
+  ASSERT_TRUE(test::eventually([&] { return a.count("p") == 10; }));
+  const std::string old_epoch = a.deliveries("p").back().epoch;
+
+  roll_back_to_seq_5(redis, "p");
+  std::uint64_t seq = 0;
+  ASSERT_FALSE(a.publish("p", "after", &seq));  // a delivered up to 10: its publish tells
+  EXPECT_EQ(seq, 6u);
+  ASSERT_FALSE(b.publish("p", "from b"));
+  ASSERT_TRUE(test::eventually([&] { return a.count("p") == 12; }, 3s)) << a.count("p");
+  const auto got = a.deliveries("p");
+  EXPECT_EQ(got[10].payload, "after");
+  EXPECT_EQ(got[11].payload, "from b");
+  EXPECT_NE(got[10].epoch, old_epoch);
+  EXPECT_EQ(got[11].epoch, got[10].epoch);
+  auto [ec, h] = a.history({"p", 0, 0, 10});
+  ASSERT_FALSE(ec);
+  EXPECT_EQ(h.epoch, got[10].epoch) << "a resume with the old epoch is told reset";
+}
+
+TEST(RedisBus, ASeqThatWentBackWhileTheNodeWasAwayStartsANewEpochWhenItReconnects) {
+  RedisServer redis;
+  Node a(redis.url()), b(redis.url());
+  ASSERT_TRUE(both_up(a, b));
+  ASSERT_FALSE(a.subscribe("q"));
+  for (int i = 1; i <= 10; ++i) ASSERT_FALSE(b.publish("q", std::to_string(i)));
+  ASSERT_TRUE(test::eventually([&] { return a.count("q") == 10; }));
+
+  roll_back_to_seq_5(redis, "q");
+  EXPECT_NE(redis.command({"CLIENT", "KILL", "TYPE", "pubsub"}), "0");  // a subscribes again and reads
+  ASSERT_TRUE(test::eventually([&] { return redis.command({"GET", "chatd:{q}:epoch"}) != a.deliveries("q").back().epoch; }, 5s));
+  ASSERT_FALSE(b.publish("q", "from b"));  // b never delivered this room: only a could tell
+  ASSERT_TRUE(test::eventually([&] { return a.count("q") == 11; }, 3s)) << a.count("q");
+  EXPECT_EQ(a.deliveries("q").back().payload, "from b");
+  EXPECT_EQ(a.deliveries("q").back().seq, 6u);
+}
+
 // A path that stops carrying bytes without closing (a wedged proxy, load balancer or NAT) while
 // new connections get through: the subscriber connection is pinged like the others, so it is
 // dropped and subscribed again, and what it missed meanwhile is read from history.
