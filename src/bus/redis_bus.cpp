@@ -310,7 +310,13 @@ class Core : public std::enable_shared_from_this<Core> {
 
   // Separate from the constructor: the hooks need a finished object.
   void init(const redis::Target& target) {
-    pub_ = redis::Shards::create(io_, target, {.name = "publish", .timing = timing_}, {});
+    // A Redis back from a restart may have lost the streams' expiries (or the streams, which a
+    // publish then makes anew): every room's next publish renews it again.
+    pub_ = redis::Shards::create(io_, target, {.name = "publish", .timing = timing_},
+                                 {.on_up = [this](redis::Shards::ShardId) { renewed_.clear(); },
+                                  .on_down = nullptr,
+                                  .on_push = nullptr,
+                                  .on_map_read = nullptr});
     pub_->set_function_library(library_.code);
     hist_ = redis::Shards::create(io_, target, {.name = "history", .timing = timing_}, {});
     hist_->set_function_library(library_.code);

@@ -187,6 +187,10 @@ void ServerActions::reconcile() {
       reconciled_.fetch_add(1, std::memory_order_relaxed);
       log::event("room_deleted", {{"room", id}, {"why", "found deleted after an outage"}});
       close_room_here(id);
+      // What SENDs of the moment before put back of its seq, epoch and history goes too.
+      bus_.delete_history(id, [id](std::error_code dec) {
+        if (dec) log::event("room_history_kept", {{"room", id}, {"why", dec.message()}});
+      });
     });
   }
 }

@@ -184,6 +184,39 @@ test('Redis restarted without persistence: a resume with the old epoch is told h
     assert.equal(msg.message, 'after');
     assert.equal(msg.epoch, body.epoch);
     assert.equal(msg.seq, 1);
+    // The stream the publish made anew has its expiry (s19: the node thought it renewed it).
+    const pttl = Number((await redisCommand(redis.port, ['PTTL', `chatd:{${room.roomId}}:hist`])).slice(1));
+    assert.ok(pttl > 0, `PTTL ${pttl}`);
+  } finally {
+    await closeAll(sessions);
+    await node.stop();
+    await redis.stop();
+  }
+});
+
+// s19 probe: with the rooms in Redis too, a Redis restarted empty has forgotten the room; the
+// node finds it gone and closes it, but SENDs of the moment before brought its seq, epoch and
+// stream back without expiry, and nothing ever removed them.
+test('Redis restarted empty with the rooms in it: a room found gone leaves no keys behind', async () => {
+  let redis = await startRedis({ name: 'redis-volatile-rooms' });
+  const node = await startChatd({ name: 'chatd-volatile-rooms', args: ['--bus', 'redis', '--store', 'redis', '--redis', redis.url] });
+  const sessions = [];
+  try {
+    const room = await createRoom(node.base, 'forgotten');
+    const s = await stompOverWebSocket(node.base);
+    sessions.push(s);
+    const box = await s.subscribeConfirmed(dest(room));
+    s.chat('TALK', room.roomId, 'amy', 'before');
+    await box.waitForMessages(1, 10_000);
+    const port = redis.port;
+    await redis.stop({ signal: 'SIGKILL' });
+    redis = await startRedis({ name: 'redis-volatile-rooms', port });
+    await eventually('the node reconnects to the empty Redis', () => busUp(node), 15_000);
+    for (let i = 0; i < 20; i++) s.chat('TALK', room.roomId, 'amy', `after ${i}`);  // some may be taken before it is found gone
+    await eventually('the room closed', () => box.frames.some((f) => f.body.includes('ROOM_CLOSED')), 10_000);
+    await sleep(500);
+    for (const k of ['seq', 'epoch', 'hist'])
+      assert.equal(await redisCommand(redis.port, ['EXISTS', `chatd:{${room.roomId}}:${k}`]), ':0', k);
   } finally {
     await closeAll(sessions);
     await node.stop();
