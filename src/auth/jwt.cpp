@@ -442,11 +442,16 @@ chat::IdentityPtr JwtVerifier::verify(std::string_view token, std::string& why) 
   auto id = std::make_shared<chat::Identity>();
   id->user = sub->get_string();
   std::string_view shown = id->user;
-  if (auto n = c.if_contains("name"); n && n->is_string() && !n->get_string().empty()) shown = n->get_string();
-  // The shown name is every message's sender, checked like a sender the client typed.
+  // null or "": as if absent (identity providers send both for "no name").
+  const auto* n = c.if_contains("name");
+  if (n && !n->is_null() && !n->is_string()) return fail("name must be a string");
+  const bool named = n && n->is_string() && !n->get_string().empty();
+  if (named) shown = n->get_string();
+  // The shown name is every message's sender, checked like a sender the client typed; without
+  // a name it is the sub, and the reason says so.
   std::string name_why;
   auto name = chat::check_name(shown, cfg_.max_name_bytes, name_why);
-  if (!name) return fail("name " + name_why);
+  if (!name) return fail(std::string(named ? "name " : "sub (shown as the name: there is no name) ") + name_why);
   id->name = std::move(*name);
   if (auto r = c.if_contains("rooms")) {
     if (!r->is_array() || r->get_array().size() > cfg_.max_rooms_claim)

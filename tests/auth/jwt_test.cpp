@@ -189,6 +189,19 @@ TEST_F(Jwt, SubAndNameMustBeShowable) {
   auto id = v->verify(mint({{"sub", "a"}, {"name", "  짱구 "}}), why);
   ASSERT_TRUE(id) << why;
   EXPECT_EQ(id->name, "짱구");
+  // A name that is no string is refused, not replaced by the sub (s19 probe); null and "" are
+  // "no name" and the sub is shown, whose own fault is then told as the sub's.
+  for (const auto& bad : {boost::json::value(42), boost::json::value(true), boost::json::value(boost::json::array{})}) {
+    EXPECT_FALSE(v->verify(mint({{"sub", "a"}, {"name", bad}}), why)) << boost::json::serialize(bad);
+    EXPECT_EQ(why, "name must be a string");
+  }
+  for (const auto& none : {boost::json::value(nullptr), boost::json::value("")}) {
+    auto shown = v->verify(mint({{"sub", "alice"}, {"name", none}}), why);
+    ASSERT_TRUE(shown) << why;
+    EXPECT_EQ(shown->name, "alice");
+  }
+  EXPECT_FALSE(v->verify(mint({{"sub", "a\u202eb"}}), why));  // a bidi override
+  EXPECT_EQ(why.rfind("sub (shown as the name", 0), 0u) << why;
 }
 
 TEST_F(Jwt, BadSignatureRefused) {
