@@ -19,6 +19,7 @@
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 namespace chatd::hooks {
@@ -163,11 +164,16 @@ class Core : public std::enable_shared_from_this<Core> {
     while (queue_.size() > cfg_.max_queue || (queued_bytes_ > cfg_.max_queue_bytes && queue_.size() > 1)) {
       queued_bytes_ -= queue_.front().json.size();
       queue_.pop_front();
-      if (in_flight_) --in_flight_;
+      // One the POST carries counts as sent or dropped by that POST's answer.
+      if (in_flight_) {
+        --in_flight_;
+        ++left_in_flight_;
+      } else {
+        dropped_total_.fetch_add(1, std::memory_order_relaxed);
+      }
       ++dropped;
     }
     if (dropped) {
-      dropped_total_.fetch_add(dropped, std::memory_order_relaxed);
       log_in_loop("queue full (" + std::to_string(cfg_.max_queue) + " events or " +
                   std::to_string(cfg_.max_queue_bytes) + " bytes): dropped the oldest " + std::to_string(dropped));
     }
@@ -281,15 +287,16 @@ class Core : public std::enable_shared_from_this<Core> {
     if (!res_.keep_alive()) close_in_loop();
     if (status >= 200 && status < 300) {
       requests_ok_.fetch_add(1, std::memory_order_relaxed);
-      sent_total_.fetch_add(in_flight_, std::memory_order_relaxed);
+      sent_total_.fetch_add(in_flight_ + std::exchange(left_in_flight_, 0), std::memory_order_relaxed);
       done_with_batch_in_loop();
       return;
     }
     // A 4xx other than "try later" says this batch will never be taken: keep the queue moving.
     if (status >= 400 && status < 500 && status != 408 && status != 429) {
       requests_failed_.fetch_add(1, std::memory_order_relaxed);
-      rejected_total_.fetch_add(in_flight_, std::memory_order_relaxed);
-      log_in_loop("backend refused a batch of " + std::to_string(in_flight_) + " events with HTTP " +
+      const std::size_t carried = in_flight_ + std::exchange(left_in_flight_, 0);
+      rejected_total_.fetch_add(carried, std::memory_order_relaxed);
+      log_in_loop("backend refused a batch of " + std::to_string(carried) + " events with HTTP " +
                   std::to_string(status) + "; dropped it");
       done_with_batch_in_loop();
       return;
@@ -313,6 +320,7 @@ class Core : public std::enable_shared_from_this<Core> {
     if (stopped_) return;
     requests_failed_.fetch_add(1, std::memory_order_relaxed);
     close_in_loop();
+    dropped_total_.fetch_add(std::exchange(left_in_flight_, 0), std::memory_order_relaxed);  // not sent again
     in_flight_ = 0;
     requesting_ = false;
     log_in_loop("POST " + target_.shown + " failed (" + why + "); retrying in " + std::to_string(backoff_.count()) +
@@ -388,6 +396,7 @@ class Core : public std::enable_shared_from_this<Core> {
   std::deque<Event> queue_;     // oldest first; the first in_flight_ are in the current POST
   std::size_t queued_bytes_ = 0;  // of the events in queue_
   std::size_t in_flight_ = 0;   // fewer than the POST carries once older events were dropped
+  std::size_t left_in_flight_ = 0;  // those dropped from the queue while the POST carries them
   bool requesting_ = false;     // a POST is on the wire
   bool connected_ = false;
   bool reused_ = false;         // the POST on the wire went on a kept-alive connection

@@ -226,6 +226,29 @@ describe('webhooks while the backend is away', () => {
     assert.ok(rx.accepted().every((e) => e.type === 'message'), '--webhook-events message sends only messages');
   });
 
+  // s19 probe: events dropped from the queue while the POST carrying them was out counted as
+  // dropped, and not as sent when that POST was taken: 12 received, "sent 10, dropped 21" of 31.
+  test('events dropped from the queue while their POST is out count as that POST\'s answer says', async (t) => {
+    const rx = await startReceiver();
+    t.after(() => rx.close());
+    const slow = rx.server.listeners('request')[0];
+    rx.server.removeAllListeners('request');
+    rx.server.on('request', (req, res) => setTimeout(() => slow(req, res), 300));  // answers late
+    const node = await startChatd({ name: 'chatd-hooks-slow', args: [
+      '--webhook-url', rx.url, '--webhook-queue', '10', '--webhook-batch', '5', '--webhook-events', 'message'] });
+    t.after(() => node.stop());
+    const room = await createRoom(node.base, 'slow backend');
+    const erin = await stompOverWebSocket(node.base);
+    t.after(() => erin.close());
+    const seen = await erin.subscribeConfirmed(`/sub/chat/room/${room.roomId}`);
+    for (let i = 0; i < 31; i++) erin.chat('TALK', room.roomId, 'erin', `s${i}`);
+    await seen.waitFor(31);
+    const counted = async () => (await metric(node, 'chatd_webhook_events_total{outcome="sent"}')) +
+      (await metric(node, 'chatd_webhook_events_total{outcome="dropped"}'));
+    await eventually('every event counted once', async () => (await counted()) === 31, 15_000);
+    assert.equal(await metric(node, 'chatd_webhook_events_total{outcome="sent"}'), rx.acceptedRaw().length);
+  });
+
   // Control characters are escaped as \u00XX in the event's JSON: a 3,000-byte message of them is
   // an 18 KB event, so 10,000 events could hold ~180 MB. The bytes are bounded too.
   test('--webhook-queue-bytes bounds the queue by size as well: the newest that fit are kept', async (t) => {
