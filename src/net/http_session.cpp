@@ -167,8 +167,9 @@ class HttpSession final : public Closable,
     }
     // RFC 9110 §5.3: field lines of one name are one comma-separated list. Beast reads only the
     // first line (is_upgrade, keep_alive, the WebSocket accept): "Connection: keep-alive" then
-    // "Connection: Upgrade" on its own line must still upgrade.
-    for (auto f : {http::field::connection, http::field::upgrade}) {
+    // "Connection: Upgrade" on its own line must still upgrade (RFC 6455 §11.3.4 says the same
+    // of Sec-WebSocket-Protocol).
+    for (auto f : {http::field::connection, http::field::upgrade, http::field::sec_websocket_protocol}) {
       if (req_.count(f) < 2) continue;
       std::string joined;
       for (auto [it, end] = req_.equal_range(f); it != end; ++it) joined.append(joined.empty() ? "" : ", ").append(it->value());

@@ -716,6 +716,10 @@ void run_websocket_app(Server& server, tcp::socket socket, Request req, boost::b
   if (req.method() != http::verb::get) {
     return refuse(std::move(socket), req.version(), http::status::method_not_allowed, "WebSocket upgrades use GET", false);
   }
+  // RFC 6455 §11.3.1, §11.3.5: the key and the version appear once.
+  if (req.count(http::field::sec_websocket_key) > 1 || req.count(http::field::sec_websocket_version) > 1) {
+    return refuse(std::move(socket), req.version(), http::status::bad_request, "Sec-WebSocket-Key and -Version appear once", false);
+  }
   if (req[http::field::sec_websocket_version] != "13") {
     return refuse(std::move(socket), req.version(), http::status::upgrade_required, "only WebSocket version 13 is spoken here", true);
   }

@@ -88,11 +88,19 @@ describe('HTTP/1.1 as the RFCs ask', () => {
   });
 
   // RFC 9110 §5.3: two field lines of one name are one list (Beast reads only the first line).
-  test('a Connection header on two lines still upgrades, and still closes', async () => {
+  test('header lines of one name: Connection and Sec-WebSocket-Protocol join; a second key is refused', async () => {
     const split = await exchange(node.port, 'GET /ws-stomp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n' +
       'Connection: keep-alive\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n' +
       'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n', { until: (t) => t.includes('\r\n\r\n') });
     assert.match(split.text, /^HTTP\/1\.1 101 /);
+    const protocols = await exchange(node.port, 'GET /ws-stomp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+      'Sec-WebSocket-Protocol: v10.stomp\r\nSec-WebSocket-Protocol: v12.stomp\r\nSec-WebSocket-Version: 13\r\n' +
+      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n', { until: (t) => t.includes('\r\n\r\n') });
+    assert.match(protocols.text, /^HTTP\/1\.1 101 [^]*Sec-WebSocket-Protocol: v12\.stomp\r\n/);
+    const twoKeys = await exchange(node.port, 'GET /ws-stomp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+      'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n\r\n',
+    { until: (t) => t.includes('\r\n\r\n') });
+    assert.match(twoKeys.text, /^HTTP\/1\.1 400 /, 'RFC 6455 §11.3.1: the key appears once');
     const close = await exchange(node.port, 'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: foo\r\nConnection: close\r\n\r\n');
     assert.match(close.text, /^HTTP\/1\.1 200 /);
     assert.equal(close.end, 'eof', 'the server closed after answering');
