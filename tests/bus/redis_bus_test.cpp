@@ -874,13 +874,18 @@ void roll_back_to_seq_5(RedisServer& redis, const std::string& room) {
   redis.command({"XSETID", hist, "5-0"});  // as the snapshot had it
 }
 
+// `to` subscribes to `room` and gets seqs 1..10, published by `from`.
+void ten_delivered(Node& to, Node& from, const std::string& room) {
+  ASSERT_TRUE(both_up(to, from));
+  ASSERT_FALSE(to.subscribe(room));
+  for (int i = 1; i <= 10; ++i) ASSERT_FALSE(from.publish(room, std::to_string(i)));
+  ASSERT_TRUE(test::eventually([&] { return to.count(room) == 10; }));
+}
+
 TEST(RedisBus, ASeqThatWentBackStartsANewEpochInsteadOfSilence) {
   RedisServer redis;
   Node a(redis.url()), b(redis.url());
-  ASSERT_TRUE(both_up(a, b));
-  ASSERT_FALSE(a.subscribe("p"));
-  for (int i = 1; i <= 10; ++i) ASSERT_FALSE(a.publish("p", std::to_string(i)));
-  ASSERT_TRUE(test::eventually([&] { return a.count("p") == 10; }));
+  ten_delivered(a, a, "p");
   const std::string old_epoch = a.deliveries("p").back().epoch;
 
   roll_back_to_seq_5(redis, "p");
@@ -902,10 +907,7 @@ TEST(RedisBus, ASeqThatWentBackStartsANewEpochInsteadOfSilence) {
 TEST(RedisBus, ASeqThatWentBackWhileTheNodeWasAwayStartsANewEpochWhenItReconnects) {
   RedisServer redis;
   Node a(redis.url()), b(redis.url());
-  ASSERT_TRUE(both_up(a, b));
-  ASSERT_FALSE(a.subscribe("q"));
-  for (int i = 1; i <= 10; ++i) ASSERT_FALSE(b.publish("q", std::to_string(i)));
-  ASSERT_TRUE(test::eventually([&] { return a.count("q") == 10; }));
+  ten_delivered(a, b, "q");
 
   roll_back_to_seq_5(redis, "q");
   EXPECT_NE(redis.command({"CLIENT", "KILL", "TYPE", "pubsub"}), "0");  // a subscribes again and reads
