@@ -32,6 +32,7 @@
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <stdexcept>
@@ -160,21 +161,23 @@ class KafkaPresence final : public Presence {
   }
 
  private:
+  using Key = std::pair<std::string, std::string>;  // room, member
   struct Pending {
     ChangedFn done;
     Clock::time_point deadline;
+    Key key;
+    char kind;
   };
-  using Key = std::pair<std::string, std::string>;  // room, member
 
   void request(char kind, const std::string& room, const std::string& member, ChangedFn done) {
     std::uint64_t token;
     {
       std::lock_guard lock(mu_);
       token = ++next_token_;
-      pending_[token] = {std::move(done), Clock::now() + kAnswerTimeout};
+      pending_[token] = {std::move(done), Clock::now() + kAnswerTimeout, {room, member}, kind};
       if (kind == 'J') mine_.insert({room, member});
       else mine_.erase({room, member});
-      if (!assigned_) {  // produced once the consumer reads from where this node started
+      if (!assigned_) {  // produced once the consumer reads from where this node started, and the others answered its W
         early_.emplace_back(room, std::string(1, kind) + '\t' + run_ + '\t' + std::to_string(token) + '\t' + room + '\t' + member);
         return;
       }
@@ -230,21 +233,35 @@ class KafkaPresence final : public Presence {
   void run() {
     while (!stopped_.load() && !assign()) std::this_thread::sleep_for(milliseconds(500));
     if (stopped_.load()) return;
-    std::vector<std::pair<std::string, std::string>> early;
-    {
-      std::lock_guard lock(mu_);
-      assigned_ = true;
-      early.swap(early_);
-    }
     up_.store(true);
     {
       std::lock_guard lock(mu_);
       heard_self_ = Clock::now();
     }
     produce("", "W\t" + run_);
-    for (auto& [key, value] : early) produce(key, value);
+    // The live nodes answer W with what this node's crashed predecessor held (R lines): a join
+    // that reached the log before those would be news, a second ENTER for someone who never
+    // left. Joins and leaves asked for until then wait (in order) until this node has read its
+    // own W back and the others had a moment to answer it (their producers are warm; this new
+    // one's first record can take a while), or a few seconds at most.
+    const auto margin = std::min<milliseconds>(pcfg_.heartbeat, milliseconds(500));
+    const auto give_up = Clock::now() + milliseconds(5000);
+    bool released = false;
     auto next_beat = Clock::now();
     while (!stopped_.load()) {
+      if (!released && (Clock::now() >= give_up || ([&] {
+                          std::lock_guard lock(mu_);
+                          return w_read_ && Clock::now() >= *w_read_ + margin;
+                        }()))) {
+        std::vector<std::pair<std::string, std::string>> early;
+        {
+          std::lock_guard lock(mu_);
+          assigned_ = true;
+          early.swap(early_);
+        }
+        for (auto& [key, value] : early) produce(key, value);
+        released = true;
+      }
       std::unique_ptr<RdKafka::Message> msg(consumer_->consume(50));
       if (msg->err() == RdKafka::ERR_NO_ERROR) {
         up_.store(true);
@@ -290,6 +307,19 @@ class KafkaPresence final : public Presence {
       }
     }
     for (auto& d : late) d(Error::engine_down, false, 0);
+  }
+
+  // What this run holds, for an S snapshot: less the members whose J is not in the log yet
+  // (held at start, or in flight). An S line before it would make the J no news: no ENTER.
+  std::vector<Key> snapshot_locked() const {
+    std::vector<Key> out;
+    out.reserve(mine_.size());
+    for (const auto& k : mine_) {
+      const bool joining = std::any_of(pending_.begin(), pending_.end(),
+                                       [&](const auto& p) { return p.second.kind == 'J' && p.second.key == k; });
+      if (!joining) out.push_back(k);
+    }
+    return out;
   }
 
   // Runs are <node id>:<nonce>, and node ids hold no ':'.
@@ -370,15 +400,17 @@ class KafkaPresence final : public Presence {
         // Not a sign of life from the held run: only its holdings travel, and only while no D
         // has taken them out.
         if (f[2] != run_ && !dead_.contains(f[2])) add_locked(f[2], f[3], f[4]);
+      } else if (kind == 'W' && mine) {
+        if (!w_read_) w_read_ = now;
       } else if (kind == 'W' && !mine) {
-        snapshot.assign(mine_.begin(), mine_.end());
+        snapshot = snapshot_locked();
         for (const auto& [held, keys] : held_by_)
           if (held != run_ && held != run && same_node(held, run))
             for (const auto& k : keys) relay.push_back({held, k});
       } else if (kind == 'D' && f.size() == 3) {
         const auto& dead = f[2];
         if (dead == run_) {
-          snapshot.assign(mine_.begin(), mine_.end());  // we were cut off, not dead
+          snapshot = snapshot_locked();  // we were cut off, not dead
         } else {
           dead_.insert(dead);
           heard_.erase(dead);
@@ -412,6 +444,7 @@ class KafkaPresence final : public Presence {
 
   std::mutex mu_;
   bool assigned_ = false;
+  std::optional<Clock::time_point> w_read_;  // when this run read its own W back
   std::vector<std::pair<std::string, std::string>> early_;  // asked for before the consumer was assigned
   std::uint64_t next_token_ = 0;
   std::unordered_map<std::uint64_t, Pending> pending_;
