@@ -372,9 +372,11 @@
       if (n.status === 'reset') {
         newGeneration(typeof n.epoch === 'string' ? n.epoch : null);
         lastSeq = Math.max(0, Number(n.fromSeq) - 1) || 0;
-      } else if (n.status === 'partial' && n.reason === 'replay-limit') {
-        // Not lost, only not replayed: fetch it instead of saying it is missing.
-        void fillGap(Number(n.sinceSeq) || 0, Number(n.fromSeq) || 0);
+      } else if (n.status === 'partial' && (n.reason === 'replay-limit' || n.reason === 'memory')) {
+        // Not lost, only not replayed (too many, or the server short of memory for history):
+        // fetch it instead of saying it is missing. A join cut short needs nothing: the older
+        // ones are a "이전 메시지 보기" away.
+        if (n.sinceSeq !== undefined) void fillGap(Number(n.sinceSeq) || 0, Number(n.fromSeq) || 0);
         return;
       }
       const li = notice(historyText(n), 'error');
