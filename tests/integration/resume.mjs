@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { createRoom, stompOverWebSocket } from './harness.mjs';
+import { createRoom, eventually, stompOverWebSocket } from './harness.mjs';
 
 export const dest = (room) => `/sub/chat/room/${room.roomId}`;
 
@@ -92,6 +92,9 @@ export async function killTheNodeAndResumeElsewhere(doomed, survivor) {
     }
     acked.push(...(await Promise.all(sends)).filter((s) => s !== null));
     assert.equal(acked.length, 100, 'every send before the kill got its RECEIPT');
+    // A RECEIPT comes when the engine took the message, its delivery a moment later (on Kafka,
+    // a fetch on a node just started): the client has seen some before its node dies.
+    await eventually('the client saw messages before its node died', () => mine.messages.length > 0, 10_000);
     // The kill lands while the survivor's client is sending.
     const during = [];
     for (let i = 50; i < 100; i++) {
