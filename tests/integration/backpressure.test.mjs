@@ -219,8 +219,10 @@ describe('clients that do not read', () => {
       name: 'chatd-xhr-nonreader',
       // Room for more than loopback's kernel buffers (4 MiB send, the reader's receive window)
       // to wait for the receiver, so the write to it cannot finish.
+      // A disconnect delay of 10 s: the 6 MB below must be queued before the session, without a
+      // receiver, ends; on a loaded machine (CI runs tests two at a time) that took over 5 s.
       args: ['--write-timeout-ms', '2000', '--max-message-bytes', '10000', '--max-outbound-bytes', '16777216',
-             '--send-rate', '0', '--room-send-rate', '0'],
+             '--send-rate', '0', '--room-send-rate', '0', '--sockjs-disconnect-delay-ms', '10000'],
     });
     try {
       const room = await createRoom(node.base, 'xhr-nonreader');
@@ -254,8 +256,8 @@ describe('clients that do not read', () => {
       const mine = [second.s.localPort];
       await eventually('the write timeout resets it', async () => (await metric(node.base, 'chatd_write_timeouts_total')) === 1, 10_000);
       await eventually('its socket is gone', () => established(node.port, mine) === 0, 5_000);
-      // Without a receiver the session ends after SockJS's 5 s disconnect delay.
-      await eventually('the xhr session ends', async () => (await metric(node.base, 'chatd_stomp_sessions')) === sessions, 15_000);
+      // Without a receiver the session ends after the disconnect delay.
+      await eventually('the xhr session ends', async () => (await metric(node.base, 'chatd_stomp_sessions')) === sessions, 25_000);
       await talker.close();
       second.s.destroy();
     } finally {
