@@ -688,10 +688,15 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
   }
 
   // Partitions added to the topic later start at their beginning: everything in them is new.
+  // The producer is told at once (its own metadata refresh comes only every 5 minutes), so this
+  // node's SENDs follow a moved room to its new partition within a check, like the other nodes'.
   void assign_new_partitions() {
     int have = assigned_partitions_.load(std::memory_order_acquire);
     int now = partition_count();
-    if (now > have && assign(have, now, true)) assigned_partitions_.store(now, std::memory_order_release);
+    if (now > have && assign(have, now, true)) {
+      assigned_partitions_.store(now, std::memory_order_release);
+      warm_producer();
+    }
   }
 
   void fire_ready() {
@@ -807,7 +812,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     std::string payload(static_cast<const char*>(msg.payload()), msg.len());
     if (cfg_.history_size > 0) cache_.add(p, room, seq, ts, payload);
     else cache_.advance(p, seq);
-    if (deliver_) deliver_(Delivery{std::move(room), seq, consumer_epoch_, std::move(payload)});
+    if (deliver_) deliver_(Delivery{std::move(room), seq, partition_epoch(consumer_epoch_, p), std::move(payload)});
   }
 
   // Hands a control record to the control handler; other keyless records are ignored.
@@ -823,6 +828,14 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     if (origin.err() == RdKafka::ERR_NO_ERROR && origin.value())
       m.origin.assign(static_cast<const char*>(origin.value()), origin.value_size());
     control_(std::move(m));
+  }
+
+  // A room's seqs are its partition's offsets, so its epoch names the topic (its id) and the
+  // partition. Partitions added to the topic move some rooms to a new one, whose offsets start
+  // again at 0: those rooms start a new epoch (a resume from before is told `reset`), the others
+  // keep theirs.
+  static std::string partition_epoch(const std::string& topic_id, int p) {
+    return topic_id + '.' + std::to_string(p);
   }
 
   void set_epoch(const std::string& id) {
@@ -1103,7 +1116,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     r.cached = cache_.read(r.p, capped, now);
     if (!r.cached.known) return Error::engine_down;
     History& h = r.h;
-    h.epoch = epoch();
+    h.epoch = partition_epoch(epoch(), r.p);
 
     // What the topic still holds for this request: offsets [retained, high), asked once per
     // partition and batch.

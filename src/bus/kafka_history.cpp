@@ -31,6 +31,15 @@ void KafkaHistoryCache::clear() {
   entries_ = 0;
 }
 
+// A room is cached per partition: partitions added to the topic move some rooms, and the new
+// partition's seqs (its offsets) start again under another epoch.
+std::string KafkaHistoryCache::key_of(int p, const std::string& room) {
+  std::string k = room;
+  k += '\n';  // the partition's digits follow the last newline: keys never collide
+  k += std::to_string(p);
+  return k;
+}
+
 std::uint64_t KafkaHistoryCache::room_floor_locked(int p) const {
   auto it = partitions_.find(p);
   return it == partitions_.end() ? 0 : std::max(it->second.start, it->second.floor);
@@ -44,7 +53,8 @@ void KafkaHistoryCache::add(int p, const std::string& room, std::uint64_t seq, s
   auto part = partitions_.find(p);
   if (part == partitions_.end()) return;
   part->second.position = std::max(part->second.position, seq);
-  auto [it, fresh] = rooms_.try_emplace(room);
+  std::string key = key_of(p, room);
+  auto [it, fresh] = rooms_.try_emplace(key);
   Room& r = it->second;
   if (fresh) {
     r.partition = p;
@@ -53,8 +63,8 @@ void KafkaHistoryCache::add(int p, const std::string& room, std::uint64_t seq, s
   bytes_ += payload.size();
   r.entries.push_back(Entry{seq, ts_ms, std::move(payload)});
   ++entries_;
-  order_.push_back(Order{room, seq, ts_ms});
-  if (r.entries.size() > limits_.per_room) evict_front_locked(r, room);
+  order_.push_back(Order{key, seq, ts_ms});
+  if (r.entries.size() > limits_.per_room) evict_front_locked(r, key);
   expire_locked(now);
   while (bytes_ > limits_.max_bytes && !order_.empty()) {
     Order o = std::move(order_.front());
@@ -112,7 +122,7 @@ KafkaHistoryCache::Answer KafkaHistoryCache::read(int p, const HistoryRequest& r
   if (part == partitions_.end()) return a;
   a.known = true;
   a.position = part->second.position;
-  auto it = rooms_.find(req.room_id);
+  auto it = rooms_.find(key_of(p, req.room_id));
   if (it == rooms_.end()) {
     a.complete_from = room_floor_locked(p);
     return a;

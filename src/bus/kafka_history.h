@@ -73,11 +73,12 @@ class KafkaHistoryCache {
     std::uint64_t floor = 0;     // rooms forgotten here were complete only from this seq
   };
   struct Order {  // every cached entry in the order it came, for eviction by age and bytes
-    std::string room;
+    std::string room;  // key_of(partition, room)
     std::uint64_t seq;
     std::int64_t ts_ms;
   };
 
+  static std::string key_of(int p, const std::string& room);
   void evict_front_locked(Room& r, const std::string& name);
   void expire_locked(std::int64_t now_ms);
   std::uint64_t room_floor_locked(int p) const;
@@ -85,7 +86,7 @@ class KafkaHistoryCache {
   const KafkaCacheLimits limits_;
   mutable std::mutex mu_;
   std::unordered_map<int, Partition> partitions_;
-  std::unordered_map<std::string, Room> rooms_;
+  std::unordered_map<std::string, Room> rooms_;  // by key_of(partition, room)
   std::deque<Order> order_;
   std::size_t bytes_ = 0;
   std::size_t entries_ = 0;

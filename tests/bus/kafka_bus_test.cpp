@@ -190,6 +190,9 @@ std::vector<std::string> payloads_of(const std::vector<Delivery>& ds, const std:
   return out;
 }
 
+// An epoch on Kafka is "<topic id>.<partition>"; this is its topic id.
+std::string topic_id_of(const std::string& epoch) { return epoch.substr(0, epoch.rfind('.')); }
+
 void expect_increasing_seq_per_room(const std::vector<Delivery>& ds) {
   std::map<std::string, std::uint64_t> last;
   for (const auto& d : ds) {
@@ -727,8 +730,9 @@ TEST(KafkaBus, HistoryComesFromTheCacheAndFromTheTopicOnANodeStartedLater) {
     a.publish("other", "noise");  // another room between: seq is not contiguous on Kafka
   }
   ASSERT_TRUE(a.wait_count(60, 20s));
-  const std::string epoch = a.got()[0].epoch;
-  EXPECT_EQ(epoch.size(), 22u) << "the topic id, as Kafka prints it: " << epoch;
+  const auto first = a.got();
+  const std::string epoch = std::find_if(first.begin(), first.end(), [](const Delivery& d) { return d.room_id == "h"; })->epoch;
+  EXPECT_EQ(topic_id_of(epoch).size(), 22u) << "the topic id, as Kafka prints it, then the partition: " << epoch;
   std::vector<std::uint64_t> live;
   for (const auto& d : a.got())
     if (d.room_id == "h") live.push_back(d.seq);
@@ -884,7 +888,7 @@ TEST(KafkaBus, ARecreatedTopicLosesNothingOnRunningNodes) {
   for (Node* n : {&a, &b}) ASSERT_EQ(n->subscribe(rooms[0]), std::error_code{});
   for (int i = 0; i < 30; ++i) ASSERT_FALSE(a.publish(rooms[i % rooms.size()], "old" + std::to_string(i)).first);
   for (Node* n : {&a, &b}) ASSERT_TRUE(n->wait_count(30, 20s)) << n->count();
-  const std::string old_epoch = a.got()[0].epoch;
+  const std::string old_epoch = topic_id_of(a.got()[0].epoch);  // rooms on every partition: their topic's id
 
   ASSERT_TRUE(delete_topic(topic));
   Node c(topic, "c");  // creates the topic again, and sends into it at once
@@ -898,7 +902,7 @@ TEST(KafkaBus, ARecreatedTopicLosesNothingOnRunningNodes) {
   }
   ASSERT_GE(acked.size(), 190u) << "the new topic takes records";
   ASSERT_TRUE(c.wait_count(acked.size(), 20s));
-  const std::string new_epoch = c.got()[0].epoch;
+  const std::string new_epoch = topic_id_of(c.got()[0].epoch);
   ASSERT_NE(new_epoch, old_epoch);
 
   for (Node* n : {&a, &b}) {
@@ -906,17 +910,17 @@ TEST(KafkaBus, ARecreatedTopicLosesNothingOnRunningNodes) {
     auto has_all = [&] {
       std::set<std::string> seen;
       for (const auto& d : n->got())
-        if (d.epoch == new_epoch) seen.insert(d.payload);
+        if (topic_id_of(d.epoch) == new_epoch) seen.insert(d.payload);
       return std::all_of(acked.begin(), acked.end(), [&](const auto& kv) { return seen.contains(kv.first); });
     };
     EXPECT_TRUE(eventually(has_all, 15s)) << name << " missed records of the new topic";
     std::map<std::string, int> times;
     for (const auto& d : n->got()) {
       if (d.payload.starts_with("old")) {
-        EXPECT_EQ(d.epoch, old_epoch) << name << ": the old topic's " << d.payload << " again";
+        EXPECT_EQ(topic_id_of(d.epoch), old_epoch) << name << ": the old topic's " << d.payload << " again";
         continue;
       }
-      EXPECT_EQ(d.epoch, new_epoch) << name << ": " << d.payload << " under the old epoch";
+      EXPECT_EQ(topic_id_of(d.epoch), new_epoch) << name << ": " << d.payload << " under the old epoch";
       EXPECT_EQ(++times[d.payload], 1) << name << ": " << d.payload << " twice";
       auto it = acked.find(d.payload);
       if (it != acked.end()) {
@@ -932,9 +936,122 @@ TEST(KafkaBus, ARecreatedTopicLosesNothingOnRunningNodes) {
       std::sort(want.begin(), want.end());
       auto [ec, h] = n->history({.room_id = room, .limit = 100});
       ASSERT_FALSE(ec) << name << " " << room << ": " << ec.message();
-      EXPECT_EQ(h.epoch, new_epoch) << name << " " << room;
+      EXPECT_EQ(topic_id_of(h.epoch), new_epoch) << name << " " << room;
       EXPECT_EQ(seqs_of(h.messages), want) << name << " " << room;
     }
+  }
+}
+
+// Gives `topic` `total` partitions with the admin API; returns whether the broker said done.
+bool add_partitions(const std::string& topic, int total) {
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  std::string why;
+  conf->set("bootstrap.servers", broker(), why);
+  std::unique_ptr<RdKafka::Producer> admin(RdKafka::Producer::create(conf.get(), why));
+  if (!admin) return false;
+  rd_kafka_t* rk = admin->c_ptr();
+  char err[256];
+  rd_kafka_NewPartitions_t* more = rd_kafka_NewPartitions_new(topic.c_str(), static_cast<size_t>(total), err, sizeof err);
+  if (!more) return false;
+  rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);
+  rd_kafka_CreatePartitions(rk, &more, 1, nullptr, queue);
+  rd_kafka_event_t* ev = rd_kafka_queue_poll(queue, 15000);
+  bool ok = false;
+  if (ev) {
+    size_t n = 0;
+    const rd_kafka_topic_result_t** res =
+        rd_kafka_CreatePartitions_result_topics(rd_kafka_event_CreatePartitions_result(ev), &n);
+    ok = !rd_kafka_event_error(ev) && n == 1 && rd_kafka_topic_result_error(res[0]) == RD_KAFKA_RESP_ERR_NO_ERROR;
+    rd_kafka_event_destroy(ev);
+  }
+  rd_kafka_queue_destroy(queue);
+  rd_kafka_NewPartitions_destroy(more);
+  return ok;
+}
+
+// The first room id "<prefix><i>" that the producers' partitioner puts on `want` of `parts`.
+std::string room_on(const std::string& prefix, int want, int parts) {
+  for (int i = 0;; ++i) {
+    const std::string room = prefix + std::to_string(i);
+    if (rd_kafka_msg_partitioner_murmur2_random(nullptr, room.data(), room.size(), parts, nullptr, nullptr) == want)
+      return room;
+  }
+}
+
+// Partitions added under running nodes move some rooms to a new partition, whose offsets (the
+// seqs) start again: such a room must start a new epoch on every node, or its seqs go back
+// within one epoch and a resume from before is answered with unrelated messages. A room that
+// stays keeps its epoch and its history.
+TEST(KafkaBus, PartitionsAddedGiveAMovedRoomANewEpochAndLeaveTheOthers) {
+  const std::string topic = fresh_topic("grow");
+  auto tune = [](BusConfig& c) {
+    c.kafka_partitions = 1;
+    c.kafka_timing.partition_check_ms = 200;
+  };
+  const std::string moved = room_on("moved", 1, 2), stays = room_on("stays", 0, 2);
+  Node a(topic, "a", tune), b(topic, "b", tune);
+  for (Node* n : {&a, &b}) ASSERT_EQ(n->subscribe(moved), std::error_code{});
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_FALSE(a.publish(moved, "old" + std::to_string(i)).first);
+    ASSERT_FALSE(b.publish(stays, "old" + std::to_string(i)).first);
+  }
+  for (Node* n : {&a, &b}) ASSERT_TRUE(n->wait_count(6, 20s));
+  const std::string before = a.got()[0].epoch;
+  for (const auto& d : a.got()) ASSERT_EQ(d.epoch, before) << "one partition, one epoch";
+
+  ASSERT_TRUE(add_partitions(topic, 2));
+  // Each node's SENDs follow the room to its new partition once that node finds it.
+  std::string after;
+  for (Node* n : {&a, &b}) {
+    int i = 0;
+    EXPECT_TRUE(eventually([&] {
+      const std::string payload = std::string(n == &a ? "a" : "b") + "-new" + std::to_string(i++);
+      if (n->publish(moved, payload).first) return false;
+      if (!n->wait_count(n->count() + 1, 5s)) return false;  // its own copy
+      for (const auto& d : n->got())
+        if (d.payload == payload && d.epoch != before) return after = d.epoch, true;
+      return false;
+    }, 30s)) << "node " << (n == &a ? "a" : "b") << " still publishes the moved room under " << before;
+  }
+  ASSERT_FALSE(after.empty());
+  EXPECT_EQ(topic_id_of(after), topic_id_of(before)) << "the same topic";
+  ASSERT_FALSE(a.publish(moved, "last").first);
+  ASSERT_FALSE(a.publish(stays, "kept").first);
+
+  for (Node* n : {&a, &b}) {
+    const char* name = n == &a ? "a" : "b";
+    ASSERT_TRUE(eventually([&] {
+      auto got = n->got();
+      return std::count_if(got.begin(), got.end(), [](const Delivery& d) { return d.payload == "last" || d.payload == "kept"; }) == 2;
+    }, 20s)) << name;
+    std::map<std::pair<std::string, std::string>, std::uint64_t> last;  // (room, epoch) -> seq
+    for (const auto& d : n->got()) {
+      auto& prev = last[std::make_pair(d.room_id, d.epoch)];
+      EXPECT_GT(d.seq, prev) << name << ": seq went back within one epoch at " << d.payload;
+      prev = d.seq;
+      if (d.payload == "last") {
+        EXPECT_EQ(d.epoch, after) << name;
+      }
+      if (d.payload == "kept") {
+        EXPECT_EQ(d.epoch, before) << name << ": a room that stayed keeps its epoch";
+      }
+    }
+    // History answers each room under the epoch of the partition it is on now.
+    auto [ec, h] = n->history({.room_id = moved, .limit = 100});
+    ASSERT_FALSE(ec) << name;
+    EXPECT_EQ(h.epoch, after) << name;
+    ASSERT_FALSE(h.messages.empty()) << name;
+    EXPECT_EQ(h.messages.back().payload, "last") << name;
+    for (const auto& m : h.messages) {
+      EXPECT_EQ(m.epoch, after) << name;
+      EXPECT_FALSE(m.payload.starts_with("old")) << name << ": the old partition's " << m.payload << " under the new epoch";
+    }
+    auto [ec2, k] = n->history({.room_id = stays, .limit = 100});
+    ASSERT_FALSE(ec2) << name;
+    EXPECT_EQ(k.epoch, before) << name;
+    std::vector<std::string> payloads;
+    for (const auto& m : k.messages) payloads.push_back(m.payload);
+    EXPECT_EQ(payloads, (std::vector<std::string>{"old0", "old1", "old2", "kept"})) << name;
   }
 }
 
