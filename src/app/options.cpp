@@ -288,6 +288,7 @@ const std::vector<Spec>& specs() {
       size_opt("room-list-max", "rooms in one GET /chat/rooms page (default and largest ?limit)", &N::room_list_max, 1, 1000000),
       size_opt("max-rooms", "rooms the store accepts", &L::max_rooms, 1, 100000000),
       size_opt("max-room-members", "members a restricted room may list (POST /chat/room members=)", &L::max_room_members, 1, 1000000),
+      size_opt("max-room-members-total", "members all restricted rooms of the store may list together", &L::max_room_members_total, 1, 100000000),
       size_opt("max-connections", "open connections per node (a process may hold 20,000 files here)", &N::max_connections, 1, 10000000),
       size_opt("max-outbound-bytes", "bytes queued to one slow reader before it is disconnected", &L::max_outbound_bytes, 4096, 1 << 30),
       size_opt("max-history-memory", "bytes of history (replays past --max-outbound-bytes, large REST answers) the node holds for clients at once",
@@ -405,6 +406,7 @@ Options parse_options(const std::vector<std::string>& args, const std::vector<st
   o.store.data_dir = o.data_dir;
   o.bus.data_dir = o.data_dir;
   o.store.max_rooms = l.max_rooms;
+  o.store.max_members_total = l.max_room_members_total;
   return o;
 }
 

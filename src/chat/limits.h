@@ -29,6 +29,7 @@ struct Limits {
   std::size_t max_rooms = 100000;        // per store; 100k rooms are ~10 MiB of JSON
   std::size_t max_member_list = 1000;    // names one members answer lists; the count is always exact
   std::size_t max_room_members = 1000;   // a restricted room's member list: a big group, ~30 KiB of JSON
+  std::size_t max_room_members_total = 200000;  // all restricted rooms' lists: ~6 MiB of JSON, ~13 MiB per node
 
   // Memory
   std::size_t max_outbound_bytes = 1024 * 1024;  // per session; past it the reader is too slow

@@ -31,7 +31,7 @@ std::optional<std::size_t> number_param(const boost::urls::url_view& url, std::s
 // 504 when the store may have made the room without saying so (as for a SEND): a retry makes a
 // second room, so a client should look in the list first.
 void answer_created(const ResponderPtr& r, std::error_code ec, const store::Room& room) {
-  if (ec == store::Error::full) return r->respond(json_error(r->request(), http::status::insufficient_storage, ec.message()));
+  if (ec == store::Error::full || ec == store::Error::members_full) return r->respond(json_error(r->request(), http::status::insufficient_storage, ec.message()));
   if (ec == store::Error::unsettled) return r->respond(json_error(r->request(), http::status::gateway_timeout, ec.message()));
   if (ec) return r->respond(json_error(r->request(), http::status::service_unavailable, ec.message()));
   r->respond(make_response(r->request(), http::status::ok, store::to_json(room), kJson));

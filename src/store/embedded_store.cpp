@@ -27,7 +27,7 @@ std::int64_t now_ms() {
 
 class EmbeddedStore final : public RoomStore {
  public:
-  explicit EmbeddedStore(const StoreConfig& cfg) : max_rooms_(cfg.max_rooms) {
+  explicit EmbeddedStore(const StoreConfig& cfg) : max_rooms_(cfg.max_rooms), max_members_(cfg.max_members_total) {
     std::error_code ec;
     std::filesystem::create_directories(cfg.data_dir, ec);
     if (ec) throw std::runtime_error("cannot create data dir '" + cfg.data_dir + "': " + ec.message());
@@ -77,11 +77,14 @@ class EmbeddedStore final : public RoomStore {
       std::int64_t seq = 0;
       if (rooms_.size() >= max_rooms_) {
         ec = Error::full;
+      } else if (!room.members.empty() && members_ + room.members.size() > max_members_) {
+        ec = Error::members_full;
       } else if (!insert(room, now, seq)) {
         failed_locked();
         ec = Error::engine_down;
       } else {
         succeeded_locked();
+        members_ += room.members.size();
         index_.emplace(room.id, Slot{seq, now});
         rooms_.emplace(seq, std::move(room));
       }
@@ -120,6 +123,7 @@ class EmbeddedStore final : public RoomStore {
           ec = Error::engine_down;
         } else {
           succeeded_locked();
+          members_ -= rooms_.at(it->second.seq).members.size();
           rooms_.erase(it->second.seq);
           index_.erase(it);
           removed = true;
@@ -250,6 +254,7 @@ class EmbeddedStore final : public RoomStore {
         for (const auto& u : v.get_array())
           if (u.is_string()) room.members.emplace_back(u.get_string());
       }
+      members_ += room.members.size();  // a file from before the bound may hold more: none is dropped
       rooms_.emplace(seq, std::move(room));
     }
     std::string why = rc == SQLITE_DONE ? "" : sqlite3_errmsg(db_);
@@ -281,6 +286,8 @@ class EmbeddedStore final : public RoomStore {
   }
 
   std::size_t max_rooms_;
+  std::size_t max_members_;
+  std::size_t members_ = 0;  // entries of all member lists in rooms_
   std::string path_;
   sqlite3* db_ = nullptr;
   mutable std::mutex mu_;

@@ -31,24 +31,32 @@ constexpr const char* kRoomsKey = "CHAT_ROOM";
 // Each room's last activity (ms), a sorted set for idle expiry. The hash tag puts it in
 // CHAT_ROOM's Redis Cluster slot, so one script may use both.
 constexpr const char* kActiveKey = "{CHAT_ROOM}:active";
+// The entries of all restricted rooms' member lists (--max-room-members-total), same slot.
+constexpr const char* kMembersKey = "{CHAT_ROOM}:members";
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
-// Creates the room unless the hash already holds max_rooms other rooms, in one step so two
-// nodes cannot both pass the check, and marks it active now. Returns 1 when stored, 0 when full.
+// Creates the room unless the hash already holds max_rooms other rooms, or its members would
+// take the restricted rooms' member count (KEYS[3]) past ARGV[6], in one step so two nodes
+// cannot both pass a check, and marks it active now. Returns 1 when stored, 0 when full, -1
+// when the members do not fit. A room already there (a create asked again) counts once.
 constexpr const char* kCreateScript = R"lua(
-if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
-  return 0
+local fresh = redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
+if fresh and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+local n = tonumber(ARGV[5])
+if fresh and n > 0 then
+  if tonumber(redis.call('GET', KEYS[3]) or '0') + n > tonumber(ARGV[6]) then return -1 end
+  redis.call('INCRBY', KEYS[3], n)
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 return 1
 )lua";
 
-// KEYS: rooms, active. ARGV: id, idle_before (0: remove whatever its activity). Returns 1
+// KEYS: rooms, active, members. ARGV: id, idle_before (0: remove whatever its activity). Returns 1
 // when this call removed the room (HDEL answers 1 once, so one node of many wins), 0 when it
 // stays for its activity, -1 when it is not there.
 constexpr const char* kRemoveScript = R"lua(
@@ -60,6 +68,11 @@ local cut = tonumber(ARGV[2])
 if cut > 0 then
   local s = redis.call('ZSCORE', KEYS[2], ARGV[1])
   if s and tonumber(s) >= cut then return 0 end
+end
+local ok, room = pcall(cjson.decode, redis.call('HGET', KEYS[1], ARGV[1]))
+if ok and type(room) == 'table' and type(room.members) == 'table' and #room.members > 0 then
+  -- Rooms from before the count was kept were never added: it stops at 0.
+  if redis.call('DECRBY', KEYS[3], #room.members) < 0 then redis.call('SET', KEYS[3], 0) end
 end
 local n = redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -98,8 +111,9 @@ std::error_code to_error(redis::Status st) {
 
 class Core : public std::enable_shared_from_this<Core> {
  public:
-  Core(boost::asio::io_context& io, redis::Target target, std::size_t max_rooms, const redis::Timing& timing)
-      : io_(io), display_(target.display()), max_rooms_(max_rooms),
+  Core(boost::asio::io_context& io, redis::Target target, std::size_t max_rooms, std::size_t max_members,
+       const redis::Timing& timing)
+      : io_(io), display_(target.display()), max_rooms_(max_rooms), max_members_(max_members),
         settle_for_(timing.connect_timeout + timing.backoff_max) {
     conn_ = redis::Shards::create(io, std::move(target), {.name = "store", .timing = timing}, {});
   }
@@ -109,12 +123,13 @@ class Core : public std::enable_shared_from_this<Core> {
   }
 
   void create_in_loop(Room room, CreateFn done) {
-    settle_in_loop(kCreateScript, {kRoomsKey, kActiveKey},
-                   {room.id, to_json(room), std::to_string(max_rooms_), std::to_string(now_ms())},
+    settle_in_loop(kCreateScript, {kRoomsKey, kActiveKey, kMembersKey},
+                   {room.id, to_json(room), std::to_string(max_rooms_), std::to_string(now_ms()),
+                    std::to_string(room.members.size()), std::to_string(max_members_)},
                    [done = std::move(done)](std::error_code ec, const redisReply* r, bool) {
                      if (ec) return done(ec);
                      if (r->type != REDIS_REPLY_INTEGER) return done(Error::engine_down);
-                     done(r->integer == 1 ? std::error_code{} : Error::full);
+                     done(r->integer == 1 ? std::error_code{} : r->integer == -1 ? Error::members_full : Error::full);
                    });
   }
 
@@ -152,7 +167,7 @@ class Core : public std::enable_shared_from_this<Core> {
   }
 
   void remove_in_loop(std::string room_id, std::int64_t idle_before_ms, RemoveFn done) {
-    settle_in_loop(kRemoveScript, {kRoomsKey, kActiveKey}, {std::move(room_id), std::to_string(idle_before_ms)},
+    settle_in_loop(kRemoveScript, {kRoomsKey, kActiveKey, kMembersKey}, {std::move(room_id), std::to_string(idle_before_ms)},
                    [done = std::move(done)](std::error_code ec, const redisReply* r, bool asked_again) {
                      if (ec) return done(ec, false);
                      if (r->type != REDIS_REPLY_INTEGER) return done(Error::engine_down, false);
@@ -233,6 +248,7 @@ class Core : public std::enable_shared_from_this<Core> {
   boost::asio::io_context& io_;
   std::string display_;
   std::size_t max_rooms_;
+  std::size_t max_members_;
   // How long a lost answer is asked again: a reconnect after a dropped connection (a ping
   // timeout, a failover) takes up to connect_timeout plus a backoff pause.
   std::chrono::milliseconds settle_for_;
@@ -243,8 +259,9 @@ class Core : public std::enable_shared_from_this<Core> {
 
 class RedisStore final : public RoomStore {
  public:
-  RedisStore(boost::asio::io_context& io, redis::Target target, std::size_t max_rooms, const redis::Timing& timing)
-      : core_(std::make_shared<Core>(io, std::move(target), max_rooms, timing)) {
+  RedisStore(boost::asio::io_context& io, redis::Target target, std::size_t max_rooms, std::size_t max_members,
+             const redis::Timing& timing)
+      : core_(std::make_shared<Core>(io, std::move(target), max_rooms, max_members, timing)) {
     core_->start();
   }
   ~RedisStore() override { stop(); }
@@ -301,7 +318,7 @@ class RedisStore final : public RoomStore {
 
 std::unique_ptr<RoomStore> make_redis_store(const StoreConfig& cfg, boost::asio::io_context& engine) {
   return std::make_unique<RedisStore>(engine, redis::verified_target(cfg.redis_url, cfg.redis_timing.start_timeout),
-                                      cfg.max_rooms, cfg.redis_timing);
+                                      cfg.max_rooms, cfg.max_members_total, cfg.redis_timing);
 }
 
 }  // namespace chatd::store

@@ -21,6 +21,7 @@ enum class Error {
   engine_down = 1,  // the store is unreachable now
   corrupt,          // a stored value could not be read back
   full,             // the room limit is reached
+  members_full,     // the restricted rooms' member lists together are at their bound
   stopped,          // the store is shutting down
   unsettled,        // the store went away before it answered a change, which may have been made
 };
@@ -79,6 +80,9 @@ struct StoreConfig {
   std::string data_dir = "./data";
   std::string redis_url = "redis://127.0.0.1:6379";
   std::size_t max_rooms = 100000;
+  // Entries of all restricted rooms' member lists together: every node holds them all, and
+  // each room list reads them whole.
+  std::size_t max_members_total = 200000;
   redis::Timing redis_timing;  // --redis-*-ms, shared with the bus
 };
 

@@ -16,6 +16,7 @@ class Category final : public std::error_category {
       case Error::engine_down: return "room store unavailable";
       case Error::corrupt: return "room store holds an unreadable room";
       case Error::full: return "room limit reached";
+      case Error::members_full: return "the server holds as many restricted-room members as it may; a room with fewer members, or a public one, may still fit";
       case Error::stopped: return "room store stopped";
       case Error::unsettled: return "room store did not answer in time; the change may have been made";
     }

@@ -26,7 +26,10 @@ class EmbeddedStoreTest : public ::testing::Test {
     cfg.data_dir = dir.string();
     cfg.max_rooms = 100000;
   }
-  void TearDown() override { std::filesystem::remove_all(dir); }
+  void TearDown() override {
+    store_.reset();
+    std::filesystem::remove_all(dir);
+  }
 
   // Returns the error of creating room `i` in `s` synchronously.
   static std::error_code create(store::RoomStore& s, int i) {
@@ -49,6 +52,7 @@ class EmbeddedStoreTest : public ::testing::Test {
 
   std::filesystem::path dir;
   store::StoreConfig cfg;
+  std::unique_ptr<store::RoomStore> store_;  // closed before TearDown removes its folder
 };
 
 }  // namespace
@@ -202,6 +206,34 @@ TEST_F(EmbeddedStoreTest, RestrictedRoomsKeepTheirMembersAcrossRestarts) {
   EXPECT_TRUE(back->restricted);
   EXPECT_EQ(back->members, rooms[0].members);
   EXPECT_EQ(store::to_json(rooms[1]), R"({"roomId":"00000000-0000-4000-8000-000000000002","name":"room 2"})");
+}
+
+// The member lists of all restricted rooms together are bounded, across restarts (the count
+// is rebuilt from the file), and a removal gives its members' room back.
+TEST_F(EmbeddedStoreTest, RestrictedRoomMembersAreBoundedInTotal) {
+  cfg.max_members_total = 5;
+  auto make = [&](int i, std::vector<std::string> members) {
+    std::error_code ec = make_error_code(std::errc::timed_out);
+    const bool restricted = !members.empty();
+    store_->create(store::Room("00000000-0000-4000-8000-00000000000" + std::to_string(i), "r", restricted, std::move(members)),
+                   [&](std::error_code e) { ec = e; });
+    return ec;
+  };
+  store_ = store::make_embedded_store(cfg);
+  ASSERT_FALSE(make(1, {"u1", "u2", "u3"}));
+  EXPECT_EQ(make(2, {"u4", "u5", "u6"}), store::Error::members_full);
+  EXPECT_EQ(make(2, {"u4", "u5", "u6"}).message().find("restricted-room members") != std::string::npos, true);
+  ASSERT_FALSE(make(3, {"u4"}));
+  ASSERT_FALSE(make(4, {})) << "a public room lists no members";
+  store_.reset();
+  store_ = store::make_embedded_store(cfg);  // the count comes back from the file
+  EXPECT_EQ(make(5, {"u5", "u6"}), store::Error::members_full);
+  ASSERT_FALSE(make(5, {"u5"}));
+  bool removed = false;
+  store_->remove("00000000-0000-4000-8000-000000000001", 0, [&](std::error_code, bool r) { removed = r; });
+  ASSERT_TRUE(removed);
+  EXPECT_FALSE(make(6, {"u6", "u7", "u8"})) << "room 1's three went with it";
+  EXPECT_EQ(make(7, {"u9"}), store::Error::members_full);
 }
 
 TEST_F(EmbeddedStoreTest, AFileFromBeforeRestrictedRoomsOpensWithEveryRoomPublic) {

@@ -18,11 +18,12 @@ using test::Engine;
 using test::RedisServer;
 
 struct Node {
-  Node(const std::string& url, std::size_t max_rooms = 100) {
+  Node(const std::string& url, std::size_t max_rooms = 100, std::size_t max_members = 200000) {
     StoreConfig cfg;
     cfg.kind = "redis";
     cfg.redis_url = url;
     cfg.max_rooms = max_rooms;
+    cfg.max_members_total = max_members;
     store = make_store(cfg, engine.io());
   }
   ~Node() { store->stop(); }
@@ -150,6 +151,27 @@ TEST(RedisStore, RoomLimitHoldsAcrossNodes) {
   EXPECT_EQ(a.create({"r3", "three"}), Error::full);
   EXPECT_EQ(b.create({"r4", "four"}), Error::full);
   EXPECT_EQ(a.list().second.size(), 2u);
+}
+
+// Every node holds every restricted room's member list: their total is bounded across nodes,
+// a create asked again counts once, and a removal gives its members' room back.
+TEST(RedisStore, RestrictedRoomMembersAreBoundedInTotalAcrossNodes) {
+  RedisServer redis;
+  Node a(redis.url(), 100, 5), b(redis.url(), 100, 5);
+  ASSERT_TRUE(test::eventually([&] { return a.store->up() && b.store->up(); }));
+  const Room three("m1", "three", true, {"u1", "u2", "u3"});
+  EXPECT_FALSE(a.create(three));
+  EXPECT_FALSE(b.create(three)) << "the same room again (a create whose answer was lost)";
+  EXPECT_EQ(b.create({"m2", "three more", true, {"u4", "u5", "u6"}}), Error::members_full);
+  EXPECT_FALSE(b.create({"m3", "two", true, {"u4", "u5"}})) << "3 + 2 fit in 5";
+  EXPECT_EQ(a.create({"m4", "one", true, {"u6"}}), Error::members_full);
+  EXPECT_FALSE(a.create({"p1", "public"})) << "public rooms list no members";
+  EXPECT_FALSE(a.create({"m5", "restricted, no list", true, {}}));
+  EXPECT_EQ(a.list().second.size(), 4u);
+  EXPECT_EQ(b.remove("m1"), std::make_pair(std::error_code{}, true));
+  EXPECT_FALSE(b.remove("m1").second);
+  EXPECT_FALSE(a.create({"m2", "three more", true, {"u4", "u5", "u6"}})) << "m1's three went with it";
+  EXPECT_EQ(a.create({"m6", "one", true, {"u7"}}), Error::members_full);
 }
 
 TEST(RedisStore, UnreadableValueIsCorruptAndSkippedInLists) {
