@@ -3,6 +3,7 @@
 // see is the token's, and a page that tries to speak as someone else is refused by the server.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +12,7 @@ import { chromium } from 'playwright-core';
 
 import { artifactsDir, startChatd } from './harness.mjs';
 
+const SECRET = 'browser-test-secret-of-at-least-32-bytes';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
   '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'];
 
@@ -22,7 +24,7 @@ const shots = join(artifactsDir, 'browser-auth');
 before(async () => {
   mkdirSync(shots, { recursive: true });
   dir = mkdtempSync(join(tmpdir(), 'chatd-browser-auth-'));
-  writeFileSync(join(dir, 'secret'), 'browser-test-secret-of-at-least-32-bytes\n');
+  writeFileSync(join(dir, 'secret'), `${SECRET}\n`);
   node = await startChatd({
     name: 'chatd-browser-auth',
     args: ['--auth', 'jwt', '--jwt-secret-file', join(dir, 'secret'), '--auth-dev-mint', 'on'],
@@ -107,5 +109,49 @@ test('log in from a nickname, create a room, talk as the token\'s name; speaking
   } finally {
     await a.context.close();
     await b.context.close();
+  }
+});
+
+// An HS256 token for `name`, valid for `ttl` seconds, as --auth-dev-mint would make it.
+function mint(name, ttl) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const exp = Math.floor(Date.now() / 1000) + ttl;
+  const head = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub: `dev:${name}`, name, exp })}`;
+  return { token: `${head}.${createHmac('sha256', SECRET).update(head).digest('base64url')}`, exp };
+}
+
+test('a token about to expire is replaced before the room page connects, and CONNECT carries it', async () => {
+  // 30 s left: the server still takes it, the page must not start a connection on it (its
+  // margin is 60 s), or the connection ends at expiry and every reconnect is refused.
+  const old = mint('맹구', 30);
+  const res = await fetch(`${node.base}/chat/room?name=${encodeURIComponent('저녁')}`, {
+    method: 'POST', headers: { Authorization: `Bearer ${old.token}` },
+  });
+  assert.equal(res.status, 200);
+  const { roomId } = await res.json();
+  const p = await openPerson();
+  try {
+    await p.context.addInitScript(([t, exp]) => {
+      localStorage.setItem('chatd.nickname', '맹구');
+      if (!sessionStorage.getItem('chatd.token')) {
+        sessionStorage.setItem('chatd.token', JSON.stringify({ token: t, name: '맹구', nick: '맹구', exp }));
+      }
+    }, [old.token, old.exp]);
+    const connects = [];
+    p.page.on('websocket', (ws) => ws.on('framesent', (f) => {
+      const s = String(f.payload);
+      if (s.includes('CONNECT')) connects.push({ url: ws.url(), frame: s });
+    }));
+    await p.page.goto(`${node.base}/chat/room/enter/${roomId}?transport=websocket`);
+    await p.page.waitForSelector('#conn[data-state="connected"]', { timeout: 15_000 });
+    const now = await p.page.evaluate(() => window.chatdAuth.token());
+    assert.ok(now && now !== old.token, 'the page fetched a new token');
+    assert.ok(connects.length >= 1);
+    const last = connects.at(-1);
+    assert.ok(last.frame.includes(`Bearer ${now}`), 'CONNECT carries the new token in Authorization');
+    assert.ok(!last.url.includes(encodeURIComponent(old.token)), 'the old token is not on the URL');
+    assert.deepEqual(p.errors, []);
+  } finally {
+    await p.context.close();
   }
 });

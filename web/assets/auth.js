@@ -41,6 +41,8 @@
     return t;
   }
 
+  // The tab's token, or this page's when sessionStorage cannot keep it; one about to expire
+  // only until login() replaces it.
   const token = () => (stored() || current)?.token ?? null;
   function headers(extra = {}) {
     const t = token();

@@ -310,11 +310,6 @@
       heartbeatOutgoing: 10000,
       debug: () => {},
     });
-    // --auth jwt: a token near expiry is replaced before each (re)connect.
-    client.beforeConnect = async () => {
-      if (await chatdAuth.needed()) await chatdAuth.login(nick).catch((e) => notice(`로그인 실패: ${e.message}`, 'error'));
-      client.connectHeaders = chatdAuth.headers();
-    };
 
     function transmit(frame) {
       const receipt = frame.headers.receipt;
@@ -383,8 +378,12 @@
       li.dataset.history = `${n.status}/${n.reason}`;
     }
 
-    client.beforeConnect = () => {
+    // One hook (stompjs keeps only the last one set): --auth jwt replaces a token near expiry
+    // before each (re)connect, and CONNECT carries it as well as the URL.
+    client.beforeConnect = async () => {
       setState(everConnected ? 'reconnecting' : 'connecting');
+      if (await chatdAuth.needed()) await chatdAuth.login(nick).catch((e) => notice(`로그인 실패: ${e.message}`, 'error'));
+      client.connectHeaders = chatdAuth.headers();
     };
 
     client.onConnect = () => {
