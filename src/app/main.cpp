@@ -8,6 +8,7 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 
@@ -16,6 +17,7 @@
 #include <fstream>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstring>
 #include <iostream>
 #include <thread>
@@ -138,6 +140,9 @@ int main(int argc, char** argv) {
     std::cout << app::version_text() << '\n';
     return 0;
   }
+  // A write to a socket its peer closed must fail with EPIPE, not end the process: Asio and
+  // librdkafka ask for that per call, but not every library's write does (hiredis's send()).
+  std::signal(SIGPIPE, SIG_IGN);
   fit_connections_to(raise_file_limit(), opt.server.limits.max_connections);
 
   unsigned n = opt.threads ? opt.threads : std::max(1u, std::thread::hardware_concurrency());
@@ -182,6 +187,27 @@ int main(int argc, char** argv) {
     return 1;
   };
   try {
+    // What a start reads besides the engines comes first, so --check-config finds it too.
+    boost::system::error_code bad_address;
+    asio::ip::make_address(opt.server.address, bad_address);
+    if (bad_address) throw std::runtime_error("--address '" + opt.server.address + "' is not an IP address");
+    if (std::error_code ec; !opt.server.web_root.empty() && !std::filesystem::is_directory(opt.server.web_root, ec))
+      std::cerr << "chatd: WARNING --web-root " << opt.server.web_root << " is not a folder: no browser pages are "
+                << "served (--web-root '' serves none without this warning)\n";
+    if (!opt.api_key_file.empty()) opt.server.api.key = read_secret(opt.api_key_file, "--api-key-file");
+    if (opt.auth_jwt) {
+      opt.jwt.max_name_bytes = opt.hub.limits.max_sender_bytes;
+      jwt = std::make_shared<auth::JwtVerifier>(opt.jwt);
+      opt.hub.verifier = jwt;
+      if (opt.auth_dev_mint) {
+        opt.server.dev_mint_secret = auth::read_secret_file(opt.jwt.secret_file);
+        std::cerr << "chatd: WARNING --auth-dev-mint is on: anyone can get a token for any name (development only)\n";
+      }
+    }
+    if (!opt.webhooks.url.empty()) {
+      hooks::check_url(opt.webhooks.url);
+      if (!opt.webhook_secret_file.empty()) opt.webhooks.secret = read_secret(opt.webhook_secret_file, "--webhook-secret-file");
+    }
     if (opt.bus.node_id.empty()) opt.bus.node_id = node_id_for(opt.data_dir, opt.server.port);
     opt.hub.node_id = opt.bus.node_id;
     if ((opt.store.kind == "embedded" || opt.bus.kind == "local") && !lock_data_dir(opt.data_dir)) {
@@ -202,21 +228,10 @@ int main(int argc, char** argv) {
       std::cout << "chatd: configuration ok\n";
       return 0;
     }
-    if (!opt.api_key_file.empty()) opt.server.api.key = read_secret(opt.api_key_file, "--api-key-file");
-    if (opt.auth_jwt) {
-      opt.jwt.max_name_bytes = opt.hub.limits.max_sender_bytes;
-      jwt = std::make_shared<auth::JwtVerifier>(opt.jwt);
-      opt.hub.verifier = jwt;
-      if (opt.auth_dev_mint) {
-        opt.server.dev_mint_secret = auth::read_secret_file(opt.jwt.secret_file);
-        std::cerr << "chatd: WARNING --auth-dev-mint is on: anyone can get a token for any name (development only)\n";
-      }
-    }
     if (opt.presence) presence = bus::make_presence(opt.bus, opt.presence_cfg, engine);
     hub = std::make_unique<chat::Hub>(opt.hub, *rooms, *messages, workers, presence.get());
     if (!opt.webhooks.url.empty()) {
       opt.webhooks.node_id = opt.bus.node_id;
-      if (!opt.webhook_secret_file.empty()) opt.webhooks.secret = read_secret(opt.webhook_secret_file, "--webhook-secret-file");
       webhooks = hooks::make_webhooks(opt.webhooks, engine);
       hub->set_event_sink(webhooks.get());
     }

@@ -470,6 +470,8 @@ std::string signature(std::string_view secret, std::string_view body) {
   return out;
 }
 
+void check_url(const std::string& url) { parse_target(url); }
+
 std::unique_ptr<chat::EventSink> make_webhooks(WebhookConfig cfg, asio::io_context& io) {
   if (cfg.max_batch == 0 || cfg.max_queue < cfg.max_batch)
     throw std::invalid_argument("webhooks: the queue must hold at least one batch");

@@ -38,6 +38,9 @@ unsigned parse_event_kinds(std::string_view list);
 // X-Chatd-Signature.
 std::string signature(std::string_view secret, std::string_view body);
 
+// Throws std::invalid_argument, saying why, for a --webhook-url make_webhooks cannot use.
+void check_url(const std::string& url);
+
 // Returns the sink that POSTs to cfg.url from `io` (the engine loop). Throws
 // std::invalid_argument for a URL it cannot use.
 std::unique_ptr<chat::EventSink> make_webhooks(WebhookConfig cfg, boost::asio::io_context& io);

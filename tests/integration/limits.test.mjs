@@ -1,7 +1,9 @@
 // The transports' limits are options (net::Limits, chat::Limits' HTTP sizes): set from the
 // command line or CHATD_* variables, they change what the node accepts.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -146,6 +148,42 @@ describe('options the node cannot honour are refused at start-up', () => {
     assert.deepEqual(journals(), before, 'the running node\'s journal is untouched');
     const page = await (await fetch(`${node.base}/chat/room/${room.roomId}/messages`)).json();
     assert.deepEqual(page.map((m) => m.message), ['kept in the journal']);
+  });
+
+  // --check-config said "configuration ok" for files and URLs a start then refused.
+  test('--check-config refuses what a start would: secret files, JWT keys, webhook URLs, the address', (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'chatd-check-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    writeFileSync(join(dir, 'short'), 'nineteen-bytes-only\n');
+    const cases = [
+      [['--api-key-file', join(dir, 'none')], /--api-key-file .*missing, unreadable or empty/],
+      [['--auth', 'jwt', '--jwt-secret-file', join(dir, 'none')], /cannot be read/],
+      [['--auth', 'jwt', '--jwt-secret-file', join(dir, 'short')], /32/],
+      [['--webhook-url', '%%bogus%%'], /--webhook-url: '%%bogus%%' is not a URL/],
+      [['--webhook-url', 'https://backend.example/hook'], /only http:\/\/ is supported/],
+      [['--webhook-url', 'http://127.0.0.1:1/h', '--webhook-secret-file', join(dir, 'none')], /--webhook-secret-file .*missing/],
+      [['--address', '999.1.1.1'], /--address '999.1.1.1' is not an IP address/],
+    ];
+    for (const [args, why] of cases) {
+      const r = spawnSync(chatdBinary(), ['--check-config', '--data-dir', join(dir, 'data'), ...args], { encoding: 'utf8', timeout: 20_000 });
+      assert.equal(r.status, 1, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, why, args.join(' '));
+      assert.doesNotMatch(r.stdout, /configuration ok/, args.join(' '));
+    }
+    const r = spawnSync(chatdBinary(), ['--check-config', '--data-dir', join(dir, 'data'), '--web-root', join(dir, 'no-pages')],
+      { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /WARNING --web-root .*no-pages is not a folder/);
+  });
+
+  // hiredis writes with send(fd, …, 0): a Redis that reset the connection under a write would
+  // have ended the process with SIGPIPE.
+  test('SIGPIPE does not end the node', async (t) => {
+    const node = await startChatd({ name: 'chatd-sigpipe' });
+    t.after(() => node.stop());
+    process.kill(node.child.pid, 'SIGPIPE');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal((await fetch(`${node.base}/healthz`)).status, 200);
   });
 
   test('TCP keepalive periods past what Linux takes (32767 s) are refused, not silently ignored', () => {
