@@ -70,8 +70,9 @@ constexpr rlim_t kReservedFiles = 128;
 void fit_connections_to(rlim_t file_limit, std::size_t& max_connections) {
   if (file_limit == RLIM_INFINITY || max_connections + kReservedFiles <= file_limit) return;
   const auto fit = static_cast<std::size_t>(file_limit > 2 * kReservedFiles ? file_limit - kReservedFiles : file_limit / 2);
-  std::cerr << "chatd: --max-connections " << max_connections << " lowered to " << std::max<std::size_t>(1, fit)
-            << ": the open-file limit is " << file_limit << " (raise it with ulimit -n or LimitNOFILE)\n";
+  chatd::log::message("max_connections_lowered", "--max-connections " + std::to_string(max_connections) + " lowered to " +
+                                              std::to_string(std::max<std::size_t>(1, fit)) + ": the open-file limit is " +
+                                              std::to_string(file_limit) + " (raise it with ulimit -n or LimitNOFILE)");
   max_connections = std::max<std::size_t>(1, fit);
 }
 
@@ -182,7 +183,7 @@ int main(int argc, char** argv) {
     if (engine_thread.joinable()) engine_thread.join();
   };
   auto fail = [&](const std::string& why) {
-    std::cerr << "chatd: cannot start: " << why << '\n';
+    log::message("cannot_start", "cannot start: " + why);
     stop_engines();
     return 1;
   };
@@ -192,8 +193,8 @@ int main(int argc, char** argv) {
     asio::ip::make_address(opt.server.address, bad_address);
     if (bad_address) throw std::runtime_error("--address '" + opt.server.address + "' is not an IP address");
     if (std::error_code ec; !opt.server.web_root.empty() && !std::filesystem::is_directory(opt.server.web_root, ec))
-      std::cerr << "chatd: WARNING --web-root " << opt.server.web_root << " is not a folder: no browser pages are "
-                << "served (--web-root '' serves none without this warning)\n";
+      log::message("warning", "WARNING --web-root " + opt.server.web_root +
+                                  " is not a folder: no browser pages are served (--web-root '' serves none without this warning)");
     if (!opt.api_key_file.empty()) opt.server.api.key = read_secret(opt.api_key_file, "--api-key-file");
     if (opt.auth_jwt) {
       opt.jwt.max_name_bytes = opt.hub.limits.max_sender_bytes;
@@ -201,7 +202,7 @@ int main(int argc, char** argv) {
       opt.hub.verifier = jwt;
       if (opt.auth_dev_mint) {
         opt.server.dev_mint_secret = auth::read_secret_file(opt.jwt.secret_file);
-        std::cerr << "chatd: WARNING --auth-dev-mint is on: anyone can get a token for any name (development only)\n";
+        log::message("warning", "WARNING --auth-dev-mint is on: anyone can get a token for any name (development only)");
       }
     }
     if (!opt.webhooks.url.empty()) {
@@ -257,7 +258,7 @@ int main(int argc, char** argv) {
   };
   signals.async_wait([&](boost::system::error_code ec, int sig) {
     if (ec) return;
-    std::cerr << "chatd: signal " << sig << ", draining\n";
+    log::message("draining", "signal " + std::to_string(sig) + ", draining");
     server->shutdown([&] {
       // Sessions closed during the drain queued their leave events: the backend gets a bounded
       // chance to receive them (--webhook-drain-ms); then the engines stop, from a worker, since
@@ -273,18 +274,19 @@ int main(int argc, char** argv) {
     hangups.async_wait([&](boost::system::error_code ec, int) {
       if (ec) return;
       std::string why;
-      if (!jwt) std::cerr << "chatd: SIGHUP: nothing to reload (--auth none)\n";
-      else if (jwt->reload(why)) std::cerr << "chatd: SIGHUP: JWT keys reloaded, " << jwt->key_count() << " key(s)\n";
-      else std::cerr << "chatd: SIGHUP: JWT keys NOT reloaded, keeping the old ones: " << why << '\n';
+      if (!jwt) log::message("sighup", "SIGHUP: nothing to reload (--auth none)");
+      else if (jwt->reload(why)) log::message("sighup", "SIGHUP: JWT keys reloaded, " + std::to_string(jwt->key_count()) + " key(s)");
+      else log::message("sighup", "SIGHUP: JWT keys NOT reloaded, keeping the old ones: " + why);
       on_hangup();
     });
   };
   on_hangup();
 
-  std::cerr << "chatd: listening on http://" << opt.server.address << ':' << server->port() << " node="
-            << opt.bus.node_id << " bus=" << messages->describe() << " store=" << rooms->describe()
-            << " auth=" << (jwt ? "jwt" : "none") << " workers=" << n << (engine_on_worker ? " (engines on the worker)" : "") << " web-root=" << (server->files().size() ? opt.server.web_root : "(none)")
-            << std::endl;
+  log::message("listening", "listening on http://" + opt.server.address + ':' + std::to_string(server->port()) +
+                                " node=" + opt.bus.node_id + " bus=" + messages->describe() + " store=" + rooms->describe() +
+                                " auth=" + (jwt ? "jwt" : "none") + " workers=" + std::to_string(n) +
+                                (engine_on_worker ? " (engines on the worker)" : "") +
+                                " web-root=" + (server->files().size() ? opt.server.web_root : "(none)"));
 
   std::vector<std::thread> threads;
   // Worker 0 is the main thread and keeps the process's name (pgrep, systemd, ps show "chatd").
@@ -293,6 +295,6 @@ int main(int argc, char** argv) {
   workers[0]->run();
   for (auto& t : threads) t.join();
   if (engine_thread.joinable()) engine_thread.join();
-  std::cerr << "chatd: stopped\n";
+  log::message("stopped", "stopped");
   return 0;
 }

@@ -289,7 +289,7 @@ const std::vector<Spec>& specs() {
       size_opt("max-rooms", "rooms the store accepts", &L::max_rooms, 1, 100000000),
       size_opt("max-room-members", "members a restricted room may list (POST /chat/room members=)", &L::max_room_members, 1, 1000000),
       size_opt("max-room-members-total", "members all restricted rooms of the store may list together", &L::max_room_members_total, 1, 100000000),
-      size_opt("max-connections", "open connections per node (a process may hold 20,000 files here)", &N::max_connections, 1, 10000000),
+      size_opt("max-connections", "open connections per node (lowered at start to fit the open-file limit)", &N::max_connections, 1, 10000000),
       size_opt("max-outbound-bytes", "bytes queued to one slow reader before it is disconnected", &L::max_outbound_bytes, 4096, 1 << 30),
       size_opt("max-history-memory", "bytes of history (replays past --max-outbound-bytes, large REST answers) the node holds for clients at once",
                &L::max_history_memory, 0, std::size_t{1} << 40),

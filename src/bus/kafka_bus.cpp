@@ -62,6 +62,7 @@
 #include "bus/kafka_history.h"
 #include "bus/kafka_topic_id.h"
 #include "bus/message_bus.h"
+#include "log/log.h"
 #include "log/thread_name.h"
 
 namespace chatd::bus {
@@ -98,6 +99,14 @@ constexpr std::size_t kMaxQueuedReads = 10000;
 constexpr std::size_t kMaxHeld = 100000;
 // The reader thread takes at most this many waiting requests at a time, to answer together.
 constexpr std::size_t kReadBatch = 1000;
+
+// A line about the bus's state for the operator, in the node's log format.
+template <class... Args>
+void say(const char* format, Args... args) {
+  char line[1024];
+  std::snprintf(line, sizeof line, format, args...);
+  log::message("kafka_bus", line);
+}
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -260,8 +269,8 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     }
     stop_lock.unlock();
     if (released > 0)
-      std::fprintf(stderr, "kafka bus %s: the replaced producer has answered everything: %zu message(s) held "
-                   "meanwhile go out now\n", cfg_.node_id.c_str(), released);
+      say( "kafka bus %s: the replaced producer has answered everything: %zu message(s) held "
+                   "meanwhile go out now", cfg_.node_id.c_str(), released);
     for (auto [opaque, err] : refused) {
       std::unique_ptr<Pending> failed(opaque);
       answer(*failed, err == RdKafka::ERR__QUEUE_FULL ? Error::rejected : final_error(err, up()), 0);
@@ -451,7 +460,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
   // (which this callback replaces, so warnings are passed on to stderr here).
   void event_cb(RdKafka::Event& ev) override {
     if (ev.type() == RdKafka::Event::EVENT_LOG && ev.severity() <= RdKafka::Event::EVENT_SEVERITY_WARNING) {
-      std::fprintf(stderr, "kafka bus %s: %s: %s\n", cfg_.node_id.c_str(), ev.fac().c_str(), ev.str().c_str());
+      say( "kafka bus %s: %s: %s", cfg_.node_id.c_str(), ev.fac().c_str(), ev.str().c_str());
       return;
     }
     if (ev.type() != RdKafka::Event::EVENT_ERROR) return;
@@ -467,7 +476,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
   // Records reachability; a change is worth a line in the node's log.
   void set_up(bool now, const std::string& why) {
     if (up_.exchange(now, std::memory_order_acq_rel) == now) return;
-    std::fprintf(stderr, "kafka bus %s: %s %s: %s\n", cfg_.node_id.c_str(),
+    say( "kafka bus %s: %s %s: %s", cfg_.node_id.c_str(),
                  cfg_.kafka_brokers.c_str(), now ? "up" : "down", why.c_str());
     // Back after an outage: a control record this node sent in it may have expired unsent (a
     // room.deleted after 30 s), so every node looks again at what one could have changed.
@@ -875,8 +884,8 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
       const std::optional<std::uint64_t> next = cache_.position(p);
       std::int64_t at = next ? static_cast<std::int64_t>(*next) : high;
       if (at < low || at > high) {
-        std::fprintf(stderr, "kafka bus %s: topic '%s' [%d]: offset %lld is gone (log holds %lld..%lld): "
-                     "going on from %lld\n", cfg_.node_id.c_str(), cfg_.kafka_topic.c_str(), p,
+        say( "kafka bus %s: topic '%s' [%d]: offset %lld is gone (log holds %lld..%lld): "
+                     "going on from %lld", cfg_.node_id.c_str(), cfg_.kafka_topic.c_str(), p,
                      static_cast<long long>(at), static_cast<long long>(low), static_cast<long long>(high),
                      static_cast<long long>(std::clamp(at, low, high)));
         at = std::clamp(at, low, high);
@@ -902,7 +911,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
   // whether the id was new.
   bool check_topic_id(const std::optional<std::string>& id) {
     if (!id || *id == consumer_epoch_) return false;
-    std::fprintf(stderr, "kafka bus %s: topic '%s' was recreated (id %s, was %s): read again from its start\n",
+    say( "kafka bus %s: topic '%s' was recreated (id %s, was %s): read again from its start",
                  cfg_.node_id.c_str(), cfg_.kafka_topic.c_str(), id->c_str(), consumer_epoch_.c_str());
     std::vector<RdKafka::TopicPartition*> current;
     consumer_->assignment(current);
@@ -1241,7 +1250,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
       try {
         make_producer();
       } catch (const std::exception& e) {  // the same settings worked at start: not expected
-        std::fprintf(stderr, "kafka bus %s: cannot replace the producer: %s\n", cfg_.node_id.c_str(), e.what());
+        say( "kafka bus %s: cannot replace the producer: %s", cfg_.node_id.c_str(), e.what());
         producer_ = std::move(old);
         return;
       }
@@ -1249,9 +1258,9 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     }
     const int held = old->outq_len();
     replacements_.fetch_add(1, std::memory_order_relaxed);
-    std::fprintf(stderr,
+    say(
                  "kafka bus %s: producer fatal error (%s): replaced by a new producer; %d message(s) were still "
-                 "with the old one (unsent ones fail, those in flight get the broker's answer)\n",
+                 "with the old one (unsent ones fail, those in flight get the broker's answer)",
                  cfg_.node_id.c_str(), why.c_str(), held);
     note_error("producer fatal error: " + why);
     old->purge(RdKafka::Producer::PURGE_QUEUE);  // librdkafka did already; a late produce() may not be
@@ -1286,7 +1295,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     explicit ReaderEvents(KafkaBus& b) : bus(b) {}
     void event_cb(RdKafka::Event& ev) override {
       if (ev.type() == RdKafka::Event::EVENT_LOG && ev.severity() <= RdKafka::Event::EVENT_SEVERITY_WARNING)
-        std::fprintf(stderr, "kafka bus %s: history reader: %s: %s\n", bus.cfg_.node_id.c_str(), ev.fac().c_str(),
+        say( "kafka bus %s: history reader: %s: %s", bus.cfg_.node_id.c_str(), ev.fac().c_str(),
                      ev.str().c_str());
       else if (ev.type() == RdKafka::Event::EVENT_ERROR)
         bus.note_error("history reader: " + RdKafka::err2str(ev.err()) + (ev.str().empty() ? "" : ": " + ev.str()));

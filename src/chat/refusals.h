@@ -55,16 +55,25 @@ class Refusals {
   // Counts `r` and logs it (rate-limited), with `who` (the client address) and the STOMP
   // `session` when known.
   void count(Refusal r, std::string_view who = {}, std::string_view session = {}) {
-    counts_[static_cast<std::size_t>(r)].fetch_add(1, std::memory_order_relaxed);
+    count_only(r);
     const auto reason = to_string(r);
     if (session.empty() && who.empty()) log::event("refused", {{"reason", reason}});
     else if (session.empty()) log::event("refused", {{"reason", reason}, {"client", who}});
     else if (who.empty()) log::event("refused", {{"reason", reason}, {"session", session}});
     else log::event("refused", {{"reason", reason}, {"client", who}, {"session", session}});
   }
+  // Counts `r` and logs it with the client address and the request's Origin header.
+  void count_origin(Refusal r, std::string_view who, std::string_view origin) {
+    count_only(r);
+    log::event("refused", {{"reason", to_string(r)}, {"client", who}, {"origin", origin}});
+  }
   std::uint64_t get(Refusal r) const { return counts_[static_cast<std::size_t>(r)].load(std::memory_order_relaxed); }
 
  private:
+  void count_only(Refusal r) {
+    counts_[static_cast<std::size_t>(r)].fetch_add(1, std::memory_order_relaxed);
+  }
+
   std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(Refusal::count_)> counts_{};
 };
 

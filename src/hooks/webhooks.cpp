@@ -1,4 +1,5 @@
 #include "hooks/webhooks.h"
+#include "log/log.h"
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -344,7 +345,7 @@ class Core : public std::enable_shared_from_this<Core> {
     drain_timer_.cancel();
     if (!queue_.empty()) {
       dropped_total_.fetch_add(queue_.size(), std::memory_order_relaxed);
-      std::cerr << "chatd: webhooks: shutting down with " << queue_.size() << " events not sent\n";
+      log::message("webhooks_dropped", "webhooks: shutting down with " + std::to_string(queue_.size()) + " events not sent");
     }
     auto done = std::move(drained_);
     drained_ = nullptr;
@@ -369,9 +370,7 @@ class Core : public std::enable_shared_from_this<Core> {
       ++unlogged_;
       return;
     }
-    std::cerr << "chatd: webhooks: " << line;
-    if (unlogged_) std::cerr << " (" << unlogged_ << " similar lines not shown)";
-    std::cerr << '\n';
+    log::message("webhooks", "webhooks: " + line + (unlogged_ ? " (" + std::to_string(unlogged_) + " similar lines not shown)" : ""));
     unlogged_ = 0;
     last_log_ = now;
   }

@@ -87,6 +87,28 @@ std::string format_line(Format f, long long ms, std::string_view event, std::ini
   return out;
 }
 
+std::string format_message(Format f, long long ms, std::string_view event, std::string_view text) {
+  std::string out;
+  if (f == Format::json) {
+    out = "{\"ts\":" + std::to_string(ms) + ",\"event\":";
+    append_json_string(out, event);
+    out += ",\"message\":";
+    append_json_string(out, text);
+    out += "}\n";
+  } else {
+    out = "chatd: ";
+    out += text;
+    out += '\n';
+  }
+  return out;
+}
+
+void message(std::string_view event, std::string_view text) {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  auto line = format_message(g_format.load(), ms, event, text);
+  std::fwrite(line.data(), 1, line.size(), stderr);
+}
+
 bool event(std::string_view event, std::initializer_list<Field> fields) {
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   unsigned long long suppressed = 0;

@@ -23,6 +23,13 @@ using Field = std::pair<std::string_view, std::string_view>;
 // has had kLinesPerSecond lines in the current second. Returns whether it wrote.
 bool event(std::string_view event, std::initializer_list<Field> fields);
 
+// Writes a line in prose (start, stop, an engine's state; not rate-limited: these are rare):
+// "chatd: <text>" as text, {"ts","event","message"} as JSON, so a JSON log holds no other line.
+void message(std::string_view event, std::string_view text);
+
+// Returns the line message() would write at unix time `ms`: for tests.
+std::string format_message(Format f, long long ms, std::string_view event, std::string_view text);
+
 // Returns the line event() would write at unix time `ms` (no rate limit): for tests.
 std::string format_line(Format f, long long ms, std::string_view event, std::initializer_list<Field> fields,
                         unsigned long long suppressed);

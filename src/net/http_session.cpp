@@ -218,7 +218,7 @@ class HttpSession final : public Closable,
     if (api || path == "/ws-stomp" || path.rfind("/ws-stomp/", 0) == 0) {
       std::string_view origin = req[http::field::origin];
       if (!server_.config().allowed_origins.allows(origin, req[http::field::host])) {
-        server_.hub().refusals.count(chat::Refusal::foreign_origin, std::string(origin.substr(0, 100)));
+        server_.hub().refusals.count_origin(chat::Refusal::foreign_origin, client().to_string(), origin.substr(0, 100));
         req.keep_alive(false);
         return write(json_error(req, http::status::forbidden, "origin not allowed (--allowed-origins)"));
       }

@@ -4,7 +4,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac, generateKeyPairSync, sign } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -421,5 +421,7 @@ describe('origins', () => {
     assert.equal(local.headers.get('access-control-allow-origin'), 'http://localhost:5173');
     const metrics = await (await fetch(`${node.base}/metrics`)).text();
     assert.match(metrics, /reason="foreign_origin"\} [4-9]/);
+    // The log line names the client's address, and the Origin apart (it was in client=).
+    assert.match(readFileSync(node.log, 'utf8'), /refused reason=foreign_origin client=127\.0\.0\.1 origin=https:\/\/evil\.example/);
   });
 });

@@ -176,6 +176,22 @@ describe('options the node cannot honour are refused at start-up', () => {
     assert.match(r.stderr, /WARNING --web-root .*no-pages is not a folder/);
   });
 
+  // A log shipper reading --log-format json got the start, stop and webhook lines as prose.
+  test('--log-format json: every line the node writes is one JSON object', async (t) => {
+    const node = await startChatd({ name: 'chatd-json-log', args: ['--log-format', 'json', '--webhook-url', 'http://127.0.0.1:1/hook', '--webhook-drain-ms', '300'] });
+    let stopped = false;
+    t.after(() => stopped || node.stop());
+    await createRoom(node.base, 'json');  // a webhook event its backend never takes
+    await eventually('a webhook failure logged', () => /webhooks: POST/.test(readFileSync(node.log, 'utf8')), 10_000);
+    await node.stop();
+    stopped = true;
+    const lines = readFileSync(node.log, 'utf8').split('\n').filter((l) => l.trim() !== '');
+    const events = lines.map((l) => {
+      try { return JSON.parse(l).event; } catch { assert.fail(`not JSON: ${l}`); }
+    });
+    for (const e of ['listening', 'webhooks', 'draining', 'stopped']) assert.ok(events.includes(e), `${e} in ${events}`);
+  });
+
   // hiredis writes with send(fd, …, 0): a Redis that reset the connection under a write would
   // have ended the process with SIGPIPE.
   test('SIGPIPE does not end the node', async (t) => {

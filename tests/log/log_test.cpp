@@ -24,3 +24,9 @@ TEST(Log, EachKindIsRateLimited) {
   EXPECT_LE(written, 2 * kLinesPerSecond);
   EXPECT_TRUE(event("log_test_other_kind", {})) << "another kind has its own allowance";
 }
+
+TEST(Log, ProseLinesKeepTheirTextAndAreJsonInJsonFormat) {
+  EXPECT_EQ(format_message(Format::text, 5, "stopped", "stopped"), "chatd: stopped\n");
+  EXPECT_EQ(format_message(Format::json, 5, "webhooks", "webhooks: POST \"x\"\nfailed"),
+            "{\"ts\":5,\"event\":\"webhooks\",\"message\":\"webhooks: POST \\\"x\\\"\\nfailed\"}\n");
+}
