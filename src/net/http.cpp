@@ -12,6 +12,8 @@ Response make_response(const Request& req, http::status status, std::string body
   Response res{status, req.version()};
   res.set(http::field::server, "chatd");
   res.set(http::field::content_type, type);
+  // A browser must take every answer as the type it says (an error echoing a path, an upload).
+  res.set("X-Content-Type-Options", "nosniff");
   res.keep_alive(req.keep_alive());
   res.body() = std::move(body);
   res.prepare_payload();

@@ -45,6 +45,7 @@ async function openPerson(name, viewport) {
   const person = { name, context, page, dialogs: [], errors: [] };
   page.on('dialog', (d) => { person.dialogs.push(d.message()); d.dismiss().catch(() => {}); });
   page.on('pageerror', (e) => person.errors.push(String(e)));
+  page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) person.errors.push(m.text()); });
   return person;
 }
 

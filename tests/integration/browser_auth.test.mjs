@@ -43,6 +43,7 @@ async function openPerson() {
   const page = await context.newPage();
   const person = { context, page, errors: [] };
   page.on('pageerror', (e) => person.errors.push(String(e)));
+  page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) person.errors.push(m.text()); });
   return person;
 }
 

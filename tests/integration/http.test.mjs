@@ -32,6 +32,18 @@ describe('HTTP/1.1 as the RFCs ask', () => {
     assert.ok(r.text.endsWith('\r\n\r\n'), 'no body after the 405 head');
   });
 
+  test('every answer says nosniff; the pages carry a CSP and may not be framed by other sites', async () => {
+    for (const path of ['/chat/rooms', '/no/such/path', '/assets/room.js', '/ws-stomp/info', '/healthz']) {
+      assert.equal((await fetch(`${node.base}${path}`)).headers.get('x-content-type-options'), 'nosniff', path);
+    }
+    const page = await fetch(`${node.base}/chat/room`);
+    assert.equal(page.status, 200);
+    assert.match(page.headers.get('content-security-policy') ?? '', /frame-ancestors 'self'/);
+    assert.match(page.headers.get('content-security-policy') ?? '', /script-src 'self'/);
+    assert.equal(page.headers.get('x-frame-options'), 'SAMEORIGIN');
+    assert.equal((await fetch(`${node.base}/assets/room.js`)).headers.get('content-security-policy'), null, 'pages only');
+  });
+
   test('Expect: 100-continue gets "100 Continue" before the body, or the final refusal at once', async () => {
     const body = JSON.stringify({ name: 'continued' });
     let sent = false;
