@@ -298,9 +298,24 @@ void StompSession::join_room(const std::string& sub_id, std::uint64_t serial, co
       if (slot) s.settle(*slot, {0, {}, receipt});
       return;
     }
-    if (ec)
-      return s.fail_in_loop("message engine unavailable",
-                            "The subscription could not be confirmed: " + ec.message() + ". Reconnect later.");
+    if (ec) {
+      // The room's engine cannot confirm now (Redis away, or its Cluster shard without a
+      // primary): this subscription is not made, like one to an unknown room. The connection
+      // and its other rooms stay; the client subscribes again later.
+      const std::string room_id = it->second.room_id, sub = it->second.escaped;
+      s.subs_.erase(it);
+      s.shard_.unsubscribe_in_loop(room_id, &s, sub);
+      s.hub_.leave(room_id, s.shard_.index());
+      if (s.joined_) s.joined_->replays.erase(sub);
+      s.hub_.report_subscription(ChatEvent::Kind::leave, room_id, s.id_);
+      if (s.hub_.presence_on()) s.update_presence(room_id, true, nullptr);
+      std::optional<std::string> r;
+      if (!receipt.empty()) r = receipt;
+      return s.settle(slot ? *slot : s.open_answer(),
+                      {503, "message engine unavailable: the subscription could not be confirmed (" + ec.message() +
+                                "); subscribe again later",
+                       std::move(r)});
+    }
     if (slot) s.settle(*slot, {0, {}, receipt});
     // Only now: on Redis a message published before the node's channel subscription was
     // confirmed reaches this node through history alone.

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 
 import { chromium } from 'playwright-core';
 
-import { artifactsDir, sockjsInfoStatus, startChatd, startRedis } from './harness.mjs';
+import { artifactsDir, sockjsInfoStatus, startChatd, startRedis, stompOverWebSocket } from './harness.mjs';
 
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
   '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'];
@@ -112,5 +112,51 @@ test('a room made on node 1 is found and shared from node 2', async (t) => {
   } finally {
     await a.context.close();
     await b.context.close();
+  }
+});
+
+// A page that (re)connects while Redis is away is refused the room's SUBSCRIBE (503 on its
+// error queue; the connection stays): it must try again by itself, or it would sit connected
+// and deaf once Redis is back.
+test('a page refused its room while Redis was away joins it again by itself', async (t) => {
+  if (skipReason) {
+    t.skip(skipReason);
+    return;
+  }
+  const [n1] = nodes;
+  const created = await fetch(`${n1.base}/chat/room?name=${encodeURIComponent(`정전 ${Date.now()}`)}`, { method: 'POST' });
+  const { roomId } = await created.json();
+  const a = await person('a');
+  const health = async () => (await fetch(`${n1.base}/healthz`)).status;
+  let frozen = false;
+  try {
+    await a.page.addInitScript(() => localStorage.setItem('chatd.nickname', '정전'));
+    await a.page.goto(`${n1.base}/chat/room/enter/${roomId}${query || '?transport=websocket'}`);
+    await a.page.waitForSelector('#conn[data-state="connected"]', { timeout: 10_000 });
+
+    redis.signal('SIGSTOP');
+    frozen = true;
+    for (let i = 0; i < 100 && (await health()) !== 503; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(await health(), 503, 'the node sees Redis away');
+    await a.page.evaluate(() => window.chatdRoom.client.forceDisconnect());  // a network blip
+    await a.page.locator('#messages li', { hasText: 'message engine unavailable' }).first().waitFor({ timeout: 15_000 });
+    redis.signal('SIGCONT');
+    frozen = false;
+
+    // Once Redis answers again the page is back in the room: a line sent now reaches it.
+    const other = await stompOverWebSocket(nodes[1].base);
+    t.after(() => other.close());
+    const deadline = Date.now() + 30_000;
+    let seen = false;
+    while (!seen && Date.now() < deadline) {
+      other.chat('TALK', roomId, '다른사람', '다시 연결됨');
+      await new Promise((r) => setTimeout(r, 500));
+      seen = await a.page.evaluate(() => [...document.querySelectorAll('#messages li')].some((li) => li.textContent.includes('다시 연결됨')));
+    }
+    assert.ok(seen, 'the page hears the room again after Redis came back');
+    assert.deepEqual(a.errors, []);
+  } finally {
+    if (frozen) redis.signal('SIGCONT');
+    await a.context.close();
   }
 });

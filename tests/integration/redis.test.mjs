@@ -98,6 +98,7 @@ describe('Redis killed and restarted under two chatd nodes', () => {
 
   test('nodes report down, refuse sends, and the old subscription works again after restart', async () => {
     const room = await createRoom(a.base, 'resilient');
+    const other = await createRoom(a.base, 'joined while down');
     const dest = `/sub/chat/room/${room.roomId}`;
     const alice = await stompOverWebSocket(a.base);
     let bob = await stompOverWebSocket(b.base);
@@ -118,6 +119,20 @@ describe('Redis killed and restarted under two chatd nodes', () => {
       const [refused] = await errors.waitForMessages(1, 5_000);
       assert.equal(refused.status, 503);
 
+      // A SUBSCRIBE the engine cannot confirm is refused like a SEND: an error with its
+      // receipt, no subscription; the connection and its other room stay (it used to end both).
+      const aliceErrors = await alice.subscribeConfirmed('/user/queue/errors');
+      const receipts = [];
+      alice.client.watchForReceipt('while-down', () => receipts.push('while-down'));
+      alice.subscribe(`/sub/chat/room/${other.roomId}`, { receipt: 'while-down' });
+      const [unconfirmed] = await aliceErrors.waitForMessages(1, 5_000);
+      assert.equal(unconfirmed.status, 503);
+      assert.match(unconfirmed.error, /message engine unavailable/);
+      assert.equal(unconfirmed.receipt, 'while-down');
+      assert.deepEqual(receipts, []);
+      assert.equal(alice.closed, false);
+      assert.deepEqual(alice.errors, []);
+
       redis = await startRedis({ name: 'redis-restart-again', port: redis.port });
       await eventually('both nodes report up again', async () => (await healthStatus(a)) === 200 && (await healthStatus(b)) === 200, 10_000);
 
@@ -130,6 +145,7 @@ describe('Redis killed and restarted under two chatd nodes', () => {
       }, 10_000);
       const got = atA.messages;
       assert.equal(got[1].message, 'after');
+      assert.equal(alice.closed, false, 'the connection that was refused a SUBSCRIBE lives on');
       assert.ok(!got.some((m) => m.message === 'while down'), 'a refused message is never delivered');
     } finally {
       await alice.close();

@@ -386,24 +386,34 @@
       client.connectHeaders = chatdAuth.headers();
     };
 
+    let roomSubscribes = 0;
     client.onConnect = () => {
       setState('connected');
       everConnected = true;
+      // The room's SUBSCRIBE carries a receipt, so a refusal of it (the server's message engine
+      // away) is told apart on the error queue, which is subscribed first to hear it.
+      const roomReceipt = `room-${++roomSubscribes}`;
+      client.subscribe('/user/queue/errors', (frame) => {
+        let e;
+        try { e = JSON.parse(frame.body); } catch { e = { error: frame.body }; }
+        const receipt = frame.headers['receipt-id'] ?? e?.receipt;
+        if (receipt === roomReceipt && e?.status === 503) {
+          // Connected but not in the room for now: reconnect (with backoff) and subscribe again.
+          notice(`오류: ${e?.error ?? frame.body}`, 'error');
+          setTimeout(() => { if (!leaving && client.connected) client.forceDisconnect(); }, 1000);
+          return;
+        }
+        if (receipt != null) outbox.delete(String(receipt)); // refused: sending again would not help
+        notice(`오류: ${e?.error ?? frame.body}`, 'error');
+      });
       client.subscribe(`/sub/chat/room/${roomId}`, (frame) => {
         let m;
         try { m = JSON.parse(frame.body); } catch { return; }
         if (!m || typeof m !== 'object') return;
         if (frame.headers['x-history-status']) onHistoryNotice(m);
         else receive(m, nick);
-      }, roomHeaders());
+      }, { ...roomHeaders(), receipt: roomReceipt });
       subscribed = true;
-      client.subscribe('/user/queue/errors', (frame) => {
-        let e;
-        try { e = JSON.parse(frame.body); } catch { e = { error: frame.body }; }
-        const receipt = frame.headers['receipt-id'] ?? e?.receipt;
-        if (receipt != null) outbox.delete(String(receipt)); // refused: sending again would not help
-        notice(`오류: ${e?.error ?? frame.body}`, 'error');
-      });
       // Sends the connection may have lost, in their order; the server publishes each id once.
       for (const frame of outbox.values()) transmit(frame);
       // ENTER on every connect: it tells the server this connection is in the room. The server
