@@ -43,7 +43,10 @@
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <map>
 #include <optional>
 #include <random>
 #include <set>
@@ -168,6 +171,7 @@ class Core : public std::enable_shared_from_this<Core> {
 
   void join_in_loop(const std::string& room, const std::string& member, ChangedFn done) {
     held_.insert(field(room, member));
+    leaves_.erase(field(room, member));  // back before a failed leave went through: it must not
     index_in_loop(field(room, member));
     conn_->eval_in_loop(kJoin, {members_key(room), holders_key(room)}, {member, run_},
                         [done = std::move(done)](redis::Status st, const redisReply* r) {
@@ -178,16 +182,16 @@ class Core : public std::enable_shared_from_this<Core> {
     });
   }
 
+  // A leave the room's shard did not take (down, or between primaries) is sent again until it
+  // does, and one it took is sent again when that shard comes back within kLeaveMemory (a
+  // failover can lose it): else the member stays listed on every node for ever. The run's
+  // index keeps the member until the leave is taken, so a reap still finds it if this node dies.
   void leave_in_loop(const std::string& room, const std::string& member, ChangedFn done) {
-    held_.erase(field(room, member));
-    conn_->command_in_loop(node_key_, {"HDEL", node_key_, field(room, member)}, [](redis::Status, const redisReply*) {});
-    conn_->eval_in_loop(kLeave, {members_key(room), holders_key(room)}, {member, run_, "1"},
-                        [done = std::move(done)](redis::Status st, const redisReply* r) {
-      if (st != redis::Status::ok) return done(Error::engine_down, false, 0);
-      auto fc = flag_and_count(r);
-      if (!fc) return done(Error::rejected, false, 0);
-      done({}, fc->first, fc->second);
-    });
+    const auto f = field(room, member);
+    held_.erase(f);
+    leaves_[f] = Leave{std::chrono::steady_clock::now(), false};
+    forget_old_leaves_in_loop();
+    send_leave_in_loop(f, std::move(done));
   }
 
   void members_in_loop(const std::string& room, std::size_t limit, MembersFn done) {
@@ -238,6 +242,7 @@ class Core : public std::enable_shared_from_this<Core> {
                           if (r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == 1)
                             return self->renew_run_in_loop();  // claimed as dead while cut off
                           self->stamped_ = true;
+                          self->resend_leaves_in_loop(false);
                           auto* dead = r->element[1];
                           for (std::size_t i = 0; dead->type == REDIS_REPLY_ARRAY && i < dead->elements; ++i)
                             if (dead->element[i]->type == REDIS_REPLY_STRING)
@@ -259,6 +264,7 @@ class Core : public std::enable_shared_from_this<Core> {
     run_ = node_id_ + ":" + run_nonce();
     node_key_ = std::string(kNodePrefix) + run_;
     stamped_ = false;
+    leaves_.clear();  // the old run's joins, left or not, go with its reap
     log::event("presence_run_renewed", {{"old_run", old}, {"run", run_}, {"held", std::to_string(held_.size())}});
     put_back_in_loop();
     beat_in_loop();
@@ -321,8 +327,59 @@ class Core : public std::enable_shared_from_this<Core> {
     });
   }
 
-  // A shard came (back) up, perhaps empty: puts back whatever this node holds that it lost.
-  void reassert_in_loop() { put_back_in_loop(); }
+  // A shard came (back) up, perhaps empty, perhaps a replica that missed the last writes: puts
+  // back whatever this node holds that it lost, and sends its recent leaves again.
+  void reassert_in_loop() {
+    put_back_in_loop();
+    resend_leaves_in_loop(true);
+  }
+
+  struct Leave {
+    std::chrono::steady_clock::time_point at;
+    bool taken = false;  // the room's shard answered it
+  };
+  static constexpr std::chrono::seconds kLeaveMemory{60};
+  static constexpr std::size_t kMaxLeaves = 100000;
+
+  // Sends the leave of "<room>\n<member>" under run_. `done` (the first send) hears the outcome;
+  // a later send that is news (nobody holds the member now) announces the QUIT itself.
+  void send_leave_in_loop(const std::string& f, ChangedFn done) {
+    const auto nl = f.find('\n');
+    const auto room = f.substr(0, nl), member = f.substr(nl + 1);
+    conn_->eval_in_loop(kLeave, {members_key(room), holders_key(room)}, {member, run_, "1"},
+                        [w = weak_from_this(), f, room, member, run = run_, done = std::move(done)](redis::Status st, const redisReply* r) {
+      auto self = w.lock();
+      std::optional<std::pair<bool, std::size_t>> fc;
+      if (st == redis::Status::ok) fc = flag_and_count(r);
+      if (!fc) {
+        if (done) done(st == redis::Status::ok ? Error::rejected : Error::engine_down, false, 0);
+        return;
+      }
+      if (self && run == self->run_) {
+        if (auto it = self->leaves_.find(f); it != self->leaves_.end()) it->second.taken = true;
+        self->conn_->command_in_loop(self->node_key_, {"HDEL", self->node_key_, f}, [](redis::Status, const redisReply*) {});
+      }
+      if (done) return done({}, fc->first, fc->second);
+      if (fc->first && self && self->gone_) self->gone_(room, member, fc->second);
+    });
+  }
+
+  // Sends again the leaves not yet taken, and with `all` (a shard came back) the recent ones too.
+  void resend_leaves_in_loop(bool all) {
+    forget_old_leaves_in_loop();
+    for (const auto& [f, l] : leaves_)
+      if (all || !l.taken) send_leave_in_loop(f, nullptr);
+  }
+
+  // Taken leaves are kept kLeaveMemory, pending ones until taken; at most kMaxLeaves in all.
+  void forget_old_leaves_in_loop() {
+    const auto cut = std::chrono::steady_clock::now() - kLeaveMemory;
+    std::erase_if(leaves_, [&](const auto& kv) { return kv.second.taken && kv.second.at < cut; });
+    while (leaves_.size() > kMaxLeaves) {
+      auto oldest = std::min_element(leaves_.begin(), leaves_.end(), [](const auto& a, const auto& b) { return a.second.at < b.second.at; });
+      leaves_.erase(oldest);
+    }
+  }
 
   // Joins every member held again under run_, and writes the run's index again: each join
   // counts only where the room's holders lack it, so whichever keys a shard lost come back
@@ -351,6 +408,7 @@ class Core : public std::enable_shared_from_this<Core> {
   std::shared_ptr<redis::Shards> conn_;
   GoneFn gone_;
   std::set<std::string> held_;  // "<room>\n<member>" this node has joined
+  std::map<std::string, Leave> leaves_;  // "<room>\n<member>" this run left lately (see leave_in_loop)
   bool stamped_ = false;        // a heartbeat of run_ was answered: its entry must be there
   bool stopped_ = false;
 

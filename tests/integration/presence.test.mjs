@@ -134,6 +134,39 @@ describe('presence on two nodes sharing Redis', () => {
     }
   });
 
+  // A failover can lose a leave the old primary had acknowledged (or a leave can fail while its
+  // shard has no primary): the member stayed listed on every node for ever. The node sends its
+  // recent leaves again when the shard comes back, so she leaves for good.
+  test('redis: a leave lost with a failover is sent again when the shard comes back', async () => {
+    const room = await createRoom(a.base, 'failover ate a leave');
+    const xavier = await enter(a, room.roomId, 'xavier');
+    const yuna = await enter(b, room.roomId, 'yuna');
+    const key = (k) => `chatd:{${room.roomId}}:${k}`;
+    try {
+      await eventually('both in', async () => (await members(a, room.roomId)).count === 2);
+      const runOf = "for _,k in ipairs(redis.call('HKEYS',KEYS[1])) do " +
+        "if string.sub(k,-5)=='\\nyuna' then return {ok=string.sub(k,1,-6)} end end return {ok=''}";
+      const run = (await redisCommand(redis.port, ['EVAL', runOf, '1', key('holders')])).slice(1);
+      assert.ok(run.length > 0, 'a run holds yuna');
+      yuna.s.chat('QUIT', room.roomId, 'yuna');
+      await eventually('xavier sees yuna leave', () => announcements(xavier.inbox).includes('QUIT yuna'), 10_000);
+      // What a replica that missed the leave holds after taking over.
+      assert.match(await redisCommand(redis.port, ['HSET', key('members'), 'yuna', '1']), /^:/);
+      assert.match(await redisCommand(redis.port, ['HSET', key('holders'), `${run}\nyuna`, '1']), /^:/);
+      assert.deepEqual((await members(a, room.roomId)).names, ['xavier', 'yuna']);
+      assert.match(await redisCommand(redis.port, ['CLIENT', 'KILL', 'TYPE', 'normal']), /^:/);  // the failover
+      for (const n of [a, b]) {
+        await eventually('yuna is gone again', async () => {
+          try { return (await members(n, room.roomId)).count === 1; } catch { return false; }  // 503 while reconnecting
+        }, 10_000);
+        assert.deepEqual(await members(n, room.roomId), { count: 1, names: ['xavier'] });
+      }
+    } finally {
+      await xavier.s.close();
+      await yuna.s.close();
+    }
+  });
+
   nodeKillTest('redis', () => [a, b]);
 
   test('redis: a run whose reaper died midway is reaped by another node', async () => {
