@@ -753,6 +753,9 @@ void StompSession::end_room_subscription_in_loop(const SharedMessagePtr& notice,
   if (it == subs_.end()) return;
   if (joined_) joined_->replays.erase(sub);  // what a replay held belongs to a room that is gone
   deliver_in_loop(notice, sub);
+  // The notice took a reader past --max-outbound-bytes: the session is closing, and leaves (or
+  // has left: subs_ is cleared, `it` is gone) every room itself. Leaving here too crashed.
+  if (state_ != State::connected) return;
   shard_.unsubscribe_in_loop(notice->room_id, this, sub);
   hub_.leave(notice->room_id, shard_.index());
   hub_.report_subscription(ChatEvent::Kind::leave, notice->room_id, id_);

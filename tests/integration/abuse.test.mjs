@@ -3,7 +3,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { request as httpRequest } from 'node:http';
 import { createConnection } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -586,6 +588,52 @@ describe('s19: clients that ask for history and never read', () => {
     } finally {
       for (const c of idle) c.ws.terminate();
       await reader?.close();
+      await node.stop();
+    }
+  });
+});
+
+// s20 probe: deleting a room whose subscriber had stopped reading crashed the node (SIGSEGV,
+// 4 of 4): the ROOM_CLOSED notice took the reader past its bound, the session closed and left
+// every room inside that delivery, and the deletion then erased a subscription already gone.
+describe('s20: a room deleted under a reader that stopped reading', () => {
+  test('closes that reader as a slow consumer; the node and everyone else go on', { timeout: 60_000 }, async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'chatd-s20-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    writeFileSync(join(dir, 'key'), 'abuse-test-api-key-0123456789abcdef\n');
+    const node = await startChatd({
+      name: 'chatd-abuse-delete-stalled',
+      args: ['--send-rate', '0', '--room-send-rate', '0', '--api-key-file', join(dir, 'key')],
+    });
+    const stalled = [];
+    let other;
+    try {
+      const room = await createRoom(node.base, 'deleted under a stalled reader');
+      const dest = `/sub/chat/room/${room.roomId}`;
+      await fillRoom(node.base, room.roomId, 1000, 3900);
+      // Three replays of ~4 MB on one connection that reads nothing: far past its bound.
+      const c = await rawStomp(node.base);
+      c.ws._socket.pause();
+      for (let k = 0; k < 3; k++) c.ws.send(`SUBSCRIBE\nid:${k}\ndestination:${dest}\nx-history:1000\n\n\0`);
+      stalled.push(c);
+      const elsewhere = await createRoom(node.base, 'elsewhere');
+      other = await stompOverWebSocket(node.base);
+      const inbox = await other.subscribeConfirmed(`/sub/chat/room/${elsewhere.roomId}`);
+      await sleep(1_000);
+
+      const del = await fetch(`${node.base}/api/rooms/${room.roomId}`, {
+        method: 'DELETE', headers: { 'X-API-Key': 'abuse-test-api-key-0123456789abcdef' },
+      });
+      assert.equal(del.status, 200);
+      await sleep(500);
+      assert.ok(node.isAlive(), `chatd died:\n${node.tail(5)}`);
+      assert.ok(await metric(node.base, 'chatd_slow_consumers_total') >= 1, 'the stalled reader was closed');
+      other.chat('TALK', elsewhere.roomId, 'b', 'still here');
+      assert.equal((await inbox.waitForMessages(1, 5_000))[0].message, 'still here');
+      assert.equal((await fetch(`${node.base}/healthz`)).status, 200);
+    } finally {
+      for (const c of stalled) c.ws.terminate();
+      await other?.close();
       await node.stop();
     }
   });
