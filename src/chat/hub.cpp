@@ -52,11 +52,17 @@ void Shard::unsubscribe_in_loop(const std::string& room_id, StompSession* s, con
   if (it == rooms_.end()) return;
   auto& v = it->second;
   auto hit = std::find_if(v.begin(), v.end(), [&](const Subscriber& x) { return x.session == s && x.sub == sub; });
-  if (hit != v.end()) {
-    // Order among subscribers does not matter; swap-and-pop keeps removal O(1).
-    *hit = std::move(v.back());
-    v.pop_back();
+  if (hit == v.end()) return;
+  if (delivering_) {
+    // A session a delivery closed (a transport that reset a reader past its bound) leaves
+    // inside that delivery's walk over this vector: blank it now, remove it after the walk.
+    hit->session = nullptr;
+    blanked_.push_back(room_id);
+    return;
   }
+  // Order among subscribers does not matter; swap-and-pop keeps removal O(1).
+  *hit = std::move(v.back());
+  v.pop_back();
   if (v.empty()) rooms_.erase(it);
 }
 
@@ -84,10 +90,29 @@ void Shard::deliver_local_in_loop(const SharedMessagePtr& m) {
   assert_in_loop();
   auto it = rooms_.find(m->room_id);
   if (it == rooms_.end()) return;
-  // Sessions never leave the index synchronously inside deliver, so the vector is stable.
-  const auto& subs = it->second;
-  for (const auto& s : subs) s.session->deliver_in_loop(m, s.sub);
-  deliveries_.fetch_add(subs.size(), std::memory_order_relaxed);
+  // A session may leave inside its deliver (see unsubscribe_in_loop): the vector stays whole
+  // until the walk is over, and what left is removed after it.
+  auto& subs = it->second;
+  ++delivering_;
+  std::size_t n = 0;
+  for (const auto& s : subs)
+    if (s.session) {
+      s.session->deliver_in_loop(m, s.sub);
+      ++n;
+    }
+  --delivering_;
+  deliveries_.fetch_add(n, std::memory_order_relaxed);
+  if (!delivering_ && !blanked_.empty()) remove_blanked_in_loop();
+}
+
+void Shard::remove_blanked_in_loop() {
+  for (const auto& room : blanked_) {
+    auto it = rooms_.find(room);
+    if (it == rooms_.end()) continue;
+    std::erase_if(it->second, [](const Subscriber& x) { return x.session == nullptr; });
+    if (it->second.empty()) rooms_.erase(it);
+  }
+  blanked_.clear();
 }
 
 void Shard::start_sweeps() {
@@ -135,7 +160,8 @@ void Shard::end_room_in_loop(const SharedMessagePtr& notice) {
   auto it = rooms_.find(notice->room_id);
   if (it == rooms_.end()) return;
   const auto subs = it->second;  // each ending subscription leaves rooms_
-  for (const auto& s : subs) s.session->end_room_subscription_in_loop(notice, s.sub);
+  for (const auto& s : subs)
+    if (s.session) s.session->end_room_subscription_in_loop(notice, s.sub);
 }
 
 void Shard::close_all_in_loop(std::string_view reason) {

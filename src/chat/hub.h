@@ -197,6 +197,9 @@ class Shard {
       for (auto* s : slice) f(s);
   }
 
+  // Removes the subscribers that left during a delivery (see unsubscribe_in_loop).
+  void remove_blanked_in_loop();
+
   Hub& hub_;
   boost::asio::io_context& loop_;
   std::size_t index_;
@@ -206,6 +209,8 @@ class Shard {
   std::size_t session_total_ = 0;
   std::size_t next_slice_ = 0;  // the sweep's next slice
   std::unordered_map<std::string, std::vector<Subscriber>> rooms_;
+  int delivering_ = 0;                // walks over a rooms_ vector under way
+  std::vector<std::string> blanked_;  // rooms whose vector holds subscribers that left during one
   std::mutex inbox_mu_;
   std::vector<SharedMessagePtr> inbox_;  // enqueued, not yet delivered
   bool drain_posted_ = false;

@@ -132,7 +132,7 @@ class SessionTest : public ::testing::Test {
   }
 
   // Returns a new session whose bytes land in `t`.
-  chat::StompSession& open(RecordingTransport& t) {
+  chat::StompSession& open(chat::Transport& t) {
     sessions.push_back(std::make_shared<chat::StompSession>(hub->shard(0), t, "s" + std::to_string(sessions.size())));
     sessions.back()->start_in_loop();
     return *sessions.back();
@@ -329,6 +329,54 @@ TEST_F(SessionTest, ASlowReaderIsDisconnectedOthersAreNot) {
   EXPECT_FALSE(fine.closed);
   EXPECT_EQ(count(fine.written, "MESSAGE\n"), 40u);
   EXPECT_EQ(hub->slow_consumers.load(), 1u);
+}
+
+// A transport that gives up on its reader inside send(), as WsSession does for one past its
+// hard bound: the session closes and leaves its rooms in the middle of the room's fan-out.
+class DroppingTransport final : public chat::Transport {
+ public:
+  void send(chat::Outbound&&) override {
+    if (drop_next && session) {
+      drop_next = false;
+      session->on_closed_in_loop();
+      return;
+    }
+    ++sent;
+  }
+  void close(std::string_view) override {}
+  std::size_t queued_bytes() const override { return 0; }
+
+  chat::StompSession* session = nullptr;
+  bool drop_next = false;
+  std::size_t sent = 0;
+};
+
+// The walk over a room's subscribers must survive one of them leaving inside it: with
+// swap-and-pop under the walk it went on over the slot past the vector's new end (a moved-from
+// subscriber), and a room left empty freed the vector under it.
+TEST_F(SessionTest, ASubscriberDroppedInsideTheFanOutDoesNotCostTheOthersTheMessage) {
+  RecordingTransport first, last;
+  DroppingTransport middle;
+  auto& a = open(first);
+  auto& b = open(middle);
+  middle.session = &b;
+  auto& c = open(last);
+  for (auto* s : {&a, &b, &c}) {
+    feed(*s, std::string("CONNECT\naccept-version:1.2\n\n") + '\0');
+    feed(*s, "SUBSCRIBE\nid:0\ndestination:/sub/chat/room/" + room + "\n\n" + '\0');
+  }
+  middle.drop_next = true;
+  middle.sent = 0;  // its CONNECTED
+  feed(a, talk("one") + '\0');
+  EXPECT_EQ(count(first.written, "MESSAGE\n"), 1u);
+  EXPECT_EQ(count(last.written, "MESSAGE\n"), 1u) << "the subscriber after the one that left";
+  feed(a, talk("two") + '\0');
+  EXPECT_EQ(count(first.written, "MESSAGE\n"), 2u);
+  EXPECT_EQ(count(last.written, "MESSAGE\n"), 2u);
+  // Before, the walk read the moved-from slot behind the vector's end: the message went out
+  // with an empty subscription header.
+  EXPECT_EQ(count(last.written, "\nsubscription:0\n"), 2u);
+  EXPECT_EQ(middle.sent, 0u) << "nothing reaches a session that closed";
 }
 
 TEST_F(SessionTest, DisconnectSendsReceiptThenCloses) {
