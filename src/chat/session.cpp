@@ -309,6 +309,7 @@ void StompSession::join_room(const std::string& sub_id, std::uint64_t serial, co
       if (s.joined_) s.joined_->replays.erase(sub);
       s.hub_.report_subscription(ChatEvent::Kind::leave, room_id, s.id_);
       if (s.hub_.presence_on()) s.update_presence(room_id, true, nullptr);
+      if (s.joined_ && !s.subscribed(room_id, false)) s.joined_->entered.erase(room_id);
       std::optional<std::string> r;
       if (!receipt.empty()) r = receipt;
       return s.settle(slot ? *slot : s.open_answer(),
@@ -349,6 +350,9 @@ void StompSession::on_unsubscribe(stomp::Frame& f) {
     auto room = std::move(it->second.room_id);
     subs_.erase(it);
     if (hub_.presence_on() && !room.empty()) update_presence(room, true, nullptr);
+    // Out of the room: its ENTER goes too, so a later SUBSCRIBE is no member without a new
+    // ENTER, and a connection walking through rooms holds nothing per room it left.
+    if (joined_ && !room.empty() && !subscribed(room, false)) joined_->entered.erase(room);
   }
   if (auto r = f.header("receipt")) settle(open_answer(), {0, {}, *r});
 }

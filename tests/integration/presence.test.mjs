@@ -65,6 +65,25 @@ describe('presence on one embedded node', () => {
     }
   });
 
+  // s20 probe: the connection kept its ENTER of every room it UNSUBSCRIBEd from (memory that
+  // grew per room walked through), and a later SUBSCRIBE made it a member again with no ENTER.
+  test('UNSUBSCRIBE forgets the ENTER: subscribing again is no member until a new ENTER', async () => {
+    const room = await createRoom(node.base, 'in and out');
+    const alice = await enter(node, room.roomId, 'alice');
+    try {
+      assert.deepEqual(await members(node, room.roomId), { count: 1, names: ['alice'] });
+      alice.inbox.subscription.unsubscribe();
+      await eventually('alice left', async () => (await members(node, room.roomId)).count === 0);
+      await alice.s.subscribeConfirmed(`/sub/chat/room/${room.roomId}`);
+      await sleep(200);
+      assert.deepEqual(await members(node, room.roomId), { count: 0, names: [] });
+      alice.s.chat('ENTER', room.roomId, 'alice');
+      await eventually('alice back after her ENTER', async () => (await members(node, room.roomId)).count === 1);
+    } finally {
+      await alice.s.close();
+    }
+  });
+
   test('a subscriber that never ENTERs is no member; a TALK does not make one', async () => {
     const room = await createRoom(node.base, 'watchers');
     const w = await stompOverWebSocket(node.base);
