@@ -202,6 +202,16 @@ describe('options the node cannot honour are refused at start-up', () => {
     assert.equal((await fetch(`${node.base}/healthz`)).status, 200);
   });
 
+  // README: /etc/default/chatd holds every option; it held six.
+  test('the service\'s settings file names every option of --help (scripts/env-file.py writes it)', () => {
+    const help = spawnSync(chatdBinary(), ['--help'], { encoding: 'utf8' }).stdout;
+    const options = [...help.matchAll(/^ {2}--([a-z0-9-]+) <v>/gm)].map((m) => m[1]);
+    assert.ok(options.length > 50, `${options.length} options in --help`);
+    const file = readFileSync(join(import.meta.dirname, '../../packaging/chatd.default'), 'utf8');
+    const missing = options.filter((o) => !file.includes(`\n#CHATD_${o.toUpperCase().replaceAll('-', '_')}=`));
+    assert.deepEqual(missing, [], 'run scripts/env-file.py build/src/app/chatd > packaging/chatd.default');
+  });
+
   test('TCP keepalive periods past what Linux takes (32767 s) are refused, not silently ignored', () => {
     for (const opt of ['--tcp-keepalive-idle-ms', '--tcp-keepalive-interval-ms']) {
       const r = refusal([opt, '40000000']);
