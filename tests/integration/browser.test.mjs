@@ -240,6 +240,36 @@ test('a direct link asks for a nickname first; nicknames over the byte limit are
   }
 });
 
+// s20 probe: a stored nickname the server refuses (zero-width only, a bidi override, a tab)
+// was kept: the page said connected and every ENTER and TALK failed, with no way to change it.
+test('a stored nickname the server would refuse is asked for again; the list page refuses it too', async () => {
+  const res = await fetch(`${node.base}/chat/room`, { method: 'POST', body: new URLSearchParams({ name: '이름 검사' }) });
+  const room = await res.json();
+  for (const [i, bad] of ['\u200b\u200b', 'abc\u202edef', 'tab\there'].entries()) {
+    const p = await openPerson('badnick', { width: 390, height: 700 });
+    try {
+      await p.page.goto(`${node.base}/chat/room${query}`);
+      await p.page.fill('#nickname', bad);
+      await p.page.locator('#room-list a', { hasText: '이름 검사' }).click();
+      assert.match(p.page.url(), /\/chat\/room(\?|$)/, `the list page let ${JSON.stringify(bad)} through`);
+      await p.page.evaluate((v) => localStorage.setItem('chatd.nickname', v), bad);
+      await p.page.goto(`${node.base}/chat/room/enter/${room.roomId}${query}`);
+      await p.page.waitForSelector('#nick-form:not([hidden])', { timeout: 5_000 });
+      assert.equal(await p.page.getAttribute('#conn', 'data-state'), 'idle', `connected as ${JSON.stringify(bad)}`);
+      await p.page.fill('#nick-input', bad);
+      await p.page.press('#nick-input', 'Enter');
+      assert.equal(await p.page.isVisible('#nick-form'), true, 'the form refuses it as well');
+      await p.page.fill('#nick-input', `  고친이름${i} `);
+      await p.page.press('#nick-input', 'Enter');
+      await p.page.waitForSelector('#conn[data-state="connected"]', { timeout: 10_000 });
+      await p.page.locator('#messages li.notice', { hasText: `고친이름${i}님 등장!` }).waitFor({ timeout: 5_000 });
+      assert.deepEqual(p.errors, []);
+    } finally {
+      await p.context.close();
+    }
+  }
+});
+
 test('an unknown room id says so', async () => {
   const p = await openPerson('unknown', { width: 800, height: 600 });
   try {

@@ -9,7 +9,6 @@
   const ENDPOINT = '/ws-stomp';
   const SOCKJS_TRANSPORTS = ['websocket', 'xhr-streaming', 'xhr-polling'];
   // chatd's default limits, in UTF-8 bytes (a Korean syllable takes 3).
-  const MAX_NICK_BYTES = 64;
   const MAX_MESSAGE_BYTES = 4000;
   const bytes = (s) => new TextEncoder().encode(s).length;
   const $ = (id) => document.getElementById(id);
@@ -511,13 +510,13 @@
       input.focus();
       form.addEventListener('submit', (ev) => {
         ev.preventDefault();
-        const nick = input.value.trim();
-        if (!nick) return;
-        if (bytes(nick) > MAX_NICK_BYTES) {
-          input.setCustomValidity(`UTF-8 ${MAX_NICK_BYTES}바이트까지`);
+        const checked = chatdNames.check(input.value);
+        if (checked.problem) {
+          input.setCustomValidity(checked.problem);
           input.reportValidity();
           return;
         }
+        const nick = checked.name;
         saveNick(nick);
         form.hidden = true;
         composer.hidden = false;
@@ -532,7 +531,9 @@
     // name shown is the token's.
     const jwt = await chatdAuth.needed().catch(() => false);
     if (!jwt && !(await loadRoom())) return;
-    let nick = readNick() || (await askNick());
+    // A stored name the server would refuse (another page's rules, an older version) is asked
+    // for again: kept, it would fail every send with no way to change it here.
+    let nick = chatdNames.check(readNick()).name || (await askNick());
     if (jwt) {
       try {
         nick = (await chatdAuth.login(nick)).name;

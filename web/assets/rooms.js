@@ -5,7 +5,6 @@
 (() => {
   const NICK_KEY = 'chatd.nickname';
   // chatd's default limits, in UTF-8 bytes (a Korean syllable takes 3).
-  const MAX_NICK_BYTES = 64;
   const MAX_ROOM_NAME_BYTES = 100;
   const bytes = (s) => new TextEncoder().encode(s).length;
   const $ = (id) => document.getElementById(id);
@@ -142,13 +141,14 @@
       nickname.focus();
       return;
     }
-    if (bytes(nick) > MAX_NICK_BYTES) {
+    const checked = chatdNames.check(nick);
+    if (checked.problem) {
       ev.preventDefault();
-      say(`닉네임이 너무 깁니다 (UTF-8 ${MAX_NICK_BYTES}바이트까지).`, true);
+      say(checked.problem, true);
       nickname.focus();
       return;
     }
-    saveNick(nick);
+    saveNick(checked.name);
   });
 
   $('refresh').addEventListener('click', load);
