@@ -363,8 +363,13 @@ class HttpSession final : public Closable,
   void page(std::string_view file) {
     auto* f = server_.files().find(file);
     if (!f) return write(json_error(req_, http::status::not_found, "no such page: " + std::string(file)));
-    auto res = make_response(req_, http::status::ok, f->body, f->content_type);
+    // no-cache: revalidated on each visit, which costs a 304 and no body once the browser has it.
+    const bool fresh = StaticFiles::matches(req_[http::field::if_none_match], f->etag);
+    auto res = make_response(req_, fresh ? http::status::not_modified : http::status::ok, fresh ? std::string() : f->body,
+                             f->content_type);
     res.set(http::field::cache_control, "no-cache");
+    res.set(http::field::etag, f->etag);
+    if (fresh) res.erase(http::field::content_length);  // a 304's would have to be the 200's
     if (f->content_type.starts_with("text/html")) {
       // The pages load only their own scripts and styles and talk only to this server, so a
       // name or message that slipped past the escaping still could not run or send anything

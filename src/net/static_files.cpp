@@ -1,6 +1,8 @@
 #include "net/static_files.h"
 
+#include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <sstream>
 
@@ -37,8 +39,24 @@ StaticFiles::StaticFiles(const std::string& root) : root_(root) {
     std::ostringstream body;
     body << in.rdbuf();
     auto rel = fs::relative(it->path(), root, ec).generic_string();
-    files_.emplace("/" + rel, File{body.str(), content_type_for(it->path())});
+    auto bytes = body.str();
+    char tag[24];
+    std::snprintf(tag, sizeof tag, "\"%016zx\"", std::hash<std::string>{}(bytes));
+    files_.emplace("/" + rel, File{std::move(bytes), content_type_for(it->path()), tag});
   }
+}
+
+bool StaticFiles::matches(std::string_view list, std::string_view etag) {
+  while (!list.empty()) {
+    auto comma = list.find(',');
+    auto item = list.substr(0, comma);
+    list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (item.starts_with("W/")) item.remove_prefix(2);
+    if (item == "*" || item == etag) return true;
+  }
+  return false;
 }
 
 const StaticFiles::File* StaticFiles::find(std::string_view path) const {

@@ -13,6 +13,7 @@ class StaticFiles {
   struct File {
     std::string body;
     std::string content_type;
+    std::string etag;  // "\"<hash of body>\"": a browser revalidates with it and gets a 304
   };
   // Loads every file under `root` (up to a bound) keyed by "/" + its relative path.
   // An empty or missing root loads nothing.
@@ -20,6 +21,8 @@ class StaticFiles {
 
   // Returns the file at `path` ("/room.html", "/assets/app.css"), or nullptr.
   const File* find(std::string_view path) const;
+  // Returns whether an If-None-Match value names `etag` (RFC 9110 13.1.2: weak comparison).
+  static bool matches(std::string_view if_none_match, std::string_view etag);
   std::size_t size() const { return files_.size(); }
   const std::string& root() const { return root_; }
 

@@ -44,6 +44,23 @@ describe('HTTP/1.1 as the RFCs ask', () => {
     assert.equal((await fetch(`${node.base}/assets/room.js`)).headers.get('content-security-policy'), null, 'pages only');
   });
 
+  test('pages and assets carry an ETag; a revalidation gets 304 without a body, on a kept-alive connection', async () => {
+    const first = await fetch(`${node.base}/assets/room.js`);
+    const tag = first.headers.get('etag');
+    assert.match(tag ?? '', /^"[0-9a-f]{16}"$/);
+    await first.arrayBuffer();
+    const r = await exchange(node.port,
+      `GET /assets/room.js HTTP/1.1\r\nHost: x\r\nIf-None-Match: "other", W/${tag}\r\n\r\n` +
+      'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    const head = r.text.slice(0, r.text.indexOf('\r\n\r\n') + 4);
+    assert.match(head, /^HTTP\/1\.1 304 /);
+    assert.match(head, new RegExp(`\r\nETag: ${tag}\r\n`, 'i'));
+    assert.doesNotMatch(head, /Content-Length/i);
+    assert.match(r.text.slice(head.length), /^HTTP\/1\.1 200 /, 'the next answer follows the 304 head at once');
+    const changed = await fetch(`${node.base}/assets/room.js`, { headers: { 'if-none-match': '"0000000000000000"' } });
+    assert.equal(changed.status, 200);
+  });
+
   test('Expect: 100-continue gets "100 Continue" before the body, or the final refusal at once', async () => {
     const body = JSON.stringify({ name: 'continued' });
     let sent = false;
