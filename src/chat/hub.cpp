@@ -271,7 +271,7 @@ void Hub::engine_leave_locked(const std::string& room, const std::string& member
 }
 
 void Hub::announce(MessageType type, const std::string& room, const std::string& member, std::size_t count,
-                   std::function<void()> done) {
+                   std::function<void()> done, int attempt) {
   // A leave that empties the room has count 0 after it; a join counts itself.
   const std::size_t size = type == MessageType::quit ? count + 1 : count;
   if (size > cfg_.presence_announce_max) {
@@ -279,7 +279,21 @@ void Hub::announce(MessageType type, const std::string& room, const std::string&
     return;
   }
   ChatMessage m{type, room, std::string(member_shown(member)), {}};
-  auto answered = [done = std::move(done)](std::error_code, std::uint64_t) {
+  auto answered = [this, type, room, member, count, attempt, done = std::move(done)](std::error_code ec, std::uint64_t) mutable {
+    // Refused, so surely not published: sent again after a pause rather than lost (the count
+    // and the member lists are right either way; only the room's line would be missing).
+    if (ec == Error::publish_failed && attempt < cfg_.announce_attempts) {
+      auto t = std::make_shared<boost::asio::steady_timer>(shards_.front()->loop(), cfg_.announce_retry);
+      t->async_wait([this, t, type, room, member, count, attempt, done = std::move(done)](boost::system::error_code e) mutable {
+        if (e) {
+          if (done) done();
+          return;
+        }
+        announce(type, room, member, count, std::move(done), attempt + 1);
+      });
+      return;
+    }
+    if (ec) log::event("announce_failed", {{"room", room}, {"member", member}, {"error", ec.message()}});
     if (done) done();
   };
   if (known_room(room)) return publisher_.publish_known(m, {}, std::move(answered), false);

@@ -134,6 +134,10 @@ struct HubConfig {
   // Rooms with more members than this announce no single join or leave: each announcement
   // goes to every member, so a storm of N joins would cost N^2 deliveries. Counts stay exact.
   std::size_t presence_announce_max = 500;
+  // An ENTER or QUIT the engine refused (a Redis Cluster slot moving or failing over refuses
+  // for a few seconds) is sent again this often, at most announce_attempts times in all.
+  std::chrono::milliseconds announce_retry{1000};
+  int announce_attempts = 5;
 };
 
 // A worker's share of the node. Every *_in_loop member runs on the worker's loop only.
@@ -329,7 +333,7 @@ class Hub final : public Rooms, public NodeView {
   // Publishes the server's ENTER or QUIT for `member` unless the room is past
   // presence_announce_max; then runs `done` (may be empty).
   void announce(MessageType type, const std::string& room, const std::string& member, std::size_t count,
-                std::function<void()> done);
+                std::function<void()> done, int attempt = 1);
   void engine_leave_locked(const std::string& room, const std::string& member);
   void create_stored(store::Room room, CreateFn done);
 

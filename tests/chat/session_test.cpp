@@ -47,6 +47,10 @@ class CountingBus final : public bus::MessageBus {
   explicit CountingBus(std::unique_ptr<bus::MessageBus> inner) : inner_(std::move(inner)) {}
   void start(bus::DeliverFn d) override { inner_->start(std::move(d)); }
   void publish(std::string room, std::string payload, bus::PublishOptions o, bus::PublishedFn done) override {
+    if (refuse_next > 0) {  // an engine that refuses for a moment (a shard between primaries)
+      --refuse_next;
+      return done(bus::Error::engine_down, 0);
+    }
     ++pending;
     inner_->publish(std::move(room), std::move(payload), std::move(o), [this, done = std::move(done)](std::error_code ec, std::uint64_t seq) {
       done(ec, seq);
@@ -88,6 +92,7 @@ class CountingBus final : public bus::MessageBus {
   void stop() override { inner_->stop(); }
 
   std::atomic<int> pending{0};
+  int refuse_next = 0;  // publishes to refuse before the next one goes through
   bool hold_history = false;  // set under no concurrent read; cleared by release_history()
 
  private:
@@ -115,7 +120,8 @@ class SessionTest : public ::testing::Test {
     hc.limits.max_subscriptions = 3;
     hc.limits.max_replay = 8;
     configure(hc);
-    hub = std::make_unique<chat::Hub>(hc, *rooms, *bus, std::vector<boost::asio::io_context*>{&loop});
+    if (with_presence()) presence = bus::make_local_presence(loop);
+    hub = std::make_unique<chat::Hub>(hc, *rooms, *bus, std::vector<boost::asio::io_context*>{&loop}, presence.get());
     hub->start();
     hub->create_room("lunch", [&](std::error_code ec, store::Room r) {
       ASSERT_FALSE(ec);
@@ -124,9 +130,11 @@ class SessionTest : public ::testing::Test {
   }
   // Lets a derived fixture change the hub's configuration before the hub is built.
   virtual void configure(chat::HubConfig&) {}
+  virtual bool with_presence() { return false; }
   void TearDown() override {
     sessions.clear();
     hub.reset();
+    if (presence) presence->stop();
     bus->stop();
     std::filesystem::remove_all(dir);
   }
@@ -163,6 +171,7 @@ class SessionTest : public ::testing::Test {
   boost::asio::io_context loop;
   std::unique_ptr<store::RoomStore> rooms;
   std::unique_ptr<CountingBus> bus;
+  std::unique_ptr<bus::Presence> presence;
   std::unique_ptr<chat::Hub> hub;
   std::vector<std::shared_ptr<chat::StompSession>> sessions;
   std::string room;
@@ -377,6 +386,34 @@ TEST_F(SessionTest, ASubscriberDroppedInsideTheFanOutDoesNotCostTheOthersTheMess
   // with an empty subscription header.
   EXPECT_EQ(count(last.written, "\nsubscription:0\n"), 2u);
   EXPECT_EQ(middle.sent, 0u) << "nothing reaches a session that closed";
+}
+
+class PresenceSessionTest : public SessionTest {
+ protected:
+  bool with_presence() override { return true; }
+  void configure(chat::HubConfig& hc) override { hc.announce_retry = std::chrono::milliseconds(50); }
+};
+
+// A Redis Cluster probe lost ENTER/QUIT lines while a slot moved for a few seconds: the
+// publish was refused and the announcement dropped. It is sent again after a pause.
+TEST_F(PresenceSessionTest, AnAnnouncementTheEngineRefusedIsSentAgain) {
+  RecordingTransport t;
+  auto& s = open(t);
+  feed(s, std::string("CONNECT\naccept-version:1.2\n\n") + '\0');
+  feed(s, "SUBSCRIBE\nid:0\ndestination:/sub/chat/room/" + room + "\nreceipt:sub\n\n" + '\0');
+  bus->refuse_next = 2;
+  feed(s, "SEND\ndestination:/pub/chat/message\nreceipt:in\n\n{\"type\":\"ENTER\",\"roomId\":\"" + room +
+              "\",\"sender\":\"amy\"}" + '\0');
+  for (int i = 0; i < 40 && t.written.find("receipt-id:in") == std::string::npos; ++i) {
+    loop.restart();
+    loop.run_for(std::chrono::milliseconds(25));
+    settle();
+  }
+  EXPECT_EQ(bus->refuse_next, 0);
+  EXPECT_NE(t.written.find("\"type\":\"ENTER\""), std::string::npos) << t.written;
+  const auto enter = t.written.find("\"type\":\"ENTER\""), receipt = t.written.find("receipt-id:in");
+  ASSERT_NE(receipt, std::string::npos) << "the ENTER's RECEIPT comes once its announcement is out";
+  EXPECT_LT(enter, receipt);
 }
 
 TEST_F(SessionTest, DisconnectSendsReceiptThenCloses) {
