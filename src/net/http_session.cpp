@@ -169,11 +169,20 @@ class HttpSession final : public Closable,
     // first line (is_upgrade, keep_alive, the WebSocket accept): "Connection: keep-alive" then
     // "Connection: Upgrade" on its own line must still upgrade (RFC 6455 §11.3.4 says the same
     // of Sec-WebSocket-Protocol).
+    // X-Forwarded-For too: a proxy appends its own line after the client's, and the client's
+    // address is the list's right-most untrusted entry, not the first line's (which the client
+    // wrote itself).
     for (auto f : {http::field::connection, http::field::upgrade, http::field::sec_websocket_protocol}) {
       if (req_.count(f) < 2) continue;
       std::string joined;
       for (auto [it, end] = req_.equal_range(f); it != end; ++it) joined.append(joined.empty() ? "" : ", ").append(it->value());
       req_.set(f, joined);
+    }
+    if (req_.count("X-Forwarded-For") > 1) {
+      std::string joined;
+      for (auto [it, end] = req_.equal_range("X-Forwarded-For"); it != end; ++it)
+        joined.append(joined.empty() ? "" : ", ").append(it->value());
+      req_.set("X-Forwarded-For", joined);
     }
     // RFC 9112 §3.2.2: a server takes the absolute form (GET http://host/path), as a proxy sends
     // it; its authority stands for Host.

@@ -128,7 +128,7 @@ class Server {
   // Returns a held slot for a connection from `client`, or an empty one when the node already
   // has max_connections or `client` has max_connections_per_address (then `per_address` is
   // set). A trusted proxy has no per-address bound: its clients are counted by their own
-  // addresses where a request names them (SockJS sessions).
+  // addresses where a request names them (WebSocket upgrades, SockJS sessions).
   ConnectionSlot take_connection(const boost::asio::ip::address& client, bool& per_address);
   // Returns whether `client` may open one more SockJS session / create one more room now.
   bool admit_sockjs_session(const boost::asio::ip::address& client);

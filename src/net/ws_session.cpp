@@ -727,6 +727,22 @@ void run_websocket_app(Server& server, tcp::socket socket, Request req, boost::b
   if (!valid_ws_key(key)) {
     return refuse(std::move(socket), req.version(), http::status::bad_request, "missing or malformed Sec-WebSocket-Key", false);
   }
+  boost::system::error_code ec;
+  auto peer = socket.remote_endpoint(ec);
+  const auto who = ec ? asio::ip::address() : client_address(peer.address(), req["X-Forwarded-For"], server.config().trusted_proxies);
+  // Through a trusted proxy the connection was counted without an address (it carries many
+  // clients): the WebSocket is one client's for its life, so it counts as that client's, under
+  // --max-connections-per-address like a direct one.
+  if (!ec && who != peer.address() && !server.config().trusted_proxies.contains(who)) {
+    slot = ConnectionSlot();
+    bool per_address = false;
+    slot = server.take_connection(who, per_address);
+    if (!slot) {
+      if (per_address) server.hub().refusals.count(chat::Refusal::connections_per_address, who.to_string());
+      return refuse(std::move(socket), req.version(), http::status::service_unavailable,
+                    per_address ? "too many connections from your address" : "too many connections", false);
+    }
+  }
   std::string handshake =
       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nServer: chatd\r\n"
       "Sec-WebSocket-Accept: " + ws_accept_key(key) + "\r\n";
@@ -736,9 +752,7 @@ void run_websocket_app(Server& server, tcp::socket socket, Request req, boost::b
   (framing ? *framing : raw_ws_framing()).append_open(handshake);
   auto data = buffer.cdata();
   std::string early(static_cast<const char*>(data.data()), data.size());
-  boost::system::error_code ec;
-  auto peer = socket.remote_endpoint(ec);
-  std::string client = ec ? std::string() : client_address(peer.address(), req["X-Forwarded-For"], server.config().trusted_proxies).to_string();
+  std::string client = ec ? std::string() : who.to_string();
   std::make_shared<WsSession>(server, std::move(socket), std::move(framing), std::move(app), std::move(slot))
       ->start(std::move(handshake), std::move(early), std::move(client));
 }

@@ -328,10 +328,44 @@ describe('finding 4: one address cannot lock everyone out', () => {
       assert.equal((await httpFrom('127.0.0.1', node.port, 'POST', '/chat/room', form('198.51.100.2'))).status, 200);
       // A forged left-most entry does not help: the proxy's own entry is the right-most one.
       assert.equal((await httpFrom('127.0.0.1', node.port, 'POST', '/chat/room', form('6.6.6.6, 198.51.100.2'))).status, 429);
+      // s20 probe: HAProxy adds its own X-Forwarded-For line after the client's; only the first
+      // line was read, so the client's own header chose its address. The lines are one list.
+      const twoLines = await rawExchange(node.port, 'POST /chat/room HTTP/1.1\r\nHost: x\r\n' +
+        'X-Forwarded-For: 6.6.6.7\r\nX-Forwarded-For: 198.51.100.2\r\n' +
+        'Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 6\r\nConnection: close\r\n\r\nname=r', 3_000, '127.0.0.1');
+      assert.match(twoLines.text, /^HTTP\/1\.1 429 /, 'counted as 198.51.100.2, the proxy\'s line');
       // From an untrusted peer (127.0.0.2) the header is ignored: it is counted as itself.
       assert.equal((await httpFrom('127.0.0.2', node.port, 'POST', '/chat/room', form('198.51.100.3'))).status, 200);
       assert.equal((await httpFrom('127.0.0.2', node.port, 'POST', '/chat/room', form('198.51.100.4'))).status, 429);
     } finally {
+      await node.stop();
+    }
+  });
+
+  // s20 probe: a WebSocket through a trusted proxy was counted as the proxy's, which has no
+  // per-address bound: one client could open any number of them.
+  test('a WebSocket through a trusted proxy counts as its client\'s connection', async () => {
+    const node = await startChatd({ name: 'chatd-abuse-xff-ws',
+      args: ['--trusted-proxies', '127.0.0.1', '--max-connections-per-address', '2'] });
+    const held = [];
+    const upgrade = async (xff) => {
+      const s = await connectFrom('127.0.0.1', node.port);
+      held.push(s);
+      let text = '';
+      s.on('data', (d) => { text += d.toString('latin1'); });
+      s.write(`GET /ws-stomp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nX-Forwarded-For: ${xff}\r\n\r\n`);
+      await eventually('an answer to the upgrade', () => text.includes('\r\n\r\n'), 5_000);
+      return Number(text.slice(9, 12));
+    };
+    try {
+      assert.deepEqual([await upgrade('198.51.100.9'), await upgrade('198.51.100.9'), await upgrade('198.51.100.9')], [101, 101, 503]);
+      assert.equal(await upgrade('198.51.100.10'), 101, 'another client behind the same proxy');
+      held.shift().destroy();
+      await sleep(200);
+      assert.equal(await upgrade('198.51.100.9'), 101, 'a closed one gives its place back');
+    } finally {
+      for (const s of held) s.destroy();
       await node.stop();
     }
   });
