@@ -5,7 +5,7 @@
 // test-artifacts/.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -185,6 +185,31 @@ test('the room page reconnects after the connection drops and keeps talking', as
     assert.deepEqual(a.errors, []);
   } finally {
     await a.context.close();
+  }
+});
+
+// A planned restart (SIGTERM) sends every client ERROR "server shutting down": the page said
+// "서버 오류" in red for what is routine news, then reconnected on its own.
+test('a restart of the server is news on the page, not an error, and the page comes back', async () => {
+  const own = await startChatd({ name: 'chatd-browser-restart', keepData: true });
+  const a = await openPerson('a', { width: 800, height: 600 });
+  let again;
+  try {
+    const res = await fetch(`${own.base}/chat/room`, { method: 'POST', body: new URLSearchParams({ name: '재시작' }) });
+    const room = await res.json();
+    await a.page.addInitScript(() => localStorage.setItem('chatd.nickname', '재시작이'));
+    await a.page.goto(`${own.base}/chat/room/enter/${room.roomId}${query}`);
+    await a.page.waitForSelector('#conn[data-state="connected"]', { timeout: 10_000 });
+    await own.stop();
+    await a.page.locator('#messages li.notice', { hasText: '서버가 재시작합니다' }).waitFor({ timeout: 5_000 });
+    assert.equal(await a.page.locator('#messages li.notice.error').count(), 0, 'no red error for a restart');
+    again = await startChatd({ name: 'chatd-browser-restart-2', port: own.port, dataDir: own.dataDir });
+    await a.page.waitForSelector('#conn[data-state="connected"]', { timeout: 20_000 });
+    assert.deepEqual(a.errors, []);
+  } finally {
+    await a.context.close();
+    await again?.stop();
+    rmSync(own.dataDir, { recursive: true, force: true });
   }
 });
 

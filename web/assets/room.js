@@ -422,6 +422,12 @@
     };
 
     client.onStompError = (frame) => {
+      // A node going down for a restart says so: the page reconnects (to another node behind a
+      // balancer) and resumes, so this is news, not an error.
+      if (frame.headers.message === 'server shutting down') {
+        notice('서버가 재시작합니다. 다시 연결합니다…');
+        return;
+      }
       notice(`서버 오류: ${frame.headers.message || frame.body || 'ERROR'}`, 'error');
     };
 
