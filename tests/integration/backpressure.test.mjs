@@ -219,10 +219,11 @@ describe('clients that do not read', () => {
       name: 'chatd-xhr-nonreader',
       // Room for more than loopback's kernel buffers (4 MiB send, the reader's receive window)
       // to wait for the receiver, so the write to it cannot finish.
-      // A disconnect delay of 10 s: the 6 MB below must be queued before the session, without a
-      // receiver, ends; on a loaded machine (CI runs tests two at a time) that took over 5 s.
+      // A disconnect delay of 20 s: the 6 MB below must be queued before the session, without a
+      // receiver, ends; on a loaded machine (CI runs tests two at a time) that took over 5 s,
+      // and once over 10 s.
       args: ['--write-timeout-ms', '2000', '--max-message-bytes', '10000', '--max-outbound-bytes', '16777216',
-             '--send-rate', '0', '--room-send-rate', '0', '--sockjs-disconnect-delay-ms', '10000'],
+             '--send-rate', '0', '--room-send-rate', '0', '--sockjs-disconnect-delay-ms', '20000'],
     });
     try {
       const room = await createRoom(node.base, 'xhr-nonreader');
@@ -257,7 +258,7 @@ describe('clients that do not read', () => {
       await eventually('the write timeout resets it', async () => (await metric(node.base, 'chatd_write_timeouts_total')) === 1, 10_000);
       await eventually('its socket is gone', () => established(node.port, mine) === 0, 5_000);
       // Without a receiver the session ends after the disconnect delay.
-      await eventually('the xhr session ends', async () => (await metric(node.base, 'chatd_stomp_sessions')) === sessions, 25_000);
+      await eventually('the xhr session ends', async () => (await metric(node.base, 'chatd_stomp_sessions')) === sessions, 35_000);
       await talker.close();
       second.s.destroy();
     } finally {
