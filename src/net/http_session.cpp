@@ -60,6 +60,12 @@ class HttpSession final : public Closable,
     boost::system::error_code ec;
     auto ep = stream_.socket().remote_endpoint(ec);
     if (!ec) peer_ = ep.address();
+    // Beast's header and body limits do not count a chunked body's size or extension lines,
+    // nor its trailers: one line that never ends grew the read buffer to a GB. The buffer
+    // holds at most a head and the largest body any route takes, with room for chunk framing.
+    const auto& lim = server_.config().limits;
+    buffer_.max_size(lim.max_http_header + std::max(lim.max_http_body, sockjs_send_limit(server_.hub().limits())) +
+                     kChunkFramingRoom);
   }
   ~HttpSession() override {
     if (!handed_over_) server_.untrack(this);
@@ -142,6 +148,8 @@ class HttpSession final : public Closable,
       if (ec == http::error::body_limit) return write(json_error(req, http::status::payload_too_large, "request body too large"));
       if (ec == http::error::header_limit)
         return write(json_error(req, http::status::request_header_fields_too_large, "request header too large"));
+      if (ec == http::error::buffer_overflow)
+        return write(json_error(req, http::status::payload_too_large, "request too large (a chunk line or trailer without end)"));
       return write(json_error(req, http::status::bad_request, "malformed HTTP request: " + ec.message()));
     }
     // RFC 9112 §6.3: a request whose Transfer-Encoding does not end in chunked has no knowable
@@ -464,6 +472,7 @@ class HttpSession final : public Closable,
     stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
   }
 
+  static constexpr std::size_t kChunkFramingRoom = 16 * 1024;
   // Answers bigger than this take from the node's history memory while they are written.
   static constexpr std::size_t kHistoryMemoryFrom = 64 * 1024;
 

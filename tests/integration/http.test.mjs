@@ -2,6 +2,7 @@
 // form, the per-route body bound; and what a client following the room list's links gets.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 
 import { rawExchange as exchange, startChatd } from './harness.mjs';
 
@@ -59,6 +60,28 @@ describe('HTTP/1.1 as the RFCs ask', () => {
     assert.match(r.text.slice(head.length), /^HTTP\/1\.1 200 /, 'the next answer follows the 304 head at once');
     const changed = await fetch(`${node.base}/assets/room.js`, { headers: { 'if-none-match': '"0000000000000000"' } });
     assert.equal(changed.status, 200);
+  });
+
+  // s20 probe: a chunk-size line (or extension, or trailer) that never ends was kept whole in
+  // the read buffer: one connection took chatd from 15 MiB to over 1 GiB.
+  test('a chunked body line that never ends is refused with 413, not buffered', async () => {
+    const s = connect(node.port, '127.0.0.1');
+    let text = '';
+    s.on('data', (d) => { text += d.toString('latin1'); });
+    s.on('error', () => {});
+    await new Promise((ok) => s.once('connect', ok));
+    s.write('POST /chat/room HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n' +
+      'Content-Type: application/x-www-form-urlencoded\r\n\r\n1;');
+    const block = 'a'.repeat(64 * 1024);
+    let sent = 0;
+    // A block at a time, reading between: the server answers and closes once its bound is hit.
+    for (; sent < 64 && !text.includes('\r\n\r\n') && !s.destroyed; sent++) {
+      s.write(block);
+      await new Promise((ok) => setTimeout(ok, 50));
+    }
+    s.destroy();
+    assert.match(text, /^HTTP\/1\.1 413 /, `after ${sent} blocks of 64 KiB: ${text.slice(0, 80)}`);
+    assert.ok(sent < 16, `read ${sent} blocks before refusing`);
   });
 
   test('Expect: 100-continue gets "100 Continue" before the body, or the final refusal at once', async () => {
