@@ -36,6 +36,9 @@ class WsFraming {
 
   // A write starts: what earlier append_batch calls produced is no longer being written.
   virtual void begin_write() {}
+  // A write is over (the kernel took it all, or the connection failed): the same, and the
+  // connection may now sit idle for hours.
+  virtual void end_write() {}
 
   // Appends to `buffers` one text message carrying `batch` (`bytes` of STOMP frames in all).
   // The buffers point into `batch`, `header` or the framing itself; all stay untouched until

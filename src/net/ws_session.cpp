@@ -452,6 +452,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
       wait_writable();
     } else {
       p.clear();
+      framing_.end_write();
       replay_allowance_ = 0;  // everything was taken
       after_write(r);
     }
@@ -500,6 +501,7 @@ class WsSession final : public chat::Transport, public std::enable_shared_from_t
     if (r == WriteResult::blocked) return wait_writable();
     blocked_->deadline.cancel();
     blocked_.reset();
+    framing_.end_write();
     if (read_paused_ && r == WriteResult::done) {
       read_paused_ = false;
       wait_readable();

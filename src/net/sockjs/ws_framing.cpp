@@ -38,6 +38,12 @@ class SockJsFraming final : public WsFraming {
   // any shard (SharedMessage::encoded_parts), and copied from there; only the subscription id
   // is escaped per subscriber. Escaping is concatenative, so the pieces join into one string.
   void begin_write() override { used_ = 0; }
+  // The strings stay for the next write, but not one grown by a replay: 40 idle connections
+  // that had each read a history of 4 MB held 217 MB (an outside probe).
+  void end_write() override {
+    for (auto& out : outs_)
+      if (out.capacity() > kKeepBytes) std::string().swap(out);
+  }
 
   void append_batch(const std::vector<chat::Outbound>& batch, std::size_t, std::string& header,
                     std::vector<boost::asio::const_buffer>& buffers) override {
@@ -79,6 +85,7 @@ class SockJsFraming final : public WsFraming {
   std::string_view keepalive_message() const override { return {"\x81\x01h", 3}; }
 
  private:
+  static constexpr std::size_t kKeepBytes = 64 * 1024;
   std::chrono::milliseconds heartbeat_;
   std::vector<std::string> in_;  // one message's decoded strings
   std::deque<std::string> outs_;  // the a[...] messages being written: deque, so they stay put
