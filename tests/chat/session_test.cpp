@@ -416,6 +416,34 @@ TEST_F(PresenceSessionTest, AnAnnouncementTheEngineRefusedIsSentAgain) {
   EXPECT_LT(enter, receipt);
 }
 
+class RatedPresenceSessionTest : public PresenceSessionTest {
+ protected:
+  void configure(chat::HubConfig& hc) override {
+    PresenceSessionTest::configure(hc);
+    hc.limits.room_send_rate = 1;
+    hc.limits.room_send_burst = 4;
+  }
+};
+
+// A client cycling SUBSCRIBE, ENTER, UNSUBSCRIBE made two announcements a cycle, none of them
+// counted against --room-send-rate: an outside probe flooded a room with 10,800 lines in 3 s.
+TEST_F(RatedPresenceSessionTest, AnnouncementsCountAgainstTheRoomRate) {
+  RecordingTransport watcher_t, cycler_t;
+  auto& watcher = open(watcher_t);
+  auto& cycler = open(cycler_t);
+  for (auto* s : {&watcher, &cycler}) feed(*s, std::string("CONNECT\naccept-version:1.2\n\n") + '\0');
+  feed(watcher, "SUBSCRIBE\nid:w\ndestination:/sub/chat/room/" + room + "\n\n" + '\0');
+  for (int i = 0; i < 10; ++i) {
+    const auto id = std::to_string(i);
+    feed(cycler, "SUBSCRIBE\nid:" + id + "\ndestination:/sub/chat/room/" + room + "\n\n" + '\0');
+    feed(cycler, "SEND\ndestination:/pub/chat/message\n\n{\"type\":\"ENTER\",\"roomId\":\"" + room + "\",\"sender\":\"bot\"}" + '\0');
+    feed(cycler, "UNSUBSCRIBE\nid:" + id + "\n\n" + '\0');
+  }
+  const auto lines = count(watcher_t.written, "\"type\":\"ENTER\"") + count(watcher_t.written, "\"type\":\"QUIT\"");
+  EXPECT_GE(lines, 2u) << "the first join and leave are announced";
+  EXPECT_LE(lines, 5u) << "20 announcements against a room burst of 4";
+}
+
 TEST_F(SessionTest, DisconnectSendsReceiptThenCloses) {
   RecordingTransport t;
   auto& s = open(t);
