@@ -17,7 +17,9 @@ class Category final : public std::error_category {
   std::string message(int ev) const override {
     switch (static_cast<Error>(ev)) {
       case Error::ok: return "ok";
-      case Error::bad_json: return "the message body is not a JSON object";
+      case Error::bad_json:
+        return "the message body must be one JSON object of valid JSON (UTF-8, no unpaired surrogate)";
+      case Error::bad_field: return "type, roomId, sender and message must be strings";
       case Error::unknown_type: return "type must be ENTER, TALK or QUIT";
       case Error::bad_room_id: return "roomId must be a room's UUID";
       case Error::unknown_room: return "no such room";
@@ -216,7 +218,7 @@ std::optional<ChatMessage> parse_chat_message(std::string_view body, const Limit
   auto sender = string_member(o, "sender", wrong);
   auto text = string_member(o, "message", wrong);
   if (wrong) {
-    ec = Error::bad_json;
+    ec = Error::bad_field;
     return std::nullopt;
   }
 

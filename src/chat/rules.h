@@ -36,6 +36,7 @@ enum class Error {
   presence_off,        // presence is off on this node (--presence off)
   presence_unavailable,// the presence engine did not answer
   publish_unconfirmed, // the message engine took the message but did not confirm it: it may be published
+  bad_field,           // type, roomId, sender or message is there but not a string
 };
 const std::error_category& error_category() noexcept;
 std::error_code make_error_code(Error e) noexcept;

@@ -106,7 +106,12 @@ void create_room(chat::Rooms& rooms, const chat::Limits& limits, const boost::ur
   if (type == "application/json") {
     boost::system::error_code jec;
     auto v = boost::json::parse(req.body(), jec);
-    if (!jec && v.is_object()) json = std::move(v.get_object());
+    if (jec || !v.is_object())
+      return r->respond(json_error(req, http::status::bad_request,
+                                   jec ? "the body is not valid JSON: " + jec.message() : std::string("the body must be a JSON object")));
+    json = std::move(v.get_object());
+    if (auto n = json.if_contains("name"); n && !n->is_string())
+      return r->respond(json_error(req, http::status::bad_request, "name must be a string"));
   }
   // Returns field `key` from the query, else the form, else a JSON string member.
   auto field = [&](std::string_view key) -> std::optional<std::string> {

@@ -46,7 +46,7 @@ TEST(ChatRules, EnterNeedsNoText) {
 TEST(ChatRules, RejectsWhatBreaksARule) {
   EXPECT_EQ(rejection("{not json"), Error::bad_json);
   EXPECT_EQ(rejection("[1,2]"), Error::bad_json);
-  EXPECT_EQ(rejection(R"({"type":7,"roomId":"x","sender":"a"})"), Error::bad_json);
+  EXPECT_EQ(rejection(R"({"type":7,"roomId":"x","sender":"a"})"), Error::bad_field);
   EXPECT_EQ(rejection(body("SHOUT", "a", "b")), Error::unknown_type);
   EXPECT_EQ(rejection(R"({"roomId":")" + std::string(kRoom) + R"(","sender":"a","message":"b"})"), Error::unknown_type);
   EXPECT_EQ(rejection(R"({"type":"TALK","roomId":"room-1","sender":"a","message":"b"})"), Error::bad_room_id);

@@ -261,7 +261,7 @@ TEST_F(SessionTest, RejectionsGoToTheErrorQueueAndKeepTheSession) {
   feed(s, talk("x").replace(talk("x").find(room), room.size(), "0b7a4c2e-1f3d-4e5a-8b9c-0d1e2f3a4b5c") + '\0');
   feed(s, std::string("SEND\ndestination:/app/elsewhere\n\n{}") + '\0');
   EXPECT_EQ(count(t.written, "destination:/user/queue/errors"), 3u) << t.written;
-  EXPECT_NE(t.written.find(R"({"status":400,"error":"the message body is not a JSON object","receipt":"r"})"),
+  EXPECT_NE(t.written.find(R"x({"status":400,"error":"the message body must be one JSON object of valid JSON (UTF-8, no unpaired surrogate)","receipt":"r"})x"),
             std::string::npos)
       << "the rejection names the SEND's receipt";
   EXPECT_NE(t.written.find("receipt-id:r\n"), std::string::npos);

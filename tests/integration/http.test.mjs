@@ -168,6 +168,21 @@ describe('HTTP/1.1 as the RFCs ask', () => {
     assert.equal(other.status, 400, 'application/jsonx is not JSON');
   });
 
+  // s20 probe: any JSON body that did not parse was told "name is required".
+  test('POST /chat/room with a JSON body that is not JSON, or a name that is no string, says so', async () => {
+    const post = async (body) => {
+      const r = await fetch(`${node.base}/chat/room`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      return { status: r.status, error: (await r.json()).error };
+    };
+    const bad = await post('{"name": "x"');
+    assert.equal(bad.status, 400);
+    assert.match(bad.error, /not valid JSON/);
+    assert.deepEqual(await post('["x"]'), { status: 400, error: 'the body must be a JSON object' });
+    assert.deepEqual(await post('{"name": 5}'), { status: 400, error: 'name must be a string' });
+    assert.equal((await fetch(`${node.base}/chat/room`, { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: '{"name":"json room"}' })).status, 200);
+  });
+
   test('GET /chat/rooms?limit=0 is refused: its "next" link would be itself', async () => {
     const res = await fetch(`${node.base}/chat/rooms?limit=0`);
     assert.equal(res.status, 400);
