@@ -513,6 +513,11 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     set(*conf, "queue.buffering.max.messages", "100000");
     set(*conf, "queue.buffering.max.kbytes", "65536");  // 64 MiB bound on what waits locally
     set(*conf, "partitioner", "murmur2_random");  // same room -> partition map as Java clients
+    // Partitions added to the topic move rooms once the producer knows of them: its own
+    // metadata refresh, as often as the consumer looks (librdkafka's default is 5 minutes; the
+    // metadata request the consumer's finding triggers is not always taken as the count).
+    set(*conf, "topic.metadata.refresh.interval.ms",
+        std::to_string(std::max(1000, cfg_.kafka_timing.partition_check_ms)));
     std::string why;
     if (conf->set("dr_cb", static_cast<RdKafka::DeliveryReportCb*>(this), why) !=
         RdKafka::Conf::CONF_OK)

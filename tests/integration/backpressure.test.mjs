@@ -252,10 +252,12 @@ describe('clients that do not read', () => {
       const inbox = await talker.subscribeConfirmed(`/sub/chat/room/${room.roomId}`);
       for (let i = 0; i < 700; i++) talker.chat('TALK', room.roomId, 'talker', 'y'.repeat(9000));
       await inbox.waitFor(700, 20_000);
-      // ... which never reads: they leave in one write that the kernel cannot hold.
+      // ... which never reads: they leave in one write that the kernel cannot hold. (Counted
+      // from here: under load the talker itself may fall 2 s behind the 6 MB it reads.)
+      const timeouts = await metric(node.base, 'chatd_write_timeouts_total');
       const second = await receiver(false);
       const mine = [second.s.localPort];
-      await eventually('the write timeout resets it', async () => (await metric(node.base, 'chatd_write_timeouts_total')) === 1, 10_000);
+      await eventually('the write timeout resets it', async () => (await metric(node.base, 'chatd_write_timeouts_total')) > timeouts, 10_000);
       await eventually('its socket is gone', () => established(node.port, mine) === 0, 5_000);
       // Without a receiver the session ends after the disconnect delay.
       await eventually('the xhr session ends', async () => (await metric(node.base, 'chatd_stomp_sessions')) === sessions, 35_000);

@@ -86,8 +86,19 @@ void XhrSession::receiver_gone(SockJsReceiver* key) {
 }
 
 void XhrSession::messages(std::vector<std::string> m) {
-  asio::post(loop_, [self = shared_from_this(), m = std::move(m)] {
-    for (auto& s : m) {
+  {
+    std::lock_guard lock(inbox_mu_);
+    for (auto& s : m) inbox_.push_back(std::move(s));
+    if (std::exchange(inbox_posted_, true)) return;
+  }
+  asio::post(loop_, [self = shared_from_this()] {
+    std::vector<std::string> in;
+    {
+      std::lock_guard lock(self->inbox_mu_);
+      in.swap(self->inbox_);
+      self->inbox_posted_ = false;
+    }
+    for (auto& s : in) {
       if (self->ended_ || self->close_requested_ || !self->stomp_) return;
       self->stomp_->on_bytes_in_loop(s);
     }

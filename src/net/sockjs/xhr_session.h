@@ -113,6 +113,13 @@ class XhrSession final : public chat::Transport, public Closable, public std::en
   Receiver current_;             // key null: no receiver
   bool busy_ = false;            // a part is being written to current_
   bool pump_posted_ = false;
+  // xhr_send messages not yet fed to STOMP, in the order their requests were read: each
+  // request's are queued here before its 204 leaves, so the next request's come after them,
+  // whichever loop reads it (a post from the session's own loop would run after posts that
+  // other threads make meanwhile: CONNECT after the SUBSCRIBE sent once its 204 came).
+  std::mutex inbox_mu_;
+  std::vector<std::string> inbox_;
+  bool inbox_posted_ = false;
   bool close_requested_ = false;
   std::atomic<bool> ended_{false};  // set on the loop; read by xhr_send from any loop
   bool forgotten_ = false;          // the id is free again
