@@ -302,14 +302,7 @@ void StompSession::join_room(const std::string& sub_id, std::uint64_t serial, co
       // The room's engine cannot confirm now (Redis away, or its Cluster shard without a
       // primary): this subscription is not made, like one to an unknown room. The connection
       // and its other rooms stay; the client subscribes again later.
-      const std::string room_id = it->second.room_id, sub = it->second.escaped;
-      s.subs_.erase(it);
-      s.shard_.unsubscribe_in_loop(room_id, &s, sub);
-      s.hub_.leave(room_id, s.shard_.index());
-      if (s.joined_) s.joined_->replays.erase(sub);
-      s.hub_.report_subscription(ChatEvent::Kind::leave, room_id, s.id_);
-      if (s.hub_.presence_on()) s.update_presence(room_id, true, nullptr);
-      if (s.joined_ && !s.subscribed(room_id, false)) s.joined_->entered.erase(room_id);
+      s.end_subscription(sub_id);
       std::optional<std::string> r;
       if (!receipt.empty()) r = receipt;
       return s.settle(slot ? *slot : s.open_answer(),
@@ -338,23 +331,27 @@ void StompSession::on_unsubscribe(stomp::Frame& f) {
   auto idh = f.header("id");
   if (!idh && version_ == Version::v1_0) idh = f.header("destination");
   if (!idh) return fail_in_loop("UNSUBSCRIBE needs an id", "Name the subscription to end with its id header.");
-  if (auto it = subs_.find(*idh); it != subs_.end()) {
-    if (it->second.room_id.empty()) {
-      if (joined_) std::erase(joined_->errors_subs, it->first);
-    } else if (!it->second.pending) {
-      shard_.unsubscribe_in_loop(it->second.room_id, this, it->second.escaped);
-      hub_.leave(it->second.room_id, shard_.index());
-      if (joined_) joined_->replays.erase(it->second.escaped);
-      hub_.report_subscription(ChatEvent::Kind::leave, it->second.room_id, id_);
-    }
-    auto room = std::move(it->second.room_id);
-    subs_.erase(it);
-    if (hub_.presence_on() && !room.empty()) update_presence(room, true, nullptr);
-    // Out of the room: its ENTER goes too, so a later SUBSCRIBE is no member without a new
-    // ENTER, and a connection walking through rooms holds nothing per room it left.
-    if (joined_ && !room.empty() && !subscribed(room, false)) joined_->entered.erase(room);
-  }
+  end_subscription(*idh);
   if (auto r = f.header("receipt")) settle(open_answer(), {0, {}, *r});
+}
+
+void StompSession::end_subscription(const std::string& sub_id) {
+  auto it = subs_.find(sub_id);
+  if (it == subs_.end()) return;
+  if (it->second.room_id.empty()) {
+    if (joined_) std::erase(joined_->errors_subs, it->first);
+  } else if (!it->second.pending) {
+    shard_.unsubscribe_in_loop(it->second.room_id, this, it->second.escaped);
+    hub_.leave(it->second.room_id, shard_.index());
+    if (joined_) joined_->replays.erase(it->second.escaped);
+    hub_.report_subscription(ChatEvent::Kind::leave, it->second.room_id, id_);
+  }
+  auto room = std::move(it->second.room_id);
+  subs_.erase(it);
+  if (hub_.presence_on() && !room.empty()) update_presence(room, true, nullptr);
+  // Out of the room: its ENTER goes too, so a later SUBSCRIBE is no member without a new
+  // ENTER, and a connection walking through rooms holds nothing per room it left.
+  if (joined_ && !room.empty() && !subscribed(room, false)) joined_->entered.erase(room);
 }
 
 void StompSession::on_send(stomp::Frame& f) {

@@ -94,6 +94,9 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   bool authenticate(stomp::Frame& f);
   void on_subscribe(stomp::Frame& f);
   void on_unsubscribe(stomp::Frame& f);
+  // Ends subscription `sub_id` (UNSUBSCRIBE, or a join the engine could not confirm): the room
+  // loses this subscriber, presence hears it, and the room's ENTER goes with the last one.
+  void end_subscription(const std::string& sub_id);
   // The store answered whether a subscription's room exists: join it or refuse it with 404.
   void on_room_checked(const std::string& sub_id, std::uint64_t serial, std::uint64_t slot, const std::string& receipt,
                        const std::optional<HistoryAsk>& ask, std::error_code ec);

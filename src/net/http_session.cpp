@@ -180,17 +180,11 @@ class HttpSession final : public Closable,
     // X-Forwarded-For too: a proxy appends its own line after the client's, and the client's
     // address is the list's right-most untrusted entry, not the first line's (which the client
     // wrote itself).
-    for (auto f : {http::field::connection, http::field::upgrade, http::field::sec_websocket_protocol}) {
+    for (std::string_view f : {"Connection", "Upgrade", "Sec-WebSocket-Protocol", "X-Forwarded-For"}) {
       if (req_.count(f) < 2) continue;
       std::string joined;
       for (auto [it, end] = req_.equal_range(f); it != end; ++it) joined.append(joined.empty() ? "" : ", ").append(it->value());
       req_.set(f, joined);
-    }
-    if (req_.count("X-Forwarded-For") > 1) {
-      std::string joined;
-      for (auto [it, end] = req_.equal_range("X-Forwarded-For"); it != end; ++it)
-        joined.append(joined.empty() ? "" : ", ").append(it->value());
-      req_.set("X-Forwarded-For", joined);
     }
     // RFC 9112 §3.2.2: a server takes the absolute form (GET http://host/path), as a proxy sends
     // it; its authority stands for Host.
