@@ -693,27 +693,36 @@ std::vector<std::uint64_t> seqs_of(const std::vector<Delivery>& ds) {
   return out;
 }
 
-// Deletes `topic` with the admin API; returns whether the broker said done.
-bool delete_topic(const std::string& topic) {
+// Runs one admin request about one topic (`request` sends it to the queue, `results` reads
+// the answer's topic list); returns whether the broker said done within 15 s.
+bool admin_call(const std::function<void(rd_kafka_t*, rd_kafka_queue_t*)>& request,
+                const std::function<const rd_kafka_topic_result_t**(rd_kafka_event_t*, size_t*)>& results) {
   std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
   std::string why;
   conf->set("bootstrap.servers", broker(), why);
   std::unique_ptr<RdKafka::Producer> admin(RdKafka::Producer::create(conf.get(), why));
   if (!admin) return false;
-  rd_kafka_t* rk = admin->c_ptr();
-  rd_kafka_DeleteTopic_t* del = rd_kafka_DeleteTopic_new(topic.c_str());
-  rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);
-  rd_kafka_DeleteTopics(rk, &del, 1, nullptr, queue);
+  rd_kafka_queue_t* queue = rd_kafka_queue_new(admin->c_ptr());
+  request(admin->c_ptr(), queue);
   rd_kafka_event_t* ev = rd_kafka_queue_poll(queue, 15000);
   bool ok = false;
   if (ev) {
     size_t n = 0;
-    const rd_kafka_topic_result_t** res =
-        rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &n);
+    const rd_kafka_topic_result_t** res = results(ev, &n);
     ok = !rd_kafka_event_error(ev) && n == 1 && rd_kafka_topic_result_error(res[0]) == RD_KAFKA_RESP_ERR_NO_ERROR;
     rd_kafka_event_destroy(ev);
   }
   rd_kafka_queue_destroy(queue);
+  return ok;
+}
+
+// Deletes `topic` with the admin API; returns whether the broker said done.
+bool delete_topic(const std::string& topic) {
+  rd_kafka_DeleteTopic_t* del = rd_kafka_DeleteTopic_new(topic.c_str());
+  const bool ok = admin_call([&](rd_kafka_t* rk, rd_kafka_queue_t* q) { rd_kafka_DeleteTopics(rk, &del, 1, nullptr, q); },
+                             [](rd_kafka_event_t* ev, size_t* n) {
+                               return rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), n);
+                             });
   rd_kafka_DeleteTopic_destroy(del);
   return ok;
 }
@@ -944,27 +953,14 @@ TEST(KafkaBus, ARecreatedTopicLosesNothingOnRunningNodes) {
 
 // Gives `topic` `total` partitions with the admin API; returns whether the broker said done.
 bool add_partitions(const std::string& topic, int total) {
-  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
-  std::string why;
-  conf->set("bootstrap.servers", broker(), why);
-  std::unique_ptr<RdKafka::Producer> admin(RdKafka::Producer::create(conf.get(), why));
-  if (!admin) return false;
-  rd_kafka_t* rk = admin->c_ptr();
   char err[256];
   rd_kafka_NewPartitions_t* more = rd_kafka_NewPartitions_new(topic.c_str(), static_cast<size_t>(total), err, sizeof err);
   if (!more) return false;
-  rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);
-  rd_kafka_CreatePartitions(rk, &more, 1, nullptr, queue);
-  rd_kafka_event_t* ev = rd_kafka_queue_poll(queue, 15000);
-  bool ok = false;
-  if (ev) {
-    size_t n = 0;
-    const rd_kafka_topic_result_t** res =
-        rd_kafka_CreatePartitions_result_topics(rd_kafka_event_CreatePartitions_result(ev), &n);
-    ok = !rd_kafka_event_error(ev) && n == 1 && rd_kafka_topic_result_error(res[0]) == RD_KAFKA_RESP_ERR_NO_ERROR;
-    rd_kafka_event_destroy(ev);
-  }
-  rd_kafka_queue_destroy(queue);
+  const bool ok = admin_call(
+      [&](rd_kafka_t* rk, rd_kafka_queue_t* q) { rd_kafka_CreatePartitions(rk, &more, 1, nullptr, q); },
+      [](rd_kafka_event_t* ev, size_t* n) {
+        return rd_kafka_CreatePartitions_result_topics(rd_kafka_event_CreatePartitions_result(ev), n);
+      });
   rd_kafka_NewPartitions_destroy(more);
   return ok;
 }
