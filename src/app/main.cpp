@@ -119,6 +119,16 @@ bool engines_up(chatd::store::RoomStore& rooms, chatd::bus::MessageBus& messages
   return rooms.up() && messages.up();
 }
 
+// An event loop that can drop its queued handlers before it is destroyed: objects declared after
+// it (the server, the hub) must outlive the sessions those handlers hold.
+class Loop : public asio::io_context {
+ public:
+  using asio::io_context::io_context;
+  // Destroys every pending handler (execution_context::shutdown; idempotent, and the destructor
+  // runs it again harmlessly). Only once run() has returned on every thread.
+  void end_handlers() { shutdown(); }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -147,10 +157,10 @@ int main(int argc, char** argv) {
   fit_connections_to(raise_file_limit(), opt.server.limits.max_connections);
 
   unsigned n = opt.threads ? opt.threads : std::max(1u, std::thread::hardware_concurrency());
-  std::vector<std::unique_ptr<asio::io_context>> loops;
+  std::vector<std::unique_ptr<Loop>> loops;
   std::vector<asio::io_context*> workers;
   for (unsigned i = 0; i < n; ++i) {
-    loops.push_back(std::make_unique<asio::io_context>(1));
+    loops.push_back(std::make_unique<Loop>(1));
     workers.push_back(loops.back().get());
   }
 
@@ -160,7 +170,7 @@ int main(int argc, char** argv) {
   // turn hand over a whole batch), so a thread of its own stays the default. --check-config
   // waits for the engines on this thread, so it needs the engine loop running elsewhere.
   const bool engine_on_worker = !opt.check_config && !opt.engine_thread;
-  asio::io_context own_engine(1);
+  Loop own_engine(1);
   asio::io_context& engine = engine_on_worker ? *workers[0] : own_engine;
   auto engine_guard = asio::make_work_guard(engine);
   std::thread engine_thread;
@@ -295,6 +305,10 @@ int main(int argc, char** argv) {
   workers[0]->run();
   for (auto& t : threads) t.join();
   if (engine_thread.joinable()) engine_thread.join();
+  // Handlers the stop left queued (a write timeout, a close linger, a REST answer) hold sessions
+  // whose destructors give back their server and hub slots: end them while those still exist.
+  for (auto& l : loops) l->end_handlers();
+  own_engine.end_handlers();
   log::message("stopped", "stopped");
   return 0;
 }
