@@ -13,6 +13,9 @@ namespace {
 using stomp::Command;
 using stomp::Version;
 
+// How long an ERROR waits for the answers of earlier frames (an engine slow to take a SEND).
+constexpr auto kHoldErrorFor = std::chrono::seconds(2);
+
 // Parses a whole header value as an unsigned number.
 template <class T>
 bool parse_uint(std::string_view s, T& out) {
@@ -80,8 +83,15 @@ void StompSession::start_in_loop() {
 void StompSession::on_bytes_in_loop(std::string_view bytes) {
   shard_.assert_in_loop();
   last_read_ = Clock::now();
+  reading_ = true;
+  struct Done {
+    bool& r;
+    ~Done() { r = false; }
+  } done{reading_};
   // After DISCONNECT a client sends nothing more (STOMP 1.2); whatever it does send is not acted on.
-  while (!bytes.empty() && (state_ == State::awaiting_connect || state_ == State::connected) && !goodbye_) {
+  // After a frame that drew an ERROR, nothing either: the ERROR only waits for earlier answers.
+  while (!bytes.empty() && (state_ == State::awaiting_connect || state_ == State::connected) && !goodbye_ &&
+         !held_error_) {
     auto r = parser_.consume(bytes);
     bytes.remove_prefix(r.used);
     if (r.status == stomp::Parser::Status::frame) {
@@ -140,11 +150,8 @@ void StompSession::on_connect(stomp::Frame& f) {
     stomp::Frame err{Command::error, {{"version", "1.0,1.1,1.2"}, {"message", "unsupported protocol version"},
                                       {"content-type", "text/plain"}},
                      "Supported protocol versions are 1.0, 1.1 and 1.2."};
-    send_bytes(stomp::encode(err, version_));
-    if (!transport_) return;  // the transport gave up on the reader inside send (on_closed_in_loop ran)
-    state_ = State::closing;
-    transport_->close("unsupported protocol version");
-    return;
+    if (frame_receipt_) err.headers.push_back({"receipt-id", *frame_receipt_});
+    return send_error_and_close(stomp::encode(err, version_), "unsupported protocol version");
   }
   version_ = *v;
   parser_.set_version(version_);
@@ -367,6 +374,7 @@ void StompSession::on_send(stomp::Frame& f) {
     // at more than twice its rate empties it and is disconnected.
     if (!flood_bucket_.take(now, static_cast<double>(lim.send_rate), static_cast<double>(lim.send_burst))) {
       hub_.refusals.count(Refusal::send_flood, client_, id_);
+      settle(slot, {});  // this SEND gets the ERROR, not an answer of its own
       return fail_in_loop("too many messages", "This connection kept sending faster than " + std::to_string(lim.send_rate) +
                                                    " messages a second after being told to slow down.");
     }
@@ -437,6 +445,12 @@ void StompSession::settle(std::uint64_t slot, Answer a) {
     if (!x.error.empty()) reject(x.status, x.error, x.receipt ? &*x.receipt : nullptr);
     else if (x.receipt) send_receipt(*x.receipt, x.seq);
     if (x.close_after && transport_ && state_ == State::connected) {
+      if (held_error_) {
+        auto held = std::move(*held_error_);
+        held_error_.reset();
+        send_error_and_close(std::move(held.bytes), held.reason);
+        break;
+      }
       state_ = State::closing;
       transport_->close("client disconnected");
     }
@@ -491,7 +505,8 @@ void StompSession::deliver_in_loop(const SharedMessagePtr& m, const std::string&
         if (r.held_bytes > limit) {
           hub_.slow_consumers.fetch_add(1, std::memory_order_relaxed);
           return fail_in_loop("slow consumer", "More than " + std::to_string(limit) +
-                                                   " bytes of live messages waited behind the history being read.");
+                                                   " bytes of live messages waited behind the history being read.",
+                              true);
         }
         r.held.push_back(m);
         return;
@@ -505,7 +520,8 @@ void StompSession::deliver_in_loop(const SharedMessagePtr& m, const std::string&
   if (queued + out.size() > limit + (joined_ ? joined_->replay_allowance : 0)) {
     hub_.slow_consumers.fetch_add(1, std::memory_order_relaxed);
     return fail_in_loop("slow consumer", "More than " + std::to_string(limit) +
-                                             " bytes were waiting to be written: the client does not read fast enough.");
+                                             " bytes were waiting to be written: the client does not read fast enough.",
+                            true);
   }
   if (queued <= limit && joined_) joined_->replay_allowance = 0;  // the replay has drained
   last_write_ = Clock::now();
@@ -718,6 +734,12 @@ void StompSession::tick_in_loop(Clock::time_point now) {
     return;
   }
   if (state_ != State::connected) return;
+  if (held_error_ && now - held_error_->since >= kHoldErrorFor) {
+    // An earlier frame's answer is still out (an engine slow to answer): the ERROR waits no longer.
+    auto held = std::move(*held_error_);
+    held_error_.reset();
+    return send_error_and_close(std::move(held.bytes), held.reason);
+  }
   // The sweep is the expiry timer: no timer object per session. An expired token stops the
   // session within a second, so an expired user stops receiving.
   if (identity_ && identity_->expires_at && hub_.verifier()->expired(identity_->expires_at))
@@ -734,16 +756,32 @@ void StompSession::tick_in_loop(Clock::time_point now) {
   if (send_every_.count() && now - last_write_ + seconds(1) >= send_every_) send_bytes("\n");
 }
 
-void StompSession::fail_in_loop(std::string_view message, std::string_view detail) {
+void StompSession::fail_in_loop(std::string_view message, std::string_view detail, bool now) {
   if (state_ == State::closing || state_ == State::closed || !transport_) return;
   if (client_.empty()) log::event("session_closed", {{"session", id_}, {"reason", message}});
   else log::event("session_closed", {{"session", id_}, {"client", client_}, {"reason", message}});
   stomp::Frame err{Command::error, {{"message", std::string(message)}, {"content-type", "text/plain"}}, std::string(detail)};
   if (frame_receipt_) err.headers.push_back({"receipt-id", *frame_receipt_});
-  send_bytes(stomp::encode(err, version_));
+  auto bytes = stomp::encode(err, version_);
+  if (held_error_) {
+    // A second failure while one waits (a heart-beat timeout, say): the first cause goes now.
+    bytes = std::move(held_error_->bytes);
+    held_error_.reset();
+  } else if (!now && reading_ && state_ == State::connected && !answers_.empty()) {
+    // Earlier frames still wait for their answers (a SEND's RECEIPT comes once the engine took
+    // it): the ERROR goes after them, as the last answer, and reading stops meanwhile.
+    held_error_ = std::make_unique<HeldError>(HeldError{std::move(bytes), std::string(message), Clock::now()});
+    settle(open_answer(), {0, {}, std::nullopt, true});
+    return;
+  }
+  send_error_and_close(std::move(bytes), message);
+}
+
+void StompSession::send_error_and_close(std::string bytes, std::string_view reason) {
+  send_bytes(std::move(bytes));
   if (!transport_) return;  // the transport gave up on the reader inside send (on_closed_in_loop ran)
   state_ = State::closing;
-  transport_->close(message);
+  transport_->close(reason);
 }
 
 void StompSession::end_room_subscription_in_loop(const SharedMessagePtr& notice, const std::string& sub) {

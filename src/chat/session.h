@@ -38,7 +38,9 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   // The transport is gone: leave every room, unregister, never write again.
   void on_closed_in_loop();
   // Ends the conversation with an ERROR frame (message header + body), then closes.
-  void fail_in_loop(std::string_view message, std::string_view detail);
+  // Sends ERROR and closes. One a frame caused waits for the answers of the frames before it
+  // (at most kHoldErrorFor); `now` closes at once whatever is pending (a reader past its bound).
+  void fail_in_loop(std::string_view message, std::string_view detail, bool now = false);
 
   // A token from the connection's URL (access_token=), proved at CONNECT when CONNECT carries
   // none. Call before the first bytes.
@@ -142,6 +144,7 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   void settle(std::uint64_t slot, Answer a);
 
   void send_bytes(std::string bytes);
+  void send_error_and_close(std::string bytes, std::string_view reason);
   void send_receipt(const std::string& receipt_id, std::uint64_t seq = 0);
   // Reports a chat-level rejection on /user/queue/errors (if subscribed); keeps the session.
   void reject(int status, std::string_view error, const std::string* receipt = nullptr);
@@ -201,6 +204,14 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   TokenBucket flood_bucket_;  // SENDs refused: empty means sustained abuse
   std::uint64_t next_sub_serial_ = 0;
   bool goodbye_ = false;                                  // DISCONNECT came: leaves are not drops
+  bool reading_ = false;  // inside on_bytes_in_loop: an ERROR now is a frame's
+  // An ERROR held until the answers of the frames before it have gone, so a RECEIPT the client
+  // waits for is not lost to the close; the sweep sends it anyway after kHoldErrorFor.
+  struct HeldError {
+    std::string bytes, reason;
+    Clock::time_point since;
+  };
+  std::unique_ptr<HeldError> held_error_;  // rare: kept out of every session's size
   const std::string* frame_receipt_ = nullptr;  // the receipt of the frame being handled, if any
   std::vector<Answer> answers_;  // answers_[0] is slot answers_base_
   std::uint64_t answers_base_ = 0;

@@ -219,9 +219,10 @@ TEST_F(SessionTest, ConnectNegotiatesVersionAndHeartBeat) {
 TEST_F(SessionTest, NoCommonVersionIsAnError) {
   RecordingTransport t;
   auto& s = open(t);
-  feed(s, std::string("CONNECT\naccept-version:2.0\n\n") + '\0');
+  feed(s, std::string("CONNECT\naccept-version:2.0\nreceipt:c1\n\n") + '\0');
   EXPECT_NE(t.written.find("ERROR\n"), std::string::npos);
   EXPECT_NE(t.written.find("version:1.0,1.1,1.2"), std::string::npos);
+  EXPECT_NE(t.written.find("receipt-id:c1\n"), std::string::npos) << t.written;  // like every ERROR a frame causes
   EXPECT_TRUE(t.closed);
 }
 
@@ -283,7 +284,7 @@ TEST_F(SessionTest, ProtocolViolationsCloseWithAnError) {
       {"SEND\n\n", "SEND needs a destination"},
       {"MESSAGE\n\n", "unexpected MESSAGE frame"},
       {"CONNECT\n\n", "unexpected CONNECT frame"},
-      {"BOGUS\n\n", ""},
+      {"SEND\n\n", ""},
   };
   for (auto& c : cases) {
     RecordingTransport t;
@@ -451,6 +452,46 @@ TEST_F(SessionTest, DisconnectSendsReceiptThenCloses) {
   feed(s, std::string("DISCONNECT\nreceipt:bye\n\n") + '\0');
   EXPECT_NE(t.written.find("RECEIPT\nreceipt-id:bye"), std::string::npos);
   EXPECT_TRUE(t.closed);
+}
+
+// A SEND's RECEIPT comes once the engine took the message; an ERROR the next frame draws must
+// not take it away (the client would resend a message that was published).
+TEST_F(SessionTest, AnErrorWaitsForTheReceiptsOfEarlierFrames) {
+  RecordingTransport t, watcher;
+  auto& w = open(watcher);
+  feed(w, std::string("CONNECT\naccept-version:1.2\n\n") + '\0' + "SUBSCRIBE\nid:0\ndestination:/sub/chat/room/" + room +
+              "\n\n" + '\0');
+  auto& s = open(t);
+  feed(s, std::string("CONNECT\naccept-version:1.2\n\n") + '\0');
+  std::string send = talk("before the error");
+  send.insert(send.find("\n\n"), "\nreceipt:r1");
+  feed(s, send + '\0' + "SEND\nreceipt:r2\n\n" + '\0' + talk("after the error") + '\0');
+  const auto receipt = t.written.find("RECEIPT\nreceipt-id:r1\n"), error = t.written.find("ERROR\n");
+  ASSERT_NE(receipt, std::string::npos) << t.written;
+  ASSERT_NE(error, std::string::npos) << t.written;
+  EXPECT_LT(receipt, error);
+  EXPECT_NE(t.written.find("receipt-id:r2\n", error), std::string::npos) << t.written;
+  EXPECT_TRUE(t.closed);
+  // The frame after the bad one was not acted on.
+  EXPECT_EQ(count(watcher.written, "before the error"), 1u);
+  EXPECT_EQ(count(watcher.written, "after the error"), 0u) << watcher.written;
+}
+
+TEST_F(SessionTest, AnErrorWaitsForEarlierAnswersOnlySoLong) {
+  RecordingTransport t;
+  auto& s = open(t);
+  feed(s, std::string("CONNECT\naccept-version:1.2\n\n") + '\0');
+  std::string send = talk("slow engine");
+  send.insert(send.find("\n\n"), "\nreceipt:r1");
+  // Not settled: the engine's answer stays queued on the loop, as if it were slow.
+  s.on_bytes_in_loop(send + '\0' + "SEND\n\n" + '\0');
+  EXPECT_FALSE(t.closed);
+  EXPECT_EQ(t.written.find("ERROR\n"), std::string::npos);
+  s.tick_in_loop(chat::StompSession::Clock::now() + std::chrono::seconds(3));
+  EXPECT_TRUE(t.closed);
+  EXPECT_NE(t.written.find("ERROR\nmessage:SEND needs a destination"), std::string::npos) << t.written;
+  settle();  // the late answer finds the session closing and writes nothing after the ERROR
+  EXPECT_EQ(t.written.find("RECEIPT"), std::string::npos) << t.written;
 }
 
 TEST_F(SessionTest, HeartBeatsAreSentAndSilenceIsFatal) {
