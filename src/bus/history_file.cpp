@@ -321,7 +321,17 @@ bool HistoryFile::checkpoint() {
   return rc == SQLITE_OK && log == done;
 }
 
-std::string HistoryFile::last_error() const { return journal_error_.empty() ? sqlite3_errmsg(db_) : journal_error_; }
+std::string HistoryFile::last_error() const {
+  if (!journal_error_.empty()) return journal_error_;
+  return failure_.empty() ? sqlite3_errmsg(db_) : failure_;
+}
+
+void HistoryFile::rollback() {
+  // The step that failed named the cause (a full disk, a read-only file); a ROLLBACK would
+  // replace it, and SQLite may have ended the transaction already (SQLITE_FULL does).
+  failure_ = sqlite3_errmsg(db_);
+  if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+}
 
 std::unordered_map<std::string, std::uint64_t> HistoryFile::load_seqs() {
   std::unordered_map<std::string, std::uint64_t> out;
@@ -441,7 +451,7 @@ bool HistoryFile::append(std::span<const Row> rows, bool keep_rows, std::int64_t
     ok = sqlite3_step(upsert_seq_) == SQLITE_DONE;
   }
   if (ok && sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK) return true;
-  sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  rollback();
   return false;
 }
 
@@ -517,7 +527,7 @@ bool HistoryFile::fold(std::span<const Fold> folds, std::size_t keep_per_room, s
     drop_journal_files(journal_below);
     return true;
   }
-  sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  rollback();
   return false;
 }
 
@@ -640,7 +650,7 @@ bool HistoryFile::erase_room(const std::string& room, std::uint64_t last_seq) {
     erased_upto_ = std::max(erased_upto_, newest_file);
     return true;
   }
-  sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  rollback();
   return false;
 }
 
@@ -705,7 +715,7 @@ std::size_t HistoryFile::prune_rooms(std::int64_t cutoff_ms, std::size_t keep_pe
     done = n < max_rooms;
     return deleted;
   }
-  sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  rollback();
   return 0;
 }
 

@@ -177,7 +177,9 @@ class HistoryFile {
   std::size_t journal_size_ = 0;
   std::vector<JournalFile> journal_;
   std::int64_t next_batch_ = 1;
+  void rollback();  // ends the open transaction, keeping why it failed
   std::string journal_error_;
+  std::string failure_;  // SQLite's word on the last transaction rolled back
   // The newest journal file an `erased` row names (0: none), so most folds skip forget_erasures.
   std::uint64_t erased_upto_ = 0;
   sqlite3_stmt* insert_chunk_ = nullptr;

@@ -3,11 +3,12 @@
 // restart), the explicit partial / reset answers, history bounds, x-client-id and REST paging.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { createRoom, eventually, startChatd, stompOverWebSocket } from './harness.mjs';
+import { chatdBinary, createRoom, eventually, startChatd, stompOverWebSocket } from './harness.mjs';
 
 // These tests send as fast as clients can: the per-connection and per-room SEND rate limits
 // (on by default) would refuse that, and a refused SEND gets no RECEIPT.
@@ -315,3 +316,32 @@ async function epochOf(node, roomId) {
   const res = await fetch(`${node.base}/chat/room/${roomId}/messages?limit=1`);
   return res.headers.get('x-epoch');
 }
+
+// A history file chatd may read but not write (a restored backup, a wrong owner): start-up
+// fails with SQLite's own reason, not the one of the ROLLBACK after it (s21: "not an error").
+describe('a history file that cannot be written', () => {
+  test('start-up names the cause', async (t) => {
+    if (process.getuid?.() !== 0 || spawnSync('setpriv', ['--version']).status !== 0) {
+      t.skip('needs root and setpriv, to run chatd as a user the file refuses (root writes anyway)');
+      return;
+    }
+    const dataDir = mkdtempSync(join(tmpdir(), 'chatd-ro-'));
+    try {
+      const node = await startChatd({ dataDir, name: 'history-ro-writer', args: unlimited });
+      const { roomId } = await createRoom(node.base, 'read-only');
+      const s = await stompOverWebSocket(node.base);
+      await sendMany(s, roomId, 'ro', 50);
+      await node.stop({ signal: 'SIGKILL' });  // leaves the journal for the next start to fold
+      // Everything else stays writable (the lock file, the room store): only history refuses.
+      chmodSync(dataDir, 0o777);
+      for (const f of readdirSync(dataDir)) chmodSync(join(dataDir, f), f.startsWith('history.') ? 0o444 : 0o666);
+      const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', chatdBinary(),
+        '--port', '0', '--address', '127.0.0.1', '--data-dir', dataDir, '--web-root', ''], { encoding: 'utf8', timeout: 20_000 });
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(r.stderr, /readonly database|read-only|permission denied|unable to open/i, r.stderr);
+      assert.doesNotMatch(r.stderr, /not an error|no transaction is active/, r.stderr);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
