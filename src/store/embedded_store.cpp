@@ -175,8 +175,22 @@ class EmbeddedStore final : public RoomStore {
   }
 
   // Down while the last write failed (disk full, I/O error): /healthz must not say UP while
-  // rooms cannot be created. The next write that succeeds brings it back.
-  bool up() const override { return !write_failed_.load(std::memory_order_relaxed); }
+  // rooms cannot be created. The next write that succeeds brings it back; with none coming
+  // (nobody creates rooms on a node its balancer took out of rotation) a write is tried here
+  // every few seconds, so freed space brings the node back by itself.
+  bool up() const override {
+    if (!write_failed_.load(std::memory_order_relaxed)) return true;
+    std::lock_guard lock(mu_);
+    const auto now = now_ms();
+    if (now - last_probe_ms_ >= kProbeEveryMs) {
+      last_probe_ms_ = now;
+      if (probe_write_locked()) {
+        last_error_.clear();
+        write_failed_ = false;
+      }
+    }
+    return !write_failed_.load(std::memory_order_relaxed);
+  }
   std::string describe() const override {
     std::lock_guard lock(mu_);
     return "embedded (" + path_ + ")" + (last_error_.empty() ? "" : ": last write failed: " + last_error_);
@@ -211,9 +225,22 @@ class EmbeddedStore final : public RoomStore {
                                "a partial room list. (sqlite3 " + path_ + " .recover can save what is readable.)");
   }
 
+  // Whether a write reaches the file now: rewrites the header's user_version with its own value,
+  // a write transaction (journal and file) that changes nothing.
+  bool probe_write_locked() const {
+    sqlite3_stmt* st = nullptr;
+    int version = 0;
+    if (sqlite3_prepare_v2(db_, "PRAGMA user_version", -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+      version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    const std::string sql = "PRAGMA user_version = " + std::to_string(version);
+    return sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK;
+  }
+
   void failed_locked() {
     last_error_ = sqlite3_errmsg(db_);
     write_failed_ = true;
+    last_probe_ms_ = now_ms();  // the first probe comes kProbeEveryMs after the failure
   }
   void succeeded_locked() {
     last_error_.clear();
@@ -291,8 +318,10 @@ class EmbeddedStore final : public RoomStore {
   std::string path_;
   sqlite3* db_ = nullptr;
   mutable std::mutex mu_;
-  std::atomic<bool> write_failed_{false};
-  std::string last_error_;  // under mu_
+  mutable std::atomic<bool> write_failed_{false};  // up() may find the disk writable again
+  mutable std::string last_error_;                 // under mu_
+  static constexpr std::int64_t kProbeEveryMs = 3000;
+  mutable std::int64_t last_probe_ms_ = 0;  // under mu_
   struct Slot {
     std::int64_t seq;          // the row's seq: the key in rooms_
     std::int64_t last_active;  // ms; creation or the latest touch

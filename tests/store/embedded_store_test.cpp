@@ -1,6 +1,8 @@
 // The embedded store refuses a damaged or truncated file at start and reports DOWN while
 // writes fail (issue 13, finding 9).
 #include <gtest/gtest.h>
+
+#include <thread>
 #include <sqlite3.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -10,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
+#include <thread>
 
 #include "store/room_store.h"
 
@@ -103,6 +106,28 @@ TEST_F(EmbeddedStoreTest, FailedWritesTurnItDownUntilOneSucceeds) {
   EXPECT_NE(s->describe().find("last write failed"), std::string::npos) << s->describe();
   EXPECT_FALSE(create(*s, 9999));
   EXPECT_TRUE(s->up());
+}
+
+// A node out of its balancer's rotation gets no room writes: freed space must bring the store
+// back by itself (s21 probe: /healthz stayed 503 after a full disk until a room was created).
+TEST_F(EmbeddedStoreTest, AStoreTurnedDownComesBackWithoutAWriteOfItsOwn) {
+  auto s = store::make_embedded_store(cfg);
+  ASSERT_FALSE(create(*s, 0));
+  std::signal(SIGXFSZ, SIG_IGN);
+  rlimit old{};
+  ::getrlimit(RLIMIT_FSIZE, &old);
+  rlimit tight = old;
+  tight.rlim_cur = 64 * 1024;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &tight), 0);
+  std::error_code ec;
+  for (int i = 1; i < 5000 && !ec; ++i) ec = create(*s, i);
+  EXPECT_FALSE(s->up());
+  ::setrlimit(RLIMIT_FSIZE, &old);
+  ASSERT_EQ(ec, store::Error::engine_down);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!s->up() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_TRUE(s->up()) << "space came back; no room write came";
+  EXPECT_EQ(s->describe().find("last write failed"), std::string::npos) << s->describe();
 }
 
 TEST_F(EmbeddedStoreTest, RemoveTouchAndIdleSurviveARestartAndKeepTheListOrder) {
