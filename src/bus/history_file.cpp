@@ -13,8 +13,11 @@
 #include <limits>
 #include <map>
 #include <random>
+#include <set>
 #include <stdexcept>
 #include <tuple>
+
+#include "log/log.h"
 
 namespace chatd::bus {
 namespace {
@@ -557,8 +560,10 @@ bool HistoryFile::recover(std::size_t keep_per_room) {
     return r.ok;
   };
   // The journal files, oldest first. A record cut short is the write a kill interrupted: its
-  // messages were never answered, and nothing follows it in that file.
+  // messages were never answered, and nothing follows it in that file. Anything else cut short
+  // (a damaged length, a file truncated by hand) is said in the log.
   const auto files = journal_files();
+  std::set<std::string> cut;  // older files whose end was not read: kept aside
   for (const auto& [n, file] : files) {
     std::ifstream in(file, std::ios::binary);
     std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -569,11 +574,26 @@ bool HistoryFile::recover(std::size_t keep_per_room) {
     Reader r{data};
     while (r.in.size() >= 4) {
       const auto len = static_cast<std::size_t>(r.u(4));
-      if (r.in.size() < len) break;
+      if (r.in.size() < len) {
+        r.in = std::string_view(r.in.data() - 4, r.in.size() + 4);  // the length is part of the unread tail
+        break;
+      }
       if (!take(r.bytes(len))) {
         journal_error_ = file + " holds a damaged record";
         return false;
       }
+    }
+    if (!r.in.empty()) {
+      // The newest file's tail is most likely the write a kill cut; an older file should end
+      // whole, so it is damaged and kept aside.
+      const bool newest = n == files.back().first;
+      if (!newest) cut.insert(file);
+      log::event("history_journal_cut", {{"file", file},
+                                         {"offset", std::to_string(data.size() - r.in.size())},
+                                         {"bytes_dropped", std::to_string(r.in.size())},
+                                         {"why", newest ? "its last write was cut short (a kill or crash while writing?)"
+                                                        : "damaged: only the newest journal file may end cut short"},
+                                         {"kept_as", newest ? "" : file + ".damaged"}});
     }
     journal_n_ = std::max(journal_n_, n);
   }
@@ -581,8 +601,11 @@ bool HistoryFile::recover(std::size_t keep_per_room) {
   for (auto& [room, messages] : rooms) folds.push_back({room, messages});
   if (!fold(folds, keep_per_room, 0)) return false;
   // A file that cannot be deleted is listed like a written one, so its erasures stay until it goes.
-  for (const auto& [n, file] : files)
-    if (::unlink(file.c_str()) != 0 && errno != ENOENT) journal_.push_back({n, 0});
+  // A cut file is renamed, not deleted: what it held past the cut may still be worth reading.
+  for (const auto& [n, file] : files) {
+    const int rc = cut.count(file) ? ::rename(file.c_str(), (file + ".damaged").c_str()) : ::unlink(file.c_str());
+    if (rc != 0 && errno != ENOENT) journal_.push_back({n, 0});
+  }
   forget_erasures();
   return true;
 }

@@ -478,6 +478,30 @@ TEST_F(LocalBusTest, RoomChurnLeavesNoRows) {
   }
 }
 
+// A journal cut short (a kill mid-write, or a file damaged or truncated by hand) loses what
+// follows the cut: it must say so in the log, not start as if nothing was missing (s21 probe).
+TEST_F(LocalBusTest, AJournalCutShortIsSaidInTheLog) {
+  cfg.local_history.fold_age = std::chrono::hours(1);  // nothing folded: all of it in the journal
+  ASSERT_TRUE(in_killed_child([&](auto& pub) {
+    for (std::uint64_t i = 1; i <= 20; ++i) pub("r", "m" + std::to_string(i), "", i);
+  }));
+  std::filesystem::path journal;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().filename().string().starts_with("history.journal.")) journal = e.path();
+  ASSERT_FALSE(journal.empty()) << "the kill left the journal";
+  std::filesystem::resize_file(journal, std::filesystem::file_size(journal) - 5);
+  ::testing::internal::CaptureStderr();
+  open();
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(log.find("history_journal_cut"), std::string::npos) << log;
+  EXPECT_NE(log.find(journal.filename().string()), std::string::npos) << log;
+  const auto kept = seqs(history({"r", 0, 0, 100}));
+  ASSERT_FALSE(kept.empty());
+  EXPECT_LT(kept.size(), 20u) << "the cut record is gone";
+  EXPECT_EQ(kept.front(), 1u);  // what came before the cut is all there
+  EXPECT_EQ(kept.back(), kept.size());
+}
+
 // The room_seq row used to be kept so that recover() would not fold a deleted room's messages
 // back from the journal after a kill. Here they are folded into chunks (a full chunk), but the
 // journal file stays (the quiet room's message still needs it) when the room is deleted and the
