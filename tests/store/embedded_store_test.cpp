@@ -43,6 +43,21 @@ class EmbeddedStoreTest : public ::testing::Test {
     return out;
   }
 
+  // Creates rooms while files may not grow past 64 KiB (a full disk, as far as this process can
+  // tell) until one is refused; the limit is lifted again before it returns that refusal.
+  static std::error_code create_until_the_disk_is_full(store::RoomStore& s) {
+    std::signal(SIGXFSZ, SIG_IGN);
+    rlimit old{};
+    ::getrlimit(RLIMIT_FSIZE, &old);
+    rlimit tight = old;
+    tight.rlim_cur = 64 * 1024;
+    if (::setrlimit(RLIMIT_FSIZE, &tight) != 0) return std::make_error_code(std::errc::operation_not_permitted);
+    std::error_code ec;
+    for (int i = 1; i < 5000 && !ec; ++i) ec = create(s, i);
+    ::setrlimit(RLIMIT_FSIZE, &old);
+    return ec;
+  }
+
   // Returns the message of the exception opening the store throws ("" when it opens).
   std::string open_error() {
     try {
@@ -91,17 +106,7 @@ TEST_F(EmbeddedStoreTest, FailedWritesTurnItDownUntilOneSucceeds) {
   auto s = store::make_embedded_store(cfg);
   ASSERT_FALSE(create(*s, 0));
   EXPECT_TRUE(s->up());
-  // A full disk, as far as this process can tell: files may not grow past their size now.
-  std::signal(SIGXFSZ, SIG_IGN);
-  rlimit old{};
-  ::getrlimit(RLIMIT_FSIZE, &old);
-  rlimit tight = old;
-  tight.rlim_cur = 64 * 1024;
-  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &tight), 0);
-  std::error_code ec;
-  for (int i = 1; i < 5000 && !ec; ++i) ec = create(*s, i);
-  ::setrlimit(RLIMIT_FSIZE, &old);
-  EXPECT_EQ(ec, store::Error::engine_down);
+  EXPECT_EQ(create_until_the_disk_is_full(*s), store::Error::engine_down);
   EXPECT_FALSE(s->up()) << "a store that cannot write must not report UP";
   EXPECT_NE(s->describe().find("last write failed"), std::string::npos) << s->describe();
   EXPECT_FALSE(create(*s, 9999));
@@ -113,17 +118,8 @@ TEST_F(EmbeddedStoreTest, FailedWritesTurnItDownUntilOneSucceeds) {
 TEST_F(EmbeddedStoreTest, AStoreTurnedDownComesBackWithoutAWriteOfItsOwn) {
   auto s = store::make_embedded_store(cfg);
   ASSERT_FALSE(create(*s, 0));
-  std::signal(SIGXFSZ, SIG_IGN);
-  rlimit old{};
-  ::getrlimit(RLIMIT_FSIZE, &old);
-  rlimit tight = old;
-  tight.rlim_cur = 64 * 1024;
-  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &tight), 0);
-  std::error_code ec;
-  for (int i = 1; i < 5000 && !ec; ++i) ec = create(*s, i);
+  ASSERT_EQ(create_until_the_disk_is_full(*s), store::Error::engine_down);
   EXPECT_FALSE(s->up());
-  ::setrlimit(RLIMIT_FSIZE, &old);
-  ASSERT_EQ(ec, store::Error::engine_down);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (!s->up() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   EXPECT_TRUE(s->up()) << "space came back; no room write came";
