@@ -307,8 +307,12 @@ int main(int argc, char** argv) {
   if (engine_thread.joinable()) engine_thread.join();
   // Handlers the stop left queued (a write timeout, a close linger, a REST answer) hold sessions
   // whose destructors give back their server and hub slots: end them while those still exist.
-  for (auto& l : loops) l->end_handlers();
-  own_engine.end_handlers();
+  // A handler's destructor may post to another loop (a receiver telling its session it is gone):
+  // a few passes drop those too.
+  for (int pass = 0; pass < 3; ++pass) {
+    for (auto& l : loops) l->end_handlers();
+    own_engine.end_handlers();
+  }
   log::message("stopped", "stopped");
   return 0;
 }

@@ -75,8 +75,11 @@ void XhrSession::receiver_wrote(SockJsReceiver* key) {
 }
 
 void XhrSession::receiver_gone(SockJsReceiver* key) {
-  asio::post(loop_, [self = shared_from_this(), key] {
-    if (self->current_.key != key) return;
+  // Called from a receiver's destructor, perhaps as the stopped server's loops drop their
+  // handlers: a session nobody else holds any more has nothing to detach.
+  asio::post(loop_, [weak = weak_from_this(), key] {
+    auto self = weak.lock();
+    if (!self || self->current_.key != key) return;
     self->model_.detach();
     self->current_ = {};
     self->busy_ = false;
