@@ -567,7 +567,11 @@ std::optional<std::optional<StompSession::HistoryAsk>> StompSession::history_ask
 }
 
 void StompSession::start_replay_in_loop(const std::string& sub_id, const HistoryAsk& ask) {
-  const auto& sub = subs_.at(sub_id);
+  // The answers settled just before may have taken a reader past its bound and closed the
+  // session (its subscriptions are gone then): nothing to read for.
+  auto found = subs_.find(sub_id);
+  if (state_ != State::connected || found == subs_.end()) return;
+  const auto& sub = found->second;
   const auto max = hub_.limits().max_replay;
   bus::HistoryRequest req{sub.room_id, 0, 0, 0};
   if (ask.since && *ask.since > 0) {
