@@ -329,6 +329,11 @@ std::string HistoryFile::last_error() const {
   return failure_.empty() ? sqlite3_errmsg(db_) : failure_;
 }
 
+bool HistoryFile::begin() {
+  failure_.clear();  // a reason kept from an earlier transaction is not this one's
+  return sqlite3_exec(db_, kBegin, nullptr, nullptr, nullptr) == SQLITE_OK;
+}
+
 void HistoryFile::rollback() {
   // The step that failed named the cause (a full disk, a read-only file); a ROLLBACK would
   // replace it, and SQLite may have ended the transaction already (SQLITE_FULL does).
@@ -438,7 +443,7 @@ bool HistoryFile::append(std::span<const Row> rows, bool keep_rows, std::int64_t
     return true;
   }
   // History off: only each room's newest seq is kept.
-  if (sqlite3_exec(db_, kBegin, nullptr, nullptr, nullptr) != SQLITE_OK) return false;
+  if (!begin()) return false;
   bool ok = true;
   std::unordered_map<std::string_view, std::uint64_t> last;
   for (const auto& r : rows) {
@@ -506,7 +511,7 @@ bool HistoryFile::write_chunks(std::string_view room, std::span<const Stored> me
 }
 
 bool HistoryFile::fold(std::span<const Fold> folds, std::size_t keep_per_room, std::int64_t journal_below) {
-  if (sqlite3_exec(db_, kBegin, nullptr, nullptr, nullptr) != SQLITE_OK) return false;
+  if (!begin()) return false;
   bool ok = true;
   for (const auto& f : folds) {
     if (f.messages.empty()) continue;
@@ -647,7 +652,7 @@ bool HistoryFile::keep_ids_of_chunks(std::string_view room, std::uint64_t first_
 }
 
 bool HistoryFile::erase_room(const std::string& room, std::uint64_t last_seq) {
-  if (sqlite3_exec(db_, kBegin, nullptr, nullptr, nullptr) != SQLITE_OK) return false;
+  if (!begin()) return false;
   bool ok = true;
   // With no journal file on disk nothing can fold the room back: no erased row is needed.
   const std::uint64_t newest_file = journal_.empty() ? 0 : journal_.back().n;
@@ -687,7 +692,7 @@ std::size_t HistoryFile::prune(std::int64_t cutoff_ms, std::size_t keep_per_room
 std::size_t HistoryFile::prune_rooms(std::int64_t cutoff_ms, std::size_t keep_per_room, std::size_t max_rooms,
                                      std::string& after, bool& done) {
   done = true;
-  if (sqlite3_exec(db_, kBegin, nullptr, nullptr, nullptr) != SQLITE_OK) return 0;
+  if (!begin()) return 0;
   auto* rooms = prepare("SELECT room, seq FROM room_seq WHERE room > ? ORDER BY room LIMIT ?");
   auto* young = prepare("SELECT first_seq FROM chunks WHERE room = ? AND last_ts >= ? ORDER BY first_seq LIMIT 1");
   // Two ranges of the primary key, not one OR (which made SQLite read every chunk of the room:

@@ -177,6 +177,7 @@ class HistoryFile {
   std::size_t journal_size_ = 0;
   std::vector<JournalFile> journal_;
   std::int64_t next_batch_ = 1;
+  bool begin();     // BEGIN IMMEDIATE
   void rollback();  // ends the open transaction, keeping why it failed
   std::string journal_error_;
   std::string failure_;  // SQLite's word on the last transaction rolled back

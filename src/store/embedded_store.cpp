@@ -225,14 +225,17 @@ class EmbeddedStore final : public RoomStore {
                                "a partial room list. (sqlite3 " + path_ + " .recover can save what is readable.)");
   }
 
-  // Whether a write reaches the file now: rewrites the header's user_version with its own value,
-  // a write transaction (journal and file) that changes nothing.
+  // Whether a write reaches the disk now: the WAL is copied into the file and emptied (so what
+  // follows must grow it again, not reuse its old space), then the header's user_version is
+  // rewritten with its own value, a write that changes nothing.
   bool probe_write_locked() const {
+    if (sqlite3_exec(db_, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr, nullptr) != SQLITE_OK) return false;
     sqlite3_stmt* st = nullptr;
-    int version = 0;
+    int version = -1;
     if (sqlite3_prepare_v2(db_, "PRAGMA user_version", -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
       version = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
+    if (version < 0) return false;
     const std::string sql = "PRAGMA user_version = " + std::to_string(version);
     return sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK;
   }
