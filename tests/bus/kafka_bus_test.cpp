@@ -1003,10 +1003,15 @@ TEST(KafkaBus, PartitionsAddedGiveAMovedRoomANewEpochAndLeaveTheOthers) {
     EXPECT_TRUE(eventually([&] {
       const std::string payload = std::string(n == &a ? "a" : "b") + "-new" + std::to_string(i++);
       if (n->publish(moved, payload).first) return false;
-      if (!n->wait_count(n->count() + 1, 5s)) return false;  // its own copy
-      for (const auto& d : n->got())
-        if (d.payload == payload && d.epoch != before) return after = d.epoch, true;
-      return false;
+      // Its own copy, found by payload: it may arrive before publish() returns.
+      std::string epoch;
+      eventually([&] {
+        for (const auto& d : n->got())
+          if (d.payload == payload) return epoch = d.epoch, true;
+        return false;
+      }, 5s);
+      if (epoch.empty() || epoch == before) return false;
+      return after = epoch, true;
     }, 30s)) << "node " << (n == &a ? "a" : "b") << " still publishes the moved room under " << before;
   }
   ASSERT_FALSE(after.empty());
