@@ -539,6 +539,22 @@ bool HistoryFile::fold(std::span<const Fold> folds, std::size_t keep_per_room, s
   return false;
 }
 
+namespace {
+
+// "<file>.damaged", or "<file>.damaged.2" and on when an earlier one holds that name: journal
+// numbers start again at 1 after a clean stop, so the same file name can be cut twice.
+// Empty if every name up to a bound is taken.
+std::string kept_aside_name(const std::string& file) {
+  std::error_code ec;
+  for (int i = 1; i <= 1000; ++i) {
+    std::string name = file + ".damaged" + (i == 1 ? "" : "." + std::to_string(i));
+    if (!std::filesystem::exists(name, ec) && !ec) return name;
+  }
+  return {};
+}
+
+}  // namespace
+
 bool HistoryFile::recover(std::size_t keep_per_room) {
   auto folded = load_seqs();
   {
@@ -568,7 +584,7 @@ bool HistoryFile::recover(std::size_t keep_per_room) {
   // messages were never answered, and nothing follows it in that file. Anything else cut short
   // (a damaged length, a file truncated by hand) is said in the log.
   const auto files = journal_files();
-  std::set<std::string> cut;  // older files whose end was not read: kept aside
+  std::map<std::string, std::string> cut;  // older files whose end was not read -> the name they are kept under
   for (const auto& [n, file] : files) {
     std::ifstream in(file, std::ios::binary);
     std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -592,13 +608,13 @@ bool HistoryFile::recover(std::size_t keep_per_room) {
       // The newest file's tail is most likely the write a kill cut; an older file should end
       // whole, so it is damaged and kept aside.
       const bool newest = n == files.back().first;
-      if (!newest) cut.insert(file);
+      if (!newest) cut[file] = kept_aside_name(file);
       log::event("history_journal_cut", {{"file", file},
                                          {"offset", std::to_string(data.size() - r.in.size())},
                                          {"bytes_dropped", std::to_string(r.in.size())},
                                          {"why", newest ? "its last write was cut short (a kill or crash while writing?)"
                                                         : "damaged: only the newest journal file may end cut short"},
-                                         {"kept_as", newest ? "" : file + ".damaged"}});
+                                         {"kept_as", newest ? "" : cut[file]}});
     }
     journal_n_ = std::max(journal_n_, n);
   }
@@ -608,8 +624,14 @@ bool HistoryFile::recover(std::size_t keep_per_room) {
   // A file that cannot be deleted is listed like a written one, so its erasures stay until it goes.
   // A cut file is renamed, not deleted: what it held past the cut may still be worth reading.
   for (const auto& [n, file] : files) {
-    const int rc = cut.count(file) ? ::rename(file.c_str(), (file + ".damaged").c_str()) : ::unlink(file.c_str());
-    if (rc != 0 && errno != ENOENT) journal_.push_back({n, 0});
+    auto c = cut.find(file);
+    if (c == cut.end()) {
+      if (::unlink(file.c_str()) != 0 && errno != ENOENT) journal_.push_back({n, 0});
+    } else if (c->second.empty() || ::rename(file.c_str(), c->second.c_str()) != 0) {
+      log::event("history_journal_not_kept", {{"file", file},
+                                              {"why", c->second.empty() ? "no free .damaged name" : std::strerror(errno)}});
+      journal_.push_back({n, 0});
+    }
   }
   forget_erasures();
   return true;

@@ -502,6 +502,42 @@ TEST_F(LocalBusTest, AJournalCutShortIsSaidInTheLog) {
   EXPECT_EQ(kept.back(), kept.size());
 }
 
+// An older journal file cut short (only the newest may end so) is kept aside as .damaged, under a
+// name no earlier one holds: journal numbers start again after a clean stop, so the same file
+// name can be cut twice, and the second must not overwrite the first.
+TEST_F(LocalBusTest, ACutJournalFileIsKeptAsideUnderAFreeName) {
+  cfg.local_history.fold_age = std::chrono::hours(1);  // nothing folded: all of it in the journal
+  std::vector<std::uintmax_t> cut_sizes;
+  for (std::uint64_t round = 0; round < 2; ++round) {
+    ASSERT_TRUE(in_killed_child([&](auto& pub) {
+      for (std::uint64_t i = 1; i <= 10; ++i) pub("r", "m", "", round * 10 + i);
+    })) << "round " << round;
+    std::vector<std::filesystem::path> journals;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+      const auto name = e.path().filename().string();
+      if (name.starts_with("history.journal.") && name.find(".damaged") == std::string::npos) journals.push_back(e.path());
+    }
+    ASSERT_EQ(journals.size(), 1u) << "round " << round;
+    const auto older = journals[0];
+    const auto n = std::stoull(older.filename().string().substr(std::string("history.journal.").size()));
+    // A newer file holding the same records makes the cut one an older file, and loses nothing.
+    std::filesystem::copy_file(older, dir / ("history.journal." + std::to_string(n + 1)));
+    cut_sizes.push_back(std::filesystem::file_size(older) - 5);
+    std::filesystem::resize_file(older, cut_sizes.back());
+    open();
+    EXPECT_EQ(seqs(history({"r", 0, 0, 100})).size(), (round + 1) * 10) << "round " << round;
+    bus->stop();
+    bus.reset();
+  }
+  std::vector<std::uintmax_t> kept;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().filename().string().find(".damaged") != std::string::npos) kept.push_back(e.file_size());
+  EXPECT_EQ(kept.size(), 2u) << "both cut files kept, neither overwritten";
+  std::sort(kept.begin(), kept.end());
+  std::sort(cut_sizes.begin(), cut_sizes.end());
+  EXPECT_EQ(kept, cut_sizes);
+}
+
 // The room_seq row used to be kept so that recover() would not fold a deleted room's messages
 // back from the journal after a kill. Here they are folded into chunks (a full chunk), but the
 // journal file stays (the quiet room's message still needs it) when the room is deleted and the
