@@ -13,7 +13,6 @@
 #include <limits>
 #include <map>
 #include <random>
-#include <set>
 #include <stdexcept>
 #include <tuple>
 
@@ -608,13 +607,14 @@ bool HistoryFile::recover(std::size_t keep_per_room) {
       // The newest file's tail is most likely the write a kill cut; an older file should end
       // whole, so it is damaged and kept aside.
       const bool newest = n == files.back().first;
-      if (!newest) cut[file] = kept_aside_name(file);
+      const std::string kept_as = newest ? "" : kept_aside_name(file);
+      if (!newest) cut[file] = kept_as;
       log::event("history_journal_cut", {{"file", file},
                                          {"offset", std::to_string(data.size() - r.in.size())},
                                          {"bytes_dropped", std::to_string(r.in.size())},
                                          {"why", newest ? "its last write was cut short (a kill or crash while writing?)"
                                                         : "damaged: only the newest journal file may end cut short"},
-                                         {"kept_as", newest ? "" : cut[file]}});
+                                         {"kept_as", kept_as}});
     }
     journal_n_ = std::max(journal_n_, n);
   }

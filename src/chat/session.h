@@ -37,8 +37,9 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   void deliver_in_loop(const SharedMessagePtr& m, const std::string& sub);
   // The transport is gone: leave every room, unregister, never write again.
   void on_closed_in_loop();
-  // Ends the conversation with an ERROR frame (message header + body), then closes. One a frame caused waits for the answers of the frames before it
-  // (at most kHoldErrorFor); `now` closes at once whatever is pending (a reader past its bound).
+  // Ends the conversation with an ERROR frame (message header + body), then closes. One a frame
+  // caused waits for the answers of the frames before it (at most kHoldErrorFor); `now` closes at
+  // once whatever is pending (a reader past its bound).
   void fail_in_loop(std::string_view message, std::string_view detail, bool now = false);
 
   // A token from the connection's URL (access_token=), proved at CONNECT when CONNECT carries
