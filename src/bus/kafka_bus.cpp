@@ -189,7 +189,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     std::shared_lock lock(stop_mu_);
     if (stopped_ || !producer_) {
       lock.unlock();
-      done(Error::stopped, 0);
+      done(Error::stopped, 0, {});
       return;
     }
     std::unique_ptr<RdKafka::Headers> headers;
@@ -198,7 +198,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
       // one whose first is still on its way here waits for that first's answer.
       if (auto seq = dedupe_.find(room_id, opts.client_id, now_ms())) {
         lock.unlock();
-        done({}, *seq);
+        done({}, *seq, room_epoch(room_id));
         return;
       }
       {
@@ -219,7 +219,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     lock.unlock();
     std::unique_ptr<Pending> failed(opaque);
     // A full local queue means the broker has been away for a while: refuse rather than block.
-    answer(*failed, err == RdKafka::ERR__QUEUE_FULL ? Error::rejected : final_error(err, up()), 0);
+    answer(*failed, err == RdKafka::ERR__QUEUE_FULL ? Error::rejected : final_error(err, up()), 0, {});
   }
 
   // With stop_mu_ held shared: hands one record to the producer, or holds it while a replaced
@@ -273,7 +273,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
                    "meanwhile go out now", cfg_.node_id.c_str(), released);
     for (auto [opaque, err] : refused) {
       std::unique_ptr<Pending> failed(opaque);
-      answer(*failed, err == RdKafka::ERR__QUEUE_FULL ? Error::rejected : final_error(err, up()), 0);
+      answer(*failed, err == RdKafka::ERR__QUEUE_FULL ? Error::rejected : final_error(err, up()), 0, {});
     }
   }
 
@@ -289,12 +289,12 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     std::unique_ptr<RdKafka::Headers> headers(RdKafka::Headers::create());
     headers->add(kControlHeader, m.type);
     headers->add(kOriginHeader, cfg_.node_id);
-    auto* opaque = new Pending{[done](std::error_code ec, std::uint64_t) { done(ec); }, {}, {}};
+    auto* opaque = new Pending{[done](std::error_code ec, std::uint64_t, std::string_view) { done(ec); }, {}, {}};
     const RdKafka::ErrorCode err = produce_or_hold(0, {}, false, m.body, headers, opaque);
     if (err == RdKafka::ERR_NO_ERROR) return;
     lock.unlock();
     std::unique_ptr<Pending> failed(opaque);
-    answer(*failed, err == RdKafka::ERR__QUEUE_FULL ? Error::rejected : final_error(err, up()), 0);
+    answer(*failed, err == RdKafka::ERR__QUEUE_FULL ? Error::rejected : final_error(err, up()), 0, {});
   }
 
   // A topic keeps records until its retention: nothing to delete here (see message_bus.h).
@@ -405,7 +405,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     }
     for (auto& h : held) {
       std::unique_ptr<Pending> failed(h.opaque);
-      answer(*failed, Error::stopped, 0);
+      answer(*failed, Error::stopped, 0, {});
     }
   }
 
@@ -432,7 +432,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
         if (auto first = dedupe_.first_or_remember(pending->room, pending->client_id, seq, msg.timestamp().timestamp))
           seq = *first;
     }
-    answer(*pending, ec, seq);
+    answer(*pending, ec, seq, ec ? std::string() : answer_epoch(msg.partition()));
   }
 
   static std::string in_flight_key(const std::string& room, const std::string& client_id) {
@@ -442,7 +442,7 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
   }
 
   // Answers a publish and every retry of its client id that waited for it.
-  void answer(Pending& p, std::error_code ec, std::uint64_t seq) {
+  void answer(Pending& p, std::error_code ec, std::uint64_t seq, std::string_view epoch) {
     std::vector<PublishedFn> waiters;
     if (!p.client_id.empty()) {
       std::lock_guard lock(in_flight_mu_);
@@ -452,8 +452,8 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
         in_flight_.erase(it);
       }
     }
-    if (p.done) p.done(ec, seq);
-    for (auto& w : waiters) w(ec, seq);
+    if (p.done) p.done(ec, seq, epoch);
+    for (auto& w : waiters) w(ec, seq, epoch);
   }
 
   // RdKafka::EventCb, on the producer or consumer thread: errors and librdkafka's own log lines
@@ -850,6 +850,20 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
   // keep theirs.
   static std::string partition_epoch(const std::string& topic_id, int p) {
     return topic_id + '.' + std::to_string(p);
+  }
+
+  // A publish answer's epoch: partition p's as this node knows the topic, or empty while it
+  // does not know the topic's id yet.
+  std::string answer_epoch(int p) const {
+    auto id = epoch();
+    return id.empty() || p < 0 ? std::string() : partition_epoch(id, p);
+  }
+
+  // The epoch of a room's seqs now, for a retry answered from the dedupe window.
+  std::string room_epoch(const std::string& room) const {
+    const int parts = assigned_partitions_.load(std::memory_order_acquire);
+    if (parts <= 0) return {};
+    return answer_epoch(rd_kafka_msg_partitioner_murmur2_random(nullptr, room.data(), room.size(), parts, nullptr, nullptr));
   }
 
   void set_epoch(const std::string& id) {

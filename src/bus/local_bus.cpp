@@ -110,7 +110,7 @@ class LocalBus final : public MessageBus {
     std::unique_lock lock(mu_);
     if (stopping_) {
       lock.unlock();
-      return done(Error::stopped, 0);
+      return done(Error::stopped, 0, {});
     }
     // Folds keep failing (a damaged or read-only history.db): what is not folded stays in memory
     // and in the journal, so past the memory bound new messages are refused rather than held
@@ -118,7 +118,7 @@ class LocalBus final : public MessageBus {
     if (fold_failing_.load(std::memory_order_relaxed) &&
         recent_rows_.load(std::memory_order_relaxed) >= cfg_.history_memory_messages) {
       lock.unlock();
-      return done(Error::engine_down, 0);
+      return done(Error::engine_down, 0, {});
     }
     auto ts = now_ms();
     std::string key;
@@ -131,7 +131,7 @@ class LocalBus final : public MessageBus {
         if (!e.settled) return e.waiters.push_back(std::move(done));
         auto seq = e.seq;
         lock.unlock();
-        return done({}, seq);
+        return done({}, seq, epoch_);
       }
     }
     auto seq = ++seqs_[room_id];
@@ -363,7 +363,8 @@ class LocalBus final : public MessageBus {
         auto& r = batch[i];
         if (ok && deliver) deliver(Delivery{std::move(r.room_id), r.seq, epoch_, std::move(r.payload)});
         // A message the file refused is neither delivered nor kept: the sender hears why.
-        batch_done[i](ok ? std::error_code{} : make_error_code(Error::engine_down), ok ? r.seq : 0);
+        batch_done[i](ok ? std::error_code{} : make_error_code(Error::engine_down), ok ? r.seq : 0,
+                      ok ? std::string_view(epoch_) : std::string_view());
       }
       batch.clear();
       batch_done.clear();
@@ -391,7 +392,9 @@ class LocalBus final : public MessageBus {
         }
       }
     }
-    for (auto& [fn, seq] : answers) fn(ok ? std::error_code{} : make_error_code(Error::engine_down), ok ? seq : 0);
+    for (auto& [fn, seq] : answers)
+      fn(ok ? std::error_code{} : make_error_code(Error::engine_down), ok ? seq : 0,
+         ok ? std::string_view(epoch_) : std::string_view());
   }
 
   // After each commit: asks for a checkpoint, or makes one when the other thread cannot finish.

@@ -54,8 +54,9 @@ struct PublishOptions {
   std::string client_id;
 };
 // Called once, from any thread: an empty code once the engine accepted the message, with the
-// seq it was given (or had, for a de-duplicated retry); else the reason it never will be.
-using PublishedFn = std::function<void(std::error_code, std::uint64_t seq)>;
+// seq it was given (or had, for a de-duplicated retry) and the epoch that seq counts in (valid
+// for the call only: copy it to keep it); else the reason it never will be, seq 0, epoch empty.
+using PublishedFn = std::function<void(std::error_code, std::uint64_t seq, std::string_view epoch)>;
 
 struct HistoryRequest {
   std::string room_id;

@@ -375,15 +375,15 @@ class Core : public std::enable_shared_from_this<Core> {
                           // A publish that failed renewed nothing: the room's next one renews instead.
                           auto fail = [&](std::error_code ec) {
                             if (auto self = w.lock()) self->renewed_.erase(renewed);
-                            done(ec, 0);
+                            done(ec, 0, {});
                           };
                           if (st != redis::Status::ok) return fail(failure(st));
                           // CLUSTERDOWN, TRYAGAIN, a failover in progress: not an answer yet.
                           if (r->type == REDIS_REPLY_ERROR && is_transient(str_of(r))) return fail(Error::engine_down);
                           if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
-                              r->element[0]->type != REDIS_REPLY_INTEGER)
+                              r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_STRING)
                             return fail(Error::rejected);
-                          done({}, static_cast<std::uint64_t>(r->element[0]->integer));
+                          done({}, static_cast<std::uint64_t>(r->element[0]->integer), str_of(r->element[1]));
                         });
   }
 
@@ -925,7 +925,7 @@ class RedisBus final : public MessageBus {
   }
 
   void publish(std::string room_id, std::string payload, PublishOptions opts, PublishedFn done) override {
-    if (core_->stopped_) return done(Error::stopped, 0);
+    if (core_->stopped_) return done(Error::stopped, 0, {});
     // On the engine thread, run now: a one-thread io_context holds posts made from its own
     // thread until the running handler returns, so a post from a worker could overtake them
     // and reorder one sender's messages (the hub publishes from here after a room lookup).

@@ -18,6 +18,7 @@ struct ChatEvent {
   std::string id;         // unique per event; the same event reported twice keeps its id
   std::uint64_t seq = 0;  // message: the seq the engine gave it
   std::string data;       // a JSON object: the message as stored, the room, or the session
+  std::string epoch{};    // message: the epoch its seq counts in
 };
 
 inline const char* to_string(ChatEvent::Kind k) {

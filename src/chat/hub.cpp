@@ -279,7 +279,7 @@ void Hub::announce(MessageType type, const std::string& room, const std::string&
     return;
   }
   ChatMessage m{type, room, std::string(member_shown(member)), {}};
-  auto answered = [this, type, room, member, count, attempt, done = std::move(done)](std::error_code ec, std::uint64_t) mutable {
+  auto answered = [this, type, room, member, count, attempt, done = std::move(done)](std::error_code ec, std::uint64_t, std::string_view) mutable {
     // Refused, so surely not published: sent again after a pause rather than lost (the count
     // and the member lists are right either way; only the room's line would be missing).
     if (ec == Error::publish_failed && attempt < cfg_.announce_attempts) {

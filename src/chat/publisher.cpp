@@ -105,7 +105,7 @@ void Publisher::publish(const ChatMessage& m, std::string client_id, bus::Publis
       }
     }
     if (ec || !room)
-      for (auto& p : waiting) p.done(ec ? Error::store_unavailable : Error::unknown_room, 0);
+      for (auto& p : waiting) p.done(ec ? Error::store_unavailable : Error::unknown_room, 0, {});
   });
 }
 
@@ -118,8 +118,8 @@ std::string Publisher::stamp_new(const ChatMessage& m, std::string* id) {
   return stamp(m, std::move(stamped_id), ts, texts_);
 }
 
-void Publisher::report_message(const std::string& room_id, std::uint64_t seq, std::string_view dedupe_key,
-                               std::string payload) {
+void Publisher::report_message(const std::string& room_id, std::uint64_t seq, std::string_view epoch,
+                               std::string_view dedupe_key, std::string payload) {
   // Its id is the room, the seq and a tag of what the engine de-duplicates the message by: a
   // retried SEND (x-client-id) reports the same id again, while a message given the same seq
   // after the room's epoch changed (its history lost, a topic recreated) gets another one.
@@ -128,19 +128,19 @@ void Publisher::report_message(const std::string& room_id, std::uint64_t seq, st
   char tag[17];
   std::snprintf(tag, sizeof tag, "%016llx", static_cast<unsigned long long>(h));
   events_->on_event({ChatEvent::Kind::message, room_id, "m-" + room_id + "-" + std::to_string(seq) + "-" + tag, seq,
-                     std::move(payload)});
+                     std::move(payload), std::string(epoch)});
 }
 
 void Publisher::publish_known(const ChatMessage& m, std::string client_id, bus::PublishedFn done, bool rated,
                               const Identity* who) {
   if (!may_enter(who, m.room_id)) {
     refusals_.count(Refusal::room_forbidden);
-    return done(make_error_code(Error::room_forbidden), 0);
+    return done(make_error_code(Error::room_forbidden), 0, {});
   }
   if (rated && !room_rate_.take(m.room_id, static_cast<double>(limits_.room_send_rate),
                        static_cast<double>(limits_.room_send_burst))) {
     refusals_.count(Refusal::room_rate);
-    return done(make_error_code(Error::room_busy), 0);
+    return done(make_error_code(Error::room_busy), 0, {});
   }
   published_.fetch_add(1, std::memory_order_relaxed);
   if (on_publish_) on_publish_(m.room_id);
@@ -155,9 +155,9 @@ void Publisher::publish_known(const ChatMessage& m, std::string client_id, bus::
   }
   bus_.publish(m.room_id, std::move(payload), bus::PublishOptions{std::move(client_id)},
                [this, room_id = m.room_id, reported = std::move(reported), dedupe_key = std::move(dedupe_key),
-                done = std::move(done)](std::error_code ec, std::uint64_t seq) mutable {
-                 if (!ec && !reported.empty()) report_message(room_id, seq, dedupe_key, std::move(reported));
-                 done(ec ? publish_error(ec) : ec, seq);
+                done = std::move(done)](std::error_code ec, std::uint64_t seq, std::string_view epoch) mutable {
+                 if (!ec && !reported.empty()) report_message(room_id, seq, epoch, dedupe_key, std::move(reported));
+                 done(ec ? publish_error(ec) : ec, seq, epoch);
                });
 }
 
@@ -171,11 +171,14 @@ void Publisher::publish_from_api(ChatMessage m, Rooms::PublishedFn done) {
     if (on_publish_) on_publish_(m.room_id);
     std::string id;
     auto payload = stamp_new(m, &id);
-    bus_.publish(m.room_id, payload, {}, [this, room_id = m.room_id, payload, id, done](std::error_code ec2, std::uint64_t seq) {
+    bus_.publish(m.room_id, payload, {}, [this, room_id = m.room_id, payload, id, done](std::error_code ec2, std::uint64_t seq,
+                                                                                       std::string_view epoch) {
       if (ec2) return done(publish_error(ec2), {});
-      if (events_ && events_->wants(ChatEvent::Kind::message)) report_message(room_id, seq, id, payload);
+      if (events_ && events_->wants(ChatEvent::Kind::message)) report_message(room_id, seq, epoch, id, payload);
+      // As subscribers get it: the stored message with its seq and epoch.
       auto answer = boost::json::parse(payload).as_object();
       answer["seq"] = seq;
+      if (!epoch.empty()) answer["epoch"] = epoch;
       done({}, boost::json::serialize(answer));
     });
   });

@@ -83,7 +83,8 @@ class Publisher {
   std::string stamp_new(const ChatMessage& m, std::string* id = nullptr);
   // Tells the event sink, if it wants messages, that `payload` was published with `seq`.
   // `dedupe_key` is what the engine de-duplicates the message by: its x-client-id key, else its id.
-  void report_message(const std::string& room_id, std::uint64_t seq, std::string_view dedupe_key, std::string payload);
+  void report_message(const std::string& room_id, std::uint64_t seq, std::string_view epoch, std::string_view dedupe_key,
+                      std::string payload);
   void remember_known(const std::string& id);
   // Caches who may enter `room` if it is restricted; before the room is remembered as known.
   void remember_access(const store::Room& room);

@@ -414,13 +414,22 @@ void StompSession::on_send(stomp::Frame& f) {
     client_id = identity_ ? identity_->user : m->sender;
     client_id.append(1, '\x1f').append(*c);
   }
-  auto answered = back_in_loop([slot, receipt = std::move(receipt)](StompSession& s, std::error_code pec, std::uint64_t seq) mutable {
+  // The epoch is copied only for a RECEIPT that will carry it; the engine's view of it lasts
+  // only for the call.
+  const bool receipted = receipt.has_value();
+  auto in_loop = back_in_loop([slot, receipt = std::move(receipt)](StompSession& s, std::error_code pec, std::uint64_t seq,
+                                                                 std::string& epoch) mutable {
     if (s.state_ != State::connected) return;
     if (pec) return s.settle(slot, {status_for(pec), pec.message(), std::move(receipt)});
     Answer a{0, {}, std::move(receipt)};
     a.seq = seq;
+    a.epoch = std::move(epoch);
     s.settle(slot, std::move(a));
   });
+  auto answered = [in_loop = std::move(in_loop), receipted](std::error_code pec, std::uint64_t seq,
+                                                            std::string_view epoch) mutable {
+    in_loop(pec, seq, receipted ? std::string(epoch) : std::string());
+  };
   hub_.publish(*m, std::move(client_id), std::move(answered), identity_);
 }
 
@@ -443,7 +452,7 @@ void StompSession::settle(std::uint64_t slot, Answer a) {
   while (done < answers_.size() && answers_[done].ready && state_ == State::connected) {
     auto& x = answers_[done++];
     if (!x.error.empty()) reject(x.status, x.error, x.receipt ? &*x.receipt : nullptr);
-    else if (x.receipt) send_receipt(*x.receipt, x.seq);
+    else if (x.receipt) send_receipt(*x.receipt, x.seq, x.epoch);
     if (x.close_after && transport_ && state_ == State::connected) {
       if (held_error_) {
         auto held = std::move(*held_error_);
@@ -465,9 +474,10 @@ void StompSession::send_bytes(std::string bytes) {
   transport_->send(Outbound{nullptr, std::move(bytes)});
 }
 
-void StompSession::send_receipt(const std::string& receipt_id, std::uint64_t seq) {
+void StompSession::send_receipt(const std::string& receipt_id, std::uint64_t seq, std::string_view epoch) {
   stomp::Frame r{Command::receipt, {{"receipt-id", receipt_id}}, {}};
   if (seq) r.headers.push_back({"x-seq", std::to_string(seq)});
+  if (seq && !epoch.empty()) r.headers.push_back({"x-epoch", std::string(epoch)});
   send_bytes(stomp::encode(r, version_));
 }
 

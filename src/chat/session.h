@@ -139,13 +139,14 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
     bool close_after = false;            // DISCONNECT: close once answered
     bool ready = false;
     std::uint64_t seq = 0;               // a SEND's seq: the RECEIPT's x-seq header
+    std::string epoch{};                 // and the epoch it counts in: its x-epoch header
   };
   std::uint64_t open_answer();
   void settle(std::uint64_t slot, Answer a);
 
   void send_bytes(std::string bytes);
   void send_error_and_close(std::string bytes, std::string_view reason);
-  void send_receipt(const std::string& receipt_id, std::uint64_t seq = 0);
+  void send_receipt(const std::string& receipt_id, std::uint64_t seq = 0, std::string_view epoch = {});
   // Reports a chat-level rejection on /user/queue/errors (if subscribed); keeps the session.
   void reject(int status, std::string_view error, const std::string* receipt = nullptr);
   void leave_all_rooms();

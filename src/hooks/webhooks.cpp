@@ -82,10 +82,12 @@ class Core : public std::enable_shared_from_this<Core> {
 
   void push(chat::ChatEvent e) {
     std::string json;
-    json.reserve(e.data.size() + e.id.size() + e.room_id.size() + 64);
+    json.reserve(e.data.size() + e.id.size() + e.room_id.size() + e.epoch.size() + 80);
     json.append("{\"id\":\"").append(e.id).append("\",\"type\":\"").append(to_string(e.kind));
     json.append("\",\"roomId\":\"").append(e.room_id).append("\",\"ts\":").append(std::to_string(now_ms()));
     if (e.seq) json.append(",\"seq\":").append(std::to_string(e.seq));
+    // Epochs are [A-Za-z0-9_.-] (bus::Delivery): nothing to escape.
+    if (!e.epoch.empty()) json.append(",\"epoch\":\"").append(e.epoch).append("\"");
     json.append(",\"data\":").append(e.data.empty() ? "{}" : e.data).append("}");
     queued_total_.fetch_add(1, std::memory_order_relaxed);
     bool post;

@@ -21,6 +21,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <arpa/inet.h>
@@ -97,16 +98,21 @@ class Node {
     return cfg;
   }
 
-  // Publishes and waits (15 s); returns the code and the seq `done` got.
+  // Publishes and waits (15 s); returns the code and the seq `done` got (and keeps its epoch
+  // in last_epoch).
   std::pair<std::error_code, std::uint64_t> publish(const std::string& room, std::string payload,
                                                     std::string client_id = {}) {
-    auto p = std::make_shared<std::promise<std::pair<std::error_code, std::uint64_t>>>();
+    auto p = std::make_shared<std::promise<std::tuple<std::error_code, std::uint64_t, std::string>>>();
     bus_->publish(room, std::move(payload), {std::move(client_id)},
-                  [p](std::error_code ec, std::uint64_t seq) { p->set_value({ec, seq}); });
+                  [p](std::error_code ec, std::uint64_t seq, std::string_view e) { p->set_value({ec, seq, std::string(e)}); });
     auto f = p->get_future();
+    last_epoch.clear();
     if (f.wait_for(15s) != std::future_status::ready) return {Error::timed_out, 0};
-    return f.get();
+    auto [ec, seq, e] = f.get();
+    last_epoch = e;
+    return {ec, seq};
   }
+  std::string last_epoch;  // the test thread's last publish()
 
   // Asks for history and waits (15 s).
   std::pair<std::error_code, History> history(HistoryRequest req) {
@@ -168,7 +174,7 @@ struct Acks {
   std::error_code last_error;
 
   PublishedFn done() {
-    return [this](std::error_code ec, std::uint64_t) {
+    return [this](std::error_code ec, std::uint64_t, std::string_view) {
       if (!ec) {
         ++ok;
         return;
@@ -345,7 +351,7 @@ TEST(KafkaBus, ABrokerThatNeverAnswersDoesNotHoldLiveDelivery) {
   std::vector<double> ms;
   for (int i = 0; i < 60; ++i) {  // 3 s: several id checks
     auto t0 = Clock::now();
-    a.bus().publish("r", "m" + std::to_string(i), {}, [](std::error_code, std::uint64_t) {});
+    a.bus().publish("r", "m" + std::to_string(i), {}, [](std::error_code, std::uint64_t, std::string_view) {});
     ASSERT_TRUE(b.wait_count(static_cast<std::size_t>(i) + 1, 10s)) << "message " << i;
     ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
     std::this_thread::sleep_for(50ms);
@@ -506,9 +512,9 @@ TEST(KafkaBus, BrokerRestartMidStreamLosesAndDuplicatesNothing) {
     for (int i = 0; i < kTotal; ++i) {
       if (i == 100) eventually([&] { return phase >= 1; }, 30s);  // 100..199 while down
       if (i == 200) eventually([&] { return phase >= 2; }, 30s);  // 200..299 during restart
-      a.bus().publish(room, "m" + std::to_string(i), {}, [&, i, count = acks.done()](std::error_code ec, std::uint64_t s) {
+      a.bus().publish(room, "m" + std::to_string(i), {}, [&, i, count = acks.done()](std::error_code ec, std::uint64_t s, std::string_view) {
         status[i] = ec ? 2 : 1;
-        count(ec, s);
+        count(ec, s, {});
       });
       sent = i + 1;
       if (i < 100 || i >= 200) std::this_thread::sleep_for(10ms);
@@ -598,13 +604,13 @@ TEST(KafkaBus, FatalProducerErrorReplacesTheProducer) {
   std::atomic<int> sent{0};
   std::thread publisher([&] {
     for (int i = 0; i < kTotal; ++i) {
-      a.bus().publish(room, "m" + std::to_string(i), {}, [&, i, count = acks.done()](std::error_code ec, std::uint64_t s) {
+      a.bus().publish(room, "m" + std::to_string(i), {}, [&, i, count = acks.done()](std::error_code ec, std::uint64_t s, std::string_view) {
         if (ec) {
           std::lock_guard lock(errors_mu);
           errors[static_cast<std::size_t>(i)] = ec;
         }
         status[static_cast<std::size_t>(i)] = ec ? 2 : 1;
-        count(ec, s);
+        count(ec, s, {});
       });
       sent = i + 1;
       std::this_thread::sleep_for(5ms);
@@ -994,6 +1000,7 @@ TEST(KafkaBus, PartitionsAddedGiveAMovedRoomANewEpochAndLeaveTheOthers) {
   for (Node* n : {&a, &b}) ASSERT_TRUE(n->wait_count(6, 20s));
   const std::string before = a.got()[0].epoch;
   for (const auto& d : a.got()) ASSERT_EQ(d.epoch, before) << "one partition, one epoch";
+  EXPECT_EQ(a.last_epoch, before) << "a publish is answered with the epoch its seq counts in";
 
   ASSERT_TRUE(add_partitions(topic, 2));
   // Each node's SENDs follow the room to its new partition once that node finds it.
@@ -1003,6 +1010,7 @@ TEST(KafkaBus, PartitionsAddedGiveAMovedRoomANewEpochAndLeaveTheOthers) {
     EXPECT_TRUE(eventually([&] {
       const std::string payload = std::string(n == &a ? "a" : "b") + "-new" + std::to_string(i++);
       if (n->publish(moved, payload).first) return false;
+      const std::string answered = n->last_epoch;
       // Its own copy, found by payload: it may arrive before publish() returns.
       std::string epoch;
       eventually([&] {
@@ -1010,6 +1018,7 @@ TEST(KafkaBus, PartitionsAddedGiveAMovedRoomANewEpochAndLeaveTheOthers) {
           if (d.payload == payload) return epoch = d.epoch, true;
         return false;
       }, 5s);
+      EXPECT_EQ(answered, epoch) << payload << ": the answer's epoch is the one it was delivered under";
       if (epoch.empty() || epoch == before) return false;
       return after = epoch, true;
     }, 30s)) << "node " << (n == &a ? "a" : "b") << " still publishes the moved room under " << before;
@@ -1017,7 +1026,9 @@ TEST(KafkaBus, PartitionsAddedGiveAMovedRoomANewEpochAndLeaveTheOthers) {
   ASSERT_FALSE(after.empty());
   EXPECT_EQ(topic_id_of(after), topic_id_of(before)) << "the same topic";
   ASSERT_FALSE(a.publish(moved, "last").first);
+  EXPECT_EQ(a.last_epoch, after);
   ASSERT_FALSE(a.publish(stays, "kept").first);
+  EXPECT_EQ(a.last_epoch, before) << "a room that stayed keeps its epoch";
 
   for (Node* n : {&a, &b}) {
     const char* name = n == &a ? "a" : "b";
@@ -1064,20 +1075,25 @@ TEST(KafkaBus, SameClientIdIsPublishedOnceAcrossNodes) {
   auto [e1, s1] = a.publish("d", "hello", "c-1");
   ASSERT_FALSE(e1);
   ASSERT_TRUE(b.wait_count(1, 20s));  // b has seen the first in the stream
+  const std::string first_epoch = a.last_epoch;
   auto [e2, s2] = b.publish("d", "hello", "c-1");  // the retry, after a reconnect to b
+  EXPECT_EQ(b.last_epoch, first_epoch) << "and its epoch";
   auto [e3, s3] = a.publish("d", "hello", "c-1");
+  EXPECT_EQ(a.last_epoch, first_epoch);
   EXPECT_FALSE(e2);
   EXPECT_EQ(s2, s1) << "a retry gets the first publish's seq";
   EXPECT_EQ(s3, s1);
+  ASSERT_FALSE(first_epoch.empty());
+  EXPECT_EQ(b.got()[0].epoch, first_epoch);
 
   // Two sends of one id back to back on one node, before either is acknowledged.
   auto p = std::make_shared<std::promise<std::uint64_t>>();
-  a.bus().publish("d", "twice", {"c-2"}, [](std::error_code, std::uint64_t) {});
-  a.bus().publish("d", "twice", {"c-2"}, [p](std::error_code, std::uint64_t s) { p->set_value(s); });
+  a.bus().publish("d", "twice", {"c-2"}, [](std::error_code, std::uint64_t, std::string_view) {});
+  a.bus().publish("d", "twice", {"c-2"}, [p](std::error_code, std::uint64_t s, std::string_view) { p->set_value(s); });
   // The same id at the same moment on both nodes: both may reach the topic; every consumer
   // drops the later one (the same records decide the same on every node).
-  b.bus().publish("d", "race", {"c-3"}, [](std::error_code, std::uint64_t) {});
-  a.bus().publish("d", "race", {"c-3"}, [](std::error_code, std::uint64_t) {});
+  b.bus().publish("d", "race", {"c-3"}, [](std::error_code, std::uint64_t, std::string_view) {});
+  a.bus().publish("d", "race", {"c-3"}, [](std::error_code, std::uint64_t, std::string_view) {});
   auto [e4, s4] = a.publish("d", "last");
   ASSERT_FALSE(e4);
   ASSERT_TRUE(a.wait_count(4, 20s));
@@ -1110,7 +1126,7 @@ TEST(KafkaBus, HistoryReadDuringPublishingJoinsLiveWithoutGapOrDuplicate) {
     std::thread publisher([&] {
       for (int i = 0; go && i < 3000; ++i) {
         ++issued;
-        a.bus().publish("j", "x", {}, [&](std::error_code ec, std::uint64_t s) {
+        a.bus().publish("j", "x", {}, [&](std::error_code ec, std::uint64_t s, std::string_view) {
           if (!ec) ++acked;
           std::uint64_t prev = last;
           while (s > prev && !last.compare_exchange_weak(prev, s)) {}
@@ -1147,7 +1163,7 @@ TEST(KafkaBus, StoppedBusRefusesPublishAndSubscribe) {
   Node a(fresh_topic("stopped"), "a");
   a.bus().stop();
   std::error_code published = Error::timed_out, subscribed = Error::timed_out;
-  a.bus().publish("r", "x", {}, [&](std::error_code ec, std::uint64_t) { published = ec; });
+  a.bus().publish("r", "x", {}, [&](std::error_code ec, std::uint64_t, std::string_view) { published = ec; });
   a.bus().subscribe("r", [&](std::error_code ec) { subscribed = ec; });
   EXPECT_EQ(published, Error::stopped);
   EXPECT_EQ(subscribed, Error::stopped);

@@ -72,7 +72,7 @@ class LocalBusTest : public ::testing::Test {
   std::pair<std::error_code, std::uint64_t> publish(const std::string& room, std::string payload, std::string client_id = {}) {
     std::promise<std::pair<std::error_code, std::uint64_t>> p;
     bus->publish(room, std::move(payload), PublishOptions{std::move(client_id)},
-                 [&](std::error_code ec, std::uint64_t seq) { p.set_value({ec, seq}); });
+                 [&](std::error_code ec, std::uint64_t seq, std::string_view) { p.set_value({ec, seq}); });
     return p.get_future().get();
   }
 
@@ -92,7 +92,7 @@ class LocalBusTest : public ::testing::Test {
       auto pub = [&](const std::string& room, std::string payload, std::string client_id, std::uint64_t want) {
         std::promise<std::uint64_t> p;
         b->publish(room, std::move(payload), PublishOptions{std::move(client_id)},
-                   [&](std::error_code ec, std::uint64_t seq) { p.set_value(ec ? 0 : seq); });
+                   [&](std::error_code ec, std::uint64_t seq, std::string_view) { p.set_value(ec ? 0 : seq); });
         bad += p.get_future().get() != want;
       };
       auto erase = [&](const std::string& room) {
@@ -182,15 +182,18 @@ std::uintmax_t journal_bytes(const std::filesystem::path& dir) {
 TEST_F(LocalBusTest, NumbersDeliversAndAnswersInOrder) {
   open();
   std::vector<std::uint64_t> answered(200);
+  std::vector<std::string> epochs(200);
   std::atomic<int> done{0};
   // From two threads at once: each room still gets 1..n in delivery order.
   auto send = [&](int from) {
     for (int i = from; i < 200; i += 2)
-      bus->publish(i % 2 ? "odd" : "even", "m" + std::to_string(i), {}, [&, i](std::error_code ec, std::uint64_t seq) {
-        EXPECT_FALSE(ec);
-        answered[static_cast<std::size_t>(i)] = seq;
-        ++done;
-      });
+      bus->publish(i % 2 ? "odd" : "even", "m" + std::to_string(i), {},
+                   [&, i](std::error_code ec, std::uint64_t seq, std::string_view epoch) {
+                     EXPECT_FALSE(ec);
+                     answered[static_cast<std::size_t>(i)] = seq;
+                     epochs[static_cast<std::size_t>(i)] = epoch;
+                     ++done;
+                   });
   };
   std::thread t1(send, 0), t2(send, 1);
   t1.join();
@@ -206,6 +209,7 @@ TEST_F(LocalBusTest, NumbersDeliversAndAnswersInOrder) {
     EXPECT_EQ(m.epoch, d[0].epoch);
     auto i = std::stoul(m.payload.substr(1));
     EXPECT_EQ(answered[i], m.seq) << "done() gets the seq the message was delivered with";
+    EXPECT_EQ(epochs[i], m.epoch) << "and the epoch that seq counts in";
   }
   EXPECT_EQ(last["odd"], 100u);
   EXPECT_EQ(last["even"], 100u);
@@ -246,7 +250,7 @@ TEST_F(LocalBusTest, HistoryHoldsEverythingDeliveredBeforeTheCall) {
   // Publishes keep coming while we read: every read holds every message delivered before it.
   std::atomic<bool> stop{false};
   std::thread sender([&] {
-    for (int i = 0; i < 2000 && !stop; ++i) bus->publish("busy", "m", {}, [](std::error_code, std::uint64_t) {});
+    for (int i = 0; i < 2000 && !stop; ++i) bus->publish("busy", "m", {}, [](std::error_code, std::uint64_t, std::string_view) {});
   });
   for (int i = 0; i < 50; ++i) {
     std::uint64_t seen = 0;
@@ -347,12 +351,14 @@ TEST_F(LocalBusTest, AClientIdIsPublishedOnceAndAnsweredAlike) {
   std::atomic<int> answered{0};
   std::mutex seqs_mu;
   std::set<std::uint64_t> answers;
+  std::set<std::string> answer_epochs;
   auto burst = [&] {
     for (int i = 0; i < 50; ++i)
-      bus->publish("r", "burst", {"c-3"}, [&](std::error_code ec, std::uint64_t seq) {
+      bus->publish("r", "burst", {"c-3"}, [&](std::error_code ec, std::uint64_t seq, std::string_view epoch) {
         EXPECT_FALSE(ec);
         std::lock_guard lock(seqs_mu);
         answers.insert(seq);
+        answer_epochs.emplace(epoch);
         ++answered;
       });
   };
@@ -362,6 +368,7 @@ TEST_F(LocalBusTest, AClientIdIsPublishedOnceAndAnsweredAlike) {
   ASSERT_TRUE(eventually([&] { return answered == 100; }, 10s));
   EXPECT_EQ(answers.size(), 1u);
   auto d = delivered();
+  EXPECT_EQ(answer_epochs, std::set<std::string>{d.back().epoch}) << "retries are answered with the first's epoch too";
   EXPECT_EQ(std::count_if(d.begin(), d.end(), [](const Delivery& m) { return m.payload == "burst"; }), 1);
   EXPECT_EQ(std::count_if(d.begin(), d.end(), [](const Delivery& m) { return m.payload == "hello again"; }), 0);
 

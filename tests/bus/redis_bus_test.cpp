@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <tuple>
 
 #include "bus/message_bus.h"
 #include "redis/redis_cluster.h"
@@ -49,18 +50,21 @@ struct Node {
     if (f.wait_for(3s) != std::future_status::ready) return make_error_code(Error::timed_out);
     return f.get();
   }
-  // Returns the code `done` got (timed_out after 3 s); `seq` gets the seq it was given.
+  // Returns the code `done` got (timed_out after 3 s); `seq` gets the seq it was given, and
+  // last_epoch the epoch it came with.
   std::error_code publish(const std::string& room, std::string payload, std::uint64_t* seq = nullptr,
                           std::string client_id = {}) {
-    auto p = std::make_shared<std::promise<std::pair<std::error_code, std::uint64_t>>>();
+    auto p = std::make_shared<std::promise<std::tuple<std::error_code, std::uint64_t, std::string>>>();
     bus->publish(room, std::move(payload), {std::move(client_id)},
-                 [p](std::error_code ec, std::uint64_t s) { p->set_value({ec, s}); });
+                 [p](std::error_code ec, std::uint64_t s, std::string_view e) { p->set_value({ec, s, std::string(e)}); });
     auto f = p->get_future();
     if (f.wait_for(3s) != std::future_status::ready) return make_error_code(Error::timed_out);
-    auto [ec, s] = f.get();
+    auto [ec, s, e] = f.get();
     if (seq) *seq = s;
+    last_epoch = e;
     return ec;
   }
+  std::string last_epoch;
   // Returns the bus's answer to `req` (an error code and an empty History after 3 s).
   std::pair<std::error_code, History> history(HistoryRequest req) {
     auto p = std::make_shared<std::promise<std::pair<std::error_code, History>>>();
@@ -122,7 +126,7 @@ TEST(RedisBus, TwoNodesSeeOneOrderWithContiguousSeq) {
         body += std::to_string(p);
         body += " #";
         body += std::to_string(i);
-        nodes[p]->bus->publish("lunch", std::move(body), {}, [&](std::error_code ec, std::uint64_t) { ++(ec ? failed : ok); });
+        nodes[p]->bus->publish("lunch", std::move(body), {}, [&](std::error_code ec, std::uint64_t, std::string_view) { ++(ec ? failed : ok); });
       }
     });
   for (auto& t : publishers) t.join();
@@ -209,10 +213,10 @@ TEST(RedisBus, PublishesFromTheEngineThreadKeepOrderWithOtherThreads) {
   ASSERT_FALSE(a.subscribe("order"));
   std::promise<void> worker_done;
   boost::asio::post(a.engine.io(), [&] {
-    for (int i = 0; i < 50; ++i) a.bus->publish("order", std::to_string(i), {}, [](std::error_code, std::uint64_t) {});
+    for (int i = 0; i < 50; ++i) a.bus->publish("order", std::to_string(i), {}, [](std::error_code, std::uint64_t, std::string_view) {});
     // The next message comes from another thread while this handler still runs.
     std::thread([&] {
-      a.bus->publish("order", "50", {}, [](std::error_code, std::uint64_t) {});
+      a.bus->publish("order", "50", {}, [](std::error_code, std::uint64_t, std::string_view) {});
       worker_done.set_value();
     }).join();
   });
@@ -250,7 +254,7 @@ TEST(RedisBus, ScriptCacheFlushedMidStreamKeepsEveryMessageInOrder) {
   std::atomic<bool> publishing{true};
   std::thread publisher([&] {
     for (int i = 0; i < kCount; ++i) {
-      a.bus->publish("r", std::to_string(i), {}, [&](std::error_code ec, std::uint64_t) { ++(ec ? failed : ok); });
+      a.bus->publish("r", std::to_string(i), {}, [&](std::error_code ec, std::uint64_t, std::string_view) { ++(ec ? failed : ok); });
       if (i % 500 == 499) std::this_thread::sleep_for(1ms);  // bursts, so a flush lands mid-pipeline
     }
     publishing = false;
@@ -361,7 +365,7 @@ TEST(RedisBus, FrozenRedisFailsPublishesWithinSeconds) {
   redis.signal(SIGSTOP);  // sockets stay open: only the health ping can tell
   const auto t0 = std::chrono::steady_clock::now();
   auto p = std::make_shared<std::promise<std::error_code>>();
-  a.bus->publish("r", "stuck", {}, [p](std::error_code ec, std::uint64_t) { p->set_value(ec); });
+  a.bus->publish("r", "stuck", {}, [p](std::error_code ec, std::uint64_t, std::string_view) { p->set_value(ec); });
   auto f = p->get_future();
   ASSERT_EQ(f.wait_for(8s), std::future_status::ready) << "a publish must not hang on a frozen Redis";
   // It was sent: Redis runs it when it wakes, though the answer can no longer come back. So it
@@ -399,7 +403,7 @@ TEST(RedisBus, StopAnswersEveryPendingPublish) {
   std::atomic<int> answered{0}, bad{0};
   constexpr int kCount = 2000;
   for (int i = 0; i < kCount; ++i)
-    a.bus->publish("r", "m", {}, [&](std::error_code ec, std::uint64_t) {
+    a.bus->publish("r", "m", {}, [&](std::error_code ec, std::uint64_t, std::string_view) {
       if (ec && ec != Error::stopped) ++bad;
       ++answered;
     });
@@ -421,7 +425,7 @@ TEST(RedisBus, DISABLED_PipelinedThroughput) {
   const std::string payload(200, 'x');
   std::atomic<int> done{0};
   const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < kCount; ++i) a.bus->publish("t", payload, {}, [&](std::error_code, std::uint64_t) { ++done; });
+  for (int i = 0; i < kCount; ++i) a.bus->publish("t", payload, {}, [&](std::error_code, std::uint64_t, std::string_view) { ++done; });
   ASSERT_TRUE(test::eventually([&] { return b.count("t") == kCount; }, 60s)) << b.count("t");
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_EQ(done, kCount);
@@ -456,6 +460,7 @@ TEST(RedisBus, HistoryKeepsEveryPublishWithItsSeqAndEpoch) {
   ASSERT_TRUE(test::eventually([&] { return a.count("h") == 30; }));
   const std::string epoch = a.deliveries("h")[0].epoch;
   EXPECT_EQ(epoch.size(), 16u) << epoch;
+  EXPECT_EQ(b.last_epoch, epoch) << "and the epoch it counts in";
   EXPECT_EQ(redis.command({"GET", "chatd:{h}:epoch"}), epoch);
 
   auto [ec, newest] = a.history({.room_id = "h", .limit = 10});  // join: the newest 10
@@ -682,12 +687,14 @@ TEST(RedisBus, SameClientIdIsPublishedOnceEvenThroughAnotherNode) {
   ASSERT_FALSE(a.publish("d", "hello", &s1, "c-1"));
   ASSERT_FALSE(a.publish("d", "hello", &s2, "c-1"));  // a retry on the same node
   ASSERT_FALSE(b.publish("d", "hello", &s3, "c-1"));  // a retry after reconnecting elsewhere
+  const std::string retry_epoch = b.last_epoch;
   ASSERT_FALSE(b.publish("d", "other", &s4, "c-2"));
   EXPECT_EQ(s1, 1u);
   EXPECT_EQ(s2, s1) << "a retry gets the first publish's seq";
   EXPECT_EQ(s3, s1);
   EXPECT_EQ(s4, 2u);
   ASSERT_TRUE(test::eventually([&] { return a.count("d") == 2; }));
+  EXPECT_EQ(retry_epoch, a.deliveries("d")[0].epoch) << "with the first's epoch";
   std::this_thread::sleep_for(100ms);  // a duplicate would have arrived with the others
   EXPECT_EQ(a.count("d"), 2u);
   EXPECT_EQ(seqs_of(a.history({.room_id = "d", .limit = 10}).second.messages), range(1, 2));
@@ -722,7 +729,7 @@ TEST(RedisBus, HistoryReadDuringPublishingJoinsLiveWithoutGapOrDuplicate) {
     std::thread publisher([&] {
       const auto deadline = std::chrono::steady_clock::now() + 10s;
       while (go && std::chrono::steady_clock::now() < deadline) {
-        a.bus->publish(room, "x", {}, [&](std::error_code, std::uint64_t) { ++acked; });
+        a.bus->publish(room, "x", {}, [&](std::error_code, std::uint64_t, std::string_view) { ++acked; });
         if (++sent % 20 == 0) std::this_thread::sleep_for(200us);
       }
     });
@@ -1075,7 +1082,7 @@ TEST(RedisClusterBus, EveryShardCarriesOnlyItsRoomsInOneOrderAndControlReachesEv
   for (int i = 0; i < kEach; ++i)
     for (const auto& r : rooms)
       (i % 2 ? a : b).bus->publish(r, r + " #" + std::to_string(i), {},
-                                   [&](std::error_code ec, std::uint64_t) { ++(ec ? failed : ok); });
+                                   [&](std::error_code ec, std::uint64_t, std::string_view) { ++(ec ? failed : ok); });
   ASSERT_TRUE(test::eventually([&] { return ok + failed == 3 * kEach; }));
   EXPECT_EQ(failed, 0);
   for (std::size_t k = 0; k < rooms.size(); ++k) {
@@ -1183,7 +1190,7 @@ TEST(RedisClusterBus, ASubscriptionFollowsASlotMovedWhileTheMapReadIsStale) {
   const auto seen = a.deliveries(room);
   const std::uint64_t last = seen.empty() ? 0 : seen.back().seq;
   auto during = std::make_shared<std::promise<std::pair<std::error_code, std::uint64_t>>>();
-  b.bus->publish(room, "during the move", {}, [during](std::error_code ec, std::uint64_t s) { during->set_value({ec, s}); });
+  b.bus->publish(room, "during the move", {}, [during](std::error_code ec, std::uint64_t s, std::string_view) { during->set_value({ec, s}); });
   std::this_thread::sleep_for(500ms);  // reads of the map meanwhile see no change
   ASSERT_EQ(cluster.cli(dst, "cluster setslot " + slot + " node " + dst_id), "OK");
   ASSERT_EQ(cluster.cli(stale, "cluster setslot " + slot + " node " + dst_id), "OK");

@@ -49,11 +49,11 @@ class CountingBus final : public bus::MessageBus {
   void publish(std::string room, std::string payload, bus::PublishOptions o, bus::PublishedFn done) override {
     if (refuse_next > 0) {  // an engine that refuses for a moment (a shard between primaries)
       --refuse_next;
-      return done(bus::Error::engine_down, 0);
+      return done(bus::Error::engine_down, 0, {});
     }
     ++pending;
-    inner_->publish(std::move(room), std::move(payload), std::move(o), [this, done = std::move(done)](std::error_code ec, std::uint64_t seq) {
-      done(ec, seq);
+    inner_->publish(std::move(room), std::move(payload), std::move(o), [this, done = std::move(done)](std::error_code ec, std::uint64_t seq, std::string_view epoch) {
+      done(ec, seq, epoch);
       --pending;
     });
   }
@@ -245,7 +245,11 @@ TEST_F(SessionTest, SubscribeGetsItsReceiptAndMessagesCarryTheSubscription) {
   feed(sb, talk("hello", "b") + "\nreceipt" + '\0');  // body ends at NUL; "\nreceipt" is part of it
   feed(sb, "SEND\ndestination:/pub/chat/message\nreceipt:r2\n\n{\"type\":\"TALK\",\"roomId\":\"" + room +
                "\",\"sender\":\"b\",\"message\":\"hello\"}" + '\0');
-  EXPECT_NE(b.written.find("RECEIPT\nreceipt-id:r2\nx-seq:1\n\n"), std::string::npos) << b.written;
+  const auto at = a.written.find("\"epoch\":\"");
+  ASSERT_NE(at, std::string::npos) << a.written;
+  const std::string epoch = a.written.substr(at + 9, a.written.find('"', at + 9) - (at + 9));
+  EXPECT_NE(b.written.find("RECEIPT\nreceipt-id:r2\nx-seq:1\nx-epoch:" + epoch + "\n\n"), std::string::npos)
+      << "the seq and the epoch it counts in, as the MESSAGE has them: " << b.written;
   EXPECT_EQ(count(a.written, "MESSAGE\n"), 1u) << a.written;
   EXPECT_NE(a.written.find("subscription:sub-a\n"), std::string::npos);
   EXPECT_NE(b.written.find("subscription:x\\cy\n"), std::string::npos) << "1.2 escapes ':' in the echoed id";
@@ -536,7 +540,7 @@ namespace {
 class OrderBus final : public bus::MessageBus {
  public:
   void start(bus::DeliverFn) override {}
-  void publish(std::string, std::string, bus::PublishOptions, bus::PublishedFn done) override { done({}, 1); }
+  void publish(std::string, std::string, bus::PublishOptions, bus::PublishedFn done) override { done({}, 1, "e1"); }
   void history(bus::HistoryRequest, bus::HistoryFn done) override { done({}, {}); }
   void subscribe(const std::string& room, bus::DoneFn ready) override {
     entered.set_value();

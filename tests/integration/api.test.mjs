@@ -73,7 +73,8 @@ describe('server API on one node', () => {
       const got = await seen.waitForMessages(3);
       assert.deepEqual(got.map((m) => [m.type, m.sender, m.message, m.seq]),
         [['TALK', 'alice', '7시 어때요?', 1], ['SYSTEM', '', '예약이 확정되었습니다', 2], ['TALK', '식당', 'hi', 3]]);
-      assert.equal(got[1].id, stored.id, 'the answer is the message as subscribers receive it');
+      assert.ok(stored.epoch, 'the answer carries the epoch its seq counts in');
+      assert.deepEqual(got[1], stored, 'the answer is the message as subscribers receive it');
     } finally {
       await alice.close();
     }

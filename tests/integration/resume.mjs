@@ -10,16 +10,24 @@ export const dest = (room) => `/sub/chat/room/${room.roomId}`;
 
 let receipts = 0;
 
-// Sends a TALK with a receipt; resolves with the RECEIPT's x-seq (a number), or null if no
-// RECEIPT came within timeoutMs (a send lost with its node).
-export function talkWithSeq(session, roomId, sender, message, timeoutMs = 15_000, headers = {}) {
+// Sends a TALK with a receipt; resolves with the RECEIPT's { seq, epoch } (x-seq, x-epoch), or
+// null if no RECEIPT came within timeoutMs (a send lost with its node).
+export function talkWithReceipt(session, roomId, sender, message, timeoutMs = 15_000, headers = {}) {
   const receipt = `hist-${process.pid}-${++receipts}`;
   return new Promise((ok) => {
     const timer = setTimeout(() => ok(null), timeoutMs);
-    session.client.watchForReceipt(receipt, (f) => { clearTimeout(timer); ok(Number(f.headers['x-seq'])); });
+    session.client.watchForReceipt(receipt, (f) => {
+      clearTimeout(timer);
+      ok({ seq: Number(f.headers['x-seq']), epoch: f.headers['x-epoch'] });
+    });
     session.publish('/pub/chat/message', { type: 'TALK', roomId, sender, message },
       { 'content-type': 'application/json', receipt, ...headers });
   });
+}
+
+// As talkWithReceipt, resolving with the seq alone (or null).
+export async function talkWithSeq(...args) {
+  return (await talkWithReceipt(...args))?.seq ?? null;
 }
 
 // Closes every session, ignoring ones already gone.
@@ -133,19 +141,20 @@ export async function sameSendIdPublishedOnce(a, b) {
     const watching = await (await open(b)).subscribeConfirmed(dest(room));
     const id = { 'x-client-id': `once-${process.pid}` };
     const onA = await open(a);
-    const first = await talkWithSeq(onA, room.roomId, 'amy', 'hello', 15_000, id);
-    const again = await talkWithSeq(onA, room.roomId, 'amy', 'hello', 15_000, id);
+    const first = await talkWithReceipt(onA, room.roomId, 'amy', 'hello', 15_000, id);
+    const again = await talkWithReceipt(onA, room.roomId, 'amy', 'hello', 15_000, id);
     await onA.close();
     await watching.waitForMessages(1, 15_000);
     const onB = await open(b);
-    const third = await talkWithSeq(onB, room.roomId, 'amy', 'hello', 15_000, id);
-    assert.equal(typeof first, 'number', 'the RECEIPT carries x-seq');
-    assert.equal(again, first, 'a retry gets the first one\'s seq');
-    assert.equal(third, first, 'so does a retry after a reconnect to another node');
+    const third = await talkWithReceipt(onB, room.roomId, 'amy', 'hello', 15_000, id);
+    assert.equal(typeof first?.seq, 'number', 'the RECEIPT carries x-seq');
+    assert.deepEqual(again, first, 'a retry gets the first one\'s seq and epoch');
+    assert.deepEqual(third, first, 'so does a retry after a reconnect to another node');
     onB.chat('TALK', room.roomId, 'amy', 'after');
     const got = await watching.waitForMessages(2, 15_000);
     assert.equal(got[0].message, 'hello');
-    assert.equal(got[0].seq, first);
+    assert.equal(got[0].seq, first.seq);
+    assert.equal(got[0].epoch, first.epoch, 'the RECEIPT\'s x-epoch is the one the message carries');
     assert.equal(got[1].message, 'after');
     await sleep(300);
     assert.equal(watching.frames.length, 2, 'published once');

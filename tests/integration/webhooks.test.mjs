@@ -86,6 +86,8 @@ describe('webhooks from one node', () => {
     assert.equal(room_ev.data.name, 'hooked');
     const messages = mine.filter((e) => e.type === 'message');
     assert.deepEqual(messages.map((e) => e.seq), Array.from({ length: 40 }, (_, i) => i + 1));
+    assert.deepEqual([...new Set(messages.map((e) => e.epoch))], [(await seen.waitForMessages(1))[0].epoch],
+      'each with the epoch its seq counts in, as subscribers got it');
     assert.deepEqual(messages.map((e) => e.data.message), Array.from({ length: 40 }, (_, i) => `m${i}`));
     assert.equal(messages[0].data.sender, 'alice');
     const posts = rx.posts.filter((p) => p.body.events.some((e) => e.roomId === room.roomId && e.type === 'message'));
@@ -200,6 +202,7 @@ describe('webhook message ids', () => {
     await eventually('the new epoch\'s messages', () => rx.acceptedRaw().length === 4, 10_000);
     const later = rx.acceptedRaw().slice(2);
     assert.deepEqual(later.map((e) => e.seq), [1, 2], 'the seqs started again');
+    assert.ok(one.epoch && later[0].epoch && later[0].epoch !== one.epoch, 'under a new epoch');
     assert.deepEqual(rx.accepted().map((e) => e.data.message), ['first', 'second', 'second'],
       'de-duplicated by id, nothing of the new epoch is lost');
   });
