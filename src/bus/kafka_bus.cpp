@@ -859,12 +859,16 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
     return id.empty() || p < 0 ? std::string() : partition_epoch(id, p);
   }
 
-  // The epoch of a room's seqs now, for a retry answered from the dedupe window.
-  std::string room_epoch(const std::string& room) const {
+  // The partition a room's records go to (the producer's murmur2_random over the partitions this
+  // node has), or -1 before the first assignment.
+  int room_partition(std::string_view room) const {
     const int parts = assigned_partitions_.load(std::memory_order_acquire);
-    if (parts <= 0) return {};
-    return answer_epoch(rd_kafka_msg_partitioner_murmur2_random(nullptr, room.data(), room.size(), parts, nullptr, nullptr));
+    if (parts <= 0) return -1;
+    return rd_kafka_msg_partitioner_murmur2_random(nullptr, room.data(), room.size(), parts, nullptr, nullptr);
   }
+
+  // The epoch of a room's seqs now, for a retry answered from the dedupe window.
+  std::string room_epoch(std::string_view room) const { return answer_epoch(room_partition(room)); }
 
   void set_epoch(const std::string& id) {
     consumer_epoch_ = id;
@@ -1133,10 +1137,8 @@ class KafkaBus final : public MessageBus, RdKafka::DeliveryReportCb, RdKafka::Ev
   // that is the whole answer, else what is left to read (older than this node's start or than
   // its cache's bounds).
   std::error_code begin_read(const HistoryRequest& req, Read& r, std::unordered_map<int, Bounds>& bounds) {
-    const int parts = assigned_partitions_.load(std::memory_order_acquire);
-    if (parts <= 0) return Error::engine_down;
-    r.p = rd_kafka_msg_partitioner_murmur2_random(nullptr, req.room_id.data(), req.room_id.size(), parts, nullptr,
-                                                  nullptr);
+    r.p = room_partition(req.room_id);
+    if (r.p < 0) return Error::engine_down;
     const std::int64_t now = now_ms();
     r.limit = std::min(req.limit, cfg_.history_size);
     HistoryRequest capped = req;
