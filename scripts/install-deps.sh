@@ -50,4 +50,6 @@ fi
 # git; where there is no Python 2.7 the test reports itself skipped and says why.
 if [ "$what" = test ] || [ "$what" = bench ]; then
   "$(dirname "$0")/../tests/conformance/autobahn.sh" install || echo "install-deps: Autobahn not installed (see above)"
+  # stomp.py for python3 (tests/integration/stomp_py.test.mjs), cached outside git the same way.
+  "$(dirname "$0")/../tests/integration/pyclients/install.sh" install || echo "install-deps: stomp.py not installed (see above)"
 fi
