@@ -9,8 +9,11 @@
 #
 # With --engine embedded it is one chatd node on its default engine (issue 15's "rooms 1000 x 10
 # at a fixed rate: p99"), the same rooms and generator; --rates runs each rate in every round.
+# With --engine kafka the nodes talk through a fresh scripts/kafka.sh broker (on core 0 too; rooms
+# in the Redis beside it, as bench/run.sh has them), warmed by 10 s at the measured rate before each run;
+# KAFKA_JVM is that broker's JVM set-up, test (the default) or server (see scripts/kafka.sh).
 #
-#   bench/two-node-ab.sh [--reps N] [--engine redis|embedded] [--rates R1,R2,...] NAME=CHATD_BIN[:LOADGEN_BIN[:POLL]] ...
+#   bench/two-node-ab.sh [--reps N] [--engine redis|embedded|kafka] [--rates R1,R2,...] NAME=CHATD_BIN[:LOADGEN_BIN[:POLL[:KAFKA_JVM]]] ...
 #
 # POLL is the generator's --poll: block (the default, as bench/run.sh) or busy (it never sleeps,
 # so no delivery has to wake it: on one machine that wake-up is paid by the server's core).
@@ -30,7 +33,7 @@ while [[ ${1:-} == --* ]]; do
   esac
   shift 2
 done
-[[ $ENGINE == redis || $ENGINE == embedded ]] || { echo "--engine: redis or embedded" >&2; exit 2; }
+[[ $ENGINE == redis || $ENGINE == embedded || $ENGINE == kafka ]] || { echo "--engine: redis, embedded or kafka" >&2; exit 2; }
 (($# >= 1)) || { sed -n 2,21p "$0"; exit 2; }
 PORT=${BENCH_PORT_BASE:-21500}
 OUT=${BENCH_OUT:-$ROOT/build-bench/results}
@@ -43,6 +46,7 @@ stop_all() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
   for p in "${PIDS[@]}"; do timeout 10 tail --pid="$p" -f /dev/null 2>/dev/null || kill -9 "$p" 2>/dev/null; done
   PIDS=()
+  if [[ -f $WORK/kafka/kafka.pid ]]; then timeout 60 "$ROOT/scripts/kafka.sh" stop --dir "$WORK/kafka" >/dev/null 2>&1; fi
 }
 trap 'stop_all; rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM
@@ -78,7 +82,8 @@ one_run_embedded() {
   measure "$name" "$lg" "$rate" "$port" "$a"
 }
 
-# one_run NAME CHATD LOADGEN RATE: one fresh Redis and two fresh nodes, one generator run.
+# one_run NAME CHATD LOADGEN RATE: one fresh Redis (and Kafka) and two fresh nodes, one
+# generator run.
 one_run() {
   local name=$1 chatd=$2 lg=$3 rate=$4 rport=$PORT a b r
   [[ $ENGINE == embedded ]] && { one_run_embedded "$@"; return; }
@@ -87,13 +92,37 @@ one_run() {
   r=$!; PIDS+=("$r")
   wait_port "$rport" "$r" || { echo "$name: redis-server did not start"; stop_all; return 1; }
   local flags=(--threads 1 --store redis --bus redis --redis "redis://127.0.0.1:$rport")
+  LG_EXTRA=()
+  if [[ $ENGINE == kafka ]]; then
+    local kport=$((rport + 3))
+    if ! KAFKA_JVM=${KAFKA_JVM_OF:-test} timeout 180 taskset -c 0 "$ROOT/scripts/kafka.sh" start --port "$kport" \
+         --dir "$WORK/kafka" --fresh > "$WORK/kafka.log" 2>&1; then
+      echo "$name: Kafka did not start: $(tail -n 1 "$WORK/kafka.log")"; stop_all; return 1
+    fi
+    flags=(--threads 1 --store redis --redis "redis://127.0.0.1:$rport" --bus kafka --kafka "127.0.0.1:$kport")
+  fi
   mkdir -p "$WORK/a" "$WORK/b"
   taskset -c 0 "$chatd" --port $((rport + 1)) --data-dir "$WORK/a" "${flags[@]}" > "$WORK/a.log" 2>&1 &
   a=$!; PIDS+=("$a")
   wait_port $((rport + 1)) "$a" || { echo "$name: node A did not start: $(tail -n 1 "$WORK/a.log")"; stop_all; return 1; }
+  if [[ $ENGINE == kafka ]]; then
+    # Rooms made on node A before B starts, as bench/run.sh does for Kafka.
+    local ids
+    ids=$(for i in $(seq 0 999); do curl -s -m 5 -X POST "http://127.0.0.1:$((rport + 1))/chat/room?name=ab-$i"; echo; done |
+          python3 -c 'import json,sys; print(",".join(json.loads(l)["roomId"] for l in sys.stdin if l.strip()))')
+    LG_EXTRA=(--room-ids "$ids")
+  fi
   taskset -c 0 "$chatd" --port $((rport + 2)) --data-dir "$WORK/b" "${flags[@]}" > "$WORK/b.log" 2>&1 &
   b=$!; PIDS+=("$b")
   wait_port $((rport + 2)) "$b" || { echo "$name: node B did not start: $(tail -n 1 "$WORK/b.log")"; stop_all; return 1; }
+  if [[ $ENGINE == kafka ]]; then
+    # The broker's JIT (and both nodes' first records) warm at the measured rate first; at full
+    # rate the broker would still be working off the backlog in the window.
+    timeout 120 taskset -c 1 "$lg" --ports "$((rport + 1)),$((rport + 2))" --warmup 0 --duration 10 \
+      --connect-timeout 120 --mode rooms --conns 2000 --rooms 200 --size 100 --rate "$rate" \
+      "${LG_EXTRA[@]}" > /dev/null 2>&1
+    sleep 1
+  fi
   measure "$name" "$lg" "$rate" "$((rport + 1)),$((rport + 2))" "$a,$b" "$r"
 }
 
@@ -113,7 +142,7 @@ measure() {
   local watcher=$!
   timeout 300 taskset -c 1 "$lg" --ports "$ports" --server-pids "$chatd_pids" --label "$name@$rate" \
     --warmup 3 --duration 10 --connect-timeout 120 --mode rooms --conns 10000 --rooms 1000 --size 100 \
-    --rate "$rate" ${POLL:+--poll "$POLL"} > "$WORK/lg.json" 2> "$WORK/lg.err"
+    --rate "$rate" ${POLL:+--poll "$POLL"} "${LG_EXTRA[@]}" > "$WORK/lg.json" 2> "$WORK/lg.err"
   wait "$watcher"
   stop_all
   [[ -s $WORK/lg.json ]] || { echo "$name: generator failed: $(tail -n 2 "$WORK/lg.err" | tr '\n' ' ')"; return 1; }
@@ -133,7 +162,7 @@ for rep in $(seq "$REPS"); do
   for rate in ${RATES//,/ }; do
     for cfg in "$@"; do
       name=${cfg%%=*} bins=${cfg#*=}
-      IFS=: read -r chatd lg POLL <<< "$bins"
+      IFS=: read -r chatd lg POLL KAFKA_JVM_OF <<< "$bins"
       [[ -n $lg ]] || lg=$ROOT/build-bench/loadgen/chatd_loadgen
       [[ ${POLL:-block} == block || $POLL == busy ]] || { echo "$name: POLL is block or busy, not '$POLL'" >&2; exit 2; }
       printf '[%s load %s] round %d ' "$(date -u +%H:%M:%S)" "$(cut -d' ' -f1 /proc/loadavg)" "$rep"

@@ -23,6 +23,15 @@ cache=${CHATD_CACHE:-$HOME/.cache/chatd}/kafka-$KAFKA_VERSION
 libs=$cache/libs
 start_timeout=${KAFKA_START_TIMEOUT:-90}   # seconds until the broker must answer (a loaded 2-core CI box is slow)
 stop_timeout=${KAFKA_STOP_TIMEOUT:-20}     # seconds of SIGTERM grace before SIGKILL
+# Tests start many short-lived brokers: the client compiler only (starts in half the time) and a
+# small heap. KAFKA_JVM=server runs it as Kafka's own kafka-server-start.sh does (1 GiB heap, both
+# JIT compilers, G1 aiming at 20 ms pauses): what a benchmark or a real deployment runs.
+case ${KAFKA_JVM:-test} in
+  test) jvm_opts=(-Xms128m -Xmx"${KAFKA_HEAP_MAX:-512m}" -XX:+UseG1GC -XX:TieredStopAtLevel=1) ;;
+  server) jvm_opts=(-Xms1g -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
+                    -XX:+ExplicitGCInvokesConcurrent -XX:MaxInlineLevel=15) ;;
+  *) echo "kafka.sh: KAFKA_JVM is test or server, not '$KAFKA_JVM'" >&2; exit 2 ;;
+esac
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }
 
@@ -134,7 +143,7 @@ start() {
   if port_open "$port"; then die "port $port is already in use"; fi
 
   local cp; cp=$(classpath)
-  local jvm=(java -Xms128m -Xmx"${KAFKA_HEAP_MAX:-512m}" -XX:+UseG1GC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true
+  local jvm=(java "${jvm_opts[@]}" -Djava.awt.headless=true
              -Dlog4j2.configurationFile="$here/kafka/log4j2.properties" -Dkafka.logs.dir="$dir/logs"
              -cp "$cp")
   # A restart on the same dir keeps the controller port and the formatted storage.
