@@ -7,7 +7,7 @@ what=${1:-build}
 build_pkgs=(g++ cmake ninja-build pkg-config ccache
             libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
             libhiredis-dev librdkafka-dev libsqlite3-dev libssl-dev liburing-dev nodejs npm)
-test_pkgs=(libgtest-dev redis-server chromium default-jre-headless maven
+test_pkgs=(libgtest-dev redis-server chromium default-jdk-headless maven
            fonts-nanum fonts-noto-color-emoji  # Korean and emoji glyphs for browser screenshots
            dpkg-dev systemd  # the .deb test: dpkg-shlibdeps for its Depends, systemd-analyze for the unit
            iproute2          # ss: the keepalive test reads chatd's socket timers
@@ -32,7 +32,7 @@ for p in "${pkgs[@]}"; do
   case "$p" in
     nodejs) command -v node >/dev/null && continue ;;
     npm) command -v npm >/dev/null && continue ;;
-    default-jre-headless) command -v java >/dev/null && continue ;;
+    default-jdk-headless) command -v javac >/dev/null && continue ;;  # Kafka runs on it, javaclients compile
     maven) command -v mvn >/dev/null && continue ;;
   esac
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -52,4 +52,6 @@ if [ "$what" = test ] || [ "$what" = bench ]; then
   "$(dirname "$0")/../tests/conformance/autobahn.sh" install || echo "install-deps: Autobahn not installed (see above)"
   # stomp.py for python3 (tests/integration/stomp_py.test.mjs), cached outside git the same way.
   "$(dirname "$0")/../tests/integration/pyclients/install.sh" install || echo "install-deps: stomp.py not installed (see above)"
+  # Spring's STOMP client (tests/integration/spring_client.test.mjs), built from Maven Central.
+  "$(dirname "$0")/../tests/integration/javaclients/install.sh" install || echo "install-deps: the Spring client not built (see above)"
 fi

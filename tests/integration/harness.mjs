@@ -1,7 +1,7 @@
 // Integration harness: real chatd and redis-server processes on free loopback ports, and real
 // STOMP clients (@stomp/stompjs over `ws`, or over sockjs-client with a forced transport).
 // Every wait is bounded; every process started here is killed by its stop().
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -85,6 +85,33 @@ function startProcess(name, cmd, args, { cwd, env } = {}) {
       return exit;
     },
   };
+}
+
+// Runs `cmd args` to its end (SIGKILL after timeoutMs): { code, signal, stdout, stderr }.
+export function runToEnd(cmd, args, { env = {}, timeoutMs = 90_000 } = {}) {
+  return new Promise((ok) => {
+    const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => { stdout += d; });
+    child.stderr.on('data', (d) => { stderr += d; });
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', (e) => { stderr += String(e); });
+    child.on('close', (code, signal) => { clearTimeout(timer); ok({ code, signal, stdout, stderr }); });
+  });
+}
+
+// A client in another language that tests/integration/<dir>/install.sh put in a cache (run by
+// scripts/install-deps.sh test): { site } where it is, or { skip } saying why it is not there.
+export function installedClient(dir) {
+  const script = join(repoRoot, 'tests', 'integration', dir, 'install.sh');
+  try {
+    const site = execFileSync(script, ['site'], { encoding: 'utf8' }).trim();
+    return existsSync(join(site, '.installed')) ? { site }
+      : { skip: `not installed: run ${script} install (scripts/install-deps.sh test does)` };
+  } catch (e) {
+    return { skip: `${script} site failed: ${e.message}` };
+  }
 }
 
 export function chatdBinary() {

@@ -3,38 +3,13 @@
 // @stomp/stompjs in the same room (tests/integration/pyclients/stomp_py_client.py has its checks).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { createRoom, repoRoot, startChatd, stompOverWebSocket } from './harness.mjs';
+import { createRoom, installedClient, repoRoot, runToEnd, startChatd, stompOverWebSocket } from './harness.mjs';
 
 const pyclients = join(repoRoot, 'tests', 'integration', 'pyclients');
 
-// Where install.sh (run by scripts/install-deps.sh test) put stomp.py, or why it is not there.
-function pythonSite() {
-  try {
-    const site = execFileSync(join(pyclients, 'install.sh'), ['site'], { encoding: 'utf8' }).trim();
-    return existsSync(join(site, '.installed')) ? { site }
-      : { skip: `stomp.py is not installed: run tests/integration/pyclients/install.sh (scripts/install-deps.sh test does)` };
-  } catch (e) {
-    return { skip: `no python3 to run stomp.py: ${e.message}` };
-  }
-}
-
-function runPython(args, env, timeoutMs = 60_000) {
-  return new Promise((ok) => {
-    const child = spawn('python3', args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => { stdout += d; });
-    child.stderr.on('data', (d) => { stderr += d; });
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('close', (code, signal) => { clearTimeout(timer); ok({ code, signal, stdout, stderr }); });
-  });
-}
-
-const { site, skip } = pythonSite();
+const { site, skip } = installedClient('pyclients');
 
 describe('stomp.py (Python) as a client', { skip }, () => {
   let node;
@@ -46,8 +21,8 @@ describe('stomp.py (Python) as a client', { skip }, () => {
     const js = await stompOverWebSocket(node.base);
     try {
       const seen = await js.subscribeConfirmed(`/sub/chat/room/${roomId}`);
-      const r = await runPython([join(pyclients, 'stomp_py_client.py'), String(node.port), roomId],
-                                { PYTHONPATH: site, PYTHONIOENCODING: 'utf-8' });
+      const r = await runToEnd('python3', [join(pyclients, 'stomp_py_client.py'), String(node.port), roomId],
+                               { env: { PYTHONPATH: site, PYTHONIOENCODING: 'utf-8' } });
       assert.equal(r.code, 0, `stomp_py_client.py exited ${r.code ?? r.signal}:\n${r.stderr}\n${r.stdout}\nchatd:\n${node.tail()}`);
       const { messages } = JSON.parse(r.stdout.trim().split('\n').at(-1));
       assert.equal(messages.length, 5);
