@@ -232,12 +232,15 @@ void StompSession::on_subscribe(stomp::Frame& f) {
                         "A connection may hold at most " + std::to_string(hub_.limits().max_subscriptions) + " subscriptions.");
 
   auto escaped = stomp::escape_header(sub_id, version_, Command::message);
+  const auto* mode = f.header("ack");
+  const bool wants_ack = mode && version_ == Version::v1_2 && (*mode == "client" || *mode == "client-individual");
   const std::string* receipt = f.header("receipt");
   auto ask = history_ask(f);
   if (!ask) return;
 
   if (*dest == kErrorQueue) {
     subs_.emplace(sub_id, Subscription{{}, escaped});
+    if (wants_ack) joined().ack_subs.push_back(escaped);
     joined().errors_subs.push_back(sub_id);
     if (receipt) settle(open_answer(), {0, {}, *receipt});
     return;
@@ -257,12 +260,14 @@ void StompSession::on_subscribe(stomp::Frame& f) {
   if (hub_.known_room(room)) {
     if (!hub_.may_enter(identity_.get(), room)) return refuse_room(slot ? *slot : open_answer(), receipt_id);
     subs_.emplace(sub_id, Subscription{room, escaped, false, serial});
+    if (wants_ack) joined().ack_subs.push_back(escaped);
     return join_room(sub_id, serial, room, escaped, slot, std::move(receipt_id), *ask);
   }
   // Not known here yet: ask the store before subscribing (finding 11: a SUBSCRIBE to a room
   // that does not exist is refused). The id is held meanwhile; a slot keeps answers in order.
   if (!slot) slot = open_answer();
   subs_.emplace(sub_id, Subscription{room, escaped, true, serial});
+  if (wants_ack) joined().ack_subs.push_back(escaped);
   hub_.check_room(room, back_in_loop([sub_id, serial, slot, receipt_id, ask = *ask](StompSession& s, std::error_code ec) {
     s.on_room_checked(sub_id, serial, *slot, receipt_id, ask, ec);
   }));
@@ -277,11 +282,13 @@ void StompSession::on_room_checked(const std::string& sub_id, std::uint64_t seri
   // Unsubscribed meanwhile: the SUBSCRIBE still gets its RECEIPT, in order.
   if (it == subs_.end() || it->second.serial != serial) return settle(slot, {0, {}, std::move(r)});
   if (ec) {
+    forget_ack(it->second.escaped);
     subs_.erase(it);
     if (ec == Error::unknown_room) hub_.refusals.count(Refusal::subscribe_unknown_room, client_, id_);
     return settle(slot, {status_for(ec), ec.message(), std::move(r)});
   }
   if (!hub_.may_enter(identity_.get(), it->second.room_id)) {
+    forget_ack(it->second.escaped);
     subs_.erase(it);
     return refuse_room(slot, receipt);
   }
@@ -353,6 +360,7 @@ void StompSession::end_subscription(const std::string& sub_id) {
     if (joined_) joined_->replays.erase(it->second.escaped);
     hub_.report_subscription(ChatEvent::Kind::leave, it->second.room_id, id_);
   }
+  forget_ack(it->second.escaped);
   auto room = std::move(it->second.room_id);
   subs_.erase(it);
   if (hub_.presence_on() && !room.empty()) update_presence(room, true, nullptr);
@@ -499,7 +507,10 @@ void StompSession::reject(int status, std::string_view error, const std::string*
   }
   for (const auto& sub : joined_->errors_subs) {
     m.headers[2].value = sub;
+    const bool ack = acks(subs_.at(sub).escaped);
+    if (ack) m.headers.push_back({"ack", m.headers[1].value});
     send_bytes(stomp::encode(m, version_));
+    if (ack) m.headers.pop_back();
   }
 }
 
@@ -525,7 +536,7 @@ void StompSession::deliver_in_loop(const SharedMessagePtr& m, const std::string&
       joined_->replays.erase(it);  // the first one past the replay: live from here on
     }
   }
-  Outbound out{m, sub};
+  Outbound out = outbound(m, sub);
   auto queued = transport_->queued_bytes();
   if (queued + out.size() > limit + (joined_ ? joined_->replay_allowance : 0)) {
     hub_.slow_consumers.fetch_add(1, std::memory_order_relaxed);
@@ -673,7 +684,7 @@ void StompSession::finish_replay_in_loop(const std::string& sub_id, const std::s
   // History is sent whole (at most --max-replay messages): it may pass the slow-reader bound
   // by its own size, but live messages may not pile up behind it.
   for (auto& d : messages) {
-    Outbound out{encode_delivery(d), escaped};
+    Outbound out = outbound(encode_delivery(d), escaped);
     out.replay = true;  // the transport's hard bound grants the same allowance
     joined_->replay_allowance = std::min(joined_->replay_allowance + out.size(), max_replay_bytes(hub_.limits()));
     transport_->send(std::move(out));
@@ -685,6 +696,17 @@ void StompSession::finish_replay_in_loop(const std::string& sub_id, const std::s
   auto held = std::move(it->second.held);
   it->second = Replay{false, {}, 0, epoch, through};
   for (auto& m : held) deliver_in_loop(m, escaped);
+}
+
+Outbound StompSession::outbound(const SharedMessagePtr& m, const std::string& escaped) const {
+  Outbound out{m, escaped};
+  if (acks(escaped)) {
+    // Spliced after the subscription's value, before the blank line: its message-id, which
+    // is what a 1.2 client's ACK names again (and is accepted).
+    out.own.append("\nack:").append(m->room_id).push_back('-');
+    out.own.append(std::to_string(m->seq));
+  }
+  return out;
 }
 
 std::size_t StompSession::fit_replay_in_loop(std::vector<bus::Delivery>& messages, const std::string& escaped) {
@@ -735,6 +757,7 @@ std::string StompSession::history_notice(const std::string& sub_id, std::string_
                   {"content-type", "application/json"},
                   {"x-history-status", std::string(status)}},
                  boost::json::serialize(body)};
+  if (acks(subs_.at(sub_id).escaped)) m.headers.push_back({"ack", m.headers[1].value});
   return stomp::encode(m, version_);
 }
 
@@ -812,6 +835,7 @@ void StompSession::end_room_subscription_in_loop(const SharedMessagePtr& notice,
   shard_.unsubscribe_in_loop(notice->room_id, this, sub);
   hub_.leave(notice->room_id, shard_.index());
   hub_.report_subscription(ChatEvent::Kind::leave, notice->room_id, id_);
+  forget_ack(sub);
   subs_.erase(it);
   if (hub_.presence_on()) {
     if (joined_) joined_->entered.erase(notice->room_id);  // the room is gone: nobody is in it any more
@@ -828,6 +852,7 @@ void StompSession::leave_all_rooms() {
   }
   subs_.clear();
   if (!joined_) return;
+  joined_->ack_subs.clear();
   // A connection that said DISCONNECT left; one that dropped may be back within the grace period.
   for (auto& [room, member] : joined_->present) hub_.presence_detach(room, member, goodbye_);
   return_history_memory();

@@ -4,6 +4,7 @@
 // bus or store come back to that loop through a weak pointer.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -188,6 +189,9 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
   struct Joined {
     std::vector<std::string> errors_subs;  // ids of the /user/queue/errors subscriptions (each gets every error)
     std::unordered_map<std::string, Replay> replays;  // by escaped subscription id
+    // Escaped ids of STOMP 1.2 subscriptions with ack client or client-individual: their MESSAGE
+    // frames carry an `ack` header, as 1.2 requires (every subscription is auto-acknowledged).
+    std::vector<std::string> ack_subs;
     std::unordered_map<std::string, std::string> entered;  // room -> member its ENTER named
     std::unordered_map<std::string, std::string> present;  // room -> member, as the roster has it
     std::size_t replay_allowance = 0;  // replayed bytes not yet written: exempt from the slow-reader bound
@@ -199,6 +203,15 @@ class StompSession : public std::enable_shared_from_this<StompSession> {
     return *joined_;
   }
   bool replaying(const std::string& escaped) const { return joined_ && joined_->replays.count(escaped); }
+  // Wraps a room message for subscription `escaped`, with the `ack` header where it asked for one.
+  Outbound outbound(const SharedMessagePtr& m, const std::string& escaped) const;
+  bool acks(const std::string& escaped) const {
+    return joined_ && !joined_->ack_subs.empty() &&
+           std::find(joined_->ack_subs.begin(), joined_->ack_subs.end(), escaped) != joined_->ack_subs.end();
+  }
+  void forget_ack(const std::string& escaped) {
+    if (joined_) std::erase(joined_->ack_subs, escaped);
+  }
   std::uint64_t next_notice_id_ = 0;
   std::uint64_t next_error_id_ = 0;
   TokenBucket send_bucket_;   // SENDs admitted

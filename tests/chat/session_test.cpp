@@ -257,6 +257,45 @@ TEST_F(SessionTest, SubscribeGetsItsReceiptAndMessagesCarryTheSubscription) {
   EXPECT_NE(a.written.find("destination:/sub/chat/room/" + room + "\n"), std::string::npos);
 }
 
+TEST_F(SessionTest, Stomp12ClientAckSubscriptionsGetAnAckHeaderOthersDoNot) {
+  RecordingTransport a, b, c;
+  auto& sa = open(a);
+  auto& sb = open(b);
+  auto& sc = open(c);
+  feed(sa, std::string("CONNECT\naccept-version:1.2\n\n") + '\0');
+  feed(sb, std::string("CONNECT\naccept-version:1.2\n\n") + '\0');
+  feed(sc, std::string("CONNECT\naccept-version:1.1\n\n") + '\0');
+  feed(sa, "SUBSCRIBE\nid:k:1\nack:client-individual\ndestination:/sub/chat/room/" + room + "\n\n" + '\0');
+  feed(sa, std::string("SUBSCRIBE\nid:e\nack:client\ndestination:/user/queue/errors\n\n") + '\0');
+  feed(sb, "SUBSCRIBE\nid:auto\ndestination:/sub/chat/room/" + room + "\n\n" + '\0');
+  feed(sc, "SUBSCRIBE\nid:old\nack:client\ndestination:/sub/chat/room/" + room + "\n\n" + '\0');
+  feed(sb, talk("one", "b") + '\0');
+  EXPECT_NE(a.written.find("message-id:" + room + "-1\n"), std::string::npos) << a.written;
+  EXPECT_NE(a.written.find("\nsubscription:k\\c1\nack:" + room + "-1\n\n{"), std::string::npos)
+      << "1.2 requires an ack header on a client-individual subscription's MESSAGE: " << a.written;
+  EXPECT_EQ(b.written.find("\nack:"), std::string::npos) << "auto: no ack header: " << b.written;
+  EXPECT_EQ(c.written.find("\nack:"), std::string::npos) << "1.1 ACKs by message-id: " << c.written;
+
+  // The error queue's copy carries one too, and an ACK naming it is taken without complaint.
+  feed(sa, std::string("SEND\ndestination:/pub/chat/message\n\n{oops") + '\0');
+  const auto error_at = a.written.find("destination:/user/queue/errors\n");
+  ASSERT_NE(error_at, std::string::npos) << a.written;
+  const auto error_frame = a.written.substr(error_at, a.written.find('\0', error_at) - error_at);
+  const auto id_at = error_frame.find("message-id:") + 11;
+  const auto message_id = error_frame.substr(id_at, error_frame.find('\n', id_at) - id_at);
+  EXPECT_NE(error_frame.find("\nack:" + message_id + "\n"), std::string::npos) << error_frame;
+  feed(sa, "ACK\nid:" + room + "-1\n\n" + '\0');
+  EXPECT_TRUE(sa.connected());
+
+  // A later auto subscription under the same id gets none.
+  feed(sa, std::string("UNSUBSCRIBE\nid:k:1\n\n") + '\0');
+  feed(sa, "SUBSCRIBE\nid:k:1\ndestination:/sub/chat/room/" + room + "\n\n" + '\0');
+  feed(sb, talk("two", "b") + '\0');
+  EXPECT_NE(a.written.find("\nsubscription:k\\c1\n\n{"), std::string::npos) << a.written;
+  EXPECT_EQ(count(a.written, "\nack:"), 2u) << a.written;
+  EXPECT_FALSE(a.closed);
+}
+
 TEST_F(SessionTest, RejectionsGoToTheErrorQueueAndKeepTheSession) {
   RecordingTransport t;
   auto& s = open(t);

@@ -132,9 +132,13 @@ def main():
         check(rec.receipts[rid].get('x-seq') == str(seq_of[text]),
               f'RECEIPT {rid} {rec.receipts[rid]}: x-seq {seq_of[text]} expected')
 
-    # ACK as a client-individual subscriber would, by the MESSAGE's ack (or message-id) header.
+    # STOMP 1.2: a client-individual subscription's MESSAGEs carry `ack`, an auto one's do not;
+    # ACK by it, as a 1.2 client does.
+    check(all(h.get('ack') == h['message-id'] for h, _ in ra.room_messages(dest)),
+          f'ack headers on the client-individual subscription: {[h for h, _ in ra.room_messages(dest)]}')
+    check(all('ack' not in h for h, _ in rb.room_messages(dest)), 'an auto subscription got ack headers')
     for h, _ in ra.room_messages(dest):
-        a.ack(h.get('ack', h['message-id']), h['subscription'])
+        a.ack(h['ack'], h['subscription'])
 
     # A body that is no chat message: told on /user/queue/errors, the connection stays.
     b.send('/pub/chat/message', 'not json', headers={'receipt': 'bad'})
