@@ -703,8 +703,7 @@ Outbound StompSession::outbound(const SharedMessagePtr& m, const std::string& es
   if (acks(escaped)) {
     // Spliced after the subscription's value, before the blank line: its message-id, which
     // is what a 1.2 client's ACK names again (and is accepted).
-    out.own.append("\nack:").append(m->room_id).push_back('-');
-    out.own.append(std::to_string(m->seq));
+    out.own.append("\nack:").append(m->frame.message_id());
   }
   return out;
 }

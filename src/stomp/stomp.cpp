@@ -439,6 +439,14 @@ std::string encode(const Frame& f, Version v) {
   return out;
 }
 
+std::string_view SplitMessage::message_id() const {
+  constexpr std::string_view key = "\nmessage-id:";
+  const auto at = head.find(key);
+  if (at == std::string::npos) return {};
+  const auto from = at + key.size();
+  return std::string_view(head).substr(from, head.find('\n', from) - from);
+}
+
 SplitMessage encode_message(std::string_view destination, std::string_view message_id,
                             std::string_view content_type, std::string_view body) {
   std::array<char, 24> length{};

@@ -165,6 +165,9 @@ std::string encode(const Frame& f, Version v);
 struct SplitMessage {
   std::string head;  // "MESSAGE\n...content-length:N\nsubscription:"
   std::string tail;  // "\n\n" body "\0"
+
+  // The message-id header's value, as it is in head.
+  std::string_view message_id() const;
 };
 
 // Returns the split encoding. Header values must be plain (no ':', CR, LF or '\'); the

@@ -280,6 +280,8 @@ TEST(StompEncode, EncodeMessageParsesBackWithSubscription) {
   const SplitMessage m = encode_message("/sub/chat/room/42", "m-1", "application/json", body);
   EXPECT_EQ(m.head.substr(m.head.size() - 13), "subscription:");
   EXPECT_EQ(m.tail, "\n\n"s + body + '\0');
+  EXPECT_EQ(m.message_id(), "m-1");
+  EXPECT_EQ(encode_message("/d", "room-closed", "text/plain", "x").message_id(), "room-closed");
 
   for (const Version v : {Version::v1_1, Version::v1_2}) {
     const std::string sub = "sub:0";  // needs escaping: the caller escapes it
