@@ -25,7 +25,8 @@ start_timeout=${KAFKA_START_TIMEOUT:-90}   # seconds until the broker must answe
 stop_timeout=${KAFKA_STOP_TIMEOUT:-20}     # seconds of SIGTERM grace before SIGKILL
 # Tests start many short-lived brokers: the client compiler only (starts in half the time) and a
 # small heap. KAFKA_JVM=server runs it as Kafka's own kafka-server-start.sh does (1 GiB heap, both
-# JIT compilers, G1 aiming at 20 ms pauses): what a benchmark or a real deployment runs.
+# JIT compilers, G1 aiming at 20 ms pauses), as a real deployment would (on this 2-core bench it
+# measured worse: BENCHMARKS.md).
 case ${KAFKA_JVM:-test} in
   test) jvm_opts=(-Xms128m -Xmx"${KAFKA_HEAP_MAX:-512m}" -XX:+UseG1GC -XX:TieredStopAtLevel=1) ;;
   server) jvm_opts=(-Xms1g -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
