@@ -737,7 +737,8 @@ void StompSession::return_history_memory() {
 
 std::string StompSession::history_notice(const std::string& sub_id, std::string_view status, std::string_view reason,
                                          const HistoryAsk& ask, const bus::History& h, std::uint64_t from_seq) {
-  const auto& room = subs_.at(sub_id).room_id;
+  const auto& sub = subs_.at(sub_id);
+  const auto& room = sub.room_id;
   boost::json::object body{{"type", "HISTORY"},
                            {"roomId", room},
                            {"status", status},
@@ -756,7 +757,7 @@ std::string StompSession::history_notice(const std::string& sub_id, std::string_
                   {"content-type", "application/json"},
                   {"x-history-status", std::string(status)}},
                  boost::json::serialize(body)};
-  if (acks(subs_.at(sub_id).escaped)) m.headers.push_back({"ack", m.headers[1].value});
+  if (acks(sub.escaped)) m.headers.push_back({"ack", m.headers[1].value});
   return stomp::encode(m, version_);
 }
 
