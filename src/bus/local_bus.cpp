@@ -7,8 +7,9 @@
 // even if the process is killed, a room's seq never goes back after a restart, and a burst
 // shares one commit and one row. The written messages stay in memory per room (`recent_`, for
 // readers too) until the writer folds them into the room's chunk rows: a room's tail once it
-// holds a chunk's worth (kChunkMessages), or once its oldest is fold_age (1 s) old, or every room's at
-// once past --history-memory-messages. A journal row goes when all of its messages are folded.
+// holds a chunk's worth (kChunkMessages), or once its oldest is fold_age (3 s) old, or, past
+// --history-memory-messages, the oldest tails a slice at a time. A journal row goes when all of
+// its messages are folded.
 // The reader thread answers history() on its own connection, so a long read never delays live
 // messages.
 #include <algorithm>
@@ -49,9 +50,10 @@ constexpr std::size_t kPruneRoomsFirst = 16;
 constexpr std::size_t kPruneRoomsMax = 256;
 constexpr std::chrono::microseconds kPruneSliceBudget{2000};
 // How often the writer looks for tails to fold. A room's tail is folded even if it is not a
-// chunk's worth once its oldest is cfg.local_history.fold_age (1 s) old: a quiet room's
+// chunk's worth once its oldest is cfg.local_history.fold_age (3 s) old: a quiet room's
 // messages then cost a row each, and the journal (which keeps every row that still holds an
-// unfolded message) stays about that long.
+// unfolded message) stays about that long. At 1 s, 1,000 rooms x 10 at their maximum (about 20
+// msg/s a room) folded rows of ~20 messages, and history took a quarter of the core.
 constexpr std::chrono::milliseconds kFoldEvery{100};
 // A fold writes at most this many rooms' tails (about 30 us each), then lets the writer commit
 // and the worker run for kFoldSliceGap before the next slice. Folding a thousand busy rooms in
@@ -302,9 +304,10 @@ class LocalBus final : public MessageBus {
       }
       // After the batch is answered, so its messages do not wait for a fold or a prune.
       auto housekeeping = [&] {
+        // Past the memory bound every turn folds a slice of the oldest tails, however young.
         const bool full = recent_rows_ >= cfg_.history_memory_messages;
         if (full || std::chrono::steady_clock::now() >= next_fold) {
-          const bool more = fold(full);
+          const bool more = fold(false, full);
           next_fold = std::chrono::steady_clock::now() + (more ? std::chrono::milliseconds(kFoldSliceGap) : kFoldEvery);
         }
         if (std::chrono::steady_clock::now() >= next_prune) {
@@ -432,14 +435,15 @@ class LocalBus final : public MessageBus {
          : log::event("engine_down", {{"engine", "history"}, {"why", writer_file_->last_error()}});
   }
 
-  // Folds the tails whose oldest is fold_age old (all of it) or that hold a chunk's worth (whole
-  // chunks of them), at most kFoldSliceRooms of them, or with `all` every tail, into chunk rows,
+  // Folds the tails whose oldest is fold_age old (or, `pressed`, the oldest tails however young;
+  // all of each) or that hold a chunk's worth (whole chunks of them), at most kFoldSliceRooms of
+  // them, or with `all` every tail, into chunk rows,
   // and drops the journal rows nothing unfolded is left in; then forgets the folded messages in
   // memory (a reader that copied them before finds them in the file too, and keeps one of each).
   // Returns whether tails that were due are left for the next slice. Finding them costs what is
   // due, not a walk over every room ever seen (unfolded_, full_). Writer thread only: it alone
   // changes recent_, so it reads it without the lock.
-  bool fold(bool all) {
+  bool fold(bool all, bool pressed = false) {
     const auto now = now_ms();
     const auto age_ms = cfg_.local_history.fold_age.count();
     const std::size_t chunk = HistoryFile::kChunkMessages;
@@ -467,7 +471,7 @@ class LocalBus final : public MessageBus {
     };
     // Oldest first: unfolded_ is in journal order, so the first room not yet due ends the walk.
     for (const auto& [batch, room] : unfolded_) {
-      if (!all) {
+      if (!all && !pressed) {
         auto it = recent_.find(room);
         if (it != recent_.end() && !it->second.empty() && now - it->second.front().ts_ms < age_ms) break;
       }

@@ -178,12 +178,13 @@ struct BusConfig {
   std::size_t history_size = 10000;      // messages kept per room
   std::chrono::seconds history_ttl{7 * 24 * 3600};  // and for at most this long
   // Local bus: messages written to the journal but not yet folded into their room's chunk rows
-  // are also kept in memory for readers; past this many, every room's are folded at once.
+  // are also kept in memory for readers; past this many, the oldest rooms' are folded, a slice
+  // per writer turn, however young.
   std::size_t history_memory_messages = 50000;
   // Local bus: when a quiet room's messages are folded, and when the history file's WAL is
   // checkpointed (local_bus.cpp says why these values; not options: tests change them).
   struct LocalHistoryTiming {
-    std::chrono::milliseconds fold_age{1000};  // a room's unfolded messages wait at most this long
+    std::chrono::milliseconds fold_age{3000};  // a room's unfolded messages wait at most this long
     int checkpoint_pages = 4096;         // the checkpointer thread is asked at 16 MiB of 4 KiB pages
     int writer_checkpoint_pages = 16384; // the writer copies the rest itself at 64 MiB
     std::chrono::milliseconds checkpoint_every{10000};  // and at least this often while anything was written
