@@ -437,9 +437,9 @@ class LocalBus final : public MessageBus {
 
   // Folds the tails whose oldest is fold_age old (or, `pressed`, the oldest tails however young;
   // all of each) or that hold a chunk's worth (whole chunks of them), at most kFoldSliceRooms of
-  // them, or with `all` every tail, into chunk rows,
-  // and drops the journal rows nothing unfolded is left in; then forgets the folded messages in
-  // memory (a reader that copied them before finds them in the file too, and keeps one of each).
+  // them, or with `all` every tail, into chunk rows, and drops the journal rows nothing unfolded
+  // is left in; then forgets the folded messages in memory (a reader that copied them before
+  // finds them in the file too, and keeps one of each).
   // Returns whether tails that were due are left for the next slice. Finding them costs what is
   // due, not a walk over every room ever seen (unfolded_, full_). Writer thread only: it alone
   // changes recent_, so it reads it without the lock.
