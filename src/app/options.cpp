@@ -170,7 +170,7 @@ const std::vector<Spec>& specs() {
       duration_opt("history-ttl", "how long a message is kept (seconds, or 30m, 12h, 7d)", &bus::BusConfig::history_ttl, 1,
                    3650LL * 86400),
       {"history-memory-messages", "embedded history: messages written but not yet folded into their rooms' rows that "
-       "are kept in memory for readers; past it, every room's are folded at once",
+       "are kept in memory for readers; past it, the oldest rooms' are folded, a slice per writer turn",
        [](const Options& o) { return std::to_string(o.bus.history_memory_messages); },
        [](Options& o, const std::string& v) {
          o.bus.history_memory_messages = parse_number<std::size_t>("history-memory-messages", v, 1000, 10'000'000);
