@@ -727,10 +727,15 @@ TEST(RedisBus, HistoryReadDuringPublishingJoinsLiveWithoutGapOrDuplicate) {
     acked = 0;
     failed = 0;
     // Publishes until told to stop, so it is still going when the joiner subscribes and reads
-    // (a cap of 5,000 ran out before a slow machine had the joiner up); bounded by 10 s.
+    // (a cap of 5,000 ran out before a slow machine had the joiner up); bounded by 20 s, and by
+    // 1,000 unanswered, so a frozen Redis is not left a backlog that outlasts the test.
     std::thread publisher([&] {
-      const auto deadline = std::chrono::steady_clock::now() + 10s;
+      const auto deadline = std::chrono::steady_clock::now() + 20s;
       while (go && std::chrono::steady_clock::now() < deadline) {
+        if (sent - acked >= 1000) {
+          std::this_thread::sleep_for(1ms);
+          continue;
+        }
         a.bus->publish(room, "x", {}, [&](std::error_code ec, std::uint64_t, std::string_view) {
           if (ec) ++failed;
           ++acked;
@@ -745,15 +750,16 @@ TEST(RedisBus, HistoryReadDuringPublishingJoinsLiveWithoutGapOrDuplicate) {
     auto [ec, h] = joiner.history({.room_id = room, .limit = 50});
     std::this_thread::sleep_for(20ms);
     if (round == 9) {
-      // Past the health ping's 3 s: both nodes reconnect, node a's publishes fail meanwhile,
-      // and the joiner reads what it missed when its subscription is back.
+      // Longer than a PING's interval (1 s) plus its timeout (3 s) and the check after it: both
+      // nodes drop and reconnect, node a's publishes fail meanwhile, and the joiner reads what
+      // it missed once its subscription is back.
       redis.signal(SIGSTOP);
-      std::this_thread::sleep_for(5s);
+      std::this_thread::sleep_for(7s);
       redis.signal(SIGCONT);
     }
     go = false;
     publisher.join();
-    ASSERT_TRUE(test::eventually([&] { return acked == sent; }));
+    ASSERT_TRUE(test::eventually([&] { return acked == sent; }, 20s));
     ASSERT_FALSE(ec);
     ASSERT_EQ(h.messages.size(), 50u);
     // The room's newest seq as Redis has it, not `sent`: on a stalled machine node a can miss a
